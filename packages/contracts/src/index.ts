@@ -1,0 +1,4 @@
+export * from './errors.js';
+export * from './values.js';
+export * from './vnfd.js';
+export * from './node.js';

@@ -1,0 +1,70 @@
+/**
+ * Node inventory: what a node agent reports when it registers (and refreshes with heartbeats).
+ * Built by the node agent from systeminformation and sysfs; consumed by the scheduler's placement.
+ */
+import type { DataplaneKind } from './vnfd.js';
+
+export type HypervisorKind = 'qemu' | 'cloud-hypervisor' | 'firecracker';
+
+export interface HugepagePool {
+  sizeKiB: number;
+  total: number;
+  free: number;
+}
+
+export interface NumaNodeInfo {
+  id: number;
+  cpus: number[]; // logical CPU ids on this NUMA node
+  memoryMiB: number;
+  hugepages: HugepagePool[];
+}
+
+export interface SriovVfInfo {
+  index: number; // virtfn<index>
+  pciAddress: string;
+  driver?: string; // bound driver (igbvf, iavf, vfio-pci, ...)
+  iommuGroup?: number;
+}
+
+export interface SriovPfInfo {
+  pciAddress: string;
+  ifName?: string;
+  physnet?: string; // from the node's config (physnet mapping), not from the hardware
+  numaNode: number; // -1 when the platform does not say
+  totalVfs: number;
+  numVfs: number;
+  vendorId?: string;
+  deviceId?: string;
+  driver?: string;
+  vfs: SriovVfInfo[];
+}
+
+export interface DataplaneInfo {
+  kind: DataplaneKind;
+  socketDir?: string;
+  numaNode?: number;
+}
+
+export interface HypervisorInfo {
+  kind: HypervisorKind;
+  path: string;
+  version?: string;
+  accel: 'kvm' | 'tcg' | 'none';
+}
+
+export interface NodeInventory {
+  nodeId: string;
+  hostname: string;
+  labels: Record<string, string>;
+  cpuCount: number;
+  isolatedCpus: number[];
+  memoryMiB: number;
+  numaNodes: NumaNodeInfo[];
+  sriovPfs: SriovPfInfo[];
+  dataplanes: DataplaneInfo[];
+  hypervisors: HypervisorInfo[];
+  kvm: boolean;
+  agentVersion: string;
+}
+
+export type NodeHealth = 'Ready' | 'NotReady' | 'Unknown';

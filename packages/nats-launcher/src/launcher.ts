@@ -1,0 +1,152 @@
+/**
+ * Starts a real nats-server with JetStream as a child process, and stops it cleanly.
+ * Used by the appliance (`npm start`) and by every test suite (own server, random loopback port, own store).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+
+export interface NatsServerOptions {
+  /** JetStream store folder (created if missing). */
+  storeDir: string;
+  /** Client port; 0 or undefined picks a free one (nats-server's own random port). */
+  port?: number;
+  host?: string;
+  /** Optional user/password required of clients. */
+  user?: string;
+  pass?: string;
+  serverName?: string;
+  /** Path of nats-server; default: found on PATH, /usr/sbin, /usr/bin. */
+  binary?: string;
+  /** Called with each line nats-server writes (its log). */
+  onLog?: (line: string) => void;
+  startTimeoutMs?: number;
+}
+
+export interface NatsServerHandle {
+  readonly url: string;
+  readonly host: string;
+  readonly port: number;
+  readonly pid: number;
+  readonly storeDir: string;
+  /** Resolves with the exit code (or null when killed by a signal) once the process is gone. */
+  readonly exited: Promise<number | null>;
+  /** SIGTERM, then SIGKILL after graceMs; resolves when the process is gone. Safe to call twice. */
+  stop(graceMs?: number): Promise<void>;
+  /** Sends a signal without waiting (tests use SIGKILL). */
+  kill(signal: NodeJS.Signals): void;
+}
+
+export class NatsServerNotFoundError extends Error {
+  constructor() {
+    super(
+      'nats-server not found on PATH (nor in /usr/sbin, /usr/bin). Install it: `apt-get install nats-server` ' +
+        '(Debian/Ubuntu), or run `npm run setup` as root, or point EDGENFV_NATS_SERVER at the binary.',
+    );
+    this.name = 'NatsServerNotFoundError';
+  }
+}
+
+export function findNatsServer(env: NodeJS.ProcessEnv = process.env): string | null {
+  if (env.EDGENFV_NATS_SERVER) return env.EDGENFV_NATS_SERVER;
+  const dirs = [...(env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/bin', '/usr/local/bin'];
+  for (const d of dirs) {
+    if (!d) continue;
+    const p = join(d, 'nats-server');
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch {
+      /* next */
+    }
+  }
+  return null;
+}
+
+function quote(s: string): string {
+  return JSON.stringify(s);
+}
+
+export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServerHandle> {
+  const binary = opts.binary ?? findNatsServer();
+  if (!binary) throw new NatsServerNotFoundError();
+  const host = opts.host ?? '127.0.0.1';
+  mkdirSync(opts.storeDir, { recursive: true, mode: 0o700 });
+  const conf = [
+    `listen: ${quote(`${host}:${opts.port && opts.port > 0 ? opts.port : -1}`)}`,
+    `server_name: ${quote(opts.serverName ?? 'edgenfv')}`,
+    `jetstream { store_dir: ${quote(opts.storeDir)} }`,
+    // Large enough for a VNFD, small enough that a 10 MB request is refused by the server itself.
+    'max_payload: 1MB',
+  ];
+  if (opts.user !== undefined) {
+    conf.push(`authorization { user: ${quote(opts.user)}, password: ${quote(opts.pass ?? '')} }`);
+  }
+  const confPath = join(opts.storeDir, 'nats-server.conf');
+  writeFileSync(confPath, conf.join('\n') + '\n', { mode: 0o600 });
+
+  const child: ChildProcess = spawn(binary, ['-c', confPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const timeoutMs = opts.startTimeoutMs ?? 10_000;
+
+  const port = await new Promise<number>((resolve, reject) => {
+    let buf = '';
+    const tail: string[] = [];
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`nats-server did not become ready within ${timeoutMs} ms: ${tail.join(' | ')}`));
+    }, timeoutMs);
+    const onData = (chunk: Buffer): void => {
+      buf += chunk.toString('utf8');
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        opts.onLog?.(line);
+        tail.push(line);
+        if (tail.length > 8) tail.shift();
+        const m = /Listening for client connections on [^\s]*:(\d+)/.exec(line);
+        if (m) listenPort = Number(m[1]);
+        if (/Server is ready/.test(line) && listenPort) {
+          clearTimeout(timer);
+          resolve(listenPort);
+        }
+      }
+    };
+    let listenPort = 0;
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`nats-server exited with ${code} before it was ready: ${tail.join(' | ')}`));
+    });
+  });
+
+  let stopping: Promise<void> | undefined;
+  const handle: NatsServerHandle = {
+    url: `nats://${host}:${port}`,
+    host,
+    port,
+    pid: child.pid ?? -1,
+    storeDir: opts.storeDir,
+    exited,
+    kill(signal) {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+    stop(graceMs = 5_000) {
+      stopping ??= (async () => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        child.kill('SIGTERM'); // nats-server exits 1 on SIGTERM: that is its normal shutdown
+        const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+        await exited;
+        clearTimeout(timer);
+      })();
+      return stopping;
+    },
+  };
+  return handle;
+}

@@ -1,0 +1,62 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect } from 'nats';
+import { startNatsServer } from '../src/index.js';
+
+test('starts a real nats-server with JetStream on a random port and stops it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nats-launcher-'));
+  const srv = await startNatsServer({ storeDir: join(dir, 'js') });
+  try {
+    assert.match(srv.url, /^nats:\/\/127\.0\.0\.1:\d+$/);
+    const nc = await connect({ servers: srv.url });
+    const jsm = await nc.jetstreamManager();
+    const info = await jsm.getAccountInfo();
+    assert.equal(typeof info.limits, 'object');
+    const kv = await nc.jetstream().views.kv('launcher-test');
+    await kv.put('k', 'v');
+    assert.equal((await kv.get('k'))?.string(), 'v');
+    await nc.close();
+  } finally {
+    await srv.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  assert.notEqual(await srv.exited, 0); // nats-server exits 1 on SIGTERM
+});
+
+test('user/password: a client without credentials is refused', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nats-launcher-'));
+  const srv = await startNatsServer({ storeDir: join(dir, 'js'), user: 'op', pass: 's3cret' });
+  try {
+    await assert.rejects(connect({ servers: srv.url, reconnect: false }), /Authorization|AUTHORIZATION/);
+    const nc = await connect({ servers: srv.url, user: 'op', pass: 's3cret' });
+    await nc.close();
+  } finally {
+    await srv.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the same store folder keeps JetStream state across a SIGKILL', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nats-launcher-'));
+  let srv = await startNatsServer({ storeDir: join(dir, 'js') });
+  const port = srv.port;
+  try {
+    let nc = await connect({ servers: srv.url });
+    const kv = await nc.jetstream().views.kv('keep', { history: 1 });
+    await kv.put('a', 'kept');
+    await nc.close();
+    srv.kill('SIGKILL');
+    await srv.exited;
+    srv = await startNatsServer({ storeDir: join(dir, 'js'), port });
+    nc = await connect({ servers: srv.url });
+    const kv2 = await nc.jetstream().views.kv('keep');
+    assert.equal((await kv2.get('a'))?.string(), 'kept');
+    await nc.close();
+  } finally {
+    await srv.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
