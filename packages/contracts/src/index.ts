@@ -2,3 +2,4 @@ export * from './errors.js';
 export * from './values.js';
 export * from './vnfd.js';
 export * from './node.js';
+export * from './internal.js';

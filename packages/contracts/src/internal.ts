@@ -1,0 +1,154 @@
+/**
+ * The internal protocol between the scheduler (leader) and the node agents (`nfv.v1.internal.>`), after Nomad:
+ * the leader writes allocations into KV, node agents converge on them and write what they observe back.
+ * See docs/ARCHITECTURE.md "Scheduler <-> node agent". Both sides use these types: keep this file additive.
+ */
+import type { ErrorBody } from './errors.js';
+import type { NodeInventory } from './node.js';
+import type { DataplaneKind, InterfaceType, VnfdRoute } from './vnfd.js';
+
+export const INTERNAL_PREFIX = 'nfv.v1.internal';
+
+export const internalSubjects = {
+  /** request: RegisterRequest -> envelope with RegisterReply */
+  register: (nodeId: string): string => `${INTERNAL_PREFIX}.nodes.${nodeId}.register`,
+  /** publish: Heartbeat */
+  heartbeat: (nodeId: string): string => `${INTERNAL_PREFIX}.nodes.${nodeId}.heartbeat`,
+  /** wildcard the leader subscribes to */
+  allHeartbeats: `${INTERNAL_PREFIX}.nodes.*.heartbeat`,
+  allRegisters: `${INTERNAL_PREFIX}.nodes.*.register`,
+} as const;
+
+export const KV_BUCKETS = {
+  tenants: 'edgenfv_tenants',
+  vnfs: 'edgenfv_vnfs',
+  opoccs: 'edgenfv_opoccs',
+  requests: 'edgenfv_requests',
+  nodes: 'edgenfv_nodes',
+  allocs: 'edgenfv_allocs',
+  status: 'edgenfv_status',
+  ipam: 'edgenfv_ipam',
+  leader: 'edgenfv_leader',
+} as const;
+
+/** KV key of an allocation and of its status: `<nodeId>.<allocId>`. */
+export function allocKey(nodeId: string, allocId: string): string {
+  return `${nodeId}.${allocId}`;
+}
+
+/** One interface of a replica as the plan fixed it (MAC, addresses, the device it got). */
+export interface AllocInterface {
+  name: string; // ifname inside the VNF
+  type: InterfaceType;
+  mac: string; // canonical aa:bb:cc:dd:ee:ff, chosen by the plan
+  network?: string;
+  /** Addresses in CIDR form (`10.0.0.5/24`), leased by the IPAM. */
+  ips?: string[];
+  gateway?: string;
+  mtuBytes?: number;
+  /** macvtap: host parent link. tap: optional host bridge to enslave the tap to. */
+  parent?: string;
+  bridge?: string;
+  /** SR-IOV: the VF reserved for this interface. */
+  sriov?: {
+    pfPciAddress: string;
+    vfPciAddress: string;
+    vfIndex: number;
+    physnet: string;
+    vlan?: number;
+    vlanQos?: number;
+    spoofchk?: boolean;
+    trust?: boolean;
+  };
+  /** vhost-user: the data plane's socket (QEMU connects, or serves when `server`). */
+  vhostuser?: {
+    dataplane: DataplaneKind;
+    socketPath: string;
+    queues: number;
+    /** true: QEMU creates the socket and the data plane connects to it (client mode of the data plane). */
+    qemuServer?: boolean;
+  };
+}
+
+/** A replica's committed reservation on one node, written by the leader (CAS create) into `edgenfv_allocs`. */
+export interface Allocation {
+  allocId: string;
+  nodeId: string;
+  /** The node's epoch the allocation was made under (fencing). */
+  epoch: number;
+  tenantId: string;
+  vnfId: string;
+  vnfName?: string;
+  replica: number;
+  /** What the replica reserves on the node. */
+  resources: {
+    vcpus: number;
+    memoryMiB: number;
+    cpuPolicy?: 'dedicated' | 'shared';
+    /** Pinned logical CPUs (dedicated policy). */
+    cpus?: number[];
+    numaNode?: number;
+    hugepages?: { sizeKiB: number; count: number };
+  };
+  image: { ref: string };
+  command?: string[];
+  args?: string[];
+  env?: Record<string, string>;
+  interfaces: AllocInterface[];
+  routes?: VnfdRoute[];
+  /** `running` (default) or `stopped`: the leader flips it to stop a replica before deleting the allocation. */
+  desired?: 'running' | 'stopped';
+  createdAt: string;
+}
+
+export type ReplicaRunState = 'STARTING' | 'RUNNING' | 'FAILED' | 'STOPPING' | 'STOPPED';
+
+export interface ReplicaInterfaceStatus {
+  name: string;
+  mac: string;
+  ips: string[];
+  pciAddress?: string; // SR-IOV VF, or the guest PCI path of the NIC
+  socketPath?: string; // vhost-user
+}
+
+/** What a node agent observes of one allocation, written into `edgenfv_status` `<nodeId>.<allocId>`. */
+export interface ReplicaStatus {
+  allocId: string;
+  nodeId: string;
+  epoch: number;
+  tenantId: string;
+  vnfId: string;
+  replica: number;
+  state: ReplicaRunState;
+  sandboxId?: string;
+  interfaces: ReplicaInterfaceStatus[];
+  error?: ErrorBody;
+  /** Milliseconds from the allocation seen to the replica running (when RUNNING). */
+  startMs?: number;
+  updatedAt: string;
+}
+
+/** `nfv.v1.internal.nodes.<n>.register` request. */
+export interface RegisterRequest {
+  nodeId: string;
+  inventory: NodeInventory;
+  /** Allocation ids the node agent currently runs (after a restart: what it re-adopted). */
+  running: string[];
+  startedAt: string;
+}
+/** Reply (inside the usual `{ok, result}` envelope). */
+export interface RegisterReply {
+  epoch: number;
+  heartbeatIntervalMs?: number;
+}
+
+/** `nfv.v1.internal.nodes.<n>.heartbeat` publish. */
+export interface Heartbeat {
+  nodeId: string;
+  epoch: number;
+  at: string;
+  sandboxes: number;
+  replicas: number;
+  /** Included when the inventory changed since the last register/heartbeat. */
+  inventory?: NodeInventory;
+}
