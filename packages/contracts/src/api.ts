@@ -1,0 +1,148 @@
+/** Records and payloads of the message API v1 (shared API.md). Requests are validated by `schemas.ts`. */
+import type { ErrorBody } from './errors.js';
+import type { InterfaceType, Vnfd } from './vnfd.js';
+import type { NodeHealth, NodeInventory } from './node.js';
+
+export type Envelope<T> = { ok: true; result: T } | { ok: false; error: ErrorBody };
+
+export interface Quota {
+  vcpus?: number;
+  memoryMiB?: number;
+  vfs?: number;
+  vnfs?: number;
+}
+export interface Usage {
+  vcpus: number;
+  memoryMiB: number;
+  vfs: number;
+  vnfs: number;
+}
+export const QUOTA_KEYS = ['vcpus', 'memoryMiB', 'vfs', 'vnfs'] as const;
+
+export interface Tenant {
+  id: string;
+  displayName?: string;
+  quota: Quota; // a missing key means unlimited
+  usage: Usage;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export type InstantiationState = 'NOT_INSTANTIATED' | 'INSTANTIATED';
+export type ReplicaState = 'PENDING' | 'SCHEDULED' | 'STARTING' | 'RUNNING' | 'FAILED' | 'STOPPING' | 'STOPPED';
+export type Operation = 'INSTANTIATE' | 'SCALE' | 'HEAL' | 'TERMINATE';
+export type OperationState = 'STARTING' | 'PROCESSING' | 'COMPLETED' | 'FAILED_TEMP' | 'ROLLING_BACK' | 'ROLLED_BACK' | 'FAILED';
+export const TERMINAL_OP_STATES: readonly OperationState[] = ['COMPLETED', 'FAILED', 'ROLLED_BACK'];
+
+export interface ReplicaInterface {
+  name: string;
+  type: InterfaceType;
+  network?: string;
+  mac?: string;
+  ips: string[];
+  pciAddress?: string; // SR-IOV
+  socketPath?: string; // vhost-user
+}
+
+export interface Replica {
+  index: number;
+  state: ReplicaState;
+  nodeId?: string;
+  sandboxId?: string;
+  allocId?: string;
+  interfaces: ReplicaInterface[];
+  /** Why the replica is where it is (placement explanation, failure reason). */
+  message?: string;
+  error?: ErrorBody;
+  updatedAt: string;
+}
+
+export interface Vnf {
+  id: string;
+  tenantId: string;
+  name: string;
+  descriptor: Vnfd;
+  instantiationState: InstantiationState;
+  /** Replicas asked for (scale changes it). */
+  desiredReplicas: number;
+  replicas: Replica[];
+  lastOpOccId?: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface OpOccStep {
+  at: string;
+  message: string;
+}
+
+export interface OpOcc {
+  id: string;
+  tenantId: string;
+  vnfId: string;
+  operation: Operation;
+  operationState: OperationState;
+  startTime: string;
+  stateEnteredTime: string;
+  requestId?: string;
+  /** Operation parameters (replicas for SCALE, replica for HEAL, mode for TERMINATE). */
+  params?: Record<string, unknown>;
+  error?: ErrorBody;
+  /** A truthful log of what the operation did, in order. */
+  steps: OpOccStep[];
+}
+
+export interface NodeRecord {
+  id: string;
+  inventory: NodeInventory;
+  health: NodeHealth;
+  cordoned: boolean;
+  epoch: number;
+  lastHeartbeatAt?: string;
+  registeredAt: string;
+  /** Filled in by the API from allocations. */
+  allocated?: { vcpus: number; memoryMiB: number; vfs: number; replicas: number };
+  sandboxes?: { tenantId: string; replicas: number }[];
+}
+
+export type EventPayload =
+  | {
+      type: 'OpOcc';
+      opOccId: string;
+      vnfId: string;
+      operation: Operation;
+      operationState: OperationState;
+      at: string;
+      error?: ErrorBody;
+    }
+  | { type: 'Replica'; vnfId: string; replica: number; state: ReplicaState; nodeId?: string; at: string };
+
+// ---- requests (shapes enforced by schemas.ts) ----
+export interface TenantCreateRequest {
+  id: string;
+  displayName?: string;
+  quota?: Quota;
+}
+export interface IdRequest {
+  id: string;
+}
+export type EmptyRequest = Record<string, never>;
+export interface InstantiateRequest {
+  descriptor: Vnfd;
+  requestId?: string;
+}
+export interface ScaleRequest {
+  id: string;
+  replicas: number;
+  requestId?: string;
+}
+export interface HealRequest {
+  id: string;
+  replica?: number;
+  requestId?: string;
+}
+export interface TerminateRequest {
+  id: string;
+  mode?: 'GRACEFUL' | 'FORCEFUL';
+  requestId?: string;
+}

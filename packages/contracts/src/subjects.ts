@@ -1,0 +1,65 @@
+/** NATS subjects of the message API v1 (shared API.md, "Subjects"). The prefix `nfv.v1` is fixed. */
+export const API_PREFIX = 'nfv.v1';
+
+export const ADMIN_OPS = [
+  'tenants.create',
+  'tenants.get',
+  'tenants.list',
+  'tenants.delete',
+  'nodes.list',
+  'nodes.get',
+  'nodes.cordon',
+  'nodes.uncordon',
+  'nodes.drain',
+] as const;
+export type AdminOp = (typeof ADMIN_OPS)[number];
+
+export const TENANT_OPS = [
+  'vnfs.instantiate',
+  'vnfs.get',
+  'vnfs.list',
+  'vnfs.scale',
+  'vnfs.heal',
+  'vnfs.terminate',
+  'opoccs.get',
+] as const;
+export type TenantOp = (typeof TENANT_OPS)[number];
+
+export const subjects = {
+  admin: (op: AdminOp): string => `${API_PREFIX}.admin.${op}`,
+  tenant: (tenantId: string, op: TenantOp): string => `${API_PREFIX}.tenant.${tenantId}.${op}`,
+  events: (tenantId: string, vnfId: string): string => `${API_PREFIX}.tenant.${tenantId}.events.${vnfId}`,
+  /** Wildcards the API server subscribes to. */
+  adminWildcard: `${API_PREFIX}.admin.>`,
+  tenantWildcard: `${API_PREFIX}.tenant.*.>`,
+  eventsWildcard: `${API_PREFIX}.tenant.*.events.>`,
+  internal: `${API_PREFIX}.internal`,
+} as const;
+
+/** Name of the JetStream stream that keeps every notification (replayable by clients). */
+export const EVENTS_STREAM = 'EDGENFV_EVENTS';
+
+export type ParsedSubject =
+  | { kind: 'admin'; op: AdminOp }
+  | { kind: 'tenant'; tenantId: string; op: TenantOp }
+  | { kind: 'unknown'; reason: string };
+
+/** Parses an API subject; never throws. */
+export function parseApiSubject(subject: string): ParsedSubject {
+  const parts = subject.split('.');
+  if (parts[0] !== 'nfv' || parts[1] !== 'v1') return { kind: 'unknown', reason: 'not an nfv.v1 subject' };
+  if (parts[2] === 'admin') {
+    const op = parts.slice(3).join('.');
+    return (ADMIN_OPS as readonly string[]).includes(op)
+      ? { kind: 'admin', op: op as AdminOp }
+      : { kind: 'unknown', reason: `unknown admin operation "${op}"` };
+  }
+  if (parts[2] === 'tenant' && parts.length >= 5) {
+    const tenantId = parts[3]!;
+    const op = parts.slice(4).join('.');
+    return (TENANT_OPS as readonly string[]).includes(op)
+      ? { kind: 'tenant', tenantId, op: op as TenantOp }
+      : { kind: 'unknown', reason: `unknown tenant operation "${op}"` };
+  }
+  return { kind: 'unknown', reason: 'unknown subject' };
+}
