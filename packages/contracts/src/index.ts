@@ -7,3 +7,6 @@ export * from './subjects.js';
 export * from './schemas.js';
 export * from './agent.js';
 export * from './agent-channel.js';
+export * from './internal.js';
+export * from './attachment.js';
+export * from './network.js';

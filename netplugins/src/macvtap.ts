@@ -1,0 +1,170 @@
+/**
+ * macvtap attachment: a macvtap on a host parent link (the network's uplink), created straight into the sandbox's
+ * netns under the interface's name. QEMU opens `/dev/tap<ifIndex>` (`-netdev tap,fd=N`); the macvtap's MAC is the
+ * guest NIC's MAC.
+ */
+import { ConflictError, NotFoundError, type AttachmentIp, type MacAddress, type MacvtapAttachmentResult } from '@edgenfv/contracts';
+import { Fields, IFNAME_HINT, IFNAME_RE, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from './config.js';
+import type { Netlink } from './netlink.js';
+import { isSupportedNetns, netnsTarget } from './netns.js';
+import {
+  CheckError,
+  compareResult,
+  derivedMac,
+  rollback,
+  sameConfigOrConflict,
+  type AttachmentPlugin,
+  type AttachmentRecord,
+  type PluginDeps,
+} from './plugin.js';
+
+export const MACVTAP_MODES = ['bridge', 'vepa', 'private', 'passthru'] as const;
+export type MacvtapMode = (typeof MACVTAP_MODES)[number];
+
+export interface MacvtapConfig {
+  parent: string;
+  mode: MacvtapMode;
+  mtuBytes?: number;
+  mac?: MacAddress;
+  ips: AttachmentIp[];
+}
+export type MacvtapRecord = AttachmentRecord<MacvtapConfig, MacvtapAttachmentResult, { parentMtuBytes: number }>;
+
+export class MacvtapPlugin implements AttachmentPlugin<MacvtapConfig, MacvtapAttachmentResult> {
+  readonly type = 'macvtap' as const;
+  constructor(private readonly deps: PluginDeps & { netlink: Netlink }) {}
+
+  parseConfig(raw: unknown): MacvtapConfig {
+    const issues = new Issues();
+    if (!isObj(raw)) {
+      issues.add('', 'config must be an object');
+      issues.throwIfAny();
+    }
+    const f = new Fields(raw as Record<string, unknown>, issues);
+    const parent = f.string('parent', { required: true, re: IFNAME_RE, reHint: IFNAME_HINT });
+    const mode = f.oneOf('mode', MACVTAP_MODES) ?? 'bridge';
+    const mtuBytes = f.int('mtuBytes', { min: 68, max: 65535 });
+    const mac = f.mac('mac');
+    const ips = readIps(f);
+    f.closed();
+    issues.throwIfAny();
+    const cfg: MacvtapConfig = { parent: parent!, mode, ips };
+    if (mtuBytes !== undefined) cfg.mtuBytes = mtuBytes;
+    if (mac) cfg.mac = mac;
+    return cfg;
+  }
+
+  private lockKey(ctx: AttachCtx): string {
+    return `macvtap-${ctx.containerId}-${ctx.ifName}`;
+  }
+
+  async add(ctx: AttachCtx, cfg: MacvtapConfig): Promise<MacvtapAttachmentResult> {
+    validateCtx(ctx, true);
+    const netns = ctx.netns!;
+    if (!isSupportedNetns(netns)) throw new ConflictError(`netns ${netns}: use a name, /var/run/netns/<name> or /proc/<pid>/ns/net`);
+    const { netlink, records, locks, logger } = this.deps;
+    return locks.with(this.lockKey(ctx), async () => {
+      const prev = records.get<MacvtapRecord>(this.type, ctx);
+      if (prev) {
+        sameConfigOrConflict(this.type, ctx, prev.config, cfg, prev.netns);
+        await this.checkRec(ctx, prev);
+        return prev.result;
+      }
+      if (!(await netlink.netnsExists(netns))) throw new NotFoundError(`netns ${netns} does not exist`);
+      const parent = await netlink.link(cfg.parent);
+      if (!parent) throw new NotFoundError(`parent: host link ${cfg.parent} does not exist`);
+      if (await netlink.link(ctx.ifName, netns)) throw new ConflictError(`link ${ctx.ifName} already exists in netns ${netns} and is not ours`);
+      const mac = cfg.mac ?? derivedMac(ctx);
+      const mtu = cfg.mtuBytes !== undefined ? ` mtu ${cfg.mtuBytes}` : '';
+      const undo: Array<{ what: string; undo: () => Promise<void> }> = [];
+      try {
+        undo.push({
+          what: 'delete macvtap',
+          undo: async () => {
+            if (await netlink.link(ctx.ifName, netns)) await netlink.batch([`link del ${ctx.ifName}`], netns);
+          },
+        });
+        await netlink.batch([
+          `link add link ${cfg.parent} name ${ctx.ifName} netns ${netnsTarget(netns)} address ${mac}${mtu} type macvtap mode ${cfg.mode}`,
+        ]);
+        await netlink.batch([`link set ${ctx.ifName} up`], netns);
+        const live = await netlink.link(ctx.ifName, netns);
+        if (!live) throw new NotFoundError(`macvtap ${ctx.ifName} vanished from ${netns} right after creation`);
+        const result: MacvtapAttachmentResult = {
+          kind: 'macvtap',
+          id: attachmentId(ctx),
+          ifName: ctx.ifName,
+          mac,
+          ips: cfg.ips,
+          netns,
+          tapName: ctx.ifName,
+          parent: cfg.parent,
+          ifIndex: live.ifIndex,
+          tapDevice: `/dev/tap${live.ifIndex}`,
+        };
+        if (cfg.mtuBytes !== undefined) result.mtuBytes = cfg.mtuBytes;
+        const rec: MacvtapRecord = {
+          version: 1, containerId: ctx.containerId, ifName: ctx.ifName, netns, config: cfg,
+          original: { parentMtuBytes: parent.mtuBytes }, result, createdAt: new Date().toISOString(),
+        };
+        records.put(this.type, ctx, rec);
+        return result;
+      } catch (err) {
+        await rollback(undo, logger);
+        throw err;
+      }
+    });
+  }
+
+  async del(ctx: AttachCtx): Promise<void> {
+    validateCtx(ctx, false);
+    const { netlink, records, locks } = this.deps;
+    await locks.with(this.lockKey(ctx), async () => {
+      const rec = records.get<MacvtapRecord>(this.type, ctx);
+      if (!rec) return;
+      const netns = rec.netns!;
+      if (await netlink.netnsExists(netns)) {
+        const l = await netlink.link(ctx.ifName, netns);
+        if (l && l.kind === 'macvtap') await netlink.batch([`link del ${ctx.ifName}`], netns);
+      }
+      records.delete(this.type, ctx);
+    });
+  }
+
+  async check(ctx: AttachCtx, prev?: MacvtapAttachmentResult): Promise<void> {
+    validateCtx(ctx, false);
+    const rec = this.deps.records.get<MacvtapRecord>(this.type, ctx);
+    if (!rec) throw new NotFoundError(`no macvtap attachment ${attachmentId(ctx)}`);
+    await this.checkRec(ctx, rec, prev);
+  }
+
+  private async checkRec(ctx: AttachCtx, rec: MacvtapRecord, prev?: MacvtapAttachmentResult): Promise<void> {
+    const { netlink } = this.deps;
+    const problems: string[] = [];
+    compareResult(rec.result, prev, problems);
+    const netns = rec.netns!;
+    if (!(await netlink.netnsExists(netns))) problems.push(`netns ${netns} is gone`);
+    else {
+      const l = await netlink.link(ctx.ifName, netns);
+      if (!l) problems.push(`macvtap ${ctx.ifName} is missing in ${netns}`);
+      else {
+        if (l.kind !== 'macvtap') problems.push(`${ctx.ifName} is a ${l.kind}, not a macvtap`);
+        if (l.mac.toLowerCase() !== rec.result.mac) problems.push(`${ctx.ifName} has MAC ${l.mac}, recorded ${rec.result.mac}`);
+        if (l.ifIndex !== rec.result.ifIndex) problems.push(`${ctx.ifName} has ifindex ${l.ifIndex}, recorded ${rec.result.ifIndex}`);
+        if (l.mode && l.mode !== rec.config.mode) problems.push(`${ctx.ifName} is in mode ${l.mode}, recorded ${rec.config.mode}`);
+      }
+    }
+    if (problems.length) throw new CheckError(problems);
+  }
+
+  async gc(valid: ReadonlySet<string>): Promise<string[]> {
+    const gone: string[] = [];
+    for (const a of this.deps.records.list(this.type)) {
+      const id = `${a.containerId}/${a.ifName}`;
+      if (valid.has(id)) continue;
+      await this.del(a);
+      gone.push(id);
+    }
+    return gone;
+  }
+}

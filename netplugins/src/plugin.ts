@@ -1,0 +1,98 @@
+/**
+ * The attachment contract every type implements (after the CNI contract and sriov-cni):
+ * parseConfig throws one error listing every issue; add records the original host state first, rolls back in
+ * reverse order on failure, and returns the same result when called twice; del works from the record, is safe to
+ * repeat and treats "already gone" as success; check compares the record with the live state.
+ */
+import { createHash } from 'node:crypto';
+import { ConflictError, InternalError, localMac, type AttachmentResult, type AttachmentType, type MacAddress } from '@edgenfv/contracts';
+import type { Logger } from 'pino';
+import type { AttachCtx } from './config.js';
+import type { DeviceLocks } from './lock.js';
+import type { RecordStore } from './records.js';
+
+export interface AttachmentPlugin<C, R extends AttachmentResult = AttachmentResult> {
+  readonly type: AttachmentType;
+  parseConfig(raw: unknown): C;
+  add(ctx: AttachCtx, cfg: C): Promise<R>;
+  del(ctx: AttachCtx): Promise<void>;
+  /** Throws a CheckError naming what differs; `prev` (CNI prevResult) must match the record when given. */
+  check(ctx: AttachCtx, prev?: R): Promise<void>;
+  /** Deletes every recorded attachment whose `<containerId>/<ifName>` is not in `valid`; returns the ones it deleted. */
+  gc(valid: ReadonlySet<string>): Promise<string[]>;
+}
+
+export interface PluginDeps {
+  records: RecordStore;
+  locks: DeviceLocks;
+  logger?: Logger;
+}
+
+/** What differs between a record and the live state (CHECK). */
+export class CheckError extends InternalError {
+  constructor(readonly problems: string[]) {
+    super(`check failed: ${problems.join('; ')}`, { details: { problems } });
+  }
+}
+
+/** Record of one attachment: the parsed config, the original host state, and the result handed back. */
+export interface AttachmentRecord<C, R, O = unknown> {
+  version: 1;
+  containerId: string;
+  ifName: string;
+  netns?: string;
+  config: C;
+  original: O;
+  result: R;
+  createdAt: string;
+}
+
+export function shortHash(s: string, hexChars = 8): string {
+  return createHash('sha256').update(s).digest('hex').slice(0, hexChars);
+}
+
+/** A stable locally administered MAC for an attachment that was not given one. */
+export function derivedMac(ctx: AttachCtx, salt = ''): MacAddress {
+  const h = createHash('sha256').update(`${ctx.containerId}/${ctx.ifName}/${salt}`).digest();
+  return localMac(h.subarray(0, 5));
+}
+
+function stable(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x && typeof x === 'object' && !Array.isArray(x)
+      ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)))
+      : x,
+  );
+}
+
+/** ADD twice: same config -> same result; a different config for the same attachment is a conflict. */
+export function sameConfigOrConflict<C>(type: string, ctx: AttachCtx, recorded: C, asked: C, recNetns?: string): void {
+  if (stable(recorded) !== stable(asked) || (recNetns ?? '') !== (ctx.netns ?? '')) {
+    throw new ConflictError(
+      `${type} attachment ${ctx.containerId}/${ctx.ifName} already exists with another configuration: DEL it first`,
+      { recorded, asked },
+    );
+  }
+}
+
+/** Runs undo steps in reverse order, logging (never throwing) their own failures. */
+export async function rollback(steps: Array<{ what: string; undo: () => Promise<void> }>, logger?: Logger): Promise<void> {
+  for (const s of [...steps].reverse()) {
+    try {
+      await s.undo();
+    } catch (err) {
+      logger?.error({ err, step: s.what }, 'rollback step failed');
+    }
+  }
+}
+
+export function compareResult(rec: unknown, prev: unknown, problems: string[]): void {
+  if (prev === undefined) return;
+  const r = rec as Record<string, unknown>;
+  const p = prev as Record<string, unknown>;
+  for (const k of ['mac', 'ifName', 'pciAddress', 'socketPath', 'tapName']) {
+    if (p[k] !== undefined && p[k] !== r[k]) problems.push(`prevResult.${k} is ${String(p[k])}, the record says ${String(r[k])}`);
+  }
+}
+
+export type { AttachCtx };

@@ -1,0 +1,208 @@
+/**
+ * tap attachment: a tap device for a VM's virtio-net NIC, created in the sandbox's network namespace and wired to
+ * the network's Linux bridge on the host:
+ *   host: <bridge> -- <hostVeth>  ==veth==  netns: <peer> -- <nsBridge> -- <tap = ifName>  (QEMU opens the tap)
+ * Everything is created with two `ip -batch` processes (host, netns); DEL removes the netns side and the veth.
+ */
+import { ConflictError, NotFoundError, type AttachmentIp, type MacAddress, type TapAttachmentResult } from '@edgenfv/contracts';
+import { Fields, IFNAME_HINT, IFNAME_RE, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from './config.js';
+import type { Netlink } from './netlink.js';
+import { isSupportedNetns, netnsTarget } from './netns.js';
+import {
+  CheckError,
+  compareResult,
+  derivedMac,
+  rollback,
+  sameConfigOrConflict,
+  shortHash,
+  type AttachmentPlugin,
+  type AttachmentRecord,
+  type PluginDeps,
+} from './plugin.js';
+
+export interface TapConfig {
+  /** The network's bridge in the host netns (created when missing, never deleted: other attachments share it). */
+  bridge: string;
+  mtuBytes?: number;
+  /** The guest NIC's MAC; default derived from containerId/ifName. */
+  mac?: MacAddress;
+  ips: AttachmentIp[];
+}
+
+interface TapOriginal {
+  bridgeExisted: boolean;
+}
+export type TapRecord = AttachmentRecord<TapConfig, TapAttachmentResult, TapOriginal>;
+
+export function tapNames(ctx: AttachCtx): { hostVeth: string; peer: string; nsBridge: string } {
+  const h = shortHash(attachmentId(ctx), 10);
+  return { hostVeth: `vt${h}`, peer: `vp${h.slice(0, 8)}`, nsBridge: `br${h.slice(0, 8)}` };
+}
+
+export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResult> {
+  readonly type = 'tap' as const;
+  constructor(
+    private readonly deps: PluginDeps & { netlink: Netlink },
+  ) {}
+
+  parseConfig(raw: unknown): TapConfig {
+    const issues = new Issues();
+    if (!isObj(raw)) {
+      issues.add('', 'config must be an object');
+      issues.throwIfAny();
+    }
+    const f = new Fields(raw as Record<string, unknown>, issues);
+    const bridge = f.string('bridge', { required: true, re: IFNAME_RE, reHint: IFNAME_HINT });
+    const mtuBytes = f.int('mtuBytes', { min: 68, max: 65535 });
+    const mac = f.mac('mac');
+    const ips = readIps(f);
+    f.closed();
+    issues.throwIfAny();
+    const cfg: TapConfig = { bridge: bridge!, ips };
+    if (mtuBytes !== undefined) cfg.mtuBytes = mtuBytes;
+    if (mac) cfg.mac = mac;
+    return cfg;
+  }
+
+  private lockKey(ctx: AttachCtx): string {
+    return `tap-${ctx.containerId}-${ctx.ifName}`;
+  }
+
+  async add(ctx: AttachCtx, cfg: TapConfig): Promise<TapAttachmentResult> {
+    validateCtx(ctx, true);
+    const netns = ctx.netns!;
+    if (!isSupportedNetns(netns)) throw new ConflictError(`netns ${netns}: use a name, /var/run/netns/<name> or /proc/<pid>/ns/net`);
+    const { netlink, records, locks, logger } = this.deps;
+    return locks.with(this.lockKey(ctx), async () => {
+      const prev = records.get<TapRecord>(this.type, ctx);
+      if (prev) {
+        sameConfigOrConflict(this.type, ctx, prev.config, cfg, prev.netns);
+        await this.checkLocked(ctx, prev);
+        return prev.result;
+      }
+      if (!(await netlink.netnsExists(netns))) throw new NotFoundError(`netns ${netns} does not exist`);
+      const names = tapNames(ctx);
+      const [hostLinks, nsLinks] = await Promise.all([netlink.links(), netlink.links(netns)]);
+      const br = hostLinks.get(cfg.bridge);
+      if (br && br.kind !== 'bridge') throw new ConflictError(`bridge: host link ${cfg.bridge} exists and is a ${br.kind ?? 'plain link'}, not a bridge`);
+      for (const n of [ctx.ifName, names.peer, names.nsBridge])
+        if (nsLinks.has(n)) throw new ConflictError(`link ${n} already exists in netns ${netns} and is not ours`);
+      if (hostLinks.has(names.hostVeth)) throw new ConflictError(`host link ${names.hostVeth} already exists and is not ours`);
+
+      const original: TapOriginal = { bridgeExisted: !!br };
+      const mtu = cfg.mtuBytes !== undefined ? ` mtu ${cfg.mtuBytes}` : '';
+      const undo: Array<{ what: string; undo: () => Promise<void> }> = [];
+      try {
+        undo.push({ what: 'delete host veth', undo: () => this.delIfPresent(names.hostVeth) });
+        await netlink.batch([
+          ...(br ? [] : [`link add ${cfg.bridge} type bridge`]),
+          `link add ${names.hostVeth}${mtu} type veth peer name ${names.peer} netns ${netnsTarget(netns)}`,
+          `link set ${names.hostVeth} master ${cfg.bridge} up`,
+          `link set ${cfg.bridge} up`,
+        ]);
+        undo.push({
+          what: 'delete netns links',
+          undo: async () => {
+            const live = await netlink.links(netns);
+            const del = [ctx.ifName, names.nsBridge, names.peer].filter((n) => live.has(n)).map((n) => `link del ${n}`);
+            await netlink.batch(del, netns);
+          },
+        });
+        await netlink.batch(
+          [
+            `tuntap add dev ${ctx.ifName} mode tap`,
+            `link add ${names.nsBridge}${mtu} type bridge`,
+            `link set ${names.peer} master ${names.nsBridge} up`,
+            `link set ${ctx.ifName}${mtu} master ${names.nsBridge} up`,
+            `link set ${names.nsBridge} up`,
+          ],
+          netns,
+        );
+        const result: TapAttachmentResult = {
+          kind: 'tap',
+          id: attachmentId(ctx),
+          ifName: ctx.ifName,
+          mac: cfg.mac ?? derivedMac(ctx),
+          ips: cfg.ips,
+          netns,
+          tapName: ctx.ifName,
+          bridge: cfg.bridge,
+          hostVeth: names.hostVeth,
+        };
+        if (cfg.mtuBytes !== undefined) result.mtuBytes = cfg.mtuBytes;
+        const rec: TapRecord = { version: 1, containerId: ctx.containerId, ifName: ctx.ifName, netns, config: cfg, original, result, createdAt: new Date().toISOString() };
+        records.put(this.type, ctx, rec);
+        return result;
+      } catch (err) {
+        await rollback(undo, logger);
+        throw err;
+      }
+    });
+  }
+
+  private async delIfPresent(name: string, netns?: string): Promise<void> {
+    const l = await this.deps.netlink.link(name, netns);
+    if (l) await this.deps.netlink.batch([`link del ${name}`], netns);
+  }
+
+  async del(ctx: AttachCtx): Promise<void> {
+    validateCtx(ctx, false);
+    const { netlink, records, locks } = this.deps;
+    await locks.with(this.lockKey(ctx), async () => {
+      const rec = records.get<TapRecord>(this.type, ctx);
+      if (!rec) return; // never added, or already deleted
+      const netns = rec.netns!;
+      const names = tapNames(ctx);
+      if (await netlink.netnsExists(netns)) {
+        const live = await netlink.links(netns);
+        const del = [ctx.ifName, names.nsBridge, names.peer].filter((n) => live.has(n)).map((n) => `link del ${n}`);
+        await netlink.batch(del, netns);
+      }
+      await this.delIfPresent(names.hostVeth); // gone with its peer already, unless the netns went away oddly
+      records.delete(this.type, ctx);
+    });
+  }
+
+  async check(ctx: AttachCtx, prev?: TapAttachmentResult): Promise<void> {
+    validateCtx(ctx, false);
+    const rec = this.deps.records.get<TapRecord>(this.type, ctx);
+    if (!rec) throw new NotFoundError(`no tap attachment ${attachmentId(ctx)}`);
+    await this.checkLocked(ctx, rec, prev);
+  }
+
+  private async checkLocked(ctx: AttachCtx, rec: TapRecord, prev?: TapAttachmentResult): Promise<void> {
+    const { netlink } = this.deps;
+    const problems: string[] = [];
+    compareResult(rec.result, prev, problems);
+    const netns = rec.netns!;
+    const names = tapNames(ctx);
+    if (!(await netlink.netnsExists(netns))) problems.push(`netns ${netns} is gone`);
+    else {
+      const live = await netlink.links(netns);
+      const tap = live.get(ctx.ifName);
+      if (!tap) problems.push(`tap ${ctx.ifName} is missing in ${netns}`);
+      else {
+        if (tap.kind !== 'tun' || (tap.tunType && tap.tunType !== 'tap')) problems.push(`${ctx.ifName} is a ${tap.kind}, not a tap`);
+        if (tap.master !== names.nsBridge) problems.push(`${ctx.ifName} is not on ${names.nsBridge}`);
+      }
+      const peer = live.get(names.peer);
+      if (!peer) problems.push(`veth ${names.peer} is missing in ${netns}`);
+      else if (peer.master !== names.nsBridge) problems.push(`${names.peer} is not on ${names.nsBridge}`);
+    }
+    const hv = await netlink.link(names.hostVeth);
+    if (!hv) problems.push(`host veth ${names.hostVeth} is missing`);
+    else if (hv.master !== rec.config.bridge) problems.push(`${names.hostVeth} is not on bridge ${rec.config.bridge}`);
+    if (problems.length) throw new CheckError(problems);
+  }
+
+  async gc(valid: ReadonlySet<string>): Promise<string[]> {
+    const gone: string[] = [];
+    for (const a of this.deps.records.list(this.type)) {
+      const id = `${a.containerId}/${a.ifName}`;
+      if (valid.has(id)) continue;
+      await this.del(a);
+      gone.push(id);
+    }
+    return gone;
+  }
+}

@@ -1,0 +1,48 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, readdirSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { DeviceLocks } from '../src/lock.js';
+import { RecordStore } from '../src/records.js';
+
+export function ip(...args: string[]): string {
+  return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+export function tryIp(...args: string[]): void {
+  try {
+    ip(...args);
+  } catch {
+    /* already gone */
+  }
+}
+export function uniq(prefix: string): string {
+  return `${prefix}${randomBytes(3).toString('hex')}`;
+}
+export function linkNames(netns?: string): string[] {
+  const out = netns ? ip('-n', netns, '-j', 'link', 'show') : ip('-j', 'link', 'show');
+  return (JSON.parse(out) as { ifname: string }[]).map((l) => l.ifname);
+}
+
+/** A temp state dir with records + locks, removed by cleanup(). */
+export function tempState(): { dir: string; records: RecordStore; locks: DeviceLocks; cleanup(): void; leftovers(): string[] } {
+  const dir = mkdtempSync(join(tmpdir(), 'np-state-'));
+  return {
+    dir,
+    records: new RecordStore(join(dir, 'records')),
+    locks: new DeviceLocks(join(dir, 'locks')),
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+    leftovers: () => {
+      const out: string[] = [];
+      for (const sub of ['records', 'locks']) {
+        const d = join(dir, sub);
+        if (!existsSync(d)) continue;
+        for (const t of readdirSync(d, { withFileTypes: true })) {
+          if (t.isDirectory()) for (const f of readdirSync(join(d, t.name))) out.push(`${sub}/${t.name}/${f}`);
+          else out.push(`${sub}/${t.name}`);
+        }
+      }
+      return out;
+    },
+  };
+}
