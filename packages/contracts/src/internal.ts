@@ -88,7 +88,8 @@ export interface Allocation {
     /** Pinned logical CPUs (dedicated policy). */
     cpus?: number[];
     numaNode?: number;
-    hugepages?: { sizeKiB: number; count: number };
+    /** numaNode: where the pages come from when it differs from `numaNode` (numa: preferred/none fallback). */
+    hugepages?: { sizeKiB: number; count: number; numaNode?: number };
   };
   image: { ref: string };
   command?: string[];

@@ -1,0 +1,236 @@
+/**
+ * Node views: a node's inventory with precomputed free counts (CPUs, hugepages, VFs per NUMA node), kept up to
+ * date incrementally as reservations are applied and removed, so that filters only compare numbers.
+ */
+import type { Allocation, NodeHealth, NodeInventory } from '@edgenfv/contracts';
+import { hugepagesMiB } from './request.js';
+import type { Assignment, NodeView, NumaView, PlacementRequest, Reservation, Verdict, VfSlot } from './types.js';
+
+export interface NodeMeta {
+  nodeId: string;
+  epoch: number;
+  health: NodeHealth;
+  cordoned: boolean;
+  draining?: boolean;
+  inventory: NodeInventory;
+}
+
+export interface NodeViewOptions {
+  /** Shared vCPUs per host CPU (Nova's cpu_allocation_ratio); default 1. */
+  cpuAllocationRatio?: number;
+}
+
+function numaOf(view: NodeView, id: number): NumaView | undefined {
+  for (const n of view.numa) if (n.id === id) return n;
+  return undefined;
+}
+
+function inc<K>(m: Map<K, number>, k: K, d: number): void {
+  const v = (m.get(k) ?? 0) + d;
+  if (v === 0) m.delete(k);
+  else m.set(k, v);
+}
+
+/** Builds a view from a node's inventory and the reservations its ledger holds. */
+export function buildNodeView(meta: NodeMeta, reservations: Iterable<Reservation> = [], opts: NodeViewOptions = {}): NodeView {
+  const inv = meta.inventory;
+  const isolated = new Set(inv.isolatedCpus);
+  const numaInfos =
+    inv.numaNodes.length > 0
+      ? inv.numaNodes
+      : [{ id: 0, cpus: Array.from({ length: inv.cpuCount }, (_, i) => i), memoryMiB: inv.memoryMiB, hugepages: [] }];
+  const numa: NumaView[] = numaInfos.map((n) => {
+    const iso = n.cpus.filter((c) => isolated.has(c));
+    return {
+      id: n.id,
+      pinnable: (isolated.size > 0 ? iso : [...n.cpus]).sort((a, b) => a - b),
+      pinned: new Map(),
+      hugepages: new Map(n.hugepages.map((h) => [h.sizeKiB, { total: h.total, used: 0 }])),
+      vfs: new Map(),
+      freeVfs: new Map(),
+    };
+  });
+  let hugepageMiBTotal = 0;
+  for (const n of numaInfos) for (const h of n.hugepages) hugepageMiBTotal += (h.sizeKiB * h.total) / 1024;
+  const view: NodeView = {
+    nodeId: meta.nodeId,
+    epoch: meta.epoch,
+    health: meta.health,
+    cordoned: meta.cordoned,
+    draining: meta.draining ?? false,
+    labels: inv.labels,
+    inventory: inv,
+    dataplanes: new Set(inv.dataplanes.map((d) => d.kind)),
+    cpuAllocationRatio: opts.cpuAllocationRatio ?? 1,
+    cpuCount: inv.cpuCount,
+    pinnedCount: 0,
+    sharedVcpusUsed: 0,
+    memoryMiBCapacity: Math.max(0, inv.memoryMiB - hugepageMiBTotal),
+    memoryMiBUsed: 0,
+    numa,
+    vfByPci: new Map(),
+    freeVfs: new Map(),
+    tenants: new Map(),
+    vnfs: new Map(),
+    reservations: new Map(),
+  };
+  for (const pf of inv.sriovPfs) {
+    if (!pf.physnet) continue; // a PF mapped to no physnet is not schedulable
+    const numaId = numaOf(view, pf.numaNode) ? pf.numaNode : -1;
+    let nv = numaOf(view, numaId);
+    if (!nv) {
+      nv = { id: -1, pinnable: [], pinned: new Map(), hugepages: new Map(), vfs: new Map(), freeVfs: new Map() };
+      view.numa.push(nv);
+    }
+    let slots = nv.vfs.get(pf.physnet);
+    if (!slots) nv.vfs.set(pf.physnet, (slots = []));
+    for (const vf of [...pf.vfs].sort((a, b) => a.index - b.index)) {
+      const slot: VfSlot = { physnet: pf.physnet, pfPciAddress: pf.pciAddress, vfIndex: vf.index, vfPciAddress: vf.pciAddress, numaNode: numaId };
+      slots.push(slot);
+      view.vfByPci.set(vf.pciAddress, slot);
+      inc(nv.freeVfs, pf.physnet, 1);
+      inc(view.freeVfs, pf.physnet, 1);
+    }
+  }
+  for (const r of reservations) applyReservation(view, r);
+  return view;
+}
+
+function findVf(view: NodeView, pci: string): VfSlot | undefined {
+  return view.vfByPci.get(pci);
+}
+
+/**
+ * Checks that a reservation's concrete resources are all free on the view (the commit-time re-check):
+ * pinned CPUs pinnable and unpinned, hugepages free on its NUMA node, VFs known and free, capacity left.
+ */
+export function checkReservation(view: NodeView, r: Reservation): Verdict {
+  if (view.reservations.has(r.allocId)) return { ok: false, reason: `allocation ${r.allocId} already reserved` };
+  const pinnedAfter = view.pinnedCount + (r.cpus?.length ?? 0);
+  const shared = r.cpuPolicy === 'dedicated' ? 0 : r.vcpus;
+  if ((view.cpuCount - pinnedAfter) * view.cpuAllocationRatio < view.sharedVcpusUsed + shared)
+    return { ok: false, reason: 'not enough vCPUs' };
+  const mem = r.memoryMiB - hugepagesMiB(r.hugepages);
+  if (view.memoryMiBUsed + mem > view.memoryMiBCapacity) return { ok: false, reason: 'not enough memory' };
+  if (r.cpus) {
+    const nv = r.numaNode === undefined ? undefined : numaOf(view, r.numaNode);
+    for (const c of r.cpus) {
+      if (!nv || !nv.pinnable.includes(c)) return { ok: false, reason: `CPU ${c} is not pinnable on NUMA node ${r.numaNode}` };
+      if (nv.pinned.has(c)) return { ok: false, reason: `CPU ${c} already pinned by ${nv.pinned.get(c)}` };
+    }
+  }
+  if (r.hugepages) {
+    const h = numaOf(view, r.hugepages.numaNode)?.hugepages.get(r.hugepages.sizeKiB);
+    if (!h || h.total - h.used < r.hugepages.count)
+      return { ok: false, reason: `not enough ${r.hugepages.sizeKiB} KiB hugepages on NUMA node ${r.hugepages.numaNode}` };
+  }
+  const seen = new Set<string>();
+  for (const pci of r.vfs) {
+    const s = findVf(view, pci);
+    if (!s) return { ok: false, reason: `VF ${pci} unknown on node ${view.nodeId}` };
+    if (s.holder !== undefined || seen.has(pci)) return { ok: false, reason: `VF ${pci} already held by ${s.holder ?? r.allocId}` };
+    seen.add(pci);
+  }
+  return { ok: true };
+}
+
+/** Applies a reservation to the view's counters (no checks: the caller checked, or the ledger says so). */
+export function applyReservation(view: NodeView, r: Reservation): void {
+  if (view.reservations.has(r.allocId)) return;
+  view.reservations.set(r.allocId, r);
+  if (r.cpuPolicy !== 'dedicated') view.sharedVcpusUsed += r.vcpus;
+  view.memoryMiBUsed += r.memoryMiB - hugepagesMiB(r.hugepages);
+  if (r.cpus && r.numaNode !== undefined) {
+    const nv = numaOf(view, r.numaNode);
+    for (const c of r.cpus) {
+      nv?.pinned.set(c, r.allocId);
+      view.pinnedCount++;
+    }
+  }
+  if (r.hugepages) {
+    const h = numaOf(view, r.hugepages.numaNode)?.hugepages.get(r.hugepages.sizeKiB);
+    if (h) h.used += r.hugepages.count;
+  }
+  for (const pci of r.vfs) {
+    const s = findVf(view, pci);
+    if (!s || s.holder !== undefined) continue;
+    s.holder = r.allocId;
+    inc(numaOf(view, s.numaNode)!.freeVfs, s.physnet, -1);
+    inc(view.freeVfs, s.physnet, -1);
+  }
+  inc(view.tenants, r.tenantId, 1);
+  inc(view.vnfs, r.vnfId, 1);
+}
+
+/** Removes a reservation from the view's counters; a no-op when absent. */
+export function removeReservation(view: NodeView, allocId: string): Reservation | undefined {
+  const r = view.reservations.get(allocId);
+  if (!r) return undefined;
+  view.reservations.delete(allocId);
+  if (r.cpuPolicy !== 'dedicated') view.sharedVcpusUsed -= r.vcpus;
+  view.memoryMiBUsed -= r.memoryMiB - hugepagesMiB(r.hugepages);
+  if (r.cpus && r.numaNode !== undefined) {
+    const nv = numaOf(view, r.numaNode);
+    for (const c of r.cpus) {
+      if (nv?.pinned.get(c) === allocId) {
+        nv.pinned.delete(c);
+        view.pinnedCount--;
+      }
+    }
+  }
+  if (r.hugepages) {
+    const h = numaOf(view, r.hugepages.numaNode)?.hugepages.get(r.hugepages.sizeKiB);
+    if (h) h.used -= r.hugepages.count;
+  }
+  for (const pci of r.vfs) {
+    const s = findVf(view, pci);
+    if (!s || s.holder !== allocId) continue;
+    s.holder = undefined;
+    inc(numaOf(view, s.numaNode)!.freeVfs, s.physnet, 1);
+    inc(view.freeVfs, s.physnet, 1);
+  }
+  inc(view.tenants, r.tenantId, -1);
+  inc(view.vnfs, r.vnfId, -1);
+  return r;
+}
+
+/** The reservation a placement decision makes. */
+export function reservationFor(req: PlacementRequest, allocId: string, epoch: number, a: Assignment, at = new Date().toISOString()): Reservation {
+  const r: Reservation = {
+    allocId,
+    tenantId: req.tenantId,
+    vnfId: req.vnfId,
+    replica: req.replica,
+    epoch,
+    vcpus: req.vcpus,
+    memoryMiB: req.memoryMiB,
+    cpuPolicy: req.cpuPolicy,
+    vfs: a.vfs.map((v) => v.vfPciAddress),
+    at,
+  };
+  if (a.numaNode !== undefined) r.numaNode = a.numaNode;
+  if (a.cpus) r.cpus = a.cpus;
+  if (a.hugepages) r.hugepages = a.hugepages;
+  return r;
+}
+
+/** The reservation an allocation record holds (what the ledger must account for). */
+export function reservationOfAllocation(alloc: Allocation, at = alloc.createdAt): Reservation {
+  const res = alloc.resources;
+  const r: Reservation = {
+    allocId: alloc.allocId,
+    tenantId: alloc.tenantId,
+    vnfId: alloc.vnfId,
+    replica: alloc.replica,
+    epoch: alloc.epoch,
+    vcpus: res.vcpus,
+    memoryMiB: res.memoryMiB,
+    cpuPolicy: res.cpuPolicy ?? 'shared',
+    vfs: alloc.interfaces.flatMap((i) => (i.sriov ? [i.sriov.vfPciAddress] : [])),
+    at,
+  };
+  if (res.numaNode !== undefined) r.numaNode = res.numaNode;
+  if (res.cpus) r.cpus = [...res.cpus];
+  if (res.hugepages) r.hugepages = { sizeKiB: res.hugepages.sizeKiB, count: res.hugepages.count, numaNode: res.hugepages.numaNode ?? res.numaNode ?? 0 };
+  return r;
+}

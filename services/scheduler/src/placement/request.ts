@@ -1,0 +1,50 @@
+import type { Vnfd } from '@edgenfv/contracts';
+import type { PlacementRequest, VfDemand } from './types.js';
+
+export interface PlacementRequestInput {
+  tenantId: string;
+  vnfId: string;
+  replica: number;
+  descriptor: Vnfd;
+  /** Nodes of the VNF's other replicas (used when the VNFD asks for anti-affinity). */
+  otherReplicaNodeIds?: Iterable<string>;
+  quotaRemaining?: { vcpus?: number; memoryMiB?: number; vfs?: number };
+}
+
+/** Builds the placement request of one replica of a VNFD (precomputes what each filter needs). */
+export function buildPlacementRequest(input: PlacementRequestInput): PlacementRequest {
+  const d = input.descriptor;
+  const vfs: VfDemand[] = [];
+  const vfsByPhysnet = new Map<string, number>();
+  const dataplanes = new Set<PlacementRequest['dataplanes'][number]>();
+  for (const i of d.interfaces ?? []) {
+    if (i.type === 'sriov') {
+      vfs.push({ interface: i.name, physnet: i.physnet });
+      vfsByPhysnet.set(i.physnet, (vfsByPhysnet.get(i.physnet) ?? 0) + 1);
+    } else if (i.type === 'vhostuser') dataplanes.add(i.dataplane);
+  }
+  const antiAffinity = d.placement?.antiAffinity ?? 'none';
+  const req: PlacementRequest = {
+    tenantId: input.tenantId,
+    vnfId: input.vnfId,
+    replica: input.replica,
+    vcpus: d.resources.vcpus,
+    memoryMiB: d.resources.memoryMiB,
+    cpuPolicy: d.resources.cpuPolicy ?? 'shared',
+    numa: d.resources.numa ?? 'none',
+    vfs,
+    vfsByPhysnet,
+    dataplanes: [...dataplanes],
+    nodeSelector: d.placement?.nodeSelector ?? {},
+    antiAffinity,
+    avoidNodeIds: new Set(antiAffinity === 'node' ? (input.otherReplicaNodeIds ?? []) : []),
+  };
+  if (d.resources.hugepages) req.hugepages = { sizeKiB: d.resources.hugepages.sizeKiB, count: d.resources.hugepages.count };
+  if (input.quotaRemaining) req.quotaRemaining = input.quotaRemaining;
+  return req;
+}
+
+/** MiB of hugepages a request (or reservation) holds. */
+export function hugepagesMiB(h: { sizeKiB: number; count: number } | undefined): number {
+  return h ? (h.sizeKiB * h.count) / 1024 : 0;
+}

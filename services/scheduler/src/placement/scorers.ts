@@ -1,0 +1,50 @@
+/** Weighted scorers, each 0..100. */
+import { alignedNuma, numaConstrained } from './fit.js';
+import { hugepagesMiB } from './request.js';
+import type { NodeView, PlacementRequest, Scorer } from './types.js';
+
+/** One VM per tenant per node: a node that already runs the tenant's VM takes the replica into that VM. */
+export const tenantPackingScorer: Scorer = {
+  name: 'tenant-packing',
+  weight: 10,
+  score: (req, node) => (node.tenants.has(req.tenantId) ? 100 : 0),
+};
+
+/** numa: preferred/none: a node that can align CPUs, hugepages and VFs on one NUMA node beats one that cannot. */
+export const numaAlignmentScorer: Scorer = {
+  name: 'numa-alignment',
+  weight: 5,
+  score: (req, node) => (!numaConstrained(req) || alignedNuma(req, node) ? 100 : 0),
+};
+
+/** Nomad's default binpack: the fuller the node after placement (CPU and memory), the better. */
+export const binpackScorer: Scorer = {
+  name: 'binpack',
+  weight: 1,
+  score: (req, node) => {
+    const cpuUsed = node.pinnedCount + node.sharedVcpusUsed / node.cpuAllocationRatio + req.vcpus / (req.cpuPolicy === 'dedicated' ? 1 : node.cpuAllocationRatio);
+    const cpu = node.cpuCount > 0 ? Math.min(1, cpuUsed / node.cpuCount) : 1;
+    const memUsed = node.memoryMiBUsed + req.memoryMiB - hugepagesMiB(req.hugepages);
+    const mem = node.memoryMiBCapacity > 0 ? Math.min(1, memUsed / node.memoryMiBCapacity) : 1;
+    return ((cpu + mem) / 2) * 100;
+  },
+};
+
+/** The opposite of binpack (kube-scheduler's LeastAllocated): spreads load; not in the default set. */
+export const spreadScorer: Scorer = {
+  name: 'spread',
+  weight: 1,
+  score: (req, node) => 100 - binpackScorer.score(req, node),
+};
+
+export const DEFAULT_SCORERS: readonly Scorer[] = [tenantPackingScorer, numaAlignmentScorer, binpackScorer];
+
+export function totalScore(scorers: readonly Scorer[], req: PlacementRequest, node: NodeView): number {
+  let sum = 0;
+  let weights = 0;
+  for (const s of scorers) {
+    sum += s.weight * Math.max(0, Math.min(100, s.score(req, node)));
+    weights += s.weight;
+  }
+  return weights > 0 ? sum / weights : 0;
+}
