@@ -1,0 +1,161 @@
+/**
+ * The guest agent's gRPC server (agent.proto's AgentService) on a local unix socket; the virtio-serial
+ * multiplexer (channel.ts) connects the host's streams to it. Handlers are thin: each parses its request with the
+ * module that owns it and translates errors to gRPC status codes in one place (toServiceError).
+ */
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { release } from 'node:os';
+import { asAppError, ConflictError } from '@edgenfv/contracts/internal/errors';
+import {
+  AGENT_PROTO_LOADER_OPTIONS,
+  AGENT_PROTOCOL_MAJOR,
+  AGENT_PROTOCOL_MINOR,
+  errorCodeToGrpcStatus,
+  isCompatibleProtocol,
+  type VersionRequest,
+} from '@edgenfv/contracts/internal/agent';
+import type { Log } from './log.js';
+import { updateInterfaces, type NetDeps } from './net/interfaces.js';
+import { addArpNeighbors, updateRoutes } from './net/routes.js';
+import type { ProcSysctl } from './sysctl.js';
+import type { ContainerRuntime } from './containers/runtime.js';
+import { guestDetails, guestMetrics } from './guest-info.js';
+import { prepareDataplane, type DataplaneDeps } from './dataplane.js';
+
+export const AGENT_VERSION = '0.1.0';
+
+export interface AgentDeps {
+  net: NetDeps;
+  sysctl: ProcSysctl;
+  containers: ContainerRuntime;
+  dataplane: DataplaneDeps;
+  procRoot?: string;
+  log: Log;
+}
+
+export function loadAgentService(protoPath: string): grpc.ServiceDefinition {
+  const def = protoLoader.loadSync(protoPath, { ...AGENT_PROTO_LOADER_OPTIONS });
+  const pkg = grpc.loadPackageDefinition(def) as unknown as {
+    edgenfv: { agent: { v1: { AgentService: grpc.ServiceClientConstructor } } };
+  };
+  return pkg.edgenfv.agent.v1.AgentService.service;
+}
+
+export function toServiceError(err: unknown): Partial<grpc.StatusObject> {
+  const app = asAppError(err);
+  const metadata = new grpc.Metadata();
+  metadata.set('edgenfv-error', JSON.stringify(app.toBody()));
+  return { code: errorCodeToGrpcStatus(app.code), details: app.message, metadata };
+}
+
+type Unary = (req: any) => Promise<unknown>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+export function agentHandlers(deps: AgentDeps): grpc.UntypedServiceImplementation {
+  const started = Date.now();
+  const log = deps.log;
+  const unary = (name: string, fn: Unary): grpc.handleUnaryCall<unknown, unknown> => (call, cb) => {
+    fn(call.request).then(
+      (res) => cb(null, res),
+      (err) => {
+        const app = asAppError(err);
+        if (app.code === 'INTERNAL') log.error({ err, rpc: name }, 'rpc failed');
+        else log.info({ rpc: name, code: app.code, message: app.message }, 'rpc refused');
+        cb(toServiceError(app) as grpc.ServiceError);
+      },
+    );
+  };
+  const handlers: Record<string, Unary> = {
+    Health: async () => ({
+      status: 'SERVING',
+      agentVersion: AGENT_VERSION,
+      protocolMajor: AGENT_PROTOCOL_MAJOR,
+      protocolMinor: AGENT_PROTOCOL_MINOR,
+      uptimeSeconds: (Date.now() - started) / 1000,
+    }),
+    Version: async (req: VersionRequest) => {
+      if (!isCompatibleProtocol(req.protocolMajor, req.protocolMinor)) {
+        throw new ConflictError(
+          `host protocol ${req.protocolMajor}.${req.protocolMinor} is incompatible with agent protocol ${AGENT_PROTOCOL_MAJOR}.${AGENT_PROTOCOL_MINOR}`,
+        );
+      }
+      return {
+        agentVersion: AGENT_VERSION,
+        protocolMajor: AGENT_PROTOCOL_MAJOR,
+        protocolMinor: AGENT_PROTOCOL_MINOR,
+        kernelRelease: release(),
+        features: ['interfaces', 'routes', 'containers', 'dataplane', 'metrics'],
+      };
+    },
+    GetGuestDetails: () => guestDetails(deps.net, AGENT_VERSION),
+    UpdateInterfaces: async (req) => ({ interfaces: await updateInterfaces(deps.net, req) }),
+    UpdateRoutes: async (req) => ({ routes: await updateRoutes(deps.net.ip, req?.routes) }),
+    AddArpNeighbors: async (req) => {
+      await addArpNeighbors(deps.net.ip, req?.neighbors);
+      return {};
+    },
+    SetSysctls: async (req) => {
+      await deps.sysctl.set(req?.sysctls);
+      return {};
+    },
+    CreateContainer: (req) => deps.containers.create(req),
+    StartContainer: (req) => deps.containers.start(req?.id),
+    SignalContainer: async (req) => {
+      await deps.containers.signal(req?.id, req?.signal);
+      return {};
+    },
+    WaitContainer: (req) => deps.containers.wait(req?.id),
+    DeleteContainer: async (req) => {
+      await deps.containers.delete(req?.id, req?.force);
+      return {};
+    },
+    ListContainers: async () => ({ containers: deps.containers.list() }),
+    ExecProcess: (req) => deps.containers.exec(req?.id, req?.argv, req?.timeoutMs),
+    GetMetrics: () => guestMetrics(deps.net, deps.containers.list().filter((c) => c.state === 'RUNNING').length, deps.procRoot),
+    PrepareDataplane: (req) => prepareDataplane(deps.dataplane, req),
+  };
+  const impl: grpc.UntypedServiceImplementation = {};
+  for (const [name, fn] of Object.entries(handlers)) impl[name] = unary(name, fn);
+  impl.ReadLogs = (async (call: grpc.ServerWritableStream<{ id: string; follow: boolean; tailLines: number }, unknown>) => {
+    const ac = new AbortController();
+    call.on('cancelled', () => ac.abort());
+    try {
+      for await (const chunk of deps.containers.logs(call.request.id, { follow: call.request.follow, tailLines: call.request.tailLines, signal: ac.signal })) {
+        if (ac.signal.aborted) return;
+        if (!call.write(chunk)) await new Promise((r) => call.once('drain', r));
+      }
+      call.end();
+    } catch (err) {
+      call.destroy(Object.assign(new Error(asAppError(err).message), toServiceError(err)));
+    }
+  }) as grpc.handleServerStreamingCall<unknown, unknown>;
+  return impl;
+}
+
+export interface RunningServer {
+  server: grpc.Server;
+  close(): Promise<void>;
+}
+
+/** Binds the agent's gRPC server to `unix://socketPath`. */
+export async function startAgentServer(opts: { socketPath: string; protoPath: string; deps: AgentDeps }): Promise<RunningServer> {
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+  server.addService(loadAgentService(opts.protoPath), agentHandlers(opts.deps));
+  await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`unix://${opts.socketPath}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+  );
+  return {
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 2000);
+        server.tryShutdown(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      }),
+  };
+}
