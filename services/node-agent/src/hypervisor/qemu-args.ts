@@ -1,0 +1,185 @@
+/**
+ * Pure QEMU command-line builder: a VmSpec in, argv out (plus the file descriptors the caller must pass).
+ * No I/O here, so table tests cover every device and machine combination.
+ */
+import { join } from 'node:path';
+import { InvalidArgumentError, type FieldIssue } from '@edgenfv/contracts';
+import type { MemoryBackend, NetDevice, VmDevice, VmSpec } from './types.js';
+
+export interface QemuCommand {
+  args: string[];
+  /** fd number in the child -> path the parent opens (read-write) and passes (macvtap /dev/tapN). */
+  fds: { fd: number; path: string }[];
+  qmpSocket: string;
+  agentSocket?: string;
+  consoleLog: string;
+  pidFile: string;
+}
+
+export const SECCOMP = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
+export const MEM_ID = 'mem0';
+
+export function runFiles(runDir: string): { qmpSocket: string; consoleLog: string; pidFile: string } {
+  return { qmpSocket: join(runDir, 'qmp.sock'), consoleLog: join(runDir, 'console.log'), pidFile: join(runDir, 'qemu.pid') };
+}
+
+const ID_RE = /^[A-Za-z][A-Za-z0-9_-]{0,30}$/;
+
+/** The memory backend object for `size` MiB under id `id` (also used for hotplugged DIMMs). */
+export function memoryObject(mem: MemoryBackend, id: string, sizeMiB: number, numaNode?: number): string {
+  const bind = numaNode !== undefined ? `,host-nodes=${numaNode},policy=bind` : '';
+  switch (mem.kind) {
+    case 'anonymous':
+      return `memory-backend-ram,id=${id},size=${sizeMiB}M${bind}`;
+    case 'memfd':
+      return `memory-backend-memfd,id=${id},size=${sizeMiB}M,share=on${bind}`;
+    case 'hugepages': {
+      const hp = mem.sizeKiB >= 1048576 ? `${mem.sizeKiB / 1048576}G` : `${mem.sizeKiB / 1024}M`;
+      return mem.path
+        ? `memory-backend-file,id=${id},size=${sizeMiB}M,mem-path=${mem.path},share=on,prealloc=on${bind}`
+        : `memory-backend-memfd,id=${id},size=${sizeMiB}M,hugetlb=on,hugetlbsize=${hp},share=on,prealloc=on${bind}`;
+    }
+  }
+}
+
+/** `-device` string of a NIC on machine `machine`; `bus` is the q35 root port for hot-unpluggable devices. */
+export function nicDevice(dev: NetDevice, machine: VmSpec['machine'], bus?: string): string {
+  const onBus = bus ? `,bus=${bus}` : '';
+  if (dev.kind === 'vfio') return `vfio-pci,host=${dev.pci},id=${dev.id}${onBus}`;
+  const model = machine === 'microvm' ? 'virtio-net-device' : 'virtio-net-pci';
+  let extra = '';
+  if (dev.kind === 'vhost-user-net' && dev.queues > 1) {
+    extra = `,mq=on${machine === 'microvm' ? '' : `,vectors=${2 * dev.queues + 2}`}`;
+  }
+  return `${model},netdev=${dev.id},mac=${dev.mac},id=${dev.id}-nic${machine === 'microvm' ? '' : onBus}${extra}`;
+}
+
+export function validateSpec(spec: VmSpec): FieldIssue[] {
+  const issues: FieldIssue[] = [];
+  if (!Number.isInteger(spec.vcpus) || spec.vcpus < 1) issues.push({ field: 'vcpus', message: 'must be an integer >= 1' });
+  if (!Number.isInteger(spec.maxVcpus) || spec.maxVcpus < spec.vcpus) issues.push({ field: 'maxVcpus', message: 'must be >= vcpus' });
+  if (!Number.isInteger(spec.memoryMiB) || spec.memoryMiB < 64) issues.push({ field: 'memoryMiB', message: 'must be an integer >= 64' });
+  if (!Number.isInteger(spec.maxMemoryMiB) || spec.maxMemoryMiB < spec.memoryMiB) issues.push({ field: 'maxMemoryMiB', message: 'must be >= memoryMiB' });
+  if (spec.memory.kind === 'hugepages') {
+    const mib = spec.memory.sizeKiB / 1024;
+    if (spec.memory.sizeKiB !== 2048 && spec.memory.sizeKiB !== 1048576) issues.push({ field: 'memory.sizeKiB', message: 'must be 2048 or 1048576' });
+    else if (spec.memoryMiB % mib !== 0) issues.push({ field: 'memoryMiB', message: `must be a multiple of the hugepage size (${mib} MiB)` });
+  }
+  const ids = new Set<string>();
+  spec.devices.forEach((d, i) => {
+    const f = `devices[${i}]`;
+    if (!ID_RE.test(d.id)) issues.push({ field: `${f}.id`, message: 'must match [A-Za-z][A-Za-z0-9_-]{0,30}' });
+    if (ids.has(d.id)) issues.push({ field: `${f}.id`, message: `duplicate device id ${d.id}` });
+    ids.add(d.id);
+    if (d.kind === 'vhost-user-net' && spec.memory.kind === 'anonymous') {
+      issues.push({ field: `${f}`, message: 'vhost-user needs shared guest memory (memory.kind memfd or hugepages)' });
+    }
+    if (d.kind === 'vhost-user-net' && (!Number.isInteger(d.queues) || d.queues < 1 || d.queues > 16)) {
+      issues.push({ field: `${f}.queues`, message: 'must be 1..16' });
+    }
+    if (d.kind === 'vfio' && spec.machine === 'microvm') {
+      issues.push({ field: `${f}`, message: 'vfio-pci passthrough needs machine q35 (microvm has no PCI bus here)' });
+    }
+    if (d.kind === 'tap' && !/^[A-Za-z0-9_.-]{1,15}$/.test(d.ifName)) issues.push({ field: `${f}.ifName`, message: 'bad interface name' });
+    if ((d.kind === 'agent-channel' || d.kind === 'vhost-user-net') && /,/.test(d.socketPath)) {
+      issues.push({ field: `${f}.socketPath`, message: 'must not contain a comma' });
+    }
+  });
+  if (spec.devices.filter((d) => d.kind === 'agent-channel').length > 1) issues.push({ field: 'devices', message: 'at most one agent-channel' });
+  if (/,/.test(spec.runDir)) issues.push({ field: 'runDir', message: 'must not contain a comma' });
+  if (spec.machine === 'microvm' && spec.accel === 'tcg' && !spec.hostCpuKHz) {
+    issues.push({ field: 'hostCpuKHz', message: 'microvm under TCG needs the host TSC frequency (tsc_early_khz)' });
+  }
+  return issues;
+}
+
+export function buildQemuArgs(spec: VmSpec): QemuCommand {
+  const issues = validateSpec(spec);
+  if (issues.length > 0) throw new InvalidArgumentError(issues);
+  const files = runFiles(spec.runDir);
+  const q35 = spec.machine === 'q35';
+  const a: string[] = [];
+  a.push('-name', `guest=${spec.sandboxId},debug-threads=on`);
+  a.push('-machine', q35 ? 'q35' : 'microvm');
+  a.push('-accel', spec.accel === 'tcg' && spec.tcgTbSizeMiB ? `tcg,tb-size=${spec.tcgTbSizeMiB}` : spec.accel);
+  a.push('-cpu', spec.accel === 'kvm' ? 'host' : 'max');
+  a.push('-smp', q35 && spec.maxVcpus > spec.vcpus ? `${spec.vcpus},maxcpus=${spec.maxVcpus}` : `${spec.vcpus}`);
+  const hotMem = q35 && spec.maxMemoryMiB > spec.memoryMiB;
+  a.push('-m', hotMem ? `${spec.memoryMiB}M,slots=8,maxmem=${spec.maxMemoryMiB}M` : `${spec.memoryMiB}M`);
+  a.push('-object', memoryObject(spec.memory, MEM_ID, spec.memoryMiB, spec.numaNode));
+  a.push('-numa', `node,nodeid=0,memdev=${MEM_ID}`);
+  a.push('-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot');
+  if (spec.sandbox) {
+    // Dropping privileges inside QEMU needs set*id after seccomp is installed: `elevateprivileges=allow` then
+    // (the process is unprivileged afterwards, so it cannot regain them); spawned as the uid: deny.
+    const dropsItself = spec.runAs !== undefined && (spec.runAs.method ?? 'qemu') === 'qemu';
+    a.push('-sandbox', dropsItself ? SECCOMP.replace('elevateprivileges=deny', 'elevateprivileges=allow') : SECCOMP);
+  }
+  if (spec.runAs && (spec.runAs.method ?? 'qemu') === 'qemu') a.push('-run-with', `user=${spec.runAs.uid}:${spec.runAs.gid}`);
+  a.push('-chardev', `socket,id=qmp,path=${files.qmpSocket},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control');
+  a.push('-chardev', `file,id=console,path=${files.consoleLog}`, '-serial', 'chardev:console');
+  a.push('-pidfile', files.pidFile);
+  const kernelArgs = ['console=ttyS0', 'panic=-1'];
+  if (spec.machine === 'microvm' && spec.hostCpuKHz) kernelArgs.push(`tsc_early_khz=${spec.hostCpuKHz}`);
+  if (hotMem) kernelArgs.push('memhp_default_state=online');
+  if (spec.kernelArgs) kernelArgs.push(spec.kernelArgs);
+  if (spec.kernelPath) {
+    a.push('-kernel', spec.kernelPath);
+    if (spec.initrdPath) a.push('-initrd', spec.initrdPath);
+    a.push('-append', kernelArgs.join(' '));
+  }
+
+  // q35: every NIC on its own PCIe root port, so that it can be unplugged later; spare ports for hotplug.
+  let port = 0;
+  const nextPort = (): string | undefined => {
+    if (!q35) return undefined;
+    const id = `rp${port}`;
+    a.push('-device', `pcie-root-port,id=${id},chassis=${port + 1},slot=${port + 1}`);
+    port++;
+    return id;
+  };
+
+  const fds: QemuCommand['fds'] = [];
+  let agentSocket: string | undefined;
+  for (const d of spec.devices) {
+    switch (d.kind) {
+      case 'agent-channel':
+        agentSocket = d.socketPath;
+        a.push('-device', q35 ? 'virtio-serial-pci,id=vser0' : 'virtio-serial-device,id=vser0');
+        a.push('-chardev', `socket,id=${d.id},path=${d.socketPath},server=on,wait=off`);
+        a.push('-device', `virtserialport,chardev=${d.id},name=${d.name}`);
+        break;
+      case 'tap':
+        // Never vhost=on: hosts without /dev/vhost-net abort with it (and it is only a speed-up).
+        a.push('-netdev', `tap,id=${d.id},ifname=${d.ifName},script=no,downscript=no`);
+        a.push('-device', nicDevice(d, spec.machine, nextPort()));
+        break;
+      case 'macvtap': {
+        const fd = 3 + fds.length;
+        fds.push({ fd, path: d.tapDevPath });
+        a.push('-netdev', `tap,id=${d.id},fd=${fd}`);
+        a.push('-device', nicDevice(d, spec.machine, nextPort()));
+        break;
+      }
+      case 'vhost-user-net':
+        a.push('-chardev', d.server ? `socket,id=${d.id}-chr,path=${d.socketPath},server=on,wait=off` : `socket,id=${d.id}-chr,path=${d.socketPath},reconnect-ms=1000`);
+        a.push('-netdev', `vhost-user,id=${d.id},chardev=${d.id}-chr${d.queues > 1 ? `,queues=${d.queues}` : ''}`);
+        a.push('-device', nicDevice(d, spec.machine, nextPort()));
+        break;
+      case 'vfio':
+        a.push('-device', nicDevice(d, spec.machine, nextPort()));
+        break;
+    }
+  }
+  for (let i = 0; q35 && i < (spec.hotplugSlots ?? 0); i++) nextPort();
+  const cmd: QemuCommand = { args: a, fds, ...files };
+  if (agentSocket) cmd.agentSocket = agentSocket;
+  return cmd;
+}
+
+/** Root ports named in args (`rpN`) that hold no device yet: the free hotplug slots. */
+export function rootPortIds(args: readonly string[]): string[] {
+  return args.filter((x) => x.startsWith('pcie-root-port,')).map((x) => /id=([^,]+)/.exec(x)![1]!);
+}
+
+export type { VmDevice };

@@ -1,0 +1,305 @@
+/**
+ * QEMU driver: KVM when /dev/kvm is usable, TCG otherwise; q35 (hotplug, vfio) or microvm; QMP for control.
+ * QEMU runs detached from the agent (own session, stdio to its log), so a killed agent leaves the VM running and a
+ * restarted agent re-adopts it by pid + start time + QMP.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { InternalError, InvalidArgumentError, UnavailableError } from '@edgenfv/contracts';
+import { findBinary } from '../inventory.js';
+import { killQuiet, procCmdline, processAlive, procStartTicks, waitGone } from '../proc.js';
+import { buildQemuArgs, memoryObject, nicDevice } from './qemu-args.js';
+import { QmpClient, withQmp, type HotpluggableCpu } from './qmp.js';
+import type { Capabilities, HypervisorDriver, NetDevice, StartOptions, VmHandle, VmRecord, VmSpec } from './types.js';
+
+export interface QemuDriverOptions {
+  binary?: string;
+  logger: Logger;
+}
+
+function tail(path: string, lines = 15): string {
+  try {
+    return readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+/** QEMU handle with the PCIe root ports (q35) and what sits in each. */
+export interface QemuVmHandle extends VmHandle {
+  /** root port id -> device id (null: free). */
+  slots: Record<string, string | null>;
+  /** id of each hotplugged DIMM -> MiB. */
+  dimms: Record<string, number>;
+}
+
+export class QemuDriver implements HypervisorDriver {
+  readonly kind = 'qemu' as const;
+  readonly binary: string;
+  private readonly log: Logger;
+
+  constructor(opts: QemuDriverOptions) {
+    const bin = opts.binary ?? findBinary('qemu-system-x86_64');
+    if (!bin) throw new UnavailableError('qemu-system-x86_64 not found: install qemu-system-x86 (npm run setup) or set qemu.binary');
+    this.binary = bin;
+    this.log = opts.logger.child({ component: 'qemu' });
+  }
+
+  capabilities(): Readonly<Capabilities> {
+    return { vfio: true, vhostUserNet: true, hotplug: true, cpuHotplug: true, memoryHotplug: true, nicHotplug: true, machines: ['q35', 'microvm'] };
+  }
+
+  async start(spec: VmSpec, signal: AbortSignal, opts: StartOptions = {}): Promise<QemuVmHandle> {
+    const cmd = buildQemuArgs(spec);
+    if (signal.aborted) throw new UnavailableError('start aborted');
+    for (const p of [cmd.qmpSocket, cmd.pidFile, cmd.agentSocket]) if (p) rmSync(p, { force: true });
+    const out = openSync(join(spec.runDir, 'qemu.log'), 'a');
+    const passed: number[] = [];
+    let pid: number;
+    try {
+      for (const f of cmd.fds) passed.push(openSync(f.path, 'r+'));
+      // Wrapper (as root): join the cgroup before exec (memory charged from the first page), enter the netns,
+      // then exec QEMU (which drops to its uid), or setpriv to the uid first.
+      const pre: string[] = [];
+      if (spec.netnsPath) pre.push('nsenter', `--net=${spec.netnsPath}`, '--');
+      if (spec.runAs && spec.runAs.method === 'spawn') {
+        pre.push('setpriv', `--reuid=${spec.runAs.uid}`, `--regid=${spec.runAs.gid}`, '--clear-groups', '--no-new-privs', '--');
+      }
+      const argv = [...pre, this.binary, ...cmd.args];
+      const file = spec.cgroupDir ? '/bin/sh' : argv[0]!;
+      const args = spec.cgroupDir
+        ? ['-c', 'echo $$ > "$0/cgroup.procs" || exit 97; exec "$@"', spec.cgroupDir, ...argv]
+        : argv.slice(1);
+      const child = spawn(file, args, { detached: true, stdio: ['ignore', out, out, ...passed] });
+      if (child.pid === undefined) {
+        const err = await new Promise<Error>((resolve) => child.once('error', resolve));
+        throw new UnavailableError(`cannot exec ${file}: ${err.message}`, { cause: err });
+      }
+      child.unref();
+      pid = child.pid;
+    } finally {
+      closeSync(out);
+      for (const fd of passed) closeSync(fd);
+    }
+    const ticks = procStartTicks(pid) ?? 0;
+    const vm: QemuVmHandle = {
+      kind: 'qemu',
+      sandboxId: spec.sandboxId,
+      pid,
+      procStartTicks: ticks,
+      apiSocket: cmd.qmpSocket,
+      consoleLog: cmd.consoleLog,
+      accel: spec.accel,
+      machine: spec.machine,
+      startedAt: new Date().toISOString(),
+      vcpus: spec.vcpus,
+      memoryMiB: spec.memoryMiB,
+      hotplugged: [],
+      slots: {},
+      dimms: {},
+    };
+    if (cmd.agentSocket) Object.assign(vm, { agentSocket: cmd.agentSocket });
+    // Root ports: the boot NICs occupy the first ones in device order.
+    let port = 0;
+    for (const d of spec.devices) if (d.kind !== 'agent-channel' && spec.machine === 'q35') vm.slots[`rp${port++}`] = d.id;
+    for (let i = 0; spec.machine === 'q35' && i < (spec.hotplugSlots ?? 0); i++) vm.slots[`rp${port++}`] = null;
+    opts.onSpawned?.(vm);
+    this.log.info({ sandboxId: spec.sandboxId, pid, accel: spec.accel, machine: spec.machine }, `qemu started (accel ${spec.accel})`);
+    try {
+      await this.waitQmp(vm, signal, 30_000);
+      if (opts.waitReady) await opts.waitReady(vm, signal);
+      if (!processAlive(pid, ticks)) throw new InternalError('qemu exited during boot');
+      return vm;
+    } catch (err) {
+      killQuiet(pid, 'SIGKILL');
+      await waitGone(pid, ticks, 5000);
+      const log = tail(join(spec.runDir, 'qemu.log'));
+      this.log.warn({ sandboxId: spec.sandboxId, err, qemuLog: log }, 'qemu boot failed; killed');
+      if (err instanceof InvalidArgumentError) throw err;
+      throw new UnavailableError(`qemu boot of ${spec.sandboxId} failed: ${(err as Error).message}${log ? `\nqemu: ${log}` : ''}`, { cause: err });
+    }
+  }
+
+  private async waitQmp(vm: VmHandle, signal: AbortSignal, timeoutMs: number): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      if (signal.aborted) throw new UnavailableError('start aborted');
+      if (!processAlive(vm.pid, vm.procStartTicks)) throw new InternalError('qemu exited before its QMP socket answered');
+      if (existsSync(vm.apiSocket)) {
+        try {
+          const st = await withQmp(vm.apiSocket, (q) => q.queryStatus(), 2000);
+          if (st.status === 'running' || st.status === 'prelaunch' || st.status === 'paused') return;
+        } catch {
+          /* not yet */
+        }
+      }
+      if (Date.now() > end) throw new UnavailableError(`QMP did not answer within ${timeoutMs} ms`);
+      await sleep(20);
+    }
+  }
+
+  alive(vm: VmHandle): boolean {
+    return processAlive(vm.pid, vm.procStartTicks);
+  }
+
+  async stop(vm: VmHandle, opts: { graceMs: number }): Promise<void> {
+    if (!this.alive(vm)) return;
+    const log = this.log.child({ sandboxId: vm.sandboxId, pid: vm.pid });
+    if (opts.graceMs > 0) {
+      try {
+        await withQmp(vm.apiSocket, (q) => q.systemPowerdown(), 2000);
+        if (await waitGone(vm.pid, vm.procStartTicks, opts.graceMs)) return;
+      } catch (err) {
+        log.debug({ err }, 'system_powerdown failed');
+      }
+    }
+    try {
+      await withQmp(vm.apiSocket, (q) => q.quit(), 2000);
+      if (await waitGone(vm.pid, vm.procStartTicks, 3000)) return;
+    } catch (err) {
+      log.debug({ err }, 'quit failed');
+    }
+    log.warn('qemu did not quit: SIGKILL');
+    killQuiet(vm.pid, 'SIGKILL');
+    if (!(await waitGone(vm.pid, vm.procStartTicks, 5000))) throw new InternalError(`qemu pid ${vm.pid} survived SIGKILL`);
+  }
+
+  record(vm: VmHandle): VmRecord {
+    return JSON.parse(JSON.stringify(vm)) as VmRecord;
+  }
+
+  async adopt(rec: VmRecord): Promise<QemuVmHandle | null> {
+    if (!processAlive(rec.pid, rec.procStartTicks)) return null;
+    const cmd = procCmdline(rec.pid);
+    if (!cmd.includes(`guest=${rec.sandboxId},debug-threads=on`)) return null; // pid reused by something else
+    const vm = JSON.parse(JSON.stringify(rec)) as QemuVmHandle;
+    vm.slots ??= {};
+    vm.dimms ??= {};
+    try {
+      await withQmp(vm.apiSocket, (q) => q.queryStatus(), 5000);
+    } catch (err) {
+      this.log.warn({ sandboxId: rec.sandboxId, err }, 'adopted qemu does not answer QMP');
+    }
+    return vm;
+  }
+
+  async resize(vm: VmHandle, target: { vcpus: number; memoryMiB: number }, spec: Pick<VmSpec, 'memory' | 'numaNode'>): Promise<void> {
+    const q = vm as QemuVmHandle;
+    if (vm.machine !== 'q35') throw new UnavailableError('vCPU/memory hotplug needs machine q35 (microvm has none): restart the VM');
+    await withQmp(vm.apiSocket, async (qmp) => {
+      if (target.vcpus !== vm.vcpus) await this.resizeCpus(q, qmp, target.vcpus);
+      if (target.memoryMiB > vm.memoryMiB) {
+        const delta = target.memoryMiB - vm.memoryMiB;
+        const id = `dimm${Object.keys(q.dimms).length + q.hotplugged.filter((h) => h.startsWith('dimm')).length}`;
+        const obj = memoryObject(spec.memory, `${id}m`, delta, spec.numaNode);
+        const [type, ...kv] = obj.split(',');
+        const props: Record<string, unknown> = {};
+        for (const p of kv) {
+          const [k, v] = p.split('=') as [string, string];
+          if (k === 'id') continue;
+          props[k] = k === 'size' ? delta * 1024 * 1024 : k === 'hugetlbsize' ? (v.endsWith('G') ? parseInt(v) * 1024 ** 3 : parseInt(v) * 1024 ** 2) : k === 'host-nodes' ? [Number(v)] : v === 'on' ? true : v;
+        }
+        await qmp.objectAdd(type!, `${id}m`, props);
+        try {
+          await qmp.deviceAdd('pc-dimm', id, { memdev: `${id}m` });
+        } catch (err) {
+          await qmp.objectDel(`${id}m`).catch(() => undefined);
+          throw err;
+        }
+        q.dimms[id] = delta;
+        vm.memoryMiB = target.memoryMiB;
+      } else if (target.memoryMiB < vm.memoryMiB) {
+        // Unplug whole DIMMs, newest first, while they fit; the guest must offline them (it may refuse).
+        for (const [id, mib] of Object.entries(q.dimms).reverse()) {
+          if (vm.memoryMiB - mib < target.memoryMiB) continue;
+          await qmp.deviceDel(id);
+          delete q.dimms[id];
+          vm.memoryMiB -= mib;
+        }
+      }
+    });
+  }
+
+  private async resizeCpus(vm: QemuVmHandle, qmp: QmpClient, target: number): Promise<void> {
+    const slots = await qmp.queryHotpluggableCpus();
+    const plugged = slots.filter((s) => s['qom-path']);
+    if (target > slots.length) throw new InvalidArgumentError([{ field: 'vcpus', message: `at most ${slots.length} vCPUs (maxcpus)` }]);
+    const cpuId = (s: HotpluggableCpu): string => `cpu-s${s.props['socket-id'] ?? 0}-c${s.props['core-id'] ?? 0}-t${s.props['thread-id'] ?? 0}`;
+    if (target > plugged.length) {
+      const free = slots.filter((s) => !s['qom-path']).reverse(); // query lists the highest ids first
+      for (const s of free.slice(0, target - plugged.length)) {
+        const id = cpuId(s);
+        await qmp.deviceAdd(s.type, id, { ...s.props });
+        vm.hotplugged.push(id);
+      }
+    } else if (target < plugged.length) {
+      const hot = vm.hotplugged.filter((h) => h.startsWith('cpu-'));
+      for (const id of hot.slice(-(plugged.length - target))) {
+        await qmp.deviceDel(id);
+        vm.hotplugged = vm.hotplugged.filter((h) => h !== id);
+      }
+    }
+    vm.vcpus = target;
+  }
+
+  async addNic(vm: VmHandle, dev: NetDevice, spec: Pick<VmSpec, 'machine'>): Promise<void> {
+    const q = vm as QemuVmHandle;
+    if (spec.machine !== 'q35') throw new UnavailableError('NIC hotplug needs machine q35: restart the VM');
+    if (dev.kind === 'macvtap') throw new UnavailableError('macvtap NICs cannot be hotplugged (the fd would have to go over QMP): restart the VM');
+    const port = Object.entries(q.slots).find(([, v]) => v === null)?.[0];
+    if (!port) throw new UnavailableError('no free PCIe root port for NIC hotplug: restart the VM with more hotplugSlots');
+    await withQmp(vm.apiSocket, async (qmp) => {
+      if (dev.kind === 'tap') {
+        await qmp.netdevAdd('tap', dev.id, { ifname: dev.ifName, script: 'no', downscript: 'no' });
+      } else if (dev.kind === 'vhost-user-net') {
+        await qmp.chardevAdd(`${dev.id}-chr`, {
+          type: 'socket',
+          data: dev.server
+            ? { addr: { type: 'unix', data: { path: dev.socketPath } }, server: true, wait: false }
+            : { addr: { type: 'unix', data: { path: dev.socketPath } }, server: false, 'reconnect-ms': 1000 },
+        });
+        await qmp.netdevAdd('vhost-user', dev.id, { chardev: `${dev.id}-chr`, ...(dev.queues > 1 ? { queues: dev.queues } : {}) });
+      }
+      const [driver, ...kv] = nicDevice(dev, 'q35', port).split(',');
+      const props: Record<string, unknown> = {};
+      let id = '';
+      for (const p of kv) {
+        const [k, v] = p.split('=') as [string, string];
+        if (k === 'id') id = v;
+        else props[k] = v === 'on' ? true : k === 'vectors' ? Number(v) : v;
+      }
+      await qmp.deviceAdd(driver!, id, props);
+    });
+    q.slots[port] = dev.id;
+    vm.hotplugged.push(`nic:${dev.id}`);
+  }
+
+  async removeNic(vm: VmHandle, id: string): Promise<void> {
+    const q = vm as QemuVmHandle;
+    const port = Object.entries(q.slots).find(([, v]) => v === id)?.[0];
+    await withQmp(vm.apiSocket, async (qmp) => {
+      for (const devId of [`${id}-nic`, id]) {
+        try {
+          await qmp.deviceDel(devId);
+          break;
+        } catch {
+          /* try the other name (vfio devices carry the bare id) */
+        }
+      }
+      // The guest acknowledges the unplug (pciehp); wait for the device to disappear, then drop the backends.
+      const end = Date.now() + 15_000;
+      while (Date.now() < end) {
+        const list = await qmp.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' });
+        if (!list.some((p) => p.name === id || p.name === `${id}-nic`)) break;
+        await sleep(100);
+      }
+      await qmp.netdevDel(id).catch(() => undefined);
+      await qmp.chardevRemove(`${id}-chr`).catch(() => undefined);
+    });
+    if (port) q.slots[port] = null;
+    vm.hotplugged = vm.hotplugged.filter((h) => h !== `nic:${id}`);
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * Hypervisor driver interface (after Kata runtime-rs): devices are tagged data, the interface is small,
+ * and a driver states what it cannot do in `capabilities()` instead of throwing later.
+ */
+import type { HypervisorKind, MacAddress, PciAddress } from '@edgenfv/contracts';
+
+export type Accel = 'kvm' | 'tcg';
+export type MachineType = 'q35' | 'microvm';
+
+export type VmDevice =
+  | { kind: 'tap'; id: string; ifName: string; mac: MacAddress }
+  /** macvtap: the agent opens `/dev/tapN` and hands the fd to the hypervisor. */
+  | { kind: 'macvtap'; id: string; tapDevPath: string; mac: MacAddress }
+  | { kind: 'vhost-user-net'; id: string; socketPath: string; mac: MacAddress; queues: number; server?: boolean }
+  | { kind: 'vfio'; id: string; pci: PciAddress }
+  /** The guest agent's channel: a virtio-serial port named `name` on a unix socket the host connects to. */
+  | { kind: 'agent-channel'; id: string; socketPath: string; name: string };
+
+export type NetDevice = Extract<VmDevice, { kind: 'tap' | 'macvtap' | 'vhost-user-net' | 'vfio' }>;
+
+export type MemoryBackend =
+  | { kind: 'anonymous' }
+  /** Shared guest memory for vhost-user without hugepages. */
+  | { kind: 'memfd' }
+  /** Hugepage-backed shared memory: memfd with hugetlb, or a file under a hugetlbfs mount when `path` is given. */
+  | { kind: 'hugepages'; sizeKiB: number; path?: string };
+
+export interface VmSpec {
+  sandboxId: string;
+  vcpus: number;
+  maxVcpus: number;
+  memoryMiB: number;
+  maxMemoryMiB: number;
+  memory: MemoryBackend;
+  /** Host NUMA node the guest memory is bound to (hugepages / dedicated CPUs). */
+  numaNode?: number;
+  /** Guest kernel and initramfs; absent: the VM idles in its firmware (tests of the driver without a guest). */
+  kernelPath?: string;
+  initrdPath?: string;
+  kernelArgs: string;
+  devices: VmDevice[];
+  /** Folder for QMP socket, agent socket, pid file, console log (0700, owned by runAs). */
+  runDir: string;
+  /**
+   * Unprivileged identity of the hypervisor process. `qemu` (default): QEMU starts as root, opens its devices
+   * (taps in a netns, /dev/vfio, /dev/tapN) and drops to uid:gid itself (`-run-with user=`, formerly -runas);
+   * `spawn`: exec'd as uid:gid from the start (every device must already belong to that uid).
+   */
+  runAs?: { uid: number; gid: number; method?: 'qemu' | 'spawn' };
+  /** Network namespace (path, e.g. /var/run/netns/x) the hypervisor runs in: its taps live there. */
+  netnsPath?: string;
+  /** cgroup v2 folder the process is placed in before it executes the hypervisor. */
+  cgroupDir?: string;
+  machine: MachineType;
+  accel: Accel;
+  /** seccomp sandbox (`-sandbox on,...`). */
+  sandbox: boolean;
+  tcgTbSizeMiB?: number;
+  /** Host TSC in kHz (microvm needs `tsc_early_khz` under TCG or it may hang calibrating against the PIT). */
+  hostCpuKHz?: number;
+  /** Spare hotplug slots (q35 PCIe root ports) for NICs of later replicas. */
+  hotplugSlots?: number;
+}
+
+export interface VmHandle {
+  readonly kind: HypervisorKind;
+  readonly sandboxId: string;
+  readonly pid: number;
+  /** /proc/<pid>/stat start time: guards re-adoption against pid reuse. */
+  readonly procStartTicks: number;
+  readonly apiSocket: string; // QMP (qemu) or API socket (cloud-hypervisor, firecracker)
+  readonly agentSocket?: string;
+  readonly consoleLog: string;
+  readonly accel: Accel;
+  readonly machine: MachineType;
+  readonly startedAt: string;
+  vcpus: number;
+  memoryMiB: number;
+  /** Hotplugged objects by id (cpus, dimms, nics) so that a re-adopted VM can still unplug them. */
+  hotplugged: string[];
+}
+
+/** What is persisted for a VM; a restarted agent re-adopts from it. */
+export type VmRecord = Omit<VmHandle, never>;
+
+export interface Capabilities {
+  vfio: boolean;
+  vhostUserNet: boolean;
+  hotplug: boolean;
+  /** What hotplug covers (when `hotplug`): vCPUs, memory, NICs. */
+  cpuHotplug: boolean;
+  memoryHotplug: boolean;
+  nicHotplug: boolean;
+  machines: readonly MachineType[];
+}
+
+export interface StartOptions {
+  /** Resolves once the guest is ready (the guest agent answers health). Default: the hypervisor's API answers. */
+  waitReady?: (vm: VmHandle, signal: AbortSignal) => Promise<void>;
+  /** Called right after exec, before waiting for readiness (bench: command -> exec). */
+  onSpawned?: (vm: VmHandle) => void;
+}
+
+export interface HypervisorDriver {
+  readonly kind: HypervisorKind;
+  capabilities(): Readonly<Capabilities>;
+  /** Boots; resolves when ready (see StartOptions.waitReady). On failure nothing is left running. */
+  start(spec: VmSpec, signal: AbortSignal, opts?: StartOptions): Promise<VmHandle>;
+  /** Graceful power-down, then quit, then SIGKILL after graceMs; no-op when already stopped. */
+  stop(vm: VmHandle, opts: { graceMs: number }): Promise<void>;
+  record(vm: VmHandle): VmRecord;
+  /** Re-adopts a recorded VM: null when its process is gone (or the pid was reused). */
+  adopt(rec: VmRecord): Promise<VmHandle | null>;
+  /** true while the process lives. */
+  alive(vm: VmHandle): boolean;
+  /** Grows/shrinks vCPUs and memory by hotplug; throws UnavailableError when the driver cannot. */
+  resize(vm: VmHandle, target: { vcpus: number; memoryMiB: number }, spec: Pick<VmSpec, 'memory' | 'numaNode'>): Promise<void>;
+  /** Hot-adds / removes a NIC. */
+  addNic(vm: VmHandle, dev: NetDevice, spec: Pick<VmSpec, 'machine'>): Promise<void>;
+  removeNic(vm: VmHandle, id: string): Promise<void>;
+}

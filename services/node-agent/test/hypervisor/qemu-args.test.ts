@@ -1,0 +1,150 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { InvalidArgumentError, parseMacAddress, parsePciAddress } from '@edgenfv/contracts';
+import { buildQemuArgs } from '../../src/hypervisor/qemu-args.js';
+import type { VmSpec } from '../../src/hypervisor/types.js';
+
+const mac = parseMacAddress('52:54:00:12:34:56');
+function spec(over: Partial<VmSpec> = {}): VmSpec {
+  return {
+    sandboxId: 'sb-t1',
+    vcpus: 1,
+    maxVcpus: 4,
+    memoryMiB: 512,
+    maxMemoryMiB: 2048,
+    memory: { kind: 'anonymous' },
+    kernelPath: '/k/vmlinuz',
+    initrdPath: '/k/initrd',
+    kernelArgs: 'quiet',
+    devices: [{ kind: 'agent-channel', id: 'agent', socketPath: '/run/sb/agent.sock', name: 'agent.0' }],
+    runDir: '/run/sb',
+    machine: 'q35',
+    accel: 'tcg',
+    sandbox: true,
+    ...over,
+  };
+}
+/** The value following each occurrence of `flag`. */
+function values(args: string[], flag: string): string[] {
+  return args.flatMap((a, i) => (a === flag ? [args[i + 1]!] : []));
+}
+
+test('q35 under TCG: hotplug-ready smp/m, QMP, console, agent port on virtio-serial-pci, seccomp', () => {
+  const { args, qmpSocket, agentSocket } = buildQemuArgs(spec());
+  assert.deepEqual(values(args, '-machine'), ['q35']);
+  assert.deepEqual(values(args, '-accel'), ['tcg']);
+  assert.deepEqual(values(args, '-cpu'), ['max']);
+  assert.deepEqual(values(args, '-smp'), ['1,maxcpus=4']);
+  assert.deepEqual(values(args, '-m'), ['512M,slots=8,maxmem=2048M']);
+  assert.deepEqual(values(args, '-object'), ['memory-backend-ram,id=mem0,size=512M']);
+  assert.ok(values(args, '-chardev').includes('socket,id=qmp,path=/run/sb/qmp.sock,server=on,wait=off'));
+  assert.deepEqual(values(args, '-mon'), ['chardev=qmp,mode=control']);
+  assert.equal(qmpSocket, '/run/sb/qmp.sock');
+  assert.equal(agentSocket, '/run/sb/agent.sock');
+  const dev = values(args, '-device');
+  assert.ok(dev.includes('virtio-serial-pci,id=vser0'));
+  assert.ok(dev.includes('virtserialport,chardev=agent,name=agent.0'));
+  assert.deepEqual(values(args, '-sandbox'), ['on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny']);
+  assert.match(values(args, '-append')[0]!, /console=ttyS0 panic=-1 memhp_default_state=online quiet/);
+  assert.ok(!values(args, '-append')[0]!.includes('tsc_early_khz'));
+  assert.ok(args.includes('-nodefaults') && args.includes('-no-user-config'));
+});
+
+test('microvm: mmio devices, tsc_early_khz, fixed size; kvm uses -cpu host', () => {
+  const { args } = buildQemuArgs(
+    spec({ machine: 'microvm', hostCpuKHz: 2600000, devices: [{ kind: 'agent-channel', id: 'agent', socketPath: '/run/sb/a.sock', name: 'agent.0' }, { kind: 'tap', id: 'net0', ifName: 'tap0', mac }] }),
+  );
+  assert.deepEqual(values(args, '-machine'), ['microvm']);
+  assert.deepEqual(values(args, '-smp'), ['1']);
+  assert.deepEqual(values(args, '-m'), ['512M']);
+  assert.match(values(args, '-append')[0]!, /tsc_early_khz=2600000/);
+  const dev = values(args, '-device');
+  assert.ok(dev.includes('virtio-serial-device,id=vser0'));
+  assert.ok(dev.includes('virtio-net-device,netdev=net0,mac=52:54:00:12:34:56,id=net0-nic'));
+  assert.ok(!dev.some((d) => d.startsWith('pcie-root-port')));
+  const kvm = buildQemuArgs(spec({ accel: 'kvm', machine: 'microvm' })).args;
+  assert.deepEqual(values(kvm, '-cpu'), ['host']);
+  assert.deepEqual(values(kvm, '-accel'), ['kvm']);
+});
+
+test('tap (never vhost=on), macvtap by fd, each NIC on its own root port, spare ports', () => {
+  const cmd = buildQemuArgs(
+    spec({
+      hotplugSlots: 2,
+      devices: [
+        { kind: 'tap', id: 'net0', ifName: 'tap0', mac },
+        { kind: 'macvtap', id: 'net1', tapDevPath: '/dev/tap42', mac: parseMacAddress('02:00:00:00:00:01') },
+      ],
+    }),
+  );
+  const nd = values(cmd.args, '-netdev');
+  assert.deepEqual(nd, ['tap,id=net0,ifname=tap0,script=no,downscript=no', 'tap,id=net1,fd=3']);
+  assert.ok(!nd.some((n) => n.includes('vhost=on')));
+  assert.deepEqual(cmd.fds, [{ fd: 3, path: '/dev/tap42' }]);
+  const dev = values(cmd.args, '-device');
+  assert.ok(dev.includes('virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,id=net0-nic,bus=rp0'));
+  assert.ok(dev.includes('virtio-net-pci,netdev=net1,mac=02:00:00:00:00:01,id=net1-nic,bus=rp1'));
+  assert.equal(dev.filter((d) => d.startsWith('pcie-root-port')).length, 4);
+});
+
+test('vhost-user: memfd or hugepage backend shared, multiqueue vectors, client reconnect or server', () => {
+  const vhu = { kind: 'vhost-user-net' as const, id: 'dp0', socketPath: '/run/vpp/sock1', mac, queues: 2 };
+  const memfd = buildQemuArgs(spec({ memory: { kind: 'memfd' }, devices: [vhu] })).args;
+  assert.deepEqual(values(memfd, '-object'), ['memory-backend-memfd,id=mem0,size=512M,share=on']);
+  assert.deepEqual(values(memfd, '-numa'), ['node,nodeid=0,memdev=mem0']);
+  assert.ok(values(memfd, '-chardev').includes('socket,id=dp0-chr,path=/run/vpp/sock1,reconnect-ms=1000'));
+  assert.deepEqual(values(memfd, '-netdev'), ['vhost-user,id=dp0,chardev=dp0-chr,queues=2']);
+  assert.ok(values(memfd, '-device').includes('virtio-net-pci,netdev=dp0,mac=52:54:00:12:34:56,id=dp0-nic,bus=rp0,mq=on,vectors=6'));
+  const huge = buildQemuArgs(spec({ memory: { kind: 'hugepages', sizeKiB: 2048 }, numaNode: 1, devices: [{ ...vhu, queues: 1, server: true }] })).args;
+  assert.deepEqual(values(huge, '-object'), ['memory-backend-memfd,id=mem0,size=512M,hugetlb=on,hugetlbsize=2M,share=on,prealloc=on,host-nodes=1,policy=bind']);
+  assert.ok(values(huge, '-chardev').includes('socket,id=dp0-chr,path=/run/vpp/sock1,server=on,wait=off'));
+  const file = buildQemuArgs(spec({ memory: { kind: 'hugepages', sizeKiB: 1048576, path: '/dev/hugepages-1G' }, memoryMiB: 1024, devices: [vhu] })).args;
+  assert.deepEqual(values(file, '-object'), ['memory-backend-file,id=mem0,size=1024M,mem-path=/dev/hugepages-1G,share=on,prealloc=on']);
+});
+
+test('vfio-pci passthrough by host BDF on q35', () => {
+  const { args } = buildQemuArgs(spec({ devices: [{ kind: 'vfio', id: 'vf0', pci: parsePciAddress('0000:3b:10.2') }] }));
+  assert.ok(values(args, '-device').includes('vfio-pci,host=0000:3b:10.2,id=vf0,bus=rp0'));
+});
+
+test('privilege drop: -run-with user=uid:gid (seccomp allows the drop) or spawned as the uid (seccomp denies set*id)', () => {
+  const a = buildQemuArgs(spec({ runAs: { uid: 420001, gid: 420001 } })).args;
+  assert.deepEqual(values(a, '-run-with'), ['user=420001:420001']);
+  assert.match(values(a, '-sandbox')[0]!, /elevateprivileges=allow/);
+  const b = buildQemuArgs(spec({ runAs: { uid: 420001, gid: 420001, method: 'spawn' } })).args;
+  assert.deepEqual(values(b, '-run-with'), []);
+  assert.match(values(b, '-sandbox')[0]!, /elevateprivileges=deny/);
+  const c = buildQemuArgs(spec({ sandbox: false })).args;
+  assert.deepEqual(values(c, '-sandbox'), []);
+  const d = buildQemuArgs(spec({ tcgTbSizeMiB: 32 })).args;
+  assert.deepEqual(values(d, '-accel'), ['tcg,tb-size=32']);
+});
+
+test('bad specs: every issue named, nothing built', () => {
+  let err: unknown;
+  try {
+    buildQemuArgs(
+      spec({
+        vcpus: 0,
+        memoryMiB: 501,
+        memory: { kind: 'hugepages', sizeKiB: 2048 },
+        machine: 'microvm',
+        devices: [
+          { kind: 'vfio', id: 'vf0', pci: parsePciAddress('0000:3b:10.2') },
+          { kind: 'vhost-user-net', id: 'vf0', socketPath: '/a,b', mac, queues: 0 },
+        ],
+      }),
+    );
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err instanceof InvalidArgumentError);
+  const fields = err.issues.map((i) => i.field);
+  for (const f of ['vcpus', 'memoryMiB', 'devices[0]', 'devices[1].id', 'devices[1].queues', 'devices[1].socketPath', 'hostCpuKHz']) {
+    assert.ok(fields.includes(f), `${f} missing in ${fields.join(',')}`);
+  }
+  assert.throws(
+    () => buildQemuArgs(spec({ devices: [{ kind: 'vhost-user-net', id: 'dp0', socketPath: '/s', mac, queues: 1 }] })),
+    /vhost-user needs shared guest memory/,
+  );
+});

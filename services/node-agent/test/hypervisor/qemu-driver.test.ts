@@ -1,0 +1,127 @@
+/**
+ * The QEMU driver against real QEMU (TCG here). No guest kernel: the VM idles in its firmware, which is enough for
+ * spawn, QMP, hotplug, privilege drop, cgroup placement, stop and re-adoption. Booting a guest is tested with the
+ * guest image in sandbox-boot.test.ts.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { parseMacAddress } from '@edgenfv/contracts';
+import { silentLogger } from '@edgenfv/telemetry';
+import { QemuDriver } from '../../src/hypervisor/qemu.js';
+import { withQmp } from '../../src/hypervisor/qmp.js';
+import type { VmSpec } from '../../src/hypervisor/types.js';
+import { killQuiet, processAlive, waitGone } from '../../src/proc.js';
+import { cgroupV2Mount } from '../../src/sandbox/cgroup.js';
+
+function spec(runDir: string, over: Partial<VmSpec> = {}): VmSpec {
+  return {
+    sandboxId: `sb-drv-${process.pid}`,
+    vcpus: 1,
+    maxVcpus: 3,
+    memoryMiB: 128,
+    maxMemoryMiB: 512,
+    memory: { kind: 'memfd' },
+    kernelArgs: '',
+    devices: [],
+    runDir,
+    machine: 'q35',
+    accel: 'tcg',
+    sandbox: true,
+    tcgTbSizeMiB: 16,
+    ...over,
+  };
+}
+
+test('spawn, QMP, vCPU + memory + NIC hotplug, stop', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'na-qemu-'));
+  const driver = new QemuDriver({ logger: silentLogger() });
+  let vm: Awaited<ReturnType<QemuDriver['start']>> | undefined;
+  const tap = `tqd${process.pid % 100000}`;
+  t.after(async () => {
+    if (vm) {
+      killQuiet(vm.pid, 'SIGKILL');
+      await waitGone(vm.pid, undefined, 5000);
+    }
+    try {
+      execFileSync('ip', ['link', 'del', tap], { stdio: 'ignore' });
+    } catch {
+      /* gone */
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  vm = await driver.start(spec(dir, { hotplugSlots: 1 }), new AbortController().signal);
+  assert.ok(driver.alive(vm));
+  const st = await withQmp(vm.apiSocket, (q) => q.queryStatus());
+  assert.equal(st.status, 'running');
+
+  await driver.resize(vm, { vcpus: 3, memoryMiB: 384 }, { memory: { kind: 'memfd' } });
+  const cpus = await withQmp(vm.apiSocket, (q) => q.queryCpusFast());
+  assert.equal(cpus.length, 3);
+  const mem = await withQmp(vm.apiSocket, (q) => q.queryMemorySizeSummary());
+  assert.equal(mem['plugged-memory'], 256 * 1024 * 1024);
+  assert.equal(vm.vcpus, 3);
+  assert.equal(vm.memoryMiB, 384);
+
+  execFileSync('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+  await driver.addNic(vm, { kind: 'tap', id: 'hot0', ifName: tap, mac: parseMacAddress('02:00:00:00:10:01') }, { machine: 'q35' });
+  const periph = await withQmp(vm.apiSocket, (q) => q.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' }));
+  assert.ok(periph.some((p) => p.name === 'hot0-nic'));
+  assert.equal(vm.slots.rp0, 'hot0');
+
+  // the record survives JSON and a fresh driver re-adopts it
+  const rec = driver.record(vm);
+  const again = await new QemuDriver({ logger: silentLogger() }).adopt(JSON.parse(JSON.stringify(rec)));
+  assert.ok(again);
+  assert.equal(again.pid, vm.pid);
+
+  await driver.stop(vm, { graceMs: 0 });
+  assert.equal(driver.alive(vm), false);
+  await driver.stop(vm, { graceMs: 0 }); // no-op when stopped
+  assert.equal(await driver.adopt(rec), null);
+  vm = undefined;
+});
+
+test('unprivileged uid via -run-with, seccomp on, placed in its cgroup before exec; kill -9 -> adopt says gone', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'na-qemu-'));
+  const mount = cgroupV2Mount('/sys/fs/cgroup');
+  assert.ok(mount, 'this test needs a writable cgroup v2 hierarchy');
+  const cg = join(mount, `edgenfv-test-${process.pid}`);
+  mkdirSync(cg);
+  const driver = new QemuDriver({ logger: silentLogger() });
+  let pid = 0;
+  t.after(async () => {
+    if (pid) {
+      killQuiet(pid, 'SIGKILL');
+      await waitGone(pid, undefined, 5000);
+    }
+    try {
+      rmSync(cg, { recursive: false, force: true });
+    } catch {
+      /* rmdir below */
+    }
+    try {
+      execFileSync('rmdir', [cg], { stdio: 'ignore' });
+    } catch {
+      /* gone */
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const vm = await driver.start(spec(dir, { runAs: { uid: 420777, gid: 420777 }, cgroupDir: cg }), new AbortController().signal);
+  pid = vm.pid;
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  assert.match(status, /^Uid:\s+420777\s+420777\s+420777\s+420777/m);
+  assert.match(status, /^Seccomp:\s+2/m);
+  assert.match(readFileSync(`/proc/${pid}/cgroup`, 'utf8'), new RegExp(`^0::/edgenfv-test-${process.pid}$`, 'm'));
+  assert.ok(readFileSync(join(cg, 'cgroup.procs'), 'utf8').split('\n').includes(String(pid)));
+  const rec = driver.record(vm);
+  process.kill(pid, 'SIGKILL');
+  await waitGone(pid, undefined, 5000);
+  assert.equal(processAlive(pid), false);
+  assert.equal(await driver.adopt(rec), null);
+  pid = 0;
+  assert.ok(existsSync(dir));
+});
