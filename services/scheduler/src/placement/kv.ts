@@ -1,0 +1,52 @@
+/** Small JSON + CAS helpers over raw nats.js KV handles (the API's Store passes its `.kv` handles in). */
+import type { JetStreamClient, KV, KvEntry } from 'nats';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export const LEDGER_BUCKET = 'edgenfv_ledger';
+
+/** The buckets placement and the node registry work on. */
+export interface SchedulerBuckets {
+  nodes: KV; // edgenfv_nodes
+  ledger: KV; // edgenfv_ledger (this module's own: one ledger per node)
+  allocs: KV; // edgenfv_allocs
+}
+
+export async function openSchedulerBuckets(js: JetStreamClient, opts: { replicas?: number } = {}): Promise<SchedulerBuckets> {
+  const o = { history: 1, replicas: opts.replicas ?? 1 };
+  const [nodes, ledger, allocs] = await Promise.all([
+    js.views.kv('edgenfv_nodes', o),
+    js.views.kv(LEDGER_BUCKET, o),
+    js.views.kv('edgenfv_allocs', o),
+  ]);
+  return { nodes, ledger, allocs };
+}
+
+export function isCasConflict(err: unknown): boolean {
+  const msg = err instanceof Error ? err.message : String(err);
+  return /wrong last sequence|key exists/i.test(msg);
+}
+
+export function encodeJson(v: unknown): Uint8Array {
+  return enc.encode(JSON.stringify(v));
+}
+
+export function decodeEntry<T>(e: KvEntry | null): { value: T; revision: number } | null {
+  if (!e || e.operation !== 'PUT' || e.value.length === 0) return null;
+  return { value: JSON.parse(dec.decode(e.value)) as T, revision: e.revision };
+}
+
+export async function getJson<T>(kv: KV, key: string): Promise<{ value: T; revision: number } | null> {
+  return decodeEntry<T>(await kv.get(key));
+}
+
+/** CAS write: create when `revision` is 0/undefined, else update. Resolves to the new revision, or null on conflict. */
+export async function casPut(kv: KV, key: string, value: unknown, revision: number | undefined): Promise<number | null> {
+  try {
+    return revision ? await kv.update(key, encodeJson(value), revision) : await kv.create(key, encodeJson(value));
+  } catch (err) {
+    if (isCasConflict(err)) return null;
+    throw err;
+  }
+}
