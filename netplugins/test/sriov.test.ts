@@ -1,0 +1,155 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, readdirSync, readlinkSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, basename } from 'node:path';
+import { InvalidArgumentError } from '@edgenfv/contracts';
+import { FakeSysfs, FakeVfNetlink } from '../src/sriov/fake.js';
+import { SysfsPciBind } from '../src/sriov/pci-bind.js';
+import { SriovPlugin, defaultClaimsDir } from '../src/sriov/sriov.js';
+import { discoverPfs } from '../src/sriov/pools.js';
+import { tempState } from './helpers.js';
+
+const dirs: string[] = [];
+after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+function setup(opts: { sharedGroup?: boolean; totalVfs?: number } = {}) {
+  const root = mkdtempSync(join(tmpdir(), 'np-sysfs-'));
+  dirs.push(root);
+  const sysfs = FakeSysfs.build(root, [
+    { bdf: '0000:03:00.0', ifName: 'enp3s0f0', totalVfs: opts.totalVfs ?? 4, numaNode: 1, ...(opts.sharedGroup ? { sharedGroup: true } : {}) },
+  ]);
+  const st = tempState();
+  dirs.push(st.dir);
+  const netlink = new FakeVfNetlink(root);
+  const plugin = new SriovPlugin({
+    sysfs, pciBind: new SysfsPciBind(sysfs, 2000), netlink, records: st.records, locks: st.locks, claimsDir: defaultClaimsDir(st.dir),
+  });
+  const drv = (bdf: string) => {
+    const p = join(root, 'bus/pci/devices', bdf, 'driver');
+    return existsSync(p) ? basename(readlinkSync(p)) : null;
+  };
+  const claims = () => (existsSync(defaultClaimsDir(st.dir)) ? readdirSync(defaultClaimsDir(st.dir)) : []);
+  return { root, sysfs, st, netlink, plugin, drv, claims };
+}
+const base = { pfs: [{ pf: 'enp3s0f0', physnet: 'physnet1', numVfs: 2 }] };
+
+test('parseConfig: VLAN 4095, qos without vlan, unknown physnet, bad PCI address: all in one error', () => {
+  const { plugin } = setup();
+  assert.throws(
+    () => plugin.parseConfig({ ...base, physnet: 'nope', vlan: 4095, vlanQos: 3, deviceID: 'zz:00.0', trust: 'yes' }),
+    (e: unknown) => {
+      assert.ok(e instanceof InvalidArgumentError);
+      assert.deepEqual(e.issues.map((i) => i.field).sort(), ['deviceID', 'physnet', 'trust', 'vlan', 'vlanQos']);
+      assert.match(e.message, /vlan: must be in 0\.\.4094 \(got 4095\)/);
+      assert.match(e.message, /physnet: unknown physnet "nope"/);
+      return true;
+    },
+  );
+  assert.throws(() => plugin.parseConfig({}), /physnet: is required \(or deviceID\)/);
+});
+
+test('add: creates VFs, claims one, sets MAC/VLAN/spoofchk/trust on the PF, binds vfio-pci; add twice; del restores everything', async () => {
+  const { plugin, netlink, drv, claims, st, root } = setup();
+  const ctx = { containerId: 'vm1', ifName: 'net1' };
+  const cfg = plugin.parseConfig({ ...base, physnet: 'physnet1', vlan: 100, vlanQos: 2, spoofchk: true, trust: false, mac: '02:11:22:33:44:55' });
+  const r = await plugin.add(ctx, cfg);
+  assert.deepEqual(await plugin.add(ctx, cfg), r);
+  assert.equal(r.pciAddress, '0000:03:10.0');
+  assert.equal(r.pfPciAddress, '0000:03:00.0');
+  assert.equal(r.vfIndex, 0);
+  assert.equal(r.mac, '02:11:22:33:44:55');
+  assert.equal(r.driver, 'vfio-pci');
+  assert.equal(r.numaNode, 1);
+  assert.equal(typeof r.iommuGroup, 'number');
+  assert.equal(drv('0000:03:10.0'), 'vfio-pci');
+  assert.equal(readFileSync(join(root, 'bus/pci/devices/0000:03:10.0/driver_override'), 'utf8').trim(), 'vfio-pci');
+  assert.deepEqual((await netlink.vfs('enp3s0f0'))[0], { vf: 0, mac: '02:11:22:33:44:55', vlan: 100, vlanQos: 2, spoofchk: true, trust: false });
+  await plugin.check(ctx, r);
+  // the second attachment gets the other VF; a third finds none
+  const r2 = await plugin.add({ containerId: 'vm2', ifName: 'net1' }, plugin.parseConfig({ ...base, physnet: 'physnet1' }));
+  assert.equal(r2.pciAddress, '0000:03:10.2');
+  assert.match(r2.mac, /^02:/);
+  await assert.rejects(plugin.add({ containerId: 'vm3', ifName: 'net1' }, plugin.parseConfig({ ...base, physnet: 'physnet1' })), /physnet physnet1: no free VF \(2 VFs/);
+  await plugin.del(ctx);
+  await plugin.del(ctx);
+  await plugin.del({ containerId: 'vm2', ifName: 'net1' });
+  assert.equal(drv('0000:03:10.0'), 'igbvf');
+  assert.equal(drv('0000:03:10.2'), 'igbvf');
+  assert.equal(readFileSync(join(root, 'bus/pci/devices/0000:03:10.0/driver_override'), 'utf8').trim(), '(null)');
+  assert.deepEqual((await netlink.vfs('enp3s0f0'))[0], { vf: 0, mac: '00:00:00:00:00:00', vlan: 0, vlanQos: 0, spoofchk: true, trust: false });
+  assert.deepEqual(claims(), []);
+  assert.deepEqual(st.leftovers(), []);
+});
+
+test('check notices a VF rebound behind our back', async () => {
+  const { plugin, sysfs } = setup();
+  const ctx = { containerId: 'vm1', ifName: 'net1' };
+  await plugin.add(ctx, plugin.parseConfig({ ...base, physnet: 'physnet1' }));
+  await sysfs.write('bus/pci/drivers/vfio-pci/unbind', '0000:03:10.0');
+  await assert.rejects(plugin.check(ctx), /bound to no driver, not vfio-pci/);
+  await plugin.del(ctx);
+});
+
+test('deviceID: a VF that does not exist, a VF already attached, a PF that is not a VF', async () => {
+  const { plugin, claims, st } = setup();
+  await assert.rejects(plugin.add({ containerId: 'a', ifName: 'n' }, plugin.parseConfig({ ...base, deviceID: '0000:09:00.0' })), /deviceID: PCI device 0000:09:00.0 does not exist/);
+  await plugin.add({ containerId: 'vm0', ifName: 'n' }, plugin.parseConfig({ ...base, physnet: 'physnet1' })); // creates the VFs
+  await assert.rejects(plugin.add({ containerId: 'b', ifName: 'n' }, plugin.parseConfig({ ...base, deviceID: '0000:03:10.0' })), /already attached to vm0\/n/);
+  await assert.rejects(plugin.add({ containerId: 'c', ifName: 'n' }, plugin.parseConfig({ ...base, deviceID: '0000:03:00.0' })), /not an SR-IOV virtual function/);
+  const r = await plugin.add({ containerId: 'd', ifName: 'n' }, plugin.parseConfig({ ...base, deviceID: '0000:03:10.2' }));
+  assert.equal(r.physnet, 'physnet1');
+  await plugin.del({ containerId: 'd', ifName: 'n' });
+  await plugin.del({ containerId: 'vm0', ifName: 'n' });
+  assert.deepEqual(claims(), []);
+  assert.deepEqual(st.leftovers(), []);
+});
+
+test('a VF whose IOMMU group holds a device on a host driver is refused, and everything is rolled back', async () => {
+  const { plugin, netlink, drv, claims, st } = setup({ sharedGroup: true });
+  await assert.rejects(
+    plugin.add({ containerId: 'vm1', ifName: 'net1' }, plugin.parseConfig({ ...base, physnet: 'physnet1', vlan: 7, mac: '02:00:00:00:00:07' })),
+    /IOMMU group \d+ of 0000:03:10.0 is not viable for vfio: 0000:03:00.0 \(bound to igb\)/,
+  );
+  assert.equal(drv('0000:03:10.0'), 'igbvf');
+  assert.deepEqual((await netlink.vfs('enp3s0f0'))[0]?.vlan, 0);
+  assert.deepEqual((await netlink.vfs('enp3s0f0'))[0]?.mac, '00:00:00:00:00:00');
+  assert.deepEqual(claims(), []);
+  assert.deepEqual(st.leftovers(), []);
+});
+
+test('concurrent ADDs never hand one VF to two sandboxes', async () => {
+  const { plugin, claims, st } = setup({ totalVfs: 4 });
+  const cfg = plugin.parseConfig({ pfs: [{ pf: 'enp3s0f0', physnet: 'p', numVfs: 4 }], physnet: 'p' });
+  const res = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => plugin.add({ containerId: `vm${i}`, ifName: 'net1' }, cfg)));
+  const ok = res.filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<{ pciAddress: string }>).value.pciAddress);
+  assert.equal(ok.length, 4);
+  assert.equal(new Set(ok).size, 4);
+  assert.equal(res.filter((r) => r.status === 'rejected').length, 4);
+  for (let i = 0; i < 8; i++) await plugin.del({ containerId: `vm${i}`, ifName: 'net1' });
+  assert.deepEqual(claims(), []);
+  assert.deepEqual(st.leftovers(), []);
+});
+
+test('del without add; del after the VFs are gone (sriov_numvfs reset)', async () => {
+  const { plugin, sysfs, claims, st } = setup();
+  await plugin.del({ containerId: 'never', ifName: 'n' });
+  const ctx = { containerId: 'vm1', ifName: 'net1' };
+  await plugin.add(ctx, plugin.parseConfig({ ...base, physnet: 'physnet1' }));
+  await sysfs.write('bus/pci/devices/0000:03:00.0/sriov_numvfs', '0');
+  await plugin.del(ctx);
+  await plugin.del(ctx);
+  assert.deepEqual(claims(), []);
+  assert.deepEqual(st.leftovers(), []);
+});
+
+test('the fake kernel refuses what the real one refuses; discovery reads the tree', async () => {
+  const { sysfs } = setup();
+  await assert.rejects(sysfs.write('bus/pci/devices/0000:03:00.0/sriov_numvfs', '9'), /ERANGE/);
+  await sysfs.write('bus/pci/devices/0000:03:00.0/sriov_numvfs', '2');
+  await assert.rejects(sysfs.write('bus/pci/devices/0000:03:00.0/sriov_numvfs', '1'), /EBUSY/);
+  const [pf] = await discoverPfs(sysfs, [{ pf: 'enp3s0f0', physnet: 'physnet1' }]);
+  assert.equal(pf?.physnet, 'physnet1');
+  assert.equal(pf?.totalVfs, 4);
+  assert.deepEqual(pf?.vfs.map((v) => [v.index, v.pciAddress, v.driver]), [[0, '0000:03:10.0', 'igbvf'], [1, '0000:03:10.2', 'igbvf']]);
+});
