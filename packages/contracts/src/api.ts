@@ -50,6 +50,8 @@ export interface Replica {
   nodeId?: string;
   sandboxId?: string;
   allocId?: string;
+  /** Bumped each time the replica gets a new allocation (heal, drain): allocation ids are `<vnfId>-<index>-<generation>`. */
+  generation?: number;
   interfaces: ReplicaInterface[];
   /** Why the replica is where it is (placement explanation, failure reason). */
   message?: string;
@@ -67,6 +69,8 @@ export interface Vnf {
   desiredReplicas: number;
   replicas: Replica[];
   lastOpOccId?: string;
+  /** The operation occurrence in progress on this VNF (one at a time); absent when none. */
+  activeOpOccId?: string;
   createdAt: string;
   updatedAt: string;
 }

@@ -76,8 +76,9 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
     `listen: ${quote(`${host}:${opts.port && opts.port > 0 ? opts.port : -1}`)}`,
     `server_name: ${quote(opts.serverName ?? 'edgenfv')}`,
     `jetstream { store_dir: ${quote(opts.storeDir)} }`,
-    // Large enough for a VNFD, small enough that a 10 MB request is refused by the server itself.
-    'max_payload: 1MB',
+    // Above NATS' 1 MB default so that an oversized API request (a 10 MB string) reaches the API server and gets
+    // INVALID_ARGUMENT naming the field, instead of a client-side MAX_PAYLOAD error.
+    'max_payload: 16MB',
   ];
   if (opts.user !== undefined) {
     conf.push(`authorization { user: ${quote(opts.user)}, password: ${quote(opts.pass ?? '')} }`);

@@ -39,3 +39,41 @@ export function createRegistry(service: string, opts: { defaultMetrics?: boolean
 }
 
 export { Registry };
+
+import { createServer, type Server } from 'node:http';
+
+/** Serves `GET /metrics` (Prometheus text format) from a registry; resolves once listening. */
+export async function serveMetrics(
+  registry: Registry,
+  opts: { host?: string; port: number },
+): Promise<{ server: Server; url: string; close(): Promise<void> }> {
+  const server = createServer((req, res) => {
+    if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) {
+      registry
+        .metrics()
+        .then((text) => {
+          res.writeHead(200, { 'content-type': registry.contentType });
+          res.end(text);
+        })
+        .catch((err: unknown) => {
+          res.writeHead(500, { 'content-type': 'text/plain' });
+          res.end(String(err));
+        });
+      return;
+    }
+    res.writeHead(req.url === '/healthz' ? 200 : 404, { 'content-type': 'text/plain' });
+    res.end(req.url === '/healthz' ? 'ok\n' : 'not found\n');
+  });
+  const host = opts.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, host, () => resolve());
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : opts.port;
+  return {
+    server,
+    url: `http://${host}:${port}/metrics`,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}

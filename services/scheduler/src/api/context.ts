@@ -1,0 +1,17 @@
+import type { Logger } from '@edgenfv/telemetry';
+import type { NetworkConfig, OpOcc } from '@edgenfv/contracts';
+import type { Store } from '../state/store.js';
+import type { Notifier } from '../ops/notifier.js';
+
+/** What every API handler may use; built once by the app, shared by all requests. */
+export interface ApiContext {
+  store: Store;
+  logger: Logger;
+  notifier: Notifier;
+  networks: ReadonlyMap<string, NetworkConfig>;
+  /** Physnets known from registered nodes are checked at placement; this optional list rejects typos early. */
+  now: () => Date;
+  newId: (prefix: string) => string;
+  /** Called after an op occurrence was created, so the leader can pick it up at once. */
+  onOpOccCreated: (op: OpOcc) => void;
+}

@@ -1,0 +1,50 @@
+/**
+ * `requestId` idempotency (API.md): the same requestId from the same tenant within 24 h returns the first reply
+ * and does nothing again. A pending marker is created with CAS before the work, so two concurrent copies of one
+ * request cannot both run; the reply replaces the marker. Retryable failures (UNAVAILABLE, INTERNAL) drop the
+ * marker, so that a retry does the work.
+ */
+import { createHash } from 'node:crypto';
+import { UnavailableError, type Envelope } from '@edgenfv/contracts';
+import type { JsonBucket, StoredReply } from '../state/store.js';
+
+const PENDING_STALE_MS = 60_000;
+
+export function requestKey(tenantId: string, requestId: string): string {
+  return `${tenantId}.${createHash('sha256').update(requestId).digest('hex').slice(0, 40)}`;
+}
+
+export async function once(
+  bucket: JsonBucket<StoredReply>,
+  key: string,
+  op: string,
+  work: () => Promise<Envelope<unknown>>,
+): Promise<Envelope<unknown>> {
+  for (let attempt = 0; attempt < 300; attempt++) {
+    const marker: StoredReply = { op, state: 'pending', since: new Date().toISOString() };
+    const rev = await bucket.create(key, marker);
+    if (rev !== null) {
+      let reply: Envelope<unknown>;
+      try {
+        reply = await work();
+      } catch (err) {
+        await bucket.delete(key);
+        throw err;
+      }
+      const retryable = !reply.ok && (reply.error.code === 'UNAVAILABLE' || reply.error.code === 'INTERNAL');
+      if (retryable) await bucket.delete(key);
+      else await bucket.update(key, { op, state: 'done', since: marker.since, reply }, rev);
+      return reply;
+    }
+    const cur = await bucket.get(key);
+    if (!cur) continue; // dropped meanwhile: try to take it
+    if (cur.value.state === 'done') return cur.value.reply as Envelope<unknown>;
+    if (Date.now() - Date.parse(cur.value.since) > PENDING_STALE_MS) {
+      // the replica handling it died: take over the marker
+      await bucket.delete(key, cur.revision);
+      continue;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new UnavailableError('the same requestId is still being handled; retry');
+}

@@ -1,0 +1,107 @@
+/** Operator API: tenants and their quotas. */
+import {
+  AlreadyExistsError,
+  ConflictError,
+  NotFoundError,
+  QUOTA_KEYS,
+  QuotaExceededError,
+  TERMINAL_OP_STATES,
+  type IdRequest,
+  type Quota,
+  type Tenant,
+  type TenantCreateRequest,
+  type Usage,
+} from '@edgenfv/contracts';
+import type { ApiContext } from './context.js';
+
+export const ZERO_USAGE: Usage = Object.freeze({ vcpus: 0, memoryMiB: 0, vfs: 0, vnfs: 0 });
+
+export async function createTenant(ctx: ApiContext, req: TenantCreateRequest): Promise<Tenant> {
+  const at = ctx.now().toISOString();
+  const tenant: Tenant = {
+    id: req.id,
+    ...(req.displayName !== undefined ? { displayName: req.displayName } : {}),
+    quota: req.quota ?? {},
+    usage: { ...ZERO_USAGE },
+    createdAt: at,
+    updatedAt: at,
+  };
+  const rev = await ctx.store.tenants.create(req.id, tenant);
+  if (rev === null) throw new AlreadyExistsError(`tenant "${req.id}" already exists`, { field: 'id' });
+  ctx.logger.info({ tenantId: req.id }, 'tenant created');
+  return tenant;
+}
+
+export async function getTenant(ctx: ApiContext, id: string): Promise<Tenant> {
+  const t = await ctx.store.tenants.get(id);
+  if (!t) throw new NotFoundError(`tenant "${id}" not found`, { field: 'id' });
+  return t.value;
+}
+
+export async function listTenants(ctx: ApiContext): Promise<{ items: Tenant[] }> {
+  const items = (await ctx.store.tenants.list()).map((v) => v.value).sort((a, b) => a.id.localeCompare(b.id));
+  return { items };
+}
+
+export async function deleteTenant(ctx: ApiContext, req: IdRequest): Promise<Record<string, never>> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const t = await ctx.store.tenants.get(req.id);
+    if (!t) throw new NotFoundError(`tenant "${req.id}" not found`, { field: 'id' });
+    if (t.value.usage.vnfs > 0) {
+      throw new ConflictError(`tenant "${req.id}" still has ${t.value.usage.vnfs} VNF(s); terminate them first`, {
+        vnfs: t.value.usage.vnfs,
+      });
+    }
+    const busy = (await ctx.store.opoccs.list(`${req.id}.>`)).filter(
+      (o) => !TERMINAL_OP_STATES.includes(o.value.operationState),
+    );
+    if (busy.length > 0) {
+      throw new ConflictError(`tenant "${req.id}" has ${busy.length} operation(s) in progress`, {
+        opOccIds: busy.map((o) => o.value.id),
+      });
+    }
+    // Deleting at the revision read makes this atomic with a concurrent instantiate (which bumps usage by CAS).
+    if (!(await ctx.store.tenants.delete(req.id, t.revision))) continue;
+    const filter = `${req.id}.>`;
+    for (const bucket of [ctx.store.vnfs, ctx.store.opoccs, ctx.store.names] as const) {
+      for (const k of await bucket.keys(filter)) await bucket.delete(k);
+    }
+    ctx.logger.info({ tenantId: req.id }, 'tenant deleted');
+    return {};
+  }
+  throw new ConflictError(`tenant "${req.id}" is changing; retry`);
+}
+
+export interface Demand {
+  vcpus: number;
+  memoryMiB: number;
+  vfs: number;
+  vnfs: number;
+}
+
+/**
+ * Takes (positive) or gives back (negative) quota with one CAS on the tenant record: two concurrent requests
+ * can never both take the last unit. Throws QuotaExceededError naming the first resource over quota.
+ */
+export async function chargeQuota(ctx: ApiContext, tenantId: string, delta: Demand): Promise<Tenant> {
+  const res = await ctx.store.tenants.mutate(tenantId, (cur) => {
+    if (!cur) throw new NotFoundError(`tenant "${tenantId}" not found`, { field: 'tenant' });
+    const next: Usage = { ...cur.usage };
+    for (const k of QUOTA_KEYS) {
+      next[k] = Math.max(0, cur.usage[k] + delta[k]);
+      const limit = (cur.quota as Quota)[k];
+      if (delta[k] > 0 && limit !== undefined && next[k] > limit) {
+        throw new QuotaExceededError(
+          `tenant "${tenantId}" quota exceeded for ${k}: ${cur.usage[k]} used + ${delta[k]} requested > ${limit}`,
+          { resource: k, quota: limit, used: cur.usage[k], requested: delta[k] },
+        );
+      }
+    }
+    return { ...cur, usage: next, updatedAt: ctx.now().toISOString() };
+  });
+  return res!.value;
+}
+
+export function negate(d: Demand): Demand {
+  return { vcpus: -d.vcpus, memoryMiB: -d.memoryMiB, vfs: -d.vfs, vnfs: -d.vnfs };
+}

@@ -1,0 +1,45 @@
+/** Scheduler process: reads config, builds logger and metrics registry, connects to NATS, builds the app, serves. */
+import { connect } from 'nats';
+import { createLogger, createRegistry, serveMetrics } from '@edgenfv/telemetry';
+import { loadConfig } from './config.js';
+import { buildApp } from './app.js';
+
+async function main(): Promise<void> {
+  const cfg = loadConfig();
+  const logger = createLogger({ service: 'scheduler', level: cfg.logLevel });
+  const registry = createRegistry('scheduler');
+  const nc = await connect({
+    servers: cfg.nats.servers,
+    name: cfg.instanceId,
+    maxReconnectAttempts: -1,
+    ...(cfg.nats.user !== undefined ? { user: cfg.nats.user, pass: cfg.nats.pass ?? '' } : {}),
+    ...(cfg.nats.token !== undefined ? { token: cfg.nats.token } : {}),
+  });
+  const app = await buildApp({
+    nc,
+    logger,
+    registry,
+    networks: cfg.networks,
+    kvReplicas: cfg.kvReplicas,
+    engine: { startTimeoutMs: cfg.startTimeoutMs, stopTimeoutMs: cfg.stopTimeoutMs },
+  });
+  await app.start();
+  const metrics = cfg.metrics ? await serveMetrics(registry, cfg.metrics) : null;
+  logger.info({ servers: cfg.nats.servers, metrics: metrics?.url }, 'scheduler serving');
+  const shutdown = async (signal: string): Promise<void> => {
+    logger.info({ signal }, 'scheduler stopping');
+    await app.stop();
+    await metrics?.close();
+    await nc.drain();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+}
+
+main().catch((err: unknown) => {
+  const e = err as { issues?: { field: string; message: string }[]; message?: string };
+  if (e.issues) for (const i of e.issues) console.error(`scheduler config: ${i.field}: ${i.message}`);
+  else console.error('scheduler failed:', err);
+  process.exit(1);
+});

@@ -1,0 +1,520 @@
+/**
+ * The operations engine: runs on the leader only and carries each op occurrence (INSTANTIATE, SCALE, HEAL,
+ * TERMINATE) from STARTING to a terminal state. Every step is idempotent and recorded in KV before the next, so a
+ * new leader resumes an operation in flight without doing any of it twice (allocation ids are deterministic:
+ * `<vnfId>-<replica>-<generation>`). Operations on one VNF run one at a time; different VNFs run concurrently.
+ */
+import type { KvEntry, QueuedIterator } from 'nats';
+import {
+  asAppError,
+  UnavailableError,
+  type Allocation,
+  type ErrorBody,
+  type OpOcc,
+  type OperationState,
+  type Replica,
+  type ReplicaState,
+  type ReplicaStatus,
+  type Vnf,
+} from '@edgenfv/contracts';
+import type { Logger } from '@edgenfv/telemetry';
+import type { Store } from '../state/store.js';
+import type { Notifier } from './notifier.js';
+import type { PlacementPort } from './placement-port.js';
+import { chargeQuotaRaw, demandOfVnf } from './quota.js';
+
+export interface EngineOptions {
+  /** An operation whose replicas are not RUNNING by then fails (TCG boots are slow: minutes, not seconds). */
+  startTimeoutMs?: number;
+  /** How long to wait for a Ready node to confirm a replica stopped before releasing it anyway. */
+  stopTimeoutMs?: number;
+  tickMs?: number;
+}
+
+export interface EngineDeps {
+  store: Store;
+  notifier: Notifier;
+  logger: Logger;
+  placement: PlacementPort;
+  now?: () => Date;
+  options?: EngineOptions;
+}
+
+const TERMINAL: readonly OperationState[] = ['COMPLETED', 'FAILED', 'ROLLED_BACK'];
+const dec = new TextDecoder();
+
+export function allocIdOf(vnfId: string, replica: number, generation: number): string {
+  return `${vnfId}-${replica}-${generation}`;
+}
+const vkey = (tenantId: string, id: string): string => `${tenantId}.${id}`;
+
+export class OperationsEngine {
+  private readonly store: Store;
+  private readonly notifier: Notifier;
+  private readonly logger: Logger;
+  private readonly placement: PlacementPort;
+  private readonly now: () => Date;
+  private readonly startTimeoutMs: number;
+  private readonly stopTimeoutMs: number;
+  private readonly tickMs: number;
+  private running = false;
+  private chains = new Map<string, Promise<void>>();
+  private watches: QueuedIterator<KvEntry>[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(deps: EngineDeps) {
+    this.store = deps.store;
+    this.notifier = deps.notifier;
+    this.logger = deps.logger.child({ component: 'engine' });
+    this.placement = deps.placement;
+    this.now = deps.now ?? (() => new Date());
+    this.startTimeoutMs = deps.options?.startTimeoutMs ?? 300_000;
+    this.stopTimeoutMs = deps.options?.stopTimeoutMs ?? 60_000;
+    this.tickMs = deps.options?.tickMs ?? 1_000;
+  }
+
+  get active(): boolean {
+    return this.running;
+  }
+
+  /** Becomes the engine of record: resumes every operation not yet terminal, then follows new ones. */
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    const opWatch = await this.store.opoccs.kv.watch({ key: '>' });
+    const statusWatch = await this.store.status.kv.watch({ key: '>' });
+    this.watches = [opWatch, statusWatch];
+    void this.follow(opWatch, (e) => {
+      if (e.operation !== 'PUT') return;
+      const op = JSON.parse(dec.decode(e.value)) as OpOcc;
+      if (!TERMINAL.includes(op.operationState)) this.enqueue(op);
+    });
+    void this.follow(statusWatch, (e) => {
+      if (e.operation !== 'PUT') return;
+      const st = JSON.parse(dec.decode(e.value)) as ReplicaStatus;
+      this.schedule(vkey(st.tenantId, st.vnfId), () => this.onStatus(st));
+    });
+    this.timer = setInterval(() => this.tick(), this.tickMs);
+    this.timer.unref();
+    this.logger.info('operations engine started');
+  }
+
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    if (this.timer) clearInterval(this.timer);
+    for (const w of this.watches) w.stop();
+    this.watches = [];
+    await Promise.allSettled([...this.chains.values()]);
+    this.logger.info('operations engine stopped');
+  }
+
+  /** Waits until every queued step has run (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.chains.size > 0) await Promise.allSettled([...this.chains.values()]);
+  }
+
+  enqueue(op: Pick<OpOcc, 'tenantId' | 'vnfId' | 'id'>): void {
+    if (!this.running) return;
+    this.schedule(vkey(op.tenantId, op.vnfId), () => this.drive(op.tenantId, op.id));
+  }
+
+  private async follow(it: QueuedIterator<KvEntry>, fn: (e: KvEntry) => void): Promise<void> {
+    try {
+      for await (const e of it) fn(e);
+    } catch (err) {
+      if (this.running) this.logger.error({ err }, 'KV watch ended');
+    }
+  }
+
+  private schedule(key: string, fn: () => Promise<void>): void {
+    const prev = this.chains.get(key) ?? Promise.resolve();
+    const next = prev
+      .then(fn)
+      .catch((err) => this.logger.error({ err, key }, 'operation step failed'))
+      .finally(() => {
+        if (this.chains.get(key) === next) this.chains.delete(key);
+      });
+    this.chains.set(key, next);
+  }
+
+  private tick(): void {
+    void (async () => {
+      for (const { value: op } of await this.store.opoccs.list()) {
+        if (!TERMINAL.includes(op.operationState)) this.enqueue(op);
+      }
+    })().catch((err) => this.logger.warn({ err }, 'tick failed'));
+  }
+
+  // ---------------------------------------------------------------- records
+
+  private async setOp(tenantId: string, opId: string, change: (op: OpOcc) => OpOcc | undefined): Promise<OpOcc | null> {
+    const res = await this.store.opoccs.mutate(vkey(tenantId, opId), (cur) => (cur ? change(cur) : undefined));
+    return res?.value ?? null;
+  }
+
+  private async transition(op: OpOcc, state: OperationState, message: string, error?: ErrorBody): Promise<OpOcc> {
+    const at = this.now().toISOString();
+    const next = await this.setOp(op.tenantId, op.id, (cur) => {
+      if (TERMINAL.includes(cur.operationState)) return undefined;
+      return {
+        ...cur,
+        operationState: state,
+        stateEnteredTime: cur.operationState === state ? cur.stateEnteredTime : at,
+        steps: [...cur.steps, { at, message }],
+        ...(error ? { error } : {}),
+      };
+    });
+    if (next && next.operationState === state) {
+      this.logger.info({ tenantId: op.tenantId, vnfId: op.vnfId, opOccId: op.id, state }, message);
+      await this.notifier.publish(op.tenantId, {
+        type: 'OpOcc',
+        opOccId: op.id,
+        vnfId: op.vnfId,
+        operation: op.operation,
+        operationState: state,
+        at,
+        ...(error ? { error } : {}),
+      });
+    }
+    return next ?? op;
+  }
+
+  private async note(op: OpOcc, message: string): Promise<void> {
+    const at = this.now().toISOString();
+    await this.setOp(op.tenantId, op.id, (cur) => ({ ...cur, steps: [...cur.steps, { at, message }] }));
+  }
+
+  private async setVnf(tenantId: string, vnfId: string, change: (v: Vnf) => Vnf | undefined): Promise<Vnf | null> {
+    const res = await this.store.vnfs.mutate(vkey(tenantId, vnfId), (cur) => (cur ? change(cur) : undefined));
+    return res?.value ?? null;
+  }
+
+  private async setReplica(vnf: Vnf, index: number, patch: Partial<Replica>): Promise<Vnf> {
+    const at = this.now().toISOString();
+    let changedState: ReplicaState | undefined;
+    let nodeId: string | undefined;
+    const next = await this.setVnf(vnf.tenantId, vnf.id, (cur) => {
+      const r = cur.replicas[index];
+      if (!r) return undefined;
+      const merged: Replica = { ...r, ...patch, updatedAt: at };
+      for (const k of Object.keys(patch) as (keyof Replica)[]) if (patch[k] === undefined) delete merged[k];
+      if (merged.state !== r.state) changedState = merged.state;
+      nodeId = merged.nodeId;
+      const replicas = cur.replicas.slice();
+      replicas[index] = merged;
+      return { ...cur, replicas, updatedAt: at };
+    });
+    if (changedState) {
+      await this.notifier.publish(vnf.tenantId, {
+        type: 'Replica',
+        vnfId: vnf.id,
+        replica: index,
+        state: changedState,
+        ...(nodeId ? { nodeId } : {}),
+        at,
+      });
+    }
+    return next ?? vnf;
+  }
+
+  // ---------------------------------------------------------------- driving an operation
+
+  private async drive(tenantId: string, opId: string): Promise<void> {
+    if (!this.running) return;
+    let op = (await this.store.opoccs.get(vkey(tenantId, opId)))?.value;
+    if (!op || TERMINAL.includes(op.operationState)) return;
+    let vnf = (await this.store.vnfs.get(vkey(tenantId, op.vnfId)))?.value;
+    if (!vnf) {
+      await this.transition(op, 'FAILED', 'the VNF record is gone', { code: 'NOT_FOUND', message: `VNF ${op.vnfId} not found` });
+      return;
+    }
+    if (vnf.activeOpOccId !== op.id) {
+      // superseded (a FORCEFUL terminate took the VNF over)
+      await this.transition(op, 'FAILED', `superseded by ${vnf.activeOpOccId ?? 'another operation'}`, {
+        code: 'CONFLICT',
+        message: `superseded by ${vnf.activeOpOccId ?? 'another operation'}`,
+      });
+      return;
+    }
+    if (op.operationState === 'STARTING') op = await this.transition(op, 'PROCESSING', 'processing');
+    try {
+      switch (op.operation) {
+        case 'INSTANTIATE':
+          await this.driveStart(op, vnf, range(0, vnf.desiredReplicas));
+          break;
+        case 'SCALE': {
+          const target = Number(op.params?.replicas ?? vnf.desiredReplicas);
+          if (target >= vnf.replicas.length) {
+            vnf = await this.growReplicas(vnf, target);
+            await this.driveStart(op, vnf, range(0, target));
+          } else {
+            await this.driveStop(op, vnf, range(target, vnf.replicas.length));
+          }
+          break;
+        }
+        case 'HEAL':
+          await this.driveHeal(op, vnf);
+          break;
+        case 'TERMINATE':
+          await this.driveStop(op, vnf, range(0, vnf.replicas.length));
+          break;
+      }
+    } catch (err) {
+      const e = asAppError(err);
+      if (e.retryable) {
+        this.logger.warn({ err, opOccId: op.id }, 'retryable failure; the next tick retries');
+        return;
+      }
+      await this.fail(op, e.toBody(), `failed: ${e.message}`);
+    }
+  }
+
+  private async growReplicas(vnf: Vnf, target: number): Promise<Vnf> {
+    if (vnf.replicas.length >= target) return vnf;
+    const at = this.now().toISOString();
+    return (
+      (await this.setVnf(vnf.tenantId, vnf.id, (cur) => {
+        if (cur.replicas.length >= target) return undefined;
+        const add = range(cur.replicas.length, target).map((index) => ({ index, state: 'PENDING' as const, interfaces: [], updatedAt: at }));
+        return { ...cur, replicas: [...cur.replicas, ...add], updatedAt: at };
+      })) ?? vnf
+    );
+  }
+
+  /** Places the replicas that have no allocation, then waits for all of them to run. */
+  private async driveStart(op: OpOcc, vnf: Vnf, indexes: number[]): Promise<void> {
+    for (const i of indexes) {
+      const r = vnf.replicas[i]!;
+      if (r.allocId) continue;
+      vnf = await this.placeOne(op, vnf, i, r.generation ?? 0, []);
+    }
+    await this.evaluateStart(op, vnf, indexes);
+  }
+
+  private async placeOne(op: OpOcc, vnf: Vnf, index: number, generation: number, avoid: readonly string[]): Promise<Vnf> {
+    const allocId = allocIdOf(vnf.id, index, generation);
+    let alloc = await this.placement.findAllocation(allocId);
+    if (!alloc) {
+      alloc = await this.placement.placeReplica({ tenantId: vnf.tenantId, vnf, replica: index, allocId, avoidNodeIds: avoid });
+      await this.note(op, `replica ${index} placed on node ${alloc.nodeId} (allocation ${allocId})`);
+    }
+    return this.setReplica(vnf, index, {
+      state: 'SCHEDULED',
+      nodeId: alloc.nodeId,
+      allocId,
+      generation,
+      interfaces: alloc.interfaces.map((i) => ({
+        name: i.name,
+        type: i.type,
+        mac: i.mac,
+        ips: i.ips ?? [],
+        ...(i.network ? { network: i.network } : {}),
+        ...(i.sriov ? { pciAddress: i.sriov.vfPciAddress } : {}),
+        ...(i.vhostuser ? { socketPath: i.vhostuser.socketPath } : {}),
+      })),
+      error: undefined,
+      message: undefined,
+    });
+  }
+
+  private async evaluateStart(op: OpOcc, vnf: Vnf, indexes: number[]): Promise<void> {
+    const rs = indexes.map((i) => vnf.replicas[i]!);
+    const failed = rs.find((r) => r.state === 'FAILED');
+    if (failed) {
+      await this.fail(op, failed.error ?? { code: 'INTERNAL', message: `replica ${failed.index} failed` }, `replica ${failed.index} failed on node ${failed.nodeId ?? '?'}`);
+      return;
+    }
+    if (rs.every((r) => r.state === 'RUNNING')) {
+      await this.complete(op, vnf);
+      return;
+    }
+    if (Date.now() - Date.parse(op.startTime) > this.startTimeoutMs) {
+      const waiting = rs.filter((r) => r.state !== 'RUNNING').map((r) => `${r.index}@${r.nodeId ?? '?'}:${r.state}`);
+      await this.fail(op, new UnavailableError(`replicas not running after ${this.startTimeoutMs} ms: ${waiting.join(', ')}`).toBody(), 'timed out waiting for replicas to run');
+    }
+  }
+
+  /** Asks the nodes to stop the replicas, releases what they held once stopped (or the node is not Ready). */
+  private async driveStop(op: OpOcc, vnf: Vnf, indexes: number[]): Promise<void> {
+    let pending = 0;
+    for (const i of indexes) {
+      const r = vnf.replicas[i];
+      if (!r || r.state === 'STOPPED') continue;
+      if (!(await this.stopReplica(op, vnf, r))) pending++;
+      vnf = (await this.store.vnfs.get(vkey(vnf.tenantId, vnf.id)))?.value ?? vnf;
+    }
+    if (pending === 0) await this.complete(op, vnf);
+  }
+
+  /** True when the replica is stopped and its allocation released. */
+  private async stopReplica(op: OpOcc, vnf: Vnf, r: Replica): Promise<boolean> {
+    if (!r.allocId) {
+      await this.setReplica(vnf, r.index, { state: 'STOPPED', nodeId: undefined, allocId: undefined });
+      return true;
+    }
+    const alloc = await this.placement.findAllocation(r.allocId);
+    if (!alloc) {
+      await this.setReplica(vnf, r.index, { state: 'STOPPED', nodeId: undefined, allocId: undefined });
+      return true;
+    }
+    const status = (await this.store.status.get(vkey(alloc.nodeId, alloc.allocId)))?.value;
+    const ready = await this.placement.nodeReady(alloc.nodeId);
+    const forceful = op.params?.mode === 'FORCEFUL';
+    const stopped = !status || status.state === 'STOPPED' || status.state === 'FAILED';
+    const since = Date.parse(op.stateEnteredTime);
+    const overdue = Date.now() - since > this.stopTimeoutMs;
+    if (stopped || !ready || forceful || overdue) {
+      await this.placement.releaseAllocation(alloc);
+      await this.store.status.delete(vkey(alloc.nodeId, alloc.allocId));
+      const why = stopped ? 'stopped' : !ready ? 'node not Ready: released' : forceful ? 'FORCEFUL: released' : 'stop not confirmed in time: released';
+      await this.note(op, `replica ${r.index} on node ${alloc.nodeId} ${why}`);
+      await this.setReplica(vnf, r.index, { state: 'STOPPED', nodeId: undefined, allocId: undefined, sandboxId: undefined });
+      return true;
+    }
+    if (alloc.desired !== 'stopped') {
+      await this.store.allocs.mutate(vkey(alloc.nodeId, alloc.allocId), (cur) => (cur ? { ...cur, desired: 'stopped' } : undefined));
+      await this.setReplica(vnf, r.index, { state: 'STOPPING' });
+      await this.note(op, `replica ${r.index}: node ${alloc.nodeId} asked to stop it`);
+    }
+    return false;
+  }
+
+  private async driveHeal(op: OpOcc, vnf: Vnf): Promise<void> {
+    // First drive: fix the targets (replica -> new generation) in the op record, so a new leader does the same.
+    let targets = op.params?.targets as Record<string, number> | undefined;
+    if (!targets) {
+      const which: number[] =
+        typeof op.params?.replica === 'number'
+          ? [op.params.replica]
+          : Array.isArray(op.params?.replicas)
+            ? (op.params.replicas as number[])
+            : vnf.replicas.filter((r) => r.state !== 'RUNNING').map((r) => r.index);
+      targets = Object.fromEntries(which.map((i) => [String(i), (vnf.replicas[i]?.generation ?? 0) + 1]));
+      const t = targets;
+      op = (await this.setOp(op.tenantId, op.id, (cur) => ({ ...cur, params: { ...cur.params, targets: t } }))) ?? op;
+    }
+    const avoid = typeof op.params?.fromNode === 'string' ? [op.params.fromNode] : [];
+    const indexes = Object.keys(targets).map(Number);
+    for (const i of indexes) {
+      const r = vnf.replicas[i];
+      if (!r) continue;
+      const gen = targets[String(i)]!;
+      if ((r.generation ?? 0) >= gen && r.allocId) continue; // already replaced
+      if (r.allocId) {
+        if (!(await this.stopReplica(op, vnf, r))) return; // wait for the old one to stop
+        vnf = (await this.store.vnfs.get(vkey(vnf.tenantId, vnf.id)))?.value ?? vnf;
+      }
+      const oldNode = r.nodeId;
+      vnf = await this.placeOne(op, vnf, i, gen, oldNode && avoid.length ? [...avoid, oldNode] : avoid);
+    }
+    await this.evaluateStart(op, vnf, indexes);
+  }
+
+  // ---------------------------------------------------------------- node reports
+
+  private async onStatus(st: ReplicaStatus): Promise<void> {
+    const cur = (await this.store.vnfs.get(vkey(st.tenantId, st.vnfId)))?.value;
+    if (!cur) return;
+    const r = cur.replicas[st.replica];
+    if (!r || r.allocId !== st.allocId) return; // a stale report of an allocation the replica no longer has
+    const state: ReplicaState = st.state;
+    const vnf = await this.setReplica(cur, st.replica, {
+      state,
+      ...(st.sandboxId ? { sandboxId: st.sandboxId } : {}),
+      interfaces: r.interfaces.map((i) => {
+        const seen = st.interfaces.find((x) => x.name === i.name);
+        return seen ? { ...i, mac: seen.mac, ips: seen.ips.length ? seen.ips : i.ips, ...(seen.pciAddress ? { pciAddress: seen.pciAddress } : {}) } : i;
+      }),
+      error: st.error,
+    });
+    if (vnf.activeOpOccId) await this.drive(vnf.tenantId, vnf.activeOpOccId);
+  }
+
+  // ---------------------------------------------------------------- endings
+
+  private async complete(op: OpOcc, vnf: Vnf): Promise<void> {
+    const at = this.now().toISOString();
+    if (op.operation === 'TERMINATE' || (op.operation === 'SCALE' && Number(op.params?.replicas) < vnf.replicas.length)) {
+      const target = op.operation === 'TERMINATE' ? 0 : Number(op.params?.replicas);
+      const removed = vnf.desiredReplicas - target;
+      if (removed > 0 || op.operation === 'TERMINATE') {
+        await chargeQuotaRaw(this.store, vnf.tenantId, demandOfVnf(vnf, -Math.max(0, removed), op.operation === 'TERMINATE' ? -1 : 0), at);
+      }
+      if (op.operation === 'TERMINATE') await this.releaseName(vnf);
+    }
+    await this.setVnf(vnf.tenantId, vnf.id, (cur) => {
+      const next: Vnf = { ...cur, updatedAt: at };
+      delete next.activeOpOccId;
+      switch (op.operation) {
+        case 'INSTANTIATE':
+          next.instantiationState = 'INSTANTIATED';
+          break;
+        case 'SCALE':
+          next.desiredReplicas = Number(op.params?.replicas);
+          next.replicas = cur.replicas.slice(0, next.desiredReplicas);
+          break;
+        case 'TERMINATE':
+          next.instantiationState = 'NOT_INSTANTIATED';
+          next.desiredReplicas = 0;
+          break;
+        case 'HEAL':
+          break;
+      }
+      return next;
+    });
+    await this.transition(op, 'COMPLETED', 'completed');
+  }
+
+  /**
+   * Ends the operation FAILED with the reason. A failed INSTANTIATE gives back everything (allocations, quota,
+   * the name): the VNF stays NOT_INSTANTIATED. A failed SCALE-out gives back the replicas it added.
+   */
+  private async fail(op: OpOcc, error: ErrorBody, message: string): Promise<void> {
+    const vnf = (await this.store.vnfs.get(vkey(op.tenantId, op.vnfId)))?.value;
+    const at = this.now().toISOString();
+    if (vnf && vnf.activeOpOccId === op.id) {
+      let keep = vnf.replicas.length;
+      if (op.operation === 'INSTANTIATE') keep = 0;
+      if (op.operation === 'SCALE' && Number(op.params?.replicas) > vnf.desiredReplicas) keep = vnf.desiredReplicas;
+      for (const r of vnf.replicas.slice(keep)) {
+        if (!r.allocId) continue;
+        const alloc = await this.placement.findAllocation(r.allocId);
+        if (alloc) {
+          await this.placement.releaseAllocation(alloc);
+          await this.store.status.delete(vkey(alloc.nodeId, alloc.allocId));
+        }
+      }
+      if (op.operation === 'INSTANTIATE') {
+        await chargeQuotaRaw(this.store, vnf.tenantId, demandOfVnf(vnf, -vnf.desiredReplicas, -1), at);
+        await this.releaseName(vnf);
+      } else if (keep < vnf.replicas.length && op.operation === 'SCALE') {
+        await chargeQuotaRaw(this.store, vnf.tenantId, demandOfVnf(vnf, -(Number(op.params?.replicas) - keep), 0), at);
+      }
+      await this.setVnf(vnf.tenantId, vnf.id, (cur) => {
+        const next: Vnf = { ...cur, updatedAt: at };
+        delete next.activeOpOccId;
+        next.replicas = cur.replicas.map((r, i) =>
+          i >= keep
+            ? { index: r.index, state: 'FAILED' as const, interfaces: [], error, ...(r.generation ? { generation: r.generation } : {}), updatedAt: at }
+            : r,
+        );
+        if (op.operation === 'SCALE' && keep < cur.replicas.length) next.replicas = next.replicas.slice(0, keep);
+        return next;
+      });
+    }
+    await this.transition(op, 'FAILED', message, error);
+  }
+
+  private async releaseName(vnf: Vnf): Promise<void> {
+    const key = `${vnf.tenantId}.${vnf.name}`;
+    const claim = await this.store.names.get(key);
+    if (claim && claim.value.vnfId === vnf.id) await this.store.names.delete(key, claim.revision);
+  }
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
+}
+
+export type { Allocation };

@@ -1,0 +1,25 @@
+/**
+ * The seam between the operations engine and placement: choose a node for one replica and commit the allocation
+ * (CAS), or say why nothing fits. Implemented by the placement module over the node registry's views.
+ */
+import type { Allocation, Vnf } from '@edgenfv/contracts';
+
+export interface PlaceReplicaInput {
+  tenantId: string;
+  vnf: Vnf;
+  replica: number;
+  allocId: string;
+  /** Nodes not to use (drain: the node being drained; heal: the node that failed). */
+  avoidNodeIds?: readonly string[];
+}
+
+export interface PlacementPort {
+  /** Commits and returns the allocation; throws UnschedulableError (details: the explanation) when nothing fits. */
+  placeReplica(input: PlaceReplicaInput): Promise<Allocation>;
+  /** Looks up an allocation by id on any node (resuming an operation a previous leader began). */
+  findAllocation(allocId: string): Promise<Allocation | null>;
+  /** Gives back what the allocation held (ledger entry, IP leases); idempotent. */
+  releaseAllocation(alloc: Allocation): Promise<void>;
+  /** Whether the node is Ready (a NotReady node's allocations are released without waiting for it). */
+  nodeReady(nodeId: string): Promise<boolean>;
+}

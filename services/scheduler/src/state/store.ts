@@ -1,0 +1,182 @@
+/**
+ * Typed JSON access to the JetStream KV buckets that hold the scheduler's state.
+ * Every write is a compare-and-set on the entry's revision (`create` for new keys, `update` with the revision
+ * read); `mutate` wraps the read-modify-CAS loop so that concurrent writers never lose an update.
+ */
+import type { JetStreamClient, KV, KvOptions, NatsConnection } from 'nats';
+import { KV_BUCKETS, UnavailableError, EVENTS_STREAM, subjects } from '@edgenfv/contracts';
+
+export type BucketName = keyof typeof KV_BUCKETS;
+
+export interface Versioned<T> {
+  value: T;
+  revision: number;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export function isCasConflict(err: unknown): boolean {
+  const msg = err instanceof Error ? err.message : String(err);
+  return /wrong last sequence|key exists/i.test(msg);
+}
+
+export class JsonBucket<T> {
+  constructor(
+    readonly kv: KV,
+    readonly name: string,
+  ) {}
+
+  async get(key: string): Promise<Versioned<T> | null> {
+    const e = await this.kv.get(key);
+    if (!e || e.operation !== 'PUT' || e.value.length === 0) return null;
+    return { value: JSON.parse(dec.decode(e.value)) as T, revision: e.revision };
+  }
+
+  /** CAS-create: resolves to the revision, or null when the key already exists. */
+  async create(key: string, value: T): Promise<number | null> {
+    try {
+      return await this.kv.create(key, enc.encode(JSON.stringify(value)));
+    } catch (err) {
+      if (isCasConflict(err)) return null;
+      throw err;
+    }
+  }
+
+  /** CAS-update: resolves to the new revision, or null when the revision is stale. */
+  async update(key: string, value: T, revision: number): Promise<number | null> {
+    try {
+      return await this.kv.update(key, enc.encode(JSON.stringify(value)), revision);
+    } catch (err) {
+      if (isCasConflict(err)) return null;
+      throw err;
+    }
+  }
+
+  /** Unconditional write: only for values a single writer owns. */
+  async put(key: string, value: T): Promise<number> {
+    return this.kv.put(key, enc.encode(JSON.stringify(value)));
+  }
+
+  /** Deletes; with `revision`, only if the entry is still at that revision. Missing keys are fine. */
+  async delete(key: string, revision?: number): Promise<boolean> {
+    try {
+      await this.kv.delete(key, revision === undefined ? undefined : { previousSeq: revision });
+      return true;
+    } catch (err) {
+      if (isCasConflict(err)) return false;
+      throw err;
+    }
+  }
+
+  async keys(filter = '>'): Promise<string[]> {
+    const out: string[] = [];
+    const it = await this.kv.keys(filter);
+    for await (const k of it) out.push(k);
+    return out;
+  }
+
+  /** Every live value under `filter` (e.g. `tenant-a.>`). */
+  async list(filter = '>'): Promise<Versioned<T>[]> {
+    const keys = await this.keys(filter);
+    const got = await Promise.all(keys.map((k) => this.get(k)));
+    return got.filter((v): v is Versioned<T> => v !== null);
+  }
+
+  /**
+   * Read-modify-write with CAS, retried on conflict. `fn` gets the current value (or null) and returns the new
+   * value, or `undefined` to write nothing. Throws what `fn` throws (nothing is written then).
+   */
+  async mutate(
+    key: string,
+    fn: (cur: T | null) => T | undefined | Promise<T | undefined>,
+    opts: { attempts?: number } = {},
+  ): Promise<Versioned<T> | null> {
+    const attempts = opts.attempts ?? 200;
+    for (let i = 0; i < attempts; i++) {
+      const cur = await this.get(key);
+      const next = await fn(cur ? structuredClone(cur.value) : null);
+      if (next === undefined) return cur;
+      const rev = cur ? await this.update(key, next, cur.revision) : await this.create(key, next);
+      if (rev !== null) return { value: next, revision: rev };
+      // lost the race: back off a little (jittered) and read again
+      await new Promise((r) => setTimeout(r, Math.random() * Math.min(2 + i, 20)));
+    }
+    throw new UnavailableError(`too much contention on ${this.name}/${key}; retry`);
+  }
+}
+
+export interface StoreOptions {
+  /** JetStream replicas of each bucket (1 on one machine; 3 or 5 in a NATS cluster). */
+  replicas?: number;
+}
+
+/** All scheduler buckets, opened (and created when missing) once. */
+export class Store {
+  private constructor(
+    readonly nc: NatsConnection,
+    readonly js: JetStreamClient,
+    readonly tenants: JsonBucket<import('@edgenfv/contracts').Tenant>,
+    readonly vnfs: JsonBucket<import('@edgenfv/contracts').Vnf>,
+    readonly opoccs: JsonBucket<import('@edgenfv/contracts').OpOcc>,
+    readonly requests: JsonBucket<StoredReply>,
+    readonly names: JsonBucket<NameClaim>,
+    readonly nodes: JsonBucket<import('@edgenfv/contracts').NodeRecord>,
+    readonly allocs: JsonBucket<import('@edgenfv/contracts').Allocation>,
+    readonly status: JsonBucket<import('@edgenfv/contracts').ReplicaStatus>,
+  ) {}
+
+  static async open(nc: NatsConnection, opts: StoreOptions = {}): Promise<Store> {
+    const js = nc.jetstream();
+    const replicas = opts.replicas ?? 1;
+    const open = async <T>(name: string, extra: Partial<KvOptions> = {}): Promise<JsonBucket<T>> =>
+      new JsonBucket<T>(await js.views.kv(name, { history: 1, replicas, ...extra }), name);
+    const [tenants, vnfs, opoccs, requests, names, nodes, allocs, status] = await Promise.all([
+      open<import('@edgenfv/contracts').Tenant>(KV_BUCKETS.tenants),
+      open<import('@edgenfv/contracts').Vnf>(KV_BUCKETS.vnfs),
+      open<import('@edgenfv/contracts').OpOcc>(KV_BUCKETS.opoccs),
+      open<StoredReply>(KV_BUCKETS.requests, { ttl: 24 * 3600 * 1000 }),
+      open<NameClaim>('edgenfv_names'),
+      open<import('@edgenfv/contracts').NodeRecord>(KV_BUCKETS.nodes),
+      open<import('@edgenfv/contracts').Allocation>(KV_BUCKETS.allocs),
+      open<import('@edgenfv/contracts').ReplicaStatus>(KV_BUCKETS.status),
+    ]);
+    await ensureEventsStream(nc, replicas);
+    return new Store(nc, js, tenants, vnfs, opoccs, requests, names, nodes, allocs, status);
+  }
+}
+
+/** The first reply to a request that carried a requestId (or a marker while it is being handled). */
+export interface StoredReply {
+  op: string;
+  state: 'pending' | 'done';
+  since: string;
+  reply?: unknown;
+}
+
+/** A tenant's claim on a VNF name (names are unique within a tenant while the VNF is instantiated). */
+export interface NameClaim {
+  vnfId: string;
+  at: string;
+}
+
+async function ensureEventsStream(nc: NatsConnection, replicas: number): Promise<void> {
+  const jsm = await nc.jetstreamManager();
+  const cfg = {
+    name: EVENTS_STREAM,
+    subjects: [subjects.eventsWildcard],
+    max_age: 7 * 24 * 3600 * 1_000_000_000, // nanoseconds: a week of notifications
+    max_msgs: 1_000_000,
+    num_replicas: replicas,
+  };
+  try {
+    await jsm.streams.info(EVENTS_STREAM);
+  } catch {
+    try {
+      await jsm.streams.add(cfg);
+    } catch (err) {
+      // another replica created it at the same time
+      if (!/already in use|already exists/i.test(String(err))) throw err;
+    }
+  }
+}
