@@ -1,1 +1,10 @@
-export {};
+export { startAgent, DEFAULT_CONFIG, type AgentConfig, type RunningAgent } from './app.js';
+export { startAgentServer, agentHandlers, AGENT_VERSION, type AgentDeps } from './server.js';
+export { GuestMux, VirtioSerialPort, findVirtioPort, type SerialPort } from './channel.js';
+export { SocketChardevPort } from './socket-port.js';
+export { updateInterfaces, parseInterfaces } from './net/interfaces.js';
+export { updateRoutes, addArpNeighbors } from './net/routes.js';
+export { IprouteIp, type IpPort } from './net/ip.js';
+export { LinuxNetSysfs, type NetSysfs } from './net/sysfs.js';
+export { ContainerRuntime } from './containers/runtime.js';
+export { createLog, silentLog, type Log } from './log.js';

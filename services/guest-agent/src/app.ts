@@ -1,0 +1,105 @@
+/**
+ * Wires the guest agent from its config: the gRPC server on a local unix socket, the ports (netlink through
+ * iproute2, sysfs, /proc/sys, crun) and the framed channel on the virtio-serial port (or, on a host, a socket
+ * stand-in). `main.ts` only parses the config and calls this.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { UnavailableError } from '@edgenfv/contracts/internal/errors';
+import { AGENT_PORT_NAME } from '@edgenfv/contracts/internal/agent';
+import { startAgentServer, type RunningServer } from './server.js';
+import { IprouteIp } from './net/ip.js';
+import { LinuxNetSysfs } from './net/sysfs.js';
+import { ProcSysctl } from './sysctl.js';
+import { ContainerRuntime } from './containers/runtime.js';
+import { GuestMux, VirtioSerialPort, findVirtioPort, unixConnector, type SerialPort } from './channel.js';
+import { SocketChardevPort } from './socket-port.js';
+import type { Log } from './log.js';
+
+export interface AgentConfig {
+  protoPath: string;
+  stateDir: string;
+  /** virtio-serial port name, or `socket:<path>` for the host stand-in. */
+  port: string;
+  netns?: string;
+  sysRoot: string;
+  procRoot: string;
+  crun: string;
+  busybox: string;
+  ipBin: string;
+  containerNetnsPath?: string;
+  portWaitMs: number;
+}
+
+export const DEFAULT_CONFIG: Omit<AgentConfig, 'protoPath'> = {
+  stateDir: '/run/edgenfv',
+  port: AGENT_PORT_NAME,
+  sysRoot: '/sys',
+  procRoot: '/proc',
+  crun: 'crun',
+  busybox: '/bin/busybox',
+  ipBin: 'ip',
+  portWaitMs: 30_000,
+};
+
+export interface RunningAgent {
+  server: RunningServer;
+  mux: GuestMux;
+  containers: ContainerRuntime;
+  stop(): Promise<void>;
+}
+
+async function openPort(cfg: AgentConfig, log: Log): Promise<SerialPort> {
+  if (cfg.port.startsWith('socket:')) return SocketChardevPort.listen(cfg.port.slice('socket:'.length));
+  const deadline = Date.now() + cfg.portWaitMs;
+  for (;;) {
+    const dev = findVirtioPort(cfg.port, cfg.sysRoot);
+    if (dev) {
+      log.info({ port: cfg.port, dev }, 'agent port found');
+      return VirtioSerialPort.open(dev);
+    }
+    if (Date.now() > deadline) throw new UnavailableError(`virtio-serial port ${cfg.port} not found`);
+    await sleep(50);
+  }
+}
+
+export async function startAgent(cfg: AgentConfig, log: Log): Promise<RunningAgent> {
+  await mkdir(cfg.stateDir, { recursive: true });
+  const socketPath = join(cfg.stateDir, 'agent.sock');
+  await rm(socketPath, { force: true });
+  const net = { ip: new IprouteIp({ ipBin: cfg.ipBin, ...(cfg.netns ? { netns: cfg.netns } : {}) }), sysfs: new LinuxNetSysfs(cfg.sysRoot) };
+  const containers = new ContainerRuntime({
+    stateDir: cfg.stateDir,
+    crun: cfg.crun,
+    busybox: cfg.busybox,
+    log: log.child({ component: 'containers' }),
+    ...(cfg.containerNetnsPath ? { networkNamespacePath: cfg.containerNetnsPath } : {}),
+  });
+  const server = await startAgentServer({
+    socketPath,
+    protoPath: cfg.protoPath,
+    deps: {
+      net,
+      sysctl: new ProcSysctl(cfg.procRoot),
+      containers,
+      dataplane: { sysRoot: cfg.sysRoot, fileRoot: '/', hugepageMount: '/dev/hugepages' },
+      procRoot: cfg.procRoot,
+      log: log.child({ component: 'grpc' }),
+    },
+  });
+  const port = await openPort(cfg, log);
+  const mux = new GuestMux({ port, connectLocal: unixConnector(socketPath), log: log.child({ component: 'channel' }) });
+  mux.start();
+  log.info({ socketPath, port: cfg.port }, 'guest agent ready');
+  return {
+    server,
+    mux,
+    containers,
+    stop: async () => {
+      await mux.stop();
+      await containers.close();
+      await server.close();
+    },
+  };
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+/**
+ * Guest agent entry point: reads the config (flags, then EDGENFV_* env), starts the agent, stops on SIGTERM.
+ *   --port NAME | socket:PATH   virtio-serial port name (default edgenfv.agent.0) or the host stand-in socket
+ *   --state-dir DIR --proto FILE --netns NS --sys-root DIR --proc-root DIR --crun BIN --busybox BIN --ip BIN
+ *   --container-netns PATH
+ */
+import { parseArgs } from 'node:util';
+import { agentProtoPath } from '@edgenfv/contracts/internal/agent';
+import { DEFAULT_CONFIG, startAgent, type AgentConfig } from './app.js';
+import { createLog } from './log.js';
+
+const { values } = parseArgs({
+  options: {
+    port: { type: 'string' },
+    'state-dir': { type: 'string' },
+    proto: { type: 'string' },
+    netns: { type: 'string' },
+    'sys-root': { type: 'string' },
+    'proc-root': { type: 'string' },
+    crun: { type: 'string' },
+    busybox: { type: 'string' },
+    ip: { type: 'string' },
+    'container-netns': { type: 'string' },
+    'log-level': { type: 'string' },
+  },
+  strict: true,
+});
+
+const cfg: AgentConfig = {
+  ...DEFAULT_CONFIG,
+  protoPath: values.proto ?? agentProtoPath(),
+  stateDir: values['state-dir'] ?? DEFAULT_CONFIG.stateDir,
+  port: values.port ?? process.env.EDGENFV_AGENT_PORT ?? DEFAULT_CONFIG.port,
+  sysRoot: values['sys-root'] ?? DEFAULT_CONFIG.sysRoot,
+  procRoot: values['proc-root'] ?? DEFAULT_CONFIG.procRoot,
+  crun: values.crun ?? DEFAULT_CONFIG.crun,
+  busybox: values.busybox ?? DEFAULT_CONFIG.busybox,
+  ipBin: values.ip ?? DEFAULT_CONFIG.ipBin,
+  ...(values.netns ? { netns: values.netns } : {}),
+  ...(values['container-netns'] ? { containerNetnsPath: values['container-netns'] } : {}),
+};
+const level = (values['log-level'] ?? process.env.EDGENFV_LOG_LEVEL ?? 'info') as 'debug' | 'info' | 'warn' | 'error';
+const log = createLog({ level, bindings: { service: 'guest-agent' } });
+
+startAgent(cfg, log).then(
+  (agent) => {
+    const stop = (sig: string) => {
+      log.info({ signal: sig }, 'stopping');
+      agent.stop().finally(() => process.exit(0));
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  },
+  (err) => {
+    log.error({ err }, 'guest agent failed to start');
+    process.exit(1);
+  },
+);

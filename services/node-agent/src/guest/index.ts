@@ -1,0 +1,3 @@
+export { HostChannel, type HostChannelOptions } from './channel.js';
+export { AgentClient, fromServiceError, HOST_VERSION, type CallOptions } from './agent-client.js';
+export { connectAgent, type AgentConnection, type ConnectAgentOptions } from './connection.js';
