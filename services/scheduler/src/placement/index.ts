@@ -7,3 +7,6 @@ export * from './filters.js';
 export * from './scorers.js';
 export * from './place.js';
 export * from './sim-inventory.js';
+export * from './kv.js';
+export * from './ledger.js';
+export * from './cluster.js';

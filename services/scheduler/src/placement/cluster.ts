@@ -1,0 +1,542 @@
+/**
+ * ClusterState: the leader's in-memory picture of every node (views built from `edgenfv_nodes` and
+ * `edgenfv_ledger`, kept current by KV watches), the placement entry point (`schedule`) and a per-node commit
+ * queue that coalesces reservations into one ledger CAS per node and pipelines nodes, so that commits are not
+ * limited by one KV round trip each (kube-scheduler's "assume, then bind asynchronously").
+ *
+ * Choosing is separate from committing: `schedule` places on the local views, applies the reservation locally
+ * (the next decision already sees it), then commits it with CAS on the node's ledger. A CAS conflict (another
+ * scheduler replica, the registry) re-reads that ledger, re-checks every local reservation against it, and sends
+ * the ones that no longer fit back to placement.
+ */
+import type { KV, KvEntry, QueuedIterator } from 'nats';
+import type { Logger } from 'pino';
+import { UnavailableError, allocKey, type Allocation, type AllocInterface } from '@edgenfv/contracts';
+import type { StoredNode } from '../nodes/record.js';
+import { casPut, decodeEntry, getJson, type SchedulerBuckets } from './kv.js';
+import { emptyLedger, ensureAllocationRecord, type NodeLedger } from './ledger.js';
+import {
+  applyReservation,
+  buildNodeView,
+  checkReservation,
+  removeReservation,
+  reservationFor,
+  type NodeViewOptions,
+} from './node-view.js';
+import { place, type PlaceOptions } from './place.js';
+import type { AssignedVf, Assignment, Explanation, Filter, NodeView, PlacementRequest, PlaceResult, Reservation, Scorer } from './types.js';
+
+export interface ClusterStateOptions {
+  logger?: Logger;
+  view?: NodeViewOptions;
+  filters?: readonly Filter[];
+  scorers?: readonly Scorer[];
+  candidateLimit?: number;
+  /** Mixed into every decision's seed (the decision seed is otherwise a hash of allocId and attempt). */
+  seed?: number;
+  /** Placement attempts when commits lose races; default 5. */
+  maxAttempts?: number;
+}
+
+/** A placement decision: the node, its epoch, and the concrete resources. */
+export interface Decision {
+  nodeId: string;
+  epoch: number;
+  assignment: Assignment;
+}
+
+export type ScheduleResult =
+  | { ok: true; allocation: Allocation; decision: Decision; attempts: number; alreadyCommitted: boolean }
+  | { ok: false; explanation: Explanation; attempts: number };
+
+/** Builds the allocation record for a decision (MACs, IP leases, image...: the API's part). */
+export type AllocationBuilder = (decision: Decision, req: PlacementRequest) => Allocation | Promise<Allocation>;
+
+/** A reservation that lost to the ledger's current content (another writer got there first). */
+export class LedgerConflictError extends Error {
+  constructor(
+    readonly nodeId: string,
+    reason: string,
+  ) {
+    super(`ledger conflict on ${nodeId}: ${reason}`);
+    this.name = 'LedgerConflictError';
+  }
+}
+
+type QueueItem =
+  | { kind: 'reserve'; res: Reservation; alloc: Allocation; resolve: () => void; reject: (e: unknown) => void }
+  | { kind: 'release'; allocId: string; fence: boolean; resolve: () => void; reject: (e: unknown) => void };
+
+interface NodeQueue {
+  items: QueueItem[];
+  running: boolean;
+  /** Newest ledger entry seen by the watch while a flush ran. */
+  seen?: { value: NodeLedger; revision: number };
+}
+
+/** FNV-1a: a decision's seed from its allocId and attempt, so that it replays independently of order. */
+export function decisionSeed(allocId: string, attempt: number, base = 0): number {
+  let h = 0x811c9dc5 ^ base;
+  const s = `${allocId}#${attempt}`;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/** The `resources` of an allocation record for a decision (what the ledger accounts for). */
+export function allocationResources(req: PlacementRequest, d: Decision): Allocation['resources'] {
+  const r: Allocation['resources'] = { vcpus: req.vcpus, memoryMiB: req.memoryMiB, cpuPolicy: req.cpuPolicy };
+  if (d.assignment.cpus) r.cpus = d.assignment.cpus;
+  if (d.assignment.numaNode !== undefined) r.numaNode = d.assignment.numaNode;
+  if (d.assignment.hugepages) r.hugepages = d.assignment.hugepages;
+  return r;
+}
+
+/** The `sriov` part of an allocation interface for an assigned VF. */
+export function sriovOf(vf: AssignedVf): NonNullable<AllocInterface['sriov']> {
+  return { pfPciAddress: vf.pfPciAddress, vfPciAddress: vf.vfPciAddress, vfIndex: vf.vfIndex, physnet: vf.physnet };
+}
+
+export class ClusterState {
+  private readonly views = new Map<string, NodeView>();
+  private list: NodeView[] = [];
+  private readonly pos = new Map<string, number>();
+  private readonly records = new Map<string, { value: StoredNode; revision: number }>();
+  private readonly ledgers = new Map<string, { value: NodeLedger; revision: number }>();
+  /** Reserved locally, not yet in the ledger. */
+  private readonly pending = new Map<string, Map<string, Reservation>>();
+  private readonly queues = new Map<string, NodeQueue>();
+  private readonly allocIndex = new Map<string, string>();
+  /** Local reservations found colliding while their builder still ran: their commit fails at once. */
+  private readonly doomed = new Map<string, string>();
+  private readonly tenantIndex = new Map<string, Set<string>>();
+  private readonly watches: QueuedIterator<KvEntry>[] = [];
+  private readonly log: Logger | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly b: SchedulerBuckets,
+    private readonly opts: ClusterStateOptions = {},
+  ) {
+    this.log = opts.logger?.child({ component: 'cluster-state' });
+  }
+
+  /** Loads every node record and ledger and keeps following them; resolves once the initial state is in. */
+  async start(): Promise<void> {
+    await Promise.all([this.follow(this.b.nodes, (e) => this.onNodeEntry(e)), this.follow(this.b.ledger, (e) => this.onLedgerEntry(e))]);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const w of this.watches) w.stop();
+    this.watches.length = 0;
+  }
+
+  private async follow(kv: KV, on: (e: KvEntry) => void): Promise<void> {
+    let initialized!: () => void;
+    const ready = new Promise<void>((r) => (initialized = r));
+    const w = await kv.watch({ key: '>', initializedFn: () => initialized() });
+    this.watches.push(w);
+    void (async () => {
+      try {
+        for await (const e of w) on(e);
+      } catch (err) {
+        if (!this.stopped) this.log?.error({ err }, 'KV watch ended');
+      }
+    })();
+    await ready;
+  }
+
+  // ---- reads ----
+
+  nodes(): readonly NodeView[] {
+    return this.list;
+  }
+  node(nodeId: string): NodeView | undefined {
+    return this.views.get(nodeId);
+  }
+  nodeRecord(nodeId: string): StoredNode | undefined {
+    return this.records.get(nodeId)?.value;
+  }
+  /** Where an allocation is reserved (ledger or in flight), if anywhere. */
+  findReservation(allocId: string): { nodeId: string; reservation: Reservation; committed: boolean } | undefined {
+    const nodeId = this.allocIndex.get(allocId);
+    if (!nodeId) return undefined;
+    const p = this.pending.get(nodeId)?.get(allocId);
+    if (p) return { nodeId, reservation: p, committed: false };
+    const r = this.ledgers.get(nodeId)?.value.reservations[allocId];
+    return r ? { nodeId, reservation: r, committed: true } : undefined;
+  }
+  /** Nodes where the tenant already has a VM. */
+  tenantNodes(tenantId: string): NodeView[] {
+    const ids = this.tenantIndex.get(tenantId);
+    if (!ids) return [];
+    const out: NodeView[] = [];
+    for (const id of ids) {
+      const v = this.views.get(id);
+      if (v) out.push(v);
+    }
+    return out;
+  }
+
+  /** A decision only (no reservation): for dry runs and explanations. */
+  place(req: PlacementRequest, seed: number): PlaceResult {
+    const o: PlaceOptions = { seed, first: this.tenantNodes(req.tenantId) };
+    if (this.opts.filters) o.filters = this.opts.filters;
+    if (this.opts.scorers) o.scorers = this.opts.scorers;
+    if (this.opts.candidateLimit !== undefined) o.candidateLimit = this.opts.candidateLimit;
+    return place(req, this.list, o);
+  }
+
+  // ---- schedule / release ----
+
+  /**
+   * Places one replica and commits its reservation and allocation record. Idempotent per allocId: when the
+   * allocId is already reserved (a new leader finishing an operation), the existing allocation is returned, or
+   * built and written if a crash lost it, and nothing is booked twice.
+   */
+  async schedule(req: PlacementRequest, allocId: string, build: AllocationBuilder): Promise<ScheduleResult> {
+    const existing = this.findReservation(allocId);
+    if (existing) {
+      if (!existing.committed) throw new UnavailableError(`allocation ${allocId} is being committed already`);
+      const rec = await getJson<Allocation>(this.b.allocs, allocKey(existing.nodeId, allocId));
+      const decision: Decision = { nodeId: existing.nodeId, epoch: existing.reservation.epoch, assignment: this.assignmentOf(req, existing.nodeId, existing.reservation) };
+      if (rec) return { ok: true, allocation: rec.value, decision, attempts: 0, alreadyCommitted: true };
+      const alloc = await build(decision, req);
+      await ensureAllocationRecord(this.b, alloc);
+      return { ok: true, allocation: alloc, decision, attempts: 0, alreadyCommitted: true };
+    }
+    const max = this.opts.maxAttempts ?? 5;
+    let lastConflict = '';
+    for (let attempt = 1; attempt <= max; attempt++) {
+      const r = this.place(req, decisionSeed(allocId, attempt, this.opts.seed ?? 0));
+      if (!r.ok) return { ok: false, explanation: r.explanation, attempts: attempt };
+      const decision: Decision = { nodeId: r.nodeId, epoch: r.node.epoch, assignment: r.assignment };
+      const res = reservationFor(req, allocId, decision.epoch, r.assignment);
+      this.reserveLocal(r.nodeId, res);
+      let alloc: Allocation;
+      try {
+        alloc = await build(decision, req);
+      } catch (err) {
+        this.unreserveLocal(r.nodeId, allocId);
+        throw err;
+      }
+      try {
+        await this.enqueue(r.nodeId, { kind: 'reserve', res, alloc });
+        return { ok: true, allocation: alloc, decision, attempts: attempt, alreadyCommitted: false };
+      } catch (err) {
+        if (!(err instanceof LedgerConflictError)) throw err;
+        lastConflict = err.message;
+        this.log?.info({ nodeId: r.nodeId, allocId, attempt, reason: err.message }, 'commit lost a race; placing again');
+      }
+    }
+    throw new UnavailableError(`placement of ${allocId} lost ${max} commit races; retry (last: ${lastConflict})`);
+  }
+
+  /**
+   * Releases an allocation idempotently: deletes its allocation record, then drops its reservation from the
+   * ledger, or fences it (keeps it booked) when its node is lost or moved to a newer epoch.
+   */
+  async release(allocId: string, opts: { nodeId?: string; fence?: boolean } = {}): Promise<{ released: boolean; fenced: boolean }> {
+    const found = this.findReservation(allocId);
+    const nodeId = opts.nodeId ?? found?.nodeId;
+    if (!nodeId) return { released: false, fenced: false };
+    await this.b.allocs.delete(allocKey(nodeId, allocId));
+    const res = found?.reservation ?? this.ledgers.get(nodeId)?.value.reservations[allocId];
+    if (!res) return { released: false, fenced: false };
+    const view = this.views.get(nodeId);
+    const fence = opts.fence ?? (!view || view.health !== 'Ready' || view.epoch > res.epoch);
+    if (fence && res.fenced) return { released: false, fenced: true };
+    await this.enqueue(nodeId, { kind: 'release', allocId, fence });
+    return { released: true, fenced: fence };
+  }
+
+  /** Rebuilds the assignment a reservation holds (interfaces in request order). */
+  private assignmentOf(req: PlacementRequest, nodeId: string, r: Reservation): Assignment {
+    const view = this.views.get(nodeId);
+    const vfs: AssignedVf[] = r.vfs.map((pci, i) => {
+      const s = view?.vfByPci.get(pci);
+      const d = req.vfs[i];
+      return {
+        interface: d?.interface ?? `vf${i}`,
+        physnet: s?.physnet ?? d?.physnet ?? '',
+        pfPciAddress: s?.pfPciAddress ?? '',
+        vfIndex: s?.vfIndex ?? -1,
+        vfPciAddress: pci,
+        numaNode: s?.numaNode ?? -1,
+      };
+    });
+    const a: Assignment = { vfs, numaAligned: false };
+    if (r.numaNode !== undefined) a.numaNode = r.numaNode;
+    if (r.cpus) a.cpus = r.cpus;
+    if (r.hugepages) a.hugepages = r.hugepages;
+    a.numaAligned = vfs.every((v) => v.numaNode === a.numaNode) && (!a.hugepages || a.hugepages.numaNode === a.numaNode);
+    return a;
+  }
+
+  private reserveLocal(nodeId: string, res: Reservation): void {
+    let p = this.pending.get(nodeId);
+    if (!p) this.pending.set(nodeId, (p = new Map()));
+    p.set(res.allocId, res);
+    this.allocIndex.set(res.allocId, nodeId);
+    const view = this.views.get(nodeId)!;
+    applyReservation(view, res);
+    this.indexTenant(res.tenantId, nodeId, view);
+  }
+
+  private unreserveLocal(nodeId: string, allocId: string): void {
+    this.pending.get(nodeId)?.delete(allocId);
+    const view = this.views.get(nodeId);
+    const r = view ? removeReservation(view, allocId) : undefined;
+    if (!this.ledgers.get(nodeId)?.value.reservations[allocId]) this.allocIndex.delete(allocId);
+    if (r && view) this.indexTenant(r.tenantId, nodeId, view);
+  }
+
+  private indexTenant(tenantId: string, nodeId: string, view: NodeView): void {
+    let s = this.tenantIndex.get(tenantId);
+    if (view.tenants.has(tenantId)) {
+      if (!s) this.tenantIndex.set(tenantId, (s = new Set()));
+      s.add(nodeId);
+    } else if (s) {
+      s.delete(nodeId);
+      if (s.size === 0) this.tenantIndex.delete(tenantId);
+    }
+  }
+
+  private enqueue(nodeId: string, item: Omit<Extract<QueueItem, { kind: 'reserve' }>, 'resolve' | 'reject'> | Omit<Extract<QueueItem, { kind: 'release' }>, 'resolve' | 'reject'>): Promise<void> {
+    if (item.kind === 'reserve') {
+      const why = this.doomed.get(item.res.allocId);
+      if (why !== undefined) {
+        this.doomed.delete(item.res.allocId);
+        return Promise.reject(new LedgerConflictError(nodeId, why));
+      }
+    }
+    let q = this.queues.get(nodeId);
+    if (!q) this.queues.set(nodeId, (q = { items: [], running: false }));
+    const p = new Promise<void>((resolve, reject) => q.items.push({ ...item, resolve, reject } as QueueItem));
+    if (!q.running) void this.flush(nodeId, q);
+    return p;
+  }
+
+  /** One ledger CAS for everything queued on the node, repeated until the queue is empty. */
+  private async flush(nodeId: string, q: NodeQueue): Promise<void> {
+    q.running = true;
+    try {
+      while (q.items.length > 0) {
+        let batch = q.items.splice(0);
+        for (;;) {
+          const cached = this.ledgers.get(nodeId);
+          const base = cached?.value ?? emptyLedger(nodeId, this.views.get(nodeId)?.epoch ?? 0);
+          const reservations = { ...base.reservations };
+          for (const it of batch) {
+            if (it.kind === 'reserve') reservations[it.res.allocId] = it.res;
+            else if (it.fence) {
+              const r = reservations[it.allocId];
+              if (r) reservations[it.allocId] = { ...r, fenced: true };
+            } else delete reservations[it.allocId];
+          }
+          const stale = batch.filter((it) => it.kind === 'reserve' && it.res.epoch !== base.epoch);
+          if (stale.length > 0) {
+            for (const it of stale) this.failReserve(nodeId, it, `node is at epoch ${base.epoch}`);
+            batch = batch.filter((it) => !stale.includes(it));
+            continue;
+          }
+          if (batch.length === 0) break;
+          const next: NodeLedger = { ...base, reservations, updatedAt: new Date().toISOString() };
+          let rev: number | null;
+          try {
+            rev = await casPut(this.b.ledger, nodeId, next, cached?.revision);
+          } catch (err) {
+            for (const it of batch) {
+              if (it.kind === 'reserve') this.unreserveLocal(nodeId, it.res.allocId);
+              it.reject(err);
+            }
+            batch = [];
+            break;
+          }
+          if (rev !== null) {
+            this.ledgers.set(nodeId, { value: next, revision: rev });
+            break;
+          }
+          // Lost the CAS: read the ledger as it is, rebuild the view, re-check what is still ours.
+          const fresh = await getJson<NodeLedger>(this.b.ledger, nodeId);
+          if (fresh) this.ledgers.set(nodeId, fresh);
+          else this.ledgers.delete(nodeId);
+          batch = this.recheck(nodeId, batch);
+          if (batch.length === 0) break;
+        }
+        const pend = this.pending.get(nodeId);
+        for (const it of batch) {
+          if (it.kind === 'reserve') {
+            pend?.delete(it.res.allocId);
+            const alloc = it.alloc;
+            ensureAllocationRecord(this.b, alloc).then(it.resolve, it.reject);
+          } else {
+            const view = this.views.get(nodeId);
+            if (!it.fence) {
+              this.allocIndex.delete(it.allocId);
+              const r = view ? removeReservation(view, it.allocId) : undefined;
+              if (r && view) this.indexTenant(r.tenantId, nodeId, view);
+            } else {
+              const r = view?.reservations.get(it.allocId);
+              if (r) r.fenced = true;
+            }
+            it.resolve();
+          }
+        }
+      }
+    } finally {
+      q.running = false;
+      const seen = q.seen;
+      q.seen = undefined;
+      const cur = this.ledgers.get(nodeId);
+      if (seen && (!cur || seen.revision > cur.revision)) {
+        this.ledgers.set(nodeId, seen);
+        this.rebuild(nodeId);
+      }
+    }
+  }
+
+  private failReserve(nodeId: string, it: QueueItem, reason: string): void {
+    if (it.kind !== 'reserve') return;
+    this.unreserveLocal(nodeId, it.res.allocId);
+    it.reject(new LedgerConflictError(nodeId, reason));
+  }
+
+  /**
+   * After a lost CAS: rebuilds the node's view from the ledger just read plus what is still ours, re-checking
+   * each local reservation (this batch first, then the queued ones); those that no longer fit are rejected.
+   */
+  private recheck(nodeId: string, batch: QueueItem[]): QueueItem[] {
+    const rec = this.records.get(nodeId);
+    const ledger = this.ledgers.get(nodeId)?.value;
+    const pend = this.pending.get(nodeId) ?? new Map<string, Reservation>();
+    if (!rec) {
+      for (const it of batch) this.failReserve(nodeId, it, 'node is gone');
+      return batch.filter((it) => it.kind === 'release');
+    }
+    const view = this.freshView(rec.value, ledger, []);
+    const keep: QueueItem[] = [];
+    const check = (res: Reservation): string | undefined => {
+      if (ledger && ledger.reservations[res.allocId]) return undefined; // already in (idempotent)
+      const v = checkReservation(view, res);
+      if (!v.ok) return v.reason;
+      applyReservation(view, res);
+      return undefined;
+    };
+    for (const it of batch) {
+      if (it.kind === 'release') {
+        keep.push(it);
+        continue;
+      }
+      const why = check(it.res);
+      if (why) {
+        pend.delete(it.res.allocId);
+        this.allocIndex.delete(it.res.allocId);
+        it.reject(new LedgerConflictError(nodeId, why));
+      } else keep.push(it);
+    }
+    // Everything else still only local: queued behind this batch, or decided and waiting for its builder.
+    const queued = this.queues.get(nodeId)?.items ?? [];
+    const inBatch = new Set(keep.flatMap((it) => (it.kind === 'reserve' ? [it.res.allocId] : [])));
+    for (const res of [...pend.values()]) {
+      if (inBatch.has(res.allocId)) continue;
+      const why = check(res);
+      if (!why) continue;
+      pend.delete(res.allocId);
+      this.allocIndex.delete(res.allocId);
+      const qi = queued.findIndex((it) => it.kind === 'reserve' && it.res.allocId === res.allocId);
+      if (qi >= 0) queued.splice(qi, 1)[0]!.reject(new LedgerConflictError(nodeId, why));
+      else this.doomed.set(res.allocId, why);
+    }
+    this.install(nodeId, view);
+    return keep;
+  }
+
+  private freshView(rec: StoredNode, ledger: NodeLedger | undefined, extra: Iterable<Reservation>): NodeView {
+    const view = buildNodeView(
+      { nodeId: rec.id, epoch: rec.epoch, health: rec.health, cordoned: rec.cordoned, draining: rec.draining ?? false, inventory: rec.inventory },
+      ledger ? Object.values(ledger.reservations) : [],
+      this.opts.view,
+    );
+    for (const r of extra) if (!view.reservations.has(r.allocId)) applyReservation(view, r);
+    return view;
+  }
+
+  /** Rebuilds a node's view from its record, its ledger and the local pending reservations. */
+  private rebuild(nodeId: string): void {
+    const rec = this.records.get(nodeId);
+    if (!rec) return;
+    const view = this.freshView(rec.value, this.ledgers.get(nodeId)?.value, this.pending.get(nodeId)?.values() ?? []);
+    this.install(nodeId, view);
+  }
+
+  private install(nodeId: string, view: NodeView): void {
+    const old = this.views.get(nodeId);
+    if (old) {
+      for (const id of old.reservations.keys()) if (!view.reservations.has(id) && this.allocIndex.get(id) === nodeId) this.allocIndex.delete(id);
+      for (const t of old.tenants.keys()) this.indexTenant(t, nodeId, view);
+    }
+    for (const id of view.reservations.keys()) this.allocIndex.set(id, nodeId);
+    for (const t of view.tenants.keys()) this.indexTenant(t, nodeId, view);
+    this.views.set(nodeId, view);
+    const i = this.pos.get(nodeId);
+    if (i === undefined) {
+      this.pos.set(nodeId, this.list.length);
+      this.list.push(view);
+    } else this.list[i] = view;
+  }
+
+  private removeNode(nodeId: string): void {
+    const i = this.pos.get(nodeId);
+    if (i === undefined) return;
+    const old = this.views.get(nodeId)!;
+    this.views.delete(nodeId);
+    this.pos.delete(nodeId);
+    const last = this.list.pop()!;
+    if (last !== old) {
+      this.list[i] = last;
+      this.pos.set(last.nodeId, i);
+    }
+    for (const t of old.tenants.keys()) this.tenantIndex.get(t)?.delete(nodeId);
+  }
+
+  private onNodeEntry(e: KvEntry): void {
+    const nodeId = e.key;
+    const d = decodeEntry<StoredNode>(e);
+    if (!d) {
+      this.records.delete(nodeId);
+      this.removeNode(nodeId);
+      return;
+    }
+    const old = this.records.get(nodeId);
+    if (old && old.revision >= d.revision) return;
+    this.records.set(nodeId, d);
+    const view = this.views.get(nodeId);
+    if (view && old && JSON.stringify(old.value.inventory) === JSON.stringify(d.value.inventory)) {
+      view.health = d.value.health;
+      view.cordoned = d.value.cordoned;
+      view.draining = d.value.draining ?? false;
+      view.epoch = d.value.epoch;
+      return;
+    }
+    this.rebuild(nodeId);
+  }
+
+  private onLedgerEntry(e: KvEntry): void {
+    const nodeId = e.key;
+    const cur = this.ledgers.get(nodeId);
+    if (cur && e.revision <= cur.revision) return; // our own write, or older
+    const d = decodeEntry<NodeLedger>(e);
+    const q = this.queues.get(nodeId);
+    if (q?.running) {
+      if (d && (!q.seen || d.revision > q.seen.revision)) q.seen = d;
+      return;
+    }
+    if (d) this.ledgers.set(nodeId, d);
+    else this.ledgers.delete(nodeId);
+    this.rebuild(nodeId);
+  }
+}
