@@ -1,0 +1,136 @@
+/**
+ * `npm start` as a user runs it: the appliance process with its embedded nats-server and services; connect.json
+ * written (0600) once it serves and usable as is; Ctrl-C stops everything and leaves no process behind; a taken
+ * port is refused with a message naming it.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { connect } from 'nats';
+
+const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+async function startAppliance(home: string, yaml: string): Promise<{ child: ReturnType<typeof spawn>; out: string[]; exited: Promise<number | null> }> {
+  writeFileSync(join(home, 'edgenfv.yaml'), yaml);
+  const child = spawn(process.execPath, [MAIN], { env: { ...process.env, EDGENFV_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const out: string[] = [];
+  child.stdout!.on('data', (d: Buffer) => out.push(d.toString()));
+  child.stderr!.on('data', (d: Buffer) => out.push(d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return { child, out, exited };
+}
+
+async function waitFor(path: string, exited: Promise<number | null>, out: string[]): Promise<void> {
+  let done = false;
+  void exited.then(() => (done = true));
+  for (let i = 0; i < 600; i++) {
+    if (existsSync(path)) return;
+    if (done) throw new Error(`appliance exited early: ${out.join('')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no ${path}: ${out.join('')}`);
+}
+
+test('starts, writes connect.json, serves the API with its credentials, stops cleanly on SIGINT', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'edgenfv-home-'));
+  const [nats, sched] = [await freePort(), await freePort()];
+  const app = await startAppliance(home, `ports: {nats: ${nats}, schedulerMetrics: ${sched}}\nservices: {nodeAgent: false, dashboard: false}\n`);
+  try {
+    const connectPath = join(home, 'connect.json');
+    await waitFor(connectPath, app.exited, app.out);
+    assert.equal(statSync(connectPath).mode & 0o777, 0o600);
+    const info = JSON.parse(readFileSync(connectPath, 'utf8'));
+    assert.deepEqual(info.servers, [`nats://127.0.0.1:${nats}`]);
+    assert.equal(typeof info.user, 'string');
+    assert.deepEqual(info.metricsUrls, [`http://127.0.0.1:${sched}/metrics`]);
+    // without credentials: refused; with connect.json's: served
+    await assert.rejects(connect({ servers: info.servers, reconnect: false }));
+    const nc = await connect({ servers: info.servers, user: info.user, pass: info.pass });
+    const r = await nc.request('nfv.v1.admin.tenants.create', JSON.stringify({ id: 'from-connect-json' }), { timeout: 5000 });
+    assert.equal(JSON.parse(r.string()).ok, true);
+    await nc.close();
+    const metrics = await (await fetch(info.metricsUrls[0])).text();
+    assert.match(metrics, /edgenfv_api_requests_total\{[^}]*op="tenants.create"[^}]*code="OK"/);
+
+    app.child.kill('SIGINT');
+    assert.equal(await app.exited, 0);
+    assert.equal(existsSync(connectPath), false, 'connect.json removed');
+    // nothing left listening
+    for (const port of [nats, sched]) {
+      const s: Server = createServer();
+      await new Promise<void>((res, rej) => {
+        s.once('error', rej);
+        s.listen(port, '127.0.0.1', () => s.close(() => res()));
+      });
+    }
+  } finally {
+    if (app.child.exitCode === null) app.child.kill('SIGKILL');
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test('state survives an appliance restart', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'edgenfv-home-'));
+  const [nats, sched] = [await freePort(), await freePort()];
+  const yaml = `ports: {nats: ${nats}, schedulerMetrics: ${sched}}\nservices: {nodeAgent: false, dashboard: false}\n`;
+  try {
+    for (const round of [1, 2]) {
+      const app = await startAppliance(home, yaml);
+      await waitFor(join(home, 'connect.json'), app.exited, app.out);
+      const info = JSON.parse(readFileSync(join(home, 'connect.json'), 'utf8'));
+      const nc = await connect({ servers: info.servers, user: info.user, pass: info.pass });
+      if (round === 1) await nc.request('nfv.v1.admin.tenants.create', JSON.stringify({ id: 'durable' }), { timeout: 5000 });
+      const got = JSON.parse((await nc.request('nfv.v1.admin.tenants.get', JSON.stringify({ id: 'durable' }), { timeout: 5000 })).string());
+      assert.equal(got.ok, true, `round ${round}`);
+      await nc.close();
+      app.child.kill('SIGTERM');
+      assert.equal(await app.exited, 0);
+    }
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test('a taken port is refused with a message that names it, and nothing starts', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'edgenfv-home-'));
+  const blocker = createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
+  const taken = (blocker.address() as AddressInfo).port;
+  try {
+    const app = await startAppliance(home, `ports: {nats: ${taken}}\nservices: {nodeAgent: false, dashboard: false, scheduler: false}\n`);
+    const code = await app.exited;
+    assert.notEqual(code, 0);
+    assert.match(app.out.join(''), new RegExp(`port ${taken} \\(NATS\\).*already in use`));
+    assert.equal(existsSync(join(home, 'connect.json')), false);
+    assert.equal(existsSync(join(home, 'nats')), false, 'no nats-server store was created');
+  } finally {
+    blocker.close();
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test('bad appliance config: every issue named, exit non-zero', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'edgenfv-home-'));
+  try {
+    const app = await startAppliance(home, `ports: {nats: 70000, bogus: 1}\nwhat: 1\nservices: {dashboard: maybe}\n`);
+    assert.equal(await app.exited, 2);
+    const text = app.out.join('');
+    for (const field of ['ports.nats', 'ports.bogus', 'what', 'services.dashboard']) assert.match(text, new RegExp(`config: ${field.replace('.', '\\.')}:`));
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
