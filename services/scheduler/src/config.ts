@@ -8,7 +8,7 @@ import { InvalidArgumentError, type FieldIssue, type NetworkConfig } from '@edge
 
 export interface SchedulerConfig {
   instanceId: string;
-  nats: { servers: string[]; user?: string; pass?: string; token?: string };
+  nats: { servers: string[]; user?: string; pass?: string; token?: string; credsFile?: string };
   /** JetStream replicas of the state buckets: 1 on one machine, 3 or 5 in a NATS cluster. */
   kvReplicas: number;
   networks: NetworkConfig[];
@@ -78,6 +78,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file = env.EDGE
   if (user !== undefined) nats.user = user;
   if (pass !== undefined) nats.pass = pass;
   if (token !== undefined) nats.token = token;
+  const credsFile = env.EDGENFV_NATS_CREDS ?? (natsRaw.credsFile as string | undefined);
+  if (credsFile !== undefined) nats.credsFile = credsFile;
+  for (const k of Object.keys(natsRaw)) {
+    if (!['servers', 'user', 'pass', 'token', 'credsFile'].includes(k)) issues.push({ field: `nats.${k}`, message: 'is not a known setting' });
+  }
 
   const networks = (raw.networks ?? []) as NetworkConfig[];
   if (!Array.isArray(networks)) issues.push({ field: 'networks', message: 'must be a list' });

@@ -1,5 +1,6 @@
 /** Scheduler process: reads config, builds logger and metrics registry, connects to NATS, builds the app, serves. */
-import { connect } from 'nats';
+import { readFileSync } from 'node:fs';
+import { connect, credsAuthenticator } from 'nats';
 import { createLogger, createRegistry, serveMetrics } from '@edgenfv/telemetry';
 import { loadConfig } from './config.js';
 import { buildApp } from './app.js';
@@ -14,6 +15,7 @@ async function main(): Promise<void> {
     maxReconnectAttempts: -1,
     ...(cfg.nats.user !== undefined ? { user: cfg.nats.user, pass: cfg.nats.pass ?? '' } : {}),
     ...(cfg.nats.token !== undefined ? { token: cfg.nats.token } : {}),
+    ...(cfg.nats.credsFile !== undefined ? { authenticator: credsAuthenticator(readFileSync(cfg.nats.credsFile)) } : {}),
   });
   const app = await buildApp({
     nc,
