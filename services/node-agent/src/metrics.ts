@@ -1,0 +1,58 @@
+/** The node agent's metrics (own registry; labels from bounded sets only: never a VM id, MAC or PCI address). */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+export interface NodeAgentMetrics {
+  bootDuration: Histogram<'hypervisor' | 'accel' | 'result'>;
+  execLatency: Histogram<string>;
+  sandboxes: Gauge<'state'>;
+  replicas: Gauge<'state'>;
+  sandboxRss: Gauge<'tenant'>;
+  guestAgentRss: Gauge<'tenant'>;
+  heartbeats: Counter<'result'>;
+  reconciles: Counter<'action' | 'result'>;
+}
+
+export function createMetrics(registry: Registry, rss?: () => Map<string, number>): NodeAgentMetrics {
+  const registers = [registry];
+  return {
+    bootDuration: new Histogram({
+      name: 'edgenfv_vm_boot_duration_seconds',
+      help: 'From placement command to guest agent ready, per hypervisor and accelerator.',
+      labelNames: ['hypervisor', 'accel', 'result'],
+      buckets: [0.25, 0.5, 1, 2, 4, 6, 8, 12, 20, 40, 90],
+      registers,
+    }),
+    execLatency: new Histogram({
+      name: 'edgenfv_vm_exec_latency_seconds',
+      help: 'From placement command received to hypervisor exec.',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers,
+    }),
+    sandboxes: new Gauge({ name: 'edgenfv_sandboxes', help: 'Tenant sandboxes (VMs) on this node by state.', labelNames: ['state'], registers }),
+    replicas: new Gauge({ name: 'edgenfv_replicas', help: 'VNF replicas on this node by state.', labelNames: ['state'], registers }),
+    sandboxRss: new Gauge({
+      name: 'edgenfv_sandbox_hypervisor_rss_bytes',
+      help: 'Resident memory of the hypervisor process of each tenant sandbox.',
+      labelNames: ['tenant'],
+      registers,
+      collect() {
+        if (!rss) return;
+        this.reset();
+        for (const [tenant, bytes] of rss()) this.set({ tenant }, bytes);
+      },
+    }),
+    guestAgentRss: new Gauge({
+      name: 'edgenfv_guest_agent_rss_bytes',
+      help: 'Resident memory of the guest agent inside each tenant VM (as it reports).',
+      labelNames: ['tenant'],
+      registers,
+    }),
+    heartbeats: new Counter({ name: 'edgenfv_node_heartbeats_total', help: 'Heartbeats sent.', labelNames: ['result'], registers }),
+    reconciles: new Counter({
+      name: 'edgenfv_node_reconciles_total',
+      help: 'Allocation reconcile actions.',
+      labelNames: ['action', 'result'],
+      registers,
+    }),
+  };
+}

@@ -1,0 +1,122 @@
+/**
+ * The AttachmentPort on top of netplugins: tap and macvtap in the sandbox's netns, SR-IOV VFs bound to vfio-pci,
+ * vhost-user sockets of the data plane. Each attachment is keyed `<sandboxId>/<hostIfName>` (netplugins' CNI
+ * triple), so DEL works from netplugins' own record and is safe to repeat.
+ */
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { parseMacAddress, type AttachmentResult, type VhostUserAttachmentResult } from '@edgenfv/contracts';
+import { TapPlugin, tapNames } from '@edgenfv/netplugins/internal/tap';
+import { execFile } from 'node:child_process';
+import { MacvtapPlugin } from '@edgenfv/netplugins/internal/macvtap';
+import { RecordStore } from '@edgenfv/netplugins/internal/records';
+import { DeviceLocks } from '@edgenfv/netplugins/internal/lock';
+import { IpNetlink } from '@edgenfv/netplugins/internal/netlink';
+import { SriovPlugin } from '@edgenfv/netplugins/internal/sriov/sriov';
+import { RealSysfs } from '@edgenfv/netplugins/internal/sriov/sysfs';
+import { SysfsPciBind } from '@edgenfv/netplugins/internal/sriov/pci-bind';
+import type { AttachmentPort, AttachRequest } from './ports.js';
+
+export interface NetpluginsAttachmentsOptions {
+  stateDir: string;
+  sysfsRoot: string;
+  /** PF -> physnet (the node config's mapping), for the SR-IOV plugin's pools. */
+  physnets: Readonly<Record<string, string>>;
+  logger: Logger;
+}
+
+function ipsOf(req: AttachRequest): { address: string; gateway?: string }[] {
+  return (req.iface.ips ?? []).map((address) => (req.iface.gateway ? { address, gateway: req.iface.gateway } : { address }));
+}
+
+export class NetpluginsAttachments implements AttachmentPort {
+  private readonly tap: TapPlugin;
+  private readonly macvtap: MacvtapPlugin;
+  private readonly sriov: SriovPlugin;
+
+  constructor(private readonly opts: NetpluginsAttachmentsOptions) {
+    const base = join(opts.stateDir, 'netplugins');
+    const deps = { records: new RecordStore(join(base, 'records')), locks: new DeviceLocks(join(base, 'locks')), logger: opts.logger };
+    const netlink = new IpNetlink();
+    this.tap = new TapPlugin({ ...deps, netlink });
+    this.macvtap = new MacvtapPlugin({ ...deps, netlink });
+    const sysfs = new RealSysfs(opts.sysfsRoot);
+    this.sriov = new SriovPlugin({ ...deps, netlink, sysfs, pciBind: new SysfsPciBind(sysfs), claimsDir: join(base, 'sriov-claims') });
+  }
+
+  async add(req: AttachRequest): Promise<AttachmentResult> {
+    const ctx = { containerId: req.sandboxId, ifName: req.hostIfName, netns: req.netns };
+    const i = req.iface;
+    const common: Record<string, unknown> = { mac: i.mac, ips: ipsOf(req) };
+    if (i.mtuBytes) common.mtuBytes = i.mtuBytes;
+    switch (i.type) {
+      case 'tap': {
+        const bridge = (i.bridge ?? `enfv-${i.network ?? 'default'}`).slice(0, 15);
+        const res = await this.tap.add(ctx, this.tap.parseConfig({ ...common, bridge }));
+        if (req.owner) await this.ownTap(req, res.tapName, i.mtuBytes);
+        return res;
+      }
+      case 'macvtap':
+        return this.macvtap.add(ctx, this.macvtap.parseConfig({ ...common, parent: i.parent, mode: 'bridge' }));
+      case 'sriov': {
+        const s = i.sriov!;
+        const pfs = Object.entries(this.opts.physnets).map(([pf, physnet]) => ({ pf, physnet }));
+        const raw: Record<string, unknown> = { ...common, physnet: s.physnet, deviceID: s.vfPciAddress, pfs, driver: 'vfio-pci' };
+        for (const k of ['vlan', 'vlanQos', 'spoofchk', 'trust'] as const) if (s[k] !== undefined) raw[k] = s[k];
+        return this.sriov.add({ containerId: req.sandboxId, ifName: req.hostIfName }, this.sriov.parseConfig(raw));
+      }
+      case 'vhostuser': {
+        // The data plane owns its side of the socket; the VM is client unless the plan says QEMU serves it.
+        const v = i.vhostuser!;
+        const res: VhostUserAttachmentResult = {
+          kind: 'vhostuser',
+          id: `${req.sandboxId}/${req.hostIfName}`,
+          ifName: req.hostIfName,
+          mac: parseMacAddress(i.mac),
+          ips: ipsOf(req),
+          socketPath: v.socketPath,
+          vmMode: v.qemuServer ? 'server' : 'client',
+          queues: v.queues,
+          dataplane: v.dataplane,
+          portName: req.hostIfName,
+        };
+        if (i.mtuBytes) res.mtuBytes = i.mtuBytes;
+        return res;
+      }
+    }
+  }
+
+  /**
+   * A QEMU that dropped its privileges can open a persistent tap only when the tap belongs to its uid (hotplug
+   * after boot): re-create the tap with that owner, in the same place of the netns bridge. (netplugins' tap has no
+   * owner option yet; this is the only thing done here behind its back, and DEL/CHECK see the same link.)
+   */
+  private async ownTap(req: AttachRequest, tapName: string, mtuBytes?: number): Promise<void> {
+    const ns = req.netns;
+    const { nsBridge } = tapNames({ containerId: req.sandboxId, ifName: req.hostIfName, netns: ns });
+    const batch = [
+      `link del ${tapName}`,
+      `tuntap add dev ${tapName} mode tap user ${req.owner!.uid} group ${req.owner!.gid}`,
+      `link set ${tapName}${mtuBytes ? ` mtu ${mtuBytes}` : ''} master ${nsBridge} up`,
+    ];
+    await new Promise<void>((resolve, reject) => {
+      const child = execFile('ip', ['-n', ns, '-batch', '-'], (err) => (err ? reject(err) : resolve()));
+      child.stdin!.end(batch.join('\n') + '\n');
+    });
+  }
+
+  async del(req: Omit<AttachRequest, 'iface'> & { type: AttachRequest['iface']['type'] }): Promise<void> {
+    const ctx = { containerId: req.sandboxId, ifName: req.hostIfName, netns: req.netns };
+    switch (req.type) {
+      case 'tap':
+        return this.tap.del(ctx);
+      case 'macvtap':
+        return this.macvtap.del(ctx);
+      case 'sriov':
+        return this.sriov.del({ containerId: req.sandboxId, ifName: req.hostIfName });
+      case 'vhostuser':
+        return; // nothing on the host side: the data plane's port is the data plane's
+    }
+  }
+}
+

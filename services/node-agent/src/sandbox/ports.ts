@@ -1,0 +1,53 @@
+/**
+ * Narrow ports the sandbox manager drives: the guest agent (over the host<->guest channel) and the network
+ * attachments (netplugins). Production adapters: grpc-guest.ts and attachments.ts; tests may pass their own.
+ */
+import type { AllocInterface, AttachmentResult, VnfdRoute } from '@edgenfv/contracts';
+
+export interface GuestNic {
+  mac: string;
+  /** Guest PCI address when the MAC cannot be trusted (passed-through VF); '' otherwise. */
+  pciAddress: string;
+  name: string;
+  mtuBytes?: number;
+  addresses: string[];
+}
+
+export interface GuestContainer {
+  id: string;
+  image: string;
+  command: string[];
+  env: string[];
+  memoryLimitMiB: number;
+}
+
+export interface GuestSession {
+  /** Declarative: every NIC the VM should have (all replicas'), found by MAC or PCI address. */
+  updateInterfaces(nics: GuestNic[], hotplugTimeoutMs: number): Promise<void>;
+  /** The complete route table (all replicas'). */
+  updateRoutes(routes: VnfdRoute[]): Promise<void>;
+  runContainer(c: GuestContainer): Promise<void>;
+  removeContainer(id: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface GuestPort {
+  /** Resolves once the guest agent answers health (and the protocol handshake accepted it). */
+  connect(agentSocket: string, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<GuestSession>;
+}
+
+export interface AttachRequest {
+  sandboxId: string;
+  /** Host-side name of the attachment (unique on the node, <= 15 chars): also the VM's device id. */
+  hostIfName: string;
+  netns: string;
+  iface: AllocInterface;
+  /** The hypervisor's uid: a tap it must open after dropping privileges (hotplug) has to belong to it. */
+  owner?: { uid: number; gid: number };
+}
+
+export interface AttachmentPort {
+  add(req: AttachRequest): Promise<AttachmentResult>;
+  /** Safe to repeat; "already gone" is success. */
+  del(req: Omit<AttachRequest, 'iface'> & { type: AllocInterface['type'] }): Promise<void>;
+}

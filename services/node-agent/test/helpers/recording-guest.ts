@@ -1,0 +1,25 @@
+/**
+ * Stands in for the guest agent where a test has no guest kernel (the VM idles in firmware): records what the
+ * sandbox manager tells the guest. The real guest agent is driven in sandbox-boot.test.ts.
+ */
+import type { VnfdRoute } from '@edgenfv/contracts';
+import type { GuestContainer, GuestNic, GuestPort, GuestSession } from '../../src/sandbox/ports.js';
+
+export class RecordingGuest implements GuestPort {
+  readonly nics = new Map<string, GuestNic[]>();
+  readonly routes = new Map<string, VnfdRoute[]>();
+  readonly containers = new Map<string, Map<string, GuestContainer>>();
+  connects = 0;
+  async connect(agentSocket: string): Promise<GuestSession> {
+    this.connects++;
+    const containers = this.containers.get(agentSocket) ?? new Map<string, GuestContainer>();
+    this.containers.set(agentSocket, containers);
+    return {
+      updateInterfaces: async (nics) => void this.nics.set(agentSocket, nics),
+      updateRoutes: async (routes) => void this.routes.set(agentSocket, routes),
+      runContainer: async (c) => void containers.set(c.id, c),
+      removeContainer: async (id) => void containers.delete(id),
+      close: async () => undefined,
+    };
+  }
+}

@@ -1,0 +1,226 @@
+/**
+ * Sandbox manager with real QEMU (TCG, no guest kernel: the VM idles in firmware), real netns + taps through
+ * netplugins, real cgroup v2 placement, and a recording stand-in for the guest agent.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { silentLogger } from '@edgenfv/telemetry';
+import { parseConfig } from '../../src/config.js';
+import { QemuDriver } from '../../src/hypervisor/qemu.js';
+import { withQmp } from '../../src/hypervisor/qmp.js';
+import { Cgroups } from '../../src/sandbox/cgroup.js';
+import { NetpluginsAttachments } from '../../src/sandbox/attachments.js';
+import { SandboxManager } from '../../src/sandbox/manager.js';
+import { processAlive, waitGone, killQuiet } from '../../src/proc.js';
+import { makeAlloc } from '../helpers/alloc.js';
+import { RecordingGuest } from '../helpers/recording-guest.js';
+
+function sh(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+function quiet(cmd: string, args: string[]): void {
+  try {
+    execFileSync(cmd, args, { stdio: 'ignore' });
+  } catch {
+    /* already gone */
+  }
+}
+
+test('one VM per tenant: boot, a second replica joins by hotplug, restart re-adopts, teardown leaves nothing', async (t) => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'na-sbm-'));
+  const cgParent = `edgenfv-t${process.pid}`;
+  const bridge = `enfvb${process.pid % 100000}`;
+  const cfg = parseConfig({
+    nodeId: 'n1',
+    stateDir,
+    vmBaseMemoryMiB: 128,
+    qemu: { machine: 'q35', accel: 'tcg', tcgTbSizeMiB: 16, maxVcpus: 4, maxMemoryMiB: 1024 },
+    isolation: { cgroupParent: cgParent },
+  });
+  const log = silentLogger();
+  const guest = new RecordingGuest();
+  const mk = (): SandboxManager =>
+    new SandboxManager({
+      cfg,
+      driver: new QemuDriver({ logger: log }),
+      accel: 'tcg',
+      guest,
+      attachments: new NetpluginsAttachments({ stateDir, sysfsRoot: '/sys', physnets: {}, logger: log }),
+      cgroups: new Cgroups(cfg.isolation.cgroupRoot, cgParent, log),
+      logger: log,
+      image: {},
+      hotplugSlots: 2,
+    });
+  const pids: number[] = [];
+  const nss: string[] = [];
+  t.after(async () => {
+    for (const p of pids) {
+      killQuiet(p, 'SIGKILL');
+      await waitGone(p, undefined, 5000);
+    }
+    for (const ns of nss) quiet('ip', ['netns', 'del', ns]);
+    quiet('ip', ['link', 'del', bridge]);
+    for (const m of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
+      const d = join(m, cgParent);
+      if (existsSync(d)) {
+        for (const c of readdirSync(d, { withFileTypes: true })) if (c.isDirectory()) quiet('rmdir', [join(d, c.name)]);
+        quiet('rmdir', [d]);
+      }
+    }
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  const tapIf = (name: string, mac: string, ip: string) => ({ name, type: 'tap' as const, mac, bridge, ips: [ip], gateway: '10.77.0.1' });
+  const a1 = makeAlloc({ allocId: 'a1', tenantId: 'acme', routes: [{ dst: '10.99.0.0/16', via: '10.77.0.1', dev: 'mgmt' }] }, [tapIf('mgmt', '02:00:00:00:00:a1', '10.77.0.11/24')]);
+  const a2 = makeAlloc({ allocId: 'a2', tenantId: 'acme' }, [tapIf('mgmt', '02:00:00:00:00:a2', '10.77.0.12/24')]);
+
+  const m1 = mk();
+  await m1.init();
+  const r1 = await m1.ensureReplica(a1);
+  assert.equal(r1.booted, true);
+  assert.deepEqual(r1.interfaces, [{ name: 'mgmt', mac: '02:00:00:00:00:a1', ips: ['10.77.0.11/24'] }]);
+  const [rec] = m1.sandboxes();
+  assert.ok(rec);
+  const vm = m1.vmOf(rec.sandboxId)!;
+  pids.push(vm.pid);
+  nss.push(rec.netns);
+  assert.equal(rec.state, 'running');
+  assert.equal(rec.tenantId, 'acme');
+  // isolation: own uid, tenant folders 0700, own cgroup, own netns with the tap in it
+  assert.match(readFileSync(`/proc/${vm.pid}/status`, 'utf8'), new RegExp(`^Uid:\\s+${rec.uid}\\s`, 'm'));
+  assert.equal(statSync(rec.tenantDir).mode & 0o777, 0o700);
+  assert.equal(statSync(rec.runDir).mode & 0o777, 0o700);
+  assert.ok(rec.cgroupDir && readFileSync(join(rec.cgroupDir, 'cgroup.procs'), 'utf8').includes(String(vm.pid)));
+  assert.match(sh('ip', ['-n', rec.netns, 'link', 'show']), /mgmt|n[0-9a-f]{10}/);
+  // the guest was told MAC + IPs + routes, and runs the container
+  const nics = guest.nics.get(vm.agentSocket!)!;
+  assert.deepEqual(nics.map((n) => [n.name, n.mac, n.addresses]), [['mgmt', '02:00:00:00:00:a1', ['10.77.0.11/24']]]);
+  assert.deepEqual(guest.routes.get(vm.agentSocket!), [{ dst: '10.99.0.0/16', via: '10.77.0.1', dev: 'mgmt' }]);
+  assert.equal(guest.containers.get(vm.agentSocket!)!.size, 1);
+
+  // idempotent
+  const again = await m1.ensureReplica(a1);
+  assert.equal(again.sandboxId, rec.sandboxId);
+  assert.equal(m1.sandboxes().length, 1);
+
+  // second replica of the same tenant: same VM, grown by hotplug, its NIC hotplugged, guest name de-duplicated
+  const r2 = await m1.ensureReplica(a2);
+  assert.equal(r2.booted, false);
+  assert.equal(r2.sandboxId, rec.sandboxId);
+  assert.equal(m1.sandboxes().length, 1);
+  const cpus = await withQmp(vm.apiSocket, (q) => q.queryCpusFast());
+  assert.equal(cpus.length, 2);
+  assert.equal(vm.memoryMiB, 128 + 128 + 128);
+  assert.deepEqual(guest.nics.get(vm.agentSocket!)!.map((n) => n.name), ['mgmt', 'mgmt1']);
+  assert.equal(guest.containers.get(vm.agentSocket!)!.size, 2);
+  const periph = await withQmp(vm.apiSocket, (q) => q.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' }));
+  assert.equal(periph.filter((p) => p.name.endsWith('-nic')).length, 2);
+
+  // "restart": a new manager over the same state folder re-adopts the live VM, nothing duplicated
+  await m1.close();
+  const m2 = mk();
+  const { adopted, cleaned } = await m2.init();
+  assert.deepEqual(adopted, [rec.sandboxId]);
+  assert.deepEqual(cleaned, []);
+  assert.equal(m2.vmOf(rec.sandboxId)!.pid, vm.pid);
+  assert.equal((await m2.ensureReplica(a1)).sandboxId, rec.sandboxId);
+  assert.equal(m2.sandboxes().length, 1);
+
+  // remove one: the VM stays; remove the last: nothing left
+  await m2.removeReplica('acme', 'a2');
+  assert.ok(processAlive(vm.pid));
+  assert.deepEqual(Object.keys(m2.sandboxes()[0]!.replicas), ['a1']);
+  await m2.removeReplica('acme', 'a1');
+  await m2.removeReplica('acme', 'a1'); // repeat: no-op
+  assert.equal(processAlive(vm.pid), false);
+  assert.deepEqual(m2.sandboxes(), []);
+  assert.equal(existsSync(rec.runDir), false);
+  assert.equal(existsSync(rec.tenantDir), false);
+  assert.equal(existsSync(`/var/run/netns/${rec.netns}`), false);
+  assert.equal(existsSync(rec.cgroupDir!), false);
+  assert.doesNotMatch(sh('ip', ['link', 'show']), /vt[0-9a-f]{10}/); // host veths of the taps are gone
+  assert.deepEqual(readdirSync(join(stateDir, 'sandboxes')), []);
+});
+
+test('a VM that died while the agent was away is cleaned up at start', async (t) => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'na-sbm-'));
+  const cgParent = `edgenfv-u${process.pid}`;
+  const cfg = parseConfig({ nodeId: 'n1', stateDir, vmBaseMemoryMiB: 128, qemu: { accel: 'tcg', maxVcpus: 2, maxMemoryMiB: 512 }, isolation: { cgroupParent: cgParent } });
+  const log = silentLogger();
+  const mk = (): SandboxManager =>
+    new SandboxManager({
+      cfg,
+      driver: new QemuDriver({ logger: log }),
+      accel: 'tcg',
+      guest: new RecordingGuest(),
+      attachments: new NetpluginsAttachments({ stateDir, sysfsRoot: '/sys', physnets: {}, logger: log }),
+      cgroups: new Cgroups(cfg.isolation.cgroupRoot, cgParent, log),
+      logger: log,
+      image: {},
+    });
+  let pid = 0;
+  let ns = '';
+  t.after(async () => {
+    if (pid) killQuiet(pid, 'SIGKILL');
+    if (ns) quiet('ip', ['netns', 'del', ns]);
+    for (const m of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
+      const d = join(m, cgParent);
+      if (existsSync(d)) {
+        for (const c of readdirSync(d, { withFileTypes: true })) if (c.isDirectory()) quiet('rmdir', [join(d, c.name)]);
+        quiet('rmdir', [d]);
+      }
+    }
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+  const m1 = mk();
+  await m1.init();
+  await m1.ensureReplica(makeAlloc({ allocId: 'b1', tenantId: 'beta' }));
+  const rec = m1.sandboxes()[0]!;
+  pid = m1.vmOf(rec.sandboxId)!.pid;
+  ns = rec.netns;
+  await m1.close();
+  process.kill(pid, 'SIGKILL');
+  await waitGone(pid, undefined, 5000);
+  const m2 = mk();
+  const { adopted, cleaned } = await m2.init();
+  assert.deepEqual(adopted, []);
+  assert.deepEqual(cleaned, [rec.sandboxId]);
+  assert.deepEqual(m2.sandboxes(), []);
+  assert.equal(existsSync(`/var/run/netns/${rec.netns}`), false);
+  assert.equal(existsSync(rec.runDir), false);
+});
+
+test('a malformed allocation is refused before anything is touched, naming each field', async () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'na-sbm-'));
+  try {
+    const cfg = parseConfig({ nodeId: 'n1', stateDir });
+    const log = silentLogger();
+    const m = new SandboxManager({
+      cfg,
+      driver: new QemuDriver({ logger: log }),
+      accel: 'tcg',
+      guest: new RecordingGuest(),
+      attachments: new NetpluginsAttachments({ stateDir, sysfsRoot: '/sys', physnets: {}, logger: log }),
+      cgroups: new Cgroups(cfg.isolation.cgroupRoot, 'edgenfv-never', log),
+      logger: log,
+      image: {},
+    });
+    const bad = makeAlloc({ allocId: 'x y', tenantId: 'Bad_Tenant', resources: { vcpus: 0, memoryMiB: 64 } }, [
+      { name: 'eth0', type: 'sriov', mac: 'zz' },
+    ]);
+    await assert.rejects(
+      () => m.ensureReplica(bad),
+      (e: Error & { issues?: { field: string }[] }) => {
+        const f = (e.issues ?? []).map((i) => i.field);
+        return ['allocId', 'tenantId', 'resources.vcpus', 'interfaces[0].mac', 'interfaces[0].sriov'].every((x) => f.includes(x));
+      },
+    );
+    assert.deepEqual(m.sandboxes(), []);
+  } finally {
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+});
