@@ -152,4 +152,17 @@ export interface Heartbeat {
   replicas: number;
   /** Included when the inventory changed since the last register/heartbeat. */
   inventory?: NodeInventory;
+  /**
+   * Allocation ids the node still has sandboxes for. When present, the scheduler frees the fenced reservations
+   * (replicas healed away while the node was lost) that are no longer in it; when absent, it frees them all at
+   * the first heartbeat after a register (the agent tears stale sandboxes down before heartbeating).
+   */
+  running?: string[];
+}
+
+/** Optional reply to a heartbeat sent as a request (inside the `{ok, result}` envelope). */
+export interface HeartbeatReply {
+  epoch: number;
+  /** The node is unknown, lost or behind the current epoch: register again (and tear down stale sandboxes). */
+  reregister: boolean;
 }

@@ -456,8 +456,17 @@ export class ClusterState {
   }
 
   private freshView(rec: StoredNode, ledger: NodeLedger | undefined, extra: Iterable<Reservation>): NodeView {
+    // A ledger ahead of the record means the node is being fenced (declared lost): treat it as NotReady now.
+    const fencing = ledger !== undefined && ledger.epoch > rec.epoch;
     const view = buildNodeView(
-      { nodeId: rec.id, epoch: rec.epoch, health: rec.health, cordoned: rec.cordoned, draining: rec.draining ?? false, inventory: rec.inventory },
+      {
+        nodeId: rec.id,
+        epoch: fencing ? ledger.epoch : rec.epoch,
+        health: fencing ? 'NotReady' : rec.health,
+        cordoned: rec.cordoned,
+        draining: rec.draining ?? false,
+        inventory: rec.inventory,
+      },
       ledger ? Object.values(ledger.reservations) : [],
       this.opts.view,
     );
