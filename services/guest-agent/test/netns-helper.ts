@@ -1,6 +1,6 @@
 /** Test helpers: a real network namespace with veth pairs, torn down in `after` even when a test fails. */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -37,4 +37,14 @@ export function fakeSysfs(devs: Record<string, string>): { root: string; remove(
     symlinkSync(`../../../devices/pci0000:00/${pci}`, join(root, 'class', 'net', ifname, 'device'));
   }
   return { root, remove: () => rmSync(root, { recursive: true, force: true }) };
+}
+
+/**
+ * crun refuses this host's hybrid cgroup v1/v2 layout; the guest has a pure cgroup2 mount. This wrapper runs each
+ * crun call in a private mount namespace with cgroup2 mounted on /sys/fs/cgroup, as in the guest.
+ */
+export function crunWrapper(dir: string): string {
+  const path = join(dir, 'crun-cgroup2');
+  writeFileSync(path, `#!/bin/sh\nexec unshare -m sh -c 'mount -t cgroup2 none /sys/fs/cgroup && exec crun "$@"' crun "$@"\n`, { mode: 0o755 });
+  return path;
 }

@@ -66,6 +66,11 @@ export class ContainerRuntime {
     return join(this.opts.stateDir, 'crun');
   }
 
+  /** crun's global options. */
+  private get g(): string[] {
+    return ['--root', this.root];
+  }
+
   async create(req: CreateContainerRequest): Promise<ContainerStatus> {
     const issues: FieldIssue[] = [];
     if (!isDnsLabel(req?.id)) issues.push({ field: 'id', message: 'must be a DNS label' });
@@ -105,7 +110,6 @@ export class ContainerRuntime {
         cwd: req.cwd || img.cwd,
         capabilities: { bounding: CAPS, effective: CAPS, permitted: CAPS, ambient: CAPS },
         noNewPrivileges: true,
-        rlimits: [{ type: 'RLIMIT_NOFILE', hard: 65536, soft: 65536 }],
       },
       root: { path: img.rootfs, readonly: true },
       hostname: req.id,
@@ -150,7 +154,7 @@ export class ContainerRuntime {
     const out = await open(join(e.bundle, 'stdout.log'), 'a');
     const err = await open(join(e.bundle, 'stderr.log'), 'a');
     try {
-      const child = spawn(this.crun, ['--root', this.root, 'run', '--bundle', e.bundle, id], {
+      const child = spawn(this.crun, [...this.g, 'run', '--bundle', e.bundle, id], {
         stdio: ['ignore', out.fd, err.fd],
       });
       e.child = child;
@@ -184,7 +188,7 @@ export class ContainerRuntime {
 
   private async statePid(id: string): Promise<number> {
     try {
-      const { stdout } = await runCommand([this.crun, '--root', this.root, 'state', id], { timeoutMs: 5000 });
+      const { stdout } = await runCommand([this.crun, ...this.g, 'state', id], { timeoutMs: 5000 });
       const s = JSON.parse(stdout) as { pid?: number; status?: string };
       return s.status === 'running' ? (s.pid ?? 0) : 0;
     } catch {
@@ -199,7 +203,7 @@ export class ContainerRuntime {
     const e = this.get(id);
     if (e.status.state !== 'RUNNING') throw new ConflictError(`container ${id} is ${e.status.state}`);
     try {
-      await runCommand([this.crun, '--root', this.root, 'kill', id, signal], { timeoutMs: 10_000 });
+      await runCommand([this.crun, ...this.g, 'kill', id, signal], { timeoutMs: 10_000 });
     } catch (err) {
       if (e.status.state === 'RUNNING') throw err; // exited meanwhile: fine
     }
@@ -221,7 +225,7 @@ export class ContainerRuntime {
       await this.signal(id, 'SIGKILL').catch(() => {});
       await e.exited;
     }
-    await runCommand([this.crun, '--root', this.root, 'delete', '--force', id]).catch(() => {});
+    await runCommand([this.crun, ...this.g, 'delete', '--force', id]).catch(() => {});
     await rm(e.bundle, { recursive: true, force: true });
     this.entries.delete(id);
     this.opts.log.info({ containerId: id }, 'container deleted');
@@ -296,7 +300,7 @@ export class ContainerRuntime {
     const e = this.get(id);
     if (e.status.state !== 'RUNNING') throw new ConflictError(`container ${id} is ${e.status.state}`);
     try {
-      const r = await runCommand([this.crun, '--root', this.root, 'exec', id, ...argv], { timeoutMs: timeoutMs || 30_000 });
+      const r = await runCommand([this.crun, ...this.g, 'exec', id, ...argv], { timeoutMs: timeoutMs || 30_000 });
       return { exitCode: 0, stdout: Buffer.from(r.stdout), stderr: Buffer.from(r.stderr) };
     } catch (err) {
       if (err instanceof CommandError && err.exitCode !== null) {

@@ -1,3 +1,4 @@
 export { HostChannel, type HostChannelOptions } from './channel.js';
 export { AgentClient, fromServiceError, HOST_VERSION, type CallOptions } from './agent-client.js';
 export { connectAgent, type AgentConnection, type ConnectAgentOptions } from './connection.js';
+export { buildGuestImage, bundleGuestAgent, defaultCacheDir, readModuleList, IMAGE_BUILDER_VERSION, type GuestImage, type GuestImageOptions, type KernelFlavor } from './image-builder.js';

@@ -1,0 +1,347 @@
+/**
+ * The guest image builder: a Debian kernel (apt-get download + dpkg-deb -x into the cache, never installed on the
+ * host) and one uncompressed initramfs holding busybox, the modules the devices need (closure over modules.dep,
+ * indexed with busybox depmod), the host's Node.js with its shared libraries, the guest agent bundled into one file
+ * by esbuild together with agent.proto, crun and iproute2's ip with their libraries, and /init
+ * (deploy/guest-image/init). The host's filesystem is never shared into a guest: everything is copied in.
+ *
+ * Reproducible and cached by content hash: the hash covers every input's bytes (kernel package, binaries,
+ * libraries, bundle, proto, init, module list, builder version); an image whose hash exists is reused, a changed
+ * input makes a new one. Archives are written with sorted names, zero mtimes and `cpio --reproducible`.
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, writeFile, lstat, utimes, lutimes } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { AGENT_PORT_NAME, agentProtoPath, InternalError, InvalidArgumentError } from '@edgenfv/contracts';
+import type { Logger } from '@edgenfv/telemetry';
+
+const pexec = promisify(execFile);
+export const IMAGE_BUILDER_VERSION = '1';
+export const REPO_ROOT = fileURLToPath(new URL('../../../../../', import.meta.url));
+
+export type KernelFlavor = 'cloud' | 'generic';
+
+export interface GuestImageOptions {
+  /** Cache root: `$EDGENFV_CACHE`, else `<repo>/.cache`. */
+  cacheDir?: string;
+  /** cloud (default: boots faster; no 9p, iavf, igbvf) or generic (every VF driver). */
+  kernelFlavor?: KernelFlavor;
+  /** Exact kernel package (default: what linux-image-<flavor>-amd64 depends on). */
+  kernelPackage?: string;
+  /** More modules (each must exist in the kernel). */
+  extraModules?: string[];
+  /** The guest agent's compiled entry point (default: services/guest-agent/dist/src/main.js in this repo). */
+  guestAgentEntry?: string;
+  /** Host binaries to copy in with their shared libraries (default: node, crun, ip). */
+  nodeBinary?: string;
+  log?: Logger;
+}
+
+export interface GuestImage {
+  hash: string;
+  dir: string;
+  kernelPath: string;
+  initrdPath: string;
+  kernelRelease: string;
+  kernelPackage: string;
+  flavor: KernelFlavor;
+  /** Modules carried in the image (optional ones the kernel lacks are listed in missingOptionalModules). */
+  modules: string[];
+  missingOptionalModules: string[];
+  /** Name of the virtio-serial port the agent looks for. */
+  agentPortName: string;
+  /** Kernel command line the image expects (add `tsc_early_khz=` for microvm under TCG). */
+  kernelArgs: string;
+  /** Guest RAM the image needs at least (Node.js in an initramfs). */
+  minMemoryMiB: number;
+}
+
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.EDGENFV_CACHE || join(REPO_ROOT, '.cache');
+}
+
+async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  await new Promise<void>((resolve, reject) => {
+    createReadStream(path).on('data', (d) => h.update(d)).on('end', () => resolve()).on('error', reject);
+  });
+  return h.digest('hex');
+}
+
+async function run(argv: string[], opts: { cwd?: string; input?: string } = {}): Promise<string> {
+  try {
+    const { stdout } = await pexec(argv[0]!, argv.slice(1), { cwd: opts.cwd, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' });
+    return stdout;
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new InternalError(`${argv.join(' ')}: ${(e.stderr || e.message).trim()}`, { cause: err });
+  }
+}
+
+async function which(bin: string): Promise<string> {
+  const out = await run(['sh', '-c', `command -v ${bin}`]).catch(() => '');
+  if (!out.trim()) throw new InternalError(`${bin} not found on this host (scripts/setup.sh installs it)`);
+  return (await run(['readlink', '-f', out.trim()])).trim();
+}
+
+/** Shared libraries of a dynamically linked binary (ldd), as absolute paths incl. the loader. */
+async function sharedLibs(bin: string): Promise<string[]> {
+  const out = await run(['ldd', bin]).catch(() => '');
+  const libs = new Set<string>();
+  for (const line of out.split('\n')) {
+    const m = /=>\s+(\/\S+)/.exec(line) ?? /^\s*(\/\S+)\s+\(/.exec(line);
+    if (m) libs.add(m[1]!);
+  }
+  return [...libs].sort();
+}
+
+// ---- kernel
+
+async function resolveKernelPackage(flavor: KernelFlavor): Promise<string> {
+  const meta = `linux-image-${flavor}-amd64`;
+  const out = await run(['apt-cache', 'depends', meta]);
+  const m = /Depends:\s+(linux-image-\S+)/.exec(out);
+  if (!m) throw new InternalError(`cannot resolve the kernel package behind ${meta}`);
+  return m[1]!;
+}
+
+/** Downloads (once) and unpacks (once) a kernel package; returns the unpacked root and release. */
+async function ensureKernel(cache: string, pkg: string, log?: Logger): Promise<{ root: string; release: string; deb: string }> {
+  const debs = join(cache, 'debs');
+  await mkdir(debs, { recursive: true });
+  let deb = (await readdir(debs)).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
+  if (!deb) {
+    log?.info({ pkg }, 'guest image: downloading kernel package');
+    const tmp = await mkdtemp(join(debs, '.dl-'));
+    try {
+      await run(['apt-get', 'download', '-q', pkg], { cwd: tmp });
+      const got = (await readdir(tmp)).find((f) => f.endsWith('.deb'));
+      if (!got) throw new InternalError(`apt-get download ${pkg} produced no .deb`);
+      await rename(join(tmp, got), join(debs, got));
+      deb = got;
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  }
+  const root = join(cache, 'kernels', deb.replace(/\.deb$/, ''));
+  if (!existsSync(join(root, '.complete'))) {
+    const tmp = `${root}.tmp${process.pid}`;
+    await rm(tmp, { recursive: true, force: true });
+    await mkdir(tmp, { recursive: true });
+    await run(['dpkg-deb', '-x', join(debs, deb), tmp]);
+    const rel = (await readdir(join(tmp, 'lib', 'modules')))[0]!;
+    await run(['busybox', 'depmod', '-b', tmp, rel]);
+    await writeFile(join(tmp, '.complete'), '');
+    await rm(root, { recursive: true, force: true });
+    await rename(tmp, root).catch(async (err) => {
+      if (!existsSync(join(root, '.complete'))) throw err;
+      await rm(tmp, { recursive: true, force: true });
+    });
+  }
+  const release = (await readdir(join(root, 'lib', 'modules')))[0]!;
+  return { root, release, deb: join(debs, deb) };
+}
+
+interface ModuleList {
+  required: string[];
+  optional: string[];
+}
+
+export async function readModuleList(path = join(REPO_ROOT, 'deploy/guest-image/modules')): Promise<ModuleList> {
+  const out: ModuleList = { required: [], optional: [] };
+  for (const line of (await readFile(path, 'utf8')).split('\n')) {
+    const t = line.replace(/#.*/, '').trim();
+    if (!t) continue;
+    const [kind, name] = t.split(/\s+/);
+    if ((kind === 'required' || kind === 'optional') && name) out[kind].push(name);
+  }
+  return out;
+}
+
+/** Module name -> path in modules.dep, plus the closure over dependencies. */
+async function moduleClosure(kroot: string, release: string, names: string[]): Promise<{ files: string[]; found: string[]; missing: string[] }> {
+  const dep = await readFile(join(kroot, 'lib', 'modules', release, 'modules.dep'), 'utf8');
+  const deps = new Map<string, string[]>();
+  const byName = new Map<string, string>();
+  for (const line of dep.split('\n')) {
+    const [p, rest] = line.split(':');
+    if (!p) continue;
+    deps.set(p, (rest ?? '').trim().split(/\s+/).filter(Boolean));
+    byName.set(basename(p).replace(/\.ko(\.[a-z]+)?$/, '').replace(/-/g, '_'), p);
+  }
+  const files = new Set<string>();
+  const add = (p: string): void => {
+    if (files.has(p)) return;
+    files.add(p);
+    for (const d of deps.get(p) ?? []) add(d);
+  };
+  const found: string[] = [];
+  const missing: string[] = [];
+  for (const n of names) {
+    const p = byName.get(n.replace(/-/g, '_'));
+    if (p) {
+      add(p);
+      found.push(n);
+    } else missing.push(n);
+  }
+  return { files: [...files].sort(), found, missing };
+}
+
+// ---- agent bundle
+
+/** One-file ESM bundle of the guest agent (esbuild), with a `require` for the CommonJS parts (grpc-js). */
+export async function bundleGuestAgent(entry: string): Promise<Buffer> {
+  if (!existsSync(entry)) throw new InternalError(`guest agent entry ${entry} missing: build services/guest-agent first (npx tsc -b)`);
+  const esbuild = await import('esbuild');
+  const res = await esbuild.build({
+    entryPoints: [entry],
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'esm',
+    minify: true,
+    legalComments: 'none',
+    write: false,
+    logLevel: 'silent',
+    banner: { js: "import { createRequire as __edgCreateRequire } from 'node:module'; const require = __edgCreateRequire(import.meta.url);" },
+  });
+  return Buffer.from(res.outputFiles[0]!.contents);
+}
+
+// ---- image
+
+/** Builds (or finds in the cache) the guest image. Safe to call concurrently: the last rename wins, identically. */
+export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<GuestImage> {
+  const log = opts.log;
+  const flavor = opts.kernelFlavor ?? 'cloud';
+  if (flavor !== 'cloud' && flavor !== 'generic') throw new InvalidArgumentError([{ field: 'kernelFlavor', message: 'cloud or generic' }]);
+  for (const [i, m] of (opts.extraModules ?? []).entries()) {
+    if (!/^[A-Za-z0-9_-]+$/.test(m)) throw new InvalidArgumentError([{ field: `extraModules[${i}]`, message: `not a module name: ${JSON.stringify(m)}` }]);
+  }
+  const cache = join(opts.cacheDir ?? defaultCacheDir(), 'guest-image');
+  const pkg = opts.kernelPackage ?? (await resolveKernelPackage(flavor));
+  const kernel = await ensureKernel(cache, pkg, log);
+  const list = await readModuleList();
+  const wanted = [...list.required, ...(opts.extraModules ?? [])];
+  const req = await moduleClosure(kernel.root, kernel.release, wanted);
+  if (req.missing.length > 0) throw new InvalidArgumentError([{ field: 'modules', message: `not in ${pkg}: ${req.missing.join(', ')}` }]);
+  const opt = await moduleClosure(kernel.root, kernel.release, list.optional);
+  const modFiles = [...new Set([...req.files, ...opt.files])].sort();
+  const moduleNames = [...req.found, ...opt.found];
+
+  const bundle = await bundleGuestAgent(opts.guestAgentEntry ?? join(REPO_ROOT, 'services/guest-agent/dist/src/main.js'));
+  const protoPath = agentProtoPath();
+  const initPath = join(REPO_ROOT, 'deploy/guest-image/init');
+  const bins = {
+    '/usr/bin/node': opts.nodeBinary ?? (await which('node')),
+    '/usr/bin/crun': await which('crun'),
+    '/usr/sbin/ip': await which('ip'),
+    '/bin/busybox': await which('busybox'),
+  };
+  const libs = new Set<string>();
+  for (const [dst, src] of Object.entries(bins)) if (dst !== '/bin/busybox') for (const l of await sharedLibs(src)) libs.add(l);
+
+  // content hash of every input
+  const h = createHash('sha256');
+  h.update(`builder ${IMAGE_BUILDER_VERSION}\nflavor ${flavor}\nmodules ${moduleNames.join(',')}\n`);
+  h.update(`kernel ${await sha256File(kernel.deb)}\n`);
+  h.update(`bundle ${createHash('sha256').update(bundle).digest('hex')}\n`);
+  for (const f of [protoPath, initPath]) h.update(`${basename(f)} ${await sha256File(f)}\n`);
+  for (const [dst, src] of Object.entries(bins)) h.update(`${dst} ${await sha256File(src)}\n`);
+  for (const l of [...libs].sort()) h.update(`${l} ${await sha256File(l)}\n`);
+  const hash = h.digest('hex').slice(0, 24);
+  const dir = join(cache, 'images', hash);
+  const image: GuestImage = {
+    hash,
+    dir,
+    kernelPath: join(dir, 'vmlinuz'),
+    initrdPath: join(dir, 'initrd.cpio'),
+    kernelRelease: kernel.release,
+    kernelPackage: pkg,
+    flavor,
+    modules: moduleNames,
+    missingOptionalModules: opt.missing,
+    agentPortName: AGENT_PORT_NAME,
+    kernelArgs: 'console=ttyS0 quiet panic=-1',
+    minMemoryMiB: 384,
+  };
+  if (existsSync(join(dir, '.complete'))) return image;
+
+  log?.info({ hash, kernel: pkg }, 'guest image: building');
+  await mkdir(join(cache, 'images'), { recursive: true });
+  const work = await mkdtemp(join(cache, 'images', `.build-${hash}-`));
+  try {
+    const root = join(work, 'root');
+    for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'proc', 'sys', 'dev', 'tmp', 'run', 'root', 'mnt', 'etc/edgenfv', 'opt/edgenfv', 'var/log']) {
+      await mkdir(join(root, d), { recursive: true });
+    }
+    await copyFile(bins['/bin/busybox'], join(root, 'bin/busybox'));
+    const applets = (await run([bins['/bin/busybox'], '--list'])).split('\n').filter((a) => a && a !== 'busybox');
+    for (const a of applets) await symlink('busybox', join(root, 'bin', a));
+    for (const [dst, src] of Object.entries(bins)) {
+      if (dst === '/bin/busybox') continue;
+      await mkdir(join(root, dirname(dst)), { recursive: true });
+      await copyFile(src, join(root, dst));
+      await chmod(join(root, dst), 0o755);
+    }
+    for (const l of libs) {
+      await mkdir(join(root, dirname(l)), { recursive: true });
+      await copyFile(l, join(root, l));
+    }
+    // /lib64/ld-linux-x86-64.so.2 is how binaries name the loader
+    const mdir = join(root, 'lib', 'modules', kernel.release);
+    for (const f of modFiles) {
+      await mkdir(join(mdir, dirname(f)), { recursive: true });
+      await copyFile(join(kernel.root, 'lib', 'modules', kernel.release, f), join(mdir, f));
+    }
+    for (const f of ['modules.order', 'modules.builtin', 'modules.builtin.modinfo']) {
+      const src = join(kernel.root, 'lib', 'modules', kernel.release, f);
+      if (existsSync(src)) await copyFile(src, join(mdir, f));
+    }
+    await run(['busybox', 'depmod', '-b', root, kernel.release]);
+    await writeFile(join(root, 'etc/edgenfv/modules'), moduleNames.join('\n') + '\n');
+    await writeFile(join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
+    await writeFile(join(root, 'etc/group'), 'root:x:0:\n');
+    await writeFile(join(root, 'etc/hosts'), '127.0.0.1 localhost\n');
+    await writeFile(join(root, 'etc/edgenfv/image'), JSON.stringify({ hash, kernel: pkg, builder: IMAGE_BUILDER_VERSION }) + '\n');
+    await writeFile(join(root, 'opt/edgenfv/guest-agent.mjs'), bundle);
+    await copyFile(protoPath, join(root, 'opt/edgenfv/agent.proto'));
+    await copyFile(initPath, join(root, 'init'));
+    await chmod(join(root, 'init'), 0o755);
+    // reproducible: zero mtimes, sorted names, no inode/device numbers
+    await zeroMtimes(root);
+    const names = (await run(['find', '.', '-mindepth', '1'], { cwd: root })).split('\n').filter(Boolean).sort();
+    await new Promise<void>((resolve, reject) => {
+      const child = execFile('sh', ['-c', `cpio -o -H newc --reproducible --quiet > "${join(work, 'initrd.cpio')}"`], { cwd: root }, (err) =>
+        err ? reject(new InternalError(`cpio: ${err.message}`, { cause: err })) : resolve(),
+      );
+      child.stdin!.end(names.join('\n') + '\n');
+    });
+    await copyFile(join(kernel.root, 'boot', `vmlinuz-${kernel.release}`), join(work, 'vmlinuz'));
+    await rm(root, { recursive: true, force: true });
+    await writeFile(join(work, 'image.json'), JSON.stringify({ ...image, dir: undefined }, null, 2));
+    await writeFile(join(work, '.complete'), '');
+    await rename(work, dir).catch(async (err) => {
+      if (!existsSync(join(dir, '.complete'))) throw err; // someone else finished the same image first
+    });
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+  log?.info({ hash }, 'guest image: built');
+  return image;
+}
+
+async function zeroMtimes(dir: string): Promise<void> {
+  for (const name of await readdir(dir)) {
+    const p = join(dir, name);
+    const st = await lstat(p);
+    if (st.isDirectory()) await zeroMtimes(p);
+    if (st.isSymbolicLink()) await lutimes(p, 0, 0);
+    else await utimes(p, 0, 0);
+  }
+  await utimes(dir, 0, 0);
+}
