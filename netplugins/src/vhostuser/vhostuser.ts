@@ -1,0 +1,224 @@
+/**
+ * vhost-user attachment: a per-tenant socket folder (`<socketDir>/<tenant>`, owned by the VM's user, mode 0700),
+ * a socket path per interface, and the port on the data plane (testpmd, VPP, OVS-DPDK) in server or client mode.
+ * Queues and MTU come from the VNFD. DEL deletes the port and the socket, and the folder once empty.
+ */
+import { chownSync, mkdirSync, readdirSync, rmdirSync, statSync, unlinkSync, lstatSync, chmodSync } from 'node:fs';
+import { join } from 'node:path';
+import { NotFoundError, isDnsLabel, type AttachmentIp, type MacAddress, type VhostUserAttachmentResult } from '@edgenfv/contracts';
+import { Fields, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from '../config.js';
+import { CheckError, compareResult, derivedMac, rollback, sameConfigOrConflict, shortHash, type AttachmentPlugin, type AttachmentRecord, type PluginDeps } from '../plugin.js';
+import { OvsDpdkBackend, TestpmdBackend, VppBackend, type VhostBackend } from './backends.js';
+
+export const DATAPLANES = ['testpmd', 'vpp', 'ovs-dpdk'] as const;
+export type Dataplane = (typeof DATAPLANES)[number];
+
+export interface VhostUserConfig {
+  dataplane: Dataplane;
+  /** The VM's role (QEMU `server=on` when "server"); default server, so the VM survives data-plane restarts. */
+  mode: 'server' | 'client';
+  queues: number;
+  mtuBytes?: number;
+  mac?: MacAddress;
+  /** Root of the per-tenant socket folders. */
+  socketDir: string;
+  tenant: string;
+  /** The VM's user: owns the tenant's folder. */
+  owner?: { uid: number; gid: number };
+  testpmd?: { controlPath: string; telemetryPath: string };
+  ovs?: { bridge: string };
+  vpp?: { cliSocket?: string };
+  ips: AttachmentIp[];
+}
+
+export type VhostUserRecord = AttachmentRecord<VhostUserConfig, VhostUserAttachmentResult, { folderExisted: boolean }>;
+
+const SUN_PATH_MAX = 107;
+
+export class VhostUserPlugin implements AttachmentPlugin<VhostUserConfig, VhostUserAttachmentResult> {
+  readonly type = 'vhostuser' as const;
+  constructor(private readonly deps: PluginDeps & { backend?: (cfg: VhostUserConfig) => VhostBackend }) {}
+
+  parseConfig(raw: unknown): VhostUserConfig {
+    const issues = new Issues();
+    if (!isObj(raw)) {
+      issues.add('', 'config must be an object');
+      issues.throwIfAny();
+    }
+    const f = new Fields(raw as Record<string, unknown>, issues);
+    const dataplane = f.oneOf('dataplane', DATAPLANES, { required: true });
+    const mode = f.oneOf('mode', ['server', 'client'] as const) ?? 'server';
+    const queues = f.int('queues', { min: 1, max: 64 }) ?? 1;
+    const mtuBytes = f.int('mtuBytes', { min: 68, max: 65535 });
+    const mac = f.mac('mac');
+    const socketDir = f.string('socketDir', { required: true, re: /^\/[^\0]*$/, reHint: 'an absolute path' });
+    const tenant = f.string('tenant', { required: true });
+    if (tenant !== undefined && !isDnsLabel(tenant)) issues.add('tenant', `must be a DNS label (got ${JSON.stringify(tenant)})`);
+    const o = f.object('owner');
+    const uid = o?.int('uid', { required: true, min: 0 });
+    const gid = o?.int('gid', { required: true, min: 0 });
+    o?.closed();
+    const t = f.object('testpmd');
+    const controlPath = t?.string('controlPath', { required: true });
+    const telemetryPath = t?.string('telemetryPath', { required: true });
+    t?.closed();
+    const ov = f.object('ovs');
+    const bridge = ov?.string('bridge', { required: true });
+    ov?.closed();
+    const vp = f.object('vpp');
+    const cliSocket = vp?.string('cliSocket');
+    vp?.closed();
+    const ips = readIps(f);
+    f.closed();
+    if (dataplane === 'testpmd' && !t) issues.add('testpmd', 'is required when dataplane is testpmd ({controlPath, telemetryPath})');
+    if (dataplane === 'ovs-dpdk' && !ov) issues.add('ovs', 'is required when dataplane is ovs-dpdk ({bridge})');
+    if (dataplane === 'ovs-dpdk' && mode === 'client') issues.add('mode', 'ovs-dpdk ports are dpdkvhostuserclient: the VM must be the server');
+    if (socketDir && tenant && socketDir.length + tenant.length + 40 > SUN_PATH_MAX)
+      issues.add('socketDir', `is too long: socket paths must fit in ${SUN_PATH_MAX} bytes`);
+    issues.throwIfAny();
+    const cfg: VhostUserConfig = { dataplane: dataplane!, mode, queues, socketDir: socketDir!, tenant: tenant!, ips };
+    if (mtuBytes !== undefined) cfg.mtuBytes = mtuBytes;
+    if (mac) cfg.mac = mac;
+    if (uid !== undefined && gid !== undefined) cfg.owner = { uid, gid };
+    if (controlPath && telemetryPath) cfg.testpmd = { controlPath, telemetryPath };
+    if (bridge) cfg.ovs = { bridge };
+    if (vp) cfg.vpp = cliSocket ? { cliSocket } : {};
+    return cfg;
+  }
+
+  private backend(cfg: VhostUserConfig): VhostBackend {
+    if (this.deps.backend) return this.deps.backend(cfg);
+    switch (cfg.dataplane) {
+      case 'testpmd':
+        return new TestpmdBackend(cfg.testpmd!);
+      case 'vpp':
+        return new VppBackend(undefined, cfg.vpp?.cliSocket ? ['vppctl', '-s', cfg.vpp.cliSocket] : ['vppctl']);
+      case 'ovs-dpdk':
+        return new OvsDpdkBackend(cfg.ovs!.bridge);
+    }
+  }
+
+  static socketPath(cfg: Pick<VhostUserConfig, 'socketDir' | 'tenant'>, ctx: AttachCtx): string {
+    return join(cfg.socketDir, cfg.tenant, `${shortHash(attachmentId(ctx), 12)}-${ctx.ifName}.sock`);
+  }
+
+  async add(ctx: AttachCtx, cfg: VhostUserConfig): Promise<VhostUserAttachmentResult> {
+    validateCtx(ctx, false);
+    const { records, locks, logger } = this.deps;
+    const socketPath = VhostUserPlugin.socketPath(cfg, ctx);
+    return locks.with(`vhu-${socketPath}`, async () => {
+      const prev = records.get<VhostUserRecord>(this.type, ctx);
+      if (prev) {
+        sameConfigOrConflict(this.type, ctx, prev.config, cfg, prev.netns);
+        await this.checkRec(ctx, prev);
+        return prev.result;
+      }
+      const folder = join(cfg.socketDir, cfg.tenant);
+      const folderExisted = exists(folder);
+      const backend = this.backend(cfg);
+      const undo: Array<{ what: string; undo: () => Promise<void> }> = [];
+      try {
+        mkdirSync(cfg.socketDir, { recursive: true, mode: 0o755 });
+        if (!folderExisted) {
+          mkdirSync(folder, { mode: 0o700 });
+          undo.push({ what: 'remove tenant folder', undo: async () => removeIfEmpty(folder) });
+        }
+        chmodSync(folder, 0o700);
+        if (cfg.owner) chownSync(folder, cfg.owner.uid, cfg.owner.gid);
+        const portName = `vhu${shortHash(attachmentId(ctx), 10)}`;
+        undo.push({ what: 'delete data-plane port', undo: async () => {
+          await backend.deletePort(backend.kind === 'testpmd' ? `net_vhost_${portName}` : portName);
+          rmSocket(socketPath);
+        } });
+        const dpName = await backend.createPort({
+          portName, socketPath, vmMode: cfg.mode, queues: cfg.queues, ...(cfg.mtuBytes !== undefined ? { mtuBytes: cfg.mtuBytes } : {}),
+        });
+        const result: VhostUserAttachmentResult = {
+          kind: 'vhostuser', id: attachmentId(ctx), ifName: ctx.ifName, mac: cfg.mac ?? derivedMac(ctx), ips: cfg.ips,
+          socketPath, vmMode: cfg.mode, queues: cfg.queues, dataplane: cfg.dataplane, portName: dpName,
+        };
+        if (cfg.mtuBytes !== undefined) result.mtuBytes = cfg.mtuBytes;
+        const rec: VhostUserRecord = {
+          version: 1, containerId: ctx.containerId, ifName: ctx.ifName, config: cfg, original: { folderExisted }, result,
+          createdAt: new Date().toISOString(), ...(ctx.netns ? { netns: ctx.netns } : {}),
+        };
+        records.put(this.type, ctx, rec);
+        return result;
+      } catch (err) {
+        await rollback(undo, logger);
+        throw err;
+      }
+    });
+  }
+
+  async del(ctx: AttachCtx): Promise<void> {
+    validateCtx(ctx, false);
+    const rec = this.deps.records.get<VhostUserRecord>(this.type, ctx);
+    if (!rec) return;
+    await this.deps.locks.with(`vhu-${rec.result.socketPath}`, async () => {
+      const again = this.deps.records.get<VhostUserRecord>(this.type, ctx);
+      if (!again) return;
+      await this.backend(again.config).deletePort(again.result.portName);
+      rmSocket(again.result.socketPath);
+      removeIfEmpty(join(again.config.socketDir, again.config.tenant));
+      this.deps.records.delete(this.type, ctx);
+    });
+  }
+
+  async check(ctx: AttachCtx, prev?: VhostUserAttachmentResult): Promise<void> {
+    validateCtx(ctx, false);
+    const rec = this.deps.records.get<VhostUserRecord>(this.type, ctx);
+    if (!rec) throw new NotFoundError(`no vhostuser attachment ${attachmentId(ctx)}`);
+    await this.checkRec(ctx, rec, prev);
+  }
+
+  private async checkRec(_ctx: AttachCtx, rec: VhostUserRecord, prev?: VhostUserAttachmentResult): Promise<void> {
+    const problems: string[] = [];
+    compareResult(rec.result, prev, problems);
+    const folder = join(rec.config.socketDir, rec.config.tenant);
+    try {
+      const st = statSync(folder);
+      if ((st.mode & 0o777) !== 0o700) problems.push(`${folder} has mode ${(st.mode & 0o777).toString(8)}, not 700`);
+      if (rec.config.owner && (st.uid !== rec.config.owner.uid || st.gid !== rec.config.owner.gid)) problems.push(`${folder} is owned by ${st.uid}:${st.gid}`);
+    } catch {
+      problems.push(`socket folder ${folder} is missing`);
+    }
+    if (!(await this.backend(rec.config).hasPort(rec.result.portName))) problems.push(`${rec.config.dataplane} has no port ${rec.result.portName}`);
+    if (rec.config.mode === 'client' && !exists(rec.result.socketPath)) problems.push(`socket ${rec.result.socketPath} is missing`);
+    if (problems.length) throw new CheckError(problems);
+  }
+
+  async gc(valid: ReadonlySet<string>): Promise<string[]> {
+    const gone: string[] = [];
+    for (const a of this.deps.records.list(this.type)) {
+      const id = `${a.containerId}/${a.ifName}`;
+      if (valid.has(id)) continue;
+      await this.del(a);
+      gone.push(id);
+    }
+    return gone;
+  }
+}
+
+function exists(p: string): boolean {
+  try {
+    lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+function rmSocket(p: string): void {
+  try {
+    unlinkSync(p);
+  } catch {
+    /* gone */
+  }
+}
+function removeIfEmpty(dir: string): void {
+  try {
+    if (readdirSync(dir).length === 0) rmdirSync(dir);
+  } catch {
+    /* gone */
+  }
+}
