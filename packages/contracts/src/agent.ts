@@ -193,6 +193,7 @@ export interface GuestMetrics {
   agentRssBytes: number;
   nics: NicCounters[];
   containersRunning: number;
+  agentRssAnonBytes: number;
 }
 export interface DataplaneNic {
   pciAddress: string;

@@ -3,7 +3,7 @@
  * iproute2, sysfs, /proc/sys, crun) and the framed channel on the virtio-serial port (or, on a host, a socket
  * stand-in). `main.ts` only parses the config and calls this.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UnavailableError } from '@edgenfv/contracts/internal/errors';
@@ -64,6 +64,15 @@ async function openPort(cfg: AgentConfig, log: Log): Promise<SerialPort> {
   }
 }
 
+/** true when / is the initramfs (rootfs/ramfs), where pivot_root(2) cannot be used. */
+export async function rootIsInitramfs(procRoot = '/proc'): Promise<boolean> {
+  const mounts = await readFile(join(procRoot, 'mounts'), 'utf8').catch(() => '');
+  return mounts.split('\n').some((l) => {
+    const [, mnt, type] = l.split(' ');
+    return mnt === '/' && (type === 'rootfs' || type === 'ramfs');
+  });
+}
+
 export async function startAgent(cfg: AgentConfig, log: Log): Promise<RunningAgent> {
   await mkdir(cfg.stateDir, { recursive: true });
   const socketPath = join(cfg.stateDir, 'agent.sock');
@@ -74,6 +83,7 @@ export async function startAgent(cfg: AgentConfig, log: Log): Promise<RunningAge
     crun: cfg.crun,
     busybox: cfg.busybox,
     log: log.child({ component: 'containers' }),
+    noPivot: await rootIsInitramfs(cfg.procRoot),
     ...(cfg.containerNetnsPath ? { networkNamespacePath: cfg.containerNetnsPath } : {}),
   });
   const server = await startAgentServer({

@@ -22,6 +22,8 @@ export async function guestMetrics(net: NetDeps, containersRunning: number, proc
   const mem = await readFile(join(procRoot, 'meminfo'), 'utf8');
   const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(mem)?.[1] ?? 0) * 1024;
   const stats = await net.ip.stats();
+  const self = await readFile(join(procRoot, 'self', 'status'), 'utf8').catch(() => '');
+  const rssAnon = Number(/^RssAnon:\s+(\d+)/m.exec(self)?.[1] ?? 0) * 1024;
   return {
     cpuUserMs: ((cpu[0] ?? 0) + (cpu[1] ?? 0)) * 10,
     cpuSystemMs: (cpu[2] ?? 0) * 10,
@@ -31,5 +33,6 @@ export async function guestMetrics(net: NetDeps, containersRunning: number, proc
     agentRssBytes: process.memoryUsage.rss(),
     nics: stats.filter((s) => s.name !== 'lo'),
     containersRunning,
+    agentRssAnonBytes: rssAnon,
   };
 }

@@ -36,6 +36,8 @@ export interface ContainerRuntimeOptions {
   busybox?: string;
   /** Network namespace that "host network" containers join (default: share the agent's). Tests use a netns path. */
   networkNamespacePath?: string;
+  /** The guest's root is the initramfs (rootfs), where pivot_root(2) fails: crun then moves the root instead. */
+  noPivot?: boolean;
   log: Log;
 }
 
@@ -154,7 +156,7 @@ export class ContainerRuntime {
     const out = await open(join(e.bundle, 'stdout.log'), 'a');
     const err = await open(join(e.bundle, 'stderr.log'), 'a');
     try {
-      const child = spawn(this.crun, [...this.g, 'run', '--bundle', e.bundle, id], {
+      const child = spawn(this.crun, [...this.g, 'run', ...(this.opts.noPivot ? ['--no-pivot'] : []), '--bundle', e.bundle, id], {
         stdio: ['ignore', out.fd, err.fd],
       });
       e.child = child;

@@ -1,0 +1,150 @@
+/**
+ * The guest side end to end, in a real VM (QEMU TCG, the built guest image): the agent answers over virtio-serial
+ * through the framed channel (also after host reconnects), configures NICs found by MAC and by PCI path, runs
+ * builtin:vrouter with crun, and a ping from netns `left` to netns `right` crosses the VM. Then the VNF is torn
+ * down and the path is gone. One boot for the whole file (TCG boots are slow).
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { silentLogger } from '@edgenfv/telemetry';
+import {
+  buildGuestImage,
+  connectAgent,
+  applyGuestVnf,
+  watchContainerExit,
+  teardownGuestVnf,
+  ContainerExitedError,
+  type AgentConnection,
+  type GuestImage,
+} from '../../src/guest/index.js';
+import { bootTestVm, type TestVm } from './vm-helper.js';
+
+const tag = `${process.pid}`;
+const NS = { vm: `gvm-${tag}`, left: `left-${tag}`, right: `right-${tag}` };
+const MAC_L = '52:54:00:61:01:02';
+const MAC_R = '52:54:00:61:02:02';
+let dir: string;
+let image: GuestImage;
+let vm: TestVm | undefined;
+let conn: AgentConnection | undefined;
+
+const ip = (...a: string[]) => execFileSync('ip', a, { encoding: 'utf8' });
+const ping = (from: string, to: string, count = 3) =>
+  spawnSync('ip', ['netns', 'exec', from, 'busybox', 'ping', '-c', String(count), '-W', '3', to], { encoding: 'utf8' });
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'na-gvm-'));
+  image = await buildGuestImage({ log: silentLogger() });
+  for (const n of Object.values(NS)) ip('netns', 'add', n);
+  vm = bootTestVm({ image, dir, netns: NS.vm, taps: [{ ifname: 'tapl', mac: MAC_L }, { ifname: 'tapr', mac: MAC_R }] });
+  try {
+    conn = await connectAgent({ chardevPath: vm.chardevPath, timeoutMs: 180_000, log: silentLogger() });
+  } catch (err) {
+    throw new Error(`guest agent did not come up: ${(err as Error).message}\n--- console ---\n${vm.console().slice(-3000)}`);
+  }
+  // QEMU holds the taps open: move each into its network, as the tap attachment would
+  ip('-n', NS.vm, 'link', 'set', 'tapl', 'netns', NS.left);
+  ip('-n', NS.vm, 'link', 'set', 'tapr', 'netns', NS.right);
+  ip('-n', NS.left, 'addr', 'add', '10.61.1.1/24', 'dev', 'tapl');
+  ip('-n', NS.left, 'link', 'set', 'tapl', 'up');
+  ip('-n', NS.left, 'route', 'add', '10.61.2.0/24', 'via', '10.61.1.2');
+  ip('-n', NS.right, 'addr', 'add', '10.61.2.1/24', 'dev', 'tapr');
+  ip('-n', NS.right, 'link', 'set', 'tapr', 'up');
+  ip('-n', NS.right, 'route', 'add', '10.61.1.0/24', 'via', '10.61.2.2');
+});
+
+after(async () => {
+  await conn?.close().catch(() => {});
+  await vm?.stop();
+  for (const n of Object.values(NS)) spawnSync('ip', ['netns', 'del', n]);
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test('the agent answers Health and the handshake; GuestDetails lists both NICs with MAC and PCI path', async () => {
+  const c = conn!.client;
+  assert.equal((await c.health()).status, 'SERVING');
+  assert.equal(conn!.version.kernelRelease, image.kernelRelease);
+  const d = await c.guestDetails();
+  assert.ok(d.memoryTotalBytes > 256 * 1024 * 1024);
+  const macs = d.nics.map((n) => n.mac).sort();
+  assert.deepEqual(macs, [MAC_L, MAC_R]);
+  for (const n of d.nics) assert.match(n.pciAddress, /^0000:00:[0-9a-f]{2}\.0$/, JSON.stringify(n));
+  assert.ok(d.nics.every((n) => n.driver === 'virtio-pci' || n.driver === 'virtio_net' || n.driver !== undefined));
+});
+
+test('host reconnects: the chardev connection is dropped and remade; a new host (new session) answers at once', async () => {
+  const c = conn!.client;
+  const epoch = conn!.channel.sessionEpoch;
+  conn!.channel.reconnect();
+  const v = await c.waitReady({ timeoutMs: 60_000 });
+  assert.equal(v.protocolMajor, 1);
+  assert.notEqual(conn!.channel.sessionEpoch, epoch);
+  await conn!.close();
+  conn = await connectAgent({ chardevPath: vm!.chardevPath, timeoutMs: 60_000, log: silentLogger() });
+  assert.equal((await conn.client.health()).status, 'SERVING');
+});
+
+test('builtin:vrouter between left and right: a ping from left reaches right through the VM', async () => {
+  const c = conn!.client;
+  const d = await c.guestDetails();
+  const rightPci = d.nics.find((n) => n.mac === MAC_R)!.pciAddress;
+  const spec = {
+    interfaces: [
+      { mac: MAC_L, name: 'left0', addresses: ['10.61.1.2/24'] },
+      // found by PCI path, as a VF with an untrusted MAC would be; its MAC is set as wanted
+      { pciAddress: rightPci, mac: MAC_R, name: 'right0', addresses: ['10.61.2.2/24'] },
+    ],
+    routes: [],
+    containers: [{ id: 'vrouter', image: 'builtin:vrouter' }],
+  };
+  const state = await applyGuestVnf(c, spec);
+  assert.deepEqual(state.nics.map((n) => n.name), ['left0', 'right0']);
+  assert.equal(state.containers[0]!.state, 'RUNNING');
+  // idempotent: the same spec again changes nothing and the container keeps running
+  const again = await applyGuestVnf(c, spec);
+  assert.equal(again.containers[0]!.startedAtMs, state.containers[0]!.startedAtMs);
+
+  const r = ping(NS.left, '10.61.2.1');
+  assert.equal(r.status, 0, `ping left -> right failed:\n${r.stdout}${r.stderr}`);
+  assert.match(r.stdout, /3 packets received/);
+
+  const ex = await c.execProcess('vrouter', ['cat', '/proc/sys/net/ipv4/ip_forward']);
+  assert.equal(ex.stdout.toString().trim(), '1');
+  const m = await c.getMetrics();
+  assert.ok(m.nics.some((n) => n.name === 'left0' && n.rxPackets > 0));
+  assert.equal(m.containersRunning, 1);
+  // the figure the benchmark reports: the guest agent's RSS inside the VM
+  console.log(JSON.stringify({ guestAgentRssMiB: +(m.agentRssBytes / 1048576).toFixed(1), guestAgentRssAnonMiB: +(m.agentRssAnonBytes / 1048576).toFixed(1) }));
+});
+
+test('a container that exits is reported with its exit code and last log lines', async () => {
+  const c = conn!.client;
+  await c.createContainer({ id: 'crash', image: 'builtin:busybox', command: ['sh', '-c', 'echo loading; echo "boom: bad config" >&2; exit 3'] });
+  await c.startContainer('crash');
+  const exit = await watchContainerExit(c, 'crash');
+  assert.ok(exit instanceof ContainerExitedError);
+  assert.equal(exit.exitCode, 3);
+  assert.ok(exit.lastLines.includes('boom: bad config'), exit.lastLines.join('|'));
+  await assert.rejects(applyGuestVnf(c, { interfaces: [], routes: [], containers: [{ id: 'crash', image: 'builtin:busybox' }] }), (e: unknown) => {
+    assert.ok(e instanceof ContainerExitedError);
+    assert.equal(e.exitCode, 3);
+    return true;
+  });
+  await c.deleteContainer('crash');
+});
+
+test('teardown: the vrouter stops, the path through the VM is gone, nothing is left in the guest', async () => {
+  const c = conn!.client;
+  await teardownGuestVnf(c, ['vrouter']);
+  await teardownGuestVnf(c, ['vrouter']); // repeat: nothing to do
+  assert.deepEqual((await c.listContainers()).containers, []);
+  const r = ping(NS.left, '10.61.2.1', 2);
+  assert.notEqual(r.status, 0, 'ping must fail once the router is gone');
+  await c.updateInterfaces({ interfaces: [{ mac: MAC_L, addresses: [], down: true }, { mac: MAC_R, addresses: [], down: true }] });
+  const d = await c.guestDetails();
+  assert.ok(d.nics.every((n) => n.addresses.length === 0));
+});
