@@ -1,0 +1,318 @@
+/**
+ * The node agent's NATS side (after Nomad's client): register with the inventory, heartbeat, watch `edgenfv_allocs`
+ * keys `<nodeId>.>`, re-check each allocation, converge the sandboxes on them, and write what it observes into
+ * `edgenfv_status` `<nodeId>.<allocId>`. Allocations made under an older epoch than the node's are fenced: their
+ * replicas are torn down.
+ */
+import { JSONCodec, type KV, type KvEntry, type NatsConnection } from 'nats';
+import type { Logger } from 'pino';
+import {
+  KV_BUCKETS,
+  allocKey,
+  asAppError,
+  internalSubjects,
+  type Allocation,
+  type Heartbeat,
+  type HeartbeatReply,
+  type NodeInventory,
+  type RegisterReply,
+  type RegisterRequest,
+  type ReplicaRunState,
+  type ReplicaStatus,
+  type ErrorBody,
+} from '@edgenfv/contracts';
+import type { NodeAgentMetrics } from './metrics.js';
+import { recheck } from './recheck.js';
+import type { SandboxManager } from './sandbox/manager.js';
+import { interfaceStatus } from './sandbox/manager.js';
+
+const jc = JSONCodec();
+
+export interface NodeAgentOptions {
+  nodeId: string;
+  nc: NatsConnection;
+  manager: SandboxManager;
+  inventory: () => Promise<NodeInventory>;
+  logger: Logger;
+  metrics?: NodeAgentMetrics;
+  heartbeatIntervalMs: number;
+  /** Full resync (re-list allocations, check VMs) every this many ms. */
+  resyncIntervalMs?: number;
+  /** How long to wait for the scheduler's KV buckets and register reply before retrying. */
+  retryMs?: number;
+}
+
+type Envelope<T> = { ok: true; result: T } | { ok: false; error: ErrorBody };
+
+export class NodeAgent {
+  private epoch = 0;
+  private allocs?: KV;
+  private status?: KV;
+  private readonly desired = new Map<string, Allocation>();
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private readonly failed = new Set<string>();
+  private readonly seenAt = new Map<string, bigint>();
+  private stopped = false;
+  private timers: NodeJS.Timeout[] = [];
+  private watchStop?: () => void;
+  private reconcileQueued = false;
+  private reconciling?: Promise<void>;
+  private readonly log: Logger;
+  private lastInventory?: NodeInventory;
+
+  constructor(private readonly o: NodeAgentOptions) {
+    this.log = o.logger.child({ component: 'agent', nodeId: o.nodeId });
+  }
+
+  get currentEpoch(): number {
+    return this.epoch;
+  }
+
+  /** Registers, opens the buckets, starts heartbeats and the allocation watch. Resolves once registered. */
+  async start(): Promise<void> {
+    await this.register();
+    const js = this.o.nc.jetstream();
+    for (;;) {
+      try {
+        this.allocs = await js.views.kv(KV_BUCKETS.allocs, { bindOnly: true });
+        this.status = await js.views.kv(KV_BUCKETS.status, { bindOnly: true });
+        break;
+      } catch (err) {
+        if (this.stopped) return;
+        this.log.info({ err: (err as Error).message }, 'waiting for the scheduler to create the KV buckets');
+        await new Promise((r) => setTimeout(r, this.o.retryMs ?? 1000));
+      }
+    }
+    await this.watch();
+    this.timers.push(setInterval(() => void this.heartbeat(), this.o.heartbeatIntervalMs));
+    this.timers.push(setInterval(() => this.kick(), this.o.resyncIntervalMs ?? 10_000));
+    void this.heartbeat();
+    void this.watchConnection();
+  }
+
+  private async watchConnection(): Promise<void> {
+    for await (const s of this.o.nc.status()) {
+      if (this.stopped) return;
+      if (s.type === 'reconnect') {
+        this.log.info('NATS reconnected: registering again');
+        await this.register().catch((err) => this.log.warn({ err }, 'register after reconnect failed'));
+      }
+    }
+  }
+
+  async register(): Promise<number> {
+    for (;;) {
+      try {
+        const inventory = await this.o.inventory();
+        this.lastInventory = inventory;
+        const req: RegisterRequest = {
+          nodeId: this.o.nodeId,
+          inventory,
+          running: [...this.o.manager.replicas().keys()],
+          startedAt: new Date().toISOString(),
+        };
+        const msg = await this.o.nc.request(internalSubjects.register(this.o.nodeId), jc.encode(req), { timeout: 5000 });
+        const env = jc.decode(msg.data) as Envelope<RegisterReply>;
+        if (!env.ok) throw Object.assign(new Error(`register refused: ${env.error.code}: ${env.error.message}`), { refused: true });
+        this.epoch = env.result.epoch;
+        this.log.info({ epoch: this.epoch, kvm: inventory.kvm, hypervisors: inventory.hypervisors.map((h) => `${h.kind}/${h.accel}`) }, 'registered');
+        this.kick();
+        return this.epoch;
+      } catch (err) {
+        if (this.stopped) throw err;
+        this.log.warn({ err: (err as Error).message }, 'register failed: retrying');
+        await new Promise((r) => setTimeout(r, this.o.retryMs ?? 1000));
+      }
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (this.stopped) return;
+    const reps = this.o.manager.replicas();
+    const hb: Heartbeat = {
+      nodeId: this.o.nodeId,
+      epoch: this.epoch,
+      at: new Date().toISOString(),
+      sandboxes: this.o.manager.sandboxes().length,
+      replicas: reps.size,
+      running: [...reps.keys()],
+    };
+    try {
+      const msg = await this.o.nc.request(internalSubjects.heartbeat(this.o.nodeId), jc.encode(hb), { timeout: 2000 });
+      this.o.metrics?.heartbeats.inc({ result: 'ok' });
+      const env = jc.decode(msg.data) as Envelope<HeartbeatReply>;
+      if (env.ok && env.result.reregister) {
+        this.log.warn({ epoch: this.epoch, leaderEpoch: env.result.epoch }, 'the scheduler asks this node to register again');
+        await this.register();
+      }
+    } catch (err) {
+      // No responder (no scheduler yet) or timeout: the heartbeat was still published.
+      this.o.metrics?.heartbeats.inc({ result: 'unanswered' });
+      this.log.debug({ err: (err as Error).message }, 'heartbeat unanswered');
+    }
+  }
+
+  private async watch(): Promise<void> {
+    const w = await this.allocs!.watch({ key: `${this.o.nodeId}.>` });
+    this.watchStop = () => w.stop();
+    void (async () => {
+      for await (const e of w) this.onEntry(e);
+    })().catch((err) => {
+      if (!this.stopped) this.log.error({ err }, 'allocation watch ended');
+    });
+  }
+
+  private onEntry(e: KvEntry): void {
+    const allocId = e.key.slice(this.o.nodeId.length + 1);
+    if (e.operation === 'DEL' || e.operation === 'PURGE') {
+      this.desired.delete(allocId);
+    } else {
+      try {
+        const a = e.json<Allocation>();
+        this.desired.set(allocId, a);
+        this.failed.delete(allocId); // a rewritten allocation is tried again
+        if (!this.seenAt.has(allocId)) this.seenAt.set(allocId, process.hrtime.bigint());
+      } catch (err) {
+        this.log.error({ err, key: e.key }, 'allocation is not JSON: ignored');
+        return;
+      }
+    }
+    this.kick();
+  }
+
+  /** Schedules a reconcile pass (coalesced). */
+  kick(): void {
+    if (this.stopped || !this.allocs) return;
+    if (this.reconciling) {
+      this.reconcileQueued = true;
+      return;
+    }
+    this.reconciling = this.reconcile()
+      .catch((err) => this.log.error({ err }, 'reconcile failed'))
+      .finally(() => {
+        this.reconciling = undefined;
+        if (this.reconcileQueued) {
+          this.reconcileQueued = false;
+          this.kick();
+        }
+      });
+  }
+
+  /** Waits until no reconcile is running and no action is in flight (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.reconciling || this.inFlight.size > 0) {
+      await this.reconciling;
+      await Promise.allSettled([...this.inFlight.values()]);
+    }
+  }
+
+  private async reconcile(): Promise<void> {
+    const actual = this.o.manager.replicas();
+    const wanted = new Map<string, Allocation>();
+    for (const [id, a] of this.desired) {
+      if ((a.desired ?? 'running') !== 'running') continue;
+      if (a.epoch < this.epoch) {
+        this.log.warn({ allocId: id, allocEpoch: a.epoch, epoch: this.epoch }, 'allocation from an older epoch: fenced');
+        continue;
+      }
+      wanted.set(id, a);
+    }
+    for (const [id, a] of wanted) {
+      const cur = actual.get(id);
+      const live = cur && cur.replica.state === 'running' && this.o.manager.alive(cur.sandbox.sandboxId);
+      if (live || this.inFlight.has(id) || this.failed.has(id)) continue;
+      this.track(id, this.startReplica(a));
+    }
+    for (const [id, { sandbox, replica }] of actual) {
+      if (wanted.has(id) || this.inFlight.has(id)) continue;
+      this.track(id, this.stopReplica(sandbox.tenantId, id, replica.alloc));
+    }
+    // Forget failures whose allocation is gone (a new allocation with the same id would be tried again).
+    for (const id of this.failed) if (!this.desired.has(id)) this.failed.delete(id);
+  }
+
+  private track(id: string, p: Promise<void>): void {
+    const t = p.finally(() => {
+      this.inFlight.delete(id);
+      this.kick();
+    });
+    this.inFlight.set(id, t);
+  }
+
+  private async writeStatus(a: Allocation, state: ReplicaRunState, extra: Partial<ReplicaStatus> = {}): Promise<void> {
+    if (!this.status || this.stopped) return;
+    const st: ReplicaStatus = {
+      allocId: a.allocId,
+      nodeId: this.o.nodeId,
+      epoch: a.epoch,
+      tenantId: a.tenantId,
+      vnfId: a.vnfId,
+      replica: a.replica,
+      state,
+      interfaces: [],
+      updatedAt: new Date().toISOString(),
+      ...extra,
+    };
+    try {
+      await this.status.put(allocKey(this.o.nodeId, a.allocId), jc.encode(st));
+    } catch (err) {
+      this.log.warn({ err, allocId: a.allocId }, 'status write failed');
+    }
+  }
+
+  private async startReplica(a: Allocation): Promise<void> {
+    const log = this.log.child({ tenantId: a.tenantId, vnfId: a.vnfId, allocId: a.allocId });
+    const inv = this.lastInventory ?? (await this.o.inventory());
+    const held = [...this.o.manager.replicas().values()].map((r) => r.replica.alloc);
+    const verdict = recheck(a, inv, held);
+    if (!verdict.ok) {
+      log.warn({ reason: verdict.reason }, 'allocation refused by the node re-check');
+      this.failed.add(a.allocId);
+      this.o.metrics?.reconciles.inc({ action: 'start', result: 'refused' });
+      await this.writeStatus(a, 'FAILED', { error: { code: 'UNSCHEDULABLE', message: `node re-check: ${verdict.reason}` } });
+      return;
+    }
+    await this.writeStatus(a, 'STARTING');
+    const t0 = this.seenAt.get(a.allocId) ?? process.hrtime.bigint();
+    try {
+      const r = await this.o.manager.ensureReplica(a);
+      const startMs = Math.round(Number(process.hrtime.bigint() - t0) / 1e6);
+      // The allocation may have been removed while booting: then the next pass stops it.
+      await this.writeStatus(a, 'RUNNING', { sandboxId: r.sandboxId, interfaces: r.interfaces, startMs });
+      this.o.metrics?.reconciles.inc({ action: 'start', result: 'ok' });
+      log.info({ sandboxId: r.sandboxId, booted: r.booted, startMs }, 'replica running');
+    } catch (err) {
+      const e = asAppError(err);
+      this.failed.add(a.allocId);
+      this.o.metrics?.reconciles.inc({ action: 'start', result: 'error' });
+      log.warn({ err }, 'replica failed to start');
+      await this.writeStatus(a, 'FAILED', { error: e.toBody() });
+    }
+  }
+
+  private async stopReplica(tenantId: string, allocId: string, a: Allocation): Promise<void> {
+    const log = this.log.child({ tenantId, vnfId: a.vnfId, allocId });
+    await this.writeStatus(a, 'STOPPING');
+    try {
+      await this.o.manager.removeReplica(tenantId, allocId);
+      await this.writeStatus(a, 'STOPPED');
+      this.seenAt.delete(allocId);
+      this.o.metrics?.reconciles.inc({ action: 'stop', result: 'ok' });
+      log.info('replica stopped');
+    } catch (err) {
+      this.o.metrics?.reconciles.inc({ action: 'stop', result: 'error' });
+      log.error({ err }, 'stopping the replica failed');
+      await this.writeStatus(a, 'FAILED', { error: asAppError(err).toBody() });
+    }
+  }
+
+  /** Stops watching and heartbeating; VMs keep running (a restarted agent re-adopts them). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    this.watchStop?.();
+    await Promise.allSettled([...this.inFlight.values()]);
+  }
+}
+
+export { interfaceStatus };

@@ -1,0 +1,106 @@
+/**
+ * Wires the node agent from injected dependencies (a test builds the same app with other parts): inventory,
+ * hypervisor driver, sandbox manager, NATS side, metrics.
+ */
+import { readFileSync } from 'node:fs';
+import type { NatsConnection } from 'nats';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { UnavailableError, type NodeInventory } from '@edgenfv/contracts';
+import type { NodeAgentConfig } from './config.js';
+import { collectInventory, kvmUsable, type InventoryDeps } from './inventory.js';
+import { QemuDriver } from './hypervisor/qemu.js';
+import type { HypervisorDriver } from './hypervisor/types.js';
+import { createMetrics, type NodeAgentMetrics } from './metrics.js';
+import { Cgroups } from './sandbox/cgroup.js';
+import { NetpluginsAttachments } from './sandbox/attachments.js';
+import { GrpcGuestPort } from './sandbox/grpc-guest.js';
+import { SandboxManager } from './sandbox/manager.js';
+import type { AttachmentPort, GuestPort } from './sandbox/ports.js';
+import { NodeAgent } from './agent.js';
+
+export interface AppDeps {
+  cfg: Readonly<NodeAgentConfig>;
+  logger: Logger;
+  registry: Registry;
+  nc: NatsConnection;
+  /** Guest kernel + initramfs (+ the kernel arguments the image expects). */
+  image: { kernelPath?: string; initrdPath?: string; kernelArgs?: string; minMemoryMiB?: number };
+  driver?: HypervisorDriver;
+  guest?: GuestPort;
+  attachments?: AttachmentPort;
+  inventoryDeps?: InventoryDeps;
+}
+
+export interface App {
+  agent: NodeAgent;
+  manager: SandboxManager;
+  metrics: NodeAgentMetrics;
+  accel: 'kvm' | 'tcg';
+  inventory(): Promise<NodeInventory>;
+  /** Re-adopts sandboxes, registers, starts watching. */
+  start(): Promise<void>;
+  /** Stops the agent; VMs keep running. */
+  stop(): Promise<void>;
+}
+
+/** Host TSC in kHz (microvm under TCG needs tsc_early_khz). */
+export function hostCpuKHz(): number | undefined {
+  try {
+    const m = /cpu MHz\s*:\s*([\d.]+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+    return m ? Math.round(Number(m[1]) * 1000) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function buildApp(deps: AppDeps): App {
+  const { cfg, logger } = deps;
+  const kvm = kvmUsable(cfg.devRoot);
+  const accel = cfg.qemu.accel ?? (kvm ? 'kvm' : 'tcg');
+  if (accel === 'kvm' && !kvm) throw new UnavailableError(`qemu.accel is kvm but ${cfg.devRoot}/kvm is not usable on this node`);
+  const driver = deps.driver ?? new QemuDriver({ logger, ...(cfg.qemu.binary ? { binary: cfg.qemu.binary } : {}) });
+  let manager: SandboxManager;
+  const metrics = createMetrics(deps.registry, () => manager.rssByTenant());
+  const cpuKHz = hostCpuKHz();
+  manager = new SandboxManager({
+    cfg: { ...cfg, vmBaseMemoryMiB: Math.max(cfg.vmBaseMemoryMiB, deps.image.minMemoryMiB ?? 0) },
+    driver,
+    accel,
+    guest: deps.guest ?? new GrpcGuestPort(logger),
+    attachments: deps.attachments ?? new NetpluginsAttachments({ stateDir: cfg.stateDir, sysfsRoot: cfg.sysfsRoot, physnets: cfg.physnets, logger }),
+    cgroups: new Cgroups(cfg.isolation.cgroupRoot, cfg.isolation.cgroupParent, logger),
+    logger,
+    metrics,
+    image: { ...(deps.image.kernelPath ? { kernelPath: deps.image.kernelPath } : {}), ...(deps.image.initrdPath ? { initrdPath: deps.image.initrdPath } : {}) },
+    ...(deps.image.kernelArgs ? { kernelArgs: deps.image.kernelArgs } : {}),
+    ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
+  });
+  const inventory = () => collectInventory(cfg, deps.inventoryDeps);
+  const agent = new NodeAgent({
+    nodeId: cfg.nodeId,
+    nc: deps.nc,
+    manager,
+    inventory,
+    logger,
+    metrics,
+    heartbeatIntervalMs: cfg.heartbeatIntervalMs,
+  });
+  return {
+    agent,
+    manager,
+    metrics,
+    accel,
+    inventory,
+    async start() {
+      logger.info({ nodeId: cfg.nodeId, accel, kvm, machine: cfg.qemu.machine }, `node agent starting (qemu accel ${accel}${kvm ? '' : ': no /dev/kvm, TCG'})`);
+      const { adopted, cleaned } = await manager.init();
+      if (adopted.length || cleaned.length) logger.info({ adopted, cleaned }, 're-adoption done');
+      await agent.start();
+    },
+    async stop() {
+      await agent.stop();
+      await manager.close();
+    },
+  };
+}

@@ -1,0 +1,63 @@
+/**
+ * `node services/node-agent/dist/src/main.js [--config node.yaml]`: reads config, builds logger and registry,
+ * connects NATS, buildApp(deps), serves /metrics. SIGTERM/SIGINT stop the agent; VMs keep running and the next
+ * start re-adopts them.
+ */
+import { createServer } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { connect, credsAuthenticator, type ConnectionOptions } from 'nats';
+import { createLogger, createRegistry } from '@edgenfv/telemetry';
+import { loadConfig } from './config.js';
+import { buildApp } from './app.js';
+import { buildGuestImage } from './guest/index.js';
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const ci = argv.indexOf('--config');
+  const file = ci >= 0 ? argv[ci + 1] : process.env.EDGENFV_NODE_CONFIG;
+  const cfg = loadConfig(process.env, file);
+  const logger = createLogger({ service: 'node-agent' }).child({ nodeId: cfg.nodeId });
+  const registry = createRegistry('node-agent');
+  const opts: ConnectionOptions = { servers: cfg.nats.url, name: `node-agent-${cfg.nodeId}`, maxReconnectAttempts: -1 };
+  if (cfg.nats.user) Object.assign(opts, { user: cfg.nats.user, pass: cfg.nats.pass });
+  if (cfg.nats.token) Object.assign(opts, { token: cfg.nats.token });
+  if (cfg.nats.credsFile) opts.authenticator = credsAuthenticator(readFileSync(cfg.nats.credsFile));
+  const nc = await connect(opts);
+  const image =
+    cfg.guest.kernelPath && cfg.guest.initrdPath
+      ? { kernelPath: cfg.guest.kernelPath, initrdPath: cfg.guest.initrdPath }
+      : await buildGuestImage({ log: logger });
+  const app = buildApp({ cfg, logger, registry, nc, image });
+  await app.start();
+  const server = createServer((req, res) => {
+    if (req.url === '/metrics') {
+      registry
+        .metrics()
+        .then((body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body))
+        .catch((err: Error) => res.writeHead(500).end(err.message));
+    } else if (req.url === '/healthz') res.writeHead(200).end('ok\n');
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(cfg.metrics.port, cfg.metrics.host, resolve));
+  logger.info({ metrics: `http://${cfg.metrics.host}:${cfg.metrics.port}/metrics` }, 'node agent ready');
+  let stopping = false;
+  const stop = (sig: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ sig }, 'stopping (VMs keep running)');
+    void (async () => {
+      server.close();
+      await app.stop();
+      await nc.drain();
+      process.exit(0);
+    })();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  const e = err as Error & { issues?: unknown };
+  process.stderr.write(`node-agent: ${e.message}\n`);
+  process.exit(1);
+});

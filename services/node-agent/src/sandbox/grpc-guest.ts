@@ -1,0 +1,63 @@
+/** The GuestPort over the real host<->guest channel (virtio-serial, framed multiplexer, gRPC): see src/guest/. */
+import type { Logger } from 'pino';
+import { AppError } from '@edgenfv/contracts';
+import { connectAgent, type AgentConnection } from '../guest/index.js';
+import type { GuestContainer, GuestNic, GuestPort, GuestSession } from './ports.js';
+
+class GrpcGuestSession implements GuestSession {
+  constructor(readonly conn: AgentConnection) {}
+  async updateInterfaces(nics: GuestNic[], hotplugTimeoutMs: number): Promise<void> {
+    await this.conn.client.updateInterfaces({
+      interfaces: nics.map((n) => ({
+        mac: n.mac,
+        pciAddress: n.pciAddress,
+        name: n.name,
+        ...(n.mtuBytes ? { mtu: n.mtuBytes } : {}),
+        addresses: n.addresses,
+      })),
+      hotplugTimeoutMs,
+    });
+  }
+  async updateRoutes(routes: { dst: string; via?: string; dev?: string }[]): Promise<void> {
+    await this.conn.client.updateRoutes({
+      routes: routes.map((r) => ({ dst: r.dst, ...(r.via ? { gateway: r.via } : {}), ...(r.dev ? { device: r.dev } : {}) })),
+    });
+  }
+  async runContainer(c: GuestContainer): Promise<void> {
+    try {
+      await this.conn.client.createContainer({ id: c.id, image: c.image, command: c.command, env: c.env, hostNetwork: true, memoryLimitMib: c.memoryLimitMiB });
+    } catch (err) {
+      if (!(err instanceof AppError && err.code === 'ALREADY_EXISTS')) throw err;
+    }
+    const st = await this.conn.client.startContainer(c.id).catch(async (err: unknown) => {
+      // already running is fine (idempotent)
+      const list = await this.conn.client.listContainers();
+      if (list.containers.some((x) => x.id === c.id && x.state === 'RUNNING')) return null;
+      throw err;
+    });
+    void st;
+  }
+  async removeContainer(id: string): Promise<void> {
+    try {
+      await this.conn.client.deleteContainer(id, true);
+    } catch (err) {
+      if (!(err instanceof AppError && err.code === 'NOT_FOUND')) throw err;
+    }
+  }
+  async close(): Promise<void> {
+    await this.conn.close();
+  }
+}
+
+export class GrpcGuestPort implements GuestPort {
+  constructor(private readonly log: Logger) {}
+  async connect(agentSocket: string, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<GuestSession> {
+    const conn = await connectAgent({
+      chardevPath: agentSocket,
+      timeoutMs: opts.timeoutMs,
+      log: this.log.child({ component: 'guest-channel' }),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    return new GrpcGuestSession(conn);
+  }
+}

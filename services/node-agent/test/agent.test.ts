@@ -1,0 +1,155 @@
+/**
+ * The node agent's NATS side against a real nats-server and a small in-test scheduler: it answers register and
+ * heartbeats and writes allocations into KV directly. QEMU is real (TCG; no guest kernel here, the VM idles in
+ * firmware) and the guest agent is a recording stand-in (the real one: sandbox-boot.test.ts).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connect, JSONCodec, type KV } from 'nats';
+import { startNatsServer } from '@edgenfv/nats-launcher';
+import { createRegistry, silentLogger } from '@edgenfv/telemetry';
+import { KV_BUCKETS, internalSubjects, type Heartbeat, type RegisterRequest, type ReplicaStatus } from '@edgenfv/contracts';
+import { parseConfig } from '../src/config.js';
+import { buildApp } from '../src/app.js';
+import { processAlive, killQuiet } from '../src/proc.js';
+import { makeAlloc } from './helpers/alloc.js';
+import { RecordingGuest } from './helpers/recording-guest.js';
+
+const jc = JSONCodec();
+
+async function waitStatus(kv: KV, key: string, pred: (s: ReplicaStatus) => boolean, what: string): Promise<ReplicaStatus> {
+  const end = Date.now() + 60_000;
+  let last: ReplicaStatus | undefined;
+  while (Date.now() < end) {
+    const e = await kv.get(key);
+    if (e && e.operation === 'PUT') {
+      last = e.json<ReplicaStatus>();
+      if (pred(last)) return last;
+    }
+    await sleep(50);
+  }
+  throw new Error(`status ${key} never became ${what}; last: ${JSON.stringify(last)}`);
+}
+
+test('register with inventory, heartbeat, converge on allocations in KV, write status, fence re-check failures', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'na-agent-'));
+  const stateDir = join(dir, 'state');
+  const cgParent = `edgenfv-a${process.pid}`;
+  const bridge = `enfva${process.pid % 100000}`;
+  const nats = await startNatsServer({ storeDir: join(dir, 'nats') });
+  const nc = await connect({ servers: nats.url });
+  const sched = await connect({ servers: nats.url });
+  let app: ReturnType<typeof buildApp> | undefined;
+  const pids: number[] = [];
+  t.after(async () => {
+    await app?.stop().catch(() => undefined);
+    await app?.manager.stopAll().catch(() => undefined);
+    for (const p of pids) killQuiet(p, 'SIGKILL');
+    await nc.close();
+    await sched.close();
+    await nats.stop();
+    try {
+      execFileSync('ip', ['link', 'del', bridge], { stdio: 'ignore' });
+    } catch {
+      /* gone */
+    }
+    for (const m of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
+      const d = join(m, cgParent);
+      if (existsSync(d)) {
+        for (const c of readdirSync(d)) if (!c.includes('.')) execFileSync('rmdir', [join(d, c)]);
+        execFileSync('rmdir', [d]);
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  // the in-test scheduler: buckets, register + heartbeat responders
+  const js = sched.jetstream();
+  const allocs = await js.views.kv(KV_BUCKETS.allocs);
+  const status = await js.views.kv(KV_BUCKETS.status);
+  const registers: RegisterRequest[] = [];
+  const heartbeats: Heartbeat[] = [];
+  const regSub = sched.subscribe(internalSubjects.register('n1'), {
+    callback: (_e, m) => {
+      registers.push(jc.decode(m.data) as RegisterRequest);
+      m.respond(jc.encode({ ok: true, result: { epoch: 3 } }));
+    },
+  });
+  const hbSub = sched.subscribe(internalSubjects.heartbeat('n1'), {
+    callback: (_e, m) => {
+      heartbeats.push(jc.decode(m.data) as Heartbeat);
+      m.respond(jc.encode({ ok: true, result: { epoch: 3, reregister: false } }));
+    },
+  });
+  t.after(() => {
+    regSub.unsubscribe();
+    hbSub.unsubscribe();
+  });
+
+  const cfg = parseConfig({
+    nodeId: 'n1',
+    stateDir,
+    heartbeatIntervalMs: 200,
+    vmBaseMemoryMiB: 128,
+    qemu: { accel: 'tcg', tcgTbSizeMiB: 16, maxVcpus: 2, maxMemoryMiB: 512 },
+    isolation: { cgroupParent: cgParent },
+  });
+  const registry = createRegistry('node-agent-test', { defaultMetrics: false });
+  app = buildApp({ cfg, logger: silentLogger(), registry, nc, image: {}, guest: new RecordingGuest() });
+  await app.start();
+  assert.equal(app.agent.currentEpoch, 3);
+  assert.equal(registers.length, 1);
+  assert.equal(registers[0]!.inventory.nodeId, 'n1');
+  const inv = registers[0]!.inventory;
+  assert.ok(inv.hypervisors.some((h) => h.kind === 'qemu' && h.accel === (inv.kvm ? 'kvm' : 'tcg')));
+  assert.deepEqual(registers[0]!.running, []);
+
+  const a1 = makeAlloc({ allocId: 'a1', tenantId: 'acme', nodeId: 'n1', epoch: 3 }, [
+    { name: 'mgmt', type: 'tap', mac: '02:00:00:00:0a:01', bridge, ips: ['10.66.0.5/24'] },
+  ]);
+  await allocs.create('n1.a1', jc.encode(a1));
+  const running = await waitStatus(status, 'n1.a1', (s) => s.state === 'RUNNING' || s.state === 'FAILED', 'RUNNING');
+  assert.equal(running.state, 'RUNNING', JSON.stringify(running.error));
+  assert.equal(running.tenantId, 'acme');
+  assert.equal(running.epoch, 3);
+  assert.ok(running.sandboxId);
+  assert.deepEqual(running.interfaces, [{ name: 'mgmt', mac: '02:00:00:00:0a:01', ips: ['10.66.0.5/24'] }]);
+  const vm = app.manager.vmOf(running.sandboxId!)!;
+  pids.push(vm.pid);
+  assert.ok(processAlive(vm.pid));
+
+  // the node re-checks: a VF it does not have is refused, and says why
+  const bad = makeAlloc({ allocId: 'a2', tenantId: 'acme', nodeId: 'n1', epoch: 3 }, [
+    { name: 'up', type: 'sriov', mac: '02:00:00:00:0a:02', sriov: { pfPciAddress: '0000:99:00.0', vfPciAddress: '0000:99:10.0', vfIndex: 0, physnet: 'p1' } },
+  ]);
+  await allocs.create('n1.a2', jc.encode(bad));
+  const refused = await waitStatus(status, 'n1.a2', (s) => s.state === 'FAILED', 'FAILED');
+  assert.equal(refused.error?.code, 'UNSCHEDULABLE');
+  assert.match(refused.error!.message, /0000:99:10.0/);
+
+  // heartbeats carry the epoch and what runs
+  const hbEnd = Date.now() + 10_000;
+  while (!heartbeats.some((h) => h.running?.includes('a1')) && Date.now() < hbEnd) await sleep(50);
+  const hb = heartbeats.find((h) => h.running?.includes('a1'));
+  assert.ok(hb, 'a heartbeat listing a1');
+  assert.equal(hb.epoch, 3);
+  assert.equal(hb.sandboxes, 1);
+
+  // metrics page
+  const page = await registry.metrics();
+  assert.match(page, /edgenfv_vm_boot_duration_seconds_count\{(?=[^}]*hypervisor="qemu")(?=[^}]*accel="tcg")(?=[^}]*result="ok")[^}]*\} 1/);
+  assert.match(page, /edgenfv_sandboxes\{(?=[^}]*state="running")[^}]*\} 1/);
+  assert.match(page, /edgenfv_sandbox_hypervisor_rss_bytes\{(?=[^}]*tenant="acme")[^}]*\} \d+/);
+
+  // allocation deleted -> replica stopped, VM gone, nothing left
+  await allocs.delete('n1.a1');
+  await waitStatus(status, 'n1.a1', (s) => s.state === 'STOPPED', 'STOPPED');
+  assert.equal(processAlive(vm.pid), false);
+  assert.deepEqual(app.manager.sandboxes(), []);
+  assert.deepEqual(readdirSync(join(stateDir, 'sandboxes')), []);
+});
