@@ -157,6 +157,11 @@ export class MacvtapPlugin implements AttachmentPlugin<MacvtapConfig, MacvtapAtt
     if (problems.length) throw new CheckError(problems);
   }
 
+  existing(ctx: AttachCtx): MacvtapAttachmentResult | undefined {
+    const r = this.deps.records.get<MacvtapRecord>(this.type, ctx);
+    return r ? r.result : undefined;
+  }
+
   async gc(valid: ReadonlySet<string>): Promise<string[]> {
     const gone: string[] = [];
     for (const a of this.deps.records.list(this.type)) {

@@ -16,6 +16,8 @@ export interface AttachmentPlugin<C, R extends AttachmentResult = AttachmentResu
   parseConfig(raw: unknown): C;
   add(ctx: AttachCtx, cfg: C): Promise<R>;
   del(ctx: AttachCtx): Promise<void>;
+  /** The recorded result of a completed ADD, if any (a repeated CNI ADD skips the IPAM with it). */
+  existing(ctx: AttachCtx): R | undefined;
   /** Throws a CheckError naming what differs; `prev` (CNI prevResult) must match the record when given. */
   check(ctx: AttachCtx, prev?: R): Promise<void>;
   /** Deletes every recorded attachment whose `<containerId>/<ifName>` is not in `valid`; returns the ones it deleted. */

@@ -195,6 +195,11 @@ export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResul
     if (problems.length) throw new CheckError(problems);
   }
 
+  existing(ctx: AttachCtx): TapAttachmentResult | undefined {
+    const r = this.deps.records.get<TapRecord>(this.type, ctx);
+    return r ? r.result : undefined;
+  }
+
   async gc(valid: ReadonlySet<string>): Promise<string[]> {
     const gone: string[] = [];
     for (const a of this.deps.records.list(this.type)) {

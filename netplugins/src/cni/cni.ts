@@ -170,6 +170,12 @@ export async function runCni(type: AttachmentType, env: NodeJS.ProcessEnv, stdin
     if (cmd === 'ADD') {
       const cfgNoIps = plugin.parseConfig(pluginRaw); // config errors before any effect (also before the IPAM)
       let cfg = cfgNoIps;
+      const done = plugin.existing(ctx);
+      if (done) {
+        // ADD again: the same result, without asking the IPAM for a second address
+        const r = await plugin.add(ctx, plugin.parseConfig({ ...pluginRaw, ips: done.ips }));
+        return { stdout: JSON.stringify(cniResult(version, r, ctx.netns)), exitCode: 0 };
+      }
       if (ipamType) {
         const res = await ipam(ipamType, env, stdin);
         const ips: AttachmentIp[] = (res?.ips ?? []).map((i) => (i.gateway ? { address: i.address, gateway: i.gateway } : { address: i.address }));

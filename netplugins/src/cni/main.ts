@@ -4,9 +4,20 @@ import { basename } from 'node:path';
 import { ATTACHMENT_TYPES, type AttachmentType } from '@edgenfv/contracts';
 import { runCni } from './cni.js';
 import { pluginFor, stateDirOf } from './factory.js';
+import { DEFAULT_CNI_SOCKET, startCniServer } from './server.js';
 
 export async function cniMain(argv: string[] = process.argv, env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const fromName = basename(argv[1] ?? '').replace(/^edgenfv-/, '').replace(/\.c?js$/, '');
+  if (argv[2] === '--serve') {
+    const srv = await startCniServer({ socketPath: env.EDGENFV_CNI_SOCKET || DEFAULT_CNI_SOCKET });
+    process.stderr.write(`edgenfv-cnid: serving CNI calls on ${srv.socketPath}\n`);
+    await new Promise<void>((resolve) => {
+      process.once('SIGTERM', resolve);
+      process.once('SIGINT', resolve);
+    });
+    await srv.close();
+    return 0;
+  }
+  const fromName = basename(argv[1] ?? '').replace(/^(node-)?edgenfv-/, '').replace(/\.c?js$/, '');
   const type = (ATTACHMENT_TYPES as readonly string[]).includes(argv[2] ?? '') ? argv[2] : fromName;
   if (!(ATTACHMENT_TYPES as readonly string[]).includes(type ?? '')) {
     process.stdout.write(JSON.stringify({ cniVersion: '1.0.0', code: 4, msg: `unknown plugin type ${JSON.stringify(type)}: call as edgenfv-{${ATTACHMENT_TYPES.join(',')}}` }));

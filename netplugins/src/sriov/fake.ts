@@ -31,7 +31,7 @@ function errno(code: string, msg: string): NodeJS.ErrnoException {
   return e;
 }
 
-let groupCounter = 100;
+const groupCounter = 100;
 
 export class FakeSysfs extends RealSysfs {
   constructor(root: string) {
@@ -68,7 +68,8 @@ export class FakeSysfs extends RealSysfs {
   }
 
   private newGroup(): number {
-    const g = groupCounter++;
+    const existing = readdirSync(join(this.root, 'kernel/iommu_groups')).map(Number);
+    const g = Math.max(groupCounter, ...existing.map((x) => x + 1));
     mkdirSync(join(this.root, 'kernel/iommu_groups', String(g), 'devices'), { recursive: true });
     return g;
   }

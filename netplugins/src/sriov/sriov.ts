@@ -266,6 +266,11 @@ export class SriovPlugin implements AttachmentPlugin<SriovConfig, SriovAttachmen
     if (problems.length) throw new CheckError(problems);
   }
 
+  existing(ctx: AttachCtx): SriovAttachmentResult | undefined {
+    const r = this.deps.records.get<SriovRecord>(this.type, ctx);
+    return r && r.phase === 'ready' ? r.result : undefined;
+  }
+
   async gc(valid: ReadonlySet<string>): Promise<string[]> {
     const gone: string[] = [];
     for (const a of this.deps.records.list(this.type)) {

@@ -188,6 +188,11 @@ export class VhostUserPlugin implements AttachmentPlugin<VhostUserConfig, VhostU
     if (problems.length) throw new CheckError(problems);
   }
 
+  existing(ctx: AttachCtx): VhostUserAttachmentResult | undefined {
+    const r = this.deps.records.get<VhostUserRecord>(this.type, ctx);
+    return r ? r.result : undefined;
+  }
+
   async gc(valid: ReadonlySet<string>): Promise<string[]> {
     const gone: string[] = [];
     for (const a of this.deps.records.list(this.type)) {
