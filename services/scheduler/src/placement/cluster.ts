@@ -36,6 +36,8 @@ export interface ClusterStateOptions {
   seed?: number;
   /** Placement attempts when commits lose races; default 5. */
   maxAttempts?: number;
+  /** Called after each placement decision with its duration (metrics, the benchmark). */
+  onDecision?: (ms: number, ok: boolean) => void;
 }
 
 /** A placement decision: the node, its epoch, and the concrete resources. */
@@ -115,6 +117,8 @@ export class ClusterState {
   private readonly watches: QueuedIterator<KvEntry>[] = [];
   private readonly log: Logger | undefined;
   private stopped = false;
+  /** Counters for metrics and the benchmark. */
+  readonly stats = { ledgerWrites: 0, ledgerConflicts: 0, reservationsCommitted: 0, released: 0, maxBatch: 0 };
 
   constructor(
     private readonly b: SchedulerBuckets,
@@ -125,7 +129,57 @@ export class ClusterState {
 
   /** Loads every node record and ledger and keeps following them; resolves once the initial state is in. */
   async start(): Promise<void> {
-    await Promise.all([this.follow(this.b.nodes, (e) => this.onNodeEntry(e)), this.follow(this.b.ledger, (e) => this.onLedgerEntry(e))]);
+    await Promise.all([this.follow(this.b.nodes, (e) => this.onNodeEntry(e)), this.followLedgers()]);
+  }
+
+  /**
+   * Ledgers: loaded with values once, then followed headers-only (revision and operation, no body): the leader's
+   * own writes come back as a few bytes each instead of the whole ledger, and a foreign write is fetched.
+   */
+  private async followLedgers(): Promise<void> {
+    const status = await this.b.ledger.status();
+    const lastSeq = status.streamInfo.state.last_seq;
+    let initialized!: () => void;
+    const ready = new Promise<void>((r) => (initialized = r));
+    const load = await this.b.ledger.watch({ key: '>', initializedFn: () => initialized() });
+    void (async () => {
+      for await (const e of load) this.onLedgerEntry(e);
+    })().catch((err) => this.log?.error({ err }, 'ledger load ended'));
+    await ready;
+    load.stop();
+    const w = await this.b.ledger.watch({ key: '>', headers_only: true, resumeFromRevision: lastSeq + 1 });
+    this.watches.push(w);
+    void (async () => {
+      try {
+        for await (const e of w) this.onLedgerHeader(e);
+      } catch (err) {
+        if (!this.stopped) this.log?.error({ err }, 'ledger watch ended');
+      }
+    })();
+  }
+
+  private onLedgerHeader(e: KvEntry): void {
+    const nodeId = e.key;
+    const cur = this.ledgers.get(nodeId);
+    if (cur && e.revision <= cur.revision) return; // our own write, or older
+    if (e.operation !== 'PUT') {
+      this.onLedgerEntry(e);
+      return;
+    }
+    void getJson<NodeLedger>(this.b.ledger, nodeId)
+      .then((d) => {
+        if (!d) return;
+        const now = this.ledgers.get(nodeId);
+        if (now && d.revision <= now.revision) return;
+        const q = this.queues.get(nodeId);
+        if (q?.running) {
+          if (!q.seen || d.revision > q.seen.revision) q.seen = d;
+          return;
+        }
+        this.ledgers.set(nodeId, d);
+        this.rebuild(nodeId);
+      })
+      .catch((err) => this.log?.warn({ err, nodeId }, 'ledger refresh failed'));
   }
 
   async stop(): Promise<void> {
@@ -211,7 +265,9 @@ export class ClusterState {
     const max = this.opts.maxAttempts ?? 5;
     let lastConflict = '';
     for (let attempt = 1; attempt <= max; attempt++) {
+      const t0 = performance.now();
       const r = this.place(req, decisionSeed(allocId, attempt, this.opts.seed ?? 0));
+      this.opts.onDecision?.(performance.now() - t0, r.ok);
       if (!r.ok) return { ok: false, explanation: r.explanation, attempts: attempt };
       const decision: Decision = { nodeId: r.nodeId, epoch: r.node.epoch, assignment: r.assignment };
       const res = reservationFor(req, allocId, decision.epoch, r.assignment);
@@ -356,10 +412,13 @@ export class ClusterState {
             batch = [];
             break;
           }
+          this.stats.ledgerWrites++;
           if (rev !== null) {
             this.ledgers.set(nodeId, { value: next, revision: rev });
+            this.stats.maxBatch = Math.max(this.stats.maxBatch, batch.length);
             break;
           }
+          this.stats.ledgerConflicts++;
           // Lost the CAS: read the ledger as it is, rebuild the view, re-check what is still ours.
           const fresh = await getJson<NodeLedger>(this.b.ledger, nodeId);
           if (fresh) this.ledgers.set(nodeId, fresh);
@@ -370,6 +429,7 @@ export class ClusterState {
         const pend = this.pending.get(nodeId);
         for (const it of batch) {
           if (it.kind === 'reserve') {
+            this.stats.reservationsCommitted++;
             pend?.delete(it.res.allocId);
             const alloc = it.alloc;
             ensureAllocationRecord(this.b, alloc).then(it.resolve, it.reject);
@@ -383,6 +443,7 @@ export class ClusterState {
               const r = view?.reservations.get(it.allocId);
               if (r) r.fenced = true;
             }
+            this.stats.released++;
             it.resolve();
           }
         }
