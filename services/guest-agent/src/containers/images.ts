@@ -87,7 +87,7 @@ export class ImageStore {
     const layout = ref.name;
     const index = await readJson<{ manifests?: Array<{ digest: string; annotations?: Record<string, string> }> }>(join(layout, 'index.json'), ref.ref);
     const manifests = index.manifests ?? [];
-    const m = manifests.find((x) => x.annotations?.['org.opencontainers.image.ref.name'] === ref.tag) ?? (manifests.length === 1 ? manifests[0] : undefined);
+    const m = manifests.find((x) => x.annotations?.['org.opencontainers.image.ref.name'] === ref.tag) ?? (manifests.length === 1 && !/:[A-Za-z0-9_.-]+$/.test(ref.ref) ? manifests[0] : undefined);
     if (!m) throw new NotFoundError(`image ${ref.ref}: no manifest tagged ${ref.tag}`);
     const manifest = await readJson<{ config: { digest: string }; layers: Array<{ digest: string }> }>(blob(layout, m.digest), ref.ref);
     const config = await readJson<{ config?: { Entrypoint?: string[]; Cmd?: string[]; Env?: string[]; WorkingDir?: string } }>(blob(layout, manifest.config.digest), ref.ref);

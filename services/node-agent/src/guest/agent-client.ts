@@ -10,9 +10,13 @@ import {
   AGENT_PROTOCOL_MAJOR,
   AGENT_PROTOCOL_MINOR,
   AppError,
+  AlreadyExistsError,
   ConflictError,
   InvalidArgumentError,
+  NotFoundError,
+  PermissionDeniedError,
   UnavailableError,
+  type ErrorCode,
   agentProtoPath,
   grpcStatusToErrorCode,
   isCompatibleProtocol,
@@ -55,14 +59,40 @@ export function fromServiceError(err: grpc.ServiceError): AppError {
       const body = JSON.parse(String(raw)) as ErrorBody;
       const issues = (body.details as { issues?: Array<{ field: string; message: string }> } | undefined)?.issues;
       if (body.code === 'INVALID_ARGUMENT' && issues) return new InvalidArgumentError(issues, { cause: err });
-      return new AppError(body.code, body.message, { details: body.details, cause: err, retryable: body.code === 'UNAVAILABLE' || body.code === 'CONFLICT' });
+      return appErrorOf(body.code, body.message, body.details, err);
     } catch {
       /* fall through */
     }
   }
-  const code = grpcStatusToErrorCode(err.code);
-  if (code === 'UNAVAILABLE') return new UnavailableError(`guest agent: ${err.details || err.message}`, { cause: err });
-  return new AppError(code, `guest agent: ${err.details || err.message}`, { cause: err });
+  return appErrorOf(grpcStatusToErrorCode(err.code), `guest agent: ${err.details || err.message}`, undefined, err);
+}
+
+/** The AppError subclass for a code, so that callers can use instanceof. */
+function appErrorOf(code: ErrorCode, message: string, details: unknown, cause: unknown): AppError {
+  let e: AppError;
+  switch (code) {
+    case 'NOT_FOUND':
+      e = new NotFoundError(message, details);
+      break;
+    case 'ALREADY_EXISTS':
+      e = new AlreadyExistsError(message, details);
+      break;
+    case 'CONFLICT':
+      e = new ConflictError(message, details);
+      break;
+    case 'UNAVAILABLE':
+      return new UnavailableError(message, { details, cause });
+    case 'PERMISSION_DENIED':
+      e = new PermissionDeniedError(message, details);
+      break;
+    case 'INVALID_ARGUMENT':
+      e = new InvalidArgumentError(message);
+      break;
+    default:
+      return new AppError(code, message, { details, cause });
+  }
+  Object.defineProperty(e, 'cause', { value: cause, enumerable: false });
+  return e;
 }
 
 export interface CallOptions {

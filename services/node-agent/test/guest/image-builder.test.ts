@@ -1,0 +1,61 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { silentLogger } from '@edgenfv/telemetry';
+import { buildGuestImage, defaultCacheDir, type GuestImage } from '../../src/guest/index.js';
+
+// A private cache (so that deleting images here cannot disturb a VM booting from the shared one), with the kernel
+// package linked in from the shared cache once it is there (the first build downloads it).
+let cache: string;
+let first: GuestImage;
+const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
+
+before(async () => {
+  const shared = await buildGuestImage({ log: silentLogger() }); // makes sure the shared cache has the .deb
+  cache = mkdtempSync(join(tmpdir(), 'na-img-'));
+  mkdirSync(join(cache, 'guest-image', 'debs'), { recursive: true });
+  const debs = join(defaultCacheDir(), 'guest-image', 'debs');
+  for (const f of readdirSync(debs).filter((f) => f.startsWith(`${shared.kernelPackage}_`))) symlinkSync(join(debs, f), join(cache, 'guest-image', 'debs', f));
+  first = await buildGuestImage({ cacheDir: cache, log: silentLogger() });
+});
+after(() => rmSync(cache, { recursive: true, force: true }));
+
+test('the image holds init, the agent bundle and proto, node, crun, ip, busybox and the modules, with modules.dep', () => {
+  const names = execFileSync('sh', ['-c', `cpio -it --quiet < "${first.initrdPath}"`], { encoding: 'utf8', maxBuffer: 64 << 20 }).split('\n');
+  for (const f of ['init', 'opt/edgenfv/guest-agent.mjs', 'opt/edgenfv/agent.proto', 'usr/bin/node', 'usr/bin/crun', 'usr/sbin/ip', 'bin/busybox', 'etc/edgenfv/modules']) {
+    assert.ok(names.includes(f), `${f} in the image`);
+  }
+  assert.ok(names.includes(`lib/modules/${first.kernelRelease}/modules.dep`));
+  assert.ok(names.some((n) => n.endsWith('/virtio_console.ko')));
+  assert.ok(names.some((n) => n.endsWith('/vfio-pci.ko')));
+  assert.ok(first.modules.includes('ixgbevf') && first.modules.includes('mlx5_core'));
+  // the cloud kernel has no iavf/igbvf: said, not hidden
+  assert.deepEqual(first.missingOptionalModules.sort(), ['iavf', 'igbvf']);
+  assert.equal(first.agentPortName, 'edgenfv.agent.0');
+});
+
+test('reproducible and cached by content hash: a rebuild gives the same bytes; a changed input a new image', async () => {
+  const again = await buildGuestImage({ cacheDir: cache, log: silentLogger() });
+  assert.equal(again.hash, first.hash);
+  const before = sha(first.initrdPath);
+  rmSync(first.dir, { recursive: true, force: true });
+  const rebuilt = await buildGuestImage({ cacheDir: cache, log: silentLogger() });
+  assert.equal(rebuilt.hash, first.hash);
+  assert.equal(sha(rebuilt.initrdPath), before, 'same inputs, same initramfs bytes');
+
+  const entry = join(cache, 'other-agent.mjs');
+  writeFileSync(entry, 'console.log("another agent build");\n');
+  const other = await buildGuestImage({ cacheDir: cache, guestAgentEntry: entry, log: silentLogger() });
+  assert.notEqual(other.hash, first.hash);
+  rmSync(other.dir, { recursive: true, force: true });
+});
+
+test('bad options are refused before anything is built', async () => {
+  await assert.rejects(buildGuestImage({ cacheDir: cache, kernelFlavor: 'rt' as never }), /kernelFlavor/);
+  await assert.rejects(buildGuestImage({ cacheDir: cache, extraModules: ['../etc/passwd'] }), /extraModules\[0\]/);
+  await assert.rejects(buildGuestImage({ cacheDir: cache, extraModules: ['no_such_module_xyz'] }), /no_such_module_xyz/);
+});
