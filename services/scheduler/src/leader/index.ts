@@ -1,1 +1,2 @@
 export * from './lease.js';
+export * from './core.js';

@@ -10,3 +10,4 @@ export * from './sim-inventory.js';
 export * from './kv.js';
 export * from './ledger.js';
 export * from './cluster.js';
+export * from './metrics.js';
