@@ -234,3 +234,31 @@ export function reservationOfAllocation(alloc: Allocation, at = alloc.createdAt)
   if (res.hugepages) r.hugepages = { sizeKiB: res.hugepages.sizeKiB, count: res.hugepages.count, numaNode: res.hugepages.numaNode ?? res.numaNode ?? 0 };
   return r;
 }
+
+/** What the API shows of a node's use (`NodeRecord.allocated` and `.sandboxes`), from its view. */
+export function summarizeView(view: NodeView): {
+  allocated: { vcpus: number; memoryMiB: number; vfs: number; replicas: number };
+  sandboxes: { tenantId: string; replicas: number }[];
+  free: { sharedVcpus: number; memoryMiB: number; vfs: Record<string, number>; dedicatedCpus: Record<string, number> };
+} {
+  let vcpus = 0;
+  let memoryMiB = 0;
+  let vfs = 0;
+  for (const r of view.reservations.values()) {
+    vcpus += r.vcpus;
+    memoryMiB += r.memoryMiB;
+    vfs += r.vfs.length;
+  }
+  const dedicatedCpus: Record<string, number> = {};
+  for (const nv of view.numa) if (nv.id >= 0) dedicatedCpus[String(nv.id)] = nv.pinnable.length - nv.pinned.size;
+  return {
+    allocated: { vcpus, memoryMiB, vfs, replicas: view.reservations.size },
+    sandboxes: [...view.tenants].map(([tenantId, replicas]) => ({ tenantId, replicas })).sort((a, b) => a.tenantId.localeCompare(b.tenantId)),
+    free: {
+      sharedVcpus: (view.cpuCount - view.pinnedCount) * view.cpuAllocationRatio - view.sharedVcpusUsed,
+      memoryMiB: view.memoryMiBCapacity - view.memoryMiBUsed,
+      vfs: Object.fromEntries(view.freeVfs),
+      dedicatedCpus,
+    },
+  };
+}

@@ -90,7 +90,7 @@ test('3 scheduler replicas: the leader dies mid-way through 40 placements; the n
     const byOld = first.filter((f) => f && !(f instanceof Error) && f.ok).length;
     const failed = first.filter((f) => f instanceof Error).length;
     assert.ok(byOld >= 1 && byOld < 24 && failed > 0, `the old leader placed ${byOld} and failed ${failed} before dying`);
-    console.log(`# old leader placed ${byOld}, ${failed} failed with it`);
+    console.log(`old leader placed ${byOld}, ${failed} failed with it`);
     const survivors = cores.filter((c) => c !== leader);
     const next = await waitFor('a new leader', () => survivors.find((c) => c.core.isLeader()), 3 * TTL + 5000);
     assert.ok(next.elected.length === 1 && next.elected[0]! > leader.elected[0]!);

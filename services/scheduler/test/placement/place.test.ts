@@ -234,3 +234,16 @@ test('reservations: check refuses a held VF or CPU; remove is idempotent and res
   assert.equal(node.tenants.size, 0);
   assert.deepEqual(checkReservation(node, clash), { ok: true });
 });
+
+test('summarizeView: what nodes.get shows', async () => {
+  const { summarizeView } = await import('../../src/placement/index.js');
+  const node = nodeView({ pfs: [{ physnet: 'physnet1', numaNode: 0, vfs: 2 }] });
+  occupy(node, { tenantId: 'ta', vnfId: 'x', numaNode: 0, cpus: [1, 2], vcpus: 2, memoryMiB: 1024, vfs: [[...node.vfByPci.keys()][0]!] });
+  occupy(node, { tenantId: 'tb', vnfId: 'y', vcpus: 1, memoryMiB: 512 });
+  const s = summarizeView(node);
+  assert.deepEqual(s.allocated, { vcpus: 3, memoryMiB: 1536, vfs: 1, replicas: 2 });
+  assert.deepEqual(s.sandboxes, [{ tenantId: 'ta', replicas: 1 }, { tenantId: 'tb', replicas: 1 }]);
+  assert.deepEqual(s.free.vfs, { physnet1: 1 });
+  assert.deepEqual(s.free.dedicatedCpus, { '0': 5, '1': 7 });
+  assert.equal(s.free.sharedVcpus, 16 - 2 - 1);
+});
