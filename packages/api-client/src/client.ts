@@ -1,0 +1,224 @@
+/**
+ * A typed client of the message API v1 (shared API.md) over NATS request/reply: one method per operation,
+ * the reply envelope decoded in one place, failures thrown as `ApiError` (an AppError carrying the server's code).
+ */
+import { JSONCodec, consumerOpts, type NatsConnection, type NatsError } from 'nats';
+import {
+  AppError,
+  ERROR_CODES,
+  EVENTS_STREAM,
+  subjects,
+  UnavailableError,
+  InternalError,
+  type AdminOp,
+  type ErrorBody,
+  type ErrorCode,
+  type EventPayload,
+  type NodeRecord,
+  type OpOcc,
+  type Quota,
+  type Tenant,
+  type TenantOp,
+  type Vnf,
+  type Vnfd,
+} from '@edgenfv/contracts';
+
+/** An error reply of the API: the server's code, message and details, and the subject it came from. */
+export class ApiError extends AppError {
+  readonly subject: string;
+  constructor(subject: string, body: ErrorBody) {
+    const code: ErrorCode = (ERROR_CODES as readonly string[]).includes(body.code) ? body.code : 'INTERNAL';
+    super(code, body.message, {
+      details: body.details,
+      retryable: code === 'UNAVAILABLE' || code === 'CONFLICT',
+    });
+    this.subject = subject;
+  }
+}
+
+export interface ApiClientOptions {
+  /** Per request; default 5000 ms. */
+  timeoutMs?: number;
+  /** Called after every request with the operation, the outcome (`ok` or an error code) and the seconds it took. */
+  observe?: (op: AdminOp | TenantOp, result: 'ok' | ErrorCode, seconds: number) => void;
+}
+
+/** One event as kept in the EDGENFV_EVENTS stream: the payload plus where it came from. */
+export interface StoredEvent {
+  seq: number;
+  subject: string;
+  tenantId: string;
+  event: EventPayload;
+}
+
+export interface EventsOptions {
+  /** Keep waiting for new events after the replay (until `signal` aborts). */
+  follow?: boolean;
+  signal?: AbortSignal;
+  /** Only this VNF's events. */
+  vnfId?: string;
+}
+
+const jc = JSONCodec<unknown>();
+
+export class ApiClient {
+  readonly #nc: NatsConnection;
+  readonly #timeoutMs: number;
+  readonly #observe: ApiClientOptions['observe'];
+
+  constructor(nc: NatsConnection, opts: ApiClientOptions = {}) {
+    this.#nc = nc;
+    this.#timeoutMs = opts.timeoutMs ?? 5000;
+    this.#observe = opts.observe;
+  }
+
+  /** Sends one request and returns the envelope's result, or throws ApiError / UnavailableError / InternalError. */
+  async request<T>(subject: string, op: AdminOp | TenantOp, body: unknown): Promise<T> {
+    const started = process.hrtime.bigint();
+    let outcome: 'ok' | ErrorCode = 'INTERNAL';
+    try {
+      const result = await this.#request<T>(subject, body);
+      outcome = 'ok';
+      return result;
+    } catch (err) {
+      if (err instanceof AppError) outcome = err.code;
+      throw err;
+    } finally {
+      this.#observe?.(op, outcome, Number(process.hrtime.bigint() - started) / 1e9);
+    }
+  }
+
+  async #request<T>(subject: string, body: unknown): Promise<T> {
+    let reply;
+    try {
+      reply = await this.#nc.request(subject, jc.encode(body), { timeout: this.#timeoutMs });
+    } catch (err) {
+      const code = (err as NatsError).code;
+      if (code === '503') throw new UnavailableError(`no API server answers on ${subject} (is the scheduler running?)`, { cause: err });
+      if (code === 'TIMEOUT') throw new UnavailableError(`no reply on ${subject} within ${this.#timeoutMs} ms`, { cause: err });
+      throw new UnavailableError(`request on ${subject} failed: ${(err as Error).message}`, { cause: err });
+    }
+    let env: unknown;
+    try {
+      env = jc.decode(reply.data);
+    } catch (err) {
+      throw new InternalError(`reply on ${subject} is not JSON`, { cause: err });
+    }
+    if (env === null || typeof env !== 'object' || typeof (env as { ok?: unknown }).ok !== 'boolean') {
+      throw new InternalError(`reply on ${subject} is not an API envelope`, { details: { reply: env } });
+    }
+    const e = env as { ok: boolean; result?: unknown; error?: Partial<ErrorBody> };
+    if (e.ok) return e.result as T;
+    const error = e.error ?? {};
+    throw new ApiError(subject, {
+      code: (error.code ?? 'INTERNAL') as ErrorCode,
+      message: typeof error.message === 'string' ? error.message : 'the server gave no message',
+      ...(error.details !== undefined ? { details: error.details } : {}),
+    });
+  }
+
+  #admin<T>(op: AdminOp, body: unknown): Promise<T> {
+    return this.request<T>(subjects.admin(op), op, body);
+  }
+  #tenant<T>(tenantId: string, op: TenantOp, body: unknown): Promise<T> {
+    return this.request<T>(subjects.tenant(tenantId, op), op, body);
+  }
+
+  // ---- operator API ----
+  createTenant(req: { id: string; displayName?: string; quota?: Quota }): Promise<Tenant> {
+    return this.#admin('tenants.create', req);
+  }
+  getTenant(id: string): Promise<Tenant> {
+    return this.#admin('tenants.get', { id });
+  }
+  async listTenants(): Promise<Tenant[]> {
+    return (await this.#admin<{ items: Tenant[] }>('tenants.list', {})).items;
+  }
+  async deleteTenant(id: string): Promise<void> {
+    await this.#admin('tenants.delete', { id });
+  }
+  async listNodes(): Promise<NodeRecord[]> {
+    return (await this.#admin<{ items: NodeRecord[] }>('nodes.list', {})).items;
+  }
+  getNode(id: string): Promise<NodeRecord> {
+    return this.#admin('nodes.get', { id });
+  }
+  cordonNode(id: string): Promise<NodeRecord> {
+    return this.#admin('nodes.cordon', { id });
+  }
+  uncordonNode(id: string): Promise<NodeRecord> {
+    return this.#admin('nodes.uncordon', { id });
+  }
+  drainNode(id: string): Promise<{ opOccIds: string[] }> {
+    return this.#admin('nodes.drain', { id });
+  }
+
+  // ---- tenant API ----
+  instantiate(tenantId: string, descriptor: Vnfd, requestId?: string): Promise<{ vnfId: string; opOccId: string }> {
+    return this.#tenant(tenantId, 'vnfs.instantiate', requestId === undefined ? { descriptor } : { descriptor, requestId });
+  }
+  getVnf(tenantId: string, id: string): Promise<Vnf> {
+    return this.#tenant(tenantId, 'vnfs.get', { id });
+  }
+  async listVnfs(tenantId: string): Promise<Vnf[]> {
+    return (await this.#tenant<{ items: Vnf[] }>(tenantId, 'vnfs.list', {})).items;
+  }
+  scale(tenantId: string, req: { id: string; replicas: number; requestId?: string }): Promise<{ opOccId: string }> {
+    return this.#tenant(tenantId, 'vnfs.scale', req);
+  }
+  heal(tenantId: string, req: { id: string; replica?: number; requestId?: string }): Promise<{ opOccId: string }> {
+    return this.#tenant(tenantId, 'vnfs.heal', req);
+  }
+  terminate(tenantId: string, req: { id: string; mode?: 'GRACEFUL' | 'FORCEFUL'; requestId?: string }): Promise<{ opOccId: string }> {
+    return this.#tenant(tenantId, 'vnfs.terminate', req);
+  }
+  getOpOcc(tenantId: string, id: string): Promise<OpOcc> {
+    return this.#tenant(tenantId, 'opoccs.get', { id });
+  }
+
+  /**
+   * Replays the notifications kept in the JetStream stream EDGENFV_EVENTS (all tenants when `tenantId` is
+   * undefined), oldest first; with `follow` keeps yielding new ones until `signal` aborts.
+   */
+  async *events(tenantId: string | undefined, opts: EventsOptions = {}): AsyncGenerator<StoredEvent> {
+    const filter = `nfv.v1.tenant.${tenantId ?? '*'}.events.${opts.vnfId ?? '>'}`;
+    const jsm = await this.#nc.jetstreamManager();
+    let matching = 0;
+    try {
+      const info = await jsm.streams.info(EVENTS_STREAM, { subjects_filter: filter });
+      matching = Object.values(info.state.subjects ?? {}).reduce((a, b) => a + b, 0);
+    } catch (err) {
+      if ((err as NatsError).api_error?.err_code === 10059 || /stream not found/i.test((err as Error).message)) {
+        throw new UnavailableError(`the events stream ${EVENTS_STREAM} does not exist (is the scheduler running?)`, { cause: err });
+      }
+      throw new UnavailableError(`cannot read the events stream ${EVENTS_STREAM}: ${(err as Error).message}`, { cause: err });
+    }
+    if (matching === 0 && !opts.follow) return;
+    if (opts.signal?.aborted) return;
+    // A push ordered consumer: works with nats-server 2.9 (the pull `consumers.get` API needs 2.10).
+    const co = consumerOpts();
+    co.orderedConsumer();
+    co.filterSubject(filter);
+    co.deliverAll();
+    const sub = await this.#nc.jetstream().subscribe(filter, co);
+    const onAbort = (): void => {
+      sub.unsubscribe();
+    };
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      for await (const m of sub) {
+        let event: EventPayload;
+        try {
+          event = m.json<EventPayload>();
+        } catch {
+          continue; // not JSON: not an event of ours
+        }
+        yield { seq: m.seq, subject: m.subject, tenantId: m.subject.split('.')[3] ?? '', event };
+        if (!opts.follow && m.info.pending === 0) break;
+      }
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+      sub.unsubscribe();
+    }
+  }
+}
