@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import { DeviceLocks } from './lock.js';
-import { IpNetlink, type Netlink } from './netlink.js';
+import { IpBatchNetlink, type Netlink } from './netlink.js';
 import { RecordStore } from './records.js';
 import { TapPlugin } from './tap.js';
 import { MacvtapPlugin } from './macvtap.js';
@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 export { ConfigError, Issues, Fields, type AttachCtx } from './config.js';
 export { DeviceLocks } from './lock.js';
 export { RecordStore } from './records.js';
-export { IpNetlink, type Netlink, type LinkInfo, type VfSettings, type VfState } from './netlink.js';
+export { IpNetlink, IpBatchNetlink, BatchError, type BatchResult, type BatchFailure, type Netlink, type LinkInfo, type VfSettings, type VfState } from './netlink.js';
 export { CheckError, type AttachmentPlugin, type AttachmentRecord, type PluginDeps } from './plugin.js';
 export { TapPlugin, tapNames, type TapConfig } from './tap.js';
 export { MacvtapPlugin, type MacvtapConfig, MACVTAP_MODES } from './macvtap.js';
@@ -61,7 +61,7 @@ export function createAttachments(opts: {
     locks: new DeviceLocks(join(opts.stateDir, 'locks')),
     ...(opts.logger ? { logger: opts.logger } : {}),
   };
-  const netlink = opts.netlink ?? new IpNetlink();
+  const netlink = opts.netlink ?? new IpBatchNetlink();
   const sysfs = opts.sysfs ?? new RealSysfs('/sys');
   return {
     tap: new TapPlugin({ ...base, netlink }),

@@ -5,7 +5,7 @@
  */
 import { ConflictError, NotFoundError, type AttachmentIp, type MacAddress, type MacvtapAttachmentResult } from '@edgenfv/contracts';
 import { Fields, IFNAME_HINT, IFNAME_RE, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from './config.js';
-import type { Netlink } from './netlink.js';
+import { BatchError, isNoSuchDevice, type Netlink } from './netlink.js';
 import { isSupportedNetns, netnsTarget } from './netns.js';
 import {
   CheckError,
@@ -73,22 +73,22 @@ export class MacvtapPlugin implements AttachmentPlugin<MacvtapConfig, MacvtapAtt
       if (!(await netlink.netnsExists(netns))) throw new NotFoundError(`netns ${netns} does not exist`);
       const parent = await netlink.link(cfg.parent);
       if (!parent) throw new NotFoundError(`parent: host link ${cfg.parent} does not exist`);
-      if (await netlink.link(ctx.ifName, netns)) throw new ConflictError(`link ${ctx.ifName} already exists in netns ${netns} and is not ours`);
       const mac = cfg.mac ?? derivedMac(ctx);
       const mtu = cfg.mtuBytes !== undefined ? ` mtu ${cfg.mtuBytes}` : '';
       const undo: Array<{ what: string; undo: () => Promise<void> }> = [];
       try {
-        undo.push({
-          what: 'delete macvtap',
-          undo: async () => {
-            if (await netlink.link(ctx.ifName, netns)) await netlink.batch([`link del ${ctx.ifName}`], netns);
-          },
-        });
-        await netlink.batch([
-          `link add link ${cfg.parent} name ${ctx.ifName} netns ${netnsTarget(netns)} address ${mac}${mtu} type macvtap mode ${cfg.mode}`,
-        ]);
-        await netlink.batch([`link set ${ctx.ifName} up`], netns);
-        const live = await netlink.link(ctx.ifName, netns);
+        // created straight into the netns under its final name: fails (EEXIST) instead of adopting a link there
+        try {
+          await netlink.batch([
+            `link add link ${cfg.parent} name ${ctx.ifName} netns ${netnsTarget(netns)} address ${mac}${mtu} type macvtap mode ${cfg.mode}`,
+          ]);
+        } catch (err) {
+          if (err instanceof BatchError && /exists/i.test(err.message)) throw new ConflictError(`link ${ctx.ifName} already exists in netns ${netns} and is not ours`, { cause: err });
+          throw err;
+        }
+        undo.push({ what: 'delete macvtap', undo: async () => void (await netlink.tryBatch([`link del ${ctx.ifName}`], netns)) });
+        const [shown] = await netlink.batch([`link set ${ctx.ifName} up`, `link show dev ${ctx.ifName}`], netns);
+        const live = (shown as Array<{ ifindex: number }> | undefined)?.[0];
         if (!live) throw new NotFoundError(`macvtap ${ctx.ifName} vanished from ${netns} right after creation`);
         const result: MacvtapAttachmentResult = {
           kind: 'macvtap',
@@ -99,8 +99,8 @@ export class MacvtapPlugin implements AttachmentPlugin<MacvtapConfig, MacvtapAtt
           netns,
           tapName: ctx.ifName,
           parent: cfg.parent,
-          ifIndex: live.ifIndex,
-          tapDevice: `/dev/tap${live.ifIndex}`,
+          ifIndex: live.ifindex,
+          tapDevice: `/dev/tap${live.ifindex}`,
         };
         if (cfg.mtuBytes !== undefined) result.mtuBytes = cfg.mtuBytes;
         const rec: MacvtapRecord = {
@@ -124,8 +124,9 @@ export class MacvtapPlugin implements AttachmentPlugin<MacvtapConfig, MacvtapAtt
       if (!rec) return;
       const netns = rec.netns!;
       if (await netlink.netnsExists(netns)) {
-        const l = await netlink.link(ctx.ifName, netns);
-        if (l && l.kind === 'macvtap') await netlink.batch([`link del ${ctx.ifName}`], netns);
+        const r = await netlink.tryBatch([`link del ${ctx.ifName}`], netns);
+        const real = r.failures.filter((f) => !isNoSuchDevice(f.message));
+        if (real.length) throw new BatchError(real, netns);
       }
       records.delete(this.type, ctx);
     });

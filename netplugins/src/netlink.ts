@@ -1,11 +1,16 @@
 /**
- * The Netlink port: link and VF operations. `IpNetlink` shells out to iproute2's `ip` (JSON output for reads,
- * one `ip -batch -` process for a group of writes). A netns is a name (`ip netns`) or a path; paths outside
- * /var/run/netns go through `nsenter --net=<path>`.
+ * The Netlink port: link and VF operations through iproute2's `ip`.
+ *  - `IpNetlink` spawns one `ip -j -d -batch -` per call (a group of commands in one process).
+ *  - `IpBatchNetlink` keeps one long-lived `ip -force -batch -` for the host netns and talks to it over its stdin,
+ *    so host-side reads and writes cost a pipe round trip instead of a process; netns-side calls still spawn
+ *    (a process living inside a sandbox's netns would keep that netns alive).
+ * A netns is a name (`ip netns`) or a path; paths outside /var/run/netns go through `nsenter --net=<path>`.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { ExecError, mustRun, runProcess, type Runner } from './exec.js';
+import { AppError } from '@edgenfv/contracts';
+import { runProcess, type Runner } from './exec.js';
 
 export interface LinkInfo {
   ifIndex: number;
@@ -40,12 +45,37 @@ export interface VfState {
   trust?: boolean;
 }
 
+/** A failed line of a batch: its index in the lines given, and ip's message. */
+export interface BatchFailure {
+  index: number;
+  line: string;
+  message: string;
+}
+
+export class BatchError extends AppError {
+  constructor(readonly failures: BatchFailure[], readonly netns?: string) {
+    super('INTERNAL', `ip${netns ? ` (netns ${netns})` : ''}: ${failures.map((f) => `"${f.line}": ${f.message}`).join('; ')}`, { details: { failures } });
+  }
+  /** The first failure's index (a batch without -force stops there: the lines before it took effect). */
+  get failedIndex(): number {
+    return this.failures[0]?.index ?? -1;
+  }
+}
+
+export interface BatchResult {
+  /** JSON outputs of `show` commands, in order. */
+  outputs: unknown[];
+  failures: BatchFailure[];
+}
+
 export interface Netlink {
-  /** Runs `ip` commands (one per line, no leading `ip`) in one process; stops at the first failure. */
-  batch(lines: readonly string[], netns?: string): Promise<void>;
+  /** Runs `ip` commands (one per line, no leading `ip`); stops at the first failure and throws a BatchError. */
+  batch(lines: readonly string[], netns?: string): Promise<unknown[]>;
+  /** Runs every line even when some fail (`ip -force`); returns the failures instead of throwing. */
+  tryBatch(lines: readonly string[], netns?: string): Promise<BatchResult>;
   /** The link named `name`, or null when it does not exist. */
   link(name: string, netns?: string): Promise<LinkInfo | null>;
-  /** Every link of a netns (one process), by name. */
+  /** Every link of a netns, by name. */
   links(netns?: string): Promise<Map<string, LinkInfo>>;
   netnsExists(netns: string): Promise<boolean>;
   /** The VF table of a PF (`ip link show <pf>`: vfinfo_list). */
@@ -63,8 +93,8 @@ export function netnsArgs(netns: string | undefined): { pre: string[]; ipOpts: s
   return { pre: ['nsenter', `--net=${netns}`], ipOpts: [] };
 }
 
-function isNoSuchDevice(stderr: string): boolean {
-  return /does not exist|Cannot find device|No such device/i.test(stderr);
+export function isNoSuchDevice(message: string): boolean {
+  return /does not exist|Cannot find device|No such device/i.test(message);
 }
 
 export function vfSetLine(pf: string, vf: number, s: VfSettings): string {
@@ -74,6 +104,34 @@ export function vfSetLine(pf: string, vf: number, s: VfSettings): string {
   if (s.spoofchk !== undefined) parts.push(`spoofchk ${s.spoofchk ? 'on' : 'off'}`);
   if (s.trust !== undefined) parts.push(`trust ${s.trust ? 'on' : 'off'}`);
   return parts.join(' ');
+}
+
+/**
+ * Parses the merged output of `ip -j -batch` (stdout and stderr in order): JSON lines are outputs; error text
+ * followed by `Command failed -:N` belongs to batch line N (1-based, counted from `firstLine`).
+ */
+export function parseBatchOutput(text: string, lines: readonly string[], firstLine = 1): BatchResult {
+  const outputs: unknown[] = [];
+  const failures: BatchFailure[] = [];
+  let pending: string[] = [];
+  for (const raw of text.split('\n')) {
+    const l = raw.trim();
+    if (!l) continue;
+    const m = /^Command failed (?:-|\S+):(\d+)$/.exec(l);
+    if (m) {
+      const index = Number(m[1]) - firstLine;
+      failures.push({ index, line: lines[index] ?? '?', message: pending.join(' ') || 'failed' });
+      pending = [];
+    } else if (l.startsWith('[') || l.startsWith('{')) {
+      try {
+        outputs.push(JSON.parse(l));
+      } catch {
+        pending.push(l);
+      }
+    } else pending.push(l);
+  }
+  if (pending.length && failures.length === 0) failures.push({ index: -1, line: '?', message: pending.join(' ') });
+  return { outputs, failures };
 }
 
 interface IpJsonLink {
@@ -96,71 +154,7 @@ interface IpJsonLink {
   }>;
 }
 
-export class IpNetlink implements Netlink {
-  constructor(
-    private readonly run: Runner = runProcess,
-    private readonly ipPath = 'ip',
-  ) {}
-
-  async batch(lines: readonly string[], netns?: string): Promise<void> {
-    if (lines.length === 0) return;
-    const { pre, ipOpts } = netnsArgs(netns);
-    await mustRun(this.run, [...pre, this.ipPath, ...ipOpts, '-batch', '-'], lines.join('\n') + '\n');
-  }
-
-  private async show(name: string, netns?: string): Promise<IpJsonLink | null> {
-    const { pre, ipOpts } = netnsArgs(netns);
-    const argv = [...pre, this.ipPath, ...ipOpts, '-j', '-d', 'link', 'show', 'dev', name];
-    const r = await this.run(argv);
-    if (r.code !== 0) {
-      if (isNoSuchDevice(r.stderr)) return null;
-      throw new ExecError(argv, r.code, r.stderr);
-    }
-    const arr = JSON.parse(r.stdout) as IpJsonLink[];
-    return arr[0] ?? null;
-  }
-
-  async link(name: string, netns?: string): Promise<LinkInfo | null> {
-    const l = await this.show(name, netns);
-    return l ? toInfo(l) : null;
-  }
-
-  async links(netns?: string): Promise<Map<string, LinkInfo>> {
-    const { pre, ipOpts } = netnsArgs(netns);
-    const out = await mustRun(this.run, [...pre, this.ipPath, ...ipOpts, '-j', '-d', 'link', 'show']);
-    const m = new Map<string, LinkInfo>();
-    for (const l of JSON.parse(out) as IpJsonLink[]) m.set(l.ifname, toInfo(l));
-    return m;
-  }
-
-  async netnsExists(netns: string): Promise<boolean> {
-    if (netns.includes('/')) return existsSync(netns);
-    return NETNS_DIRS.some((d) => existsSync(`${d}/${netns}`));
-  }
-
-  async vfs(pf: string): Promise<VfState[]> {
-    const l = await this.show(pf);
-    if (!l) throw new ExecError(['ip', 'link', 'show', pf], 1, `Device "${pf}" does not exist.`);
-    return (l.vfinfo_list ?? []).map((v) => {
-      const vl = v.vlan_list?.[0];
-      const st: VfState = {
-        vf: v.vf,
-        mac: (v.address ?? '00:00:00:00:00:00').toLowerCase(),
-        vlan: vl?.vlan ?? v.vlan ?? 0,
-        vlanQos: vl?.qos ?? v.qos ?? 0,
-      };
-      if (v.spoofchk !== undefined) st.spoofchk = v.spoofchk;
-      if (v.trust !== undefined) st.trust = v.trust;
-      return st;
-    });
-  }
-
-  async setVf(pf: string, vf: number, s: VfSettings): Promise<void> {
-    await this.batch([vfSetLine(pf, vf, s)]);
-  }
-}
-
-function toInfo(l: IpJsonLink): LinkInfo {
+export function toLinkInfo(l: IpJsonLink): LinkInfo {
   const info: LinkInfo = {
     ifIndex: l.ifindex,
     name: l.ifname,
@@ -174,4 +168,176 @@ function toInfo(l: IpJsonLink): LinkInfo {
   if (l.linkinfo?.info_data?.mode) info.mode = l.linkinfo.info_data.mode.toLowerCase();
   if (l.linkinfo?.info_data?.type) info.tunType = l.linkinfo.info_data.type;
   return info;
+}
+
+function vfStates(l: IpJsonLink): VfState[] {
+  return (l.vfinfo_list ?? []).map((v) => {
+    const vl = v.vlan_list?.[0];
+    const st: VfState = {
+      vf: v.vf,
+      mac: (v.address ?? '00:00:00:00:00:00').toLowerCase(),
+      vlan: vl?.vlan ?? v.vlan ?? 0,
+      vlanQos: vl?.qos ?? v.qos ?? 0,
+    };
+    if (v.spoofchk !== undefined) st.spoofchk = v.spoofchk;
+    if (v.trust !== undefined) st.trust = v.trust;
+    return st;
+  });
+}
+
+export class IpNetlink implements Netlink {
+  constructor(
+    protected readonly run: Runner = runProcess,
+    protected readonly ipPath = 'ip',
+  ) {}
+
+  protected async exec(lines: readonly string[], netns: string | undefined, force: boolean): Promise<BatchResult> {
+    if (lines.length === 0) return { outputs: [], failures: [] };
+    const { pre, ipOpts } = netnsArgs(netns);
+    // stderr after stdout is fine here: a spawned batch's outputs and errors are attributed by line numbers
+    const argv = [...pre, this.ipPath, ...ipOpts, '-j', '-d', ...(force ? ['-force'] : []), '-batch', '-'];
+    const r = await this.run(argv, lines.join('\n') + '\n');
+    const res = parseBatchOutput(`${r.stdout}\n${r.stderr}`, lines);
+    if (r.code !== 0 && res.failures.length === 0) res.failures.push({ index: -1, line: '?', message: `exit ${r.code}: ${r.stderr.trim()}` });
+    return res;
+  }
+
+  async batch(lines: readonly string[], netns?: string): Promise<unknown[]> {
+    const r = await this.exec(lines, netns, false);
+    if (r.failures.length) throw new BatchError(r.failures, netns);
+    return r.outputs;
+  }
+
+  tryBatch(lines: readonly string[], netns?: string): Promise<BatchResult> {
+    return this.exec(lines, netns, true);
+  }
+
+  async link(name: string, netns?: string): Promise<LinkInfo | null> {
+    const r = await this.exec([`link show dev ${name}`], netns, true);
+    if (r.failures.length) {
+      if (isNoSuchDevice(r.failures[0]!.message)) return null;
+      throw new BatchError(r.failures, netns);
+    }
+    const l = (r.outputs[0] as IpJsonLink[] | undefined)?.[0];
+    return l ? toLinkInfo(l) : null;
+  }
+
+  async links(netns?: string): Promise<Map<string, LinkInfo>> {
+    const out = await this.batch(['link show'], netns);
+    const m = new Map<string, LinkInfo>();
+    for (const l of (out[0] as IpJsonLink[] | undefined) ?? []) m.set(l.ifname, toLinkInfo(l));
+    return m;
+  }
+
+  async netnsExists(netns: string): Promise<boolean> {
+    if (netns.includes('/')) return existsSync(netns);
+    return NETNS_DIRS.some((d) => existsSync(`${d}/${netns}`));
+  }
+
+  async vfs(pf: string): Promise<VfState[]> {
+    const r = await this.exec([`link show dev ${pf}`], undefined, true);
+    if (r.failures.length) throw new BatchError(r.failures);
+    const l = (r.outputs[0] as IpJsonLink[] | undefined)?.[0];
+    return l ? vfStates(l) : [];
+  }
+
+  async setVf(pf: string, vf: number, s: VfSettings): Promise<void> {
+    await this.batch([vfSetLine(pf, vf, s)]);
+  }
+}
+
+/** One long-lived `ip -j -d -force -batch -` in the host netns, fed request by request. */
+class PersistentIp {
+  private proc: ChildProcess | null = null;
+  private buf = '';
+  private lineNo = 0;
+  private seq = 0;
+  private waiting: { marker: string; resolve: (text: string) => void; reject: (e: Error) => void } | null = null;
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly ipPath: string) {}
+
+  private start(): ChildProcess {
+    // stdout line-buffered and stderr merged into it, so errors arrive in order with outputs
+    const p = spawn('sh', ['-c', `exec stdbuf -oL ${this.ipPath} -j -d -force -batch - 2>&1`], { stdio: ['pipe', 'pipe', 'ignore'] });
+    this.lineNo = 0;
+    this.buf = '';
+    p.stdout!.setEncoding('utf8');
+    p.stdout!.on('data', (d: string) => {
+      this.buf += d;
+      const w = this.waiting;
+      if (!w) return;
+      const i = this.buf.indexOf(w.marker);
+      if (i < 0) return;
+      const cf = this.buf.indexOf('Command failed', i);
+      const end = cf < 0 ? -1 : this.buf.indexOf('\n', cf);
+      if (end < 0) return; // the marker's own "Command failed -:N" line has not arrived yet
+      const text = this.buf.slice(0, i);
+      this.buf = this.buf.slice(end + 1);
+      this.waiting = null;
+      w.resolve(text);
+    });
+    p.on('exit', () => {
+      if (this.proc === p) this.proc = null;
+      const w = this.waiting;
+      this.waiting = null;
+      w?.reject(new AppError('UNAVAILABLE', 'the ip batch process exited', { retryable: true }));
+    });
+    p.stdin!.on('error', () => undefined);
+    p.unref();
+    (p.stdin as unknown as { unref?: () => void }).unref?.();
+    (p.stdout as unknown as { unref?: () => void }).unref?.();
+    this.proc = p;
+    return p;
+  }
+
+  exec(lines: readonly string[]): Promise<BatchResult> {
+    const run = async (): Promise<BatchResult> => {
+      const p = this.proc ?? this.start();
+      const name = `__np${(this.seq++).toString(36)}`;
+      const marker = `Device "${name}" does not exist.`;
+      const first = this.lineNo + 1;
+      this.lineNo += lines.length + 1;
+      const out = p.stdout as unknown as { ref?: () => void; unref?: () => void };
+      out.ref?.(); // keep the event loop alive while an answer is due; idle, the process must not hold it
+      const text = await new Promise<string>((resolve, reject) => {
+        this.waiting = { marker, resolve, reject };
+        p.stdin!.write([...lines, `link show dev ${name}`].join('\n') + '\n');
+      }).finally(() => out.unref?.());
+      return parseBatchOutput(text, lines, first);
+    };
+    const next = this.chain.then(run, run);
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  close(): void {
+    this.proc?.stdin?.end();
+    this.proc = null;
+  }
+}
+
+export class IpBatchNetlink extends IpNetlink {
+  private readonly host: PersistentIp;
+  constructor(run: Runner = runProcess, ipPath = 'ip') {
+    super(run, ipPath);
+    this.host = new PersistentIp(ipPath);
+  }
+  protected override async exec(lines: readonly string[], netns: string | undefined, force: boolean): Promise<BatchResult> {
+    if (netns) return super.exec(lines, netns, force);
+    if (lines.length === 0) return { outputs: [], failures: [] };
+    if (force) return this.host.exec(lines);
+    // the long-lived process runs with -force: keep "stop at the first failure" by sending line after line
+    const outputs: unknown[] = [];
+    for (const [i, line] of lines.entries()) {
+      const r = await this.host.exec([line]);
+      outputs.push(...r.outputs);
+      if (r.failures.length) return { outputs, failures: r.failures.map((f) => ({ ...f, index: i, line })) };
+    }
+    return { outputs, failures: [] };
+  }
+  /** Ends the long-lived ip process (it also ends with this process). */
+  close(): void {
+    this.host.close();
+  }
 }

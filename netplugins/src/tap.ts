@@ -6,7 +6,7 @@
  */
 import { ConflictError, NotFoundError, type AttachmentIp, type MacAddress, type TapAttachmentResult } from '@edgenfv/contracts';
 import { Fields, IFNAME_HINT, IFNAME_RE, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from './config.js';
-import type { Netlink } from './netlink.js';
+import { BatchError, isNoSuchDevice, type Netlink } from './netlink.js';
 import { isSupportedNetns, netnsTarget } from './netns.js';
 import {
   CheckError,
@@ -34,9 +34,9 @@ interface TapOriginal {
 }
 export type TapRecord = AttachmentRecord<TapConfig, TapAttachmentResult, TapOriginal>;
 
-export function tapNames(ctx: AttachCtx): { hostVeth: string; peer: string; nsBridge: string } {
+export function tapNames(ctx: AttachCtx): { hostVeth: string; peer: string; nsBridge: string; tmpTap: string } {
   const h = shortHash(attachmentId(ctx), 10);
-  return { hostVeth: `vt${h}`, peer: `vp${h.slice(0, 8)}`, nsBridge: `br${h.slice(0, 8)}` };
+  return { hostVeth: `vt${h}`, peer: `vp${h.slice(0, 8)}`, nsBridge: `br${h.slice(0, 8)}`, tmpTap: `tt${h.slice(0, 8)}` };
 }
 
 export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResult> {
@@ -82,42 +82,43 @@ export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResul
       }
       if (!(await netlink.netnsExists(netns))) throw new NotFoundError(`netns ${netns} does not exist`);
       const names = tapNames(ctx);
-      const [hostLinks, nsLinks] = await Promise.all([netlink.links(), netlink.links(netns)]);
-      const br = hostLinks.get(cfg.bridge);
+      const br = await netlink.link(cfg.bridge);
       if (br && br.kind !== 'bridge') throw new ConflictError(`bridge: host link ${cfg.bridge} exists and is a ${br.kind ?? 'plain link'}, not a bridge`);
-      for (const n of [ctx.ifName, names.peer, names.nsBridge])
-        if (nsLinks.has(n)) throw new ConflictError(`link ${n} already exists in netns ${netns} and is not ours`);
-      if (hostLinks.has(names.hostVeth)) throw new ConflictError(`host link ${names.hostVeth} already exists and is not ours`);
-
       const original: TapOriginal = { bridgeExisted: !!br };
       const mtu = cfg.mtuBytes !== undefined ? ` mtu ${cfg.mtuBytes}` : '';
       const undo: Array<{ what: string; undo: () => Promise<void> }> = [];
       try {
+        if (!br) await netlink.tryBatch([`link add ${cfg.bridge} type bridge`, `link set ${cfg.bridge} up`]); // "exists": a racing ADD made it
+        // host side: the veth, its peer created straight in the sandbox's netns (fails when a link of that name exists)
+        try {
+          await netlink.batch([`link add ${names.hostVeth}${mtu} type veth peer name ${names.peer} netns ${netnsTarget(netns)}`]);
+        } catch (err) {
+          throw new ConflictError(`host link ${names.hostVeth} or ${names.peer} in ${netns} already exists and is not ours`, { cause: err });
+        }
         undo.push({ what: 'delete host veth', undo: () => this.delIfPresent(names.hostVeth) });
-        await netlink.batch([
-          ...(br ? [] : [`link add ${cfg.bridge} type bridge`]),
-          `link add ${names.hostVeth}${mtu} type veth peer name ${names.peer} netns ${netnsTarget(netns)}`,
-          `link set ${names.hostVeth} master ${cfg.bridge} up`,
-          `link set ${cfg.bridge} up`,
-        ]);
-        undo.push({
-          what: 'delete netns links',
-          undo: async () => {
-            const live = await netlink.links(netns);
-            const del = [ctx.ifName, names.nsBridge, names.peer].filter((n) => live.has(n)).map((n) => `link del ${n}`);
-            await netlink.batch(del, netns);
-          },
-        });
-        await netlink.batch(
-          [
-            `tuntap add dev ${ctx.ifName} mode tap`,
-            `link add ${names.nsBridge}${mtu} type bridge`,
-            `link set ${names.peer} master ${names.nsBridge} up`,
-            `link set ${ctx.ifName}${mtu} master ${names.nsBridge} up`,
-            `link set ${names.nsBridge} up`,
-          ],
-          netns,
-        );
+        await netlink.batch([`link set ${names.hostVeth} master ${cfg.bridge} up`]);
+        // netns side, one process: a bridge, the tap (made under a private name, then renamed: the rename fails
+        // instead of adopting a link that is already called ifName), both on the bridge with the veth peer
+        const nsLines = [
+          `link add ${names.nsBridge}${mtu} type bridge`,
+          `tuntap add dev ${names.tmpTap} mode tap`,
+          `link set ${names.tmpTap} name ${ctx.ifName}`,
+          `link set ${ctx.ifName}${mtu} master ${names.nsBridge} up`,
+          `link set ${names.peer} master ${names.nsBridge} up`,
+          `link set ${names.nsBridge} up`,
+        ];
+        try {
+          await netlink.batch(nsLines, netns);
+        } catch (err) {
+          const done = err instanceof BatchError ? err.failedIndex : nsLines.length;
+          const del: string[] = [];
+          if (done > 2) del.push(`link del ${ctx.ifName}`);
+          else if (done > 1) del.push(`link del ${names.tmpTap}`);
+          if (done > 0) del.push(`link del ${names.nsBridge}`);
+          undo.push({ what: 'delete netns links', undo: async () => void (await netlink.tryBatch(del, netns)) });
+          if (err instanceof BatchError && err.failedIndex === 2) throw new ConflictError(`link ${ctx.ifName} already exists in netns ${netns} and is not ours`, { cause: err });
+          throw err;
+        }
         const result: TapAttachmentResult = {
           kind: 'tap',
           id: attachmentId(ctx),
@@ -154,11 +155,14 @@ export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResul
       const netns = rec.netns!;
       const names = tapNames(ctx);
       if (await netlink.netnsExists(netns)) {
-        const live = await netlink.links(netns);
-        const del = [ctx.ifName, names.nsBridge, names.peer].filter((n) => live.has(n)).map((n) => `link del ${n}`);
-        await netlink.batch(del, netns);
+        const lines = [`link del ${ctx.ifName}`, `link del ${names.nsBridge}`, `link del ${names.peer}`];
+        const r = await netlink.tryBatch(lines, netns);
+        const real = r.failures.filter((f) => !isNoSuchDevice(f.message));
+        if (real.length) throw new BatchError(real, netns);
       }
-      await this.delIfPresent(names.hostVeth); // gone with its peer already, unless the netns went away oddly
+      const r = await netlink.tryBatch([`link del ${names.hostVeth}`]); // gone with its peer already, as a rule
+      const real = r.failures.filter((f) => !isNoSuchDevice(f.message));
+      if (real.length) throw new BatchError(real);
       records.delete(this.type, ctx);
     });
   }

@@ -2,7 +2,7 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { MacvtapPlugin } from '../src/macvtap.js';
-import { IpNetlink } from '../src/netlink.js';
+import { IpBatchNetlink } from '../src/netlink.js';
 import { ip, linkNames, tempState, tryIp, uniq } from './helpers.js';
 
 const st = tempState();
@@ -10,7 +10,7 @@ const ns = uniq('npm');
 const ns2 = uniq('npm');
 const parent = uniq('mvp');
 const peer = uniq('mvq');
-const plugin = new MacvtapPlugin({ netlink: new IpNetlink(), records: st.records, locks: st.locks });
+const plugin = new MacvtapPlugin({ netlink: new IpBatchNetlink(), records: st.records, locks: st.locks });
 
 before(() => {
   ip('netns', 'add', ns);

@@ -1,7 +1,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { TapPlugin, tapNames } from '../src/tap.js';
-import { IpNetlink } from '../src/netlink.js';
+import { IpBatchNetlink, BatchError } from '../src/netlink.js';
 import { InvalidArgumentError } from '@edgenfv/contracts';
 import { ip, linkNames, tempState, tryIp, uniq } from './helpers.js';
 
@@ -9,7 +9,7 @@ const st = tempState();
 const ns = uniq('npt');
 const ns2 = uniq('npt');
 const bridge = uniq('nbr');
-const plugin = new TapPlugin({ netlink: new IpNetlink(), records: st.records, locks: st.locks });
+const plugin = new TapPlugin({ netlink: new IpBatchNetlink(), records: st.records, locks: st.locks });
 
 before(() => {
   ip('netns', 'add', ns);
@@ -93,11 +93,12 @@ test('add into a missing netns fails and leaves nothing', async () => {
 
 test('a failing step rolls back what was made (in reverse order)', async () => {
   // the real netlink, failing the netns-side batch after the host side was made
-  class FailingNetlink extends IpNetlink {
-    override async batch(lines: readonly string[], netns?: string): Promise<void> {
-      if (netns && lines.some((l) => l.startsWith('tuntap add'))) {
-        await super.batch(lines.slice(0, 1), netns); // the tap gets made, then the batch "fails"
-        throw new Error('injected failure');
+  class FailingNetlink extends IpBatchNetlink {
+    override async batch(lines: readonly string[], netns?: string): Promise<unknown[]> {
+      const i = lines.findIndex((l) => l.startsWith('tuntap add'));
+      if (netns && i >= 0) {
+        await super.batch(lines.slice(0, i + 2), netns); // the ns bridge and the tap get made and renamed, then the batch "fails"
+        throw new BatchError([{ index: i + 2, line: lines[i + 2] ?? '', message: 'injected failure' }], netns);
       }
       return super.batch(lines, netns);
     }

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import type { AttachmentResult, AttachmentType } from '@edgenfv/contracts';
 import { DeviceLocks } from '../lock.js';
-import { IpNetlink } from '../netlink.js';
+import { IpBatchNetlink } from '../netlink.js';
 import type { AttachmentPlugin } from '../plugin.js';
 import { RecordStore } from '../records.js';
 import { TapPlugin } from '../tap.js';
@@ -27,13 +27,13 @@ export function pluginFor(type: AttachmentType, stateDir: string, env: NodeJS.Pr
   const base = { records: new RecordStore(join(stateDir, 'records')), locks: new DeviceLocks(join(stateDir, 'locks')) };
   switch (type) {
     case 'tap':
-      return new TapPlugin({ ...base, netlink: new IpNetlink() }) as AttachmentPlugin<unknown, AttachmentResult>;
+      return new TapPlugin({ ...base, netlink: new IpBatchNetlink() }) as AttachmentPlugin<unknown, AttachmentResult>;
     case 'macvtap':
-      return new MacvtapPlugin({ ...base, netlink: new IpNetlink() }) as AttachmentPlugin<unknown, AttachmentResult>;
+      return new MacvtapPlugin({ ...base, netlink: new IpBatchNetlink() }) as AttachmentPlugin<unknown, AttachmentResult>;
     case 'sriov': {
       const fake = env.EDGENFV_SRIOV_FAKE_ROOT;
       const sysfs = fake ? new FakeSysfs(fake) : new RealSysfs('/sys');
-      const netlink = fake ? new FakeVfNetlink(fake) : new IpNetlink();
+      const netlink = fake ? new FakeVfNetlink(fake) : new IpBatchNetlink();
       return new SriovPlugin({ ...base, sysfs, netlink, pciBind: new SysfsPciBind(sysfs), claimsDir: defaultClaimsDir(stateDir) }) as AttachmentPlugin<unknown, AttachmentResult>;
     }
     case 'vhostuser':

@@ -9,7 +9,7 @@
 import { mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, existsSync, readlinkSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
 import { RealSysfs, pciDev } from './sysfs.js';
-import type { LinkInfo, Netlink, VfSettings, VfState } from '../netlink.js';
+import type { BatchResult, LinkInfo, Netlink, VfSettings, VfState } from '../netlink.js';
 
 export interface FakePfSpec {
   bdf: string; // 0000:03:00.0
@@ -255,7 +255,10 @@ export class FakeVfNetlink implements Netlink {
     mkdirSync(dirname(this.file(pf)), { recursive: true });
     writeFileSync(this.file(pf), JSON.stringify(st));
   }
-  async batch(): Promise<void> {
+  async batch(): Promise<unknown[]> {
+    throw new Error('FakeVfNetlink only keeps VF tables');
+  }
+  async tryBatch(): Promise<BatchResult> {
     throw new Error('FakeVfNetlink only keeps VF tables');
   }
   async link(): Promise<LinkInfo | null> {
