@@ -122,7 +122,8 @@ interface Scenario {
 async function scenario(nodeCount: number): Promise<Scenario> {
   const dir = mkdtempSync(join(tmpdir(), 'edgenfv-bench-'));
   const server = await startNatsServer({ storeDir: join(dir, 'js') });
-  const nc = await connect({ servers: server.url });
+  // noAsyncTraces: no Error (stack capture) per request; the scheduler's connection should set it too
+  const nc = await connect({ servers: server.url, noAsyncTraces: true });
   try {
     const b = await openSchedulerBuckets(nc.jetstream());
     const rng = mulberry32(SEED);
@@ -134,7 +135,7 @@ async function scenario(nodeCount: number): Promise<Scenario> {
       await b.ledger.put(inv.nodeId, encodeJson(emptyLedger(inv.nodeId, 1)));
     });
     const decisions: number[] = [];
-    const cs = new ClusterState(b, { seed: SEED, onDecision: (ms) => decisions.push(ms) });
+    const cs = new ClusterState(b, { nc, seed: SEED, onDecision: (ms) => decisions.push(ms) });
     await cs.start();
     const loadSeconds = (performance.now() - t0) / 1000;
     if (cs.nodes().length !== nodeCount) throw new Error(`loaded ${cs.nodes().length} of ${nodeCount} nodes`);

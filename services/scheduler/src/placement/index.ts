@@ -11,3 +11,4 @@ export * from './kv.js';
 export * from './ledger.js';
 export * from './cluster.js';
 export * from './metrics.js';
+export * from './publisher.js';

@@ -19,10 +19,12 @@ import { vnfd } from './helpers.js';
 
 let fx: NatsFixture;
 let b: SchedulerBuckets;
+let nc: import('nats').NatsConnection;
 
 before(async () => {
   fx = await natsFixture();
-  b = await buckets(await fx.connect());
+  nc = await fx.connect();
+  b = await buckets(nc);
 });
 after(async () => {
   await fx.close();
@@ -55,7 +57,7 @@ async function ledgerOf(nodeId: string): Promise<NodeLedger> {
 test('schedule commits ledger + allocation; same allocId again books nothing twice', async () => {
   for (let i = 0; i < 3; i++)
     await putNode(b, simulatedInventory({ nodeId: `s${i}`, labels: { suite: 's' }, pfs: [{ physnet: 'physnet1', numaNode: 1, vfs: 4 }] }));
-  const cs = new ClusterState(b, { seed: 1 });
+  const cs = new ClusterState(b, { seed: 1, nc });
   await cs.start();
   try {
     const d = vnfd({ ...sriovDed, placement: { nodeSelector: { suite: 's' } } });
@@ -89,8 +91,8 @@ test('two ClusterStates (two scheduler replicas) racing on the same nodes never 
     await putNode(b, simulatedInventory({ nodeId: id, labels: { suite: 'r' }, cpusPerNuma: 5, isolatedPerNuma: 4, pfs: [{ physnet: 'physnet1', numaNode: 0, vfs: 2 }, { physnet: 'physnet1', numaNode: 1, vfs: 2 }] }));
   // capacity per node: 2 replicas per NUMA node (4 pinnable CPUs, 2 VFs): 4 per node, 12 in all
   const d = vnfd({ ...sriovDed, placement: { nodeSelector: { suite: 'r' } } });
-  const c1 = new ClusterState(b, { seed: 11 });
-  const c2 = new ClusterState(b, { seed: 22 });
+  const c1 = new ClusterState(b, { seed: 11, nc }); // lean publisher
+  const c2 = new ClusterState(b, { seed: 22 }); // nats.js KV calls
   await Promise.all([c1.start(), c2.start()]);
   try {
     const run = (cs: ClusterState, tag: string) =>
@@ -128,7 +130,7 @@ test('release frees; on a lost node it fences; a ledger change by another writer
   const inv = simulatedInventory({ nodeId: 'l0', labels: { suite: 'l' }, pfs: [{ physnet: 'physnet1', numaNode: 0, vfs: 1 }] });
   await putNode(b, inv);
   const d = vnfd({ ...sriovDed, resources: { ...sriovDed.resources, numa: 'none' }, placement: { nodeSelector: { suite: 'l' } } });
-  const cs = new ClusterState(b, { seed: 3 });
+  const cs = new ClusterState(b, { seed: 3, nc });
   await cs.start();
   try {
     const r1 = await cs.schedule(req('tl', 'l1', 0, d), 'l1-0', builder('l1-0'));

@@ -1,0 +1,91 @@
+/**
+ * A lean JetStream publisher for KV compare-and-set writes on the leader's hot path. nats.js's `kv.update`/`create`
+ * cost a timer, an Error with a stack trace (a "Cancelled" error even on success) and several promise layers per
+ * write, which made the client, not the server, the limit of placements per second on a 2-core machine. This
+ * publishes to `$KV.<bucket>.<key>` with the `Nats-Expected-Last-Subject-Sequence` header and a reply subject on
+ * one shared inbox subscription, parses the PubAck, and sweeps timeouts with one interval timer.
+ */
+import { createInbox, headers, type NatsConnection, type Subscription } from 'nats';
+
+const dec = new TextDecoder();
+
+interface Pending {
+  resolve: (rev: number | null) => void;
+  reject: (err: Error) => void;
+  deadline: number;
+}
+
+export class KvPublisher {
+  private readonly prefix: string;
+  private readonly sub: Subscription;
+  private readonly pending = new Map<string, Pending>();
+  private readonly sweeper: NodeJS.Timeout;
+  private next = 0;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly timeoutMs = 5000,
+  ) {
+    this.prefix = createInbox();
+    this.sub = nc.subscribe(`${this.prefix}.*`, {
+      callback: (err, msg) => {
+        if (err) return;
+        const token = msg.subject.slice(this.prefix.length + 1);
+        const p = this.pending.get(token);
+        if (!p) return;
+        this.pending.delete(token);
+        if (msg.headers && msg.headers.code >= 300) {
+          p.reject(new Error(`JetStream publish failed: ${msg.headers.code} ${msg.headers.description}`));
+          return;
+        }
+        try {
+          const ack = JSON.parse(dec.decode(msg.data)) as { seq?: number; error?: { err_code?: number; description?: string } };
+          if (ack.error) {
+            // 10071: wrong last sequence (the CAS lost)
+            if (ack.error.err_code === 10071 || /wrong last sequence/i.test(ack.error.description ?? '')) p.resolve(null);
+            else p.reject(new Error(`JetStream publish failed: ${ack.error.description ?? 'unknown error'}`));
+          } else if (typeof ack.seq === 'number') p.resolve(ack.seq);
+          else p.reject(new Error('JetStream publish: malformed ack'));
+        } catch (e) {
+          p.reject(e as Error);
+        }
+      },
+    });
+    this.sweeper = setInterval(() => {
+      const now = Date.now();
+      for (const [t, p] of this.pending) {
+        if (p.deadline <= now) {
+          this.pending.delete(t);
+          p.reject(new Error(`JetStream publish timed out after ${this.timeoutMs} ms`));
+        }
+      }
+    }, Math.min(1000, this.timeoutMs));
+    this.sweeper.unref();
+  }
+
+  /**
+   * Writes `<bucket>.<key>` if its last revision is `expected` (0: the key must not exist). Resolves to the new
+   * revision, or null when the CAS lost (also when a deleted key's marker is in the way: callers fall back).
+   */
+  cas(bucket: string, key: string, data: Uint8Array, expected: number): Promise<number | null> {
+    const token = (this.next++).toString(36);
+    const h = headers();
+    h.set('Nats-Expected-Last-Subject-Sequence', String(expected));
+    return new Promise<number | null>((resolve, reject) => {
+      this.pending.set(token, { resolve, reject, deadline: Date.now() + this.timeoutMs });
+      try {
+        this.nc.publish(`$KV.${bucket}.${key}`, data, { headers: h, reply: `${this.prefix}.${token}` });
+      } catch (err) {
+        this.pending.delete(token);
+        reject(err as Error);
+      }
+    });
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+    this.sub.unsubscribe();
+    for (const p of this.pending.values()) p.reject(new Error('publisher closed'));
+    this.pending.clear();
+  }
+}
