@@ -23,7 +23,7 @@ import {
   type RegisterRequest,
 } from '@edgenfv/contracts';
 import { casPut, decodeEntry, encodeJson, getJson, type SchedulerBuckets } from '../placement/kv.js';
-import { bumpLedgerEpoch, listNodeAllocations, unfence } from '../placement/ledger.js';
+import { bumpLedgerEpoch, listNodeAllocations, unfenceReservations } from '../placement/ledger.js';
 import type { Reservation } from '../placement/types.js';
 import type { StoredNode } from './record.js';
 
@@ -51,6 +51,8 @@ export interface NodeLostEvent {
 }
 
 export type NodeLostHook = (ev: NodeLostEvent) => void | Promise<void>;
+/** Fenced reservations freed because the returned node no longer runs them (release their IP leases now). */
+export type FencedFreedHook = (nodeId: string, freed: Reservation[]) => void | Promise<void>;
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -70,6 +72,7 @@ export class NodeRegistry {
   private readonly lastSeen = new Map<string, number>();
   private readonly lastUnfence = new Map<string, number>();
   private readonly hooks = new Set<NodeLostHook>();
+  private readonly freedHooks = new Set<FencedFreedHook>();
   private readonly busy = new Set<string>();
   private active = false;
   private activeSince = 0;
@@ -126,6 +129,26 @@ export class NodeRegistry {
   onNodeLost(hook: NodeLostHook): () => void {
     this.hooks.add(hook);
     return () => this.hooks.delete(hook);
+  }
+
+  /** Registers a hook called when fenced reservations are freed (the node confirmed their sandboxes are gone). */
+  onFencedFreed(hook: FencedFreedHook): () => void {
+    this.freedHooks.add(hook);
+    return () => this.freedHooks.delete(hook);
+  }
+
+  private async unfence(nodeId: string, running: ReadonlySet<string>): Promise<string[]> {
+    const freed = await unfenceReservations(this.b, nodeId, running);
+    if (freed.length > 0) {
+      for (const h of this.freedHooks) {
+        try {
+          await h(nodeId, freed);
+        } catch (err) {
+          this.log?.error({ err, nodeId }, 'onFencedFreed hook failed');
+        }
+      }
+    }
+    return freed.map((r) => r.allocId);
   }
 
   get(nodeId: string): StoredNode | undefined {
@@ -259,7 +282,7 @@ export class NodeRegistry {
     }
     await bumpLedgerEpoch(this.b, nodeId, rec.epoch);
     // Reservations healed away while the node was lost and that it no longer runs are free again.
-    const freed = await unfence(this.b, nodeId, new Set(running));
+    const freed = await this.unfence(nodeId, new Set(running));
     this.lastSeen.set(nodeId, this.now());
     this.lastUnfence.delete(nodeId);
     this.log?.info({ nodeId, epoch: rec.epoch, running: running.length, freed: freed.length }, 'node registered');
@@ -290,7 +313,7 @@ export class NodeRegistry {
     this.busy.add(nodeId);
     try {
       this.lastUnfence.set(nodeId, this.now());
-      const freed = await unfence(this.b, nodeId, new Set(listed ? hb.running : []));
+      const freed = await this.unfence(nodeId, new Set(listed ? hb.running : []));
       if (freed.length > 0) this.log?.info({ nodeId, freed }, 'stale sandboxes gone: fenced reservations freed');
       if (!listed) await this.mutate(nodeId, (n) => ({ ...n, running: [] }));
     } catch (err) {

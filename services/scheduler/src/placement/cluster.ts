@@ -233,6 +233,10 @@ export class ClusterState {
 
   // ---- reads ----
 
+  get buckets(): SchedulerBuckets {
+    return this.b;
+  }
+
   nodes(): readonly NodeView[] {
     return this.list;
   }
@@ -307,6 +311,8 @@ export class ClusterState {
         this.unreserveLocal(r.nodeId, allocId);
         throw err;
       }
+      const owners = alloc.interfaces.filter((i) => i.network && (i.ips?.length ?? 0) > 0).map((i) => `${allocId}.${i.name}`);
+      if (owners.length > 0) res.ipOwners = owners;
       try {
         await this.enqueue(r.nodeId, { kind: 'reserve', res, alloc });
         return { ok: true, allocation: alloc, decision, attempts: attempt, alreadyCommitted: false };

@@ -9,6 +9,11 @@ import type { Filter, NodeView, PlacementRequest, Verdict } from './types.js';
 const OK: Verdict = { ok: true };
 const no = (reason: string): Verdict => ({ ok: false, reason });
 
+export const excludeFilter: Filter = {
+  name: 'exclude',
+  filter: (req, node) => (req.excludeNodeIds?.has(node.nodeId) ? no('the operation moves replicas away from this node') : OK),
+};
+
 export const healthFilter: Filter = {
   name: 'health',
   filter: (_req, node) => (node.health === 'Ready' ? OK : no(`node is ${node.health}`)),
@@ -126,6 +131,7 @@ export const numaFilter: Filter = {
 /** The default pipeline, cheap filters first. */
 export const DEFAULT_FILTERS: readonly Filter[] = [
   tenantQuotaFilter,
+  excludeFilter,
   healthFilter,
   cordonFilter,
   nodeSelectorFilter,

@@ -120,19 +120,24 @@ export async function releaseAllocation(
 
 /**
  * Frees a node's fenced reservations that the node no longer runs (`running`: allocation ids it still has
- * sandboxes for; every fenced reservation not in it is freed). Returns the freed allocation ids.
+ * sandboxes for; every fenced reservation not in it is freed). Returns the freed reservations.
  */
-export async function unfence(b: SchedulerBuckets, nodeId: string, running: ReadonlySet<string>): Promise<string[]> {
+export async function unfenceReservations(b: SchedulerBuckets, nodeId: string, running: ReadonlySet<string>): Promise<Reservation[]> {
   for (;;) {
     const cur = await getJson<NodeLedger>(b.ledger, nodeId);
     if (!cur) return [];
-    const freed = Object.values(cur.value.reservations).filter((r) => r.fenced && !running.has(r.allocId)).map((r) => r.allocId);
+    const freed = Object.values(cur.value.reservations).filter((r) => r.fenced && !running.has(r.allocId));
     if (freed.length === 0) return [];
     const reservations = { ...cur.value.reservations };
-    for (const id of freed) delete reservations[id];
+    for (const r of freed) delete reservations[r.allocId];
     const rev = await casPut(b.ledger, nodeId, { ...cur.value, reservations, updatedAt: new Date().toISOString() }, cur.revision);
     if (rev !== null) return freed;
   }
+}
+
+/** `unfenceReservations`, returning the freed allocation ids. */
+export async function unfence(b: SchedulerBuckets, nodeId: string, running: ReadonlySet<string>): Promise<string[]> {
+  return (await unfenceReservations(b, nodeId, running)).map((r) => r.allocId);
 }
 
 /** Moves a node's ledger to a new epoch (fencing), CAS; creates it when missing. */

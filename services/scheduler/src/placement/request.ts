@@ -8,6 +8,8 @@ export interface PlacementRequestInput {
   descriptor: Vnfd;
   /** Nodes of the VNF's other replicas (used when the VNFD asks for anti-affinity). */
   otherReplicaNodeIds?: Iterable<string>;
+  /** Nodes to keep away from whatever the VNFD says (heal: the failed node; drain: the drained one). */
+  excludeNodeIds?: Iterable<string>;
   quotaRemaining?: { vcpus?: number; memoryMiB?: number; vfs?: number };
 }
 
@@ -41,6 +43,10 @@ export function buildPlacementRequest(input: PlacementRequestInput): PlacementRe
   };
   if (d.resources.hugepages) req.hugepages = { sizeKiB: d.resources.hugepages.sizeKiB, count: d.resources.hugepages.count };
   if (input.quotaRemaining) req.quotaRemaining = input.quotaRemaining;
+  if (input.excludeNodeIds) {
+    const ex = new Set(input.excludeNodeIds);
+    if (ex.size > 0) req.excludeNodeIds = ex;
+  }
   return req;
 }
 

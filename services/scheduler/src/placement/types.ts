@@ -29,6 +29,8 @@ export interface PlacementRequest {
   antiAffinity: 'node' | 'none';
   /** Nodes that already hold another replica of this VNF (anti-affinity). */
   avoidNodeIds: ReadonlySet<string>;
+  /** Nodes the operation moves away from (heal: the failed node; drain: the drained one), whatever the policy. */
+  excludeNodeIds?: ReadonlySet<string>;
   /** What the tenant's quota still allows; a missing key is unlimited; undefined: not checked here. */
   quotaRemaining?: { vcpus?: number; memoryMiB?: number; vfs?: number };
 }
@@ -77,6 +79,8 @@ export interface Reservation {
   hugepages?: { sizeKiB: number; count: number; numaNode: number };
   /** VF PCI addresses. */
   vfs: string[];
+  /** IPAM lease owners (`<allocId>.<ifName>`) of the allocation: kept while fenced, released with it. */
+  ipOwners?: string[];
   /** The allocation was released while its node was lost: resources stay held until the node confirms teardown. */
   fenced?: boolean;
   at: string;

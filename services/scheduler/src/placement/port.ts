@@ -1,0 +1,144 @@
+/**
+ * The operations engine's PlacementPort over ClusterState (ledger CAS commits, per-node coalescing, node views kept
+ * by KV watches): a drop-in for `ops/kv-placement.ts`. Interface MACs are derived from the allocation id, addresses
+ * come from the IPAM (owner `<allocId>.<ifName>`, with the node and epoch). Releasing an allocation on a lost node
+ * fences it: its VFs, CPUs, hugepages and IP leases stay held until the node confirms the sandbox is gone (the
+ * registry's `onFencedFreed` then releases the leases here).
+ */
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import { UnschedulableError, allocKey, localMac, type AllocInterface, type Allocation, type Vnf } from '@edgenfv/contracts';
+import type { Ipam } from '@edgenfv/netplugins/internal/ipam';
+import type { PlacementPort, PlaceReplicaInput } from '../ops/placement-port.js';
+import type { NodeRegistry } from '../nodes/registry.js';
+import type { ClusterState, Decision } from './cluster.js';
+import { allocationResources } from './cluster.js';
+import { getJson } from './kv.js';
+import { buildPlacementRequest } from './request.js';
+import type { PlacementRequest } from './types.js';
+
+export interface LedgerPlacementOptions {
+  ipam?: Ipam | null;
+  logger?: Logger;
+  /** Frees the IP leases of fenced reservations when their node confirms the teardown. */
+  registry?: NodeRegistry;
+}
+
+export class LedgerPlacement implements PlacementPort {
+  private readonly ipam: Ipam | null;
+  private readonly log: Logger | undefined;
+
+  constructor(
+    private readonly cluster: ClusterState,
+    opts: LedgerPlacementOptions = {},
+  ) {
+    this.ipam = opts.ipam ?? null;
+    this.log = opts.logger?.child({ component: 'placement' });
+    opts.registry?.onFencedFreed(async (nodeId, freed) => {
+      for (const r of freed) for (const owner of r.ipOwners ?? []) await this.ipam?.release(owner);
+      this.log?.info({ nodeId, allocIds: freed.map((r) => r.allocId) }, 'fenced reservations and their IP leases freed');
+    });
+  }
+
+  async placeReplica(input: PlaceReplicaInput): Promise<Allocation> {
+    const { vnf, replica, allocId } = input;
+    const others = vnf.replicas.filter((r) => r.index !== replica && r.nodeId).map((r) => r.nodeId!);
+    const req = buildPlacementRequest({
+      tenantId: vnf.tenantId,
+      vnfId: vnf.id,
+      replica,
+      descriptor: vnf.descriptor,
+      otherReplicaNodeIds: others,
+      excludeNodeIds: input.avoidNodeIds ?? [],
+    });
+    const r = await this.cluster.schedule(req, allocId, (d, q) => this.allocationFor(vnf, allocId, d, q));
+    if (!r.ok) throw new UnschedulableError(r.explanation.message, r.explanation);
+    this.log?.info(
+      { tenantId: vnf.tenantId, vnfId: vnf.id, nodeId: r.decision.nodeId, allocId, numaAligned: r.decision.assignment.numaAligned, attempts: r.attempts },
+      r.alreadyCommitted ? 'allocation found committed' : 'allocation committed',
+    );
+    return r.allocation;
+  }
+
+  async findAllocation(allocId: string): Promise<Allocation | null> {
+    const found = this.cluster.findReservation(allocId);
+    if (!found) return null;
+    return (await getJson<Allocation>(this.cluster.buckets.allocs, allocKey(found.nodeId, allocId)))?.value ?? null;
+  }
+
+  async releaseAllocation(alloc: Allocation): Promise<void> {
+    const res = this.cluster.findReservation(alloc.allocId)?.reservation;
+    const r = await this.cluster.release(alloc.allocId, { nodeId: alloc.nodeId });
+    if (r.fenced) return; // leases stay held until the node confirms (onFencedFreed)
+    if (this.ipam) {
+      const owners = new Set([...(res?.ipOwners ?? []), ...alloc.interfaces.filter((i) => i.network).map((i) => `${alloc.allocId}.${i.name}`)]);
+      for (const o of owners) await this.ipam.release(o);
+    }
+  }
+
+  async nodeReady(nodeId: string): Promise<boolean> {
+    return this.cluster.node(nodeId)?.health === 'Ready';
+  }
+
+  private async allocationFor(vnf: Vnf, allocId: string, d: Decision, req: PlacementRequest): Promise<Allocation> {
+    const desc = vnf.descriptor;
+    const interfaces: AllocInterface[] = [];
+    const leased: string[] = [];
+    try {
+      for (const i of desc.interfaces ?? []) {
+        const mac = i.mac ? i.mac.toLowerCase() : localMac(createHash('sha256').update(`${allocId}/${i.name}`).digest());
+        const ai: AllocInterface = { name: i.name, type: i.type, mac };
+        if (i.network) {
+          ai.network = i.network;
+          if (this.ipam) {
+            const owner = `${allocId}.${i.name}`;
+            const lease = await this.ipam.allocate(i.network, owner, { nodeId: d.nodeId, epoch: d.epoch });
+            leased.push(owner);
+            ai.ips = [lease.cidr];
+            if (lease.gateway) ai.gateway = lease.gateway;
+          }
+        }
+        if (i.mtuBytes) ai.mtuBytes = i.mtuBytes;
+        if (i.type === 'macvtap' && i.parent) ai.parent = i.parent;
+        if (i.type === 'sriov') {
+          const vf = d.assignment.vfs.find((v) => v.interface === i.name);
+          if (vf) {
+            ai.sriov = {
+              pfPciAddress: vf.pfPciAddress,
+              vfPciAddress: vf.vfPciAddress,
+              vfIndex: vf.vfIndex,
+              physnet: vf.physnet,
+              ...(i.vlan !== undefined ? { vlan: i.vlan } : {}),
+              ...(i.vlanQos !== undefined ? { vlanQos: i.vlanQos } : {}),
+              ...(i.spoofchk !== undefined ? { spoofchk: i.spoofchk } : {}),
+              ...(i.trust !== undefined ? { trust: i.trust } : {}),
+            };
+          }
+        }
+        if (i.type === 'vhostuser') ai.vhostuser = { dataplane: i.dataplane, socketPath: `${allocId}-${i.name}.sock`, queues: i.queues ?? 1 };
+        interfaces.push(ai);
+      }
+    } catch (err) {
+      for (const o of leased) await this.ipam?.release(o).catch((e: unknown) => this.log?.warn({ err: e, owner: o }, 'lease rollback failed'));
+      throw err;
+    }
+    return {
+      allocId,
+      nodeId: d.nodeId,
+      epoch: d.epoch,
+      tenantId: vnf.tenantId,
+      vnfId: vnf.id,
+      vnfName: vnf.name,
+      replica: req.replica,
+      resources: allocationResources(req, d),
+      image: desc.image,
+      ...(desc.command ? { command: desc.command } : {}),
+      ...(desc.args ? { args: desc.args } : {}),
+      ...(desc.env ? { env: desc.env } : {}),
+      interfaces,
+      ...(desc.routes ? { routes: desc.routes } : {}),
+      desired: 'running',
+      createdAt: new Date().toISOString(),
+    };
+  }
+}
