@@ -25,18 +25,19 @@ export function defaultCandidateLimit(n: number): number {
 }
 
 class RejectionCounter {
-  private readonly counts = new Map<string, Rejection>();
+  private readonly byFilter = new Map<string, Map<string, Rejection>>();
   add(filter: string, reason: string, n = 1): void {
-    const k = `${filter}\u0000${reason}`;
-    const r = this.counts.get(k);
+    let m = this.byFilter.get(filter);
+    if (!m) this.byFilter.set(filter, (m = new Map()));
+    const r = m.get(reason);
     if (r) r.nodes += n;
-    else this.counts.set(k, { filter, reason, nodes: n });
+    else m.set(reason, { filter, reason, nodes: n });
   }
   list(filterOrder: readonly Filter[]): Rejection[] {
     const rank = new Map(filterOrder.map((f, i) => [f.name, i]));
-    return [...this.counts.values()].sort(
-      (a, b) => (rank.get(a.filter) ?? 99) - (rank.get(b.filter) ?? 99) || b.nodes - a.nodes || a.reason.localeCompare(b.reason),
-    );
+    return [...this.byFilter.values()]
+      .flatMap((m) => [...m.values()])
+      .sort((a, b) => (rank.get(a.filter) ?? 99) - (rank.get(b.filter) ?? 99) || b.nodes - a.nodes || a.reason.localeCompare(b.reason));
   }
 }
 

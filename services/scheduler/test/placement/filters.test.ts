@@ -5,6 +5,7 @@ import {
   cordonFilter,
   dataplaneFilter,
   dedicatedCpusFilter,
+  excludeFilter,
   healthFilter,
   hugepagesFilter,
   nodeSelectorFilter,
@@ -12,6 +13,7 @@ import {
   resourcesFilter,
   sriovVfsFilter,
   tenantQuotaFilter,
+  buildPlacementRequest,
   type Filter,
   type NodeView,
   type PlacementRequest,
@@ -38,6 +40,21 @@ function table(filter: Filter, cases: Case[]): void {
 
 const sriov = (n: number, physnet = 'physnet1') =>
   Array.from({ length: n }, (_, i) => ({ name: `vf${i}`, type: 'sriov' as const, physnet }));
+
+table(excludeFilter, [
+  { name: 'nothing excluded passes', req: () => request(vnfd()), node: () => nodeView({}) },
+  {
+    name: 'excluded node rejected whatever the anti-affinity policy',
+    req: () => buildPlacementRequest({ tenantId: 't1', vnfId: 'v1', replica: 0, descriptor: vnfd(), excludeNodeIds: ['n1'] }),
+    node: () => nodeView({}),
+    reject: 'the operation moves replicas away from this node',
+  },
+  {
+    name: 'other nodes pass',
+    req: () => buildPlacementRequest({ tenantId: 't1', vnfId: 'v1', replica: 0, descriptor: vnfd(), excludeNodeIds: ['n9'] }),
+    node: () => nodeView({}),
+  },
+]);
 
 table(healthFilter, [
   { name: 'Ready passes', req: () => request(vnfd()), node: () => nodeView({}) },
