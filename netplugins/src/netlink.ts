@@ -73,6 +73,8 @@ export interface Netlink {
   batch(lines: readonly string[], netns?: string): Promise<unknown[]>;
   /** Runs every line even when some fail (`ip -force`); returns the failures instead of throwing. */
   tryBatch(lines: readonly string[], netns?: string): Promise<BatchResult>;
+  /** Runs `tc` commands (one per line, no leading `tc`) in one process; stops at the first failure. */
+  tcBatch(lines: readonly string[], netns?: string): Promise<unknown[]>;
   /** The link named `name`, or null when it does not exist. */
   link(name: string, netns?: string): Promise<LinkInfo | null>;
   /** Every link of a netns, by name. */
@@ -191,11 +193,11 @@ export class IpNetlink implements Netlink {
     protected readonly ipPath = 'ip',
   ) {}
 
-  protected async exec(lines: readonly string[], netns: string | undefined, force: boolean): Promise<BatchResult> {
+  protected async exec(lines: readonly string[], netns: string | undefined, force: boolean, program?: string): Promise<BatchResult> {
     if (lines.length === 0) return { outputs: [], failures: [] };
     const { pre, ipOpts } = netnsArgs(netns);
     // stderr after stdout is fine here: a spawned batch's outputs and errors are attributed by line numbers
-    const argv = [...pre, this.ipPath, ...ipOpts, '-j', '-d', ...(force ? ['-force'] : []), '-batch', '-'];
+    const argv = [...pre, program ?? this.ipPath, ...ipOpts, '-j', ...(program ? [] : ['-d']), ...(force ? ['-force'] : []), '-batch', '-'];
     const r = await this.run(argv, lines.join('\n') + '\n');
     const res = parseBatchOutput(`${r.stdout}\n${r.stderr}`, lines);
     if (r.code !== 0 && res.failures.length === 0) res.failures.push({ index: -1, line: '?', message: `exit ${r.code}: ${r.stderr.trim()}` });
@@ -210,6 +212,12 @@ export class IpNetlink implements Netlink {
 
   tryBatch(lines: readonly string[], netns?: string): Promise<BatchResult> {
     return this.exec(lines, netns, true);
+  }
+
+  async tcBatch(lines: readonly string[], netns?: string): Promise<unknown[]> {
+    const r = await this.exec(lines, netns, false, 'tc');
+    if (r.failures.length) throw new BatchError(r.failures, netns);
+    return r.outputs;
   }
 
   async link(name: string, netns?: string): Promise<LinkInfo | null> {
@@ -252,7 +260,7 @@ class PersistentIp {
   private buf = '';
   private lineNo = 0;
   private seq = 0;
-  private waiting: { marker: string; resolve: (text: string) => void; reject: (e: Error) => void } | null = null;
+  private waiting: { marker: string; resolve: (text: string, died?: boolean) => void; reject: (e: Error) => void } | null = null;
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly ipPath: string) {}
@@ -277,11 +285,14 @@ class PersistentIp {
       this.waiting = null;
       w.resolve(text);
     });
-    p.on('exit', () => {
+    p.on('close', () => {
       if (this.proc === p) this.proc = null;
       const w = this.waiting;
       this.waiting = null;
-      w?.reject(new AppError('UNAVAILABLE', 'the ip batch process exited', { retryable: true }));
+      // some argument errors make ip exit even with -force ("invarg"): hand back what it said
+      const text = this.buf;
+      this.buf = '';
+      w?.resolve(text, true);
     });
     p.stdin!.on('error', () => undefined);
     p.unref();
@@ -291,24 +302,50 @@ class PersistentIp {
     return p;
   }
 
+  /** Runs the lines one request each (ip exits on some argument errors even with -force: one line is one fate). */
   exec(lines: readonly string[]): Promise<BatchResult> {
-    const run = async (): Promise<BatchResult> => {
-      const p = this.proc ?? this.start();
-      const name = `__np${(this.seq++).toString(36)}`;
-      const marker = `Device "${name}" does not exist.`;
-      const first = this.lineNo + 1;
-      this.lineNo += lines.length + 1;
-      const out = p.stdout as unknown as { ref?: () => void; unref?: () => void };
-      out.ref?.(); // keep the event loop alive while an answer is due; idle, the process must not hold it
-      const text = await new Promise<string>((resolve, reject) => {
-        this.waiting = { marker, resolve, reject };
-        p.stdin!.write([...lines, `link show dev ${name}`].join('\n') + '\n');
-      }).finally(() => out.unref?.());
-      return parseBatchOutput(text, lines, first);
+    const all = async (): Promise<BatchResult> => {
+      const outputs: unknown[] = [];
+      const failures: BatchFailure[] = [];
+      for (const [i, line] of lines.entries()) {
+        const r = await this.one(line);
+        outputs.push(...r.outputs);
+        failures.push(...r.failures.map((f) => ({ ...f, index: i, line })));
+      }
+      return { outputs, failures };
     };
-    const next = this.chain.then(run, run);
+    const next = this.chain.then(all, all);
     this.chain = next.catch(() => undefined);
     return next;
+  }
+
+  private async one(line: string): Promise<BatchResult> {
+    const p = this.proc ?? this.start();
+    const name = `__np${(this.seq++).toString(36)}`;
+    const marker = `Device "${name}" does not exist.`;
+    const first = this.lineNo + 1;
+    this.lineNo += 2;
+    const out = p.stdout as unknown as { ref?: () => void; unref?: () => void };
+    out.ref?.(); // keep the event loop alive while an answer is due; idle, the process must not hold it
+    p.ref(); // also the child itself: when ip exits, its exit must be seen before the loop may end
+    let died = false;
+    const text = await new Promise<string>((resolve, reject) => {
+      this.waiting = {
+        marker,
+        resolve: (t, d) => {
+          died = !!d;
+          resolve(t);
+        },
+        reject,
+      };
+      p.stdin!.write(`${line}\nlink show dev ${name}\n`);
+    }).finally(() => {
+      out.unref?.();
+      p.unref();
+    });
+    const r = parseBatchOutput(text, [line], first);
+    if (died && r.failures.length === 0) r.failures.push({ index: 0, line, message: text.trim() || 'ip exited' });
+    return { outputs: r.outputs, failures: r.failures.map((f) => ({ ...f, index: 0, line })) };
   }
 
   close(): void {
@@ -323,11 +360,11 @@ export class IpBatchNetlink extends IpNetlink {
     super(run, ipPath);
     this.host = new PersistentIp(ipPath);
   }
-  protected override async exec(lines: readonly string[], netns: string | undefined, force: boolean): Promise<BatchResult> {
-    if (netns) return super.exec(lines, netns, force);
+  protected override async exec(lines: readonly string[], netns: string | undefined, force: boolean, program?: string): Promise<BatchResult> {
+    if (netns || program) return super.exec(lines, netns, force, program);
     if (lines.length === 0) return { outputs: [], failures: [] };
     if (force) return this.host.exec(lines);
-    // the long-lived process runs with -force: keep "stop at the first failure" by sending line after line
+    // keep "stop at the first failure": line after line
     const outputs: unknown[] = [];
     for (const [i, line] of lines.entries()) {
       const r = await this.host.exec([line]);

@@ -9,10 +9,18 @@ export const binDir = join(pkgRoot, 'bin');
 /** Builds netplugins/bin when it is missing or older than the compiled CNI code (CI runs tests on a fresh build). */
 export function ensureBin(): void {
   const bundle = join(binDir, 'edgenfv-cni.cjs');
-  const srcDir = join(pkgRoot, 'dist/src/cni');
-  const newest = Math.max(...readdirSync(srcDir).map((f) => statSync(join(srcDir, f)).mtimeMs), statSync(join(pkgRoot, 'src/cni/shim.c')).mtimeMs);
+  const newest = Math.max(newestIn(join(pkgRoot, 'dist/src')), newestIn(join(pkgRoot, '../packages/contracts/dist/src')), statSync(join(pkgRoot, 'src/cni/shim.c')).mtimeMs);
   if (!existsSync(bundle) || statSync(bundle).mtimeMs < newest || !existsSync(join(binDir, 'edgenfv-tap')))
     execFileSync(process.execPath, [join(pkgRoot, 'scripts/build-bin.mjs')], { stdio: 'inherit' });
+}
+
+function newestIn(dir: string): number {
+  let m = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    m = Math.max(m, e.isDirectory() ? newestIn(p) : statSync(p).mtimeMs);
+  }
+  return m;
 }
 
 export interface CniCall {

@@ -30,6 +30,11 @@ test('the long-lived host ip process answers like one-shot ip, stops at the firs
   await assert.rejects(nl.batch(['link add x0np type nosuchkind', 'link show dev lo']), (e: Error & { failedIndex?: number }) => e.failedIndex === 0);
   const many = await Promise.all(Array.from({ length: 20 }, () => nl.link('lo')));
   assert.ok(many.every((l) => l?.name === 'lo'));
+  // an argument error makes ip exit even with -force: the line fails, the next request gets a new process
+  const crash = await nl.tryBatch(['link set lo master nosuchbr0', 'link show dev lo']);
+  assert.equal(crash.failures.length, 1);
+  assert.match(crash.failures[0]!.message, /nosuchbr0/);
+  assert.equal(crash.outputs.length, 1);
   const r = await nl.tryBatch(['link del nosuch1', 'link show dev lo']);
   assert.equal(r.failures.length, 1);
   assert.equal(r.outputs.length, 1);

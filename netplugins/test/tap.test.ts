@@ -1,4 +1,5 @@
 import { test, after, before } from 'node:test';
+import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { TapPlugin, tapNames } from '../src/tap.js';
 import { IpBatchNetlink, BatchError } from '../src/netlink.js';
@@ -24,11 +25,11 @@ after(() => {
 
 test('parseConfig lists every bad field in one error', () => {
   assert.throws(
-    () => plugin.parseConfig({ mtuBytes: 10, mac: 'ff:ff:ff:ff:ff:ff', ips: [{ address: '10.0.0.1' }], color: 'red' }),
+    () => plugin.parseConfig({ mtuBytes: 10, mac: 'ff:ff:ff:ff:ff:ff', ips: [{ address: '10.0.0.1' }], color: 'red', wiring: 'tube' }),
     (e: unknown) => {
       assert.ok(e instanceof InvalidArgumentError);
       const fields = e.issues.map((i) => i.field).sort();
-      assert.deepEqual(fields, ['bridge', 'color', 'ips[0].address', 'mac', 'mtuBytes']);
+      assert.deepEqual(fields, ['bridge', 'color', 'ips[0].address', 'mac', 'mtuBytes', 'wiring']);
       return true;
     },
   );
@@ -59,6 +60,28 @@ test('add creates the tap in the netns on the bridge; add twice gives the same r
   assert.deepEqual(linkNames(ns).sort(), ['lo']);
   assert.ok(!linkNames().includes(names.hostVeth));
   await assert.rejects(plugin.check(ctx), /no tap attachment/);
+  assert.deepEqual(st.leftovers(), []);
+});
+
+test('tc wiring with an owner: tap owned by the VM user, mirred both ways; check; del leaves nothing', async () => {
+  const ctx = { containerId: 'sbtc', ifName: 'tap1', netns: ns };
+  const cfg = plugin.parseConfig({ bridge, wiring: 'tc', owner: { uid: 4321, gid: 4322 }, mtuBytes: 1400 });
+  const r = await plugin.add(ctx, cfg);
+  assert.deepEqual(await plugin.add(ctx, cfg), r);
+  const tap = JSON.parse(ip('-n', ns, '-j', '-d', 'link', 'show', 'tap1'))[0];
+  assert.equal(tap.linkinfo.info_data.user, 4321);
+  assert.equal(tap.linkinfo.info_data.group, 4322);
+  assert.equal(tap.master, undefined);
+  const names = tapNames(ctx);
+  const filters = execFileSync('tc', ['-n', ns, '-j', 'filter', 'show', 'dev', names.peer, 'ingress'], { encoding: 'utf8' });
+  assert.match(filters, /"to_dev":"tap1"|tap1/);
+  await plugin.check(ctx, r);
+  ip('-n', ns, 'link', 'del', names.peer);
+  await assert.rejects(plugin.check(ctx), /veth vp[0-9a-f]+ is missing/);
+  await plugin.del(ctx);
+  await plugin.del(ctx);
+  assert.deepEqual(linkNames(ns).sort(), ['lo']);
+  assert.ok(!linkNames().includes(names.hostVeth));
   assert.deepEqual(st.leftovers(), []);
 });
 

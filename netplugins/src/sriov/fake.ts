@@ -258,6 +258,9 @@ export class FakeVfNetlink implements Netlink {
   async batch(): Promise<unknown[]> {
     throw new Error('FakeVfNetlink only keeps VF tables');
   }
+  async tcBatch(): Promise<unknown[]> {
+    throw new Error('FakeVfNetlink only keeps VF tables');
+  }
   async tryBatch(): Promise<BatchResult> {
     throw new Error('FakeVfNetlink only keeps VF tables');
   }
