@@ -303,7 +303,13 @@ export class NodeRegistry {
     if (msg.reply) reply(msg, { ok: true, result: { epoch: rec?.epoch ?? 0, reregister: stale } satisfies HeartbeatReply });
     if (stale) return; // a fenced node must register again before it counts as alive
     this.lastSeen.set(nodeId, this.now());
-    if (!this.active || this.busy.has(nodeId)) return;
+    if (!this.active) return;
+    const inv = hb.inventory;
+    if (inv && typeof inv === 'object' && inv.nodeId === nodeId && JSON.stringify(inv) !== JSON.stringify(rec.inventory)) {
+      // the node's inventory changed (a PF's VFs, hugepages, labels): placement sees it through the record
+      void this.mutate(nodeId, (n) => ({ ...n, inventory: inv })).catch((err) => this.log?.warn({ err, nodeId }, 'inventory update failed'));
+    }
+    if (this.busy.has(nodeId)) return;
     // Fenced reservations (replicas healed away while the node was lost) are freed once the node no longer runs
     // them: checked at most once per grace when the heartbeat lists what runs, else at the first heartbeat after
     // a register that reported running sandboxes (the agent tears stale ones down before heartbeating).

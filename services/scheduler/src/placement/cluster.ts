@@ -416,6 +416,7 @@ export class ClusterState {
     try {
       while (q.items.length > 0) {
         let batch = q.items.splice(0);
+        let refreshed = false;
         for (;;) {
           const cached = this.ledgers.get(nodeId);
           const base = cached?.value ?? emptyLedger(nodeId, this.views.get(nodeId)?.epoch ?? 0);
@@ -428,6 +429,13 @@ export class ClusterState {
             } else delete reservations[it.allocId];
           }
           const stale = batch.filter((it) => it.kind === 'reserve' && it.res.epoch !== base.epoch);
+          if (stale.length > 0 && !refreshed) {
+            // our copy of the ledger may be behind the node record: read it before judging
+            refreshed = true;
+            const fresh = await getJson<NodeLedger>(this.b.ledger, nodeId);
+            if (fresh) this.ledgers.set(nodeId, fresh);
+            continue;
+          }
           if (stale.length > 0) {
             for (const it of stale) this.failReserve(nodeId, it, `node is at epoch ${base.epoch}`);
             batch = batch.filter((it) => !stale.includes(it));

@@ -195,3 +195,50 @@ test('node loss: replicas healed elsewhere within grace + 5 s; on return its sta
     await reg.stop();
   }
 });
+
+test('a heartbeat carrying a changed inventory updates the record (and placement sees it)', async () => {
+  const reg = new NodeRegistry(nc, b, { graceMs: 5000 });
+  await reg.start();
+  const cs = new ClusterState(b, { seed: 1 });
+  await cs.start();
+  const agent = new SimAgent(nc, b, simulatedInventory({ nodeId: 'inv-a', labels: { site: 'old' } }), 100);
+  try {
+    await agent.start();
+    reg.setActive(true);
+    const inv = simulatedInventory({ nodeId: 'inv-a', labels: { site: 'new' }, pfs: [{ physnet: 'physnet9', numaNode: 0, vfs: 2 }] });
+    nc.publish(
+      internalSubjects.heartbeat('inv-a'),
+      enc.encode(JSON.stringify({ nodeId: 'inv-a', epoch: agent.epoch, at: new Date().toISOString(), sandboxes: 0, replicas: 0, inventory: inv })),
+    );
+    await waitFor('record updated', async () => ((await getJson<StoredNode>(b.nodes, 'inv-a'))?.value.inventory.labels.site === 'new' ? true : undefined));
+    await waitFor('view updated', () => (cs.node('inv-a')?.freeVfs.get('physnet9') === 2 && cs.node('inv-a')?.labels.site === 'new' ? true : undefined));
+  } finally {
+    agent.stop();
+    await cs.stop();
+    await reg.stop();
+  }
+});
+
+test('node metrics: a /metrics page promtool-style names, counts by health', async () => {
+  const { createRegistry } = await import('@edgenfv/telemetry');
+  const { nodeMetrics } = await import('../../src/nodes/index.js');
+  const { placementMetrics, ledgerMetrics } = await import('../../src/placement/index.js');
+  const promReg = createRegistry('scheduler-test', { defaultMetrics: false });
+  const reg = new NodeRegistry(nc, b, { graceMs: 60_000 });
+  await reg.start();
+  try {
+    nodeMetrics(promReg, reg);
+    const pm = placementMetrics(promReg);
+    ledgerMetrics(promReg, () => undefined);
+    pm.onDecision(0.05, true);
+    pm.onDecision(0.5, false);
+    const text = await promReg.metrics();
+    const ready = reg.list().filter((n) => n.health === 'Ready' && !n.cordoned).length;
+    assert.match(text, new RegExp(`edgenfv_nodes\\{health="Ready",cordoned="false",service="scheduler-test"\\} ${ready}`));
+    assert.match(text, /edgenfv_placement_decisions_total\{result="placed",service="scheduler-test"\} 1/);
+    assert.match(text, /edgenfv_placement_decisions_total\{result="unschedulable",service="scheduler-test"\} 1/);
+    assert.match(text, /edgenfv_ledger_writes_total\{service="scheduler-test"\} 0/);
+  } finally {
+    await reg.stop();
+  }
+});
