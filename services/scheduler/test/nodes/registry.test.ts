@@ -238,6 +238,12 @@ test('node metrics: a /metrics page promtool-style names, counts by health', asy
     assert.match(text, /edgenfv_placement_decisions_total\{result="placed",service="scheduler-test"\} 1/);
     assert.match(text, /edgenfv_placement_decisions_total\{result="unschedulable",service="scheduler-test"\} 1/);
     assert.match(text, /edgenfv_ledger_writes_total\{service="scheduler-test"\} 0/);
+    // promtool (Debian package prometheus) has nothing to say about these metrics
+    const { spawnSync } = await import('node:child_process');
+    const lint = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    if (lint.error) assert.fail(`promtool not runnable: ${lint.error.message}`);
+    assert.equal(`${lint.stdout}${lint.stderr}`.trim(), '', 'promtool findings');
+    assert.equal(lint.status, 0);
   } finally {
     await reg.stop();
   }
