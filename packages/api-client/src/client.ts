@@ -177,6 +177,39 @@ export class ApiClient {
   }
 
   /**
+   * The last `limit` events of every tenant, oldest first. The stream keeps only `nfv.v1.tenant.*.events.>`, so
+   * starting at `last_seq - limit + 1` gives exactly the newest ones without reading the whole stream.
+   */
+  async recentEvents(limit: number): Promise<StoredEvent[]> {
+    const jsm = await this.#nc.jetstreamManager();
+    let state;
+    try {
+      state = (await jsm.streams.info(EVENTS_STREAM)).state;
+    } catch (err) {
+      throw new UnavailableError(`cannot read the events stream ${EVENTS_STREAM}: ${(err as Error).message}`, { cause: err });
+    }
+    if (state.messages === 0 || limit <= 0) return [];
+    const co = consumerOpts();
+    co.orderedConsumer();
+    co.startSequence(Math.max(state.first_seq, state.last_seq - limit + 1));
+    const sub = await this.#nc.jetstream().subscribe(subjects.eventsWildcard, co);
+    const out: StoredEvent[] = [];
+    try {
+      for await (const m of sub) {
+        try {
+          out.push({ seq: m.seq, subject: m.subject, tenantId: m.subject.split('.')[3] ?? '', event: m.json<EventPayload>() });
+        } catch {
+          /* not JSON: skip */
+        }
+        if (m.info.pending === 0) break;
+      }
+    } finally {
+      sub.unsubscribe();
+    }
+    return out.slice(-limit);
+  }
+
+  /**
    * Replays the notifications kept in the JetStream stream EDGENFV_EVENTS (all tenants when `tenantId` is
    * undefined), oldest first; with `follow` keeps yielding new ones until `signal` aborts.
    */

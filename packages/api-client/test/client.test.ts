@@ -139,3 +139,14 @@ async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   for await (const x of it) out.push(x);
   return out;
 }
+
+test('recentEvents: the newest N events of every tenant, oldest first', async () => {
+  await client.createTenant({ id: 'recent' });
+  await client.instantiate('recent', { ...vnfd, name: 'r1', replicas: 1 });
+  const all = await client.recentEvents(1000);
+  const last2 = await client.recentEvents(2);
+  assert.deepEqual(last2.map((e) => e.seq), all.slice(-2).map((e) => e.seq));
+  assert.equal(last2[1]!.tenantId, 'recent');
+  assert.ok(last2[1]!.event.type === 'OpOcc' && last2[1]!.event.operationState === 'COMPLETED');
+  assert.ok(all.length > 2 && all.every((e, i) => i === 0 || e.seq > all[i - 1]!.seq));
+});

@@ -1,0 +1,63 @@
+/**
+ * `node services/dashboard/dist/src/main.js`: reads config, builds logger and registry, connects to NATS,
+ * calls buildApp and listens. Config (env): EDGENFV_HOME (connect.json), EDGENFV_NATS_URL (overrides its servers),
+ * EDGENFV_DASHBOARD_HOST (127.0.0.1), EDGENFV_DASHBOARD_PORT (8080), EDGENFV_OPERATOR_TOKEN (operator actions).
+ */
+import { connect } from 'nats';
+import { loadConnectInfo, natsOptions } from '@edgenfv/api-client';
+import { createLogger, createRegistry } from '@edgenfv/telemetry';
+import { buildApp } from './app.js';
+import { dropPromtoolRejectedDefaults } from './metrics.js';
+
+export interface DashboardConfig {
+  host: string;
+  port: number;
+  operatorToken?: string;
+}
+
+export function loadDashboardConfig(env: NodeJS.ProcessEnv): Readonly<DashboardConfig> {
+  const port = Number(env.EDGENFV_DASHBOARD_PORT ?? 8080);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(`EDGENFV_DASHBOARD_PORT must be a port number 0-65535 (got ${JSON.stringify(env.EDGENFV_DASHBOARD_PORT)})`);
+  }
+  return Object.freeze({
+    host: env.EDGENFV_DASHBOARD_HOST ?? '127.0.0.1',
+    port,
+    ...(env.EDGENFV_OPERATOR_TOKEN ? { operatorToken: env.EDGENFV_OPERATOR_TOKEN } : {}),
+  });
+}
+
+async function main(): Promise<void> {
+  const logger = createLogger({ service: 'dashboard' });
+  const cfg = loadDashboardConfig(process.env);
+  const info = loadConnectInfo(process.env.EDGENFV_NATS_URL ? { server: process.env.EDGENFV_NATS_URL } : {});
+  const nc = await connect(natsOptions(info, { name: 'edgenfv-dashboard', reconnect: true }));
+  const registry = dropPromtoolRejectedDefaults(createRegistry('dashboard'));
+  const app = await buildApp({ nc, logger, registry, ...(cfg.operatorToken ? { operatorToken: cfg.operatorToken } : {}) });
+  try {
+    await app.listen({ host: cfg.host, port: cfg.port });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      logger.error(`port ${cfg.port} on ${cfg.host} is taken: set EDGENFV_DASHBOARD_PORT to a free one`);
+    } else {
+      logger.error({ err }, 'dashboard failed to listen');
+    }
+    await nc.close();
+    process.exit(1);
+  }
+  if (!cfg.operatorToken) logger.warn('no EDGENFV_OPERATOR_TOKEN: operator actions (cordon, uncordon, drain) are refused');
+  const stop = async (): Promise<void> => {
+    await app.close();
+    await nc.drain();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop());
+  process.once('SIGTERM', () => void stop());
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,52 @@
+/** The dashboard's metrics, on its own Registry. Labels come from bounded sets (route patterns, op names, codes). */
+import { Counter, Histogram, type Registry } from 'prom-client';
+
+export interface DashboardMetrics {
+  httpRequests: Counter<'method' | 'route' | 'status_code'>;
+  httpDuration: Histogram<'method' | 'route'>;
+  apiRequests: Counter<'op' | 'result'>;
+  apiDuration: Histogram<'op'>;
+}
+
+export function createMetrics(registry: Registry): DashboardMetrics {
+  return {
+    httpRequests: new Counter({
+      name: 'edgenfv_dashboard_http_requests_total',
+      help: 'HTTP requests served by the dashboard, by route pattern and status code.',
+      labelNames: ['method', 'route', 'status_code'],
+      registers: [registry],
+    }),
+    httpDuration: new Histogram({
+      name: 'edgenfv_dashboard_http_request_duration_seconds',
+      help: 'Time to serve a dashboard HTTP request.',
+      labelNames: ['method', 'route'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
+    apiRequests: new Counter({
+      name: 'edgenfv_dashboard_api_requests_total',
+      help: 'Message API requests the dashboard made, by operation and result (ok or an error code).',
+      labelNames: ['op', 'result'],
+      registers: [registry],
+    }),
+    apiDuration: new Histogram({
+      name: 'edgenfv_dashboard_api_request_duration_seconds',
+      help: 'Round trip of a message API request made by the dashboard.',
+      labelNames: ['op'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+      registers: [registry],
+    }),
+  };
+}
+
+/**
+ * prom-client's default metrics include gauges named `..._total` (active handles/requests/resources), which
+ * `promtool check metrics` rejects ("non-counter metrics should not have _total suffix"). Their un-suffixed
+ * siblings (`nodejs_active_handles{type}` ...) carry the same information, so these three are dropped.
+ */
+export const PROMTOOL_REJECTED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
+export function dropPromtoolRejectedDefaults(registry: Registry, prefix = 'edgenfv_process_'): Registry {
+  for (const name of PROMTOOL_REJECTED_DEFAULTS) registry.removeSingleMetric(`${prefix}${name}`);
+  return registry;
+}
