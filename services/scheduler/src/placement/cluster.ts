@@ -125,7 +125,7 @@ export class ClusterState {
   private stopped = false;
   private readonly pub: KvPublisher | undefined;
   /** Counters for metrics and the benchmark. */
-  readonly stats = { ledgerWrites: 0, ledgerConflicts: 0, reservationsCommitted: 0, released: 0, maxBatch: 0 };
+  readonly stats = { ledgerWrites: 0, ledgerConflicts: 0, reservationsCommitted: 0, released: 0, maxBatch: 0, decisions: 0, nodesEvaluated: 0 };
 
   constructor(
     private readonly b: SchedulerBuckets,
@@ -300,6 +300,8 @@ export class ClusterState {
       const t0 = performance.now();
       const r = this.place(req, decisionSeed(allocId, attempt, this.opts.seed ?? 0));
       this.opts.onDecision?.(performance.now() - t0, r.ok);
+      this.stats.decisions++;
+      this.stats.nodesEvaluated += r.ok ? r.evaluated : this.list.length;
       if (!r.ok) return { ok: false, explanation: r.explanation, attempts: attempt };
       const decision: Decision = { nodeId: r.nodeId, epoch: r.node.epoch, assignment: r.assignment };
       const res = reservationFor(req, allocId, decision.epoch, r.assignment);

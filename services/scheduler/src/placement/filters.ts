@@ -38,15 +38,23 @@ export const tenantQuotaFilter: Filter = {
   },
 };
 
+const selectors = new WeakMap<PlacementRequest, { entries: [string, string][]; rejection: Verdict }>();
+function selectorOf(req: PlacementRequest): { entries: [string, string][]; rejection: Verdict } {
+  let s = selectors.get(req);
+  if (!s) {
+    const entries = Object.entries(req.nodeSelector);
+    s = { entries, rejection: no(`labels do not match nodeSelector {${entries.map(([a, b]) => `${a}=${b}`).join(',')}}`) };
+    selectors.set(req, s);
+  }
+  return s;
+}
+
 export const nodeSelectorFilter: Filter = {
   name: 'node-selector',
   filter: (req, node) => {
-    for (const k in req.nodeSelector) {
-      if (node.labels[k] !== req.nodeSelector[k]) {
-        const sel = Object.entries(req.nodeSelector).map(([a, b]) => `${a}=${b}`).join(',');
-        return no(`labels do not match nodeSelector {${sel}}`);
-      }
-    }
+    const sel = selectorOf(req);
+    if (sel.entries.length === 0) return OK;
+    for (const [k, v] of sel.entries) if (node.labels[k] !== v) return sel.rejection;
     return OK;
   },
 };

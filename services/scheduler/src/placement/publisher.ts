@@ -21,6 +21,8 @@ export class KvPublisher {
   private readonly pending = new Map<string, Pending>();
   private readonly sweeper: NodeJS.Timeout;
   private next = 0;
+  private outbox: { subject: string; data: Uint8Array; h: ReturnType<typeof headers>; token: string }[] = [];
+  private flushScheduled = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -73,13 +75,32 @@ export class KvPublisher {
     h.set('Nats-Expected-Last-Subject-Sequence', String(expected));
     return new Promise<number | null>((resolve, reject) => {
       this.pending.set(token, { resolve, reject, deadline: Date.now() + this.timeoutMs });
-      try {
-        this.nc.publish(`$KV.${bucket}.${key}`, data, { headers: h, reply: `${this.prefix}.${token}` });
-      } catch (err) {
-        this.pending.delete(token);
-        reject(err as Error);
+      this.outbox.push({ subject: `$KV.${bucket}.${key}`, data, h, token });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
       }
     });
+  }
+
+  /**
+   * Publishes everything queued in this turn of the event loop together: nats.js writes its buffer to the socket
+   * once per microtask checkpoint, so publishing from many independent promise chains meant one small socket
+   * write per message.
+   */
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.outbox;
+    this.outbox = [];
+    for (const m of batch) {
+      try {
+        this.nc.publish(m.subject, m.data, { headers: m.h, reply: `${this.prefix}.${m.token}` });
+      } catch (err) {
+        const p = this.pending.get(m.token);
+        this.pending.delete(m.token);
+        p?.reject(err as Error);
+      }
+    }
   }
 
   close(): void {
