@@ -300,7 +300,8 @@ export class NodeRegistry {
     const nodeId = msg.subject.split('.')[4] ?? '';
     const rec = this.records.get(nodeId)?.value;
     const stale = !rec || rec.health !== 'Ready' || typeof hb?.epoch !== 'number' || hb.epoch < rec.epoch;
-    if (msg.reply) reply(msg, { ok: true, result: { epoch: rec?.epoch ?? 0, reregister: stale } satisfies HeartbeatReply });
+    // Only the active replica answers (one answer, from the freshest view); every replica follows the heartbeat.
+    if (msg.reply && this.active) reply(msg, { ok: true, result: { epoch: rec?.epoch ?? 0, reregister: stale } satisfies HeartbeatReply });
     if (stale) return; // a fenced node must register again before it counts as alive
     this.lastSeen.set(nodeId, this.now());
     if (!this.active) return;
