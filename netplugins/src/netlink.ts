@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { AppError } from '@edgenfv/contracts';
-import { runProcess, type Runner } from './exec.js';
+import { ShellRunner, runProcess, type Runner } from './exec.js';
 
 export interface LinkInfo {
   ifIndex: number;
@@ -356,8 +356,11 @@ class PersistentIp {
 
 export class IpBatchNetlink extends IpNetlink {
   private readonly host: PersistentIp;
-  constructor(run: Runner = runProcess, ipPath = 'ip') {
-    super(run, ipPath);
+  private readonly shell: ShellRunner | null;
+  constructor(run?: Runner, ipPath = 'ip') {
+    const shell = run ? null : new ShellRunner();
+    super(run ?? shell!.run, ipPath);
+    this.shell = shell;
     this.host = new PersistentIp(ipPath);
   }
   protected override async exec(lines: readonly string[], netns: string | undefined, force: boolean, program?: string): Promise<BatchResult> {
@@ -373,8 +376,9 @@ export class IpBatchNetlink extends IpNetlink {
     }
     return { outputs, failures: [] };
   }
-  /** Ends the long-lived ip process (it also ends with this process). */
+  /** Ends the long-lived ip and shell processes (they also end with this process). */
   close(): void {
     this.host.close();
+    this.shell?.close();
   }
 }

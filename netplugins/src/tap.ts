@@ -41,13 +41,16 @@ interface TapOriginal {
 }
 export type TapRecord = AttachmentRecord<TapConfig, TapAttachmentResult, TapOriginal>;
 
-export function tapNames(ctx: AttachCtx): { hostVeth: string; peer: string; nsBridge: string; tmpTap: string } {
+export function tapNames(ctx: AttachCtx): { hostVeth: string; peer: string; nsBridge: string; tmpTap: string; group: number } {
   const h = shortHash(attachmentId(ctx), 10);
-  return { hostVeth: `vt${h}`, peer: `vp${h.slice(0, 8)}`, nsBridge: `br${h.slice(0, 8)}`, tmpTap: `tt${h.slice(0, 8)}` };
+  // the netns-side links share a device group: DEL removes them with one `link del group` (one batched unregister)
+  const group = (parseInt(h.slice(0, 8), 16) % 0x7ffffffe) + 1;
+  return { hostVeth: `vt${h}`, peer: `vp${h.slice(0, 8)}`, nsBridge: `br${h.slice(0, 8)}`, tmpTap: `tt${h.slice(0, 8)}`, group };
 }
 
 export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResult> {
   readonly type = 'tap' as const;
+  private readonly knownBridges = new Set<string>();
   constructor(
     private readonly deps: PluginDeps & { netlink: Netlink },
   ) {}
@@ -95,21 +98,28 @@ export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResul
       }
       if (!(await netlink.netnsExists(netns))) throw new NotFoundError(`netns ${netns} does not exist`);
       const names = tapNames(ctx);
-      const br = await netlink.link(cfg.bridge);
-      if (br && br.kind !== 'bridge') throw new ConflictError(`bridge: host link ${cfg.bridge} exists and is a ${br.kind ?? 'plain link'}, not a bridge`);
-      const original: TapOriginal = { bridgeExisted: !!br };
-      const mtu = cfg.mtuBytes !== undefined ? ` mtu ${cfg.mtuBytes}` : '';
       const undo: Array<{ what: string; undo: () => Promise<void> }> = [];
+      const mtu = cfg.mtuBytes !== undefined ? ` mtu ${cfg.mtuBytes}` : '';
+      let original: TapOriginal = { bridgeExisted: true };
       try {
-        if (!br) await netlink.tryBatch([`link add ${cfg.bridge} type bridge`, `link set ${cfg.bridge} up`]); // "exists": a racing ADD made it
-        // host side: the veth, its peer created straight in the sandbox's netns (fails when a link of that name exists)
-        try {
-          await netlink.batch([`link add ${names.hostVeth}${mtu} type veth peer name ${names.peer} netns ${netnsTarget(netns)}`]);
-        } catch (err) {
-          throw new ConflictError(`host link ${names.hostVeth} or ${names.peer} in ${netns} already exists and is not ours`, { cause: err });
+        // host side, one command: the veth on the bridge, its peer created straight in the sandbox's netns
+        // (fails when a link of either name exists: never adopt a link that is not ours)
+        const vethLine = `link add ${names.hostVeth}${mtu} master ${cfg.bridge} up type veth peer name ${names.peer} netns ${netnsTarget(netns)}${mtu} group ${names.group}`;
+        for (let attempt = 0; ; attempt++) {
+          if (!this.knownBridges.has(cfg.bridge)) original = { bridgeExisted: await this.ensureBridge(cfg.bridge) };
+          try {
+            await netlink.batch([vethLine]);
+            break;
+          } catch (err) {
+            const msg = err instanceof Error ? err.message : String(err);
+            if (attempt === 0 && this.knownBridges.has(cfg.bridge) && /does not exist|Cannot find/i.test(msg)) {
+              this.knownBridges.delete(cfg.bridge); // the bridge went away behind our back: make it again
+              continue;
+            }
+            throw new ConflictError(`host link ${names.hostVeth} or ${names.peer} in ${netns} already exists and is not ours (${msg})`, { cause: err });
+          }
         }
         undo.push({ what: 'delete host veth', undo: () => this.delIfPresent(names.hostVeth) });
-        await netlink.batch([`link set ${names.hostVeth} master ${cfg.bridge} up`]);
         // netns side, one process: a bridge, the tap (made under a private name, then renamed: the rename fails
         // instead of adopting a link that is already called ifName), both on the bridge with the veth peer
         const user = cfg.owner ? ` user ${cfg.owner.uid} group ${cfg.owner.gid}` : '';
@@ -118,15 +128,15 @@ export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResul
             ? [
                 `tuntap add dev ${names.tmpTap} mode tap${user}`,
                 `link set ${names.tmpTap} name ${ctx.ifName}`,
-                `link add ${names.nsBridge}${mtu} type bridge`,
-                `link set ${ctx.ifName}${mtu} master ${names.nsBridge} up`,
+                `link add ${names.nsBridge}${mtu} group ${names.group} type bridge`,
+                `link set ${ctx.ifName}${mtu} group ${names.group} master ${names.nsBridge} up`,
                 `link set ${names.peer} master ${names.nsBridge} up`,
                 `link set ${names.nsBridge} up`,
               ]
             : [
                 `tuntap add dev ${names.tmpTap} mode tap${user}`,
                 `link set ${names.tmpTap} name ${ctx.ifName}`,
-                `link set ${ctx.ifName}${mtu} up`,
+                `link set ${ctx.ifName}${mtu} group ${names.group} up`,
                 `link set ${names.peer} up`,
               ];
         try {
@@ -175,6 +185,16 @@ export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResul
     });
   }
 
+  /** Makes the network's bridge when missing; true when it existed. Verified bridges are remembered. */
+  private async ensureBridge(bridge: string): Promise<boolean> {
+    const { netlink } = this.deps;
+    const br = await netlink.link(bridge);
+    if (br && br.kind !== 'bridge') throw new ConflictError(`bridge: host link ${bridge} exists and is a ${br.kind ?? 'plain link'}, not a bridge`);
+    if (!br) await netlink.tryBatch([`link add ${bridge} type bridge`, `link set ${bridge} up`]); // "exists": a racing ADD made it
+    this.knownBridges.add(bridge);
+    return !!br;
+  }
+
   private async delIfPresent(name: string, netns?: string): Promise<void> {
     const l = await this.deps.netlink.link(name, netns);
     if (l) await this.deps.netlink.batch([`link del ${name}`], netns);
@@ -189,7 +209,12 @@ export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResul
       const netns = rec.netns!;
       const names = tapNames(ctx);
       if (await netlink.netnsExists(netns)) {
-        const lines = [`link del ${ctx.ifName}`, ...(rec.config.wiring === 'tc' ? [] : [`link del ${names.nsBridge}`]), `link del ${names.peer}`];
+        const lines = [
+          `link del group ${names.group}`, // everything we made in the netns, in one batched unregister
+          `link del ${ctx.ifName}`, // and by name, for records made before groups (no-ops otherwise)
+          ...(rec.config.wiring === 'tc' ? [] : [`link del ${names.nsBridge}`]),
+          `link del ${names.peer}`,
+        ];
         const r = await netlink.tryBatch(lines, netns);
         const real = r.failures.filter((f) => !isNoSuchDevice(f.message));
         if (real.length) throw new BatchError(real, netns);
