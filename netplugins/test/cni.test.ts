@@ -1,13 +1,15 @@
 // The CNI executables as real processes: environment + stdin in, result/error JSON out (CNI 1.0).
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, readdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, readdirSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FakeSysfs } from '../src/sriov/fake.js';
 import { startCniServer, type CniServerHandle } from '../src/cni/server.js';
 import { binDir, cniErrorProblems, cniResultProblems, ensureBin, runExe } from './cni-helpers.js';
 import { ip, linkNames, tryIp, uniq } from './helpers.js';
+import { startTestpmd } from './testpmd-helper.js';
+import { tapNames } from '../src/tap.js';
 
 const work = mkdtempSync(join(tmpdir(), 'np-cni-'));
 const stateDir = join(work, 'state');
@@ -135,13 +137,16 @@ describe('bad input gets a CNI error and changes nothing', () => {
   ];
   for (const [title, type, extraEnv, conf, code, re] of cases) {
     test(title, async () => {
-      const before = linkNames();
       const r = await runExe(exe(type), env('ADD', { EDGENFV_SRIOV_FAKE_ROOT: sysRoot, CNI_CONTAINERID: 'bad', ...extraEnv }), conf);
       assert.equal(r.exitCode, 1, r.stdout);
       assert.deepEqual(cniErrorProblems(r.json), []);
       assert.equal(r.json?.code, code, r.stdout);
       assert.match(String(r.json?.msg), re);
-      assert.deepEqual(linkNames(), before);
+      // nothing made: no host veth of this attachment, no bridge "x", nothing in the netns (the host netns itself is
+      // shared with other tests running in parallel, so only our own names are checked)
+      const host = linkNames();
+      assert.ok(!host.includes(tapNames({ containerId: 'bad', ifName: 'eth0' }).hostVeth) && !host.includes('x'));
+      assert.deepEqual(linkNames(ns), ['lo']);
       assert.deepEqual(leftovers(), []);
     });
   }
@@ -172,9 +177,37 @@ test('macvtap: ADD / DEL through the executable', async () => {
   assert.equal(add.exitCode, 0, add.stdout);
   assert.deepEqual(cniResultProblems(add.json), []);
   assert.ok(linkNames(ns).includes('eth0'));
+  const again = await runExe(exe('macvtap'), env('ADD'), conf);
+  assert.deepEqual(again.json, add.json);
+  const check = await runExe(exe('macvtap'), env('CHECK'), { ...conf, prevResult: add.json });
+  assert.equal(check.exitCode, 0, check.stdout);
   assert.equal((await runExe(exe('macvtap'), env('DEL'), conf)).exitCode, 0);
   assert.deepEqual(linkNames(ns), ['lo']);
   assert.deepEqual(leftovers(), []);
+});
+
+test('vhostuser: ADD / CHECK / DEL through the executable on a real dpdk-testpmd', async () => {
+  const tp = await startTestpmd(work);
+  try {
+    const conf = {
+      cniVersion: '1.1.0', name: 'dp', type: 'edgenfv-vhostuser', dataplane: 'testpmd', mode: 'client', queues: 1,
+      socketDir: join(work, 'vhu'), tenant: 'acme', testpmd: { controlPath: tp.controlPath, telemetryPath: tp.telemetryPath },
+    };
+    const e = env('ADD', { CNI_NETNS: '' });
+    const add = await runExe(exe('vhostuser'), e, conf);
+    assert.equal(add.exitCode, 0, add.stdout);
+    assert.deepEqual(cniResultProblems(add.json, '1.1.0'), []);
+    const sock = (add.json as { interfaces: Array<{ socketPath: string }> }).interfaces[0]!.socketPath;
+    assert.ok(statSync(sock).isSocket());
+    const check = await runExe(exe('vhostuser'), { ...e, CNI_COMMAND: 'CHECK' }, { ...conf, prevResult: add.json });
+    assert.equal(check.exitCode, 0, check.stdout);
+    for (let i = 0; i < 2; i++) assert.equal((await runExe(exe('vhostuser'), { ...e, CNI_COMMAND: 'DEL' }, conf)).exitCode, 0);
+    assert.equal(existsSync(sock), false);
+    assert.equal(existsSync(join(work, 'vhu', 'acme')), false);
+    assert.deepEqual(leftovers(), []);
+  } finally {
+    await tp.stop();
+  }
 });
 
 test('the shim: through a running CNI server, and on its own (Node.js fallback), same answers', async () => {

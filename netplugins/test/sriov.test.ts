@@ -131,9 +131,15 @@ test('concurrent ADDs never hand one VF to two sandboxes', async () => {
   assert.deepEqual(st.leftovers(), []);
 });
 
-test('del without add; del after the VFs are gone (sriov_numvfs reset)', async () => {
-  const { plugin, sysfs, claims, st } = setup();
+test('del without add; del after the netns is gone; del after the VFs are gone (sriov_numvfs reset)', async () => {
+  const { plugin, sysfs, claims, st, drv } = setup();
   await plugin.del({ containerId: 'never', ifName: 'n' });
+  // a VF attachment does not live in the netns: DEL with a netns that no longer exists still restores the VF
+  const inNs = { containerId: 'vmns', ifName: 'net1', netns: '/var/run/netns/np-gone-netns' };
+  await plugin.add(inNs, plugin.parseConfig({ ...base, physnet: 'physnet1' }));
+  await plugin.del(inNs);
+  await plugin.del(inNs);
+  assert.equal(drv('0000:03:10.0'), 'igbvf');
   const ctx = { containerId: 'vm1', ifName: 'net1' };
   await plugin.add(ctx, plugin.parseConfig({ ...base, physnet: 'physnet1' }));
   await sysfs.write('bus/pci/devices/0000:03:00.0/sriov_numvfs', '0');

@@ -64,9 +64,9 @@ test('testpmd: the plugin creates the port, testpmd reports it; add twice; check
   assert.deepEqual(st.leftovers(), []);
 });
 
-test('server mode (the VM listens): testpmd reconnects as a client; del without add', async () => {
+test('server mode (the VM listens): testpmd reconnects as a client; del without add; del after the netns is gone', async () => {
   await plugin.del({ containerId: 'none', ifName: 'dp0' });
-  const ctx = { containerId: 'vm2', ifName: 'dp1' };
+  const ctx = { containerId: 'vm2', ifName: 'dp1', netns: '/var/run/netns/np-gone-netns' };
   const r = await plugin.add(ctx, cfgFor());
   assert.equal(r.vmMode, 'server');
   assert.equal(r.queues, 1);
