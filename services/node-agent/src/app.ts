@@ -30,6 +30,8 @@ export interface AppDeps {
   guest?: GuestPort;
   attachments?: AttachmentPort;
   inventoryDeps?: InventoryDeps;
+  /** KVM as probed at start (probeKvm); default: /dev/kvm is usable. */
+  kvm?: boolean;
 }
 
 export interface App {
@@ -56,7 +58,7 @@ export function hostCpuKHz(): number | undefined {
 
 export function buildApp(deps: AppDeps): App {
   const { cfg, logger } = deps;
-  const kvm = kvmUsable(cfg.devRoot);
+  const kvm = deps.kvm ?? kvmUsable(cfg.devRoot);
   const accel = cfg.qemu.accel ?? (kvm ? 'kvm' : 'tcg');
   if (accel === 'kvm' && !kvm) throw new UnavailableError(`qemu.accel is kvm but ${cfg.devRoot}/kvm is not usable on this node`);
   const driver = deps.driver ?? new QemuDriver({ logger, ...(cfg.qemu.binary ? { binary: cfg.qemu.binary } : {}) });
@@ -76,7 +78,7 @@ export function buildApp(deps: AppDeps): App {
     ...(deps.image.kernelArgs ? { kernelArgs: deps.image.kernelArgs } : {}),
     ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
   });
-  const inventory = () => collectInventory(cfg, deps.inventoryDeps);
+  const inventory = () => collectInventory(cfg, { kvm, ...deps.inventoryDeps });
   const agent = new NodeAgent({
     nodeId: cfg.nodeId,
     nc: deps.nc,

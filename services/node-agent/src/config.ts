@@ -101,7 +101,7 @@ export const DEFAULTS = {
   uidCount: 1000,
   cgroupRoot: '/sys/fs/cgroup',
   cgroupParent: 'edgenfv',
-  vmBaseMemoryMiB: 384,
+  vmBaseMemoryMiB: 512,
 };
 
 /** Env vars read by loadConfig (they win over the file). */
@@ -324,6 +324,9 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
   };
   if (!/^[A-Za-z0-9_.-]+$/.test(isolation.cgroupParent)) issues.push({ field: 'isolation.cgroupParent', message: 'must be one folder name' });
 
+  if (qemu.tcgTbSizeMiB !== undefined && qemu.maxVcpus > 1) {
+    issues.push({ field: 'qemu.tcgTbSizeMiB', message: 'incompatible with vCPU hotplug (qemu.maxVcpus > 1): QEMU aborts when a vCPU is added to a running TCG guest' });
+  }
   const vmBaseMemoryMiB = int(top, 'vmBaseMemoryMiB', 'vmBaseMemoryMiB', DEFAULTS.vmBaseMemoryMiB, 64, 65536);
   if (vmBaseMemoryMiB > qemu.maxMemoryMiB) issues.push({ field: 'vmBaseMemoryMiB', message: 'must not exceed qemu.maxMemoryMiB' });
 

@@ -206,8 +206,8 @@ export interface HypervisorBinaries {
 }
 
 /** The hypervisors whose binaries are present, and the accelerator each would use. */
-export function detectHypervisors(devRoot: string, binaries: HypervisorBinaries = {}): HypervisorInfo[] {
-  const kvm = kvmUsable(devRoot);
+export function detectHypervisors(devRoot: string, binaries: HypervisorBinaries = {}, kvmOverride?: boolean): HypervisorInfo[] {
+  const kvm = kvmOverride ?? kvmUsable(devRoot);
   const out: HypervisorInfo[] = [];
   const candidates: [HypervisorKind, string | null][] = [
     ['qemu', binaries.qemu !== undefined ? binaries.qemu : findBinary('qemu-system-x86_64')],
@@ -239,6 +239,8 @@ export function detectDataplanes(cfg: Pick<NodeAgentConfig, 'dataplanes'>): Data
 
 export interface InventoryDeps {
   binaries?: HypervisorBinaries;
+  /** KVM as probed (probeKvm): overrides the mere presence of /dev/kvm. */
+  kvm?: boolean;
   /** systeminformation; a test may pass its own figures. */
   system?: () => Promise<{ cpuCount: number; memoryMiB: number; hostname: string }>;
 }
@@ -267,7 +269,7 @@ export async function collectInventory(
     ];
   }
   const cpuCount = Math.max(sys.cpuCount, numaNodes.reduce((n, x) => n + x.cpus.length, 0));
-  const hypervisors = detectHypervisors(cfg.devRoot, deps.binaries);
+  const hypervisors = detectHypervisors(cfg.devRoot, deps.binaries, deps.kvm);
   return {
     nodeId: cfg.nodeId,
     hostname: sys.hostname,
@@ -279,7 +281,7 @@ export async function collectInventory(
     sriovPfs: readSriovPfs(cfg.sysfsRoot, cfg.physnets),
     dataplanes: detectDataplanes(cfg),
     hypervisors,
-    kvm: kvmUsable(cfg.devRoot),
+    kvm: deps.kvm ?? kvmUsable(cfg.devRoot),
     agentVersion: AGENT_VERSION,
   };
 }

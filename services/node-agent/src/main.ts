@@ -10,6 +10,8 @@ import { createLogger, createRegistry } from '@edgenfv/telemetry';
 import { loadConfig } from './config.js';
 import { buildApp } from './app.js';
 import { buildGuestImage } from './guest/index.js';
+import { probeKvm } from './hypervisor/kvm-probe.js';
+import { findBinary } from './inventory.js';
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
@@ -27,7 +29,13 @@ async function main(): Promise<void> {
     cfg.guest.kernelPath && cfg.guest.initrdPath
       ? { kernelPath: cfg.guest.kernelPath, initrdPath: cfg.guest.initrdPath }
       : await buildGuestImage({ log: logger });
-  const app = buildApp({ cfg, logger, registry, nc, image });
+  let kvm = false;
+  if (cfg.qemu.accel !== 'tcg') {
+    const probe = await probeKvm({ qemuBinary: cfg.qemu.binary ?? findBinary('qemu-system-x86_64') ?? 'qemu-system-x86_64', kernelPath: image.kernelPath, devRoot: cfg.devRoot });
+    kvm = probe.ok;
+    logger.info({ kvm, reason: probe.reason }, kvm ? 'KVM works: guests run with accel kvm' : `KVM not usable (${probe.reason}): guests run under TCG`);
+  }
+  const app = buildApp({ cfg, logger, registry, nc, image, kvm });
   await app.start();
   const server = createServer((req, res) => {
     if (req.url === '/metrics') {

@@ -96,7 +96,7 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
     stateDir,
     heartbeatIntervalMs: 200,
     vmBaseMemoryMiB: 128,
-    qemu: { accel: 'tcg', tcgTbSizeMiB: 16, maxVcpus: 2, maxMemoryMiB: 512 },
+    qemu: { accel: 'tcg', maxVcpus: 2, maxMemoryMiB: 512 },
     isolation: { cgroupParent: cgParent },
   });
   const registry = createRegistry('node-agent-test', { defaultMetrics: false });

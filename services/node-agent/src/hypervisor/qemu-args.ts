@@ -86,6 +86,10 @@ export function validateSpec(spec: VmSpec): FieldIssue[] {
     }
   });
   if (spec.devices.filter((d) => d.kind === 'agent-channel').length > 1) issues.push({ field: 'devices', message: 'at most one agent-channel' });
+  if (spec.accel === 'tcg' && spec.tcgTbSizeMiB && spec.maxVcpus > spec.vcpus) {
+    // Seen with QEMU 10: a hotplugged vCPU of a running guest aborts QEMU in tcg_region_initial_alloc.
+    issues.push({ field: 'tcgTbSizeMiB', message: 'a fixed TCG translation cache cannot take hotplugged vCPUs (QEMU aborts): leave it unset, or maxVcpus = vcpus' });
+  }
   if (/,/.test(spec.runDir)) issues.push({ field: 'runDir', message: 'must not contain a comma' });
   if (spec.machine === 'microvm' && spec.accel === 'tcg' && !spec.hostCpuKHz) {
     issues.push({ field: 'hostCpuKHz', message: 'microvm under TCG needs the host TSC frequency (tsc_early_khz)' });

@@ -133,15 +133,17 @@ export class Cgroups {
         this.log.warn({ err, dir }, 'cgroup.kill failed');
       }
     }
-    for (let i = 0; i < 200; i++) {
-      const procs = readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim();
-      if (procs === '') break;
+    // A killed process stays a member until it is reaped (zombie): wait for `populated 0`, retry on EBUSY.
+    for (let i = 0; ; i++) {
+      try {
+        rmdirSync(dir);
+        return;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') return;
+        if (code !== 'EBUSY' || i >= 400) throw err;
+      }
       await sleep(25);
-    }
-    try {
-      rmdirSync(dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
   }
 }

@@ -4,10 +4,20 @@ import { AppError } from '@edgenfv/contracts';
 import { connectAgent, type AgentConnection } from '../guest/index.js';
 import type { GuestContainer, GuestNic, GuestPort, GuestSession } from './ports.js';
 
+/** Names the guest RPC in an error (the guest's own message says what failed inside). */
+async function rpc<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof AppError) throw new AppError(err.code, `guest ${name}: ${err.message}`, { cause: err, retryable: err.retryable });
+    throw err;
+  }
+}
+
 class GrpcGuestSession implements GuestSession {
   constructor(readonly conn: AgentConnection) {}
   async updateInterfaces(nics: GuestNic[], hotplugTimeoutMs: number): Promise<void> {
-    await this.conn.client.updateInterfaces({
+    await rpc('UpdateInterfaces', () => this.conn.client.updateInterfaces({
       interfaces: nics.map((n) => ({
         mac: n.mac,
         pciAddress: n.pciAddress,
@@ -16,20 +26,20 @@ class GrpcGuestSession implements GuestSession {
         addresses: n.addresses,
       })),
       hotplugTimeoutMs,
-    });
+    }));
   }
   async updateRoutes(routes: { dst: string; via?: string; dev?: string }[]): Promise<void> {
-    await this.conn.client.updateRoutes({
+    await rpc('UpdateRoutes', () => this.conn.client.updateRoutes({
       routes: routes.map((r) => ({ dst: r.dst, ...(r.via ? { gateway: r.via } : {}), ...(r.dev ? { device: r.dev } : {}) })),
-    });
+    }));
   }
   async runContainer(c: GuestContainer): Promise<void> {
     try {
-      await this.conn.client.createContainer({ id: c.id, image: c.image, command: c.command, env: c.env, hostNetwork: true, memoryLimitMib: c.memoryLimitMiB });
+      await rpc('CreateContainer', () => this.conn.client.createContainer({ id: c.id, image: c.image, command: c.command, env: c.env, hostNetwork: true, memoryLimitMib: c.memoryLimitMiB }));
     } catch (err) {
       if (!(err instanceof AppError && err.code === 'ALREADY_EXISTS')) throw err;
     }
-    const st = await this.conn.client.startContainer(c.id).catch(async (err: unknown) => {
+    const st = await rpc('StartContainer', () => this.conn.client.startContainer(c.id)).catch(async (err: unknown) => {
       // already running is fine (idempotent)
       const list = await this.conn.client.listContainers();
       if (list.containers.some((x) => x.id === c.id && x.state === 'RUNNING')) return null;
@@ -43,6 +53,10 @@ class GrpcGuestSession implements GuestSession {
     } catch (err) {
       if (!(err instanceof AppError && err.code === 'NOT_FOUND')) throw err;
     }
+  }
+  async details(): Promise<{ cpus: number; memoryTotalBytes: number; nics: { name: string; mac: string; addresses: string[] }[] }> {
+    const d = await this.conn.client.guestDetails();
+    return { cpus: d.cpus, memoryTotalBytes: d.memoryTotalBytes, nics: d.nics.map((n) => ({ name: n.name, mac: n.mac, addresses: n.addresses })) };
   }
   async close(): Promise<void> {
     await this.conn.close();

@@ -7,12 +7,13 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import {
   AGENT_PORT_NAME,
+  AppError,
   InvalidArgumentError,
   UnavailableError,
   asAppError,
@@ -350,8 +351,17 @@ export class SandboxManager {
       return { sandboxId, interfaces: interfaceStatus(replica), booted: true };
     } catch (err) {
       result = 'error';
-      log.warn({ err }, 'boot failed: releasing everything the sandbox held');
+      let consoleTail = '';
+      try {
+        consoleTail = readFileSync(join(runDir, 'console.log'), 'utf8').split('\n').slice(-25).join('\n');
+      } catch {
+        /* no console */
+      }
+      log.warn({ err, consoleTail }, 'boot failed: releasing everything the sandbox held');
       await this.teardown(rec);
+      if (err instanceof AppError && consoleTail) {
+        throw new AppError(err.code, `${err.message}\n--- guest console (last lines) ---\n${consoleTail}`, { cause: err, retryable: err.retryable });
+      }
       throw err;
     } finally {
       this.deps.metrics?.bootDuration.observe(
@@ -432,6 +442,13 @@ export class SandboxManager {
       await this.removeReplicaLocked(rec, alloc.allocId);
       throw err;
     }
+  }
+
+  /** The guest agent session of a running sandbox (connected on demand, e.g. after re-adoption). */
+  async guestSession(sandboxId: string): Promise<GuestSession> {
+    const rec = this.store.get(sandboxId);
+    if (!rec) throw new UnavailableError(`no sandbox ${sandboxId}`);
+    return this.session(rec);
   }
 
   private async session(rec: SandboxRecord): Promise<GuestSession> {

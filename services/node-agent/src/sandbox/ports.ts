@@ -28,6 +28,8 @@ export interface GuestSession {
   updateRoutes(routes: VnfdRoute[]): Promise<void>;
   runContainer(c: GuestContainer): Promise<void>;
   removeContainer(id: string): Promise<void>;
+  /** What the guest sees (for checks and status). */
+  details(): Promise<{ cpus: number; memoryTotalBytes: number; nics: { name: string; mac: string; addresses: string[] }[] }>;
   close(): Promise<void>;
 }
 

@@ -116,7 +116,8 @@ test('privilege drop: -run-with user=uid:gid (seccomp allows the drop) or spawne
   assert.match(values(b, '-sandbox')[0]!, /elevateprivileges=deny/);
   const c = buildQemuArgs(spec({ sandbox: false })).args;
   assert.deepEqual(values(c, '-sandbox'), []);
-  const d = buildQemuArgs(spec({ tcgTbSizeMiB: 32 })).args;
+  const d = buildQemuArgs(spec({ tcgTbSizeMiB: 32, maxVcpus: 1 })).args;
+  assert.throws(() => buildQemuArgs(spec({ tcgTbSizeMiB: 32 })), /tcgTbSizeMiB/);
   assert.deepEqual(values(d, '-accel'), ['tcg,tb-size=32']);
 });
 

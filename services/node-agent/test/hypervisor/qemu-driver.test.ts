@@ -31,7 +31,6 @@ function spec(runDir: string, over: Partial<VmSpec> = {}): VmSpec {
     machine: 'q35',
     accel: 'tcg',
     sandbox: true,
-    tcgTbSizeMiB: 16,
     ...over,
   };
 }

@@ -38,7 +38,7 @@ test('one VM per tenant: boot, a second replica joins by hotplug, restart re-ado
     nodeId: 'n1',
     stateDir,
     vmBaseMemoryMiB: 128,
-    qemu: { machine: 'q35', accel: 'tcg', tcgTbSizeMiB: 16, maxVcpus: 4, maxMemoryMiB: 1024 },
+    qemu: { machine: 'q35', accel: 'tcg', maxVcpus: 4, maxMemoryMiB: 1024 },
     isolation: { cgroupParent: cgParent },
   });
   const log = silentLogger();
