@@ -15,12 +15,18 @@ function qemuMajor(): number {
 
 test('SR-IOV plugin in an emulated edge node (q35 + intel-iommu + igb, TCG)', { timeout: 600_000 }, async () => {
   assert.ok(qemuMajor() >= 8, 'QEMU >= 8 (the igb SR-IOV model) is needed: apt-get install -t bookworm-backports qemu-system-x86');
-  const { kernel, initrd } = await nodeInitramfs(fileURLToPath(new URL('./emulated/sriov-guest.js', import.meta.url)), ['igb', 'igbvf', 'vfio_iommu_type1', 'vfio_pci']);
+  // Stretch: QEMU itself goes into the node too, for a tiny tenant VM given the VF with -device vfio-pci
+  const qemuBin = execFileSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).trim();
+  const { kernel, initrd } = await nodeInitramfs(fileURLToPath(new URL('./emulated/sriov-guest.js', import.meta.url)), // the emulated VT-d runs without interrupt remapping (intremap=off): vfio must be told that is acceptable here
+    ['igb', 'igbvf', 'vfio_iommu_type1 allow_unsafe_interrupts=1', 'vfio_pci'], {
+    bins: [qemuBin],
+    files: ['qboot.rom', 'kvmvapic.bin', 'linuxboot_dma.bin'].map((f) => [`/usr/share/qemu/${f}`, `/qemu/${f}`] as [string, string]),
+  });
   const args = [
-    '-M', 'q35,accel=tcg', '-cpu', 'max', '-m', '1024M', '-smp', '1', '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio',
+    '-M', 'q35,accel=tcg', '-cpu', 'max', '-m', '1536M', '-smp', '1', '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio',
     '-kernel', kernel, '-initrd', initrd,
     '-append', 'console=ttyS0 intel_iommu=on panic=-1 quiet',
-    '-device', 'intel-iommu,intremap=off',
+    '-device', 'intel-iommu,intremap=off,caching-mode=on',
     '-device', 'pcie-root-port,id=rp0,chassis=1',
     '-netdev', 'user,id=n0', '-device', 'igb,bus=rp0,netdev=n0,mac=52:54:00:12:34:56',
   ];
@@ -64,6 +70,8 @@ test('SR-IOV plugin in an emulated edge node (q35 + intel-iommu + igb, TCG)', { 
   assert.deepEqual(after.groupDevices, [add.pciAddress]);
   assert.equal(after.devVfio, true, '/dev/vfio/<group> appeared');
   assert.deepEqual(marks.get('check'), { ok: true });
+  const nested = marks.get('nested') as { exit: number | null; sawVf: boolean; info: string };
+  assert.ok(nested?.sawVf, `the nested tenant VM (QEMU with -device vfio-pci,host=${add.pciAddress}) lists the VF:\n${nested?.info}`);
   const del = marks.get('afterDel') as { vf: { address: string; vlan_list?: Array<{ vlan: number }>; vlan?: number }; driver: string; override: string; claims: string[]; records: string[] };
   assert.equal(del.driver, 'igbvf', 'the original driver is back');
   assert.equal(del.override, '(null)');

@@ -61,7 +61,7 @@ const INIT = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /run /tmp
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-for m in $(cat /etc/modules); do modprobe $m || echo "MARK_MODPROBE_FAIL $m"; done
+while read -r m args; do modprobe $m $args || echo "MARK_MODPROBE_FAIL $m"; done < /etc/modules
 echo MARK_BOOTED
 PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/ node /guest.cjs
 echo "MARK_EXIT $?"
@@ -69,7 +69,14 @@ poweroff -f
 `;
 
 /** Builds the initramfs for `guestEntry` (a compiled JS file); returns its path (cached by content hash). */
-export async function nodeInitramfs(guestEntry: string, modules: string[]): Promise<{ kernel: string; initrd: string }> {
+export interface ImageExtras {
+  /** Host binaries copied with their libraries (same path in the image). */
+  bins?: string[];
+  /** Host files copied to a path in the image. */
+  files?: Array<[src: string, dest: string]>;
+}
+
+export async function nodeInitramfs(guestEntry: string, modules: string[], extras: ImageExtras = {}): Promise<{ kernel: string; initrd: string }> {
   const k = genericKernel();
   const bundle = await build({ entryPoints: [guestEntry], bundle: true, platform: 'node', target: 'node20', format: 'cjs', write: false, logLevel: 'error', logOverride: { 'empty-import-meta': 'silent' } });
   const code = bundle.outputFiles[0]!.text;
@@ -78,7 +85,8 @@ export async function nodeInitramfs(guestEntry: string, modules: string[]): Prom
   const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((b) => existsSync(b));
   if (!busybox) throw new Error('busybox is missing: apt-get install busybox-static');
   const h = createHash('sha256');
-  for (const part of [code, INIT, k.version, modules.join(' '), String(statSync(node).size), String(statSync(ip).size), String(statSync(busybox).size)]) h.update(part).update('\0');
+  const extraIds = [...(extras.bins ?? []), ...(extras.files ?? []).map(([s, d]) => `${s}>${d}`)].map((x) => `${x}:${statSync(x.split('>')[0]!).size}`);
+  for (const part of [code, INIT, k.version, modules.join(' '), String(statSync(node).size), String(statSync(ip).size), String(statSync(busybox).size), ...extraIds]) h.update(part).update('\0');
   const initrd = join(cacheRoot, `sriov-node-${h.digest('hex').slice(0, 16)}.cpio`);
   if (existsSync(initrd)) return { kernel: k.vmlinuz, initrd };
   const stage = join(cacheRoot, `stage-${process.pid}`);
@@ -89,6 +97,11 @@ export async function nodeInitramfs(guestEntry: string, modules: string[]): Prom
     chmodSync(join(stage, 'bin/busybox'), 0o755);
     copyWithLibs(node, stage, '/usr/bin/node');
     copyWithLibs(ip, stage, '/usr/sbin/ip');
+    for (const b of extras.bins ?? []) copyWithLibs(b, stage);
+    for (const [src, dest] of extras.files ?? []) {
+      mkdirSync(join(stage, dirname(dest)), { recursive: true });
+      copyFileSync(src, join(stage, dest));
+    }
     mkdirSync(join(stage, 'lib/modules', k.version), { recursive: true });
     for (const d of MODULE_DIRS) {
       const src = join(k.root, 'lib/modules', k.version, 'kernel', d);

@@ -1,7 +1,7 @@
 // Runs INSIDE the emulated edge node (q35 TCG guest with an igb PF, see ../sriov-emulated.test.ts): the SR-IOV
 // plugin's own code against the real kernel, and independent read-backs (`ip -j`, sysfs links) printed as
 // `MARK_JSON <name> <json>` lines on the console for the host test to check.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync, readdirSync } from 'node:fs';
 import { basename } from 'node:path';
 import { createAttachments, discoverPfs, RealSysfs, IpNetlink } from '../../src/index.js';
@@ -41,6 +41,7 @@ async function main(): Promise<void> {
   });
   await sriov.check(ctx, res);
   out('check', { ok: true });
+  if (existsSync('/usr/bin/qemu-system-x86_64')) out('nested', await nestedVm(res.pciAddress));
   await sriov.del(ctx);
   await sriov.del(ctx);
   let driver = link(`${vfDir}/driver`);
@@ -55,6 +56,32 @@ async function main(): Promise<void> {
     vfNetdevs: existsSync(`${vfDir}/net`) ? readdirSync(`${vfDir}/net`) : [],
     claims: existsSync('/run/netplugins/sriov-claims') ? readdirSync('/run/netplugins/sriov-claims') : [],
     records: existsSync('/run/netplugins/records/sriov') ? readdirSync('/run/netplugins/records/sriov') : [],
+  });
+}
+
+/** A tiny tenant VM (QEMU, paused before its firmware runs) given the VF with `-device vfio-pci,host=<VF>`. */
+function nestedVm(pci: string): Promise<{ exit: number | null; sawVf: boolean; info: string }> {
+  return new Promise((resolve) => {
+    const q = spawn('/usr/bin/qemu-system-x86_64', [
+      '-M', 'q35', '-accel', 'tcg', '-m', '32M', '-nodefaults', '-display', 'none', '-S', '-L', '/qemu', '-bios', '/qemu/qboot.rom',
+      '-device', `vfio-pci,host=${pci},id=vf0`, '-monitor', 'stdio',
+    ], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let info = '';
+    q.stdout.on('data', (b: Buffer) => (info += b.toString()));
+    q.stderr.on('data', (b: Buffer) => (info += b.toString()));
+    const t = setTimeout(() => q.kill('SIGKILL'), 240_000);
+    q.stdin.write('info pci\n');
+    const poll = setInterval(() => {
+      if (/id "vf0"/.test(info)) {
+        clearInterval(poll);
+        q.stdin.end('quit\n');
+      }
+    }, 100);
+    q.on('exit', (code) => {
+      clearTimeout(t);
+      clearInterval(poll);
+      resolve({ exit: code, sawVf: /Ethernet controller: PCI device 8086:10ca[\s\S]*id "vf0"/.test(info), info: info.slice(-1500) });
+    });
   });
 }
 
