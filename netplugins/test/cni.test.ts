@@ -1,5 +1,6 @@
 // The CNI executables as real processes: environment + stdin in, result/error JSON out (CNI 1.0).
 import { test, before, after, describe } from 'node:test';
+import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, readdirSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -208,6 +209,30 @@ test('vhostuser: ADD / CHECK / DEL through the executable on a real dpdk-testpmd
   } finally {
     await tp.stop();
   }
+});
+
+test('edgenfv-cnid serves the shims as its own process', async () => {
+  const sock = join(work, 'cnid.sock');
+  const d = spawn(join(binDir, 'edgenfv-cnid'), [], { env: { ...process.env, EDGENFV_CNI_SOCKET: sock }, stdio: ['ignore', 'ignore', 'pipe'] });
+  try {
+    let err = '';
+    d.stderr!.on('data', (b: Buffer) => (err += b));
+    for (let i = 0; i < 200 && !err.includes('serving'); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.match(err, /edgenfv-cnid: serving CNI calls on/);
+    const v = await runExe(exe('macvtap', 'shim'), { CNI_COMMAND: 'VERSION', EDGENFV_CNI_SOCKET: sock }, { cniVersion: '1.0.0' });
+    assert.deepEqual(v.json, { cniVersion: '1.0.0', supportedVersions: ['1.0.0', '1.1.0'] });
+    const conf = { cniVersion: '1.0.0', name: 'ext', type: 'edgenfv-macvtap', parent };
+    const add = await runExe(exe('macvtap', 'shim'), env('ADD', { EDGENFV_CNI_SOCKET: sock }), conf);
+    assert.equal(add.exitCode, 0, add.stdout);
+    assert.deepEqual(cniResultProblems(add.json), []);
+    assert.equal((await runExe(exe('macvtap', 'shim'), env('DEL', { EDGENFV_CNI_SOCKET: sock }), conf)).exitCode, 0);
+    assert.deepEqual(linkNames(ns), ['lo']);
+  } finally {
+    d.kill('SIGTERM');
+    await new Promise((r) => d.on('exit', r));
+  }
+  assert.equal(existsSync(sock), false, 'the socket is removed on SIGTERM');
+  assert.deepEqual(leftovers(), []);
 });
 
 test('the shim: through a running CNI server, and on its own (Node.js fallback), same answers', async () => {

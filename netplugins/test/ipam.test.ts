@@ -91,6 +91,35 @@ test('IPv6 and fixed addresses', async () => {
   assert.deepEqual(await ipam.leases(), []);
 });
 
+test('leases survive a NATS restart (node loss / reboot): nothing is handed out twice afterwards', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'np-ipam-restart-'));
+  let srv = await startNatsServer({ storeDir: dir });
+  try {
+    let c = await connect({ servers: srv.url });
+    const nets = [{ name: 'r', cidr: '10.3.0.0/29' }];
+    const before = await Ipam.open(c, nets);
+    const held = [];
+    for (let i = 0; i < 4; i++) held.push((await before.allocate('r', `node1.a${i}`, { nodeId: 'node1', epoch: 1 })).address);
+    await c.close();
+    await srv.stop();
+    srv = await startNatsServer({ storeDir: dir });
+    c = await connect({ servers: srv.url });
+    const afterRestart = await Ipam.open(c, nets);
+    assert.deepEqual((await afterRestart.leases('r')).map((l) => l.address).sort(), [...held].sort());
+    const fresh = await afterRestart.allocate('r', 'node2.b0', { nodeId: 'node2', epoch: 1 });
+    assert.ok(!held.includes(fresh.address));
+    assert.ok(!held.includes((await afterRestart.allocate('r', 'node2.b1')).address));
+    await assert.rejects(afterRestart.allocate('r', 'node2.b2'), /no free address/); // 6 usable: 4 + 2
+    // node1 was fenced and its allocations deleted: only then does gc free its leases
+    assert.equal((await afterRestart.gc((o) => !o.startsWith('node1.'))).length, 4);
+    await afterRestart.gc(new Set());
+    await c.close();
+  } finally {
+    await srv.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('1,000 concurrent allocations from 3 processes on one /22 give 1,000 distinct addresses', async () => {
   const nets = [{ name: 'big', cidr: '10.8.0.0/22', gateway: '10.8.0.1' }];
   const worker = fileURLToPath(new URL('./ipam-worker.js', import.meta.url));
