@@ -82,6 +82,21 @@ test('add: creates VFs, claims one, sets MAC/VLAN/spoofchk/trust on the PF, bind
   assert.deepEqual(st.leftovers(), []);
 });
 
+test('driver "kernel": the VF keeps igbvf and is re-probed so its netdev takes the MAC set on the PF', async () => {
+  const { plugin, drv, root, claims, st } = setup();
+  const ctx = { containerId: 'ctr1', ifName: 'net1' };
+  const r = await plugin.add(ctx, plugin.parseConfig({ ...base, physnet: 'physnet1', driver: 'kernel', mac: '02:aa:00:00:00:01' }));
+  assert.equal(r.driver, 'igbvf');
+  assert.equal(drv(r.pciAddress), 'igbvf');
+  const netdirs = readdirSync(join(root, 'bus/pci/devices', r.pciAddress, 'net'));
+  assert.equal(readFileSync(join(root, 'bus/pci/devices', r.pciAddress, 'net', netdirs[0]!, 'address'), 'utf8').trim(), '02:aa:00:00:00:01');
+  await plugin.check(ctx, r);
+  await plugin.del(ctx);
+  assert.equal(drv(r.pciAddress), 'igbvf');
+  assert.deepEqual(claims(), []);
+  assert.deepEqual(st.leftovers(), []);
+});
+
 test('check notices a VF rebound behind our back', async () => {
   const { plugin, sysfs } = setup();
   const ctx = { containerId: 'vm1', ifName: 'net1' };
