@@ -51,11 +51,13 @@ export class SchedulerCore {
       ttlMs: o.leaseTtlMs ?? 5000,
       ...(o.logger ? { logger: o.logger } : {}),
       onElected: async (term) => {
+        await core.cluster.setActive(true);
         core.registry.setActive(true);
         await o.onElected?.(term);
       },
       onDeposed: async (reason) => {
         core.registry.setActive(false);
+        await core.cluster.setActive(false);
         await o.onDeposed?.(reason);
       },
     });
@@ -65,6 +67,7 @@ export class SchedulerCore {
 
   /** Loads the cluster state, starts the registry, then campaigns for the lease. */
   async start(): Promise<void> {
+    await this.cluster.setActive(false); // a follower until elected
     await this.cluster.start();
     await this.registry.start();
     await this.lease.start();

@@ -42,6 +42,8 @@ export interface ClusterStateOptions {
    * calls (same CAS semantics, a fraction of the client CPU). Without it, nats.js KV calls are used.
    */
   nc?: NatsConnection;
+  /** Followers fetch the ledgers the leader changed this often (ms); default 1,000. */
+  followerRefreshMs?: number;
   /** Called after each placement decision with its duration (metrics, the benchmark). */
   onDecision?: (ms: number, ok: boolean) => void;
 }
@@ -124,6 +126,9 @@ export class ClusterState {
   private readonly log: Logger | undefined;
   private stopped = false;
   private readonly pub: KvPublisher | undefined;
+  private active = true;
+  private readonly dirty = new Set<string>();
+  private catchUpTimer: NodeJS.Timeout | undefined;
   /** Counters for metrics and the benchmark. */
   readonly stats = { ledgerWrites: 0, ledgerConflicts: 0, reservationsCommitted: 0, released: 0, maxBatch: 0, decisions: 0, nodesEvaluated: 0 };
 
@@ -193,24 +198,64 @@ export class ClusterState {
       this.onLedgerEntry(e);
       return;
     }
-    void getJson<NodeLedger>(this.b.ledger, nodeId)
-      .then((d) => {
-        if (!d) return;
-        const now = this.ledgers.get(nodeId);
-        if (now && d.revision <= now.revision) return;
-        const q = this.queues.get(nodeId);
-        if (q?.running) {
-          if (!q.seen || d.revision > q.seen.revision) q.seen = d;
-          return;
+    if (!this.active) {
+      // A follower does not fetch every write of the leader: it catches up in batches (reads may lag ~1 s).
+      this.dirty.add(nodeId);
+      if (!this.catchUpTimer) {
+        this.catchUpTimer = setTimeout(() => void this.catchUp(), this.opts.followerRefreshMs ?? 1000);
+        this.catchUpTimer.unref();
+      }
+      return;
+    }
+    void this.refreshLedger(nodeId).catch((err) => this.log?.warn({ err, nodeId }, 'ledger refresh failed'));
+  }
+
+  private async refreshLedger(nodeId: string): Promise<void> {
+    const d = await getJson<NodeLedger>(this.b.ledger, nodeId);
+    if (!d) return;
+    const now = this.ledgers.get(nodeId);
+    if (now && d.revision <= now.revision) return;
+    const q = this.queues.get(nodeId);
+    if (q?.running) {
+      if (!q.seen || d.revision > q.seen.revision) q.seen = d;
+      return;
+    }
+    this.ledgers.set(nodeId, d);
+    this.rebuild(nodeId);
+  }
+
+  /** Fetches the ledgers that changed while this replica followed (16 reads in flight). */
+  async catchUp(): Promise<void> {
+    if (this.catchUpTimer) clearTimeout(this.catchUpTimer);
+    this.catchUpTimer = undefined;
+    const ids = [...this.dirty];
+    this.dirty.clear();
+    let i = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(16, ids.length) }, async () => {
+        while (i < ids.length) {
+          const id = ids[i++]!;
+          await this.refreshLedger(id).catch((err) => {
+            this.dirty.add(id);
+            this.log?.warn({ err, nodeId: id }, 'ledger catch-up failed');
+          });
         }
-        this.ledgers.set(nodeId, d);
-        this.rebuild(nodeId);
-      })
-      .catch((err) => this.log?.warn({ err, nodeId }, 'ledger refresh failed'));
+      }),
+    );
+  }
+
+  /**
+   * Leader (active: follows every ledger write at once, places) or follower (catches up in batches, serves
+   * reads). Becoming active first catches up, so the first decision sees every committed reservation.
+   */
+  async setActive(active: boolean): Promise<void> {
+    this.active = active;
+    if (active) await this.catchUp();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    if (this.catchUpTimer) clearTimeout(this.catchUpTimer);
     this.pub?.close();
     for (const w of this.watches) w.stop();
     this.watches.length = 0;
