@@ -161,3 +161,27 @@ test('release frees; on a lost node it fences; a ledger change by another writer
     await cs.stop();
   }
 });
+
+test('a follower catches up on the leader\'s commits in batches; becoming active catches up at once', async () => {
+  for (let i = 0; i < 2; i++)
+    await putNode(b, simulatedInventory({ nodeId: `f${i}`, labels: { suite: 'f' }, pfs: [{ physnet: 'physnet1', numaNode: 0, vfs: 4 }] }));
+  const d = vnfd({ ...sriovDed, resources: { ...sriovDed.resources, numa: 'none' }, placement: { nodeSelector: { suite: 'f' } } });
+  const leader = new ClusterState(b, { seed: 4, nc });
+  const follower = new ClusterState(b, { seed: 5, followerRefreshMs: 60_000 });
+  await follower.setActive(false);
+  await Promise.all([leader.start(), follower.start()]);
+  try {
+    const r = await leader.schedule(req('tf', 'f1', 0, d), 'f1-0', builder('f1-0'));
+    assert.ok(r.ok);
+    // the follower only marked the ledger dirty (its refresh is a minute away)...
+    await new Promise((res) => setTimeout(res, 200));
+    assert.equal(follower.findReservation('f1-0'), undefined);
+    // ...until it becomes active: then it sees the reservation before its first decision
+    await follower.setActive(true);
+    assert.equal(follower.findReservation('f1-0')?.nodeId, r.decision.nodeId);
+    const again = await follower.schedule(req('tf', 'f1', 0, d), 'f1-0', builder('f1-0'));
+    assert.ok(again.ok && again.alreadyCommitted);
+  } finally {
+    await Promise.all([leader.stop(), follower.stop()]);
+  }
+});
