@@ -102,6 +102,12 @@ function opoccDetail(o: OpOcc): string {
   return out;
 }
 
+/** `[filter] reason (N nodes)` for one rejection of a placement explanation. */
+export function rejectionLine(r: Record<string, unknown>): string {
+  const n = typeof r.nodes === 'number' ? ` (${r.nodes} node${r.nodes === 1 ? '' : 's'})` : '';
+  return `${r.filter !== undefined ? `[${String(r.filter)}] ` : ''}${String(r.reason ?? JSON.stringify(r))}${n}`;
+}
+
 /** Error details as readable lines: issues as `field: message`, reasons per node, anything else as JSON. */
 export function detailLines(details: unknown): string[] {
   if (details === null || typeof details !== 'object') return [JSON.stringify(details)];
@@ -116,8 +122,14 @@ export function detailLines(details: unknown): string[] {
       lines.push(`- ${who ? `${String(who)}: ` : ''}${r.filter ? `[${String(r.filter)}] ` : ''}${String(r.reason ?? JSON.stringify(r))}`);
     }
   }
+  if (Array.isArray(d.rejected)) {
+    // the scheduler's placement explanation: per filter and reason, how many nodes it rejected
+    for (const r of d.rejected as Array<Record<string, unknown>>) lines.push(`- ${rejectionLine(r)}`);
+  }
   for (const [k, v] of Object.entries(d)) {
-    if (k === 'issues' || k === 'reasons') continue;
+    if (k === 'issues' || k === 'reasons' || k === 'rejected') continue;
+    if (Array.isArray(d.rejected) && (k === 'message' || k === 'nodes')) continue; // already said
+
     lines.push(`${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`);
   }
   return lines;

@@ -192,15 +192,15 @@ test('a bad VNFD is refused before anything is sent, naming each field', async (
   assert.equal(api.received.length, before, 'no request reached the API');
 });
 
-test('UNSCHEDULABLE: instantiate --wait exits with its code and prints the reason per node', async () => {
+test('UNSCHEDULABLE: instantiate --wait exits with its code and prints the rejections per filter', async () => {
   json(await cli(['tenants', 'create', 'gamma', '-o', 'json']));
   for (const n of ['node-a', 'node-b']) json(await cli(['nodes', 'cordon', n, '-o', 'json']));
   try {
     const r = await cli(['vnfs', 'instantiate', '-t', 'gamma', '-f', join(dir, 'vrouter.yaml'), '--wait']);
     assert.equal(r.code, EXIT_CODES.UNSCHEDULABLE, r.stderr);
     assert.match(r.stdout, /INSTANTIATE\s+FAILED/);
-    assert.match(r.stderr, /^error: UNSCHEDULABLE: INSTANTIATE op-\d+ ended FAILED: no feasible node/);
-    assert.match(r.stderr, /\n  - node-a: \[cordon\] node is cordoned\n  - node-b: \[cordon\] node is cordoned\n/);
+    assert.match(r.stderr, /^error: UNSCHEDULABLE: INSTANTIATE op-\d+ ended FAILED: no feasible node among 2: node is cordoned \(2\)\n/);
+    assert.match(r.stderr, /\n  - \[cordon\] node is cordoned \(2 nodes\)\n$/);
   } finally {
     for (const n of ['node-a', 'node-b']) json(await cli(['nodes', 'uncordon', n, '-o', 'json']));
   }

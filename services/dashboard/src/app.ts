@@ -55,7 +55,16 @@ export function explainUnschedulable(error: ErrorBody): { message: string; reaso
   const d = error.details;
   if (d && typeof d === 'object') {
     const list = (d as { reasons?: unknown }).reasons;
-    if (Array.isArray(list)) {
+    const rejected = (d as { rejected?: unknown }).rejected;
+    if (Array.isArray(rejected)) {
+      // the scheduler's Explanation: {nodes, rejected: [{filter, reason, nodes}], message}
+      for (const r of rejected) {
+        if (!r || typeof r !== 'object') continue;
+        const o = r as Record<string, unknown>;
+        const n = typeof o.nodes === 'number' ? ` (${o.nodes} node${o.nodes === 1 ? '' : 's'})` : '';
+        reasons.push(`${o.filter !== undefined ? `[${String(o.filter)}] ` : ''}${String(o.reason ?? JSON.stringify(o))}${n}`);
+      }
+    } else if (Array.isArray(list)) {
       for (const r of list) {
         if (typeof r === 'string') reasons.push(r);
         else if (r && typeof r === 'object') {

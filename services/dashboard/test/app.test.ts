@@ -28,10 +28,19 @@ test('overview: nodes, tenants, VNFs with replicas and interfaces, and why a VNF
   assert.equal(vr.unschedulable, undefined);
   const fw = o.vnfs.find((v) => v.id === f.blockedVnfId)!;
   assert.equal(fw.lastOpOcc?.operationState, 'FAILED');
-  assert.deepEqual(fw.unschedulable?.reasons, ['node-a: [cordon] node is cordoned', 'node-b: [cordon] node is cordoned']);
+  assert.deepEqual(fw.unschedulable?.reasons, ['[cordon] node is cordoned (2 nodes)']);
+  assert.equal(fw.unschedulable?.message, 'no feasible node among 2: node is cordoned (2)');
 });
 
-test('explainUnschedulable reads reasons as strings, objects, or plain details', () => {
+test('explainUnschedulable reads the scheduler explanation, reasons as strings/objects, or plain details', () => {
+  assert.deepEqual(
+    explainUnschedulable({
+      code: 'UNSCHEDULABLE',
+      message: 'no node fits',
+      details: { nodes: 3, message: 'no node fits', rejected: [{ filter: 'sriov', reason: 'no 2 free VFs on physnet1 on one NUMA node', nodes: 2 }, { filter: 'cordon', reason: 'cordoned', nodes: 1 }] },
+    }),
+    { message: 'no node fits', reasons: ['[sriov] no 2 free VFs on physnet1 on one NUMA node (2 nodes)', '[cordon] cordoned (1 node)'] },
+  );
   assert.deepEqual(explainUnschedulable({ code: 'UNSCHEDULABLE', message: 'm', details: { reasons: ['x', { nodeClass: 'edge', reason: 'no node with 2 free VFs on physnet1 on one NUMA node' }] } }).reasons, [
     'x',
     'edge: no node with 2 free VFs on physnet1 on one NUMA node',

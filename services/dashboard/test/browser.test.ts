@@ -50,8 +50,8 @@ test('the page renders a node, a tenant and a VNF from the API, and explains UNS
     const why = page.locator(`.vnf[data-vnf="${f.blockedVnfId}"] .why`);
     const text = await why.innerText();
     assert.match(text, /Not scheduled \(UNSCHEDULABLE\)/);
-    assert.match(text, /node-a: \[cordon\] node is cordoned/);
-    assert.match(text, /node-b: \[cordon\] node is cordoned/);
+    assert.match(text, /no feasible node among 2/);
+    assert.match(text, /\[cordon\] node is cordoned \(2 nodes\)/);
     await page.waitForSelector('#events li');
     assert.match(await page.locator('#events').innerText(), /blocked\/vnf-\d+ INSTANTIATE FAILED UNSCHEDULABLE/);
     assert.deepEqual(consoleErrors, []);

@@ -166,16 +166,25 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
   const place = async (v: Vnf, from: number, to: number): Promise<ErrorBody | undefined> => {
     const ready = [...nodes.values()].filter((n) => !n.cordoned && n.health === 'Ready').sort((a, b) => a.id.localeCompare(b.id));
     if (ready.length === 0) {
-      const reasons = [...nodes.values()].map((n) => ({
-        node: n.id,
-        filter: n.cordoned ? 'cordon' : 'health',
-        reason: n.cordoned ? 'node is cordoned' : `node is ${n.health}`,
-      }));
-      const message = nodes.size === 0 ? 'no nodes registered' : `no feasible node: ${reasons.map((r) => `${r.node}: ${r.reason}`).join('; ')}`;
+      // the scheduler's Explanation shape: per filter and reason, how many nodes it rejected
+      const counts = new Map<string, { filter: string; reason: string; nodes: number }>();
+      for (const n of nodes.values()) {
+        const filter = n.cordoned ? 'cordon' : 'health';
+        const reason = n.cordoned ? 'node is cordoned' : `node is ${n.health}`;
+        const k = `${filter}|${reason}`;
+        const c = counts.get(k) ?? { filter, reason, nodes: 0 };
+        c.nodes++;
+        counts.set(k, c);
+      }
+      const rejected = [...counts.values()];
+      const message =
+        nodes.size === 0
+          ? 'no nodes registered'
+          : `no feasible node among ${nodes.size}: ${rejected.map((r) => `${r.reason} (${r.nodes})`).join('; ')}`;
       for (let i = from; i < to; i++) {
         v.replicas.push({ index: i, state: 'FAILED', interfaces: [], message, updatedAt: now() });
       }
-      return { code: 'UNSCHEDULABLE', message, details: { reasons } };
+      return { code: 'UNSCHEDULABLE', message, details: { nodes: nodes.size, rejected, message } };
     }
     for (let i = from; i < to; i++) {
       const node = ready[i % ready.length]!;
