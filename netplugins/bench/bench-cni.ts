@@ -54,21 +54,31 @@ const median = (xs: number[]) => {
 const p90 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.9))]!;
 const r2 = (x: number) => Math.round(x * 100) / 100;
 
-async function benchExe(label: string, exe: string, ns: string, conf: Record<string, unknown>, extraEnv: Record<string, string>) {
-  const add: number[] = [];
-  const del: number[] = [];
+interface Contender {
+  label: string;
+  exe: string;
+  ns: string;
+  conf: Record<string, unknown>;
+  env: Record<string, string>;
+  add: number[];
+  del: number[];
+}
+
+/** Runs the executables' ADD+DEL in turns (one of each per round), so that load from elsewhere hits all alike. */
+async function benchExes(cs: Contender[]): Promise<void> {
   for (let i = 0; i < N + WARMUP; i++) {
-    const env = { CNI_CONTAINERID: `bench${i}`, CNI_IFNAME: 'eth0', CNI_NETNS: `/var/run/netns/${ns}`, CNI_PATH: refPlugins, ...extraEnv };
-    const a = await runCni(exe, { ...env, CNI_COMMAND: 'ADD' }, conf);
-    if (a.code !== 0) throw new Error(`${label} ADD failed: ${a.out}`);
-    const d = await runCni(exe, { ...env, CNI_COMMAND: 'DEL' }, conf);
-    if (d.code !== 0) throw new Error(`${label} DEL failed: ${d.out}`);
-    if (i >= WARMUP) {
-      add.push(a.ms);
-      del.push(d.ms);
+    for (const c of cs) {
+      const env = { CNI_CONTAINERID: `bench${i}`, CNI_IFNAME: 'eth0', CNI_NETNS: `/var/run/netns/${c.ns}`, CNI_PATH: refPlugins, ...c.env };
+      const a = await runCni(c.exe, { ...env, CNI_COMMAND: 'ADD' }, c.conf);
+      if (a.code !== 0) throw new Error(`${c.label} ADD failed: ${a.out}`);
+      const d = await runCni(c.exe, { ...env, CNI_COMMAND: 'DEL' }, c.conf);
+      if (d.code !== 0) throw new Error(`${c.label} DEL failed: ${d.out}`);
+      if (i >= WARMUP) {
+        c.add.push(a.ms);
+        c.del.push(d.ms);
+      }
     }
   }
-  return { add, del };
 }
 
 async function main(): Promise<void> {
@@ -87,10 +97,11 @@ async function main(): Promise<void> {
   const lib = createAttachments({ stateDir: join(work, 'lib-state'), netlink: new IpBatchNetlink() });
   try {
     const hostLocal = (d: string, subnet: string) => ({ type: 'host-local', ranges: [[{ subnet }]], dataDir: join(work, d) });
-    const ref = await benchExe('bridge', join(refPlugins, 'bridge'), nsRef, { cniVersion: '1.0.0', name: 'benchref', type: 'bridge', bridge: bridges[0], ipam: hostLocal('hl-ref', '10.91.0.0/16') }, {});
     const ourEnv = { EDGENFV_NETPLUGINS_STATE: join(work, 'state'), EDGENFV_CNI_SOCKET: server.socketPath };
-    const ours = await benchExe('edgenfv-tap', join(bin, 'edgenfv-tap'), nsOurs, { cniVersion: '1.0.0', name: 'benchtap', type: 'edgenfv-tap', bridge: bridges[1], wiring: 'tc', ipam: hostLocal('hl-ours', '10.92.0.0/16') }, ourEnv);
-    const nodeOnly = await benchExe('node-edgenfv-tap', join(bin, 'node-edgenfv-tap'), nsNode, { cniVersion: '1.0.0', name: 'benchnode', type: 'edgenfv-tap', bridge: bridges[2], wiring: 'tc', ipam: hostLocal('hl-node', '10.93.0.0/16') }, { ...ourEnv, EDGENFV_CNI_SOCKET: join(work, 'none.sock') });
+    const ref: Contender = { label: 'bridge', exe: join(refPlugins, 'bridge'), ns: nsRef, conf: { cniVersion: '1.0.0', name: 'benchref', type: 'bridge', bridge: bridges[0], ipam: hostLocal('hl-ref', '10.91.0.0/16') }, env: {}, add: [], del: [] };
+    const ours: Contender = { label: 'edgenfv-tap', exe: join(bin, 'edgenfv-tap'), ns: nsOurs, conf: { cniVersion: '1.0.0', name: 'benchtap', type: 'edgenfv-tap', bridge: bridges[1], wiring: 'tc', ipam: hostLocal('hl-ours', '10.92.0.0/16') }, env: ourEnv, add: [], del: [] };
+    const nodeOnly: Contender = { label: 'node-edgenfv-tap', exe: join(bin, 'node-edgenfv-tap'), ns: nsNode, conf: { cniVersion: '1.0.0', name: 'benchnode', type: 'edgenfv-tap', bridge: bridges[2], wiring: 'tc', ipam: hostLocal('hl-node', '10.93.0.0/16') }, env: { ...ourEnv, EDGENFV_CNI_SOCKET: join(work, 'none.sock') }, add: [], del: [] };
+    await benchExes([ref, ours, nodeOnly]);
     const inProcess = async (wiring: 'tc' | 'bridge') => {
       const add: number[] = [];
       const del: number[] = [];

@@ -94,14 +94,24 @@ export class ShellRunner {
     return p;
   }
 
-  readonly run: Runner = (argv, input) => {
+  readonly run: Runner = (argv, input) => this.runWith(argv, input);
+
+  /**
+   * Like `run`; `env` is added to the command's environment (shell assignments: keys must be identifiers), and
+   * `discardStderr` drops stderr instead of merging it (for tools whose stdout is JSON).
+   */
+  runWith(argv: readonly string[], input?: string, opts: { env?: Readonly<Record<string, string | undefined>>; discardStderr?: boolean } = {}): Promise<ExecResult> {
     const go = () =>
       new Promise<ExecResult>((resolve) => {
         const p = this.proc ?? this.start();
         const n = this.seq++;
         const marker = `__NP_END_${process.pid}_${n} `;
         const eof = `__NP_EOF_${process.pid}_${n}`;
-        const cmd = argv.map(shQuote).join(' ');
+        const assigns = Object.entries(opts.env ?? {})
+          .filter(([k, v]) => v !== undefined && /^[A-Za-z_][A-Za-z0-9_]*$/.test(k))
+          .map(([k, v]) => `${k}=${shQuote(v!)} `)
+          .join('');
+        const cmd = assigns + argv.map(shQuote).join(' ');
         const stdin = input !== undefined ? ` <<'${eof}'\n${input.endsWith('\n') ? input : `${input}\n`}${eof}` : ' </dev/null';
         const out = p.stdout as unknown as { ref?: () => void; unref?: () => void };
         out.ref?.();
@@ -115,12 +125,12 @@ export class ShellRunner {
           },
         };
         // newline before the marker so it starts a line; the marker carries the exit code
-        p.stdin!.write(`${cmd} 2>&1${stdin}\nprintf '\\n${marker}%s\\n' "$?"\n`);
+        p.stdin!.write(`${cmd} ${opts.discardStderr ? '2>/dev/null' : '2>&1'}${stdin}\nprintf '\\n${marker}%s\\n' "$?"\n`);
       });
     const next = this.chain.then(go, go);
     this.chain = next.catch(() => undefined);
     return next;
-  };
+  }
 
   close(): void {
     this.proc?.stdin?.end();

@@ -8,6 +8,7 @@ import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { AppError, InvalidArgumentError, type AttachmentIp, type AttachmentResult, type AttachmentType } from '@edgenfv/contracts';
 import { isObj, type AttachCtx } from '../config.js';
+import type { ShellRunner } from '../exec.js';
 import type { AttachmentPlugin } from '../plugin.js';
 
 export const SUPPORTED_VERSIONS = ['1.0.0', '1.1.0'] as const;
@@ -50,7 +51,7 @@ export interface CniIpamResult {
 }
 
 /** Runs the IPAM plugin `type` from CNI_PATH with the same environment and config. */
-export async function execIpam(type: string, env: NodeJS.ProcessEnv, stdin: string): Promise<CniIpamResult | null> {
+export async function execIpam(type: string, env: NodeJS.ProcessEnv, stdin: string, shell?: ShellRunner): Promise<CniIpamResult | null> {
   if (!/^[A-Za-z0-9_.-]+$/.test(type)) throw new CniError(CniCode.InvalidConfig, `ipam.type: not a plugin name: ${JSON.stringify(type)}`);
   const dirs = (env.CNI_PATH ?? '').split(delimiter).filter(Boolean);
   let bin: string | undefined;
@@ -64,7 +65,11 @@ export async function execIpam(type: string, env: NodeJS.ProcessEnv, stdin: stri
     }
   }
   if (!bin) throw new CniError(CniCode.InvalidConfig, `ipam.type: plugin ${type} not found on CNI_PATH (${dirs.join(':') || 'empty'})`);
-  const r = await new Promise<{ code: number | null; out: string }>((resolve, reject) => {
+  const cniEnv: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(env)) if (k.startsWith('CNI_')) cniEnv[k] = v;
+  const r = shell
+    ? await shell.runWith([bin], stdin, { env: cniEnv, discardStderr: true }).then((x) => ({ code: x.code, out: x.stdout }))
+    : await new Promise<{ code: number | null; out: string }>((resolve, reject) => {
     const p = spawn(bin!, [], { env, stdio: ['pipe', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.on('data', (b: Buffer) => (out += b));

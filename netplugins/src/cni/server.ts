@@ -8,7 +8,8 @@ import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ATTACHMENT_TYPES, type AttachmentResult, type AttachmentType } from '@edgenfv/contracts';
 import type { AttachmentPlugin } from '../plugin.js';
-import { runCni } from './cni.js';
+import { execIpam, runCni } from './cni.js';
+import { ShellRunner } from '../exec.js';
 import { pluginFor, stateDirOf } from './factory.js';
 
 export const DEFAULT_CNI_SOCKET = '/run/edgenfv/cni.sock';
@@ -56,6 +57,9 @@ export async function startCniServer(opts: { socketPath?: string } = {}): Promis
     if (!p) plugins.set(key, (p = pluginFor(type, stateDir, env)));
     return p;
   };
+  // host-local & co. run through a small long-lived shell (a fork from it costs less than a spawn from Node.js);
+  // a shell of its own, so IPAM calls never queue behind link commands
+  const ipamShell = new ShellRunner();
   const server: Server = createServer({ allowHalfOpen: true }, (sock) => {
     const chunks: Buffer[] = [];
     sock.on('data', (b: Buffer) => chunks.push(b));
@@ -68,7 +72,10 @@ export async function startCniServer(opts: { socketPath?: string } = {}): Promis
           const req = parseRequest(Buffer.concat(chunks));
           if (!(ATTACHMENT_TYPES as readonly string[]).includes(req.type)) throw new Error(`unknown plugin type ${JSON.stringify(req.type)}`);
           const type = req.type as AttachmentType;
-          const out = await runCni(type, req.env, req.stdin, { plugin: (conf, env) => pluginOf(type, stateDirOf(conf, env), env) });
+          const out = await runCni(type, req.env, req.stdin, {
+            plugin: (conf, env) => pluginOf(type, stateDirOf(conf, env), env),
+            ipam: (t, env, stdin) => execIpam(t, env, stdin, ipamShell),
+          });
           exitCode = out.exitCode;
           stdout = out.stdout;
         } catch (err) {
@@ -87,6 +94,7 @@ export async function startCniServer(opts: { socketPath?: string } = {}): Promis
     socketPath,
     close: () =>
       new Promise<void>((resolve) => {
+        ipamShell.close();
         server.close(() => resolve());
         try {
           unlinkSync(socketPath);
