@@ -43,9 +43,14 @@ export class SchedulerCore {
     const b = await openSchedulerBuckets(js, o.replicas === undefined ? {} : { replicas: o.replicas });
     const leaderKv = await openLeaderBucket(js, { ttlMs: o.leaseTtlMs ?? 5000, replicas: o.replicas ?? 1 });
     const registry = new NodeRegistry(o.nc, b, { ...o.registry, ...(o.logger ? { logger: o.logger } : {}) });
-    const cluster = new ClusterState(b, { nc: o.nc, ...o.cluster, ...(o.logger ? { logger: o.logger } : {}) });
-    if (o.onNodeLost) registry.onNodeLost(o.onNodeLost);
     let core!: SchedulerCore;
+    const cluster = new ClusterState(b, {
+      nc: o.nc,
+      canCommit: () => core?.lease.isLeader() ?? false,
+      ...o.cluster,
+      ...(o.logger ? { logger: o.logger } : {}),
+    });
+    if (o.onNodeLost) registry.onNodeLost(o.onNodeLost);
     const lease = new LeaderLease(leaderKv, {
       candidateId: o.candidateId,
       ttlMs: o.leaseTtlMs ?? 5000,

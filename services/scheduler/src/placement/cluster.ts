@@ -42,6 +42,12 @@ export interface ClusterStateOptions {
    * calls (same CAS semantics, a fraction of the client CPU). Without it, nats.js KV calls are used.
    */
   nc?: NatsConnection;
+  /**
+   * Checked before every ledger write: false (e.g. the leader lease was lost while a decision was in flight)
+   * fails the commit with UNAVAILABLE instead of writing, so a deposed leader never commits after its successor
+   * started. Default: always true.
+   */
+  canCommit?: () => boolean;
   /** Followers fetch the ledgers the leader changed this often (ms); default 1,000. */
   followerRefreshMs?: number;
   /** Called after each placement decision with its duration (metrics, the benchmark). */
@@ -464,6 +470,13 @@ export class ClusterState {
       while (q.items.length > 0) {
         let batch = q.items.splice(0);
         let refreshed = false;
+        if (this.opts.canCommit && !this.opts.canCommit()) {
+          for (const it of batch) {
+            if (it.kind === 'reserve') this.unreserveLocal(nodeId, it.res.allocId);
+            it.reject(new UnavailableError('this scheduler replica is not the leader any more; nothing was committed'));
+          }
+          continue;
+        }
         for (;;) {
           const cached = this.ledgers.get(nodeId);
           const base = cached?.value ?? emptyLedger(nodeId, this.views.get(nodeId)?.epoch ?? 0);

@@ -185,3 +185,20 @@ test('a follower catches up on the leader\'s commits in batches; becoming active
     await Promise.all([leader.stop(), follower.stop()]);
   }
 });
+
+test('a replica that lost the lease commits nothing (canCommit)', async () => {
+  await putNode(b, simulatedInventory({ nodeId: 'g0', labels: { suite: 'g' }, pfs: [{ physnet: 'physnet1', numaNode: 0, vfs: 1 }] }));
+  const d = vnfd({ ...sriovDed, resources: { ...sriovDed.resources, numa: 'none' }, placement: { nodeSelector: { suite: 'g' } } });
+  let leader = false;
+  const cs = new ClusterState(b, { seed: 6, nc, canCommit: () => leader });
+  await cs.start();
+  try {
+    await assert.rejects(cs.schedule(req('tg', 'g1', 0, d), 'g1-0', builder('g1-0')), { code: 'UNAVAILABLE' });
+    assert.deepEqual((await ledgerOf('g0')).reservations, {});
+    assert.equal(cs.node('g0')!.freeVfs.get('physnet1'), 1, 'the local reservation was undone');
+    leader = true;
+    assert.ok((await cs.schedule(req('tg', 'g1', 0, d), 'g1-0', builder('g1-0'))).ok);
+  } finally {
+    await cs.stop();
+  }
+});
