@@ -193,9 +193,12 @@ export class ApiClient {
     co.orderedConsumer();
     co.startSequence(Math.max(state.first_seq, state.last_seq - limit + 1));
     const sub = await this.#nc.jetstream().subscribe(subjects.eventsWildcard, co);
+    const watchdog = new ReplayWatchdog(this.#timeoutMs, () => sub.unsubscribe());
     const out: StoredEvent[] = [];
     try {
+      watchdog.arm();
       for await (const m of sub) {
+        watchdog.arm();
         try {
           out.push({ seq: m.seq, subject: m.subject, tenantId: m.subject.split('.')[3] ?? '', event: m.json<EventPayload>() });
         } catch {
@@ -204,8 +207,10 @@ export class ApiClient {
         if (m.info.pending === 0) break;
       }
     } finally {
+      watchdog.disarm();
       sub.unsubscribe();
     }
+    if (watchdog.fired) throw new UnavailableError(`reading ${EVENTS_STREAM} stalled: no message for ${this.#timeoutMs} ms`);
     return out.slice(-limit);
   }
 
@@ -238,20 +243,48 @@ export class ApiClient {
       sub.unsubscribe();
     };
     opts.signal?.addEventListener('abort', onAbort, { once: true });
+    // a replay (not follow) that stops receiving before its last message fails instead of waiting forever
+    const watchdog = new ReplayWatchdog(this.#timeoutMs, () => sub.unsubscribe());
     try {
+      if (!opts.follow) watchdog.arm();
       for await (const m of sub) {
-        let event: EventPayload;
+        watchdog.disarm();
+        let event: EventPayload | undefined;
         try {
           event = m.json<EventPayload>();
         } catch {
-          continue; // not JSON: not an event of ours
+          event = undefined; // not JSON: not an event of ours
         }
-        yield { seq: m.seq, subject: m.subject, tenantId: m.subject.split('.')[3] ?? '', event };
+        if (event !== undefined) yield { seq: m.seq, subject: m.subject, tenantId: m.subject.split('.')[3] ?? '', event };
         if (!opts.follow && m.info.pending === 0) break;
+        if (!opts.follow) watchdog.arm();
       }
     } finally {
+      watchdog.disarm();
       opts.signal?.removeEventListener('abort', onAbort);
       sub.unsubscribe();
     }
+    if (watchdog.fired) throw new UnavailableError(`replaying ${EVENTS_STREAM} stalled: no message for ${this.#timeoutMs} ms`);
+  }
+}
+
+/** Fires `onFire` when armed and not re-armed or disarmed within `ms`. */
+class ReplayWatchdog {
+  #timer: NodeJS.Timeout | undefined;
+  fired = false;
+  constructor(
+    private readonly ms: number,
+    private readonly onFire: () => void,
+  ) {}
+  arm(): void {
+    this.disarm();
+    this.#timer = setTimeout(() => {
+      this.fired = true;
+      this.onFire();
+    }, this.ms);
+  }
+  disarm(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 }

@@ -57,6 +57,45 @@ function nodeRows(items: NodeRecord[]): string {
   );
 }
 
+function nodeDetail(n: NodeRecord): string {
+  let out = nodeRows([n]);
+  const inv = n.inventory;
+  if (inv?.numaNodes?.length) {
+    out += '\n' + table(
+      ['NUMA', 'CPUS', 'MEMORY_MIB', 'HUGEPAGES_FREE/TOTAL'],
+      inv.numaNodes.map((z) => [
+        String(z.id),
+        formatList(z.cpus),
+        String(z.memoryMiB),
+        z.hugepages.map((h) => `${h.free}/${h.total}x${h.sizeKiB >= 1048576 ? `${h.sizeKiB / 1048576}G` : `${h.sizeKiB / 1024}M`}`).join(' ') || '-',
+      ]),
+    );
+  }
+  if (inv?.sriovPfs?.length) {
+    out += '\n' + table(
+      ['PF', 'IFNAME', 'PHYSNET', 'NUMA', 'VFS'],
+      inv.sriovPfs.map((p) => [p.pciAddress, p.ifName ?? '-', p.physnet ?? '-', String(p.numaNode), `${p.numVfs}/${p.totalVfs}`]),
+    );
+  }
+  if (n.sandboxes?.length) {
+    out += '\n' + table(['SANDBOX_TENANT', 'REPLICAS'], n.sandboxes.map((b) => [b.tenantId, String(b.replicas)]));
+  }
+  return out;
+}
+
+/** `[0,1,2,5]` -> `0-2,5`. */
+function formatList(xs: number[]): string {
+  const s = [...xs].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < s.length; i++) {
+    let j = i;
+    while (j + 1 < s.length && s[j + 1] === s[j]! + 1) j++;
+    parts.push(i === j ? String(s[i]) : `${s[i]}-${s[j]}`);
+    i = j;
+  }
+  return parts.join(',') || '-';
+}
+
 function vnfRows(items: Vnf[]): string {
   return table(
     ['ID', 'NAME', 'STATE', 'REPLICAS', 'NODES', 'LAST_OP'],
@@ -151,7 +190,7 @@ export function render(value: unknown, kind: Kind, format: OutputFormat, opts: {
     case 'tenant':
       return tenantRows(list as Tenant[]);
     case 'node':
-      return nodeRows(list as NodeRecord[]);
+      return opts.single ? nodeDetail(value as NodeRecord) : nodeRows(list as NodeRecord[]);
     case 'vnf':
       return opts.single ? vnfDetail(value as Vnf) : vnfRows(list as Vnf[]);
     case 'opocc':

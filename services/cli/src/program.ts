@@ -165,7 +165,7 @@ export function buildProgram(io: CliIo): Command {
   ] as const) {
     nodes.command(`${name} <id>`).description(desc).action(async (id: string, _o, cmd: Command) => {
       const n = await withClient(cmd, (c) => (name === 'get' ? c.getNode(id) : name === 'cordon' ? c.cordonNode(id) : c.uncordonNode(id)));
-      print(cmd, n, 'node');
+      print(cmd, n, 'node', name === 'get');
     });
   }
   nodes.command('drain <id>').description('cordon a node and move its VNF replicas away').action(async (id: string, _o, cmd: Command) => {

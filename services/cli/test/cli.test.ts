@@ -136,7 +136,10 @@ test('nodes: list/get/cordon/uncordon/drain', async () => {
   assert.match(list.stdout, /\nnode-a\s+Ready\s+enabled\s+0\/16\s+0\/65536\s+0\/4\s+0\s+2\s+1\n/);
   assert.equal(json(await cli(['nodes', 'get', 'node-a', '-o', 'json'])).inventory.hostname, 'node-a.edge');
   assert.equal(json(await cli(['nodes', 'cordon', 'node-b', '-o', 'json'])).cordoned, true);
-  assert.match((await cli(['nodes', 'get', 'node-b'])).stdout, /node-b\s+Ready\s+cordoned/);
+  const detail = (await cli(['nodes', 'get', 'node-b'])).stdout;
+  assert.match(detail, /node-b\s+Ready\s+cordoned/);
+  assert.match(detail, /\nNUMA\s+CPUS\s+MEMORY_MIB\s+HUGEPAGES_FREE\/TOTAL\n0\s+0-7\s+32768\s+1024\/1024x2M\n1\s+8-15\s+32768\s+512\/1024x2M\n/);
+  assert.match(detail, /\nPF\s+IFNAME\s+PHYSNET\s+NUMA\s+VFS\n0000:81:00\.0\s+ens1f0\s+physnet1\s+1\s+4\/8\n/);
   assert.equal(json(await cli(['nodes', 'uncordon', 'node-b', '-o', 'json'])).cordoned, false);
   const drain = await cli(['nodes', 'drain', 'node-zzz']);
   assert.equal(drain.code, EXIT_CODES.NOT_FOUND);
