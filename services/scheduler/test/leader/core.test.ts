@@ -132,3 +132,41 @@ test('3 scheduler replicas: the leader dies mid-way through 40 placements; the n
     await Promise.all(cores.map((c) => c.core.stop().catch(() => undefined)));
   }
 });
+
+test('after a leader change the new leader declares a silent node lost (and not the healthy ones)', async () => {
+  const lost: string[][] = [[], [], []];
+  const cores: { nc: NatsConnection; core: SchedulerCore }[] = [];
+  for (let i = 0; i < 3; i++) {
+    const nc = await fx.connect();
+    const core = await SchedulerCore.create({
+      nc,
+      candidateId: `nl-${i}`,
+      leaseTtlMs: TTL,
+      registry: { graceMs: 1500, checkIntervalMs: 100 },
+      onNodeLost: (ev) => void lost[i]!.push(ev.nodeId),
+    });
+    cores.push({ nc, core });
+  }
+  const agentNc = await fx.connect();
+  const b = await buckets(agentNc);
+  const agents = ['nl-a', 'nl-b'].map((id) => new SimAgent(agentNc, b, simulatedInventory({ nodeId: id }), 100));
+  try {
+    await Promise.all(cores.map((c) => c.core.start()));
+    for (const a of agents) await a.start();
+    const first = await waitFor('a leader', () => cores.find((c) => c.core.isLeader()));
+    await first.nc.close();
+    const rest = cores.filter((c) => c !== first);
+    const next = await waitFor('a new leader', () => rest.find((c) => c.core.isLeader()), 3 * TTL + 5000);
+    assert.ok(next.core.registry.isActive());
+    for (const c of rest) if (c !== next) assert.equal(c.core.registry.isActive(), false);
+    agents[0]!.partition();
+    const i = cores.indexOf(next);
+    await waitFor('nl-a declared lost by the new leader', () => (lost[i]!.includes('nl-a') ? true : undefined), 1500 + 5000);
+    await waitFor('the new leader\'s view fences nl-a', () => (next.core.cluster.node('nl-a')?.epoch === 2 ? true : undefined));
+    assert.ok(!lost.flat().includes('nl-b'), 'the healthy node was never declared lost');
+    assert.deepEqual(lost.filter((_, k) => k !== i).flat().filter((n) => n === 'nl-a'), [], 'only the leader declares');
+  } finally {
+    for (const a of agents) a.stop();
+    await Promise.all(cores.map((c) => c.core.stop().catch(() => undefined)));
+  }
+});
