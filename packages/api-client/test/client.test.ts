@@ -150,3 +150,21 @@ test('recentEvents: the newest N events of every tenant, oldest first', async ()
   assert.ok(last2[1]!.event.type === 'OpOcc' && last2[1]!.event.operationState === 'COMPLETED');
   assert.ok(all.length > 2 && all.every((e, i) => i === 0 || e.seq > all[i - 1]!.seq));
 });
+
+test('events and recentEvents without the EDGENFV_EVENTS stream are UNAVAILABLE', async () => {
+  const empty = await startNatsServer({ storeDir: join(dir, 'empty-js') });
+  const nc2 = await connect({ servers: empty.url });
+  try {
+    const c = new ApiClient(nc2, { timeoutMs: 1000 });
+    await assert.rejects(collect(c.events('acme')), (err: unknown) => {
+      assert.ok(err instanceof AppError);
+      assert.equal(err.code, 'UNAVAILABLE');
+      assert.match(err.message, /events stream EDGENFV_EVENTS does not exist/);
+      return true;
+    });
+    await assert.rejects(c.recentEvents(10), (err: unknown) => err instanceof AppError && err.code === 'UNAVAILABLE');
+  } finally {
+    await nc2.close();
+    await empty.stop();
+  }
+});
