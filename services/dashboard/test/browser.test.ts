@@ -82,3 +82,19 @@ test('cordon from the page: refused without the token, done with it', async () =
     await page.close();
   }
 });
+
+test('API values are rendered as text, never as markup', async () => {
+  await f.client.createTenant({ id: 'xss', displayName: '<img src=x onerror="window.__xss=1">' });
+  const page = await browser.newPage();
+  try {
+    await page.goto(baseUrl);
+    await page.waitForSelector('#tenants tr[data-tenant="xss"]');
+    const row = page.locator('#tenants tr[data-tenant="xss"]');
+    assert.match(await row.innerText(), /<img src=x onerror="window\.__xss=1">/);
+    assert.equal(await row.locator('img').count(), 0);
+    assert.equal(await page.evaluate('window.__xss'), undefined);
+  } finally {
+    await page.close();
+    await f.client.deleteTenant('xss');
+  }
+});
