@@ -112,7 +112,8 @@ export async function startCluster(opts: { networks?: unknown[]; env?: Record<st
   const nats = await startNatsServer({ storeDir: join(dir, 'jetstream') });
   const configFile = join(dir, 'scheduler.yaml');
   writeFileSync(configFile, JSON.stringify({ networks: opts.networks ?? TEST_NETWORKS }));
-  const env = { EDGENFV_NATS_URL: nats.url, EDGENFV_CONFIG: configFile, ...(opts.env ?? {}) };
+  // nodes registered by tests never heartbeat: a long grace keeps them Ready unless a test asks otherwise
+  const env = { EDGENFV_NATS_URL: nats.url, EDGENFV_CONFIG: configFile, EDGENFV_HEARTBEAT_GRACE_MS: '600000', ...(opts.env ?? {}) };
   const scheduler = await startScheduler(env);
   const nc = await connect({ servers: nats.url });
   const c: Cluster = {

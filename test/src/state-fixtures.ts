@@ -1,12 +1,12 @@
 /** Reads the whole state (every KV bucket and the events stream) for "nothing changed" assertions. */
 import { createHash } from 'node:crypto';
 import type { NatsConnection } from 'nats';
-import { EVENTS_STREAM, KV_BUCKETS, type NodeInventory, type NodeRecord } from '@edgenfv/contracts';
+import { EVENTS_STREAM, KV_BUCKETS, internalSubjects, type NodeInventory, type RegisterRequest } from '@edgenfv/contracts';
 
 export async function snapshotState(nc: NatsConnection): Promise<Record<string, unknown>> {
   const js = nc.jetstream();
   const out: Record<string, unknown> = {};
-  for (const bucket of [...Object.values(KV_BUCKETS), 'edgenfv_names']) {
+  for (const bucket of [...Object.values(KV_BUCKETS).filter((b) => b !== KV_BUCKETS.leader), 'edgenfv_names', 'edgenfv_ledger']) {
     const kv = await js.views.kv(bucket);
     const h = createHash('sha256');
     const keys: string[] = [];
@@ -41,18 +41,27 @@ export function inventory(nodeId: string, over: Partial<NodeInventory> = {}): No
   };
 }
 
-/** Writes a Ready node record directly (a node whose agent registered and then never does anything). */
+/**
+ * Registers a node through the real node protocol (`nfv.v1.internal.nodes.<n>.register`) and waits until the
+ * scheduler's cluster state knows it: a node agent that registered and then never acts on its allocations.
+ * Suites using it set a long heartbeat grace so that the silent node is not declared lost.
+ */
 export async function putNode(nc: NatsConnection, nodeId: string, over: Partial<NodeInventory> = {}): Promise<void> {
+  const req: RegisterRequest = { nodeId, inventory: inventory(nodeId, over), running: [], startedAt: new Date().toISOString() };
+  for (let i = 0; ; i++) {
+    try {
+      const msg = await nc.request(internalSubjects.register(nodeId), JSON.stringify(req), { timeout: 2000 });
+      const reply = JSON.parse(new TextDecoder().decode(msg.data));
+      if (!reply.ok) throw new Error(`register refused: ${JSON.stringify(reply.error)}`);
+      break;
+    } catch (err) {
+      if (i > 50) throw err;
+      await new Promise((r) => setTimeout(r, 100)); // the scheduler may still be starting
+    }
+  }
   const kv = await nc.jetstream().views.kv(KV_BUCKETS.nodes);
-  const now = new Date().toISOString();
-  const rec: NodeRecord = {
-    id: nodeId,
-    inventory: inventory(nodeId, over),
-    health: 'Ready',
-    cordoned: false,
-    epoch: 1,
-    lastHeartbeatAt: now,
-    registeredAt: now,
-  };
-  await kv.put(nodeId, JSON.stringify(rec));
+  for (let i = 0; !(await kv.get(nodeId)); i++) {
+    if (i > 100) throw new Error(`node ${nodeId} never recorded`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

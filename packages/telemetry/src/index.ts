@@ -31,10 +31,21 @@ export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }
 
+/**
+ * prom-client's default metrics include gauges named `..._total` (active handles/requests/resources), which
+ * `promtool check metrics` rejects ("non-counter metrics should not have _total suffix"). Their un-suffixed
+ * siblings (`nodejs_active_handles{type}` ...) carry the same information, so these three are dropped.
+ */
+export const PROMTOOL_REJECTED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+const DEFAULT_PREFIX = 'edgenfv_';
+
 export function createRegistry(service: string, opts: { defaultMetrics?: boolean } = {}): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ service });
-  if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'edgenfv_process_' });
+  if (opts.defaultMetrics ?? true) {
+    collectDefaultMetrics({ register: registry, prefix: DEFAULT_PREFIX });
+    for (const name of PROMTOOL_REJECTED_DEFAULTS) registry.removeSingleMetric(`${DEFAULT_PREFIX}${name}`);
+  }
   return registry;
 }
 

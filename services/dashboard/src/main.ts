@@ -7,7 +7,6 @@ import { connect } from 'nats';
 import { loadConnectInfo, natsOptions } from '@edgenfv/api-client';
 import { createLogger, createRegistry } from '@edgenfv/telemetry';
 import { buildApp } from './app.js';
-import { dropPromtoolRejectedDefaults } from './metrics.js';
 
 export interface DashboardConfig {
   host: string;
@@ -32,7 +31,7 @@ async function main(): Promise<void> {
   const cfg = loadDashboardConfig(process.env);
   const info = loadConnectInfo(process.env.EDGENFV_NATS_URL ? { server: process.env.EDGENFV_NATS_URL } : {});
   const nc = await connect(natsOptions(info, { name: 'edgenfv-dashboard', reconnect: true }));
-  const registry = dropPromtoolRejectedDefaults(createRegistry('dashboard'));
+  const registry = createRegistry('dashboard');
   const app = await buildApp({ nc, logger, registry, ...(cfg.operatorToken ? { operatorToken: cfg.operatorToken } : {}) });
   try {
     await app.listen({ host: cfg.host, port: cfg.port });

@@ -38,15 +38,3 @@ export function createMetrics(registry: Registry): DashboardMetrics {
     }),
   };
 }
-
-/**
- * prom-client's default metrics include gauges named `..._total` (active handles/requests/resources), which
- * `promtool check metrics` rejects ("non-counter metrics should not have _total suffix"). Their un-suffixed
- * siblings (`nodejs_active_handles{type}` ...) carry the same information, so these three are dropped.
- */
-export const PROMTOOL_REJECTED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
-
-export function dropPromtoolRejectedDefaults(registry: Registry, prefix = 'edgenfv_process_'): Registry {
-  for (const name of PROMTOOL_REJECTED_DEFAULTS) registry.removeSingleMetric(`${prefix}${name}`);
-  return registry;
-}

@@ -166,7 +166,7 @@ test('static page, /healthz, and /metrics that promtool accepts', async () => {
   assert.match(m.body, /^edgenfv_dashboard_http_requests_total\{method="GET",route="\/api\/tenants\/:tenant",status_code="404",service="dashboard"\} 1$/m);
   assert.match(m.body, /^edgenfv_dashboard_api_requests_total\{op="tenants.get",result="NOT_FOUND",service="dashboard"\} \d+$/m);
   assert.match(m.body, /^edgenfv_dashboard_http_request_duration_seconds_bucket\{/m);
-  assert.match(m.body, /^edgenfv_process_/m);
+  assert.match(m.body, /^edgenfv_process_cpu_user_seconds_total/m);
   const { code, out } = await promtool(m.body);
   assert.equal(out, '', `promtool check metrics said: ${out}`);
   assert.equal(code, 0);

@@ -10,7 +10,7 @@ import { ApiClient } from '@edgenfv/api-client';
 import { sampleNode, startFakeApi, type FakeApi } from '@edgenfv/api-client/testing';
 import { createLogger, createRegistry } from '@edgenfv/telemetry';
 import type { Vnfd } from '@edgenfv/contracts';
-import { buildApp, dropPromtoolRejectedDefaults } from '../src/index.js';
+import { buildApp } from '../src/index.js';
 
 export const OPERATOR_TOKEN = 'op-token-123';
 
@@ -64,7 +64,7 @@ export async function startFixture(): Promise<Fixture> {
   const app = await buildApp({
     nc,
     logger: createLogger({ service: 'dashboard', level: 'info', destination }),
-    registry: dropPromtoolRejectedDefaults(createRegistry('dashboard')),
+    registry: createRegistry('dashboard'),
     operatorToken: OPERATOR_TOKEN,
   });
   await app.ready();

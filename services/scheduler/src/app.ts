@@ -1,6 +1,8 @@
 /**
- * Wires the scheduler from injected parts: the state store, the message API server (every replica serves), and
- * the operations engine (the leader only). A test builds the same app with its own NATS connection and parts.
+ * Wires the scheduler from injected parts: the state store, the message API server (every replica serves), the
+ * HA core (node registry and cluster state on every replica, a leader lease), and the operations engine, which
+ * runs on the leader only: it starts when this replica is elected and stops when it is deposed. A test builds
+ * the same app with its own NATS connection and parts.
  */
 import { randomBytes } from 'node:crypto';
 import type { NatsConnection } from 'nats';
@@ -13,27 +15,34 @@ import type { ApiContext } from './api/context.js';
 import { Store } from './state/store.js';
 import { Notifier } from './ops/notifier.js';
 import { OperationsEngine, type EngineOptions } from './ops/engine.js';
-import { KvPlacement } from './ops/kv-placement.js';
 import type { PlacementPort } from './ops/placement-port.js';
 import { drainNode } from './ops/drain.js';
+import { healIfIdle, healLostNode } from './ops/heal.js';
+import { SchedulerCore } from './leader/core.js';
+import { LedgerPlacement } from './placement/port.js';
+import { ledgerMetrics, placementMetrics } from './placement/metrics.js';
+import { nodeMetrics } from './nodes/metrics.js';
 
 export interface SchedulerDeps {
   nc: NatsConnection;
   logger: Logger;
   registry: Registry;
+  /** This replica's name in the leader election. */
+  instanceId?: string;
   networks?: readonly NetworkConfig[];
   kvReplicas?: number;
   engine?: EngineOptions;
-  /** Replaces the placement over KV (tests). */
+  heartbeatGraceMs?: number;
+  leaderLeaseTtlMs?: number;
+  /** Replaces the placement over the cluster state (tests). */
   placement?: PlacementPort;
-  /** false: this replica never runs the operations engine (a read/API-only replica). Default true. */
-  runEngine?: boolean;
 }
 
 export interface SchedulerApp {
   readonly store: Store;
   readonly api: ApiServer;
   readonly engine: OperationsEngine;
+  readonly core: SchedulerCore;
   start(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -44,13 +53,46 @@ export function newId(prefix: string): string {
 
 export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
   const logger = deps.logger.child({ component: 'scheduler' });
-  const store = await Store.open(deps.nc, { replicas: deps.kvReplicas ?? 1 });
+  const replicas = deps.kvReplicas ?? 1;
+  const store = await Store.open(deps.nc, { replicas });
   const notifier = new Notifier(store.js, logger);
   const networks = deps.networks ?? [];
-  const ipam = networks.length ? await Ipam.open(deps.nc, networks, { replicas: deps.kvReplicas ?? 1 }) : null;
-  const placement = deps.placement ?? new KvPlacement(store, ipam, logger);
-  const engine = new OperationsEngine({ store, notifier, logger, placement, ...(deps.engine ? { options: deps.engine } : {}) });
-  const ctx: ApiContext = {
+  const ipam = networks.length ? await Ipam.open(deps.nc, networks, { replicas }) : null;
+  const decisions = placementMetrics(deps.registry);
+
+  // The engine is created before the core so that the core's election hooks can start and stop it.
+  let engine!: OperationsEngine;
+  let ctx!: ApiContext;
+  const core = await SchedulerCore.create({
+    nc: deps.nc,
+    candidateId: deps.instanceId ?? newId('scheduler'),
+    logger,
+    replicas,
+    ...(deps.leaderLeaseTtlMs !== undefined ? { leaseTtlMs: deps.leaderLeaseTtlMs } : {}),
+    registry: deps.heartbeatGraceMs !== undefined ? { graceMs: deps.heartbeatGraceMs } : {},
+    cluster: { onDecision: decisions.onDecision },
+    onElected: async (term) => {
+      logger.info({ term }, 'elected leader: operations engine starting');
+      await engine.start();
+    },
+    onDeposed: async (reason) => {
+      logger.warn({ reason }, 'no longer leader: operations engine stopping');
+      await engine.stop();
+    },
+    onNodeLost: (ev) => healLostNode(ctx, ev),
+  });
+  nodeMetrics(deps.registry, core.registry);
+  ledgerMetrics(deps.registry, () => core.cluster);
+  const placement = deps.placement ?? new LedgerPlacement(core.cluster, { ipam, registry: core.registry, logger });
+  engine = new OperationsEngine({
+    store,
+    notifier,
+    logger,
+    placement,
+    ...(deps.engine ? { options: deps.engine } : {}),
+    onIdleVnf: (vnf) => healIfIdle(ctx, vnf, 'replicas lost with their node'),
+  });
+  ctx = {
     store,
     logger,
     notifier,
@@ -58,18 +100,21 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
     now: () => new Date(),
     newId,
     onOpOccCreated: (op) => engine.enqueue(op),
+    nodes: core,
   };
   const api = new ApiServer(deps.nc, ctx, { drain: (nodeId) => drainNode(ctx, nodeId) }, deps.registry);
   return {
     store,
     api,
     engine,
+    core,
     async start() {
       api.start();
-      if (deps.runEngine ?? true) await engine.start();
+      await core.start();
     },
     async stop() {
       await api.stop();
+      await core.stop();
       await engine.stop();
     },
   };

@@ -94,7 +94,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file = env.EDGE
     if (!n || typeof n.cidr !== 'string') issues.push({ field: `networks[${i}].cidr`, message: 'is required' });
   });
 
-  const metricsPort = int(env.EDGENFV_SCHEDULER_METRICS_PORT ?? (raw.metrics as { port?: unknown } | undefined)?.port, 'metrics.port', 0, 65535, issues);
+  const metricsOff = env.EDGENFV_SCHEDULER_METRICS_PORT === 'off' || raw.metrics === null;
+  const metricsPort = metricsOff ? undefined : int(env.EDGENFV_SCHEDULER_METRICS_PORT ?? (raw.metrics as { port?: unknown } | undefined)?.port, 'metrics.port', 0, 65535, issues);
   const cfg: SchedulerConfig = {
     instanceId: env.EDGENFV_INSTANCE_ID ?? (raw.instanceId as string | undefined) ?? `scheduler-${process.pid}`,
     nats,
@@ -104,7 +105,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file = env.EDGE
     leaderLeaseTtlMs: int(raw.leaderLeaseTtlMs, 'leaderLeaseTtlMs', 500, 600_000, issues) ?? DEFAULTS.leaderLeaseTtlMs,
     startTimeoutMs: int(env.EDGENFV_START_TIMEOUT_MS ?? raw.startTimeoutMs, 'startTimeoutMs', 100, 3_600_000, issues) ?? DEFAULTS.startTimeoutMs,
     stopTimeoutMs: int(raw.stopTimeoutMs, 'stopTimeoutMs', 100, 3_600_000, issues) ?? DEFAULTS.stopTimeoutMs,
-    metrics: env.EDGENFV_SCHEDULER_METRICS_PORT === 'off' ? null : { host: '127.0.0.1', port: metricsPort ?? DEFAULTS.metricsPort },
+    metrics: metricsOff ? null : { host: '127.0.0.1', port: metricsPort ?? DEFAULTS.metricsPort },
     logLevel: env.EDGENFV_LOG_LEVEL ?? (raw.logLevel as string | undefined) ?? 'info',
   };
   if (issues.length) throw new InvalidArgumentError(issues);

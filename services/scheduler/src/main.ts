@@ -13,6 +13,7 @@ async function main(): Promise<void> {
     servers: cfg.nats.servers,
     name: cfg.instanceId,
     maxReconnectAttempts: -1,
+    noAsyncTraces: true,
     ...(cfg.nats.user !== undefined ? { user: cfg.nats.user, pass: cfg.nats.pass ?? '' } : {}),
     ...(cfg.nats.token !== undefined ? { token: cfg.nats.token } : {}),
     ...(cfg.nats.credsFile !== undefined ? { authenticator: credsAuthenticator(readFileSync(cfg.nats.credsFile)) } : {}),
@@ -21,8 +22,11 @@ async function main(): Promise<void> {
     nc,
     logger,
     registry,
+    instanceId: cfg.instanceId,
     networks: cfg.networks,
     kvReplicas: cfg.kvReplicas,
+    heartbeatGraceMs: cfg.heartbeatGraceMs,
+    leaderLeaseTtlMs: cfg.leaderLeaseTtlMs,
     engine: { startTimeoutMs: cfg.startTimeoutMs, stopTimeoutMs: cfg.stopTimeoutMs },
   });
   await app.start();

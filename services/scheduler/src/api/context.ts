@@ -2,6 +2,7 @@ import type { Logger } from '@edgenfv/telemetry';
 import type { NetworkConfig, OpOcc } from '@edgenfv/contracts';
 import type { Store } from '../state/store.js';
 import type { Notifier } from '../ops/notifier.js';
+import type { SchedulerCore } from '../leader/core.js';
 
 /** What every API handler may use; built once by the app, shared by all requests. */
 export interface ApiContext {
@@ -9,9 +10,10 @@ export interface ApiContext {
   logger: Logger;
   notifier: Notifier;
   networks: ReadonlyMap<string, NetworkConfig>;
-  /** Physnets known from registered nodes are checked at placement; this optional list rejects typos early. */
   now: () => Date;
   newId: (prefix: string) => string;
   /** Called after an op occurrence was created, so the leader can pick it up at once. */
   onOpOccCreated: (op: OpOcc) => void;
+  /** Node registry (cordon, uncordon) and cluster state (what each node holds). */
+  nodes: SchedulerCore;
 }

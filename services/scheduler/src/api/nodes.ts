@@ -1,42 +1,32 @@
-/** Operator API: nodes (read, cordon, uncordon, drain). Node records are written by the node registry. */
-import { NotFoundError, type NodeRecord, type Allocation } from '@edgenfv/contracts';
+/**
+ * Operator API: nodes (read, cordon, uncordon). Node records are written by the node registry; what each node
+ * holds comes from the cluster state's view of its ledger (every replica keeps one).
+ */
+import { NotFoundError, type NodeRecord } from '@edgenfv/contracts';
+import { summarizeView } from '../placement/node-view.js';
 import type { ApiContext } from './context.js';
 
-function summarize(node: NodeRecord, allocs: Allocation[]): NodeRecord {
-  const mine = allocs.filter((a) => a.nodeId === node.id);
-  const perTenant = new Map<string, number>();
-  for (const a of mine) perTenant.set(a.tenantId, (perTenant.get(a.tenantId) ?? 0) + 1);
-  return {
-    ...node,
-    allocated: {
-      vcpus: mine.reduce((s, a) => s + a.resources.vcpus, 0),
-      memoryMiB: mine.reduce((s, a) => s + a.resources.memoryMiB, 0),
-      vfs: mine.reduce((s, a) => s + a.interfaces.filter((i) => i.sriov).length, 0),
-      replicas: mine.length,
-    },
-    sandboxes: [...perTenant].map(([tenantId, replicas]) => ({ tenantId, replicas })),
-  };
+function withUsage(ctx: ApiContext, node: NodeRecord): NodeRecord & { free?: unknown } {
+  const view = ctx.nodes.cluster.node(node.id);
+  if (!view) return { ...node, allocated: { vcpus: 0, memoryMiB: 0, vfs: 0, replicas: 0 }, sandboxes: [] };
+  const s = summarizeView(view);
+  return { ...node, allocated: s.allocated, sandboxes: s.sandboxes, free: s.free };
 }
 
 export async function listNodes(ctx: ApiContext): Promise<{ items: NodeRecord[] }> {
-  const [nodes, allocs] = await Promise.all([ctx.store.nodes.list(), ctx.store.allocs.list()]);
-  const a = allocs.map((x) => x.value);
-  return { items: nodes.map((n) => summarize(n.value, a)).sort((x, y) => x.id.localeCompare(y.id)) };
+  const nodes = await ctx.store.nodes.list();
+  return { items: nodes.map((n) => withUsage(ctx, n.value)).sort((x, y) => x.id.localeCompare(y.id)) };
 }
 
 export async function getNode(ctx: ApiContext, id: string): Promise<NodeRecord> {
   const n = await ctx.store.nodes.get(id);
   if (!n) throw new NotFoundError(`node "${id}" not found`, { field: 'id' });
-  const allocs = await ctx.store.allocs.list(`${id}.>`);
-  return summarize(n.value, allocs.map((x) => x.value));
+  return withUsage(ctx, n.value);
 }
 
 export async function setCordon(ctx: ApiContext, id: string, cordoned: boolean): Promise<NodeRecord> {
-  const res = await ctx.store.nodes.mutate(id, (cur) => {
-    if (!cur) throw new NotFoundError(`node "${id}" not found`, { field: 'id' });
-    if (cur.cordoned === cordoned) return undefined;
-    return { ...cur, cordoned };
-  });
+  if (!(await ctx.store.nodes.get(id))) throw new NotFoundError(`node "${id}" not found`, { field: 'id' });
+  const rec = cordoned ? await ctx.nodes.registry.cordon(id) : await ctx.nodes.registry.uncordon(id);
   ctx.logger.info({ nodeId: id, cordoned }, cordoned ? 'node cordoned' : 'node uncordoned');
-  return getNode(ctx, res!.value.id);
+  return withUsage(ctx, rec);
 }

@@ -1,11 +1,12 @@
 /**
- * Drain: cordon the node, then move its replicas away: one HEAL op occurrence per VNF (covering that VNF's
- * replicas on the node, `fromNode` set so the new placement avoids it). VNFs with an operation in progress are
- * reported as skipped; draining again later picks them up.
+ * Drain: cordon the node, then move its replicas away one at a time: one HEAL op occurrence per VNF (covering
+ * that VNF's replicas on the node, `fromNode` set so the new placement avoids it), each waiting for the one before
+ * it to end (`params.after`). VNFs with an operation in progress are reported as skipped; drain again later.
  */
-import { ConflictError, NotFoundError, type OpOcc } from '@edgenfv/contracts';
+import { NotFoundError } from '@edgenfv/contracts';
 import type { ApiContext } from '../api/context.js';
 import { setCordon } from '../api/nodes.js';
+import { startHeal } from './heal-op.js';
 
 export async function drainNode(
   ctx: ApiContext,
@@ -22,33 +23,17 @@ export async function drainNode(
   }
   const opOccIds: string[] = [];
   const skipped: { vnfId: string; reason: string }[] = [];
+  let after: { tenantId: string; id: string } | undefined;
   for (const [vnfId, { tenantId, replicas }] of byVnf) {
-    const at = ctx.now().toISOString();
-    const op: OpOcc = {
-      id: ctx.newId('op'),
-      tenantId,
-      vnfId,
-      operation: 'HEAL',
-      operationState: 'STARTING',
-      startTime: at,
-      stateEnteredTime: at,
-      params: { replicas: replicas.sort((x, y) => x - y), fromNode: nodeId, reason: 'drain' },
-      steps: [{ at, message: `HEAL requested: drain of node ${nodeId}` }],
-    };
+    const params: Record<string, unknown> = { replicas: replicas.sort((x, y) => x - y), fromNode: nodeId, reason: 'drain' };
+    if (after) params.after = after;
     try {
-      await ctx.store.vnfs.mutate(`${tenantId}.${vnfId}`, (cur) => {
-        if (!cur) throw new NotFoundError(`VNF ${vnfId} not found`);
-        if (cur.activeOpOccId) throw new ConflictError(`operation ${cur.activeOpOccId} in progress`);
-        return { ...cur, activeOpOccId: op.id, lastOpOccId: op.id, updatedAt: at };
-      });
+      const op = await startHeal(ctx, tenantId, vnfId, params, `drain of node ${nodeId}`);
+      opOccIds.push(op.id);
+      after = { tenantId, id: op.id };
     } catch (err) {
       skipped.push({ vnfId, reason: err instanceof Error ? err.message : String(err) });
-      continue;
     }
-    await ctx.store.opoccs.create(`${tenantId}.${op.id}`, op);
-    await ctx.notifier.publish(tenantId, { type: 'OpOcc', opOccId: op.id, vnfId, operation: 'HEAL', operationState: 'STARTING', at });
-    ctx.onOpOccCreated(op);
-    opOccIds.push(op.id);
   }
   ctx.logger.info({ nodeId, opOccIds, skipped: skipped.length }, 'node draining');
   return { opOccIds, skipped };

@@ -38,6 +38,8 @@ export interface EngineDeps {
   placement: PlacementPort;
   now?: () => Date;
   options?: EngineOptions;
+  /** Called by the periodic sweep for each instantiated VNF with no operation in progress (auto-heal). */
+  onIdleVnf?: (vnf: Vnf) => Promise<unknown>;
 }
 
 const TERMINAL: readonly OperationState[] = ['COMPLETED', 'FAILED', 'ROLLED_BACK'];
@@ -61,6 +63,8 @@ export class OperationsEngine {
   private chains = new Map<string, Promise<void>>();
   private watches: QueuedIterator<KvEntry>[] = [];
   private timer: NodeJS.Timeout | undefined;
+  private ticks = 0;
+  private readonly onIdleVnf: ((vnf: Vnf) => Promise<unknown>) | undefined;
 
   constructor(deps: EngineDeps) {
     this.store = deps.store;
@@ -71,6 +75,7 @@ export class OperationsEngine {
     this.startTimeoutMs = deps.options?.startTimeoutMs ?? 300_000;
     this.stopTimeoutMs = deps.options?.stopTimeoutMs ?? 60_000;
     this.tickMs = deps.options?.tickMs ?? 1_000;
+    this.onIdleVnf = deps.onIdleVnf;
   }
 
   get active(): boolean {
@@ -139,9 +144,14 @@ export class OperationsEngine {
   }
 
   private tick(): void {
+    const sweep = this.onIdleVnf && this.ticks++ % 5 === 0;
     void (async () => {
       for (const { value: op } of await this.store.opoccs.list()) {
         if (!TERMINAL.includes(op.operationState)) this.enqueue(op);
+      }
+      if (!sweep) return;
+      for (const { value: vnf } of await this.store.vnfs.list()) {
+        if (!vnf.activeOpOccId && vnf.instantiationState === 'INSTANTIATED') await this.onIdleVnf!(vnf);
       }
     })().catch((err) => this.logger.warn({ err }, 'tick failed'));
   }
@@ -381,6 +391,12 @@ export class OperationsEngine {
   }
 
   private async driveHeal(op: OpOcc, vnf: Vnf): Promise<void> {
+    // A drain moves replicas one at a time: this HEAL waits for the one before it to end.
+    const after = op.params?.after as { tenantId: string; id: string } | undefined;
+    if (after) {
+      const prev = (await this.store.opoccs.get(vkey(after.tenantId, after.id)))?.value;
+      if (prev && !TERMINAL.includes(prev.operationState)) return;
+    }
     // First drive: fix the targets (replica -> new generation) in the op record, so a new leader does the same.
     let targets = op.params?.targets as Record<string, number> | undefined;
     if (!targets) {
