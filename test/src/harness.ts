@@ -2,13 +2,13 @@
  * Test harness: a real nats-server per suite on a random loopback port, scheduler processes started from the
  * built code (so tests can SIGKILL them), and an API client that speaks the v1 envelope.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect, type NatsConnection } from 'nats';
-import { startNatsServer, type NatsServerHandle } from '@edgenfv/nats-launcher';
+import { spawnTied, startNatsServer, type NatsServerHandle } from '@edgenfv/nats-launcher';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const SCHEDULER_MAIN = join(REPO_ROOT, 'services/scheduler/dist/src/main.js');
@@ -58,7 +58,7 @@ export interface SchedulerProc {
 
 export async function startScheduler(env: Record<string, string>): Promise<SchedulerProc> {
   const logs: string[] = [];
-  const child = spawn(process.execPath, [SCHEDULER_MAIN], {
+  const child = spawnTied(process.execPath, [SCHEDULER_MAIN], {
     env: { ...process.env, EDGENFV_SCHEDULER_METRICS_PORT: '0', EDGENFV_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

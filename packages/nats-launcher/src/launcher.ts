@@ -2,7 +2,7 @@
  * Starts a real nats-server with JetStream as a child process, and stops it cleanly.
  * Used by the appliance (`npm start`) and by every test suite (own server, random loopback port, own store).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 
@@ -63,6 +63,26 @@ export function findNatsServer(env: NodeJS.ProcessEnv = process.env): string | n
   return null;
 }
 
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => {
+  try {
+    accessSync(p, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+});
+
+/**
+ * Spawns a child that the kernel kills (SIGKILL) when this process dies, however it dies (util-linux `setpriv
+ * --pdeathsig`, which then execs the command: the pid is the command's). A test runner that times out and kills a
+ * test process, or an appliance killed with -9, leaves no nats-server or service behind. Falls back to a plain
+ * spawn where setpriv is missing.
+ */
+export function spawnTied(command: string, args: readonly string[], opts: SpawnOptions = {}): ChildProcess {
+  if (!SETPRIV) return spawn(command, args, opts);
+  return spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', command, ...args], opts);
+}
+
 function quote(s: string): string {
   return JSON.stringify(s);
 }
@@ -86,7 +106,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
   const confPath = join(opts.storeDir, 'nats-server.conf');
   writeFileSync(confPath, conf.join('\n') + '\n', { mode: 0o600 });
 
-  const child: ChildProcess = spawn(binary, ['-c', confPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawnTied(binary, ['-c', confPath], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const timeoutMs = opts.startTimeoutMs ?? 10_000;
 

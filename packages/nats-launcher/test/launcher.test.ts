@@ -60,3 +60,34 @@ test('the same store folder keeps JetStream state across a SIGKILL', async () =>
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a nats-server dies with the process that started it (no orphan after a kill -9)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nats-launcher-'));
+  const { spawn } = await import('node:child_process');
+  const script = `import('${new URL('../src/index.js', import.meta.url).href}').then(async (m) => {
+    const s = await m.startNatsServer({ storeDir: ${JSON.stringify(join(dir, 'js'))} });
+    console.log(s.pid); setInterval(() => {}, 1000);
+  });`;
+  const parent = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const pid = await new Promise<number>((resolve) => parent.stdout!.once('data', (d: Buffer) => resolve(Number(String(d).trim()))));
+    assert.ok(pid > 0);
+    process.kill(pid, 0); // alive
+    parent.kill('SIGKILL');
+    let alive = true;
+    for (let i = 0; i < 100 && alive; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      try {
+        process.kill(pid, 0);
+        // a zombie still answers kill(0); look at its state
+        alive = !/^\S+ \(.*\) Z/.test((await import('node:fs')).readFileSync(`/proc/${pid}/stat`, 'utf8'));
+      } catch {
+        alive = false;
+      }
+    }
+    assert.equal(alive, false, 'nats-server outlived its parent');
+  } finally {
+    parent.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -2,7 +2,8 @@
  * Runs one service as a child process, waits until it answers its health URL, restarts it with backoff when it
  * dies on its own, and stops it (SIGTERM, then SIGKILL after a grace) on request.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnTied } from '@edgenfv/nats-launcher';
 import type { Logger } from '@edgenfv/telemetry';
 
 export interface ServiceSpec {
@@ -36,7 +37,7 @@ export class Supervised {
   }
 
   private spawnChild(): void {
-    const child = spawn(process.execPath, [this.spec.script], {
+    const child = spawnTied(process.execPath, [this.spec.script], {
       env: { ...process.env, ...this.spec.env },
       stdio: ['ignore', 'inherit', 'inherit'],
     });
