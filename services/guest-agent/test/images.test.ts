@@ -53,3 +53,20 @@ test('an OCI image layout is unpacked into a rootfs with its entrypoint, env and
   const vr = await store.prepare(parseImageRef('builtin:vrouter'));
   assert.ok(existsSync(join(vr.rootfs, 'bin', 'vrouter')) && existsSync(join(vr.rootfs, 'bin', 'busybox')));
 });
+
+test('oci-disk: a layout packed as a tar on a block device found by its serial is unpacked and used', async () => {
+  const sys = join(dir, 'fake-sys');
+  const dev = join(dir, 'fake-dev');
+  mkdirSync(join(sys, 'block', 'vdb'), { recursive: true });
+  mkdirSync(join(sys, 'block', 'vdc'), { recursive: true });
+  writeFileSync(join(sys, 'block', 'vdb', 'serial'), 'other\n');
+  writeFileSync(join(sys, 'block', 'vdc', 'serial'), 'oci-00112233aabbccdd\n');
+  mkdirSync(dev, { recursive: true });
+  execFileSync('tar', ['-cf', join(dev, 'vdc'), '-C', join(dir, 'layout'), '.']);
+  const store = new ImageStore(join(dir, 'store2'), '/usr/bin/busybox', { sysRoot: sys, devRoot: dev, waitMs: 0 });
+  const cfg = await store.prepare(parseImageRef('oci-disk:oci-00112233aabbccdd:v1'));
+  assert.deepEqual(cfg.args, ['/bin/hello']);
+  assert.match(readFileSync(join(cfg.rootfs, 'bin', 'hello'), 'utf8'), /hello from oci/);
+  await assert.rejects(store.prepare(parseImageRef('oci-disk:oci-ffff')), /no disk with serial oci-ffff/);
+  assert.throws(() => parseImageRef('oci-disk:this-serial-is-longer-than-20'), /image/);
+});

@@ -4,7 +4,7 @@
  * `builtin:busybox` (a shell). `oci:<dir>:<tag>` unpacks an OCI image layout (index.json -> manifest -> layers,
  * tar or tar+gzip) that the node agent shipped into the guest.
  */
-import { mkdir, writeFile, copyFile, symlink, readFile, rm, rename, access, chmod } from 'node:fs/promises';
+import { mkdir, writeFile, copyFile, symlink, readFile, rm, rename, access, chmod, readdir, open } from 'node:fs/promises';
 import { join, isAbsolute } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -15,8 +15,8 @@ const pexec = promisify(execFile);
 export const BUILTIN_IMAGES = ['builtin:vrouter', 'builtin:busybox'] as const;
 
 export interface ImageRef {
-  kind: 'builtin' | 'oci';
-  name: string; // vrouter | busybox | <layout dir>
+  kind: 'builtin' | 'oci' | 'oci-disk';
+  name: string; // vrouter | busybox | <layout dir> | <disk serial>
   tag?: string;
   ref: string;
 }
@@ -32,8 +32,12 @@ export function parseImageRef(ref: unknown, field = 'image'): ImageRef {
   if (typeof ref !== 'string' || ref.length === 0) throw new InvalidArgumentError([{ field, message: 'must be a non-empty image reference' }]);
   if ((BUILTIN_IMAGES as readonly string[]).includes(ref)) return { kind: 'builtin', name: ref.slice('builtin:'.length), ref };
   const m = /^oci:(\/[^:]+)(?::([A-Za-z0-9_.-]+))?$/.exec(ref);
-  if (m && isAbsolute(m[1]!) && !m[1]!.split('/').includes('..')) return { kind: 'oci', name: m[1]!, tag: m[2] ?? 'latest', ref };
-  throw new InvalidArgumentError([{ field, message: `unknown image ${JSON.stringify(ref)} (builtin:vrouter, builtin:busybox or oci:/abs/layout[:tag])` }]);
+  if (m && isAbsolute(m[1]!) && !m[1]!.split('/').includes('..')) return { kind: 'oci', name: m[1]!, ...(m[2] ? { tag: m[2] } : {}), ref };
+  const d = /^oci-disk:([A-Za-z0-9_-]{1,20})(?::([A-Za-z0-9_.-]+))?$/.exec(ref);
+  if (d) return { kind: 'oci-disk', name: d[1]!, ...(d[2] ? { tag: d[2] } : {}), ref };
+  throw new InvalidArgumentError([
+    { field, message: `unknown image ${JSON.stringify(ref)} (builtin:vrouter, builtin:busybox, oci:/abs/layout[:tag] or oci-disk:<serial>[:tag])` },
+  ]);
 }
 
 const VROUTER_SH = `#!/bin/sh
@@ -47,10 +51,42 @@ while :; do sleep 3600 & wait $!; done
 `;
 
 export class ImageStore {
-  constructor(private readonly dir: string, private readonly busybox: string) {}
+  constructor(
+    private readonly dir: string,
+    private readonly busybox: string,
+    /** Where block devices are listed (`<sysRoot>/block/<dev>/serial`) and found (`<devRoot>/<dev>`). */
+    private readonly disks: { sysRoot: string; devRoot: string; waitMs: number } = { sysRoot: '/sys', devRoot: '/dev', waitMs: 10_000 },
+  ) {}
 
   async prepare(ref: ImageRef): Promise<ImageConfig> {
-    return ref.kind === 'builtin' ? this.builtin(ref.name) : this.oci(ref);
+    if (ref.kind === 'builtin') return this.builtin(ref.name);
+    if (ref.kind === 'oci-disk') return this.oci({ ...ref, name: await this.unpackDisk(ref.name) });
+    return this.oci(ref);
+  }
+
+  /**
+   * An OCI image layout the node agent shipped as a read-only virtio-blk disk holding a plain tar archive, found by
+   * the disk's serial (waited for: it may be hotplugged). Unpacked once per serial (the serial is a content hash).
+   */
+  private async unpackDisk(serial: string): Promise<string> {
+    const layout = join(this.dir, 'layouts', serial);
+    if (await exists(join(layout, '.complete'))) return layout;
+    const deadline = Date.now() + this.disks.waitMs;
+    let dev: string | undefined;
+    for (;;) {
+      dev = await findDiskBySerial(this.disks.sysRoot, serial);
+      if (dev || Date.now() >= deadline) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    if (!dev) throw new NotFoundError(`no disk with serial ${serial} (oci-disk image)`);
+    const tmp = `${layout}.tmp${process.pid}`;
+    await rm(tmp, { recursive: true, force: true });
+    await mkdir(tmp, { recursive: true });
+    await pexec('tar', ['-xf', join(this.disks.devRoot, dev), '-C', tmp]);
+    await writeFile(join(tmp, '.complete'), '');
+    await rm(layout, { recursive: true, force: true });
+    await rename(tmp, layout);
+    return layout;
   }
 
   private async builtin(name: string): Promise<ImageConfig> {
@@ -87,20 +123,48 @@ export class ImageStore {
     const layout = ref.name;
     const index = await readJson<{ manifests?: Array<{ digest: string; annotations?: Record<string, string> }> }>(join(layout, 'index.json'), ref.ref);
     const manifests = index.manifests ?? [];
-    const m = manifests.find((x) => x.annotations?.['org.opencontainers.image.ref.name'] === ref.tag) ?? (manifests.length === 1 && !/:[A-Za-z0-9_.-]+$/.test(ref.ref) ? manifests[0] : undefined);
-    if (!m) throw new NotFoundError(`image ${ref.ref}: no manifest tagged ${ref.tag}`);
+    const tag = ref.tag ?? 'latest';
+    // untagged reference and a single manifest: that one
+    const m = manifests.find((x) => x.annotations?.['org.opencontainers.image.ref.name'] === tag) ?? (ref.tag === undefined && manifests.length === 1 ? manifests[0] : undefined);
+    if (!m) throw new NotFoundError(`image ${ref.ref}: no manifest tagged ${tag}`);
     const manifest = await readJson<{ config: { digest: string }; layers: Array<{ digest: string }> }>(blob(layout, m.digest), ref.ref);
     const config = await readJson<{ config?: { Entrypoint?: string[]; Cmd?: string[]; Env?: string[]; WorkingDir?: string } }>(blob(layout, manifest.config.digest), ref.ref);
     const root = join(this.dir, 'oci', m.digest.replace(':', '-'), 'rootfs');
     if (!(await exists(join(root, '..', '.complete')))) {
       await rm(root, { recursive: true, force: true });
       await mkdir(root, { recursive: true });
-      for (const layer of manifest.layers) await pexec('tar', ['-xf', blob(layout, layer.digest), '-C', root]);
+      for (const layer of manifest.layers) {
+        // busybox tar does not detect compression itself
+        const file = blob(layout, layer.digest);
+        const head = Buffer.alloc(2);
+        const fh = await open(file, 'r');
+        try {
+          await fh.read(head, 0, 2, 0);
+        } finally {
+          await fh.close();
+        }
+        const gz = head[0] === 0x1f && head[1] === 0x8b;
+        await pexec('tar', [gz ? '-xzf' : '-xf', file, '-C', root]);
+      }
       await writeFile(join(root, '..', '.complete'), '');
     }
     const c = config.config ?? {};
     return { rootfs: root, args: [...(c.Entrypoint ?? []), ...(c.Cmd ?? [])], env: c.Env ?? ['PATH=/bin:/sbin:/usr/bin:/usr/sbin'], cwd: c.WorkingDir || '/' };
   }
+}
+
+async function findDiskBySerial(sysRoot: string, serial: string): Promise<string | undefined> {
+  let devs: string[] = [];
+  try {
+    devs = await readdir(join(sysRoot, 'block'));
+  } catch {
+    return undefined;
+  }
+  for (const d of devs.sort()) {
+    const s = await readFile(join(sysRoot, 'block', d, 'serial'), 'utf8').catch(() => '');
+    if (s.trim() === serial) return d;
+  }
+  return undefined;
 }
 
 function blob(layout: string, digest: string): string {

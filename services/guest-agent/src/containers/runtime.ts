@@ -38,6 +38,8 @@ export interface ContainerRuntimeOptions {
   networkNamespacePath?: string;
   /** The guest's root is the initramfs (rootfs), where pivot_root(2) fails: crun then moves the root instead. */
   noPivot?: boolean;
+  /** Where oci-disk images are looked up (default /sys and /dev). */
+  disks?: { sysRoot: string; devRoot: string; waitMs: number };
   log: Log;
 }
 
@@ -61,7 +63,7 @@ export class ContainerRuntime {
   private readonly crun: string;
   constructor(private readonly opts: ContainerRuntimeOptions) {
     this.crun = opts.crun ?? 'crun';
-    this.images = new ImageStore(join(opts.stateDir, 'images'), opts.busybox ?? '/bin/busybox');
+    this.images = new ImageStore(join(opts.stateDir, 'images'), opts.busybox ?? '/bin/busybox', opts.disks);
   }
 
   private get root(): string {

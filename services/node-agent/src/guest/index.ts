@@ -14,3 +14,4 @@ export {
   type GuestVnfState,
   type GuestContainerSpec,
 } from './vnf.js';
+export { packOciLayoutDisk, parseOciRef, guestImageRef, type OciDisk } from './oci-disk.js';

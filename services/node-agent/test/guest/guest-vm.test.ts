@@ -18,9 +18,13 @@ import {
   watchContainerExit,
   teardownGuestVnf,
   ContainerExitedError,
+  packOciLayoutDisk,
+  guestImageRef,
   type AgentConnection,
   type GuestImage,
+  type OciDisk,
 } from '../../src/guest/index.js';
+import { makeOciLayout } from './oci-fixture.js';
 import { bootTestVm, type TestVm } from './vm-helper.js';
 
 const tag = `${process.pid}`;
@@ -31,6 +35,7 @@ let dir: string;
 let image: GuestImage;
 let vm: TestVm | undefined;
 let conn: AgentConnection | undefined;
+let ociDisk: OciDisk;
 
 const ip = (...a: string[]) => execFileSync('ip', a, { encoding: 'utf8' });
 const ping = (from: string, to: string, count = 3) =>
@@ -40,7 +45,9 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'na-gvm-'));
   image = await buildGuestImage({ log: silentLogger() });
   for (const n of Object.values(NS)) ip('netns', 'add', n);
-  vm = bootTestVm({ image, dir, netns: NS.vm, taps: [{ ifname: 'tapl', mac: MAC_L }, { ifname: 'tapr', mac: MAC_R }] });
+  const layout = makeOciLayout(dir, ['/bin/sh', '-c', 'cat /motd; echo "args: $*"', 'sh']);
+  ociDisk = await packOciLayoutDisk({ layoutDir: layout, outDir: join(dir, 'disks') });
+  vm = bootTestVm({ image, dir, netns: NS.vm, taps: [{ ifname: 'tapl', mac: MAC_L }, { ifname: 'tapr', mac: MAC_R }], disks: [ociDisk] });
   try {
     conn = await connectAgent({ chardevPath: vm.chardevPath, timeoutMs: 180_000, log: silentLogger() });
   } catch (err) {
@@ -135,6 +142,19 @@ test('a container that exits is reported with its exit code and last log lines',
     return true;
   });
   await c.deleteContainer('crash');
+});
+
+test('an OCI image layout shipped as a read-only disk runs as a container (entrypoint from its config)', async () => {
+  const c = conn!.client;
+  await c.createContainer({ id: 'oci1', image: guestImageRef(ociDisk, 'v1') });
+  await c.startContainer('oci1');
+  const st = await c.waitContainer('oci1', { timeoutMs: 60_000 });
+  assert.equal(st.exitCode, 0);
+  let out = '';
+  for await (const chunk of c.readLogs({ id: 'oci1' })) out += chunk.data.toString();
+  assert.match(out, /hello from an oci disk/);
+  await c.deleteContainer('oci1');
+  await assert.rejects(c.createContainer({ id: 'oci2', image: guestImageRef(ociDisk, 'v9') }), /no manifest tagged v9/);
 });
 
 test('teardown: the vrouter stops, the path through the VM is gone, nothing is left in the guest', async () => {

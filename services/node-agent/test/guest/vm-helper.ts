@@ -20,6 +20,8 @@ export function bootTestVm(o: {
   taps: Array<{ ifname: string; mac: string }>;
   memoryMiB?: number;
   appendArgs?: string;
+  /** Read-only raw disks (e.g. a packed OCI layout), found in the guest by serial. */
+  disks?: Array<{ path: string; serial: string }>;
 }): TestVm {
   const chardevPath = join(o.dir, 'agent.sock');
   for (const t of o.taps) execFileSync('ip', ['-n', o.netns, 'tuntap', 'add', t.ifname, 'mode', 'tap']);
@@ -34,6 +36,9 @@ export function bootTestVm(o: {
   ];
   o.taps.forEach((t, i) => {
     args.push('-netdev', `tap,id=n${i},ifname=${t.ifname},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=n${i},mac=${t.mac}`);
+  });
+  (o.disks ?? []).forEach((d, i) => {
+    args.push('-drive', `file=${d.path},format=raw,if=none,readonly=on,id=d${i}`, '-device', `virtio-blk-pci,drive=d${i},serial=${d.serial}`);
   });
   const proc = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
