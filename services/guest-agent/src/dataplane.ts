@@ -5,7 +5,7 @@
  */
 import { mkdir, writeFile, readlink, access } from 'node:fs/promises';
 import { basename, dirname, join, normalize } from 'node:path';
-import { InvalidArgumentError, type FieldIssue } from '@edgenfv/contracts/internal/errors';
+import { ConflictError, InvalidArgumentError, type FieldIssue } from '@edgenfv/contracts/internal/errors';
 import { isPciAddress, parsePciAddress } from '@edgenfv/contracts/internal/values';
 import type { PrepareDataplaneRequest, PrepareDataplaneResponse, DataplaneNic } from '@edgenfv/contracts/internal/agent';
 import { runCommand, type Runner } from './exec.js';
@@ -61,7 +61,16 @@ export async function prepareDataplane(deps: DataplaneDeps, req: PrepareDataplan
   }
   if (nics.some((n) => n.driver === 'vfio-pci')) {
     await modprobe('vfio-pci');
-    await writeFile(join(deps.sysRoot, 'module', 'vfio', 'parameters', 'enable_unsafe_noiommu_mode'), '1');
+    const param = join(deps.sysRoot, 'module', 'vfio', 'parameters', 'enable_unsafe_noiommu_mode');
+    try {
+      await access(param);
+    } catch {
+      throw new ConflictError(
+        'this guest kernel has no vfio no-IOMMU mode (CONFIG_VFIO_NOIOMMU): use driver uio_pci_generic, or the generic kernel flavor of the guest image',
+        { field: 'nics' },
+      );
+    }
+    await writeFile(param, '1');
   }
   if (nics.some((n) => n.driver === 'uio_pci_generic')) await modprobe('uio_pci_generic');
   for (const n of nics) {

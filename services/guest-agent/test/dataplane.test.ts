@@ -67,3 +67,14 @@ test('bad input and unknown devices are refused before anything is written', asy
   await assert.rejects(prepareDataplane(deps, { nics: [], hugepages: 8 }), /hugepageSizeKib/);
   assert.ok(!existsSync(join(deps.fileRoot, 'shadow')));
 });
+
+test('vfio-pci without the no-IOMMU parameter (the cloud kernel) is refused with a clear reason', async () => {
+  const param = join(deps.sysRoot, 'module/vfio/parameters/enable_unsafe_noiommu_mode');
+  rmSync(param);
+  try {
+    await assert.rejects(prepareDataplane(deps, { nics: [{ pciAddress: '0000:00:04.0', driver: 'vfio-pci' }] }), /CONFIG_VFIO_NOIOMMU.*uio_pci_generic/);
+    assert.equal(readFileSync(join(deps.sysRoot, 'bus/pci/devices/0000:00:04.0/driver_override'), 'utf8'), '\n');
+  } finally {
+    writeFileSync(param, '1');
+  }
+});
