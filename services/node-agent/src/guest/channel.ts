@@ -80,6 +80,10 @@ export class HostChannel {
   private async connectLoop(): Promise<void> {
     while (this.state !== 'closed') {
       const sock = await this.connectOnce();
+      if (sock && (this.state as State) === 'closed') { // close() ran while connecting
+        sock.destroy();
+        return;
+      }
       if (!sock) {
         await sleep(this.opts.reconnectDelayMs ?? 100);
         continue;
@@ -115,8 +119,9 @@ export class HostChannel {
       hello();
       const timer = setInterval(hello, this.opts.helloIntervalMs ?? 500);
       sock.on('data', (d: Buffer) => {
+        const skipped = this.decoder.skippedBytes;
         for (const f of this.decoder.push(d)) this.onFrame(f, sock);
-        this.stats.skippedBytes += 0;
+        this.stats.skippedBytes += this.decoder.skippedBytes - skipped;
       });
       sock.on('drain', () => {
         for (const s of this.streams.values()) s.resume();

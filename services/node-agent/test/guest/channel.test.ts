@@ -103,3 +103,21 @@ test('an agent that is not there makes connectAgent fail with UNAVAILABLE and le
   );
   assert.throws(() => execFileSync('test', ['-e', join(dir, 'mux3.sock')]));
 });
+
+test('close() right after start() (no session yet) stops every retry and removes the listen socket', async () => {
+  for (let i = 0; i < 5; i++) {
+    const ch = new HostChannel({ chardevPath: chardev(), listenPath: join(dir, `mux-close-${i}.sock`), log: silentLogger() });
+    await ch.start();
+    if (i % 2 === 1) await sleep(i * 5);
+    await ch.close();
+    assert.equal(ch.ready, false);
+    assert.throws(() => execFileSync('test', ['-e', join(dir, `mux-close-${i}.sock`)]));
+  }
+  // the agent is still fine for the next host
+  const conn = await connectAgent({ chardevPath: chardev(), listenPath: join(dir, 'mux4.sock'), timeoutMs: 20_000, log: silentLogger() });
+  try {
+    assert.equal((await conn.client.health()).status, 'SERVING');
+  } finally {
+    await conn.close();
+  }
+});
