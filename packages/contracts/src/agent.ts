@@ -214,6 +214,11 @@ export interface PrepareDataplaneResponse {
   hugepageMount: string;
 }
 
+export interface ShutdownRequest {
+  graceMs?: number;
+  powerOff?: boolean;
+}
+
 // ---- gRPC status codes <-> AppError codes (numbers from grpc's status.h; no grpc import here)
 export const GRPC_STATUS = {
   OK: 0,

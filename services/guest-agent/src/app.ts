@@ -73,7 +73,7 @@ export async function rootIsInitramfs(procRoot = '/proc'): Promise<boolean> {
   });
 }
 
-export async function startAgent(cfg: AgentConfig, log: Log): Promise<RunningAgent> {
+export async function startAgent(cfg: AgentConfig, log: Log, hooks: { exit?: (powerOff: boolean) => void } = {}): Promise<RunningAgent> {
   await mkdir(cfg.stateDir, { recursive: true });
   const socketPath = join(cfg.stateDir, 'agent.sock');
   await rm(socketPath, { force: true });
@@ -95,9 +95,21 @@ export async function startAgent(cfg: AgentConfig, log: Log): Promise<RunningAge
       containers,
       dataplane: { sysRoot: cfg.sysRoot, fileRoot: '/', hugepageMount: '/dev/hugepages' },
       procRoot: cfg.procRoot,
+      ...(hooks.exit ? { onShutdown: (powerOff: boolean) => void shutdown(powerOff) } : {}),
       log: log.child({ component: 'grpc' }),
     },
   });
+  let stopping: Promise<void> | undefined;
+  const stop = () => (stopping ??= (async () => {
+    await mux.stop();
+    await containers.close();
+    await server.close();
+  })());
+  async function shutdown(powerOff: boolean): Promise<void> {
+    log.info({ powerOff }, 'shutdown requested');
+    await stop().catch((err) => log.error({ err }, 'stop failed'));
+    hooks.exit!(powerOff);
+  }
   const port = await openPort(cfg, log);
   const mux = new GuestMux({ port, connectLocal: unixConnector(socketPath), log: log.child({ component: 'channel' }) });
   mux.start();
@@ -106,10 +118,6 @@ export async function startAgent(cfg: AgentConfig, log: Log): Promise<RunningAge
     server,
     mux,
     containers,
-    stop: async () => {
-      await mux.stop();
-      await containers.close();
-      await server.close();
-    },
+    stop,
   };
 }

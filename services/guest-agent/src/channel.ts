@@ -235,7 +235,8 @@ export class GuestMux {
   async stop(): Promise<void> {
     this.stopped = true;
     this.resetSession(0);
-    await this.opts.port.close().catch(() => {});
+    // a virtio port read blocks until the host sends something, and closing a FileHandle waits for pending reads
+    await Promise.race([this.opts.port.close().catch(() => {}), sleep(200)]);
     await Promise.race([this.loop?.catch(() => {}), sleep(200)]);
   }
 }

@@ -6,6 +6,7 @@
  *   --container-netns PATH
  */
 import { parseArgs } from 'node:util';
+import { execFile } from 'node:child_process';
 import { agentProtoPath } from '@edgenfv/contracts/internal/agent';
 import { DEFAULT_CONFIG, startAgent, type AgentConfig } from './app.js';
 import { createLog } from './log.js';
@@ -43,11 +44,26 @@ const cfg: AgentConfig = {
 const level = (values['log-level'] ?? process.env.EDGENFV_LOG_LEVEL ?? 'info') as 'debug' | 'info' | 'warn' | 'error';
 const log = createLog({ level, bindings: { service: 'guest-agent' } });
 
-startAgent(cfg, log).then(
+/**
+ * Leaving the process: a read on the virtio port blocks in a libuv worker thread until the host sends something,
+ * and process.exit() joins those threads, so it could wait forever. Once everything is stopped, the agent kills
+ * itself instead (init starts a new one); on the socket stand-in a plain exit works.
+ */
+const leave = (): void => {
+  if (cfg.port.startsWith('socket:')) process.exit(0);
+  process.kill(process.pid, 'SIGKILL');
+};
+// Shutdown RPC: power the VM off (busybox poweroff -f; QEMU runs with -no-reboot) or restart the agent
+const exit = (powerOff: boolean): void => {
+  if (powerOff) execFile('poweroff', ['-f'], () => leave());
+  else leave();
+};
+
+startAgent(cfg, log, { exit }).then(
   (agent) => {
     const stop = (sig: string) => {
       log.info({ signal: sig }, 'stopping');
-      agent.stop().finally(() => process.exit(0));
+      agent.stop().finally(leave);
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

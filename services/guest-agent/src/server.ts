@@ -6,13 +6,14 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { release } from 'node:os';
-import { asAppError, ConflictError } from '@edgenfv/contracts/internal/errors';
+import { asAppError, ConflictError, InvalidArgumentError } from '@edgenfv/contracts/internal/errors';
 import {
   AGENT_PROTO_LOADER_OPTIONS,
   AGENT_PROTOCOL_MAJOR,
   AGENT_PROTOCOL_MINOR,
   errorCodeToGrpcStatus,
   isCompatibleProtocol,
+  type ShutdownRequest,
   type VersionRequest,
 } from '@edgenfv/contracts/internal/agent';
 import type { Log } from './log.js';
@@ -31,6 +32,8 @@ export interface AgentDeps {
   containers: ContainerRuntime;
   dataplane: DataplaneDeps;
   procRoot?: string;
+  /** Called after Shutdown's reply is sent (the app stops the channel and exits or powers off). */
+  onShutdown?: (powerOff: boolean) => void;
   log: Log;
 }
 
@@ -113,6 +116,15 @@ export function agentHandlers(deps: AgentDeps): grpc.UntypedServiceImplementatio
     ExecProcess: (req) => deps.containers.exec(req?.id, req?.argv, req?.timeoutMs),
     GetMetrics: () => guestMetrics(deps.net, deps.containers.list().filter((c) => c.state === 'RUNNING').length, deps.procRoot),
     PrepareDataplane: (req) => prepareDataplane(deps.dataplane, req),
+    Shutdown: async (req: ShutdownRequest) => {
+      const grace = req?.graceMs ?? 5000;
+      if (!Number.isInteger(grace) || grace < 0 || grace > 600_000) throw new InvalidArgumentError([{ field: 'graceMs', message: 'must be 0..600000' }]);
+      if (!deps.onShutdown) throw new ConflictError('this agent cannot shut down (no shutdown hook)');
+      await deps.containers.stopAll(grace);
+      const powerOff = req?.powerOff ?? false;
+      setTimeout(() => deps.onShutdown!(powerOff), 100);
+      return {};
+    },
   };
   const impl: grpc.UntypedServiceImplementation = {};
   for (const [name, fn] of Object.entries(handlers)) impl[name] = unary(name, fn);

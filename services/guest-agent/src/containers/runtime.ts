@@ -314,6 +314,16 @@ export class ContainerRuntime {
     }
   }
 
+  /** SIGTERM to every running container, SIGKILL to those still running after graceMs; then deletes all. */
+  async stopAll(graceMs: number): Promise<void> {
+    const running = [...this.entries.values()].filter((e) => e.status.state === 'RUNNING');
+    await Promise.all(running.map((e) => this.signal(e.status.id, 'SIGTERM').catch(() => {})));
+    const timer = new Promise<'late'>((r) => setTimeout(() => r('late'), graceMs).unref());
+    const late = await Promise.race([Promise.all(running.map((e) => e.exited)).then(() => 'done' as const), timer]);
+    if (late === 'late') this.opts.log.warn({ graceMs }, 'containers did not stop within the grace period: killing');
+    await this.close();
+  }
+
   /** Kills and deletes everything (agent shutdown, tests). */
   async close(): Promise<void> {
     for (const id of [...this.entries.keys()]) await this.delete(id, true).catch((err) => this.opts.log.warn({ err, containerId: id }, 'delete failed'));

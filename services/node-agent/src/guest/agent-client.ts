@@ -187,6 +187,14 @@ export class AgentClient {
     return this.unary('PrepareDataplane', req, opts);
   }
 
+  /**
+   * Stops every container (SIGTERM, SIGKILL after graceMs), then powers the VM off (QEMU exits with -no-reboot) or,
+   * with powerOff false, restarts the agent. Resolves once the agent accepted it.
+   */
+  async shutdown(opts: { graceMs?: number; powerOff?: boolean } = {}, call?: CallOptions): Promise<void> {
+    await this.unary('Shutdown', { graceMs: opts.graceMs ?? 5000, powerOff: opts.powerOff ?? true }, { timeoutMs: (opts.graceMs ?? 5000) + 30_000, ...call });
+  }
+
   /** Log chunks of a container; with follow, until it stops or the signal aborts. */
   async *readLogs(req: ReadLogsRequest, opts: { signal?: AbortSignal } = {}): AsyncGenerator<LogChunk> {
     const call = this.raw.ReadLogs!(req) as grpc.ClientReadableStream<LogChunk>;

@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { silentLogger } from '@edgenfv/telemetry';
 import {
   buildGuestImage,
@@ -167,4 +168,34 @@ test('teardown: the vrouter stops, the path through the VM is gone, nothing is l
   await c.updateInterfaces({ interfaces: [{ mac: MAC_L, addresses: [], down: true }, { mac: MAC_R, addresses: [], down: true }] });
   const d = await c.guestDetails();
   assert.ok(d.nics.every((n) => n.addresses.length === 0));
+});
+
+test('the agent restarts (Shutdown without power-off): the host is told its session is gone and recovers', async () => {
+  const c = conn!.client;
+  const resetsBefore = conn!.channel.stats.guestResets;
+  const sessionsBefore = conn!.channel.stats.sessions;
+  await c.shutdown({ graceMs: 1000, powerOff: false });
+  // wait until init has started the second agent
+  const starts = () => vm!.console().split('EDGENFV_AGENT_START').length - 1;
+  for (let i = 0; i < 600 && starts() < 2; i++) await sleep(200);
+  assert.equal(starts(), 2, vm!.console().slice(-1500));
+  // the host kept its chardev connection; its next frames are of a session the new agent does not know: the guest
+  // says so (RESET on stream 0) and the host makes a new session
+  const v = await c.waitReady({ timeoutMs: 120_000 });
+  assert.equal(v.protocolMajor, 1);
+  assert.ok(conn!.channel.stats.guestResets > resetsBefore, JSON.stringify(conn!.channel.stats));
+  assert.ok(conn!.channel.stats.sessions > sessionsBefore);
+});
+
+test('Shutdown with power-off stops the VM: QEMU exits by itself', async () => {
+  await conn!.client.shutdown({ graceMs: 1000, powerOff: true });
+  const exited = await new Promise<boolean>((resolve) => {
+    if (vm!.proc.exitCode !== null) return resolve(true);
+    const t = setTimeout(() => resolve(false), 120_000);
+    vm!.proc.once('exit', () => {
+      clearTimeout(t);
+      resolve(true);
+    });
+  });
+  assert.ok(exited, `QEMU still running:\n${vm!.console().slice(-1500)}`);
 });
