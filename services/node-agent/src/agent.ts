@@ -53,6 +53,7 @@ export class NodeAgent {
   private readonly failed = new Set<string>();
   private readonly seenAt = new Map<string, bigint>();
   private stopped = false;
+  private synced = false;
   private timers: NodeJS.Timeout[] = [];
   private watchStop?: () => void;
   private reconcileQueued = false;
@@ -153,13 +154,25 @@ export class NodeAgent {
   }
 
   private async watch(): Promise<void> {
-    const w = await this.allocs!.watch({ key: `${this.o.nodeId}.>` });
+    // Reconcile only once the watch delivered the current allocations: a pass on a partial snapshot would stop
+    // the replicas whose allocations had not arrived yet.
+    let resolveSynced!: () => void;
+    const synced = new Promise<void>((r) => (resolveSynced = r));
+    const w = await this.allocs!.watch({
+      key: `${this.o.nodeId}.>`,
+      initializedFn: () => {
+        this.synced = true;
+        resolveSynced();
+      },
+    });
     this.watchStop = () => w.stop();
     void (async () => {
       for await (const e of w) this.onEntry(e);
     })().catch((err) => {
       if (!this.stopped) this.log.error({ err }, 'allocation watch ended');
     });
+    await synced;
+    this.kick();
   }
 
   private onEntry(e: KvEntry): void {
@@ -182,7 +195,7 @@ export class NodeAgent {
 
   /** Schedules a reconcile pass (coalesced). */
   kick(): void {
-    if (this.stopped || !this.allocs) return;
+    if (this.stopped || !this.allocs || !this.synced) return;
     if (this.reconciling) {
       this.reconcileQueued = true;
       return;

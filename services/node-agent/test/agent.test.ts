@@ -18,6 +18,7 @@ import { parseConfig } from '../src/config.js';
 import { buildApp } from '../src/app.js';
 import { processAlive, killQuiet } from '../src/proc.js';
 import { makeAlloc } from './helpers/alloc.js';
+import { removeCgroupParent } from './helpers/cleanup.js';
 import { RecordingGuest } from './helpers/recording-guest.js';
 
 const jc = JSONCodec();
@@ -58,13 +59,7 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
     } catch {
       /* gone */
     }
-    for (const m of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
-      const d = join(m, cgParent);
-      if (existsSync(d)) {
-        for (const c of readdirSync(d)) if (!c.includes('.')) execFileSync('rmdir', [join(d, c)]);
-        execFileSync('rmdir', [d]);
-      }
-    }
+    await removeCgroupParent(cgParent);
     rmSync(dir, { recursive: true, force: true });
   });
 

@@ -18,6 +18,7 @@ import { SandboxManager } from '../../src/sandbox/manager.js';
 import { processAlive, waitGone, killQuiet } from '../../src/proc.js';
 import { makeAlloc } from '../helpers/alloc.js';
 import { RecordingGuest } from '../helpers/recording-guest.js';
+import { removeCgroupParent } from '../helpers/cleanup.js';
 
 function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -64,13 +65,7 @@ test('one VM per tenant: boot, a second replica joins by hotplug, restart re-ado
     }
     for (const ns of nss) quiet('ip', ['netns', 'del', ns]);
     quiet('ip', ['link', 'del', bridge]);
-    for (const m of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
-      const d = join(m, cgParent);
-      if (existsSync(d)) {
-        for (const c of readdirSync(d, { withFileTypes: true })) if (c.isDirectory()) quiet('rmdir', [join(d, c.name)]);
-        quiet('rmdir', [d]);
-      }
-    }
+    await removeCgroupParent(cgParent);
     rmSync(stateDir, { recursive: true, force: true });
   });
 
@@ -167,13 +162,7 @@ test('a VM that died while the agent was away is cleaned up at start', async (t)
   t.after(async () => {
     if (pid) killQuiet(pid, 'SIGKILL');
     if (ns) quiet('ip', ['netns', 'del', ns]);
-    for (const m of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
-      const d = join(m, cgParent);
-      if (existsSync(d)) {
-        for (const c of readdirSync(d, { withFileTypes: true })) if (c.isDirectory()) quiet('rmdir', [join(d, c.name)]);
-        quiet('rmdir', [d]);
-      }
-    }
+    await removeCgroupParent(cgParent);
     rmSync(stateDir, { recursive: true, force: true });
   });
   const m1 = mk();

@@ -23,6 +23,7 @@ import { GrpcGuestPort } from '../../src/sandbox/grpc-guest.js';
 import { SandboxManager } from '../../src/sandbox/manager.js';
 import { killQuiet, processAlive } from '../../src/proc.js';
 import { makeAlloc } from '../helpers/alloc.js';
+import { removeCgroupParent } from '../helpers/cleanup.js';
 
 test('tenant VM boots with the guest image, gets NICs and containers, grows for a second replica, leaves nothing', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'na-boot-'));
@@ -64,13 +65,7 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
     } catch {
       /* gone */
     }
-    for (const m of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
-      const d = join(m, cgParent);
-      if (existsSync(d)) {
-        for (const c of readdirSync(d, { withFileTypes: true })) if (c.isDirectory()) execFileSync('rmdir', [join(d, c.name)]);
-        execFileSync('rmdir', [d]);
-      }
-    }
+    await removeCgroupParent(cgParent);
     rmSync(dir, { recursive: true, force: true });
   });
   await manager.init();
