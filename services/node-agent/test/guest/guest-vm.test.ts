@@ -170,6 +170,17 @@ test('teardown: the vrouter stops, the path through the VM is gone, nothing is l
   assert.ok(d.nics.every((n) => n.addresses.length === 0));
 });
 
+test('a NIC hotplugged while UpdateInterfaces waits is found and configured', async () => {
+  const c = conn!.client;
+  const MAC_H = '52:54:00:61:03:02';
+  const pending = c.updateInterfaces({ interfaces: [{ mac: MAC_H, name: 'hot0', mtu: 1400, addresses: ['10.61.3.2/24'] }], hotplugTimeoutMs: 60_000 });
+  await sleep(500); // the agent has looked once and is waiting
+  await vm!.hotplugTap('taph', MAC_H);
+  const [nic] = (await pending).interfaces;
+  assert.deepEqual([nic!.name, nic!.mac, nic!.mtu, nic!.addresses], ['hot0', MAC_H, 1400, ['10.61.3.2/24']]);
+  assert.match(nic!.pciAddress, /^0000:[0-9a-f]{2}:00\.0$/);
+});
+
 test('the agent restarts (Shutdown without power-off): the host is told its session is gone and recovers', async () => {
   const c = conn!.client;
   const resetsBefore = conn!.channel.stats.guestResets;

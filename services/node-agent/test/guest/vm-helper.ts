@@ -4,11 +4,14 @@
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { connect } from 'node:net';
 import type { GuestImage } from '../../src/guest/index.js';
 
 export interface TestVm {
   proc: ChildProcess;
   chardevPath: string;
+  /** Hot-adds a virtio-net NIC on a new tap (in the VM's netns) through QMP, into the spare PCIe root port. */
+  hotplugTap(ifname: string, mac: string): Promise<void>;
   console(): string;
   stop(): Promise<void>;
 }
@@ -33,6 +36,8 @@ export function bootTestVm(o: {
     '-device', 'virtio-serial-pci',
     '-chardev', `socket,id=agent,path=${chardevPath},server=on,wait=off`,
     '-device', `virtserialport,chardev=agent,name=${o.image.agentPortName}`,
+    '-qmp', `unix:${join(o.dir, 'qmp.sock')},server=on,wait=off`,
+    '-device', 'pcie-root-port,id=hp0,chassis=9,slot=9',
   ];
   o.taps.forEach((t, i) => {
     args.push('-netdev', `tap,id=n${i},ifname=${t.ifname},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=n${i},mac=${t.mac}`);
@@ -48,6 +53,14 @@ export function bootTestVm(o: {
   return {
     proc,
     chardevPath,
+    hotplugTap: async (ifname, mac) => {
+      execFileSync('ip', ['-n', o.netns, 'tuntap', 'add', ifname, 'mode', 'tap']);
+      await qmp(join(o.dir, 'qmp.sock'), [
+        { execute: 'qmp_capabilities' },
+        { execute: 'netdev_add', arguments: { type: 'tap', id: `nd-${ifname}`, ifname, script: 'no', downscript: 'no' } },
+        { execute: 'device_add', arguments: { driver: 'virtio-net-pci', id: `dev-${ifname}`, netdev: `nd-${ifname}`, mac, bus: 'hp0' } },
+      ]);
+    },
     console: () => out,
     stop: async () => {
       if (proc.exitCode === null && proc.signalCode === null) {
@@ -56,4 +69,39 @@ export function bootTestVm(o: {
       }
     },
   };
+}
+
+/** Runs QMP commands in order; rejects on the first error reply. */
+async function qmp(path: string, cmds: object[]): Promise<void> {
+  const sock = connect(path);
+  let buf = '';
+  const lines: Array<Record<string, unknown>> = [];
+  let wake: (() => void) | undefined;
+  sock.on('data', (d) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i).trim();
+      buf = buf.slice(i + 1);
+      if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
+    }
+    wake?.();
+  });
+  const next = async (): Promise<Record<string, unknown>> => {
+    for (;;) {
+      const j = lines.findIndex((l) => 'return' in l || 'error' in l || 'QMP' in l);
+      if (j >= 0) return lines.splice(j, 1)[0]!;
+      await new Promise<void>((r) => (wake = r));
+    }
+  };
+  try {
+    await next(); // greeting
+    for (const c of cmds) {
+      sock.write(JSON.stringify(c) + '\n');
+      const r = await next();
+      if ('error' in r) throw new Error(`QMP ${JSON.stringify(c)}: ${JSON.stringify(r.error)}`);
+    }
+  } finally {
+    sock.destroy();
+  }
 }
