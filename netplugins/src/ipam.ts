@@ -191,10 +191,11 @@ export class Ipam {
     return out;
   }
 
+  /** Each live key once (nats.js may yield a key twice when it is updated during the listing). */
   private async keys(filter: string): Promise<string[]> {
-    const out: string[] = [];
-    for await (const k of await this.kv.keys(filter)) out.push(k);
-    return out;
+    const out = new Set<string>();
+    for await (const k of await this.kv.keys(filter)) out.add(k);
+    return [...out];
   }
 
   /** Frees one lease if it is still the one we read (CAS), and its owner index entry. */

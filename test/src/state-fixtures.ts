@@ -59,9 +59,12 @@ export async function putNode(nc: NatsConnection, nodeId: string, over: Partial<
       await new Promise((r) => setTimeout(r, 100)); // the scheduler may still be starting
     }
   }
-  const kv = await nc.jetstream().views.kv(KV_BUCKETS.nodes);
-  for (let i = 0; !(await kv.get(nodeId)); i++) {
-    if (i > 100) throw new Error(`node ${nodeId} never recorded`);
+  // until the scheduler's cluster state (what placement sees) has the node: nodes.get then reports what is free
+  for (let i = 0; ; i++) {
+    const msg = await nc.request('nfv.v1.admin.nodes.get', JSON.stringify({ id: nodeId }), { timeout: 2000 });
+    const reply = JSON.parse(new TextDecoder().decode(msg.data));
+    if (reply.ok && reply.result.free) return;
+    if (i > 100) throw new Error(`node ${nodeId} never reached the scheduler's cluster state: ${JSON.stringify(reply)}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

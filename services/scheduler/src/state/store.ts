@@ -69,11 +69,12 @@ export class JsonBucket<T> {
     }
   }
 
+  /** Each live key once (nats.js may yield a key twice when it is updated during the listing). */
   async keys(filter = '>'): Promise<string[]> {
-    const out: string[] = [];
+    const out = new Set<string>();
     const it = await this.kv.keys(filter);
-    for await (const k of it) out.push(k);
-    return out;
+    for await (const k of it) out.add(k);
+    return [...out];
   }
 
   /** Every live value under `filter` (e.g. `tenant-a.>`). */
