@@ -54,6 +54,17 @@ class GrpcGuestSession implements GuestSession {
       if (!(err instanceof AppError && err.code === 'NOT_FOUND')) throw err;
     }
   }
+  async metrics(): Promise<{ agentRssBytes: number; nics: { name: string; rxPackets: number; txPackets: number }[] }> {
+    const m = await rpc('GetMetrics', () => this.conn.client.getMetrics());
+    return { agentRssBytes: m.agentRssBytes, nics: m.nics.map((n) => ({ name: n.name, rxPackets: n.rxPackets, txPackets: n.txPackets })) };
+  }
+  async addArpNeighbors(neighbors: { ip: string; mac: string; device: string }[]): Promise<void> {
+    await rpc('AddArpNeighbors', () => this.conn.client.addArpNeighbors({ neighbors }));
+  }
+  async exec(containerId: string, argv: string[], timeoutMs = 30_000): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+    const r = await rpc('ExecProcess', () => this.conn.client.execProcess(containerId, argv, { timeoutMs }));
+    return { exitCode: r.exitCode, stdout: Buffer.from(r.stdout).toString('utf8'), stderr: Buffer.from(r.stderr).toString('utf8') };
+  }
   async details(): Promise<{ cpus: number; memoryTotalBytes: number; nics: { name: string; mac: string; addresses: string[] }[] }> {
     const d = await this.conn.client.guestDetails();
     return { cpus: d.cpus, memoryTotalBytes: d.memoryTotalBytes, nics: d.nics.map((n) => ({ name: n.name, mac: n.mac, addresses: n.addresses })) };

@@ -28,6 +28,12 @@ export interface GuestSession {
   updateRoutes(routes: VnfdRoute[]): Promise<void>;
   runContainer(c: GuestContainer): Promise<void>;
   removeContainer(id: string): Promise<void>;
+  /** Guest counters: the agent's RSS and each NIC's packets. */
+  metrics(): Promise<{ agentRssBytes: number; nics: { name: string; rxPackets: number; txPackets: number }[] }>;
+  /** Static neighbours (data planes such as testpmd do not answer ARP). */
+  addArpNeighbors(neighbors: { ip: string; mac: string; device: string }[]): Promise<void>;
+  /** Runs a command in a replica's container. */
+  exec(containerId: string, argv: string[], timeoutMs?: number): Promise<{ exitCode: number; stdout: string; stderr: string }>;
   /** What the guest sees (for checks and status). */
   details(): Promise<{ cpus: number; memoryTotalBytes: number; nics: { name: string; mac: string; addresses: string[] }[] }>;
   close(): Promise<void>;

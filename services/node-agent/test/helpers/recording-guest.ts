@@ -19,6 +19,9 @@ export class RecordingGuest implements GuestPort {
       updateRoutes: async (routes) => void this.routes.set(agentSocket, routes),
       runContainer: async (c) => void containers.set(c.id, c),
       removeContainer: async (id) => void containers.delete(id),
+      metrics: async () => ({ agentRssBytes: 0, nics: [] }),
+      addArpNeighbors: async () => undefined,
+      exec: async () => ({ exitCode: 0, stdout: '', stderr: '' }),
       details: async () => ({ cpus: 0, memoryTotalBytes: 0, nics: (this.nics.get(agentSocket) ?? []).map((n) => ({ name: n.name, mac: n.mac, addresses: n.addresses })) }),
       close: async () => undefined,
     };
