@@ -97,6 +97,8 @@ export interface SandboxManagerDeps {
   kernelArgs?: string;
   /** Spare PCIe slots for NICs of later replicas. */
   hotplugSlots?: number;
+  /** Timing hooks (bench): hypervisor exec'd, guest agent answered health. */
+  events?: { onExec?: (sandboxId: string) => void; onGuestReady?: (sandboxId: string) => void };
   /** Grace for a guest power-down before quit/kill. */
   stopGraceMs?: number;
 }
@@ -332,6 +334,7 @@ export class SandboxManager {
       this.put(rec);
       const vm = await this.deps.driver.start(spec, signal, {
         onSpawned: (h) => {
+          this.deps.events?.onExec?.(sandboxId);
           this.deps.metrics?.execLatency.observe(Number(process.hrtime.bigint() - t0) / 1e9);
           rec.vm = this.deps.driver.record(h);
           this.put(rec);
@@ -339,6 +342,7 @@ export class SandboxManager {
         waitReady: async (h, sig) => {
           const session = await this.deps.guest.connect(h.agentSocket!, { timeoutMs: this.deps.cfg.guest.bootTimeoutMs, signal: sig });
           this.sessions.set(sandboxId, session);
+          this.deps.events?.onGuestReady?.(sandboxId);
         },
       });
       this.vms.set(sandboxId, vm);
