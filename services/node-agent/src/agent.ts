@@ -54,6 +54,8 @@ export class NodeAgent {
   private readonly seenAt = new Map<string, bigint>();
   private stopped = false;
   private synced = false;
+  private hbTimer?: NodeJS.Timeout;
+  private heartbeatMs: number;
   private timers: NodeJS.Timeout[] = [];
   private watchStop?: () => void;
   private reconcileQueued = false;
@@ -63,6 +65,7 @@ export class NodeAgent {
 
   constructor(private readonly o: NodeAgentOptions) {
     this.log = o.logger.child({ component: 'agent', nodeId: o.nodeId });
+    this.heartbeatMs = o.heartbeatIntervalMs;
   }
 
   get currentEpoch(): number {
@@ -85,7 +88,7 @@ export class NodeAgent {
       }
     }
     await this.watch();
-    this.timers.push(setInterval(() => void this.heartbeat(), this.o.heartbeatIntervalMs));
+    this.hbTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
     this.timers.push(setInterval(() => this.kick(), this.o.resyncIntervalMs ?? 10_000));
     void this.heartbeat();
     void this.watchConnection();
@@ -116,6 +119,14 @@ export class NodeAgent {
         const env = jc.decode(msg.data) as Envelope<RegisterReply>;
         if (!env.ok) throw Object.assign(new Error(`register refused: ${env.error.code}: ${env.error.message}`), { refused: true });
         this.epoch = env.result.epoch;
+        const hbMs = env.result.heartbeatIntervalMs;
+        if (hbMs && hbMs >= 100 && hbMs !== this.heartbeatMs) {
+          this.heartbeatMs = hbMs;
+          if (this.hbTimer) {
+            clearInterval(this.hbTimer);
+            this.hbTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
+          }
+        }
         this.log.info({ epoch: this.epoch, kvm: inventory.kvm, hypervisors: inventory.hypervisors.map((h) => `${h.kind}/${h.accel}`) }, 'registered');
         this.kick();
         return this.epoch;
@@ -323,6 +334,7 @@ export class NodeAgent {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
+    if (this.hbTimer) clearInterval(this.hbTimer);
     this.watchStop?.();
     await Promise.allSettled([...this.inFlight.values()]);
   }

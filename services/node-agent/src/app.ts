@@ -63,7 +63,7 @@ export function buildApp(deps: AppDeps): App {
   if (accel === 'kvm' && !kvm) throw new UnavailableError(`qemu.accel is kvm but ${cfg.devRoot}/kvm is not usable on this node`);
   const driver = deps.driver ?? new QemuDriver({ logger, ...(cfg.qemu.binary ? { binary: cfg.qemu.binary } : {}) });
   let manager: SandboxManager;
-  const metrics = createMetrics(deps.registry, () => manager.rssByTenant());
+  const metrics = createMetrics(deps.registry, () => manager.rssByTenant(), () => manager.guestAgentRssByTenant());
   const cpuKHz = hostCpuKHz();
   manager = new SandboxManager({
     cfg: { ...cfg, vmBaseMemoryMiB: Math.max(cfg.vmBaseMemoryMiB, deps.image.minMemoryMiB ?? 0) },

@@ -12,7 +12,7 @@ export interface NodeAgentMetrics {
   reconciles: Counter<'action' | 'result'>;
 }
 
-export function createMetrics(registry: Registry, rss?: () => Map<string, number>): NodeAgentMetrics {
+export function createMetrics(registry: Registry, rss?: () => Map<string, number>, guestRss?: () => Promise<Map<string, number>>): NodeAgentMetrics {
   const registers = [registry];
   return {
     bootDuration: new Histogram({
@@ -46,6 +46,12 @@ export function createMetrics(registry: Registry, rss?: () => Map<string, number
       help: 'Resident memory of the guest agent inside each tenant VM (as it reports).',
       labelNames: ['tenant'],
       registers,
+      async collect() {
+        if (!guestRss) return;
+        const m = await guestRss();
+        this.reset();
+        for (const [tenant, bytes] of m) this.set({ tenant }, bytes);
+      },
     }),
     heartbeats: new Counter({ name: 'edgenfv_node_heartbeats_total', help: 'Heartbeats sent.', labelNames: ['result'], registers }),
     reconciles: new Counter({

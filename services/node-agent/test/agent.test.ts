@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -139,6 +139,9 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
   const page = await registry.metrics();
   assert.match(page, /edgenfv_vm_boot_duration_seconds_count\{(?=[^}]*hypervisor="qemu")(?=[^}]*accel="tcg")(?=[^}]*result="ok")[^}]*\} 1/);
   assert.match(page, /edgenfv_sandboxes\{(?=[^}]*state="running")[^}]*\} 1/);
+  const promtool = spawnSync('promtool', ['check', 'metrics'], { input: page, encoding: 'utf8' });
+  assert.equal(promtool.status, 0, `promtool check metrics: ${promtool.stdout}${promtool.stderr}`);
+  assert.equal((promtool.stdout + promtool.stderr).trim(), '', `promtool has something to say: ${promtool.stdout}${promtool.stderr}`);
   assert.match(page, /edgenfv_sandbox_hypervisor_rss_bytes\{(?=[^}]*tenant="acme")[^}]*\} \d+/);
 
   // allocation deleted -> replica stopped, VM gone, nothing left

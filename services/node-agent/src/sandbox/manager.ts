@@ -613,6 +613,21 @@ export class SandboxManager {
     for (const st of ['starting', 'running', 'stopping', 'failed'] as const) m.replicas.set({ state: st }, reps.filter((r) => r.state === st).length);
   }
 
+  /** The guest agent's RSS in each running sandbox, by tenant (asked over the channel; failures skipped). */
+  async guestAgentRssByTenant(): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for (const rec of this.store.list()) {
+      if (rec.state !== 'running' || !this.alive(rec.sandboxId)) continue;
+      try {
+        const s = await this.session(rec);
+        out.set(rec.tenantId, (await s.metrics()).agentRssBytes);
+      } catch (err) {
+        this.log.debug({ err, sandboxId: rec.sandboxId }, 'guest metrics unavailable');
+      }
+    }
+    return out;
+  }
+
   /** RSS of each live sandbox's hypervisor, by tenant. */
   rssByTenant(): Map<string, number> {
     const out = new Map<string, number>();
