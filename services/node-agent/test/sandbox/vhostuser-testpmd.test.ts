@@ -4,10 +4,10 @@
  * shared memfd backend (no hugepages asked; the hugepage backend is covered by the argument tests). QEMU connects
  * as the vhost-user client of testpmd's socket.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -25,14 +25,35 @@ import { SandboxManager } from '../../src/sandbox/manager.js';
 import { makeAlloc } from '../helpers/alloc.js';
 import { removeCgroupParent } from '../helpers/cleanup.js';
 
-test('vhost-user NIC backed by dpdk-testpmd: packets go out and come back through the data plane', async (t) => {
+
+const NR_HUGEPAGES = '/proc/sys/vm/nr_hugepages';
+
+test('vhost-user NIC backed by dpdk-testpmd, guest memory in a shared memfd: packets go out and come back', async (t) => {
+  await vhostUserScenario(t, undefined);
+});
+
+test('vhost-user NIC backed by dpdk-testpmd, guest memory on 2 MiB hugepages as the VNFD asks', async (t) => {
+  // reserve pages for the VM (576 MiB = 288 pages) and give them back afterwards
+  const pages = 300;
+  const before = Number(readFileSync(NR_HUGEPAGES, 'utf8'));
+  writeFileSync(NR_HUGEPAGES, String(before + pages));
+  t.after(() => {
+    const now = Number(readFileSync(NR_HUGEPAGES, 'utf8'));
+    writeFileSync(NR_HUGEPAGES, String(Math.max(0, now - pages)));
+  });
+  const got = Number(readFileSync(NR_HUGEPAGES, 'utf8')) - before;
+  assert.ok(got >= 288, `could reserve only ${got} hugepages of 2 MiB (need 288)`);
+  await vhostUserScenario(t, { sizeKiB: 2048, count: 32 });
+});
+
+async function vhostUserScenario(t: TestContext, hugepages: { sizeKiB: 2048; count: number } | undefined): Promise<void> {
   const testpmd = findBinary('dpdk-testpmd');
   assert.ok(testpmd, 'dpdk-testpmd is required (apt-get install dpdk-dev librte-net-vhost23; npm run setup)');
   const dir = mkdtempSync(join(tmpdir(), 'na-vhu-'));
   const stateDir = join(dir, 'state');
   const sock = join(dir, 'vhu0.sock');
-  const prefix = `edgenfv-vhu-${process.pid}`;
-  const cgParent = `edgenfv-v${process.pid}`;
+  const prefix = `edgenfv-vhu-${process.pid}-${hugepages ? 'h' : 'm'}`;
+  const cgParent = `edgenfv-v${process.pid}${hugepages ? 'h' : 'm'}`;
   const log = silentLogger();
   let pmd: ChildProcess | undefined;
   let pmdOut = '';
@@ -77,13 +98,18 @@ test('vhost-user NIC backed by dpdk-testpmd: packets go out and come back throug
     ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
   });
   await manager.init();
-  const alloc = makeAlloc({ allocId: 'v1', tenantId: 'vhu', image: { ref: 'builtin:vrouter' }, resources: { vcpus: 1, memoryMiB: 64 } }, [
+  const alloc = makeAlloc({ allocId: 'v1', tenantId: 'vhu', image: { ref: 'builtin:vrouter' }, resources: { vcpus: 1, memoryMiB: 64, ...(hugepages ? { hugepages } : {}) } }, [
     { name: 'dp0', type: 'vhostuser', mac: '02:00:00:00:0e:01', ips: ['10.88.0.2/24'], vhostuser: { dataplane: 'testpmd', socketPath: sock, queues: 1 } },
   ]);
   const r = await manager.ensureReplica(alloc);
   assert.deepEqual(r.interfaces, [{ name: 'dp0', mac: '02:00:00:00:0e:01', ips: ['10.88.0.2/24'], socketPath: sock }]);
   const rec = manager.sandboxes()[0]!;
-  assert.equal(rec.spec!.memory.kind, 'memfd');
+  assert.deepEqual(rec.spec!.memory, hugepages ? { kind: 'hugepages', sizeKiB: 2048 } : { kind: 'memfd' });
+  if (hugepages) {
+    const cmd = readFileSync(`/proc/${manager.vmOf(r.sandboxId)!.pid}/cmdline`, 'utf8');
+    assert.match(cmd, /memory-backend-memfd,id=mem0,size=576M,hugetlb=on,hugetlbsize=2M,share=on,prealloc=on/);
+    assert.match(readFileSync('/proc/meminfo', 'utf8'), /HugePages_Free:\s+\d+/);
+  }
   const s = await manager.guestSession(r.sandboxId);
   const nic = (await s.details()).nics.find((n) => n.mac === '02:00:00:00:0e:01');
   assert.ok(nic, 'the vhost-user NIC is in the guest');
@@ -97,4 +123,4 @@ test('vhost-user NIC backed by dpdk-testpmd: packets go out and come back throug
   assert.ok(m.txPackets >= 5, `guest sent: ${JSON.stringify(m)} ${ping.stdout}${ping.stderr}`);
   assert.ok(m.rxPackets - rx0 >= 5, `frames came back from testpmd: ${JSON.stringify(m)} ${ping.stdout}${ping.stderr}\n${pmdOut.slice(-1500)}`);
   assert.match(pmdOut, /VHOST_CONFIG|virtio is now ready|Port 0/);
-});
+}
