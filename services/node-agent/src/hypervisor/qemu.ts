@@ -36,6 +36,19 @@ export interface QemuVmHandle extends VmHandle {
   dimms: Record<string, number>;
 }
 
+/**
+ * Guest PCI address of the device on a q35 root port: root ports sit on pcie.0 in creation order (rp0, rp1, ...),
+ * and the guest numbers the buses behind them depth-first, so the device behind rpN is on bus N+1. Used where the
+ * MAC cannot be trusted (a passed-through VF may come up with a random MAC).
+ */
+export function guestPciAddressOf(vm: VmHandle, deviceId: string): string | undefined {
+  const slots = (vm as Partial<QemuVmHandle>).slots;
+  if (vm.machine !== 'q35' || !slots) return undefined;
+  const port = Object.entries(slots).find(([, d]) => d === deviceId)?.[0];
+  const m = port ? /^rp(\d+)$/.exec(port) : null;
+  return m ? `0000:${(Number(m[1]) + 1).toString(16).padStart(2, '0')}:00.0` : undefined;
+}
+
 export class QemuDriver implements HypervisorDriver {
   readonly kind = 'qemu' as const;
   readonly binary: string;

@@ -65,9 +65,9 @@ class GrpcGuestSession implements GuestSession {
     const r = await rpc('ExecProcess', () => this.conn.client.execProcess(containerId, argv, { timeoutMs }));
     return { exitCode: r.exitCode, stdout: Buffer.from(r.stdout).toString('utf8'), stderr: Buffer.from(r.stderr).toString('utf8') };
   }
-  async details(): Promise<{ cpus: number; memoryTotalBytes: number; nics: { name: string; mac: string; addresses: string[] }[] }> {
+  async details(): Promise<{ cpus: number; memoryTotalBytes: number; nics: { name: string; mac: string; pciAddress: string; addresses: string[] }[] }> {
     const d = await this.conn.client.guestDetails();
-    return { cpus: d.cpus, memoryTotalBytes: d.memoryTotalBytes, nics: d.nics.map((n) => ({ name: n.name, mac: n.mac, addresses: n.addresses })) };
+    return { cpus: d.cpus, memoryTotalBytes: d.memoryTotalBytes, nics: d.nics.map((n) => ({ name: n.name, mac: n.mac, pciAddress: n.pciAddress, addresses: n.addresses })) };
   }
   async close(): Promise<void> {
     await this.conn.close();

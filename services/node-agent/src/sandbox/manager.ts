@@ -29,6 +29,7 @@ import {
 import type { NodeAgentConfig } from '../config.js';
 import type { HypervisorDriver, MemoryBackend, NetDevice, VmDevice, VmHandle, VmRecord, VmSpec } from '../hypervisor/types.js';
 import { procRssBytes } from '../proc.js';
+import { guestPciAddressOf } from '../hypervisor/qemu.js';
 import type { Cgroups } from './cgroup.js';
 import type { AttachmentPort, GuestNic, GuestPort, GuestSession } from './ports.js';
 import { StateStore } from './state.js';
@@ -472,7 +473,10 @@ export class SandboxManager {
       .flatMap((r) =>
         r.attachments.map((a) => {
           const name = Object.entries(r.hostIfNames).find(([, h]) => a.id.endsWith(`/${h}`))?.[0] ?? a.ifName;
-          const nic: GuestNic = { mac: a.mac, pciAddress: '', name: r.guestIfNames[name] ?? name, addresses: a.ips.map((i) => i.address) };
+          // VFs are found by their guest PCI address (a VF may come up with a random MAC); virtio NICs by MAC.
+          const vm = this.vms.get(rec.sandboxId);
+          const pci = a.kind === 'sriov' && vm ? guestPciAddressOf(vm, r.hostIfNames[name] ?? '') ?? '' : '';
+          const nic: GuestNic = { mac: a.mac, pciAddress: pci, name: r.guestIfNames[name] ?? name, addresses: a.ips.map((i) => i.address) };
           if (a.mtuBytes) nic.mtuBytes = a.mtuBytes;
           return nic;
         }),

@@ -35,7 +35,7 @@ export interface GuestSession {
   /** Runs a command in a replica's container. */
   exec(containerId: string, argv: string[], timeoutMs?: number): Promise<{ exitCode: number; stdout: string; stderr: string }>;
   /** What the guest sees (for checks and status). */
-  details(): Promise<{ cpus: number; memoryTotalBytes: number; nics: { name: string; mac: string; addresses: string[] }[] }>;
+  details(): Promise<{ cpus: number; memoryTotalBytes: number; nics: { name: string; mac: string; pciAddress: string; addresses: string[] }[] }>;
   close(): Promise<void>;
 }
 

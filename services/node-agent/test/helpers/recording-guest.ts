@@ -22,7 +22,7 @@ export class RecordingGuest implements GuestPort {
       metrics: async () => ({ agentRssBytes: 0, nics: [] }),
       addArpNeighbors: async () => undefined,
       exec: async () => ({ exitCode: 0, stdout: '', stderr: '' }),
-      details: async () => ({ cpus: 0, memoryTotalBytes: 0, nics: (this.nics.get(agentSocket) ?? []).map((n) => ({ name: n.name, mac: n.mac, addresses: n.addresses })) }),
+      details: async () => ({ cpus: 0, memoryTotalBytes: 0, nics: (this.nics.get(agentSocket) ?? []).map((n) => ({ name: n.name, mac: n.mac, pciAddress: n.pciAddress, addresses: n.addresses })) }),
       close: async () => undefined,
     };
   }

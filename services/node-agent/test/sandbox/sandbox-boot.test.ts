@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger, silentLogger } from '@edgenfv/telemetry';
 import { buildGuestImage } from '../../src/guest/index.js';
 import { parseConfig } from '../../src/config.js';
-import { QemuDriver } from '../../src/hypervisor/qemu.js';
+import { QemuDriver, guestPciAddressOf } from '../../src/hypervisor/qemu.js';
 import { probeKvm } from '../../src/hypervisor/kvm-probe.js';
 import { hostCpuKHz } from '../../src/app.js';
 import { Cgroups } from '../../src/sandbox/cgroup.js';
@@ -98,6 +98,10 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
   assert.ok(nic, JSON.stringify(d1.nics));
   assert.equal(nic.name, 'mgmt');
   assert.deepEqual(nic.addresses, ['10.55.0.11/24']);
+  // the guest PCI address the agent computes for a device (used to find VFs) is where the guest sees the NIC
+  const hostIf1 = manager.sandboxes()[0]!.replicas.g1!.hostIfNames.mgmt!;
+  assert.equal(guestPciAddressOf(vm, hostIf1), '0000:01:00.0');
+  assert.equal(nic.pciAddress, guestPciAddressOf(vm, hostIf1));
   // the host end of the tap's network reaches the guest: ping from the host bridge
   execFileSync('ip', ['addr', 'add', '10.55.0.1/24', 'dev', bridge]);
   execFileSync('ip', ['link', 'set', bridge, 'up']);
@@ -115,6 +119,8 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
   const nic2 = d2.nics.find((n) => n.mac === '02:00:00:00:0b:02');
   assert.ok(nic2, `hotplugged NIC seen by the guest: ${JSON.stringify(d2.nics)}`);
   assert.equal(nic2.name, 'mgmt1');
+  const hostIf2 = manager.sandboxes()[0]!.replicas.g2!.hostIfNames.mgmt!;
+  assert.equal(nic2.pciAddress, guestPciAddressOf(manager.vmOf(r1.sandboxId)!, hostIf2), 'hotplugged NIC on the next root port');
   assert.ok(d2.memoryTotalBytes > d1.memoryTotalBytes, `guest memory grew: ${d1.memoryTotalBytes} -> ${d2.memoryTotalBytes}`);
 
   await manager.removeReplica('gamma', 'g2');
