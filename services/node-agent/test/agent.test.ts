@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, JSONCodec, type KV } from 'nats';
 import { startNatsServer } from '@edgenfv/nats-launcher';
-import { createRegistry, silentLogger } from '@edgenfv/telemetry';
+import { createLogger, createRegistry } from '@edgenfv/telemetry';
 import { KV_BUCKETS, internalSubjects, type Heartbeat, type RegisterRequest, type ReplicaStatus } from '@edgenfv/contracts';
 import { parseConfig } from '../src/config.js';
 import { buildApp } from '../src/app.js';
@@ -95,7 +95,9 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
     isolation: { cgroupParent: cgParent },
   });
   const registry = createRegistry('node-agent-test', { defaultMetrics: false });
-  app = buildApp({ cfg, logger: silentLogger(), registry, nc, image: {}, guest: new RecordingGuest() });
+  const lines: Record<string, unknown>[] = [];
+  const logger = createLogger({ service: 'node-agent', level: 'info', destination: { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) } });
+  app = buildApp({ cfg, logger, registry, nc, image: {}, guest: new RecordingGuest() });
   await app.start();
   assert.equal(app.agent.currentEpoch, 3);
   assert.equal(registers.length, 1);
@@ -117,6 +119,15 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
   const vm = app.manager.vmOf(running.sandboxId!)!;
   pids.push(vm.pid);
   assert.ok(processAlive(vm.pid));
+
+  // logs say the accelerator, and carry tenantId / vnfId / sandboxId
+  assert.ok(lines.some((l) => /node agent starting \(qemu accel (kvm|tcg)/.test(String(l.msg))), 'start line names the accelerator');
+  const booted = lines.find((l) => /^VM booted/.test(String(l.msg)));
+  assert.ok(booted, 'a "VM booted" line');
+  assert.equal(booted.tenantId, 'acme');
+  assert.equal(booted.vnfId, a1.vnfId);
+  assert.equal(booted.sandboxId, running.sandboxId);
+  assert.equal(booted.accel, app.accel);
 
   // the node re-checks: a VF it does not have is refused, and says why
   const bad = makeAlloc({ allocId: 'a2', tenantId: 'acme', nodeId: 'n1', epoch: 3 }, [
