@@ -6,14 +6,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, JSONCodec } from 'nats';
-import { startNatsServer } from '@edgenfv/nats-launcher';
+import { spawnTied, startNatsServer } from '@edgenfv/nats-launcher';
 import { createRegistry, silentLogger } from '@edgenfv/telemetry';
 import { buildGuestImage } from '../src/guest/index.js';
 import { probeKvm } from '../src/hypervisor/kvm-probe.js';
@@ -35,7 +35,7 @@ test('message API -> scheduler -> node agent -> tenant VM, two VNFs in one VM, t
   const schedCfg = join(dir, 'scheduler.json');
   writeFileSync(schedCfg, JSON.stringify({ networks: [{ name: 'mgmt', cidr: '10.79.0.0/24', gateway: '10.79.0.1', range: { start: '10.79.0.10', end: '10.79.0.200' } }] }));
   const schedLogs: string[] = [];
-  const sched = spawn(process.execPath, [SCHEDULER_MAIN], {
+  const sched = spawnTied(process.execPath, [SCHEDULER_MAIN], {
     env: { ...process.env, EDGENFV_NATS_URL: nats.url, EDGENFV_CONFIG: schedCfg, EDGENFV_SCHEDULER_METRICS_PORT: '0', EDGENFV_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -6,14 +6,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess, execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, JSONCodec, type KV } from 'nats';
-import { startNatsServer } from '@edgenfv/nats-launcher';
+import { spawnTied, startNatsServer } from '@edgenfv/nats-launcher';
 import { silentLogger } from '@edgenfv/telemetry';
 import { KV_BUCKETS, internalSubjects, type Heartbeat, type RegisterRequest, type ReplicaStatus } from '@edgenfv/contracts';
 import { buildGuestImage } from '../src/guest/index.js';
@@ -93,7 +93,8 @@ test('kill -9 of the agent with two VMs running: the restarted agent re-adopts b
     isolation: { cgroupParent: `edgenfv-r${tag}` },
   }));
   const startAgent = (): ChildProcess => {
-    const p = spawn(process.execPath, [MAIN, '--config', cfgPath], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EDGENFV_LOG_LEVEL: 'info' } });
+    // tied to this test process (pdeathsig), so a killed test run leaves no agent; QEMU (its child) is not tied
+    const p = spawnTied(process.execPath, [MAIN, '--config', cfgPath], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EDGENFV_LOG_LEVEL: 'info' } });
     p.stdout!.on('data', (d: Buffer) => (agentOut += d.toString()));
     p.stderr!.on('data', (d: Buffer) => (agentOut += d.toString()));
     return p;
