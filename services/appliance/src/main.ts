@@ -59,13 +59,15 @@ function serviceSpecs(cfg: ApplianceConfig, nats: NatsServerHandle, creds: { use
       script: join(REPO, 'services/node-agent/dist/src/main.js'),
       env: { ...natsEnv, EDGENFV_NODE_CONFIG: file, EDGENFV_METRICS_PORT: String(cfg.ports.nodeAgentMetrics) },
       healthUrl: `http://127.0.0.1:${cfg.ports.nodeAgentMetrics}/healthz`,
+      // the first start builds the guest image (kernel download, initramfs): minutes, not seconds
+      readyTimeoutMs: 20 * 60_000,
     });
   }
   if (cfg.services.dashboard) {
     specs.push({
       name: 'dashboard',
       script: join(REPO, 'services/dashboard/dist/src/main.js'),
-      env: { ...natsEnv, EDGENFV_DASHBOARD_HOST: cfg.host, EDGENFV_DASHBOARD_PORT: String(cfg.ports.dashboard), EDGENFV_DASHBOARD_TOKEN: creds.pass },
+      env: { ...natsEnv, EDGENFV_DASHBOARD_HOST: cfg.host, EDGENFV_DASHBOARD_PORT: String(cfg.ports.dashboard), EDGENFV_OPERATOR_TOKEN: creds.pass },
       healthUrl: `http://127.0.0.1:${cfg.ports.dashboard}/healthz`,
     });
   }

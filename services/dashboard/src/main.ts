@@ -1,6 +1,7 @@
 /**
  * `node services/dashboard/dist/src/main.js`: reads config, builds logger and registry, connects to NATS,
  * calls buildApp and listens. Config (env): EDGENFV_HOME (connect.json), EDGENFV_NATS_URL (overrides its servers),
+ * EDGENFV_NATS_USER / EDGENFV_NATS_PASS / EDGENFV_NATS_TOKEN (override its credentials),
  * EDGENFV_DASHBOARD_HOST (127.0.0.1), EDGENFV_DASHBOARD_PORT (8080), EDGENFV_OPERATOR_TOKEN (operator actions).
  */
 import { connect } from 'nats';
@@ -29,7 +30,13 @@ export function loadDashboardConfig(env: NodeJS.ProcessEnv): Readonly<DashboardC
 async function main(): Promise<void> {
   const logger = createLogger({ service: 'dashboard' });
   const cfg = loadDashboardConfig(process.env);
-  const info = loadConnectInfo(process.env.EDGENFV_NATS_URL ? { server: process.env.EDGENFV_NATS_URL } : {});
+  const env = process.env;
+  const info = loadConnectInfo({
+    ...(env.EDGENFV_NATS_URL ? { server: env.EDGENFV_NATS_URL } : {}),
+    ...(env.EDGENFV_NATS_USER !== undefined ? { user: env.EDGENFV_NATS_USER } : {}),
+    ...(env.EDGENFV_NATS_PASS !== undefined ? { pass: env.EDGENFV_NATS_PASS } : {}),
+    ...(env.EDGENFV_NATS_TOKEN !== undefined ? { token: env.EDGENFV_NATS_TOKEN } : {}),
+  });
   const nc = await connect(natsOptions(info, { name: 'edgenfv-dashboard', reconnect: true }));
   const registry = createRegistry('dashboard');
   const app = await buildApp({ nc, logger, registry, ...(cfg.operatorToken ? { operatorToken: cfg.operatorToken } : {}) });

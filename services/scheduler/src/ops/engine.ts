@@ -350,7 +350,8 @@ export class OperationsEngine {
     let pending = 0;
     for (const i of indexes) {
       const r = vnf.replicas[i];
-      if (!r || r.state === 'STOPPED') continue;
+      // a replica the node reported STOPPED still holds its allocation until released here
+      if (!r || (r.state === 'STOPPED' && !r.allocId)) continue;
       if (!(await this.stopReplica(op, vnf, r))) pending++;
       vnf = (await this.store.vnfs.get(vkey(vnf.tenantId, vnf.id)))?.value ?? vnf;
     }

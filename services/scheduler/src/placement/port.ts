@@ -72,7 +72,10 @@ export class LedgerPlacement implements PlacementPort {
     if (r.fenced) return; // leases stay held until the node confirms (onFencedFreed)
     if (this.ipam) {
       const owners = new Set([...(res?.ipOwners ?? []), ...alloc.interfaces.filter((i) => i.network).map((i) => `${alloc.allocId}.${i.name}`)]);
-      for (const o of owners) await this.ipam.release(o);
+      for (const o of owners) {
+        const freed = await this.ipam.release(o);
+        this.log?.debug({ owner: o, freed: freed.map((l) => l.cidr) }, 'addresses released');
+      }
     }
   }
 
@@ -90,10 +93,16 @@ export class LedgerPlacement implements PlacementPort {
         const ai: AllocInterface = { name: i.name, type: i.type, mac };
         if (i.network) {
           ai.network = i.network;
+          // where the network lives on the node: its bridge (tap), its parent link (macvtap), its MTU
+          const net = this.ipam?.networks().find((n) => n.config.name === i.network)?.config;
+          if (net?.bridge && i.type === 'tap') ai.bridge = net.bridge;
+          if (net?.parent && i.type === 'macvtap') ai.parent = net.parent;
+          if (net?.mtuBytes && !i.mtuBytes) ai.mtuBytes = net.mtuBytes;
           if (this.ipam) {
             const owner = `${allocId}.${i.name}`;
             const lease = await this.ipam.allocate(i.network, owner, { nodeId: d.nodeId, epoch: d.epoch });
             leased.push(owner);
+            this.log?.debug({ owner, address: lease.cidr, nodeId: d.nodeId }, 'address leased');
             ai.ips = [lease.cidr];
             if (lease.gateway) ai.gateway = lease.gateway;
           }
