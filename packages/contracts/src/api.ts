@@ -71,6 +71,11 @@ export interface Vnf {
   lastOpOccId?: string;
   /** The operation occurrence in progress on this VNF (one at a time); absent when none. */
   activeOpOccId?: string;
+  /**
+   * How the last operation ended, written with the VNF's changes in the same CAS, so that a leader that takes
+   * over between that write and the op occurrence's own update finishes the op occurrence the same way.
+   */
+  lastOpOutcome?: { opOccId: string; state: 'COMPLETED' | 'FAILED'; error?: ErrorBody };
   createdAt: string;
   updatedAt: string;
 }

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../src/config.js';
 import { collectInventory, formatCpuList, parseCpuList } from '../src/inventory.js';
-import { makeFakeSysfs } from './helpers/fake-sysfs.js';
+import { makeFakeSysfs } from '../src/testing/fake-sysfs.js';
 
 test('cpulist parse/format round trip', () => {
   const cases: [string, number[]][] = [

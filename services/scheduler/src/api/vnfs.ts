@@ -170,10 +170,10 @@ async function lockVnf(
   check: (v: Vnf) => void,
   opts: { force?: boolean } = {},
 ): Promise<Vnf> {
-  const res = await ctx.store.vnfs.mutate(vnfKey(tenantId, vnfId), (cur) => {
+  const res = await ctx.store.vnfs.mutate(vnfKey(tenantId, vnfId), async (cur) => {
     if (!cur) throw new NotFoundError(`VNF "${vnfId}" not found in tenant "${tenantId}"`, { field: 'id' });
     check(cur);
-    if (cur.activeOpOccId && !opts.force) {
+    if (cur.activeOpOccId && !opts.force && !(await isStaleLock(ctx, tenantId, cur.activeOpOccId))) {
       throw new ConflictError(`VNF "${vnfId}" has an operation in progress (${cur.activeOpOccId})`, {
         opOccId: cur.activeOpOccId,
       });
@@ -181,6 +181,12 @@ async function lockVnf(
     return { ...cur, activeOpOccId: opId, lastOpOccId: opId, updatedAt: ctx.now().toISOString() };
   });
   return res!.value;
+}
+
+/** A lock left by an operation that ended (its leader died between the two writes) does not block. */
+async function isStaleLock(ctx: ApiContext, tenantId: string, opOccId: string): Promise<boolean> {
+  const op = await ctx.store.opoccs.get(vnfKey(tenantId, opOccId));
+  return op !== null && TERMINAL_OP_STATES.includes(op.value.operationState);
 }
 
 async function unlockVnf(ctx: ApiContext, tenantId: string, vnfId: string, opId: string): Promise<void> {

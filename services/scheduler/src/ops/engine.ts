@@ -239,6 +239,12 @@ export class OperationsEngine {
       await this.transition(op, 'FAILED', 'the VNF record is gone', { code: 'NOT_FOUND', message: `VNF ${op.vnfId} not found` });
       return;
     }
+    if (!vnf.activeOpOccId && vnf.lastOpOutcome?.opOccId === op.id) {
+      // the previous leader recorded the outcome on the VNF and stopped before updating the op occurrence
+      const o = vnf.lastOpOutcome;
+      await this.transition(op, o.state, o.state === 'COMPLETED' ? 'completed' : `failed: ${o.error?.message ?? ''}`, o.error);
+      return;
+    }
     if (vnf.activeOpOccId !== op.id) {
       // superseded (a FORCEFUL terminate took the VNF over)
       await this.transition(op, 'FAILED', `superseded by ${vnf.activeOpOccId ?? 'another operation'}`, {
@@ -461,7 +467,7 @@ export class OperationsEngine {
       if (op.operation === 'TERMINATE') await this.releaseName(vnf);
     }
     await this.setVnf(vnf.tenantId, vnf.id, (cur) => {
-      const next: Vnf = { ...cur, updatedAt: at };
+      const next: Vnf = { ...cur, updatedAt: at, lastOpOutcome: { opOccId: op.id, state: 'COMPLETED' } };
       delete next.activeOpOccId;
       switch (op.operation) {
         case 'INSTANTIATE':
@@ -509,7 +515,7 @@ export class OperationsEngine {
         await chargeQuotaRaw(this.store, vnf.tenantId, demandOfVnf(vnf, -(Number(op.params?.replicas) - keep), 0), at);
       }
       await this.setVnf(vnf.tenantId, vnf.id, (cur) => {
-        const next: Vnf = { ...cur, updatedAt: at };
+        const next: Vnf = { ...cur, updatedAt: at, lastOpOutcome: { opOccId: op.id, state: 'FAILED', error } };
         delete next.activeOpOccId;
         next.replicas = cur.replicas.map((r, i) =>
           i >= keep

@@ -1,4 +1,5 @@
 /**
+ * Test support (exported as `@edgenfv/node-agent/internal/testing/fake-sysfs` for other workspaces' tests):
  * A fake sysfs tree in a temporary folder, with the same relative symlinks as the kernel's
  * (virtfn* -> ../<vf>, physfn -> ../<pf>, driver -> ../../../bus/pci/drivers/<d>, iommu_group).
  */

@@ -1,0 +1,157 @@
+/**
+ * A simulated edge node for scheduler-scale tests: its inventory is made by the node agent's own inventory code
+ * from a fake sysfs tree of its own, and it speaks the real node protocol (register, heartbeat requests, watch of
+ * `edgenfv_allocs <node>.>`, status writes into `edgenfv_status`). In place of booting a VM per allocation it
+ * books the allocation's pinned CPUs and VFs in its own ledger, so that a double booking shows as a conflict here,
+ * on the node, whatever the scheduler believed.
+ */
+import type { KvEntry, NatsConnection, QueuedIterator, KV } from 'nats';
+import { internalSubjects, KV_BUCKETS, type Allocation, type NodeInventory, type ReplicaStatus } from '@edgenfv/contracts';
+import { collectInventory } from '@edgenfv/node-agent/internal/inventory';
+import { makeFakeSysfs } from '@edgenfv/node-agent/internal/testing/fake-sysfs';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export interface NodeShape {
+  numaNodes: number;
+  cpusPerNuma: number;
+  /** per NUMA node, how many of its CPUs are isolated (the highest-numbered ones) */
+  isolatedPerNuma: number;
+  vfsPerNuma: number;
+  physnet: string;
+}
+
+function cpuRange(from: number, n: number): string {
+  return n <= 0 ? '' : n === 1 ? String(from) : `${from}-${from + n - 1}`;
+}
+
+export async function simulatedNodeInventory(nodeId: string, shape: NodeShape): Promise<{ inventory: NodeInventory; cleanup: () => void }> {
+  const numa = [];
+  const pfs = [];
+  const isolated: string[] = [];
+  for (let n = 0; n < shape.numaNodes; n++) {
+    const first = n * shape.cpusPerNuma;
+    numa.push({ cpus: cpuRange(first, shape.cpusPerNuma), memKiB: 64 * 1024 * 1024, hugepages: { 2048: { total: 1024, free: 1024 } } });
+    isolated.push(cpuRange(first + shape.cpusPerNuma - shape.isolatedPerNuma, shape.isolatedPerNuma));
+    const bus = (0x10 + n).toString(16).padStart(2, '0');
+    pfs.push({
+      pci: `0000:${bus}:00.0`,
+      ifName: `ens${n}f0`,
+      numaNode: n,
+      totalVfs: shape.vfsPerNuma,
+      driver: 'igb',
+      vfs: Array.from({ length: shape.vfsPerNuma }, (_, i) => ({ pci: `0000:${bus}:${(0x10 + (i >> 3)).toString(16)}.${i & 7}`, driver: 'igbvf', iommuGroup: 100 * (n + 1) + i })),
+    });
+  }
+  const fake = makeFakeSysfs({ numa, isolated: isolated.filter(Boolean).join(','), pfs });
+  const inventory = await collectInventory(
+    { nodeId, labels: { site: 'edge-1' }, sysfsRoot: fake.root, devRoot: fake.root, physnets: Object.fromEntries(pfs.map((p) => [p.pci, shape.physnet])), dataplanes: [] },
+    { kvm: false, system: async () => ({ cpuCount: shape.numaNodes * shape.cpusPerNuma, memoryMiB: shape.numaNodes * 65536, hostname: nodeId }) },
+  );
+  return { inventory, cleanup: fake.cleanup };
+}
+
+export class SimNode {
+  epoch = 0;
+  /** allocId -> what it holds */
+  readonly running = new Map<string, { cpus: number[]; vfs: string[]; vnfId: string; replica: number }>();
+  /** Every double booking the node saw (must stay empty). */
+  readonly conflicts: string[] = [];
+  private watch: QueuedIterator<KvEntry> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private status!: KV;
+  private allocs!: KV;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    readonly inventory: NodeInventory,
+    private readonly heartbeatMs = 1000,
+  ) {}
+
+  get nodeId(): string {
+    return this.inventory.nodeId;
+  }
+
+  async start(): Promise<void> {
+    const js = this.nc.jetstream();
+    this.status = await js.views.kv(KV_BUCKETS.status);
+    this.allocs = await js.views.kv(KV_BUCKETS.allocs);
+    await this.register();
+    this.watch = await this.allocs.watch({ key: `${this.nodeId}.>` });
+    void (async () => {
+      for await (const e of this.watch!) await this.onAlloc(e);
+    })().catch(() => undefined);
+    this.timer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.watch?.stop();
+  }
+
+  private async register(): Promise<void> {
+    const req = { nodeId: this.nodeId, inventory: this.inventory, running: [...this.running.keys()], startedAt: new Date().toISOString() };
+    for (let i = 0; ; i++) {
+      try {
+        const m = await this.nc.request(internalSubjects.register(this.nodeId), enc.encode(JSON.stringify(req)), { timeout: 3000 });
+        const env = JSON.parse(dec.decode(m.data));
+        if (!env.ok) throw new Error(env.error.message);
+        this.epoch = env.result.epoch;
+        return;
+      } catch (err) {
+        if (i > 40) throw err;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    const hb = { nodeId: this.nodeId, epoch: this.epoch, at: new Date().toISOString(), sandboxes: this.running.size, replicas: this.running.size, running: [...this.running.keys()] };
+    try {
+      const m = await this.nc.request(internalSubjects.heartbeat(this.nodeId), enc.encode(JSON.stringify(hb)), { timeout: 2000 });
+      const env = JSON.parse(dec.decode(m.data));
+      if (env.ok && env.result?.reregister) await this.register();
+    } catch {
+      /* no leader right now (a takeover): the next beat tries again */
+    }
+  }
+
+  private async onAlloc(e: KvEntry): Promise<void> {
+    const allocId = e.key.slice(this.nodeId.length + 1);
+    const alloc = e.operation === 'PUT' && e.value.length ? (JSON.parse(dec.decode(e.value)) as Allocation) : null;
+    if (!alloc || alloc.desired === 'stopped') {
+      const had = this.running.get(allocId);
+      this.running.delete(allocId);
+      if (alloc && had) await this.report(alloc, 'STOPPED');
+      return;
+    }
+    if (this.running.has(allocId) || alloc.epoch < this.epoch) return;
+    const cpus = alloc.resources.cpus ?? [];
+    const vfs = alloc.interfaces.flatMap((i) => (i.sriov ? [i.sriov.vfPciAddress] : []));
+    for (const [other, held] of this.running) {
+      const cpu = cpus.find((c) => held.cpus.includes(c));
+      const vf = vfs.find((v) => held.vfs.includes(v));
+      if (cpu !== undefined || vf !== undefined) this.conflicts.push(`${allocId} and ${other} both hold ${cpu !== undefined ? `CPU ${cpu}` : `VF ${vf}`}`);
+      if (held.vnfId === alloc.vnfId && held.replica === alloc.replica) this.conflicts.push(`${allocId} and ${other} are the same replica`);
+    }
+    this.running.set(allocId, { cpus, vfs, vnfId: alloc.vnfId, replica: alloc.replica });
+    await this.report(alloc, 'RUNNING');
+  }
+
+  private async report(alloc: Allocation, state: ReplicaStatus['state']): Promise<void> {
+    const st: ReplicaStatus = {
+      allocId: alloc.allocId,
+      nodeId: this.nodeId,
+      epoch: alloc.epoch,
+      tenantId: alloc.tenantId,
+      vnfId: alloc.vnfId,
+      replica: alloc.replica,
+      state,
+      sandboxId: `sim-${alloc.tenantId}`,
+      interfaces: alloc.interfaces.map((i) => ({ name: i.name, mac: i.mac, ips: i.ips ?? [], ...(i.sriov ? { pciAddress: i.sriov.vfPciAddress } : {}) })),
+      updatedAt: new Date().toISOString(),
+    };
+    await this.status.put(`${this.nodeId}.${alloc.allocId}`, enc.encode(JSON.stringify(st)));
+  }
+}
