@@ -62,6 +62,9 @@ export class SimNode {
   private timer: NodeJS.Timeout | undefined;
   private status!: KV;
   private allocs!: KV;
+  private partitioned = false;
+  /** Allocations torn down because the scheduler no longer gave them to this node (fencing). */
+  readonly tornDown: string[] = [];
 
   constructor(
     private readonly nc: NatsConnection,
@@ -106,7 +109,31 @@ export class SimNode {
     }
   }
 
+  /** A network partition: no heartbeats, nothing seen of KV; the sandboxes keep running meanwhile. */
+  partition(): void {
+    this.partitioned = true;
+  }
+
+  /**
+   * The node is back: register again (learning its new epoch if it was declared lost), tear down every sandbox
+   * whose allocation is gone or was made under an older epoch, then heartbeat with what still runs.
+   */
+  async rejoin(): Promise<void> {
+    this.partitioned = false;
+    await this.register();
+    for (const [allocId] of [...this.running]) {
+      const e = await this.allocs.get(`${this.nodeId}.${allocId}`);
+      const alloc = e && e.operation === 'PUT' && e.value.length ? (JSON.parse(dec.decode(e.value)) as Allocation) : null;
+      if (!alloc || alloc.epoch < this.epoch || alloc.desired === 'stopped') {
+        this.running.delete(allocId);
+        this.tornDown.push(allocId);
+      }
+    }
+    await this.heartbeat();
+  }
+
   private async heartbeat(): Promise<void> {
+    if (this.partitioned) return;
     const hb = { nodeId: this.nodeId, epoch: this.epoch, at: new Date().toISOString(), sandboxes: this.running.size, replicas: this.running.size, running: [...this.running.keys()] };
     try {
       const m = await this.nc.request(internalSubjects.heartbeat(this.nodeId), enc.encode(JSON.stringify(hb)), { timeout: 2000 });
@@ -118,6 +145,7 @@ export class SimNode {
   }
 
   private async onAlloc(e: KvEntry): Promise<void> {
+    if (this.partitioned) return;
     const allocId = e.key.slice(this.nodeId.length + 1);
     const alloc = e.operation === 'PUT' && e.value.length ? (JSON.parse(dec.decode(e.value)) as Allocation) : null;
     if (!alloc || alloc.desired === 'stopped') {
