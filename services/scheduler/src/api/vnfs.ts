@@ -44,7 +44,7 @@ function checkNetworks(ctx: ApiContext, d: Vnfd): void {
   if (issues.length) throw new InvalidArgumentError(issues);
 }
 
-function newOpOcc(ctx: ApiContext, tenantId: string, vnfId: string, operation: Operation, extra: Partial<OpOcc>): OpOcc {
+export function newOpOcc(ctx: ApiContext, tenantId: string, vnfId: string, operation: Operation, extra: Partial<OpOcc>): OpOcc {
   const at = ctx.now().toISOString();
   return {
     id: ctx.newId('op'),
@@ -203,21 +203,38 @@ function mustBeInstantiated(v: Vnf): void {
   }
 }
 
+/**
+ * Starts an operation on an existing VNF: takes the VNF's operation slot (CAS), runs `prepare` (quota), records
+ * the op occurrence for the leader; on any failure the slot is given back and nothing else was written.
+ */
+export async function startOperation(
+  ctx: ApiContext,
+  op: OpOcc,
+  check: (v: Vnf) => void,
+  opts: { force?: boolean; prepare?: (v: Vnf) => Promise<void> } = {},
+): Promise<{ opOccId: string }> {
+  const vnf = await lockVnf(ctx, op.tenantId, op.vnfId, op.id, check, opts.force ? { force: true } : {});
+  try {
+    await opts.prepare?.(vnf);
+    await recordOpOcc(ctx, op);
+  } catch (err) {
+    await unlockVnf(ctx, op.tenantId, op.vnfId, op.id);
+    throw err;
+  }
+  return { opOccId: op.id };
+}
+
 export async function scale(ctx: ApiContext, tenantId: string, req: ScaleRequest): Promise<{ opOccId: string }> {
   const op = newOpOcc(ctx, tenantId, req.id, 'SCALE', {
     params: { replicas: req.replicas },
     ...(req.requestId ? { requestId: req.requestId } : {}),
   });
-  const vnf = await lockVnf(ctx, tenantId, req.id, op.id, mustBeInstantiated);
-  const delta = demandOf(vnf.descriptor, req.replicas - vnf.desiredReplicas, 0);
-  try {
-    if (delta.vcpus > 0 || delta.memoryMiB > 0 || delta.vfs > 0) await chargeQuota(ctx, tenantId, delta);
-    await recordOpOcc(ctx, op);
-  } catch (err) {
-    await unlockVnf(ctx, tenantId, req.id, op.id);
-    throw err;
-  }
-  return { opOccId: op.id };
+  return startOperation(ctx, op, mustBeInstantiated, {
+    prepare: async (vnf) => {
+      const delta = demandOf(vnf.descriptor, req.replicas - vnf.desiredReplicas, 0);
+      if (delta.vcpus > 0 || delta.memoryMiB > 0 || delta.vfs > 0) await chargeQuota(ctx, tenantId, delta);
+    },
+  });
 }
 
 export async function heal(ctx: ApiContext, tenantId: string, req: HealRequest): Promise<{ opOccId: string }> {
@@ -225,21 +242,12 @@ export async function heal(ctx: ApiContext, tenantId: string, req: HealRequest):
     params: req.replica === undefined ? {} : { replica: req.replica },
     ...(req.requestId ? { requestId: req.requestId } : {}),
   });
-  await lockVnf(ctx, tenantId, req.id, op.id, (v) => {
+  return startOperation(ctx, op, (v) => {
     mustBeInstantiated(v);
     if (req.replica !== undefined && req.replica >= v.replicas.length) {
-      throw new InvalidArgumentError([
-        { field: 'replica', message: `VNF "${v.id}" has replicas 0..${v.replicas.length - 1}` },
-      ]);
+      throw new InvalidArgumentError([{ field: 'replica', message: `VNF "${v.id}" has replicas 0..${v.replicas.length - 1}` }]);
     }
   });
-  try {
-    await recordOpOcc(ctx, op);
-  } catch (err) {
-    await unlockVnf(ctx, tenantId, req.id, op.id);
-    throw err;
-  }
-  return { opOccId: op.id };
 }
 
 export async function terminate(ctx: ApiContext, tenantId: string, req: TerminateRequest): Promise<{ opOccId: string }> {
@@ -249,30 +257,18 @@ export async function terminate(ctx: ApiContext, tenantId: string, req: Terminat
     ...(req.requestId ? { requestId: req.requestId } : {}),
   });
   let superseded: string | undefined;
-  await lockVnf(
-    ctx,
-    tenantId,
-    req.id,
-    op.id,
-    (v) => {
-      if (v.instantiationState !== 'INSTANTIATED' && !v.activeOpOccId) {
-        throw new ConflictError(`VNF "${v.id}" is NOT_INSTANTIATED`, { instantiationState: v.instantiationState });
-      }
-      superseded = v.activeOpOccId;
+  const check = (v: Vnf): void => {
+    if (v.instantiationState !== 'INSTANTIATED' && !v.activeOpOccId) {
+      throw new ConflictError(`VNF "${v.id}" is NOT_INSTANTIATED`, { instantiationState: v.instantiationState });
+    }
+    superseded = v.activeOpOccId;
+  };
+  // FORCEFUL takes over from an operation in progress (the leader fails that one as superseded)
+  return startOperation(ctx, op, check, {
+    force: mode === 'FORCEFUL',
+    prepare: async () => {
+      if (superseded) op.params = { ...op.params, supersedes: superseded };
     },
-    // FORCEFUL takes over from an operation in progress (the leader fails that one as superseded)
-    { force: mode === 'FORCEFUL' },
-  );
-  if (superseded) op.params = { ...op.params, supersedes: superseded };
-  try {
-    await recordOpOcc(ctx, op);
-  } catch (err) {
-    await unlockVnf(ctx, tenantId, req.id, op.id);
-    throw err;
-  }
-  return { opOccId: op.id };
+  });
 }
 
-export function isTerminal(op: OpOcc): boolean {
-  return TERMINAL_OP_STATES.includes(op.operationState);
-}
