@@ -7,16 +7,7 @@ import { ConflictError, NotFoundError, type AttachmentIp, type MacAddress, type 
 import { Fields, IFNAME_HINT, IFNAME_RE, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from './config.js';
 import { BatchError, isNoSuchDevice, type Netlink } from './netlink.js';
 import { isSupportedNetns, netnsTarget } from './netns.js';
-import {
-  CheckError,
-  compareResult,
-  derivedMac,
-  rollback,
-  sameConfigOrConflict,
-  type AttachmentPlugin,
-  type AttachmentRecord,
-  type PluginDeps,
-} from './plugin.js';
+import { RecordedPlugin, derivedMac, rollback, type AttachmentRecord, type PluginDeps } from './plugin.js';
 
 export const MACVTAP_MODES = ['bridge', 'vepa', 'private', 'passthru'] as const;
 export type MacvtapMode = (typeof MACVTAP_MODES)[number];
@@ -30,9 +21,8 @@ export interface MacvtapConfig {
 }
 export type MacvtapRecord = AttachmentRecord<MacvtapConfig, MacvtapAttachmentResult, { parentMtuBytes: number }>;
 
-export class MacvtapPlugin implements AttachmentPlugin<MacvtapConfig, MacvtapAttachmentResult> {
+export class MacvtapPlugin extends RecordedPlugin<MacvtapConfig, MacvtapAttachmentResult, MacvtapRecord, PluginDeps & { netlink: Netlink }> {
   readonly type = 'macvtap' as const;
-  constructor(private readonly deps: PluginDeps & { netlink: Netlink }) {}
 
   parseConfig(raw: unknown): MacvtapConfig {
     const issues = new Issues();
@@ -62,14 +52,8 @@ export class MacvtapPlugin implements AttachmentPlugin<MacvtapConfig, MacvtapAtt
     validateCtx(ctx, true);
     const netns = ctx.netns!;
     if (!isSupportedNetns(netns)) throw new ConflictError(`netns ${netns}: use a name, /var/run/netns/<name> or /proc/<pid>/ns/net`);
-    const { netlink, records, locks, logger } = this.deps;
-    return locks.with(this.lockKey(ctx), async () => {
-      const prev = records.get<MacvtapRecord>(this.type, ctx);
-      if (prev) {
-        sameConfigOrConflict(this.type, ctx, prev.config, cfg, prev.netns);
-        await this.checkRec(ctx, prev);
-        return prev.result;
-      }
+    const { netlink, records, logger } = this.deps;
+    return this.addOnce(this.lockKey(ctx), ctx, cfg, async () => {
       if (!(await netlink.netnsExists(netns))) throw new NotFoundError(`netns ${netns} does not exist`);
       const parent = await netlink.link(cfg.parent);
       if (!parent) throw new NotFoundError(`parent: host link ${cfg.parent} does not exist`);
@@ -118,10 +102,8 @@ export class MacvtapPlugin implements AttachmentPlugin<MacvtapConfig, MacvtapAtt
 
   async del(ctx: AttachCtx): Promise<void> {
     validateCtx(ctx, false);
-    const { netlink, records, locks } = this.deps;
-    await locks.with(this.lockKey(ctx), async () => {
-      const rec = records.get<MacvtapRecord>(this.type, ctx);
-      if (!rec) return;
+    const { netlink, records } = this.deps;
+    await this.delOnce(this.lockKey(ctx), ctx, async (rec) => {
       const netns = rec.netns!;
       if (await netlink.netnsExists(netns)) {
         const r = await netlink.tryBatch([`link del ${ctx.ifName}`], netns);
@@ -132,17 +114,8 @@ export class MacvtapPlugin implements AttachmentPlugin<MacvtapConfig, MacvtapAtt
     });
   }
 
-  async check(ctx: AttachCtx, prev?: MacvtapAttachmentResult): Promise<void> {
-    validateCtx(ctx, false);
-    const rec = this.deps.records.get<MacvtapRecord>(this.type, ctx);
-    if (!rec) throw new NotFoundError(`no macvtap attachment ${attachmentId(ctx)}`);
-    await this.checkRec(ctx, rec, prev);
-  }
-
-  private async checkRec(ctx: AttachCtx, rec: MacvtapRecord, prev?: MacvtapAttachmentResult): Promise<void> {
+  protected async probe(ctx: AttachCtx, rec: MacvtapRecord, problems: string[]): Promise<void> {
     const { netlink } = this.deps;
-    const problems: string[] = [];
-    compareResult(rec.result, prev, problems);
     const netns = rec.netns!;
     if (!(await netlink.netnsExists(netns))) problems.push(`netns ${netns} is gone`);
     else {
@@ -155,22 +128,5 @@ export class MacvtapPlugin implements AttachmentPlugin<MacvtapConfig, MacvtapAtt
         if (l.mode && l.mode !== rec.config.mode) problems.push(`${ctx.ifName} is in mode ${l.mode}, recorded ${rec.config.mode}`);
       }
     }
-    if (problems.length) throw new CheckError(problems);
-  }
-
-  existing(ctx: AttachCtx): MacvtapAttachmentResult | undefined {
-    const r = this.deps.records.get<MacvtapRecord>(this.type, ctx);
-    return r ? r.result : undefined;
-  }
-
-  async gc(valid: ReadonlySet<string>): Promise<string[]> {
-    const gone: string[] = [];
-    for (const a of this.deps.records.list(this.type)) {
-      const id = `${a.containerId}/${a.ifName}`;
-      if (valid.has(id)) continue;
-      await this.del(a);
-      gone.push(id);
-    }
-    return gone;
   }
 }

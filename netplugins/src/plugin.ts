@@ -5,9 +5,9 @@
  * repeat and treats "already gone" as success; check compares the record with the live state.
  */
 import { createHash } from 'node:crypto';
-import { ConflictError, InternalError, localMac, type AttachmentResult, type AttachmentType, type MacAddress } from '@edgenfv/contracts';
+import { ConflictError, InternalError, NotFoundError, localMac, type AttachmentResult, type AttachmentType, type MacAddress } from '@edgenfv/contracts';
 import type { Logger } from 'pino';
-import type { AttachCtx } from './config.js';
+import { attachmentId, validateCtx, type AttachCtx } from './config.js';
 import type { DeviceLocks } from './lock.js';
 import type { RecordStore } from './records.js';
 
@@ -94,6 +94,87 @@ export function compareResult(rec: unknown, prev: unknown, problems: string[]): 
   const p = prev as Record<string, unknown>;
   for (const k of ['mac', 'ifName', 'pciAddress', 'socketPath', 'tapName']) {
     if (p[k] !== undefined && p[k] !== r[k]) problems.push(`prevResult.${k} is ${String(p[k])}, the record says ${String(r[k])}`);
+  }
+}
+
+/**
+ * The record-and-lock flow every attachment type shares: ADD under a lock returns the recorded result of a completed
+ * ADD of the same config (after checking it) and refuses another config; DEL under a lock works from the record and
+ * treats "no record" as done; CHECK compares a completed record with the live state; GC DELs what is not valid.
+ * A type supplies its own create/remove steps and `probe` (its part of CHECK).
+ */
+export abstract class RecordedPlugin<C, R extends AttachmentResult, Rec extends AttachmentRecord<C, R>, D extends PluginDeps = PluginDeps>
+  implements AttachmentPlugin<C, R>
+{
+  abstract readonly type: AttachmentType;
+  constructor(protected readonly deps: D) {}
+
+  abstract parseConfig(raw: unknown): C;
+  abstract add(ctx: AttachCtx, cfg: C): Promise<R>;
+  abstract del(ctx: AttachCtx): Promise<void>;
+
+  /** Adds this type's differences between the record and the live state to `problems`. */
+  protected abstract probe(ctx: AttachCtx, rec: Rec, problems: string[]): Promise<void>;
+
+  /** Whether a record is one of a completed ADD (default: every record is). */
+  protected completed(_rec: Rec): boolean {
+    return true;
+  }
+
+  protected record(ctx: AttachCtx): Rec | undefined {
+    return this.deps.records.get<Rec>(this.type, ctx);
+  }
+
+  /** Under `lockKey`: the recorded result for the same config (checked), a conflict for another, else `create(prev)`. */
+  protected addOnce(lockKey: string, ctx: AttachCtx, cfg: C, create: (prev: Rec | undefined) => Promise<R>): Promise<R> {
+    return this.deps.locks.with(lockKey, async () => {
+      const prev = this.record(ctx);
+      if (prev && this.completed(prev)) {
+        sameConfigOrConflict(this.type, ctx, prev.config, cfg, prev.netns);
+        await this.verify(ctx, prev);
+        return prev.result;
+      }
+      return create(prev);
+    });
+  }
+
+  /** Under `lockKey`: `remove(rec)` when there is a record; no record is "already gone". */
+  protected delOnce(lockKey: string, ctx: AttachCtx, remove: (rec: Rec) => Promise<void>): Promise<void> {
+    return this.deps.locks.with(lockKey, async () => {
+      const rec = this.record(ctx);
+      if (!rec) return;
+      await remove(rec);
+    });
+  }
+
+  async check(ctx: AttachCtx, prev?: R): Promise<void> {
+    validateCtx(ctx, false);
+    const rec = this.record(ctx);
+    if (!rec || !this.completed(rec)) throw new NotFoundError(`no ${this.type} attachment ${attachmentId(ctx)}`);
+    await this.verify(ctx, rec, prev);
+  }
+
+  protected async verify(ctx: AttachCtx, rec: Rec, prev?: R): Promise<void> {
+    const problems: string[] = [];
+    compareResult(rec.result, prev, problems);
+    await this.probe(ctx, rec, problems);
+    if (problems.length) throw new CheckError(problems);
+  }
+
+  existing(ctx: AttachCtx): R | undefined {
+    const r = this.record(ctx);
+    return r && this.completed(r) ? r.result : undefined;
+  }
+
+  async gc(valid: ReadonlySet<string>): Promise<string[]> {
+    const gone: string[] = [];
+    for (const a of this.deps.records.list(this.type)) {
+      const id = `${a.containerId}/${a.ifName}`;
+      if (valid.has(id)) continue;
+      await this.del(a);
+      gone.push(id);
+    }
+    return gone;
   }
 }
 

@@ -8,17 +8,7 @@ import { ConflictError, NotFoundError, type AttachmentIp, type MacAddress, type 
 import { Fields, IFNAME_HINT, IFNAME_RE, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from './config.js';
 import { BatchError, isNoSuchDevice, type Netlink } from './netlink.js';
 import { isSupportedNetns, netnsTarget } from './netns.js';
-import {
-  CheckError,
-  compareResult,
-  derivedMac,
-  rollback,
-  sameConfigOrConflict,
-  shortHash,
-  type AttachmentPlugin,
-  type AttachmentRecord,
-  type PluginDeps,
-} from './plugin.js';
+import { RecordedPlugin, derivedMac, rollback, shortHash, type AttachmentRecord, type PluginDeps } from './plugin.js';
 
 export interface TapConfig {
   /** The network's bridge in the host netns (created when missing, never deleted: other attachments share it). */
@@ -48,12 +38,9 @@ export function tapNames(ctx: AttachCtx): { hostVeth: string; peer: string; nsBr
   return { hostVeth: `vt${h}`, peer: `vp${h.slice(0, 8)}`, nsBridge: `br${h.slice(0, 8)}`, tmpTap: `tt${h.slice(0, 8)}`, group };
 }
 
-export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResult> {
+export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, TapRecord, PluginDeps & { netlink: Netlink }> {
   readonly type = 'tap' as const;
   private readonly knownBridges = new Set<string>();
-  constructor(
-    private readonly deps: PluginDeps & { netlink: Netlink },
-  ) {}
 
   parseConfig(raw: unknown): TapConfig {
     const issues = new Issues();
@@ -88,14 +75,8 @@ export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResul
     validateCtx(ctx, true);
     const netns = ctx.netns!;
     if (!isSupportedNetns(netns)) throw new ConflictError(`netns ${netns}: use a name, /var/run/netns/<name> or /proc/<pid>/ns/net`);
-    const { netlink, records, locks, logger } = this.deps;
-    return locks.with(this.lockKey(ctx), async () => {
-      const prev = records.get<TapRecord>(this.type, ctx);
-      if (prev) {
-        sameConfigOrConflict(this.type, ctx, prev.config, cfg, prev.netns);
-        await this.checkLocked(ctx, prev);
-        return prev.result;
-      }
+    const { netlink, records, logger } = this.deps;
+    return this.addOnce(this.lockKey(ctx), ctx, cfg, async () => {
       if (!(await netlink.netnsExists(netns))) throw new NotFoundError(`netns ${netns} does not exist`);
       const names = tapNames(ctx);
       const undo: Array<{ what: string; undo: () => Promise<void> }> = [];
@@ -202,10 +183,8 @@ export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResul
 
   async del(ctx: AttachCtx): Promise<void> {
     validateCtx(ctx, false);
-    const { netlink, records, locks } = this.deps;
-    await locks.with(this.lockKey(ctx), async () => {
-      const rec = records.get<TapRecord>(this.type, ctx);
-      if (!rec) return; // never added, or already deleted
+    const { netlink, records } = this.deps;
+    await this.delOnce(this.lockKey(ctx), ctx, async (rec) => {
       const netns = rec.netns!;
       const names = tapNames(ctx);
       if (await netlink.netnsExists(netns)) {
@@ -226,17 +205,8 @@ export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResul
     });
   }
 
-  async check(ctx: AttachCtx, prev?: TapAttachmentResult): Promise<void> {
-    validateCtx(ctx, false);
-    const rec = this.deps.records.get<TapRecord>(this.type, ctx);
-    if (!rec) throw new NotFoundError(`no tap attachment ${attachmentId(ctx)}`);
-    await this.checkLocked(ctx, rec, prev);
-  }
-
-  private async checkLocked(ctx: AttachCtx, rec: TapRecord, prev?: TapAttachmentResult): Promise<void> {
+  protected async probe(ctx: AttachCtx, rec: TapRecord, problems: string[]): Promise<void> {
     const { netlink } = this.deps;
-    const problems: string[] = [];
-    compareResult(rec.result, prev, problems);
     const netns = rec.netns!;
     const names = tapNames(ctx);
     if (!(await netlink.netnsExists(netns))) problems.push(`netns ${netns} is gone`);
@@ -260,22 +230,5 @@ export class TapPlugin implements AttachmentPlugin<TapConfig, TapAttachmentResul
     const hv = await netlink.link(names.hostVeth);
     if (!hv) problems.push(`host veth ${names.hostVeth} is missing`);
     else if (hv.master !== rec.config.bridge) problems.push(`${names.hostVeth} is not on bridge ${rec.config.bridge}`);
-    if (problems.length) throw new CheckError(problems);
-  }
-
-  existing(ctx: AttachCtx): TapAttachmentResult | undefined {
-    const r = this.deps.records.get<TapRecord>(this.type, ctx);
-    return r ? r.result : undefined;
-  }
-
-  async gc(valid: ReadonlySet<string>): Promise<string[]> {
-    const gone: string[] = [];
-    for (const a of this.deps.records.list(this.type)) {
-      const id = `${a.containerId}/${a.ifName}`;
-      if (valid.has(id)) continue;
-      await this.del(a);
-      gone.push(id);
-    }
-    return gone;
   }
 }

@@ -8,16 +8,7 @@ import { join } from 'node:path';
 import { AppError, ConflictError, NotFoundError, type AttachmentIp, type MacAddress, type PciAddress, type SriovAttachmentResult } from '@edgenfv/contracts';
 import { Fields, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from '../config.js';
 import type { Netlink, VfSettings, VfState } from '../netlink.js';
-import {
-  CheckError,
-  compareResult,
-  derivedMac,
-  rollback,
-  sameConfigOrConflict,
-  type AttachmentPlugin,
-  type AttachmentRecord,
-  type PluginDeps,
-} from '../plugin.js';
+import { RecordedPlugin, derivedMac, rollback, type AttachmentRecord, type PluginDeps } from '../plugin.js';
 import { VFIO_PCI, type PciBind } from './pci-bind.js';
 import { VfClaims, allocateVf, vfAt, type PfRef, type VfInfo } from './pools.js';
 import { pciDev, type Sysfs } from './sysfs.js';
@@ -60,11 +51,17 @@ export interface SriovDeps extends PluginDeps {
   claimsDir: string;
 }
 
-export class SriovPlugin implements AttachmentPlugin<SriovConfig, SriovAttachmentResult> {
+export class SriovPlugin extends RecordedPlugin<SriovConfig, SriovAttachmentResult, SriovRecord, SriovDeps> {
   readonly type = 'sriov' as const;
   private readonly claims: VfClaims;
-  constructor(private readonly deps: SriovDeps) {
+  constructor(deps: SriovDeps) {
+    super(deps);
     this.claims = new VfClaims(deps.claimsDir);
+  }
+
+  /** A record in phase `adding` is a crashed ADD: the next ADD or DEL restores from it. */
+  protected override completed(rec: SriovRecord): boolean {
+    return rec.phase === 'ready';
   }
 
   parseConfig(raw: unknown): SriovConfig {
@@ -131,13 +128,7 @@ export class SriovPlugin implements AttachmentPlugin<SriovConfig, SriovAttachmen
     validateCtx(ctx, false);
     const { records, locks, logger, netlink, pciBind } = this.deps;
     const id = attachmentId(ctx);
-    return locks.with(`sriov-att-${ctx.containerId}-${ctx.ifName}`, async () => {
-      const prev = records.get<SriovRecord>(this.type, ctx);
-      if (prev && prev.phase === 'ready') {
-        sameConfigOrConflict(this.type, ctx, prev.config, cfg, prev.netns);
-        await this.checkRec(ctx, prev);
-        return prev.result;
-      }
+    return this.addOnce(`sriov-att-${ctx.containerId}-${ctx.ifName}`, ctx, cfg, async (prev) => {
       if (prev) await this.undoRecord(ctx, prev); // a crashed ADD: put the host back first
       const vf = await this.pickVf(ctx, cfg);
       const undo: Array<{ what: string; undo: () => Promise<void> }> = [
@@ -229,24 +220,11 @@ export class SriovPlugin implements AttachmentPlugin<SriovConfig, SriovAttachmen
 
   async del(ctx: AttachCtx): Promise<void> {
     validateCtx(ctx, false);
-    await this.deps.locks.with(`sriov-att-${ctx.containerId}-${ctx.ifName}`, async () => {
-      const rec = this.deps.records.get<SriovRecord>(this.type, ctx);
-      if (!rec) return;
-      await this.undoRecord(ctx, rec);
-    });
+    await this.delOnce(`sriov-att-${ctx.containerId}-${ctx.ifName}`, ctx, (rec) => this.undoRecord(ctx, rec));
   }
 
-  async check(ctx: AttachCtx, prev?: SriovAttachmentResult): Promise<void> {
-    validateCtx(ctx, false);
-    const rec = this.deps.records.get<SriovRecord>(this.type, ctx);
-    if (!rec || rec.phase !== 'ready') throw new NotFoundError(`no sriov attachment ${attachmentId(ctx)}`);
-    await this.checkRec(ctx, rec, prev);
-  }
-
-  private async checkRec(ctx: AttachCtx, rec: SriovRecord, prev?: SriovAttachmentResult): Promise<void> {
+  protected async probe(ctx: AttachCtx, rec: SriovRecord, problems: string[]): Promise<void> {
     const { netlink, pciBind, sysfs } = this.deps;
-    const problems: string[] = [];
-    compareResult(rec.result, prev, problems);
     const o = rec.original;
     const r = rec.result;
     if (!(await sysfs.exists(pciDev(o.vf)))) problems.push(`VF ${o.vf} is gone`);
@@ -263,23 +241,6 @@ export class SriovPlugin implements AttachmentPlugin<SriovConfig, SriovAttachmen
       }
     }
     if (this.claims.owner(o.vf) !== attachmentId(ctx)) problems.push(`VF ${o.vf} is not claimed by ${attachmentId(ctx)}`);
-    if (problems.length) throw new CheckError(problems);
-  }
-
-  existing(ctx: AttachCtx): SriovAttachmentResult | undefined {
-    const r = this.deps.records.get<SriovRecord>(this.type, ctx);
-    return r && r.phase === 'ready' ? r.result : undefined;
-  }
-
-  async gc(valid: ReadonlySet<string>): Promise<string[]> {
-    const gone: string[] = [];
-    for (const a of this.deps.records.list(this.type)) {
-      const id = `${a.containerId}/${a.ifName}`;
-      if (valid.has(id)) continue;
-      await this.del(a);
-      gone.push(id);
-    }
-    return gone;
   }
 }
 

@@ -5,9 +5,9 @@
  */
 import { chownSync, mkdirSync, readdirSync, rmdirSync, statSync, unlinkSync, lstatSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
-import { NotFoundError, isDnsLabel, type AttachmentIp, type MacAddress, type VhostUserAttachmentResult } from '@edgenfv/contracts';
+import { isDnsLabel, type AttachmentIp, type MacAddress, type VhostUserAttachmentResult } from '@edgenfv/contracts';
 import { Fields, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from '../config.js';
-import { CheckError, compareResult, derivedMac, rollback, sameConfigOrConflict, shortHash, type AttachmentPlugin, type AttachmentRecord, type PluginDeps } from '../plugin.js';
+import { RecordedPlugin, derivedMac, rollback, shortHash, type AttachmentRecord, type PluginDeps } from '../plugin.js';
 import { OvsDpdkBackend, TestpmdBackend, VppBackend, type VhostBackend } from './backends.js';
 
 export const DATAPLANES = ['testpmd', 'vpp', 'ovs-dpdk'] as const;
@@ -35,9 +35,13 @@ export type VhostUserRecord = AttachmentRecord<VhostUserConfig, VhostUserAttachm
 
 const SUN_PATH_MAX = 107;
 
-export class VhostUserPlugin implements AttachmentPlugin<VhostUserConfig, VhostUserAttachmentResult> {
+export class VhostUserPlugin extends RecordedPlugin<
+  VhostUserConfig,
+  VhostUserAttachmentResult,
+  VhostUserRecord,
+  PluginDeps & { backend?: (cfg: VhostUserConfig) => VhostBackend }
+> {
   readonly type = 'vhostuser' as const;
-  constructor(private readonly deps: PluginDeps & { backend?: (cfg: VhostUserConfig) => VhostBackend }) {}
 
   parseConfig(raw: unknown): VhostUserConfig {
     const issues = new Issues();
@@ -104,15 +108,9 @@ export class VhostUserPlugin implements AttachmentPlugin<VhostUserConfig, VhostU
 
   async add(ctx: AttachCtx, cfg: VhostUserConfig): Promise<VhostUserAttachmentResult> {
     validateCtx(ctx, false);
-    const { records, locks, logger } = this.deps;
+    const { records, logger } = this.deps;
     const socketPath = VhostUserPlugin.socketPath(cfg, ctx);
-    return locks.with(`vhu-${socketPath}`, async () => {
-      const prev = records.get<VhostUserRecord>(this.type, ctx);
-      if (prev) {
-        sameConfigOrConflict(this.type, ctx, prev.config, cfg, prev.netns);
-        await this.checkRec(ctx, prev);
-        return prev.result;
-      }
+    return this.addOnce(`vhu-${socketPath}`, ctx, cfg, async () => {
       const folder = join(cfg.socketDir, cfg.tenant);
       const folderExisted = exists(folder);
       const backend = this.backend(cfg);
@@ -153,11 +151,9 @@ export class VhostUserPlugin implements AttachmentPlugin<VhostUserConfig, VhostU
 
   async del(ctx: AttachCtx): Promise<void> {
     validateCtx(ctx, false);
-    const rec = this.deps.records.get<VhostUserRecord>(this.type, ctx);
+    const rec = this.record(ctx);
     if (!rec) return;
-    await this.deps.locks.with(`vhu-${rec.result.socketPath}`, async () => {
-      const again = this.deps.records.get<VhostUserRecord>(this.type, ctx);
-      if (!again) return;
+    await this.delOnce(`vhu-${rec.result.socketPath}`, ctx, async (again) => {
       await this.backend(again.config).deletePort(again.result.portName);
       rmSocket(again.result.socketPath);
       removeIfEmpty(join(again.config.socketDir, again.config.tenant));
@@ -165,16 +161,7 @@ export class VhostUserPlugin implements AttachmentPlugin<VhostUserConfig, VhostU
     });
   }
 
-  async check(ctx: AttachCtx, prev?: VhostUserAttachmentResult): Promise<void> {
-    validateCtx(ctx, false);
-    const rec = this.deps.records.get<VhostUserRecord>(this.type, ctx);
-    if (!rec) throw new NotFoundError(`no vhostuser attachment ${attachmentId(ctx)}`);
-    await this.checkRec(ctx, rec, prev);
-  }
-
-  private async checkRec(_ctx: AttachCtx, rec: VhostUserRecord, prev?: VhostUserAttachmentResult): Promise<void> {
-    const problems: string[] = [];
-    compareResult(rec.result, prev, problems);
+  protected async probe(_ctx: AttachCtx, rec: VhostUserRecord, problems: string[]): Promise<void> {
     const folder = join(rec.config.socketDir, rec.config.tenant);
     try {
       const st = statSync(folder);
@@ -185,23 +172,6 @@ export class VhostUserPlugin implements AttachmentPlugin<VhostUserConfig, VhostU
     }
     if (!(await this.backend(rec.config).hasPort(rec.result.portName))) problems.push(`${rec.config.dataplane} has no port ${rec.result.portName}`);
     if (rec.config.mode === 'client' && !exists(rec.result.socketPath)) problems.push(`socket ${rec.result.socketPath} is missing`);
-    if (problems.length) throw new CheckError(problems);
-  }
-
-  existing(ctx: AttachCtx): VhostUserAttachmentResult | undefined {
-    const r = this.deps.records.get<VhostUserRecord>(this.type, ctx);
-    return r ? r.result : undefined;
-  }
-
-  async gc(valid: ReadonlySet<string>): Promise<string[]> {
-    const gone: string[] = [];
-    for (const a of this.deps.records.list(this.type)) {
-      const id = `${a.containerId}/${a.ifName}`;
-      if (valid.has(id)) continue;
-      await this.del(a);
-      gone.push(id);
-    }
-    return gone;
   }
 }
 
