@@ -7,7 +7,7 @@ import { ConflictError, NotFoundError, type AttachmentIp, type MacAddress, type 
 import { Fields, IFNAME_HINT, IFNAME_RE, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from './config.js';
 import { BatchError, isNoSuchDevice, type Netlink } from './netlink.js';
 import { isSupportedNetns, netnsTarget } from './netns.js';
-import { RecordedPlugin, derivedMac, rollback, type AttachmentRecord, type PluginDeps } from './plugin.js';
+import { RecordedPlugin, derivedMac, newRecord, withRollback, type AttachmentRecord, type PluginDeps } from './plugin.js';
 
 export const MACVTAP_MODES = ['bridge', 'vepa', 'private', 'passthru'] as const;
 export type MacvtapMode = (typeof MACVTAP_MODES)[number];
@@ -59,8 +59,7 @@ export class MacvtapPlugin extends RecordedPlugin<MacvtapConfig, MacvtapAttachme
       if (!parent) throw new NotFoundError(`parent: host link ${cfg.parent} does not exist`);
       const mac = cfg.mac ?? derivedMac(ctx);
       const mtu = cfg.mtuBytes !== undefined ? ` mtu ${cfg.mtuBytes}` : '';
-      const undo: Array<{ what: string; undo: () => Promise<void> }> = [];
-      try {
+      return withRollback(logger, async (undo) => {
         // created straight into the netns under its final name: fails (EEXIST) instead of adopting a link there
         try {
           await netlink.batch([
@@ -87,16 +86,9 @@ export class MacvtapPlugin extends RecordedPlugin<MacvtapConfig, MacvtapAttachme
           tapDevice: `/dev/tap${live.ifindex}`,
         };
         if (cfg.mtuBytes !== undefined) result.mtuBytes = cfg.mtuBytes;
-        const rec: MacvtapRecord = {
-          version: 1, containerId: ctx.containerId, ifName: ctx.ifName, netns, config: cfg,
-          original: { parentMtuBytes: parent.mtuBytes }, result, createdAt: new Date().toISOString(),
-        };
-        records.put(this.type, ctx, rec);
+        records.put<MacvtapRecord>(this.type, ctx, newRecord(ctx, cfg, { parentMtuBytes: parent.mtuBytes }, result));
         return result;
-      } catch (err) {
-        await rollback(undo, logger);
-        throw err;
-      }
+      });
     });
   }
 

@@ -77,8 +77,33 @@ export function sameConfigOrConflict<C>(type: string, ctx: AttachCtx, recorded: 
   }
 }
 
+/** One step of an ADD that rollback can undo. */
+export interface UndoStep {
+  what: string;
+  undo: () => Promise<void>;
+}
+
+/** Runs `steps`; when it throws, undoes what it pushed onto `undo` (after `first`) in reverse order, then rethrows. */
+export async function withRollback<T>(logger: Logger | undefined, steps: (undo: UndoStep[]) => Promise<T>, first: UndoStep[] = []): Promise<T> {
+  const undo = [...first];
+  try {
+    return await steps(undo);
+  } catch (err) {
+    await rollback(undo, logger);
+    throw err;
+  }
+}
+
+/** A new record of an attachment of `ctx` (netns only when the call had one). */
+export function newRecord<C, R, O>(ctx: AttachCtx, config: C, original: O, result: R): AttachmentRecord<C, R, O> {
+  return {
+    version: 1, containerId: ctx.containerId, ifName: ctx.ifName, ...(ctx.netns ? { netns: ctx.netns } : {}),
+    config, original, result, createdAt: new Date().toISOString(),
+  };
+}
+
 /** Runs undo steps in reverse order, logging (never throwing) their own failures. */
-export async function rollback(steps: Array<{ what: string; undo: () => Promise<void> }>, logger?: Logger): Promise<void> {
+export async function rollback(steps: UndoStep[], logger?: Logger): Promise<void> {
   for (const s of [...steps].reverse()) {
     try {
       await s.undo();

@@ -8,7 +8,7 @@ import { ConflictError, NotFoundError, type AttachmentIp, type MacAddress, type 
 import { Fields, IFNAME_HINT, IFNAME_RE, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from './config.js';
 import { BatchError, isNoSuchDevice, type Netlink } from './netlink.js';
 import { isSupportedNetns, netnsTarget } from './netns.js';
-import { RecordedPlugin, derivedMac, rollback, shortHash, type AttachmentRecord, type PluginDeps } from './plugin.js';
+import { RecordedPlugin, derivedMac, newRecord, withRollback, shortHash, type AttachmentRecord, type PluginDeps } from './plugin.js';
 
 export interface TapConfig {
   /** The network's bridge in the host netns (created when missing, never deleted: other attachments share it). */
@@ -79,10 +79,9 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
     return this.addOnce(this.lockKey(ctx), ctx, cfg, async () => {
       if (!(await netlink.netnsExists(netns))) throw new NotFoundError(`netns ${netns} does not exist`);
       const names = tapNames(ctx);
-      const undo: Array<{ what: string; undo: () => Promise<void> }> = [];
       const mtu = cfg.mtuBytes !== undefined ? ` mtu ${cfg.mtuBytes}` : '';
       let original: TapOriginal = { bridgeExisted: true };
-      try {
+      return withRollback(logger, async (undo) => {
         // host side, one command: the veth on the bridge, its peer created straight in the sandbox's netns
         // (fails when a link of either name exists: never adopt a link that is not ours)
         const vethLine = `link add ${names.hostVeth}${mtu} master ${cfg.bridge} up type veth peer name ${names.peer} netns ${netnsTarget(netns)}${mtu} group ${names.group}`;
@@ -156,13 +155,9 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
           hostVeth: names.hostVeth,
         };
         if (cfg.mtuBytes !== undefined) result.mtuBytes = cfg.mtuBytes;
-        const rec: TapRecord = { version: 1, containerId: ctx.containerId, ifName: ctx.ifName, netns, config: cfg, original, result, createdAt: new Date().toISOString() };
-        records.put(this.type, ctx, rec);
+        records.put<TapRecord>(this.type, ctx, newRecord(ctx, cfg, original, result));
         return result;
-      } catch (err) {
-        await rollback(undo, logger);
-        throw err;
-      }
+      });
     });
   }
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { AppError, ConflictError, NotFoundError, type AttachmentIp, type MacAddress, type PciAddress, type SriovAttachmentResult } from '@edgenfv/contracts';
 import { Fields, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from '../config.js';
 import type { Netlink, VfSettings, VfState } from '../netlink.js';
-import { RecordedPlugin, derivedMac, rollback, type AttachmentRecord, type PluginDeps } from '../plugin.js';
+import { RecordedPlugin, derivedMac, newRecord, withRollback, type AttachmentRecord, type PluginDeps, type UndoStep } from '../plugin.js';
 import { VFIO_PCI, type PciBind } from './pci-bind.js';
 import { VfClaims, allocateVf, vfAt, type PfRef, type VfInfo } from './pools.js';
 import { pciDev, type Sysfs } from './sysfs.js';
@@ -131,11 +131,9 @@ export class SriovPlugin extends RecordedPlugin<SriovConfig, SriovAttachmentResu
     return this.addOnce(`sriov-att-${ctx.containerId}-${ctx.ifName}`, ctx, cfg, async (prev) => {
       if (prev) await this.undoRecord(ctx, prev); // a crashed ADD: put the host back first
       const vf = await this.pickVf(ctx, cfg);
-      const undo: Array<{ what: string; undo: () => Promise<void> }> = [
-        { what: 'release claim', undo: async () => this.claims.release(vf.pciAddress, id) },
-      ];
-      try {
-        return await locks.with(`vf-${vf.pciAddress}`, async () => {
+      const releaseClaim: UndoStep = { what: 'release claim', undo: async () => this.claims.release(vf.pciAddress, id) };
+      return withRollback(logger, (undo) =>
+        locks.with(`vf-${vf.pciAddress}`, async () => {
           if (!vf.pfIfName) throw new AppError('UNAVAILABLE', `PF ${vf.pf} has no network device: load its driver`);
           const table = await netlink.vfs(vf.pfIfName);
           const settings = table.find((s) => s.vf === vf.index);
@@ -157,11 +155,7 @@ export class SriovPlugin extends RecordedPlugin<SriovConfig, SriovAttachmentResu
           if (cfg.mtuBytes !== undefined) result.mtuBytes = cfg.mtuBytes;
           if (vf.iommuGroup !== undefined) result.iommuGroup = vf.iommuGroup;
           // the original state goes to disk before anything changes
-          const rec: SriovRecord = {
-            version: 1, phase: 'adding', containerId: ctx.containerId, ifName: ctx.ifName, config: cfg, original, result,
-            createdAt: new Date().toISOString(),
-            ...(ctx.netns ? { netns: ctx.netns } : {}),
-          };
+          const rec: SriovRecord = { ...newRecord(ctx, cfg, original, result), phase: 'adding' };
           records.put(this.type, ctx, rec);
           undo.push({ what: 'delete record', undo: async () => records.delete(this.type, ctx) });
 
@@ -184,11 +178,7 @@ export class SriovPlugin extends RecordedPlugin<SriovConfig, SriovAttachmentResu
           const done: SriovRecord = { ...rec, phase: 'ready', result };
           records.put(this.type, ctx, done);
           return result;
-        });
-      } catch (err) {
-        await rollback(undo, logger);
-        throw err;
-      }
+        }), [releaseClaim]);
     });
   }
 

@@ -7,7 +7,7 @@ import { chownSync, mkdirSync, readdirSync, rmdirSync, statSync, unlinkSync, lst
 import { join } from 'node:path';
 import { isDnsLabel, type AttachmentIp, type MacAddress, type VhostUserAttachmentResult } from '@edgenfv/contracts';
 import { Fields, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from '../config.js';
-import { RecordedPlugin, derivedMac, rollback, shortHash, type AttachmentRecord, type PluginDeps } from '../plugin.js';
+import { RecordedPlugin, derivedMac, newRecord, withRollback, shortHash, type AttachmentRecord, type PluginDeps } from '../plugin.js';
 import { OvsDpdkBackend, TestpmdBackend, VppBackend, type VhostBackend } from './backends.js';
 
 export const DATAPLANES = ['testpmd', 'vpp', 'ovs-dpdk'] as const;
@@ -114,8 +114,7 @@ export class VhostUserPlugin extends RecordedPlugin<
       const folder = join(cfg.socketDir, cfg.tenant);
       const folderExisted = exists(folder);
       const backend = this.backend(cfg);
-      const undo: Array<{ what: string; undo: () => Promise<void> }> = [];
-      try {
+      return withRollback(logger, async (undo) => {
         mkdirSync(cfg.socketDir, { recursive: true, mode: 0o755 });
         if (!folderExisted) {
           mkdirSync(folder, { mode: 0o700 });
@@ -136,16 +135,9 @@ export class VhostUserPlugin extends RecordedPlugin<
           socketPath, vmMode: cfg.mode, queues: cfg.queues, dataplane: cfg.dataplane, portName: dpName,
         };
         if (cfg.mtuBytes !== undefined) result.mtuBytes = cfg.mtuBytes;
-        const rec: VhostUserRecord = {
-          version: 1, containerId: ctx.containerId, ifName: ctx.ifName, config: cfg, original: { folderExisted }, result,
-          createdAt: new Date().toISOString(), ...(ctx.netns ? { netns: ctx.netns } : {}),
-        };
-        records.put(this.type, ctx, rec);
+        records.put<VhostUserRecord>(this.type, ctx, newRecord(ctx, cfg, { folderExisted }, result));
         return result;
-      } catch (err) {
-        await rollback(undo, logger);
-        throw err;
-      }
+      });
     });
   }
 
