@@ -4,6 +4,7 @@
  * busybox's `ip` has no -json: the guest image ships iproute2's.
  */
 import { CommandError, runCommand, type Runner } from '../exec.js';
+import type { NicCounters } from '@edgenfv/contracts/internal/agent';
 
 export interface IpLink {
   ifindex: number;
@@ -30,17 +31,8 @@ export interface IpRoute {
   family: 4 | 6;
   type: string;
 }
-export interface IpStats {
-  name: string;
-  rxBytes: number;
-  txBytes: number;
-  rxPackets: number;
-  txPackets: number;
-  rxDropped: number;
-  txDropped: number;
-  rxErrors: number;
-  txErrors: number;
-}
+/** Per-link counters as `ip -s` reports them: the protocol's NicCounters. */
+export type IpStats = NicCounters;
 
 export interface IpPort {
   links(): Promise<IpLink[]>;
