@@ -5,8 +5,8 @@
  */
 import { ConflictError, NotFoundError, type AttachmentIp, type MacAddress, type MacvtapAttachmentResult } from '@edgenfv/contracts';
 import { Fields, IFNAME_HINT, IFNAME_RE, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from './config.js';
-import { BatchError, isNoSuchDevice, type Netlink } from './netlink.js';
-import { isSupportedNetns, netnsTarget } from './netns.js';
+import { BatchError, delLinks, type Netlink } from './netlink.js';
+import { addNetns, netnsMustExist, netnsTarget } from './netns.js';
 import { RecordedPlugin, derivedMac, newRecord, withRollback, type AttachmentRecord, type PluginDeps } from './plugin.js';
 
 export const MACVTAP_MODES = ['bridge', 'vepa', 'private', 'passthru'] as const;
@@ -49,12 +49,10 @@ export class MacvtapPlugin extends RecordedPlugin<MacvtapConfig, MacvtapAttachme
   }
 
   async add(ctx: AttachCtx, cfg: MacvtapConfig): Promise<MacvtapAttachmentResult> {
-    validateCtx(ctx, true);
-    const netns = ctx.netns!;
-    if (!isSupportedNetns(netns)) throw new ConflictError(`netns ${netns}: use a name, /var/run/netns/<name> or /proc/<pid>/ns/net`);
+    const netns = addNetns(ctx);
     const { netlink, records, logger } = this.deps;
     return this.addOnce(this.lockKey(ctx), ctx, cfg, async () => {
-      if (!(await netlink.netnsExists(netns))) throw new NotFoundError(`netns ${netns} does not exist`);
+      await netnsMustExist(netlink, netns);
       const parent = await netlink.link(cfg.parent);
       if (!parent) throw new NotFoundError(`parent: host link ${cfg.parent} does not exist`);
       const mac = cfg.mac ?? derivedMac(ctx);
@@ -98,9 +96,7 @@ export class MacvtapPlugin extends RecordedPlugin<MacvtapConfig, MacvtapAttachme
     await this.delOnce(this.lockKey(ctx), ctx, async (rec) => {
       const netns = rec.netns!;
       if (await netlink.netnsExists(netns)) {
-        const r = await netlink.tryBatch([`link del ${ctx.ifName}`], netns);
-        const real = r.failures.filter((f) => !isNoSuchDevice(f.message));
-        if (real.length) throw new BatchError(real, netns);
+        await delLinks(netlink, [`link del ${ctx.ifName}`], netns);
       }
       records.delete(this.type, ctx);
     });

@@ -99,6 +99,13 @@ export function isNoSuchDevice(message: string): boolean {
   return /does not exist|Cannot find device|No such device/i.test(message);
 }
 
+/** Runs every `link del` line; a link that is already gone is success, any other failure throws a BatchError. */
+export async function delLinks(netlink: Netlink, lines: readonly string[], netns?: string): Promise<void> {
+  const r = await netlink.tryBatch(lines, netns);
+  const real = r.failures.filter((f) => !isNoSuchDevice(f.message));
+  if (real.length) throw new BatchError(real, netns);
+}
+
 export function vfSetLine(pf: string, vf: number, s: VfSettings): string {
   const parts = [`link set dev ${pf} vf ${vf}`];
   if (s.mac !== undefined) parts.push(`mac ${s.mac}`);

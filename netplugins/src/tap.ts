@@ -4,10 +4,10 @@
  *   host: <bridge> -- <hostVeth>  ==veth==  netns: <peer> -- <nsBridge> -- <tap = ifName>  (QEMU opens the tap)
  * Everything is created with two `ip -batch` processes (host, netns); DEL removes the netns side and the veth.
  */
-import { ConflictError, NotFoundError, type AttachmentIp, type MacAddress, type TapAttachmentResult } from '@edgenfv/contracts';
+import { ConflictError, type AttachmentIp, type MacAddress, type TapAttachmentResult } from '@edgenfv/contracts';
 import { Fields, IFNAME_HINT, IFNAME_RE, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from './config.js';
-import { BatchError, isNoSuchDevice, type Netlink } from './netlink.js';
-import { isSupportedNetns, netnsTarget } from './netns.js';
+import { BatchError, delLinks, type Netlink } from './netlink.js';
+import { addNetns, netnsMustExist, netnsTarget } from './netns.js';
 import { RecordedPlugin, derivedMac, newRecord, withRollback, shortHash, type AttachmentRecord, type PluginDeps } from './plugin.js';
 
 export interface TapConfig {
@@ -72,12 +72,10 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
   }
 
   async add(ctx: AttachCtx, cfg: TapConfig): Promise<TapAttachmentResult> {
-    validateCtx(ctx, true);
-    const netns = ctx.netns!;
-    if (!isSupportedNetns(netns)) throw new ConflictError(`netns ${netns}: use a name, /var/run/netns/<name> or /proc/<pid>/ns/net`);
+    const netns = addNetns(ctx);
     const { netlink, records, logger } = this.deps;
     return this.addOnce(this.lockKey(ctx), ctx, cfg, async () => {
-      if (!(await netlink.netnsExists(netns))) throw new NotFoundError(`netns ${netns} does not exist`);
+      await netnsMustExist(netlink, netns);
       const names = tapNames(ctx);
       const mtu = cfg.mtuBytes !== undefined ? ` mtu ${cfg.mtuBytes}` : '';
       let original: TapOriginal = { bridgeExisted: true };
@@ -189,13 +187,9 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
           ...(rec.config.wiring === 'tc' ? [] : [`link del ${names.nsBridge}`]),
           `link del ${names.peer}`,
         ];
-        const r = await netlink.tryBatch(lines, netns);
-        const real = r.failures.filter((f) => !isNoSuchDevice(f.message));
-        if (real.length) throw new BatchError(real, netns);
+        await delLinks(netlink, lines, netns);
       }
-      const r = await netlink.tryBatch([`link del ${names.hostVeth}`]); // gone with its peer already, as a rule
-      const real = r.failures.filter((f) => !isNoSuchDevice(f.message));
-      if (real.length) throw new BatchError(real);
+      await delLinks(netlink, [`link del ${names.hostVeth}`]); // gone with its peer already, as a rule
       records.delete(this.type, ctx);
     });
   }
