@@ -5,6 +5,11 @@
  * stream and every queued write of the old epoch, so nothing meant for an old host connection leaks into the new
  * one. virtio-serial quirks handled here: read() returns 0 while no host is connected (poll again), a write blocks
  * while no host is connected (one write in flight at a time, behind a queue that drops stale epochs).
+ *
+ * A port write of an old session is never waited for by a new one: a write in flight when the session resets (host
+ * gone, or a new HELLO) may complete late or never (the socket stand-in's write to a host connection that died
+ * mid-write never settled), so a reset abandons it and the new session's frames get a writer of their own. Were the
+ * new session to queue behind it, one lost write would wedge the mux for every later host.
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -75,13 +80,15 @@ export class GuestMux {
   private queue: Array<{ epoch: number; buf: Buffer }> = [];
   private queuedBytes = 0;
   private writing = false;
+  /** Bumped when a session reset abandons the write in flight; a writer of an older generation just stops. */
+  private writerGen = 0;
   private paused = false;
   private hostConnected = false;
   private stopped = false;
   private readonly resetSent = new Set<number>();
   private loop?: Promise<void>;
   /** Counters for tests and metrics. */
-  readonly stats = { sessions: 0, framesDropped: 0, bytesDropped: 0, skippedBytes: 0 };
+  readonly stats = { sessions: 0, framesDropped: 0, bytesDropped: 0, skippedBytes: 0, writesAbandoned: 0 };
 
   constructor(private readonly opts: GuestMuxOptions) {}
 
@@ -110,6 +117,8 @@ export class GuestMux {
           this.hostConnected = false;
           this.opts.log.info({ epoch: this.epoch }, 'host disconnected');
           this.resetSession(0);
+          // a frame the old host left half-written must not swallow the next host's first frames
+          this.decoder.reset();
         }
         await sleep(this.opts.idlePollMs ?? 20);
         continue;
@@ -128,6 +137,15 @@ export class GuestMux {
     this.queue = this.queue.filter((q) => q.epoch === epoch);
     if (this.queue.length !== before) this.recount();
     this.resetSent.clear();
+    // the streams that were paused for back-pressure are gone
+    this.paused = false;
+    if (this.writing) {
+      // the write in flight belongs to the old session: do not make the new one wait for it (see the header)
+      this.writerGen++;
+      this.writing = false;
+      this.stats.writesAbandoned++;
+      if (this.queue.length > 0 && !this.stopped) void this.drain();
+    }
   }
 
   private recount(): void {
@@ -212,7 +230,8 @@ export class GuestMux {
 
   private async drain(): Promise<void> {
     this.writing = true;
-    while (this.queue.length > 0 && !this.stopped) {
+    const gen = this.writerGen;
+    while (this.queue.length > 0 && !this.stopped && gen === this.writerGen) {
       const item = this.queue.shift()!;
       this.queuedBytes -= item.buf.length;
       if (item.epoch !== -1 && item.epoch !== this.epoch) {
@@ -224,12 +243,13 @@ export class GuestMux {
       } catch (err) {
         this.opts.log.warn({ err }, 'port write failed');
       }
+      if (gen !== this.writerGen) return; // abandoned by a session reset while this write was in flight
       if (this.paused && this.queuedBytes < LOW_WATER) {
         this.paused = false;
         for (const x of this.streams.values()) x.resume();
       }
     }
-    this.writing = false;
+    if (gen === this.writerGen) this.writing = false;
   }
 
   async stop(): Promise<void> {

@@ -5,7 +5,8 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FrameDecoder, FrameType, encodeFrame, type Frame } from '@edgenfv/contracts/internal/agent-channel';
-import { GuestMux, unixConnector } from '../src/channel.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { GuestMux, unixConnector, type SerialPort } from '../src/channel.js';
 import { SocketChardevPort } from '../src/socket-port.js';
 import { silentLog } from '../src/log.js';
 
@@ -109,5 +110,111 @@ test('a host that talks in a session the guest does not know (agent restarted) i
   } finally {
     h.close();
     await fresh.stop();
+  }
+});
+
+/**
+ * A scripted port: the test feeds what the host "sends" (or disconnects it), and decides whether a write completes.
+ * `hangWrites` makes writes never settle, like the socket stand-in's write to a host connection that died mid-write.
+ */
+class ScriptedPort implements SerialPort {
+  private chunks: Buffer[] = [];
+  private connected = true;
+  private wake?: () => void;
+  private closed = false;
+  hangWrites = false;
+  readonly written: Frame[] = [];
+  private readonly dec = new FrameDecoder();
+  private writeWaiter?: () => void;
+  hostSends(...frames: Buffer[]): void {
+    this.connected = true;
+    this.chunks.push(Buffer.concat(frames));
+    this.wake?.();
+  }
+  disconnect(): void {
+    this.connected = false;
+    this.chunks = [];
+    this.wake?.();
+  }
+  async read(buf: Buffer): Promise<number> {
+    for (;;) {
+      if (this.closed) throw new Error('port closed');
+      const c = this.chunks.shift();
+      if (c) {
+        c.copy(buf);
+        return c.length;
+      }
+      if (!this.connected) return 0;
+      await new Promise<void>((r) => (this.wake = r));
+    }
+  }
+  write(buf: Buffer): Promise<void> {
+    if (this.hangWrites) return new Promise<void>(() => {});
+    this.written.push(...this.dec.push(buf));
+    this.writeWaiter?.();
+    return Promise.resolve();
+  }
+  async writtenFrame(pred: (f: Frame) => boolean, ms = 3000): Promise<Frame> {
+    const until = Date.now() + ms;
+    for (;;) {
+      const f = this.written.find(pred);
+      if (f) return f;
+      if (Date.now() > until) throw new Error('frame not written');
+      await Promise.race([new Promise<void>((r) => (this.writeWaiter = r)), sleep(50)]);
+    }
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+    this.wake?.();
+  }
+}
+
+test('a port write that never completes (host gone mid-write) does not wedge the next host sessions', async () => {
+  const p = new ScriptedPort();
+  const m = new GuestMux({ port: p, connectLocal: unixConnector(join(dir, 'echo.sock')), log: silentLog, idlePollMs: 5 });
+  m.start();
+  try {
+    // host 1 says HELLO and dies while the guest writes its HELLO_ACK: that write never settles
+    p.hangWrites = true;
+    p.hostSends(encodeFrame(FrameType.HELLO, 31, 0));
+    await sleep(30);
+    p.hangWrites = false;
+    // host 2 follows at once, without the guest ever seeing the port idle (QEMU's next connection was waiting)
+    p.hostSends(encodeFrame(FrameType.HELLO, 32, 0));
+    assert.equal((await p.writtenFrame((f) => f.type === FrameType.HELLO_ACK)).epoch, 32);
+    // and after a disconnect the writer of the new session works too
+    p.hangWrites = true;
+    p.hostSends(encodeFrame(FrameType.OPEN, 32, 1), encodeFrame(FrameType.DATA, 32, 1, Buffer.from('lost')));
+    await sleep(30);
+    p.disconnect();
+    await sleep(30);
+    p.hangWrites = false;
+    p.hostSends(encodeFrame(FrameType.HELLO, 33, 0), encodeFrame(FrameType.OPEN, 33, 1), encodeFrame(FrameType.DATA, 33, 1, Buffer.from('fresh')));
+    assert.equal((await p.writtenFrame((f) => f.type === FrameType.HELLO_ACK && f.epoch === 33)).epoch, 33);
+    assert.equal((await p.writtenFrame((f) => f.type === FrameType.DATA && f.epoch === 33)).payload.toString(), 'fresh');
+    assert.ok(!p.written.some((f) => f.epoch === 32 && f.type === FrameType.DATA), 'nothing of the old session is written after it');
+    assert.ok(m.stats.writesAbandoned >= 2);
+  } finally {
+    await m.stop();
+  }
+});
+
+test('a frame the old host left half-written does not swallow the next host\'s HELLO', async () => {
+  const p = new ScriptedPort();
+  const m = new GuestMux({ port: p, connectLocal: unixConnector(join(dir, 'echo.sock')), log: silentLog, idlePollMs: 5 });
+  m.start();
+  try {
+    p.hostSends(encodeFrame(FrameType.HELLO, 41, 0));
+    await p.writtenFrame((f) => f.type === FrameType.HELLO_ACK && f.epoch === 41);
+    // a 60 KiB DATA frame of which only the header and a few bytes made it before the host went away
+    const big = encodeFrame(FrameType.DATA, 41, 1, Buffer.alloc(60_000, 1));
+    p.hostSends(big.subarray(0, 100));
+    await sleep(30);
+    p.disconnect();
+    await sleep(30);
+    p.hostSends(encodeFrame(FrameType.HELLO, 42, 0));
+    assert.equal((await p.writtenFrame((f) => f.type === FrameType.HELLO_ACK && f.epoch === 42)).epoch, 42);
+  } finally {
+    await m.stop();
   }
 });
