@@ -84,12 +84,7 @@ export class FakeSysfs extends RealSysfs {
   private mkDevice(bdf: string, driver: string | null, group: number): string {
     const dev = this.devDir(bdf);
     mkdirSync(dev, { recursive: true });
-    writeFileSync(join(dev, 'driver_override'), '(null)\n');
-    writeFileSync(join(dev, 'class'), '0x020000\n');
-    symlinkSync(relative(join(this.root, 'bus/pci/devices'), dev), join(this.root, 'bus/pci/devices', bdf));
-    const gdir = join(this.root, 'kernel/iommu_groups', String(group));
-    symlinkSync(relative(dev, gdir), join(dev, 'iommu_group'));
-    symlinkSync(relative(join(gdir, 'devices'), dev), join(gdir, 'devices', bdf));
+    this.mkDeviceAt(bdf, group);
     if (driver) this.linkDriver(bdf, driver);
     return dev;
   }
@@ -162,6 +157,7 @@ export class FakeSysfs extends RealSysfs {
     }
     writeFileSync(join(dev, 'sriov_numvfs'), `${n}\n`);
   }
+  /** The PCI device files and links of `bdf` (its folder exists), in IOMMU group `group`. */
   private mkDeviceAt(bdf: string, group: number): void {
     const dev = this.devDir(bdf);
     writeFileSync(join(dev, 'driver_override'), '(null)\n');
