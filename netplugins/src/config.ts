@@ -26,6 +26,16 @@ export function isObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** The field reader over a plugin's whole config; a config that is not an object is the one issue, thrown at once. */
+export function configFields(raw: unknown): Fields {
+  const issues = new Issues();
+  if (!isObj(raw)) {
+    issues.add('', 'config must be an object');
+    issues.throwIfAny();
+  }
+  return new Fields(raw as Record<string, unknown>, issues);
+}
+
 /** A field reader over one object, recording issues under `prefix`. */
 export class Fields {
   private readonly seen = new Set<string>();

@@ -4,7 +4,7 @@
  * guest NIC's MAC.
  */
 import { ConflictError, NotFoundError, type AttachmentIp, type MacAddress, type MacvtapAttachmentResult } from '@edgenfv/contracts';
-import { Fields, IFNAME_HINT, IFNAME_RE, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from './config.js';
+import { IFNAME_HINT, IFNAME_RE, attachmentId, configFields, readIps, validateCtx, type AttachCtx } from './config.js';
 import { BatchError, delLinks, type Netlink } from './netlink.js';
 import { addNetns, netnsMustExist, netnsTarget } from './netns.js';
 import { RecordedPlugin, derivedMac, newRecord, withRollback, type AttachmentRecord, type PluginDeps } from './plugin.js';
@@ -25,12 +25,8 @@ export class MacvtapPlugin extends RecordedPlugin<MacvtapConfig, MacvtapAttachme
   readonly type = 'macvtap' as const;
 
   parseConfig(raw: unknown): MacvtapConfig {
-    const issues = new Issues();
-    if (!isObj(raw)) {
-      issues.add('', 'config must be an object');
-      issues.throwIfAny();
-    }
-    const f = new Fields(raw as Record<string, unknown>, issues);
+    const f = configFields(raw);
+    const issues = f.issues;
     const parent = f.string('parent', { required: true, re: IFNAME_RE, reHint: IFNAME_HINT });
     const mode = f.oneOf('mode', MACVTAP_MODES) ?? 'bridge';
     const mtuBytes = f.int('mtuBytes', { min: 68, max: 65535 });

@@ -5,7 +5,7 @@
  * Everything is created with two `ip -batch` processes (host, netns); DEL removes the netns side and the veth.
  */
 import { ConflictError, type AttachmentIp, type MacAddress, type TapAttachmentResult } from '@edgenfv/contracts';
-import { Fields, IFNAME_HINT, IFNAME_RE, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from './config.js';
+import { IFNAME_HINT, IFNAME_RE, attachmentId, configFields, readIps, validateCtx, type AttachCtx } from './config.js';
 import { BatchError, delLinks, type Netlink } from './netlink.js';
 import { addNetns, netnsMustExist, netnsTarget } from './netns.js';
 import { RecordedPlugin, derivedMac, newRecord, withRollback, shortHash, type AttachmentRecord, type PluginDeps } from './plugin.js';
@@ -43,12 +43,8 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
   private readonly knownBridges = new Set<string>();
 
   parseConfig(raw: unknown): TapConfig {
-    const issues = new Issues();
-    if (!isObj(raw)) {
-      issues.add('', 'config must be an object');
-      issues.throwIfAny();
-    }
-    const f = new Fields(raw as Record<string, unknown>, issues);
+    const f = configFields(raw);
+    const issues = f.issues;
     const bridge = f.string('bridge', { required: true, re: IFNAME_RE, reHint: IFNAME_HINT });
     const mtuBytes = f.int('mtuBytes', { min: 68, max: 65535 });
     const mac = f.mac('mac');

@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path';
 import { AppError, ConflictError, NotFoundError, type AttachmentIp, type MacAddress, type PciAddress, type SriovAttachmentResult } from '@edgenfv/contracts';
-import { Fields, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from '../config.js';
+import { Fields, attachmentId, configFields, isObj, readIps, validateCtx, type AttachCtx } from '../config.js';
 import type { Netlink, VfSettings, VfState } from '../netlink.js';
 import { RecordedPlugin, derivedMac, newRecord, withRollback, type AttachmentRecord, type PluginDeps, type UndoStep } from '../plugin.js';
 import { VFIO_PCI, type PciBind } from './pci-bind.js';
@@ -65,12 +65,8 @@ export class SriovPlugin extends RecordedPlugin<SriovConfig, SriovAttachmentResu
   }
 
   parseConfig(raw: unknown): SriovConfig {
-    const issues = new Issues();
-    if (!isObj(raw)) {
-      issues.add('', 'config must be an object');
-      issues.throwIfAny();
-    }
-    const f = new Fields(raw as Record<string, unknown>, issues);
+    const f = configFields(raw);
+    const issues = f.issues;
     const physnet = f.string('physnet', { re: /^[A-Za-z0-9_.-]{1,64}$/ });
     const deviceID = f.pci('deviceID');
     const pfsRaw = f.array('pfs');

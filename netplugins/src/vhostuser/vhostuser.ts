@@ -6,7 +6,7 @@
 import { chownSync, mkdirSync, readdirSync, rmdirSync, statSync, unlinkSync, lstatSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { isDnsLabel, type AttachmentIp, type MacAddress, type VhostUserAttachmentResult } from '@edgenfv/contracts';
-import { Fields, Issues, attachmentId, isObj, readIps, validateCtx, type AttachCtx } from '../config.js';
+import { attachmentId, configFields, readIps, validateCtx, type AttachCtx } from '../config.js';
 import { RecordedPlugin, derivedMac, newRecord, withRollback, shortHash, type AttachmentRecord, type PluginDeps } from '../plugin.js';
 import { OvsDpdkBackend, TestpmdBackend, VppBackend, type VhostBackend } from './backends.js';
 
@@ -44,12 +44,8 @@ export class VhostUserPlugin extends RecordedPlugin<
   readonly type = 'vhostuser' as const;
 
   parseConfig(raw: unknown): VhostUserConfig {
-    const issues = new Issues();
-    if (!isObj(raw)) {
-      issues.add('', 'config must be an object');
-      issues.throwIfAny();
-    }
-    const f = new Fields(raw as Record<string, unknown>, issues);
+    const f = configFields(raw);
+    const issues = f.issues;
     const dataplane = f.oneOf('dataplane', DATAPLANES, { required: true });
     const mode = f.oneOf('mode', ['server', 'client'] as const) ?? 'server';
     const queues = f.int('queues', { min: 1, max: 64 }) ?? 1;
