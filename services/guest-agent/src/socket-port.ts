@@ -88,7 +88,20 @@ export class SocketChardevPort implements SerialPort {
       await new Promise<void>((r) => this.connWaiters.push(r));
     }
     const c = this.conn;
-    await new Promise<void>((resolve) => (c.write(buf) ? resolve() : c.once('drain', resolve)));
+    // settles when the bytes are taken, or when the connection goes away (a host that left): like a virtio port,
+    // a write to a vanished host is lost, not pending forever
+    await new Promise<void>((resolve) => {
+      if (c.write(buf)) return resolve();
+      const done = (): void => {
+        c.off('drain', done);
+        c.off('close', done);
+        c.off('error', done);
+        resolve();
+      };
+      c.once('drain', done);
+      c.once('close', done);
+      c.once('error', done);
+    });
   }
 
   /** Test hook: bytes that appear on the port as if left over from an earlier session. */
