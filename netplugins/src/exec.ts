@@ -1,5 +1,5 @@
 /** Runs a host command (ip, vppctl, ovs-vsctl, nsenter): the one place the OS ports shell out. */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { AppError } from '@edgenfv/contracts';
 
 export class ExecError extends AppError {
@@ -49,21 +49,41 @@ export function shQuote(s: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
+/** One answer of a ChildSession: what the child said before the marker, the rest of the answer after the marker, and
+ * whether the child exited first (then `text` is all it had said). */
+export interface SessionAnswer {
+  text: string;
+  tail: string;
+  died: boolean;
+}
+
 /**
- * A Runner backed by one long-lived /bin/sh in the host netns: each call is one fork+exec by that small shell
- * instead of a spawn by this (large) Node.js process — about a millisecond instead of three to five. Output is
- * stdout and stderr merged, in order (returned as `stdout`). The shell pins no namespace: `ip -n <ns>` enters the
- * netns only in its own short-lived process.
+ * One long-lived child process fed request by request on its stdin; each request makes it print a marker, which
+ * ends the answer. While an answer is due the child holds the event loop, idle it does not (it also ends with this
+ * process). A child that exited is started again by the next request.
  */
-export class ShellRunner {
-  private proc: import('node:child_process').ChildProcess | null = null;
+export class ChildSession {
+  private proc: ChildProcess | null = null;
   private buf = '';
-  private seq = 0;
-  private waiting: { marker: string; resolve: (r: ExecResult) => void } | null = null;
+  private waiting: { marker: string; resolve: (a: SessionAnswer) => void } | null = null;
   private chain: Promise<unknown> = Promise.resolve();
 
-  private start(): import('node:child_process').ChildProcess {
-    const p = spawn('/bin/sh', [], { stdio: ['pipe', 'pipe', 'ignore'] });
+  constructor(
+    private readonly spawnChild: () => ChildProcess,
+    /** Where the answer whose marker starts at `at` ends (the index of its last newline), or -1 until it has all arrived. */
+    private readonly answerEnd: (buf: string, at: number) => number,
+    /** Called with every (re)start, before the first request to the new child. */
+    private readonly onStart: () => void = () => undefined,
+  ) {}
+
+  /** The running child, started when there is none. */
+  child(): ChildProcess {
+    return this.proc ?? this.start();
+  }
+
+  private start(): ChildProcess {
+    const p = this.spawnChild();
+    this.onStart();
     this.buf = '';
     p.stdout!.setEncoding('utf8');
     p.stdout!.on('data', (d: string) => {
@@ -72,19 +92,21 @@ export class ShellRunner {
       if (!w) return;
       const i = this.buf.indexOf(w.marker);
       if (i < 0) return;
-      const nl = this.buf.indexOf('\n', i);
-      if (nl < 0) return;
-      const code = Number(this.buf.slice(i + w.marker.length, nl).trim());
+      const end = this.answerEnd(this.buf, i);
+      if (end < 0) return;
       const text = this.buf.slice(0, i);
-      this.buf = this.buf.slice(nl + 1);
+      const tail = this.buf.slice(i + w.marker.length, end);
+      this.buf = this.buf.slice(end + 1);
       this.waiting = null;
-      w.resolve({ code, stdout: text.endsWith('\n') ? text.slice(0, -1) : text, stderr: '' });
+      w.resolve({ text, tail, died: false });
     });
     p.on('close', () => {
       if (this.proc === p) this.proc = null;
       const w = this.waiting;
       this.waiting = null;
-      w?.resolve({ code: null, stdout: this.buf, stderr: 'the helper shell exited' });
+      const text = this.buf;
+      this.buf = '';
+      w?.resolve({ text, tail: '', died: true });
     });
     p.stdin!.on('error', () => undefined);
     p.unref();
@@ -94,40 +116,28 @@ export class ShellRunner {
     return p;
   }
 
-  readonly run: Runner = (argv, input) => this.runWith(argv, input);
+  /** Writes `input` (which makes the child print `marker`) and resolves with the answer. One request at a time: see `serial`. */
+  request(input: string, marker: string): Promise<SessionAnswer> {
+    const p = this.child();
+    const out = p.stdout as unknown as { ref?: () => void; unref?: () => void };
+    out.ref?.(); // keep the event loop alive while an answer is due; idle, the process must not hold it
+    p.ref(); // also the child itself: when it exits, its exit must be seen before the loop may end
+    return new Promise<SessionAnswer>((resolve) => {
+      this.waiting = {
+        marker,
+        resolve: (a) => {
+          out.unref?.();
+          p.unref();
+          resolve(a);
+        },
+      };
+      p.stdin!.write(input);
+    });
+  }
 
-  /**
-   * Like `run`; `env` is added to the command's environment (shell assignments: keys must be identifiers), and
-   * `discardStderr` drops stderr instead of merging it (for tools whose stdout is JSON).
-   */
-  runWith(argv: readonly string[], input?: string, opts: { env?: Readonly<Record<string, string | undefined>>; discardStderr?: boolean } = {}): Promise<ExecResult> {
-    const go = () =>
-      new Promise<ExecResult>((resolve) => {
-        const p = this.proc ?? this.start();
-        const n = this.seq++;
-        const marker = `__NP_END_${process.pid}_${n} `;
-        const eof = `__NP_EOF_${process.pid}_${n}`;
-        const assigns = Object.entries(opts.env ?? {})
-          .filter(([k, v]) => v !== undefined && /^[A-Za-z_][A-Za-z0-9_]*$/.test(k))
-          .map(([k, v]) => `${k}=${shQuote(v!)} `)
-          .join('');
-        const cmd = assigns + argv.map(shQuote).join(' ');
-        const stdin = input !== undefined ? ` <<'${eof}'\n${input.endsWith('\n') ? input : `${input}\n`}${eof}` : ' </dev/null';
-        const out = p.stdout as unknown as { ref?: () => void; unref?: () => void };
-        out.ref?.();
-        p.ref();
-        this.waiting = {
-          marker,
-          resolve: (r) => {
-            out.unref?.();
-            p.unref();
-            resolve(r);
-          },
-        };
-        // newline before the marker so it starts a line; the marker carries the exit code
-        p.stdin!.write(`${cmd} ${opts.discardStderr ? '2>/dev/null' : '2>&1'}${stdin}\nprintf '\\n${marker}%s\\n' "$?"\n`);
-      });
-    const next = this.chain.then(go, go);
+  /** Runs `fn` after every earlier `serial` call has settled (a failure does not stop the queue). */
+  serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(fn, fn);
     this.chain = next.catch(() => undefined);
     return next;
   }
@@ -135,5 +145,48 @@ export class ShellRunner {
   close(): void {
     this.proc?.stdin?.end();
     this.proc = null;
+  }
+}
+
+/**
+ * A Runner backed by one long-lived /bin/sh in the host netns: each call is one fork+exec by that small shell
+ * instead of a spawn by this (large) Node.js process — about a millisecond instead of three to five. Output is
+ * stdout and stderr merged, in order (returned as `stdout`). The shell pins no namespace: `ip -n <ns>` enters the
+ * netns only in its own short-lived process.
+ */
+export class ShellRunner {
+  private readonly session = new ChildSession(
+    () => spawn('/bin/sh', [], { stdio: ['pipe', 'pipe', 'ignore'] }),
+    (buf, at) => buf.indexOf('\n', at), // the marker line carries the exit code
+  );
+  private seq = 0;
+
+  readonly run: Runner = (argv, input) => this.runWith(argv, input);
+
+  /**
+   * Like `run`; `env` is added to the command's environment (shell assignments: keys must be identifiers), and
+   * `discardStderr` drops stderr instead of merging it (for tools whose stdout is JSON).
+   */
+  runWith(argv: readonly string[], input?: string, opts: { env?: Readonly<Record<string, string | undefined>>; discardStderr?: boolean } = {}): Promise<ExecResult> {
+    return this.session.serial(async () => {
+      this.session.child();
+      const n = this.seq++;
+      const marker = `__NP_END_${process.pid}_${n} `;
+      const eof = `__NP_EOF_${process.pid}_${n}`;
+      const assigns = Object.entries(opts.env ?? {})
+        .filter(([k, v]) => v !== undefined && /^[A-Za-z_][A-Za-z0-9_]*$/.test(k))
+        .map(([k, v]) => `${k}=${shQuote(v!)} `)
+        .join('');
+      const cmd = assigns + argv.map(shQuote).join(' ');
+      const stdin = input !== undefined ? ` <<'${eof}'\n${input.endsWith('\n') ? input : `${input}\n`}${eof}` : ' </dev/null';
+      // newline before the marker so it starts a line; the marker carries the exit code
+      const a = await this.session.request(`${cmd} ${opts.discardStderr ? '2>/dev/null' : '2>&1'}${stdin}\nprintf '\\n${marker}%s\\n' "$?"\n`, marker);
+      if (a.died) return { code: null, stdout: a.text, stderr: 'the helper shell exited' };
+      return { code: Number(a.tail.trim()), stdout: a.text.endsWith('\n') ? a.text.slice(0, -1) : a.text, stderr: '' };
+    });
+  }
+
+  close(): void {
+    this.session.close();
   }
 }

@@ -6,11 +6,11 @@
  *    (a process living inside a sandbox's netns would keep that netns alive).
  * A netns is a name (`ip netns`) or a path; paths outside /var/run/netns go through `nsenter --net=<path>`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { AppError } from '@edgenfv/contracts';
-import { ShellRunner, runProcess, type Runner } from './exec.js';
+import { ChildSession, ShellRunner, runProcess, type Runner } from './exec.js';
 
 export interface LinkInfo {
   ifIndex: number;
@@ -263,55 +263,25 @@ export class IpNetlink implements Netlink {
 
 /** One long-lived `ip -j -d -force -batch -` in the host netns, fed request by request. */
 class PersistentIp {
-  private proc: ChildProcess | null = null;
-  private buf = '';
   private lineNo = 0;
   private seq = 0;
-  private waiting: { marker: string; resolve: (text: string, died?: boolean) => void; reject: (e: Error) => void } | null = null;
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly session: ChildSession;
 
-  constructor(private readonly ipPath: string) {}
-
-  private start(): ChildProcess {
-    // stdout line-buffered and stderr merged into it, so errors arrive in order with outputs
-    const p = spawn('sh', ['-c', `exec stdbuf -oL ${this.ipPath} -j -d -force -batch - 2>&1`], { stdio: ['pipe', 'pipe', 'ignore'] });
-    this.lineNo = 0;
-    this.buf = '';
-    p.stdout!.setEncoding('utf8');
-    p.stdout!.on('data', (d: string) => {
-      this.buf += d;
-      const w = this.waiting;
-      if (!w) return;
-      const i = this.buf.indexOf(w.marker);
-      if (i < 0) return;
-      const cf = this.buf.indexOf('Command failed', i);
-      const end = cf < 0 ? -1 : this.buf.indexOf('\n', cf);
-      if (end < 0) return; // the marker's own "Command failed -:N" line has not arrived yet
-      const text = this.buf.slice(0, i);
-      this.buf = this.buf.slice(end + 1);
-      this.waiting = null;
-      w.resolve(text);
-    });
-    p.on('close', () => {
-      if (this.proc === p) this.proc = null;
-      const w = this.waiting;
-      this.waiting = null;
-      // some argument errors make ip exit even with -force ("invarg"): hand back what it said
-      const text = this.buf;
-      this.buf = '';
-      w?.resolve(text, true);
-    });
-    p.stdin!.on('error', () => undefined);
-    p.unref();
-    (p.stdin as unknown as { unref?: () => void }).unref?.();
-    (p.stdout as unknown as { unref?: () => void }).unref?.();
-    this.proc = p;
-    return p;
+  constructor(private readonly ipPath: string) {
+    this.session = new ChildSession(
+      // stdout line-buffered and stderr merged into it, so errors arrive in order with outputs
+      () => spawn('sh', ['-c', `exec stdbuf -oL ${this.ipPath} -j -d -force -batch - 2>&1`], { stdio: ['pipe', 'pipe', 'ignore'] }),
+      (buf, at) => {
+        const cf = buf.indexOf('Command failed', at);
+        return cf < 0 ? -1 : buf.indexOf('\n', cf); // -1: the marker's own "Command failed -:N" line has not arrived yet
+      },
+      () => (this.lineNo = 0),
+    );
   }
 
   /** Runs the lines one request each (ip exits on some argument errors even with -force: one line is one fate). */
   exec(lines: readonly string[]): Promise<BatchResult> {
-    const all = async (): Promise<BatchResult> => {
+    return this.session.serial(async (): Promise<BatchResult> => {
       const outputs: unknown[] = [];
       const failures: BatchFailure[] = [];
       for (const [i, line] of lines.entries()) {
@@ -320,44 +290,24 @@ class PersistentIp {
         failures.push(...r.failures.map((f) => ({ ...f, index: i, line })));
       }
       return { outputs, failures };
-    };
-    const next = this.chain.then(all, all);
-    this.chain = next.catch(() => undefined);
-    return next;
+    });
   }
 
   private async one(line: string): Promise<BatchResult> {
-    const p = this.proc ?? this.start();
+    this.session.child(); // a restarted ip numbers its lines from 1 again
     const name = `__np${(this.seq++).toString(36)}`;
     const marker = `Device "${name}" does not exist.`;
     const first = this.lineNo + 1;
     this.lineNo += 2;
-    const out = p.stdout as unknown as { ref?: () => void; unref?: () => void };
-    out.ref?.(); // keep the event loop alive while an answer is due; idle, the process must not hold it
-    p.ref(); // also the child itself: when ip exits, its exit must be seen before the loop may end
-    let died = false;
-    const text = await new Promise<string>((resolve, reject) => {
-      this.waiting = {
-        marker,
-        resolve: (t, d) => {
-          died = !!d;
-          resolve(t);
-        },
-        reject,
-      };
-      p.stdin!.write(`${line}\nlink show dev ${name}\n`);
-    }).finally(() => {
-      out.unref?.();
-      p.unref();
-    });
+    // some argument errors make ip exit even with -force ("invarg"): then the answer is all it said
+    const { text, died } = await this.session.request(`${line}\nlink show dev ${name}\n`, marker);
     const r = parseBatchOutput(text, [line], first);
     if (died && r.failures.length === 0) r.failures.push({ index: 0, line, message: text.trim() || 'ip exited' });
     return { outputs: r.outputs, failures: r.failures.map((f) => ({ ...f, index: 0, line })) };
   }
 
   close(): void {
-    this.proc?.stdin?.end();
-    this.proc = null;
+    this.session.close();
   }
 }
 
