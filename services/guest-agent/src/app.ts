@@ -16,6 +16,7 @@ import { ContainerRuntime } from './containers/runtime.js';
 import { GuestMux, VirtioSerialPort, findVirtioPort, unixConnector, type SerialPort } from './channel.js';
 import { SocketChardevPort } from './socket-port.js';
 import type { Log } from './log.js';
+import { watchCpuHotplug } from './cpu-hotplug.js';
 
 export interface AgentConfig {
   protoPath: string;
@@ -99,8 +100,11 @@ export async function startAgent(cfg: AgentConfig, log: Log, hooks: { exit?: (po
       log: log.child({ component: 'grpc' }),
     },
   });
+  // in the VM only: on a host (the socket stand-in, tests) the host's CPUs are not ours to online
+  const stopCpuWatch = cfg.port.startsWith('socket:') ? () => undefined : watchCpuHotplug(cfg.sysRoot, log.child({ component: 'cpu-hotplug' }));
   let stopping: Promise<void> | undefined;
   const stop = () => (stopping ??= (async () => {
+    stopCpuWatch();
     await mux.stop();
     await containers.close();
     await server.close();

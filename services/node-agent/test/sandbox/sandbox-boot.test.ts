@@ -122,6 +122,13 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
   const hostIf2 = manager.sandboxes()[0]!.replicas.g2!.hostIfNames.mgmt!;
   assert.equal(nic2.pciAddress, guestPciAddressOf(manager.vmOf(r1.sandboxId)!, hostIf2), 'hotplugged NIC on the next root port');
   assert.ok(d2.memoryTotalBytes > d1.memoryTotalBytes, `guest memory grew: ${d1.memoryTotalBytes} -> ${d2.memoryTotalBytes}`);
+  // the hotplugged vCPU is brought online by the guest agent (no udev in the guest)
+  let cpus = d2.cpus;
+  for (let i = 0; i < 40 && cpus <= d1.cpus; i++) {
+    await sleep(250);
+    cpus = (await s.details()).cpus;
+  }
+  assert.equal(cpus, d1.cpus + 1, `guest CPUs online: ${d1.cpus} -> ${cpus}`);
 
   await manager.removeReplica('gamma', 'g2');
   assert.ok(processAlive(pid));
