@@ -51,6 +51,12 @@ export class Fields {
     this.seen.add(k);
     return this.obj[k];
   }
+  /** The value of `k`; when it is absent and `required`, records `missing` first. */
+  private present(k: string, required: boolean | undefined, missing = 'is required'): unknown {
+    const v = this.get(k);
+    if (v === undefined && required) this.issues.add(this.path(k), missing);
+    return v;
+  }
   has(k: string): boolean {
     return this.obj[k] !== undefined;
   }
@@ -59,11 +65,8 @@ export class Fields {
     for (const k of keys) this.seen.add(k);
   }
   string(k: string, opts: { required?: boolean; re?: RegExp; reHint?: string; maxLen?: number } = {}): string | undefined {
-    const v = this.get(k);
-    if (v === undefined) {
-      if (opts.required) this.issues.add(this.path(k), 'is required');
-      return undefined;
-    }
+    const v = this.present(k, opts.required);
+    if (v === undefined) return undefined;
     if (typeof v !== 'string' || v.length === 0) {
       this.issues.add(this.path(k), 'must be a non-empty string');
       return undefined;
@@ -79,11 +82,8 @@ export class Fields {
     return v;
   }
   int(k: string, opts: { required?: boolean; min?: number; max?: number } = {}): number | undefined {
-    const v = this.get(k);
-    if (v === undefined) {
-      if (opts.required) this.issues.add(this.path(k), 'is required');
-      return undefined;
-    }
+    const v = this.present(k, opts.required);
+    if (v === undefined) return undefined;
     if (typeof v !== 'number' || !Number.isInteger(v)) {
       this.issues.add(this.path(k), `must be an integer (got ${JSON.stringify(v)})`);
       return undefined;
@@ -104,11 +104,8 @@ export class Fields {
     return v;
   }
   oneOf<T extends string>(k: string, values: readonly T[], opts: { required?: boolean } = {}): T | undefined {
-    const v = this.get(k);
-    if (v === undefined) {
-      if (opts.required) this.issues.add(this.path(k), `is required (one of ${values.join(', ')})`);
-      return undefined;
-    }
+    const v = this.present(k, opts.required, `is required (one of ${values.join(', ')})`);
+    if (v === undefined) return undefined;
     if (typeof v !== 'string' || !(values as readonly string[]).includes(v)) {
       this.issues.add(this.path(k), `must be one of ${values.join(', ')} (got ${JSON.stringify(v)})`);
       return undefined;
@@ -130,11 +127,8 @@ export class Fields {
     return mac;
   }
   pci(k: string, opts: { required?: boolean } = {}): PciAddress | undefined {
-    const v = this.get(k);
-    if (v === undefined) {
-      if (opts.required) this.issues.add(this.path(k), 'is required');
-      return undefined;
-    }
+    const v = this.present(k, opts.required);
+    if (v === undefined) return undefined;
     if (!isPciAddress(v)) {
       this.issues.add(this.path(k), `must be a PCI address dddd:bb:dd.f (got ${JSON.stringify(v)})`);
       return undefined;
@@ -142,11 +136,8 @@ export class Fields {
     return parsePciAddress(v);
   }
   object(k: string, opts: { required?: boolean } = {}): Fields | undefined {
-    const v = this.get(k);
-    if (v === undefined) {
-      if (opts.required) this.issues.add(this.path(k), 'is required');
-      return undefined;
-    }
+    const v = this.present(k, opts.required);
+    if (v === undefined) return undefined;
     if (!isObj(v)) {
       this.issues.add(this.path(k), 'must be an object');
       return undefined;
@@ -154,11 +145,8 @@ export class Fields {
     return new Fields(v, this.issues, this.path(k));
   }
   array(k: string, opts: { required?: boolean } = {}): unknown[] | undefined {
-    const v = this.get(k);
-    if (v === undefined) {
-      if (opts.required) this.issues.add(this.path(k), 'is required');
-      return undefined;
-    }
+    const v = this.present(k, opts.required);
+    if (v === undefined) return undefined;
     if (!Array.isArray(v)) {
       this.issues.add(this.path(k), 'must be an array');
       return undefined;
