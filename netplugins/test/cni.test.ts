@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { FakeSysfs } from '../src/sriov/fake.js';
 import { startCniServer, type CniServerHandle } from '../src/cni/server.js';
 import { binDir, cniErrorProblems, cniResultProblems, ensureBin, runExe } from './cni-helpers.js';
-import { ip, linkNames, tryIp, uniq } from './helpers.js';
+import { ip, linkNames, stateLeftovers, tryIp, uniq } from './helpers.js';
 import { startTestpmd } from './testpmd-helper.js';
 import { tapNames } from '../src/tap.js';
 
@@ -51,18 +51,7 @@ const env = (cmd: string, extra: Record<string, string> = {}) => ({
 });
 const tapConf = (extra: Record<string, unknown> = {}) => ({ cniVersion: '1.0.0', name: 'mgmt', type: 'edgenfv-tap', bridge, ...extra });
 const hostLocal = { type: 'host-local', ranges: [[{ subnet: '10.77.0.0/24', gateway: '10.77.0.1' }]], dataDir: hostLocalDir };
-const leftovers = () => {
-  const out: string[] = [];
-  for (const sub of ['records', 'locks', 'sriov-claims']) {
-    const d = join(stateDir, sub);
-    if (!existsSync(d)) continue;
-    for (const t of readdirSync(d, { withFileTypes: true })) {
-      if (t.isDirectory()) for (const f of readdirSync(join(d, t.name))) out.push(`${sub}/${t.name}/${f}`);
-      else out.push(`${sub}/${t.name}`);
-    }
-  }
-  return out;
-};
+const leftovers = () => stateLeftovers(stateDir, ['records', 'locks', 'sriov-claims']);
 const hostLocalLeases = () => (existsSync(join(hostLocalDir, 'mgmt')) ? readdirSync(join(hostLocalDir, 'mgmt')).filter((f) => /^\d/.test(f)) : []);
 
 test('VERSION from every executable', async () => {

@@ -25,6 +25,20 @@ export function linkNames(netns?: string): string[] {
 }
 
 /** A temp state dir with records + locks, removed by cleanup(). */
+/** Every file left in the given subfolders of a state folder (`<sub>/<name>` or `<sub>/<type>/<name>`). */
+export function stateLeftovers(dir: string, subs: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const sub of subs) {
+    const d = join(dir, sub);
+    if (!existsSync(d)) continue;
+    for (const t of readdirSync(d, { withFileTypes: true })) {
+      if (t.isDirectory()) for (const f of readdirSync(join(d, t.name))) out.push(`${sub}/${t.name}/${f}`);
+      else out.push(`${sub}/${t.name}`);
+    }
+  }
+  return out;
+}
+
 export function tempState(): { dir: string; records: RecordStore; locks: DeviceLocks; cleanup(): void; leftovers(): string[] } {
   const dir = mkdtempSync(join(tmpdir(), 'np-state-'));
   return {
@@ -32,17 +46,6 @@ export function tempState(): { dir: string; records: RecordStore; locks: DeviceL
     records: new RecordStore(join(dir, 'records')),
     locks: new DeviceLocks(join(dir, 'locks')),
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
-    leftovers: () => {
-      const out: string[] = [];
-      for (const sub of ['records', 'locks']) {
-        const d = join(dir, sub);
-        if (!existsSync(d)) continue;
-        for (const t of readdirSync(d, { withFileTypes: true })) {
-          if (t.isDirectory()) for (const f of readdirSync(join(d, t.name))) out.push(`${sub}/${t.name}/${f}`);
-          else out.push(`${sub}/${t.name}`);
-        }
-      }
-      return out;
-    },
+    leftovers: () => stateLeftovers(dir, ['records', 'locks']),
   };
 }
