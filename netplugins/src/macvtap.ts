@@ -40,14 +40,10 @@ export class MacvtapPlugin extends RecordedPlugin<MacvtapConfig, MacvtapAttachme
     return cfg;
   }
 
-  private lockKey(ctx: AttachCtx): string {
-    return `macvtap-${ctx.containerId}-${ctx.ifName}`;
-  }
-
   async add(ctx: AttachCtx, cfg: MacvtapConfig): Promise<MacvtapAttachmentResult> {
     const netns = addNetns(ctx);
     const { netlink, records, logger } = this.deps;
-    return this.addOnce(this.lockKey(ctx), ctx, cfg, async () => {
+    return this.addOnce(this.attachmentLock(ctx), ctx, cfg, async () => {
       await netnsMustExist(netlink, netns);
       const parent = await netlink.link(cfg.parent);
       if (!parent) throw new NotFoundError(`parent: host link ${cfg.parent} does not exist`);
@@ -89,7 +85,7 @@ export class MacvtapPlugin extends RecordedPlugin<MacvtapConfig, MacvtapAttachme
   async del(ctx: AttachCtx): Promise<void> {
     validateCtx(ctx, false);
     const { netlink, records } = this.deps;
-    await this.delOnce(this.lockKey(ctx), ctx, async (rec) => {
+    await this.delOnce(this.attachmentLock(ctx), ctx, async (rec) => {
       const netns = rec.netns!;
       if (await netlink.netnsExists(netns)) {
         await delLinks(netlink, [`link del ${ctx.ifName}`], netns);

@@ -146,6 +146,11 @@ export abstract class RecordedPlugin<C, R extends AttachmentResult, Rec extends 
     return true;
   }
 
+  /** The lock on one attachment: `<prefix>-<containerId>-<ifName>`. */
+  protected attachmentLock(ctx: AttachCtx, prefix: string = this.type): string {
+    return `${prefix}-${ctx.containerId}-${ctx.ifName}`;
+  }
+
   protected record(ctx: AttachCtx): Rec | undefined {
     return this.deps.records.get<Rec>(this.type, ctx);
   }

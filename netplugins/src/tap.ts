@@ -63,14 +63,10 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
     return cfg;
   }
 
-  private lockKey(ctx: AttachCtx): string {
-    return `tap-${ctx.containerId}-${ctx.ifName}`;
-  }
-
   async add(ctx: AttachCtx, cfg: TapConfig): Promise<TapAttachmentResult> {
     const netns = addNetns(ctx);
     const { netlink, records, logger } = this.deps;
-    return this.addOnce(this.lockKey(ctx), ctx, cfg, async () => {
+    return this.addOnce(this.attachmentLock(ctx), ctx, cfg, async () => {
       await netnsMustExist(netlink, netns);
       const names = tapNames(ctx);
       const mtu = cfg.mtuBytes !== undefined ? ` mtu ${cfg.mtuBytes}` : '';
@@ -173,7 +169,7 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
   async del(ctx: AttachCtx): Promise<void> {
     validateCtx(ctx, false);
     const { netlink, records } = this.deps;
-    await this.delOnce(this.lockKey(ctx), ctx, async (rec) => {
+    await this.delOnce(this.attachmentLock(ctx), ctx, async (rec) => {
       const netns = rec.netns!;
       const names = tapNames(ctx);
       if (await netlink.netnsExists(netns)) {

@@ -124,7 +124,7 @@ export class SriovPlugin extends RecordedPlugin<SriovConfig, SriovAttachmentResu
     validateCtx(ctx, false);
     const { records, locks, logger, netlink, pciBind } = this.deps;
     const id = attachmentId(ctx);
-    return this.addOnce(`sriov-att-${ctx.containerId}-${ctx.ifName}`, ctx, cfg, async (prev) => {
+    return this.addOnce(this.attachmentLock(ctx, 'sriov-att'), ctx, cfg, async (prev) => {
       if (prev) await this.undoRecord(ctx, prev); // a crashed ADD: put the host back first
       const vf = await this.pickVf(ctx, cfg);
       const releaseClaim: UndoStep = { what: 'release claim', undo: async () => this.claims.release(vf.pciAddress, id) };
@@ -206,7 +206,7 @@ export class SriovPlugin extends RecordedPlugin<SriovConfig, SriovAttachmentResu
 
   async del(ctx: AttachCtx): Promise<void> {
     validateCtx(ctx, false);
-    await this.delOnce(`sriov-att-${ctx.containerId}-${ctx.ifName}`, ctx, (rec) => this.undoRecord(ctx, rec));
+    await this.delOnce(this.attachmentLock(ctx, 'sriov-att'), ctx, (rec) => this.undoRecord(ctx, rec));
   }
 
   protected async probe(ctx: AttachCtx, rec: SriovRecord, problems: string[]): Promise<void> {
