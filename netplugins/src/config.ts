@@ -192,6 +192,15 @@ export function attachmentId(ctx: AttachCtx): string {
 import { isIP } from 'node:net';
 import type { AttachmentIp } from '@edgenfv/contracts';
 
+/** `owner: {uid, gid}`: the VM's user (tap, vhostuser); undefined when absent or incomplete (the issues are recorded). */
+export function readOwner(f: Fields, k = 'owner'): { uid: number; gid: number } | undefined {
+  const o = f.object(k);
+  const uid = o?.int('uid', { required: true, min: 0 });
+  const gid = o?.int('gid', { required: true, min: 0 });
+  o?.closed();
+  return uid !== undefined && gid !== undefined ? { uid, gid } : undefined;
+}
+
 /** `ips: [{address: "10.0.0.5/24", gateway?: "10.0.0.1"}]` (from the IPAM or the caller). */
 export function readIps(f: Fields, k = 'ips'): AttachmentIp[] {
   const arr = f.array(k);

@@ -5,7 +5,7 @@
  * Everything is created with two `ip -batch` processes (host, netns); DEL removes the netns side and the veth.
  */
 import { ConflictError, type AttachmentIp, type MacAddress, type TapAttachmentResult } from '@edgenfv/contracts';
-import { IFNAME_HINT, IFNAME_RE, attachmentId, configFields, readIps, validateCtx, type AttachCtx } from './config.js';
+import { IFNAME_HINT, IFNAME_RE, attachmentId, configFields, readIps, readOwner, validateCtx, type AttachCtx } from './config.js';
 import { BatchError, delLinks, type Netlink } from './netlink.js';
 import { addNetns, netnsMustExist, netnsTarget } from './netns.js';
 import { RecordedPlugin, derivedMac, newRecord, withRollback, shortHash, type AttachmentRecord, type PluginDeps } from './plugin.js';
@@ -50,14 +50,11 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
     const mac = f.mac('mac');
     const ips = readIps(f);
     const wiring = f.oneOf('wiring', ['bridge', 'tc'] as const) ?? 'bridge';
-    const o = f.object('owner');
-    const uid = o?.int('uid', { required: true, min: 0 });
-    const gid = o?.int('gid', { required: true, min: 0 });
-    o?.closed();
+    const owner = readOwner(f);
     f.closed();
     issues.throwIfAny();
     const cfg: TapConfig = { bridge: bridge!, ips, wiring };
-    if (uid !== undefined && gid !== undefined) cfg.owner = { uid, gid };
+    if (owner) cfg.owner = owner;
     if (mtuBytes !== undefined) cfg.mtuBytes = mtuBytes;
     if (mac) cfg.mac = mac;
     return cfg;

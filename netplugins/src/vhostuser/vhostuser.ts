@@ -6,7 +6,7 @@
 import { chownSync, mkdirSync, readdirSync, rmdirSync, statSync, unlinkSync, lstatSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { isDnsLabel, type AttachmentIp, type MacAddress, type VhostUserAttachmentResult } from '@edgenfv/contracts';
-import { attachmentId, configFields, readIps, validateCtx, type AttachCtx } from '../config.js';
+import { attachmentId, configFields, readIps, readOwner, validateCtx, type AttachCtx } from '../config.js';
 import { RecordedPlugin, derivedMac, newRecord, withRollback, shortHash, type AttachmentRecord, type PluginDeps } from '../plugin.js';
 import { OvsDpdkBackend, TestpmdBackend, VppBackend, type VhostBackend } from './backends.js';
 
@@ -54,10 +54,7 @@ export class VhostUserPlugin extends RecordedPlugin<
     const socketDir = f.string('socketDir', { required: true, re: /^\/[^\0]*$/, reHint: 'an absolute path' });
     const tenant = f.string('tenant', { required: true });
     if (tenant !== undefined && !isDnsLabel(tenant)) issues.add('tenant', `must be a DNS label (got ${JSON.stringify(tenant)})`);
-    const o = f.object('owner');
-    const uid = o?.int('uid', { required: true, min: 0 });
-    const gid = o?.int('gid', { required: true, min: 0 });
-    o?.closed();
+    const owner = readOwner(f);
     const t = f.object('testpmd');
     const controlPath = t?.string('controlPath', { required: true });
     const telemetryPath = t?.string('telemetryPath', { required: true });
@@ -79,7 +76,7 @@ export class VhostUserPlugin extends RecordedPlugin<
     const cfg: VhostUserConfig = { dataplane: dataplane!, mode, queues, socketDir: socketDir!, tenant: tenant!, ips };
     if (mtuBytes !== undefined) cfg.mtuBytes = mtuBytes;
     if (mac) cfg.mac = mac;
-    if (uid !== undefined && gid !== undefined) cfg.owner = { uid, gid };
+    if (owner) cfg.owner = owner;
     if (controlPath && telemetryPath) cfg.testpmd = { controlPath, telemetryPath };
     if (bridge) cfg.ovs = { bridge };
     if (vp) cfg.vpp = cliSocket ? { cliSocket } : {};
