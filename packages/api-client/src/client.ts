@@ -189,29 +189,30 @@ export class ApiClient {
       throw new UnavailableError(`cannot read the events stream ${EVENTS_STREAM}: ${(err as Error).message}`, { cause: err });
     }
     if (state.messages === 0 || limit <= 0) return [];
-    const co = consumerOpts();
-    co.orderedConsumer();
-    co.startSequence(Math.max(state.first_seq, state.last_seq - limit + 1));
-    const sub = await this.#nc.jetstream().subscribe(subjects.eventsWildcard, co);
-    const watchdog = new ReplayWatchdog(this.#timeoutMs, () => sub.unsubscribe());
+    // Read the last `limit` sequences directly (no consumer: nothing to stall, nothing left behind); sequences
+    // removed by the stream's limits are skipped.
+    const first = Math.max(state.first_seq, state.last_seq - limit + 1);
+    const seqs = Array.from({ length: state.last_seq - first + 1 }, (_, i) => first + i);
     const out: StoredEvent[] = [];
-    try {
-      watchdog.arm();
-      for await (const m of sub) {
-        watchdog.arm();
+    for (let i = 0; i < seqs.length; i += 64) {
+      const batch = await Promise.all(
+        seqs.slice(i, i + 64).map((seq) =>
+          jsm.streams.getMessage(EVENTS_STREAM, { seq }).catch((err: unknown) => {
+            if (/no message found|not found/i.test(String((err as Error).message))) return null;
+            throw new UnavailableError(`cannot read ${EVENTS_STREAM} seq ${seq}: ${(err as Error).message}`, { cause: err });
+          }),
+        ),
+      );
+      for (const m of batch) {
+        if (!m) continue;
         try {
           out.push({ seq: m.seq, subject: m.subject, tenantId: m.subject.split('.')[3] ?? '', event: m.json<EventPayload>() });
         } catch {
           /* not JSON: skip */
         }
-        if (m.info.pending === 0) break;
       }
-    } finally {
-      watchdog.disarm();
-      sub.unsubscribe();
     }
-    if (watchdog.fired) throw new UnavailableError(`reading ${EVENTS_STREAM} stalled: no message for ${this.#timeoutMs} ms`);
-    return out.slice(-limit);
+    return out;
   }
 
   /**
