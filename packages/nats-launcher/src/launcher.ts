@@ -106,7 +106,8 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
   const confPath = join(opts.storeDir, 'nats-server.conf');
   writeFileSync(confPath, conf.join('\n') + '\n', { mode: 0o600 });
 
-  const child: ChildProcess = spawnTied(binary, ['-c', confPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // its own process group: a Ctrl-C in the terminal reaches the parent only, which stops the server in order
+  const child: ChildProcess = spawnTied(binary, ['-c', confPath], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const timeoutMs = opts.startTimeoutMs ?? 10_000;
 

@@ -38,6 +38,8 @@ export class Supervised {
 
   private spawnChild(): void {
     const child = spawnTied(process.execPath, [this.spec.script], {
+      // its own process group: a Ctrl-C in the terminal reaches the appliance only, which stops services in order
+      detached: true,
       env: { ...process.env, ...this.spec.env },
       stdio: ['ignore', 'inherit', 'inherit'],
     });

@@ -25,7 +25,8 @@ async function freePort(): Promise<number> {
 
 async function startAppliance(home: string, yaml: string): Promise<{ child: ReturnType<typeof spawn>; out: string[]; exited: Promise<number | null> }> {
   writeFileSync(join(home, 'edgenfv.yaml'), yaml);
-  const child = spawn(process.execPath, [MAIN], { env: { ...process.env, EDGENFV_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // its own process group, as a shell runs a command: Ctrl-C is a SIGINT to the whole group
+  const child = spawn(process.execPath, [MAIN], { env: { ...process.env, EDGENFV_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const out: string[] = [];
   child.stdout!.on('data', (d: Buffer) => out.push(d.toString()));
   child.stderr!.on('data', (d: Buffer) => out.push(d.toString()));
@@ -65,7 +66,7 @@ test('starts, writes connect.json, serves the API with its credentials, stops cl
     const metrics = await (await fetch(info.metricsUrls[0])).text();
     assert.match(metrics, /edgenfv_api_requests_total\{[^}]*op="tenants.create"[^}]*code="OK"/);
 
-    app.child.kill('SIGINT');
+    process.kill(-app.child.pid!, 'SIGINT'); // Ctrl-C in a terminal: the whole foreground process group
     assert.equal(await app.exited, 0);
     assert.equal(existsSync(connectPath), false, 'connect.json removed');
     // nothing left listening
