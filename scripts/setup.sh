@@ -20,6 +20,8 @@ need=(
   "promtool:prometheus"
   "/usr/lib/cni/bridge:containernetworking-plugins"
   "unshare:util-linux"
+  "setpriv:util-linux"
+  "cc:gcc"              # netplugins' CNI executables are a small C client (a Node.js fallback exists, much slower)
 )
 missing=()
 for pair in "${need[@]}"; do
