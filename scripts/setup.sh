@@ -21,12 +21,13 @@ need=(
   "/usr/lib/cni/bridge:containernetworking-plugins"
   "unshare:util-linux"
   "setpriv:util-linux"
-  "cc:gcc"              # netplugins' CNI executables are a small C client (a Node.js fallback exists, much slower)
+  "cc:gcc libc6-dev"    # netplugins' CNI executables are a small C client (a Node.js fallback exists, much slower)
 )
 missing=()
 for pair in "${need[@]}"; do
   bin=${pair%%:*}; pkg=${pair#*:}
-  if [[ $bin == /* ]]; then [[ -e $bin ]] || missing+=("$pkg"); else command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg"); fi
+  # shellcheck disable=SC2206 # a binary may need several packages, space-separated
+  if [[ $bin == /* ]]; then [[ -e $bin ]] || missing+=($pkg); else command -v "$bin" >/dev/null 2>&1 || missing+=($pkg); fi
 done
 # librte-net-vhost23: dpdk-testpmd's vhost PMD is a separate package
 if command -v dpdk-testpmd >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/dpdk/pmds-*/librte_net_vhost.so* >/dev/null 2>&1; then
