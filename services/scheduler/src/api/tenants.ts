@@ -3,11 +3,8 @@ import {
   AlreadyExistsError,
   ConflictError,
   NotFoundError,
-  QUOTA_KEYS,
-  QuotaExceededError,
   TERMINAL_OP_STATES,
   type IdRequest,
-  type Quota,
   type Tenant,
   type TenantCreateRequest,
   type Usage,
@@ -70,38 +67,4 @@ export async function deleteTenant(ctx: ApiContext, req: IdRequest): Promise<Rec
     return {};
   }
   throw new ConflictError(`tenant "${req.id}" is changing; retry`);
-}
-
-export interface Demand {
-  vcpus: number;
-  memoryMiB: number;
-  vfs: number;
-  vnfs: number;
-}
-
-/**
- * Takes (positive) or gives back (negative) quota with one CAS on the tenant record: two concurrent requests
- * can never both take the last unit. Throws QuotaExceededError naming the first resource over quota.
- */
-export async function chargeQuota(ctx: ApiContext, tenantId: string, delta: Demand): Promise<Tenant> {
-  const res = await ctx.store.tenants.mutate(tenantId, (cur) => {
-    if (!cur) throw new NotFoundError(`tenant "${tenantId}" not found`, { field: 'tenant' });
-    const next: Usage = { ...cur.usage };
-    for (const k of QUOTA_KEYS) {
-      next[k] = Math.max(0, cur.usage[k] + delta[k]);
-      const limit = (cur.quota as Quota)[k];
-      if (delta[k] > 0 && limit !== undefined && next[k] > limit) {
-        throw new QuotaExceededError(
-          `tenant "${tenantId}" quota exceeded for ${k}: ${cur.usage[k]} used + ${delta[k]} requested > ${limit}`,
-          { resource: k, quota: limit, used: cur.usage[k], requested: delta[k] },
-        );
-      }
-    }
-    return { ...cur, usage: next, updatedAt: ctx.now().toISOString() };
-  });
-  return res!.value;
-}
-
-export function negate(d: Demand): Demand {
-  return { vcpus: -d.vcpus, memoryMiB: -d.memoryMiB, vfs: -d.vfs, vnfs: -d.vnfs };
 }

@@ -4,7 +4,6 @@ import {
   ConflictError,
   InvalidArgumentError,
   NotFoundError,
-  replicaDemand,
   TERMINAL_OP_STATES,
   type FieldIssue,
   type HealRequest,
@@ -19,16 +18,12 @@ import {
   type Vnfd,
 } from '@edgenfv/contracts';
 import type { ApiContext } from './context.js';
-import { chargeQuota, negate, type Demand } from './tenants.js';
+import { chargeQuota, demandOf, negate } from '../ops/quota.js';
 
 export function vnfKey(tenantId: string, vnfId: string): string {
   return `${tenantId}.${vnfId}`;
 }
 
-export function demandOf(d: Vnfd, replicas: number, vnfs: number): Demand {
-  const r = replicaDemand(d);
-  return { vcpus: r.vcpus * replicas, memoryMiB: r.memoryMiB * replicas, vfs: r.vfs * replicas, vnfs };
-}
 
 function checkNetworks(ctx: ApiContext, d: Vnfd): void {
   const issues: FieldIssue[] = [];
@@ -100,7 +95,7 @@ export async function instantiate(
   // 2. the quota, with one CAS on the tenant
   const demand = demandOf(d, d.replicas, 1);
   try {
-    await chargeQuota(ctx, tenantId, demand);
+    await chargeQuota(ctx.store, tenantId, demand, at);
   } catch (err) {
     await ctx.store.names.delete(nameKey);
     throw err;
@@ -131,7 +126,7 @@ export async function instantiate(
     await recordOpOcc(ctx, op);
   } catch (err) {
     await ctx.store.vnfs.delete(vnfKey(tenantId, vnfId));
-    await chargeQuota(ctx, tenantId, negate(demand)).catch(() => undefined);
+    await chargeQuota(ctx.store, tenantId, negate(demand), at).catch(() => undefined);
     await ctx.store.names.delete(nameKey);
     throw err;
   }
@@ -232,7 +227,7 @@ export async function scale(ctx: ApiContext, tenantId: string, req: ScaleRequest
   return startOperation(ctx, op, mustBeInstantiated, {
     prepare: async (vnf) => {
       const delta = demandOf(vnf.descriptor, req.replicas - vnf.desiredReplicas, 0);
-      if (delta.vcpus > 0 || delta.memoryMiB > 0 || delta.vfs > 0) await chargeQuota(ctx, tenantId, delta);
+      if (delta.vcpus > 0 || delta.memoryMiB > 0 || delta.vfs > 0) await chargeQuota(ctx.store, tenantId, delta, ctx.now().toISOString());
     },
   });
 }

@@ -21,7 +21,7 @@ import type { Logger } from '@edgenfv/telemetry';
 import type { Store } from '../state/store.js';
 import type { Notifier } from './notifier.js';
 import type { PlacementPort } from './placement-port.js';
-import { chargeQuotaRaw, demandOfVnf } from './quota.js';
+import { chargeQuota, demandOf } from './quota.js';
 
 export interface EngineOptions {
   /** An operation whose replicas are not RUNNING by then fails (TCG boots are slow: minutes, not seconds). */
@@ -462,7 +462,7 @@ export class OperationsEngine {
       const target = op.operation === 'TERMINATE' ? 0 : Number(op.params?.replicas);
       const removed = vnf.desiredReplicas - target;
       if (removed > 0 || op.operation === 'TERMINATE') {
-        await chargeQuotaRaw(this.store, vnf.tenantId, demandOfVnf(vnf, -Math.max(0, removed), op.operation === 'TERMINATE' ? -1 : 0), at);
+        await chargeQuota(this.store, vnf.tenantId, demandOf(vnf.descriptor, -Math.max(0, removed), op.operation === 'TERMINATE' ? -1 : 0), at, { missingOk: true });
       }
       if (op.operation === 'TERMINATE') await this.releaseName(vnf);
     }
@@ -509,10 +509,10 @@ export class OperationsEngine {
         }
       }
       if (op.operation === 'INSTANTIATE') {
-        await chargeQuotaRaw(this.store, vnf.tenantId, demandOfVnf(vnf, -vnf.desiredReplicas, -1), at);
+        await chargeQuota(this.store, vnf.tenantId, demandOf(vnf.descriptor, -vnf.desiredReplicas, -1), at, { missingOk: true });
         await this.releaseName(vnf);
       } else if (keep < vnf.replicas.length && op.operation === 'SCALE') {
-        await chargeQuotaRaw(this.store, vnf.tenantId, demandOfVnf(vnf, -(Number(op.params?.replicas) - keep), 0), at);
+        await chargeQuota(this.store, vnf.tenantId, demandOf(vnf.descriptor, -(Number(op.params?.replicas) - keep), 0), at, { missingOk: true });
       }
       await this.setVnf(vnf.tenantId, vnf.id, (cur) => {
         const next: Vnf = { ...cur, updatedAt: at, lastOpOutcome: { opOccId: op.id, state: 'FAILED', error } };

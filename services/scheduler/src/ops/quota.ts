@@ -1,18 +1,50 @@
-/** Quota bookkeeping the engine does when an operation ends (the API charges at request time). */
-import { QUOTA_KEYS, replicaDemand, type Tenant, type Usage, type Vnf } from '@edgenfv/contracts';
+/**
+ * Quota bookkeeping, one place for the API (charges when a request is accepted) and the engine (gives back when an
+ * operation ends): every change is one CAS on the tenant record, so two concurrent requests can never both take
+ * the last unit.
+ */
+import { NotFoundError, QUOTA_KEYS, QuotaExceededError, replicaDemand, type Tenant, type Usage, type Vnfd } from '@edgenfv/contracts';
 import type { Store } from '../state/store.js';
 
-export function demandOfVnf(vnf: Vnf, replicas: number, vnfs: number): Usage {
-  const r = replicaDemand(vnf.descriptor);
+/** What `replicas` replicas of a VNFD (and `vnfs` VNFs) count against a quota; negative to give back. */
+export function demandOf(d: Vnfd, replicas: number, vnfs: number): Usage {
+  const r = replicaDemand(d);
   return { vcpus: r.vcpus * replicas, memoryMiB: r.memoryMiB * replicas, vfs: r.vfs * replicas, vnfs };
 }
 
-/** Applies a usage delta without quota checks (giving back never exceeds a quota). */
-export async function chargeQuotaRaw(store: Store, tenantId: string, delta: Usage, at: string): Promise<void> {
-  await store.tenants.mutate(tenantId, (cur: Tenant | null) => {
-    if (!cur) return undefined;
-    const usage = { ...cur.usage };
-    for (const k of QUOTA_KEYS) usage[k] = Math.max(0, usage[k] + delta[k]);
-    return { ...cur, usage, updatedAt: at };
+export function negate(d: Usage): Usage {
+  return { vcpus: -d.vcpus, memoryMiB: -d.memoryMiB, vfs: -d.vfs, vnfs: -d.vnfs };
+}
+
+/**
+ * Takes (positive) or gives back (negative) quota. Taking checks the limits and throws QuotaExceededError naming
+ * the first resource over quota; giving back never exceeds one. A missing tenant is NOT_FOUND, unless
+ * `missingOk` (the engine giving back what a deleted tenant held): then nothing is written.
+ */
+export async function chargeQuota(
+  store: Store,
+  tenantId: string,
+  delta: Usage,
+  at: string,
+  opts: { missingOk?: boolean } = {},
+): Promise<Tenant | null> {
+  const res = await store.tenants.mutate(tenantId, (cur) => {
+    if (!cur) {
+      if (opts.missingOk) return undefined;
+      throw new NotFoundError(`tenant "${tenantId}" not found`, { field: 'tenant' });
+    }
+    const next: Usage = { ...cur.usage };
+    for (const k of QUOTA_KEYS) {
+      next[k] = Math.max(0, cur.usage[k] + delta[k]);
+      const limit = cur.quota[k];
+      if (delta[k] > 0 && limit !== undefined && next[k] > limit) {
+        throw new QuotaExceededError(
+          `tenant "${tenantId}" quota exceeded for ${k}: ${cur.usage[k]} used + ${delta[k]} requested > ${limit}`,
+          { resource: k, quota: limit, used: cur.usage[k], requested: delta[k] },
+        );
+      }
+    }
+    return { ...cur, usage: next, updatedAt: at };
   });
+  return res?.value ?? null;
 }
