@@ -59,7 +59,11 @@ export async function putNode(nc: NatsConnection, nodeId: string, over: Partial<
       await new Promise((r) => setTimeout(r, 100)); // the scheduler may still be starting
     }
   }
-  // until the scheduler's cluster state (what placement sees) has the node: nodes.get then reports what is free
+  await waitNodeKnown(nc, nodeId);
+}
+
+/** Until the scheduler's cluster state (what placement sees) has the node: nodes.get then reports what is free. */
+export async function waitNodeKnown(nc: NatsConnection, nodeId: string): Promise<void> {
   for (let i = 0; ; i++) {
     const msg = await nc.request('nfv.v1.admin.nodes.get', JSON.stringify({ id: nodeId }), { timeout: 2000 });
     const reply = JSON.parse(new TextDecoder().decode(msg.data));

@@ -13,6 +13,7 @@ import { connect, type NatsConnection } from 'nats';
 import { startNatsServer, type NatsServerHandle } from '@edgenfv/nats-launcher';
 import { Api, startScheduler, type SchedulerProc } from '../src/harness.js';
 import { SimNode, simulatedNodeInventory } from '../src/sim-node.js';
+import { waitNodeKnown } from '../src/state-fixtures.js';
 
 const N_VNFS = 200;
 let dir: string;
@@ -69,14 +70,7 @@ function vnfdFor(i: number): Record<string, unknown> {
 }
 
 test(`kill -9 of the leader mid-way through ${N_VNFS} instantiates: all end COMPLETED or truthfully FAILED, nothing booked twice`, async (t) => {
-  for (const n of nodes) {
-    for (let i = 0; ; i++) {
-      const r = await api.admin('nodes.get', { id: n.nodeId });
-      if (r.ok && r.result.free) break;
-      assert.ok(i < 100, `node ${n.nodeId} never known`);
-      await new Promise((res) => setTimeout(res, 100));
-    }
-  }
+  for (const n of nodes) await waitNodeKnown(nc, n.nodeId);
   const tenants = ['t0', 't1', 't2', 't3', 't4'];
   for (const t of tenants) await api.ok('nfv.v1.admin.tenants.create', { id: t });
   const firstLeader = await leaderId();

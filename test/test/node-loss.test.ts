@@ -13,6 +13,7 @@ import { connect, type NatsConnection } from 'nats';
 import { startNatsServer, type NatsServerHandle } from '@edgenfv/nats-launcher';
 import { Api, startScheduler, type SchedulerProc } from '../src/harness.js';
 import { SimNode, simulatedNodeInventory } from '../src/sim-node.js';
+import { waitNodeKnown } from '../src/state-fixtures.js';
 
 const GRACE_MS = 2000;
 let dir: string;
@@ -50,12 +51,7 @@ after(async () => {
 });
 
 test('a lost node\'s replica is healed elsewhere within grace + 5 s; the returning node is fenced and tears its sandbox down', async () => {
-  for (const id of nodes.keys()) {
-    for (let i = 0; !(await api.admin('nodes.get', { id })).result?.free; i++) {
-      assert.ok(i < 100);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+  for (const id of nodes.keys()) await waitNodeKnown(nc, id);
   await api.ok('nfv.v1.admin.tenants.create', { id: 'heal' });
   const descriptor = {
     name: 'fw',
