@@ -8,7 +8,6 @@ import type { KvEntry, QueuedIterator } from 'nats';
 import {
   asAppError,
   UnavailableError,
-  type Allocation,
   type ErrorBody,
   type OpOcc,
   type OperationState,
@@ -540,4 +539,3 @@ function range(from: number, to: number): number[] {
   return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
 }
 
-export type { Allocation };

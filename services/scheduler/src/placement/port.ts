@@ -1,6 +1,6 @@
 /**
  * The operations engine's PlacementPort over ClusterState (ledger CAS commits, per-node coalescing, node views kept
- * by KV watches): a drop-in for `ops/kv-placement.ts`. Interface MACs are derived from the allocation id, addresses
+ * by KV watches). Interface MACs are derived from the allocation id, addresses
  * come from the IPAM (owner `<allocId>.<ifName>`, with the node and epoch). Releasing an allocation on a lost node
  * fences it: its VFs, CPUs, hugepages and IP leases stay held until the node confirms the sandbox is gone (the
  * registry's `onFencedFreed` then releases the leases here).
