@@ -60,6 +60,8 @@ export class OperationsEngine {
   private readonly tickMs: number;
   private running = false;
   private chains = new Map<string, Promise<void>>();
+  /** Op occurrences not yet terminal, as the KV watch last showed them: what the tick drives again. */
+  private readonly open = new Map<string, Pick<OpOcc, 'tenantId' | 'vnfId' | 'id'>>();
   private watches: QueuedIterator<KvEntry>[] = [];
   private timer: NodeJS.Timeout | undefined;
   private ticks = 0;
@@ -89,9 +91,17 @@ export class OperationsEngine {
     const statusWatch = await this.store.status.kv.watch({ key: '>' });
     this.watches = [opWatch, statusWatch];
     void this.follow(opWatch, (e) => {
-      if (e.operation !== 'PUT') return;
+      if (e.operation !== 'PUT') {
+        this.open.delete(e.key);
+        return;
+      }
       const op = JSON.parse(dec.decode(e.value)) as OpOcc;
-      if (!TERMINAL.includes(op.operationState)) this.enqueue(op);
+      if (TERMINAL.includes(op.operationState)) {
+        this.open.delete(e.key);
+        return;
+      }
+      this.open.set(e.key, { tenantId: op.tenantId, vnfId: op.vnfId, id: op.id });
+      this.enqueue(op);
     });
     void this.follow(statusWatch, (e) => {
       if (e.operation !== 'PUT') return;
@@ -109,6 +119,7 @@ export class OperationsEngine {
     if (this.timer) clearInterval(this.timer);
     for (const w of this.watches) w.stop();
     this.watches = [];
+    this.open.clear(); // the next start's watch shows them all again
     await Promise.allSettled([...this.chains.values()]);
     this.logger.info('operations engine stopped');
   }
@@ -144,11 +155,9 @@ export class OperationsEngine {
 
   private tick(): void {
     const sweep = this.onIdleVnf && this.ticks++ % 5 === 0;
+    for (const op of this.open.values()) this.enqueue(op);
+    if (!sweep) return;
     void (async () => {
-      for (const { value: op } of await this.store.opoccs.list()) {
-        if (!TERMINAL.includes(op.operationState)) this.enqueue(op);
-      }
-      if (!sweep) return;
       for (const { value: vnf } of await this.store.vnfs.list()) {
         if (!vnf.activeOpOccId && vnf.instantiationState === 'INSTANTIATED') await this.onIdleVnf!(vnf);
       }
