@@ -4,7 +4,18 @@
  * read); `mutate` wraps the read-modify-CAS loop so that concurrent writers never lose an update.
  */
 import type { JetStreamClient, KV, KvOptions, NatsConnection } from 'nats';
-import { KV_BUCKETS, UnavailableError, EVENTS_STREAM, subjects } from '@edgenfv/contracts';
+import {
+  KV_BUCKETS,
+  UnavailableError,
+  EVENTS_STREAM,
+  subjects,
+  type Allocation,
+  type NodeRecord,
+  type OpOcc,
+  type ReplicaStatus,
+  type Tenant,
+  type Vnf,
+} from '@edgenfv/contracts';
 
 export type BucketName = keyof typeof KV_BUCKETS;
 
@@ -117,14 +128,14 @@ export class Store {
   private constructor(
     readonly nc: NatsConnection,
     readonly js: JetStreamClient,
-    readonly tenants: JsonBucket<import('@edgenfv/contracts').Tenant>,
-    readonly vnfs: JsonBucket<import('@edgenfv/contracts').Vnf>,
-    readonly opoccs: JsonBucket<import('@edgenfv/contracts').OpOcc>,
+    readonly tenants: JsonBucket<Tenant>,
+    readonly vnfs: JsonBucket<Vnf>,
+    readonly opoccs: JsonBucket<OpOcc>,
     readonly requests: JsonBucket<StoredReply>,
     readonly names: JsonBucket<NameClaim>,
-    readonly nodes: JsonBucket<import('@edgenfv/contracts').NodeRecord>,
-    readonly allocs: JsonBucket<import('@edgenfv/contracts').Allocation>,
-    readonly status: JsonBucket<import('@edgenfv/contracts').ReplicaStatus>,
+    readonly nodes: JsonBucket<NodeRecord>,
+    readonly allocs: JsonBucket<Allocation>,
+    readonly status: JsonBucket<ReplicaStatus>,
   ) {}
 
   static async open(nc: NatsConnection, opts: StoreOptions = {}): Promise<Store> {
@@ -133,14 +144,14 @@ export class Store {
     const open = async <T>(name: string, extra: Partial<KvOptions> = {}): Promise<JsonBucket<T>> =>
       new JsonBucket<T>(await js.views.kv(name, { history: 1, replicas, ...extra }), name);
     const [tenants, vnfs, opoccs, requests, names, nodes, allocs, status] = await Promise.all([
-      open<import('@edgenfv/contracts').Tenant>(KV_BUCKETS.tenants),
-      open<import('@edgenfv/contracts').Vnf>(KV_BUCKETS.vnfs),
-      open<import('@edgenfv/contracts').OpOcc>(KV_BUCKETS.opoccs),
+      open<Tenant>(KV_BUCKETS.tenants),
+      open<Vnf>(KV_BUCKETS.vnfs),
+      open<OpOcc>(KV_BUCKETS.opoccs),
       open<StoredReply>(KV_BUCKETS.requests, { ttl: 24 * 3600 * 1000 }),
       open<NameClaim>('edgenfv_names'),
-      open<import('@edgenfv/contracts').NodeRecord>(KV_BUCKETS.nodes),
-      open<import('@edgenfv/contracts').Allocation>(KV_BUCKETS.allocs),
-      open<import('@edgenfv/contracts').ReplicaStatus>(KV_BUCKETS.status),
+      open<NodeRecord>(KV_BUCKETS.nodes),
+      open<Allocation>(KV_BUCKETS.allocs),
+      open<ReplicaStatus>(KV_BUCKETS.status),
     ]);
     await ensureEventsStream(nc, replicas);
     return new Store(nc, js, tenants, vnfs, opoccs, requests, names, nodes, allocs, status);
