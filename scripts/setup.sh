@@ -22,6 +22,11 @@ need=(
   "unshare:util-linux"
   "setpriv:util-linux"
   "cc:gcc libc6-dev"    # netplugins' CNI executables are a small C client (a Node.js fallback exists, much slower)
+  "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk:openvswitch-switch-dpdk"   # the node's DPDK switch
+  "nft:nftables"
+  "docker-registry:docker-registry"   # a real OCI registry for the image tests and demo
+  "skopeo:skopeo"
+  "umoci:umoci"
 )
 missing=()
 for pair in "${need[@]}"; do
@@ -30,7 +35,9 @@ for pair in "${need[@]}"; do
   if [[ $bin == /* ]]; then [[ -e $bin ]] || missing+=($pkg); else command -v "$bin" >/dev/null 2>&1 || missing+=($pkg); fi
 done
 # librte-net-vhost23: dpdk-testpmd's vhost PMD is a separate package
-if command -v dpdk-testpmd >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/dpdk/pmds-*/librte_net_vhost.so* >/dev/null 2>&1; then
+if [[ " ${missing[*]:-} " == *" dpdk-dev "* ]]; then
+  missing+=(librte-net-vhost23 librte-mempool-ring23)
+elif command -v dpdk-testpmd >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/dpdk/pmds-*/librte_net_vhost.so* >/dev/null 2>&1; then
   missing+=(librte-net-vhost23 librte-mempool-ring23)
 fi
 qemu_major=0
