@@ -1,5 +1,5 @@
 /**
- * Networks from config (name, cidr, gateway, range, vlan, bridge, parent), validated with ip-num: one error lists
+ * Networks from config (name, cidr, gateway, range, vlan, bridge, parent, mtuBytes, dataplane), validated with ip-num: one error lists
  * every issue. Parsed networks carry the allocatable range as bigints (IPv4 and IPv6 alike).
  */
 import { IPv4, IPv4CidrRange, IPv6, IPv6CidrRange } from 'ip-num';
@@ -51,6 +51,7 @@ function parseOne(raw: unknown, issues: Issues, at: string): ParsedNetwork | und
   const bridge = f.string('bridge', { re: IFNAME_RE, reHint: IFNAME_HINT });
   const parent = f.string('parent', { re: IFNAME_RE, reHint: IFNAME_HINT });
   const mtuBytes = f.int('mtuBytes', { min: 68, max: 65535 });
+  const dataplane = f.oneOf('dataplane', ['ovs-dpdk'] as const);
   f.closed();
 
   let family: 4 | 6 = 4;
@@ -98,6 +99,7 @@ function parseOne(raw: unknown, issues: Issues, at: string): ParsedNetwork | und
   if (bridge) config.bridge = bridge;
   if (parent) config.parent = parent;
   if (mtuBytes !== undefined) config.mtuBytes = mtuBytes;
+  if (dataplane) config.dataplane = dataplane;
   const net: ParsedNetwork = {
     config: Object.freeze(config),
     family,

@@ -100,11 +100,14 @@ test('VPP and OVS-DPDK back ends issue the documented commands', async () => {
     'vppctl set interface state VirtualEthernet0/0/0 up',
   ]);
   calls.length = 0;
-  const ovs = new OvsDpdkBackend('br-int', fake({}));
+  const ovs = new OvsDpdkBackend({ bridge: 'br-int', vlan: 100, db: 'unix:/run/t/db.sock' }, fake({}));
   await ovs.createPort({ portName: 'vhu1', socketPath: '/run/t/b.sock', vmMode: 'server', queues: 4 });
   await ovs.deletePort('vhu1');
+  const untagged = new OvsDpdkBackend({ bridge: 'br-int' }, fake({}));
+  await untagged.createPort({ portName: 'vhu2', socketPath: '/run/t/c.sock', vmMode: 'server', queues: 1 });
   assert.deepEqual(calls, [
-    'ovs-vsctl --may-exist add-port br-int vhu1 -- set Interface vhu1 type=dpdkvhostuserclient options:vhost-server-path=/run/t/b.sock options:n_rxq=4',
-    'ovs-vsctl --if-exists del-port br-int vhu1',
+    'ovs-vsctl --db=unix:/run/t/db.sock --timeout=30 --may-exist add-port br-int vhu1 -- set Interface vhu1 type=dpdkvhostuserclient options:vhost-server-path="/run/t/b.sock" options:n_rxq=4 -- set Port vhu1 tag=100',
+    'ovs-vsctl --db=unix:/run/t/db.sock --timeout=30 --if-exists del-port br-int vhu1',
+    'ovs-vsctl --timeout=30 --may-exist add-port br-int vhu2 -- set Interface vhu2 type=dpdkvhostuserclient options:vhost-server-path="/run/t/c.sock" -- clear Port vhu2 tag',
   ]);
 });

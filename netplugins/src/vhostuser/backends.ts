@@ -3,6 +3,7 @@
  *   - testpmd: commands on its interactive stdin (a FIFO), state read from its telemetry socket (runs here; tests use it)
  *   - vpp: `vppctl create vhost-user socket <path> [server]` (VPP is server when the VM is client)
  *   - ovs-dpdk: `ovs-vsctl add-port <br> <name> -- set Interface <name> type=dpdkvhostuserclient options:vhost-server-path=<path>`
+ *     `-- set Port <name> tag=<vlan>` (the node agent's switch; its ovsdb socket, bridge and VLAN come from the node)
  */
 import { openSync, writeSync, closeSync, constants } from 'node:fs';
 import { AppError, UnavailableError } from '@edgenfv/contracts';
@@ -193,27 +194,47 @@ export class VppBackend implements VhostBackend {
   }
 }
 
+export interface OvsDpdkTarget {
+  bridge: string;
+  /** Access VLAN of the port (`tag`): the network's VLAN. */
+  vlan?: number;
+  /** ovsdb-server of the node's switch (`unix:/path/db.sock`); default: ovs-vsctl's own default. */
+  db?: string;
+}
+
+/**
+ * OVS-DPDK: `dpdkvhostuserclient` ports (OVS connects to the socket the VM serves, and reconnects after a
+ * switch restart). Create is `--may-exist` and then sets every column again, so repeating it (or re-creating the
+ * port from its record after the switch lost its database) converges on the same port.
+ */
 export class OvsDpdkBackend implements VhostBackend {
   readonly kind = 'ovs-dpdk' as const;
   constructor(
-    private readonly bridge: string,
+    private readonly target: OvsDpdkTarget,
     private readonly run: Runner = runProcess,
   ) {}
+  private vsctl(...args: string[]): string[] {
+    return ['ovs-vsctl', ...(this.target.db ? [`--db=${this.target.db}`] : []), '--timeout=30', ...args];
+  }
   async createPort(spec: PortSpec): Promise<string> {
     if (spec.vmMode !== 'server')
       throw new AppError('INVALID_ARGUMENT', 'mode: ovs-dpdk ports are dpdkvhostuserclient: the VM must be the vhost-user server (mode "server")');
     const name = spec.portName;
-    const args = ['ovs-vsctl', '--may-exist', 'add-port', this.bridge, name, '--', 'set', 'Interface', name, 'type=dpdkvhostuserclient', `options:vhost-server-path=${spec.socketPath}`];
-    if (spec.queues > 1) args.push(`options:n_rxq=${spec.queues}`);
-    if (spec.mtuBytes !== undefined) args.push(`mtu_request=${spec.mtuBytes}`);
+    const { bridge, vlan } = this.target;
+    const iface = ['type=dpdkvhostuserclient', `options:vhost-server-path=${JSON.stringify(spec.socketPath)}`];
+    if (spec.queues > 1) iface.push(`options:n_rxq=${spec.queues}`);
+    if (spec.mtuBytes !== undefined) iface.push(`mtu_request=${spec.mtuBytes}`);
+    const args = this.vsctl('--may-exist', 'add-port', bridge, name, '--', 'set', 'Interface', name, ...iface);
+    // VLAN: an access port of the network's VLAN (tag), or untagged; set either way so a repeat converges.
+    args.push('--', ...(vlan !== undefined ? ['set', 'Port', name, `tag=${vlan}`] : ['clear', 'Port', name, 'tag']));
     await mustRun(this.run, args);
     return name;
   }
   async hasPort(name: string): Promise<boolean> {
-    const r = await this.run(['ovs-vsctl', 'port-to-br', name]);
-    return r.code === 0;
+    const r = await this.run(this.vsctl('port-to-br', name));
+    return r.code === 0 && r.stdout.trim() === this.target.bridge;
   }
   async deletePort(name: string): Promise<void> {
-    await mustRun(this.run, ['ovs-vsctl', '--if-exists', 'del-port', this.bridge, name]);
+    await mustRun(this.run, this.vsctl('--if-exists', 'del-port', this.target.bridge, name));
   }
 }

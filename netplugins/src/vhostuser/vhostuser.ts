@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { isDnsLabel, type AttachmentIp, type MacAddress, type VhostUserAttachmentResult } from '@edgenfv/contracts';
 import { attachmentId, configFields, readIps, readOwner, validateCtx, type AttachCtx } from '../config.js';
 import { RecordedPlugin, derivedMac, newRecord, withRollback, shortHash, type AttachmentRecord, type PluginDeps } from '../plugin.js';
-import { OvsDpdkBackend, TestpmdBackend, VppBackend, type VhostBackend } from './backends.js';
+import { OvsDpdkBackend, TestpmdBackend, VppBackend, type OvsDpdkTarget, type VhostBackend } from './backends.js';
 
 export const DATAPLANES = ['testpmd', 'vpp', 'ovs-dpdk'] as const;
 export type Dataplane = (typeof DATAPLANES)[number];
@@ -26,7 +26,8 @@ export interface VhostUserConfig {
   /** The VM's user: owns the tenant's folder. */
   owner?: { uid: number; gid: number };
   testpmd?: { controlPath: string; telemetryPath: string };
-  ovs?: { bridge: string };
+  /** The node's OVS-DPDK switch: bridge of the interface's network, its VLAN, the switch's ovsdb socket. */
+  ovs?: OvsDpdkTarget;
   vpp?: { cliSocket?: string };
   ips: AttachmentIp[];
 }
@@ -60,7 +61,9 @@ export class VhostUserPlugin extends RecordedPlugin<
     const telemetryPath = t?.string('telemetryPath', { required: true });
     t?.closed();
     const ov = f.object('ovs');
-    const bridge = ov?.string('bridge', { required: true });
+    const bridge = ov?.string('bridge', { required: true, re: /^[A-Za-z0-9_.-]{1,15}$/, reHint: 'an OVS bridge name (1-15 letters, digits, "_", "." or "-")' });
+    const vlan = ov?.int('vlan', { min: 1, max: 4094 });
+    const db = ov?.string('db', { re: /^unix:\/[^\0]*$/, reHint: 'unix:/path/to/db.sock' });
     ov?.closed();
     const vp = f.object('vpp');
     const cliSocket = vp?.string('cliSocket');
@@ -68,7 +71,7 @@ export class VhostUserPlugin extends RecordedPlugin<
     const ips = readIps(f);
     f.closed();
     if (dataplane === 'testpmd' && !t) issues.add('testpmd', 'is required when dataplane is testpmd ({controlPath, telemetryPath})');
-    if (dataplane === 'ovs-dpdk' && !ov) issues.add('ovs', 'is required when dataplane is ovs-dpdk ({bridge})');
+    if (dataplane === 'ovs-dpdk' && !ov) issues.add('ovs', 'is required when dataplane is ovs-dpdk ({bridge, vlan?, db?})');
     if (dataplane === 'ovs-dpdk' && mode === 'client') issues.add('mode', 'ovs-dpdk ports are dpdkvhostuserclient: the VM must be the server');
     if (socketDir && tenant && socketDir.length + tenant.length + 40 > SUN_PATH_MAX)
       issues.add('socketDir', `is too long: socket paths must fit in ${SUN_PATH_MAX} bytes`);
@@ -78,7 +81,11 @@ export class VhostUserPlugin extends RecordedPlugin<
     if (mac) cfg.mac = mac;
     if (owner) cfg.owner = owner;
     if (controlPath && telemetryPath) cfg.testpmd = { controlPath, telemetryPath };
-    if (bridge) cfg.ovs = { bridge };
+    if (bridge) {
+      cfg.ovs = { bridge };
+      if (vlan !== undefined) cfg.ovs.vlan = vlan;
+      if (db) cfg.ovs.db = db;
+    }
     if (vp) cfg.vpp = cliSocket ? { cliSocket } : {};
     return cfg;
   }
@@ -91,7 +98,7 @@ export class VhostUserPlugin extends RecordedPlugin<
       case 'vpp':
         return new VppBackend(undefined, cfg.vpp?.cliSocket ? ['vppctl', '-s', cfg.vpp.cliSocket] : ['vppctl']);
       case 'ovs-dpdk':
-        return new OvsDpdkBackend(cfg.ovs!.bridge);
+        return new OvsDpdkBackend(cfg.ovs!);
     }
   }
 
@@ -144,6 +151,36 @@ export class VhostUserPlugin extends RecordedPlugin<
       removeIfEmpty(join(again.config.socketDir, again.config.tenant));
       this.deps.records.delete(this.type, ctx);
     });
+  }
+
+  /**
+   * Re-creates the data-plane port of every recorded attachment that `match` selects: after a switch restart that
+   * lost its ports (the node agent starts OVS on a fresh database), the records are the truth. createPort is
+   * idempotent; one port failing does not stop the others.
+   */
+  async restorePorts(match: (cfg: VhostUserConfig) => boolean): Promise<{ restored: string[]; failed: { portName: string; error: string }[] }> {
+    const restored: string[] = [];
+    const failed: { portName: string; error: string }[] = [];
+    for (const key of this.deps.records.list(this.type)) {
+      const rec = this.deps.records.get<VhostUserRecord>(this.type, key);
+      if (!rec || !match(rec.config)) continue;
+      await this.deps.locks.with(`vhu-${rec.result.socketPath}`, async () => {
+        // the record may have been deleted (DEL) while this waited for the lock
+        const now = this.deps.records.get<VhostUserRecord>(this.type, key);
+        if (!now) return;
+        const backend = this.backend(now.config);
+        try {
+          await backend.createPort({
+            portName: now.result.portName, socketPath: now.result.socketPath, vmMode: now.config.mode, queues: now.config.queues,
+            ...(now.config.mtuBytes !== undefined ? { mtuBytes: now.config.mtuBytes } : {}),
+          });
+          restored.push(now.result.portName);
+        } catch (err) {
+          failed.push({ portName: now.result.portName, error: (err as Error).message });
+        }
+      });
+    }
+    return { restored, failed };
   }
 
   protected async probe(_ctx: AttachCtx, rec: VhostUserRecord, problems: string[]): Promise<void> {

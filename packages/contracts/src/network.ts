@@ -26,7 +26,15 @@ export interface NetworkConfig {
   /** Host link that macvtap attachments of this network hang off. */
   parent?: string;
   mtuBytes?: number;
+  /**
+   * The node's DPDK switch that carries this network's vhost-user ports: each node with an `ovs-dpdk` data plane
+   * makes one netdev bridge for it (the network's `vlan` tags its ports; the uplink trunks it).
+   */
+  dataplane?: NetworkDataplane;
 }
+
+/** The switch kinds a network can ask for (only OVS-DPDK is managed by the node agent). */
+export type NetworkDataplane = 'ovs-dpdk';
 
 /** One address lease as the IPAM stores it (bucket `edgenfv_ipam`, key `<network>.<address>`). */
 export interface IpLease {

@@ -43,7 +43,16 @@ export interface DataplaneInfo {
   kind: DataplaneKind;
   socketDir?: string;
   numaNode?: number;
+  /** A data plane the node agent runs itself (OVS-DPDK): where it is; absent for one the node only finds. */
+  state?: DataplaneState;
+  /** Why it is not ready (the switch's own words, e.g. its log's last error): set when state is failed. */
+  error?: string;
+  /** Networks whose vhost-user ports this switch serves (one bridge each). */
+  networks?: string[];
 }
+
+/** starting: being (re)started; ready: serving its bridges; failed: will not start (retried with backoff). */
+export type DataplaneState = 'starting' | 'ready' | 'failed';
 
 export interface HypervisorInfo {
   kind: HypervisorKind;

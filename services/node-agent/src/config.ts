@@ -7,18 +7,48 @@ import { hostname } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { InvalidArgumentError, isDnsLabel, isPciAddress, parsePciAddress, type FieldIssue } from '@edgenfv/contracts';
-import type { DataplaneKind } from '@edgenfv/contracts';
+import type { DataplaneKind, NetworkConfig } from '@edgenfv/contracts';
+import { parseNetworks } from '@edgenfv/netplugins';
 
 export type MachineType = 'q35' | 'microvm';
 
 export interface DataplaneConfig {
   kind: DataplaneKind;
-  /** Folder where the data plane's vhost-user sockets live. */
+  /** Folder where the data plane's vhost-user sockets live (ovs-dpdk: default `<stateDir>/vhost-user`). */
   socketDir: string;
-  /** A file whose presence proves the data plane runs (VPP cli.sock, OVS db.sock); default: socketDir itself. */
+  /** A file whose presence proves the data plane runs (VPP cli.sock); default: socketDir itself. Not for ovs-dpdk. */
   probePath?: string;
   numaNode?: number;
+  /** kind ovs-dpdk: the switch the node agent runs itself (always set for that kind). */
+  ovs?: OvsSwitchConfig;
 }
+
+/** An uplink of one network's bridge: a host NIC, or a veth whose other end lives in a namespace (a stand-in provider network). */
+export type UplinkConfig = { kind: 'nic'; nic: string } | { kind: 'veth'; netns: string; peerName: string };
+
+/** The node agent's OVS-DPDK (`dataplanes: [{kind: ovs-dpdk, ovs: {...}}]`); docs/node-agent.md. */
+export interface OvsSwitchConfig {
+  /** DPDK memory on the switch's NUMA node (`dpdk-socket-mem`); the node reserves these 2 MiB hugepages. */
+  socketMemMiB: number;
+  /** The switch's main lcore (`dpdk-lcore-mask`); default: the first CPU of its NUMA node. */
+  lcoreCpu?: number;
+  /** PMD (poll-mode) threads' CPUs (`pmd-cpu-mask`); default: the last CPU of its NUMA node. */
+  pmdCpus?: readonly number[];
+  /** Longest a PMD thread sleeps when it finds no packets (`pmd-maxsleep`): spares CPU on an idle switch. */
+  pmdMaxSleepUs: number;
+  /** Run the switch in this network namespace (created if missing, removed when the agent stops). */
+  netns?: string;
+  /** More EAL arguments (`dpdk-extra`), after `--no-pci`. */
+  ealArgs: readonly string[];
+  /** Network name -> its uplink (the network must have `dataplane: ovs-dpdk`). */
+  uplinks: Readonly<Record<string, UplinkConfig>>;
+  /** The DPDK build of ovs-vswitchd. */
+  vswitchdBinary: string;
+  /** How long one start may take before it counts as failed. */
+  startTimeoutMs: number;
+}
+
+export const OVS_VSWITCHD_DPDK = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
 
 export interface NodeAgentConfig {
   nodeId: string;
@@ -32,6 +62,8 @@ export interface NodeAgentConfig {
   /** PF (PCI address `0000:3b:00.0` or netdev name `ens1f0`) -> physnet. */
   physnets: Readonly<Record<string, string>>;
   dataplanes: readonly DataplaneConfig[];
+  /** The deployment's networks (the appliance passes its list): which ask for the DPDK switch, their VLANs. */
+  networks: readonly NetworkConfig[];
   nats: Readonly<{ url: string; user?: string; pass?: string; token?: string; credsFile?: string }>;
   metrics: Readonly<{ host: string; port: number }>;
   heartbeatIntervalMs: number;
@@ -69,6 +101,7 @@ const KEYS: Record<string, readonly string[]> = {
     'devRoot',
     'physnets',
     'dataplanes',
+    'networks',
     'nats',
     'metrics',
     'heartbeatIntervalMs',
@@ -82,7 +115,8 @@ const KEYS: Record<string, readonly string[]> = {
   qemu: ['binary', 'machine', 'accel', 'tcgTbSizeMiB', 'maxVcpus', 'maxMemoryMiB'],
   guest: ['kernelPath', 'initrdPath', 'bootTimeoutMs', 'extraKernelArgs'],
   isolation: ['uidBase', 'uidCount', 'cgroupRoot', 'cgroupParent', 'sandbox'],
-  dataplane: ['kind', 'socketDir', 'probePath', 'numaNode'],
+  dataplane: ['kind', 'socketDir', 'probePath', 'numaNode', 'ovs'],
+  ovs: ['socketMemMiB', 'lcoreCpu', 'pmdCpus', 'pmdMaxSleepUs', 'netns', 'ealArgs', 'uplinks', 'vswitchdBinary', 'startTimeoutMs'],
 };
 
 export const DEFAULTS = {
@@ -102,6 +136,9 @@ export const DEFAULTS = {
   cgroupRoot: '/sys/fs/cgroup',
   cgroupParent: 'edgenfv',
   vmBaseMemoryMiB: 512,
+  ovsSocketMemMiB: 512,
+  ovsPmdMaxSleepUs: 1000,
+  ovsStartTimeoutMs: 60_000,
 };
 
 /** Env vars read by loadConfig (they win over the file). */
@@ -207,6 +244,75 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     return v;
   };
 
+  const ifName = (v: unknown, field: string): string | undefined => {
+    if (typeof v !== 'string' || !/^[A-Za-z0-9_.-]{1,15}$/.test(v)) {
+      issues.push({ field, message: 'must be an interface name (1-15 letters, digits, "_", "." or "-")' });
+      return undefined;
+    }
+    return v;
+  };
+  const netnsName = (v: unknown, field: string): string | undefined => {
+    if (typeof v !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(v)) {
+      issues.push({ field, message: 'must be a network namespace name (letters, digits, "_", "." or "-")' });
+      return undefined;
+    }
+    return v;
+  };
+  const parseOvs = (raw: unknown, f: string): OvsSwitchConfig => {
+    const o = closed(raw, f, KEYS.ovs!);
+    const ovs: OvsSwitchConfig = {
+      socketMemMiB: int(o, 'socketMemMiB', `${f}.socketMemMiB`, DEFAULTS.ovsSocketMemMiB, 64, 1024 * 1024),
+      pmdMaxSleepUs: int(o, 'pmdMaxSleepUs', `${f}.pmdMaxSleepUs`, DEFAULTS.ovsPmdMaxSleepUs, 0, 10_000),
+      ealArgs: [],
+      uplinks: {},
+      vswitchdBinary: absPath(o, 'vswitchdBinary', `${f}.vswitchdBinary`, OVS_VSWITCHD_DPDK)!,
+      startTimeoutMs: int(o, 'startTimeoutMs', `${f}.startTimeoutMs`, DEFAULTS.ovsStartTimeoutMs, 1000, 3_600_000),
+    };
+    if (o.lcoreCpu !== undefined) ovs.lcoreCpu = int(o, 'lcoreCpu', `${f}.lcoreCpu`, 0, 0, 4095);
+    if (o.pmdCpus !== undefined) {
+      const cpus = o.pmdCpus;
+      if (!Array.isArray(cpus) || cpus.length === 0 || !cpus.every((c) => Number.isInteger(c) && c >= 0 && c <= 4095)) {
+        issues.push({ field: `${f}.pmdCpus`, message: 'must be a non-empty list of CPU ids' });
+      } else {
+        ovs.pmdCpus = [...new Set(cpus as number[])];
+        if (ovs.lcoreCpu !== undefined && ovs.pmdCpus.includes(ovs.lcoreCpu)) {
+          issues.push({ field: `${f}.pmdCpus`, message: `CPU ${ovs.lcoreCpu} is the lcoreCpu; a PMD thread needs a CPU of its own` });
+        }
+      }
+    }
+    if (o.netns !== undefined) {
+      const ns = netnsName(o.netns, `${f}.netns`);
+      if (ns) ovs.netns = ns;
+    }
+    if (o.ealArgs !== undefined) {
+      if (!Array.isArray(o.ealArgs) || !o.ealArgs.every((a) => typeof a === 'string' && /^[^\s"]+$/.test(a))) {
+        issues.push({ field: `${f}.ealArgs`, message: 'must be a list of EAL arguments without spaces or quotes' });
+      } else ovs.ealArgs = [...(o.ealArgs as string[])];
+    }
+    const uplinks: Record<string, UplinkConfig> = {};
+    if (o.uplinks !== undefined) {
+      if (!isObj(o.uplinks)) issues.push({ field: `${f}.uplinks`, message: 'must map a network name to {nic} or {veth: {netns, name}}' });
+      else
+        for (const [net, u] of Object.entries(o.uplinks)) {
+          const uf = `${f}.uplinks.${net}`;
+          const uo = closed(u, uf, ['nic', 'veth']);
+          if ((uo.nic === undefined) === (uo.veth === undefined)) {
+            issues.push({ field: uf, message: 'must be exactly one of {nic: <interface>} or {veth: {netns, name}}' });
+          } else if (uo.nic !== undefined) {
+            const nic = ifName(uo.nic, `${uf}.nic`);
+            if (nic) uplinks[net] = { kind: 'nic', nic };
+          } else {
+            const v = closed(uo.veth, `${uf}.veth`, ['netns', 'name']);
+            const ns = netnsName(v.netns, `${uf}.veth.netns`);
+            const peer = ifName(v.name, `${uf}.veth.name`);
+            if (ns && peer) uplinks[net] = { kind: 'veth', netns: ns, peerName: peer };
+          }
+        }
+    }
+    ovs.uplinks = Object.freeze(uplinks);
+    return ovs;
+  };
+
   const top = closed(src, '', KEYS['']!);
   const nodeId = str(top, 'nodeId', 'nodeId', defaultNodeId())!;
   if (!isDnsLabel(nodeId)) issues.push({ field: 'nodeId', message: `must be a DNS label (got ${JSON.stringify(nodeId)})` });
@@ -242,6 +348,17 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
       }
   }
 
+  let networks: NetworkConfig[] = [];
+  if (top.networks !== undefined) {
+    try {
+      networks = parseNetworks(top.networks, 'networks').map((n) => ({ ...n.config }));
+    } catch (err) {
+      const list = (err as { issues?: FieldIssue[] }).issues;
+      if (list) issues.push(...list);
+      else issues.push({ field: 'networks', message: (err as Error).message });
+    }
+  }
+
   const dataplanes: DataplaneConfig[] = [];
   if (top.dataplanes !== undefined) {
     if (!Array.isArray(top.dataplanes)) issues.push({ field: 'dataplanes', message: 'must be a list' });
@@ -253,12 +370,20 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
         if (kind !== 'vpp' && kind !== 'ovs-dpdk' && kind !== 'testpmd') {
           issues.push({ field: `${f}.kind`, message: 'must be vpp, ovs-dpdk or testpmd' });
         }
-        const socketDir = absPath(o, 'socketDir', `${f}.socketDir`);
+        const stateDirNow = typeof top.stateDir === 'string' ? top.stateDir : DEFAULTS.stateDir;
+        const socketDir = absPath(o, 'socketDir', `${f}.socketDir`, kind === 'ovs-dpdk' ? `${stateDirNow}/vhost-user` : undefined);
         if (socketDir === undefined) issues.push({ field: `${f}.socketDir`, message: 'required' });
         const probePath = absPath(o, 'probePath', `${f}.probePath`);
         const dp: DataplaneConfig = { kind: kind as DataplaneKind, socketDir: socketDir ?? '' };
         if (probePath !== undefined) dp.probePath = probePath;
         if (o.numaNode !== undefined) dp.numaNode = int(o, 'numaNode', `${f}.numaNode`, 0, 0, 63);
+        if (kind === 'ovs-dpdk') {
+          if (probePath !== undefined) issues.push({ field: `${f}.probePath`, message: 'not for ovs-dpdk: the node agent runs that switch and knows its state' });
+          if (dataplanes.some((x) => x.kind === 'ovs-dpdk')) issues.push({ field: `${f}.kind`, message: 'only one ovs-dpdk data plane per node' });
+          dp.ovs = parseOvs(o.ovs, `${f}.ovs`);
+        } else if (o.ovs !== undefined) {
+          issues.push({ field: `${f}.ovs`, message: 'only for kind ovs-dpdk' });
+        }
         dataplanes.push(dp);
       });
   }
@@ -330,6 +455,14 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
   const vmBaseMemoryMiB = int(top, 'vmBaseMemoryMiB', 'vmBaseMemoryMiB', DEFAULTS.vmBaseMemoryMiB, 64, 65536);
   if (vmBaseMemoryMiB > qemu.maxMemoryMiB) issues.push({ field: 'vmBaseMemoryMiB', message: 'must not exceed qemu.maxMemoryMiB' });
 
+  dataplanes.forEach((d, i) => {
+    for (const net of Object.keys(d.ovs?.uplinks ?? {})) {
+      const n = networks.find((x) => x.name === net);
+      if (!n) issues.push({ field: `dataplanes[${i}].ovs.uplinks.${net}`, message: `no network ${JSON.stringify(net)} in networks` });
+      else if (n.dataplane !== 'ovs-dpdk') issues.push({ field: `dataplanes[${i}].ovs.uplinks.${net}`, message: `network ${net} does not ask for the switch (dataplane: ovs-dpdk)` });
+    }
+  });
+
   if (issues.length > 0) throw new InvalidArgumentError(issues);
   const cfg: NodeAgentConfig = {
     nodeId,
@@ -339,6 +472,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     devRoot,
     physnets: Object.freeze(physnets),
     dataplanes: Object.freeze(dataplanes.map((d) => Object.freeze(d))),
+    networks: Object.freeze(networks.map((n) => Object.freeze(n))),
     nats: Object.freeze(nats),
     metrics: Object.freeze(metrics),
     heartbeatIntervalMs,

@@ -105,3 +105,90 @@ test('an unreadable or malformed file is a clear error', () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('dataplanes: an ovs-dpdk switch with its networks and uplinks; defaults filled in', () => {
+  const cfg = parseConfig({
+    stateDir: '/var/lib/n',
+    networks: [
+      { name: 'provider', cidr: '10.20.0.0/24', vlan: 100, dataplane: 'ovs-dpdk' },
+      { name: 'mgmt', cidr: '10.99.0.0/24' },
+    ],
+    dataplanes: [{ kind: 'ovs-dpdk', numaNode: 0, ovs: { pmdCpus: [1], lcoreCpu: 0, netns: 'enfv-ovs', uplinks: { provider: { veth: { netns: 'prov', name: 'eth0' } } } } }],
+  });
+  const dp = cfg.dataplanes[0]!;
+  assert.equal(dp.socketDir, '/var/lib/n/vhost-user');
+  assert.deepEqual(dp.ovs, {
+    socketMemMiB: DEFAULTS.ovsSocketMemMiB,
+    pmdMaxSleepUs: DEFAULTS.ovsPmdMaxSleepUs,
+    ealArgs: [],
+    uplinks: { provider: { kind: 'veth', netns: 'prov', peerName: 'eth0' } },
+    vswitchdBinary: '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk',
+    startTimeoutMs: DEFAULTS.ovsStartTimeoutMs,
+    lcoreCpu: 0,
+    pmdCpus: [1],
+    netns: 'enfv-ovs',
+  });
+  assert.equal(cfg.networks.find((n) => n.name === 'provider')?.dataplane, 'ovs-dpdk');
+  assert.equal(cfg.networks.find((n) => n.name === 'provider')?.vlan, 100);
+});
+
+test('dataplanes: every ovs-dpdk issue named', () => {
+  let err: unknown;
+  try {
+    parseConfig({
+      networks: [{ name: 'mgmt', cidr: '10.99.0.0/24', dataplane: 'vpp' }, { name: 'lan', cidr: '10.1.0.0/24' }],
+      dataplanes: [
+        {
+          kind: 'ovs-dpdk',
+          probePath: '/run/x',
+          ovs: {
+            socketMemMiB: 1,
+            lcoreCpu: 1,
+            pmdCpus: [1],
+            pmdMaxSleepUs: 99999,
+            netns: 'bad name',
+            ealArgs: ['--a b'],
+            vswitchdBinary: 'ovs',
+            colour: 'red',
+            uplinks: { lan: { nic: 'eth1' }, nowhere: { nic: 'eth2' }, both: { nic: 'x', veth: {} }, v: { veth: { netns: 'p', name: 'much-too-long-name' } } },
+          },
+        },
+        { kind: 'ovs-dpdk' },
+        { kind: 'vpp', socketDir: '/run/vpp', ovs: {} },
+      ],
+    });
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err instanceof InvalidArgumentError);
+  const fields = err.issues.map((i) => i.field);
+  for (const f of [
+    'networks[0].dataplane',
+    'dataplanes[0].probePath',
+    'dataplanes[0].ovs.socketMemMiB',
+    'dataplanes[0].ovs.pmdCpus',
+    'dataplanes[0].ovs.pmdMaxSleepUs',
+    'dataplanes[0].ovs.netns',
+    'dataplanes[0].ovs.ealArgs',
+    'dataplanes[0].ovs.vswitchdBinary',
+    'dataplanes[0].ovs.colour',
+    'dataplanes[0].ovs.uplinks.both',
+    'dataplanes[0].ovs.uplinks.v.veth.name',
+    'dataplanes[1].kind',
+    'dataplanes[2].ovs',
+  ]) {
+    assert.ok(fields.includes(f), `missing issue for ${f}: ${fields.join(', ')}`);
+  }
+  // an uplink must name a network that asks for the switch
+  assert.throws(
+    () =>
+      parseConfig({
+        networks: [{ name: 'lan', cidr: '10.1.0.0/24' }],
+        dataplanes: [{ kind: 'ovs-dpdk', ovs: { uplinks: { lan: { nic: 'eth1' }, nowhere: { nic: 'eth2' } } } }],
+      }),
+    (e: unknown) =>
+      e instanceof InvalidArgumentError &&
+      e.issues.some((i) => i.field === 'dataplanes[0].ovs.uplinks.lan' && /does not ask for the switch/.test(i.message)) &&
+      e.issues.some((i) => i.field === 'dataplanes[0].ovs.uplinks.nowhere' && /no network/.test(i.message)),
+  );
+});
