@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, readdirSync, readlinkSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, basename } from 'node:path';
-import { InvalidArgumentError } from '@edgenfv/contracts';
+import { AppError, InvalidArgumentError } from '@edgenfv/contracts';
 import { FakeSysfs, FakeVfNetlink } from '../src/sriov/fake.js';
 import { SysfsPciBind } from '../src/sriov/pci-bind.js';
 import { SriovPlugin, defaultClaimsDir } from '../src/sriov/sriov.js';
@@ -13,12 +13,12 @@ import { tempState } from './helpers.js';
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-function setup(opts: { sharedGroup?: boolean; totalVfs?: number } = {}) {
+function setup(opts: { sharedGroup?: boolean; totalVfs?: number; noVfio?: boolean } = {}) {
   const root = mkdtempSync(join(tmpdir(), 'np-sysfs-'));
   dirs.push(root);
   const sysfs = FakeSysfs.build(root, [
     { bdf: '0000:03:00.0', ifName: 'enp3s0f0', totalVfs: opts.totalVfs ?? 4, numaNode: 1, ...(opts.sharedGroup ? { sharedGroup: true } : {}) },
-  ]);
+  ], { noVfio: opts.noVfio ?? false });
   const st = tempState();
   dirs.push(st.dir);
   const netlink = new FakeVfNetlink(root);
@@ -173,4 +173,114 @@ test('the fake kernel refuses what the real one refuses; discovery reads the tre
   assert.equal(pf?.physnet, 'physnet1');
   assert.equal(pf?.totalVfs, 4);
   assert.deepEqual(pf?.vfs.map((v) => [v.index, v.pciAddress, v.driver]), [[0, '0000:03:10.0', 'igbvf'], [1, '0000:03:10.2', 'igbvf']]);
+});
+
+/** Nothing of an attachment is left: VF 0 and 1 on igbvf without override, the PF's VF table as given, no claims, no records. */
+async function assertUntouched(s: ReturnType<typeof setup>, table0 = { vf: 0, mac: '00:00:00:00:00:00', vlan: 0, vlanQos: 0, spoofchk: true, trust: false }) {
+  for (const vf of ['0000:03:10.0', '0000:03:10.2']) {
+    assert.equal(s.drv(vf), 'igbvf', `${vf} driver`);
+    assert.equal(readFileSync(join(s.root, 'bus/pci/devices', vf, 'driver_override'), 'utf8').trim(), '(null)');
+  }
+  assert.deepEqual((await s.netlink.vfs('enp3s0f0'))[0], table0);
+  assert.deepEqual(s.claims(), []);
+  assert.deepEqual(s.st.leftovers(), []);
+}
+const code = (c: string, re: RegExp) => (e: unknown) => {
+  assert.ok(e instanceof AppError, String(e));
+  assert.equal(e.code, c, e.message);
+  assert.match(e.message, re);
+  return true;
+};
+
+test('a NUMA node with no VF of the physnet: UNSCHEDULABLE naming numaNode; deviceID on another node: CONFLICT; nothing changes', async () => {
+  const s = setup();
+  const { plugin } = s;
+  await assert.rejects(
+    plugin.add({ containerId: 'vm1', ifName: 'net1' }, plugin.parseConfig({ ...base, physnet: 'physnet1', numaNode: 0 })),
+    code('UNSCHEDULABLE', /^numaNode: physnet physnet1 has no free VF on NUMA node 0 \(0 of its 2 VFs are there/),
+  );
+  await assertUntouched(s);
+  await assert.rejects(
+    plugin.add({ containerId: 'vm1', ifName: 'net1' }, plugin.parseConfig({ ...base, deviceID: '0000:03:10.2', numaNode: 0 })),
+    code('CONFLICT', /deviceID: 0000:03:10.2 is on NUMA node 1, not 0/),
+  );
+  await assertUntouched(s);
+  const r = await plugin.add({ containerId: 'vm1', ifName: 'net1' }, plugin.parseConfig({ ...base, physnet: 'physnet1', numaNode: 1 }));
+  assert.equal(r.numaNode, 1);
+  // the physnet itself full: the other error names the physnet
+  await plugin.add({ containerId: 'vm2', ifName: 'net1' }, plugin.parseConfig({ ...base, physnet: 'physnet1', numaNode: 1 }));
+  await assert.rejects(
+    plugin.add({ containerId: 'vm3', ifName: 'net1' }, plugin.parseConfig({ ...base, physnet: 'physnet1', numaNode: 1 })),
+    code('UNSCHEDULABLE', /^physnet physnet1: no free VF \(2 VFs on enp3s0f0, all claimed\)/),
+  );
+  await plugin.del({ containerId: 'vm1', ifName: 'net1' });
+  await plugin.del({ containerId: 'vm2', ifName: 'net1' });
+  await assertUntouched(s);
+});
+
+test('vfio-pci not loaded: UNAVAILABLE naming the module, before any VF setting changes', async () => {
+  const s = setup({ noVfio: true });
+  await assert.rejects(
+    s.plugin.add({ containerId: 'vm1', ifName: 'net1' }, s.plugin.parseConfig({ ...base, physnet: 'physnet1', vlan: 9, mac: '02:00:00:00:00:09' })),
+    code('UNAVAILABLE', /driver vfio-pci is not loaded on this node \(modprobe vfio-pci\): VF 0000:03:10.0 cannot go to a VM/),
+  );
+  await assertUntouched(s);
+  // driver "kernel" does not need it
+  const r = await s.plugin.add({ containerId: 'ctr', ifName: 'net1' }, s.plugin.parseConfig({ ...base, physnet: 'physnet1', driver: 'kernel' }));
+  assert.equal(r.driver, 'igbvf');
+  await s.plugin.del({ containerId: 'ctr', ifName: 'net1' });
+  await assertUntouched(s);
+});
+
+test('the bind fails halfway (vfio-pci probe fails after igbvf was unbound): rolled back to igbvf and the original VF settings', async () => {
+  const s = setup();
+  // VFs exist and the operator left VF 0 with its own settings before: those must come back, not zeros
+  await s.sysfs.write('bus/pci/devices/0000:03:00.0/sriov_numvfs', '2');
+  const before = { vf: 0, mac: '02:00:00:00:00:99', vlan: 5, vlanQos: 0, spoofchk: false, trust: false };
+  await s.netlink.setVf('enp3s0f0', 0, { mac: before.mac, vlan: 5, spoofchk: false });
+  (s.sysfs as FakeSysfs).failProbe('vfio-pci');
+  const cfg = s.plugin.parseConfig({ ...base, physnet: 'physnet1', vlan: 100, spoofchk: true, mac: '02:11:22:33:44:55' });
+  await assert.rejects(s.plugin.add({ containerId: 'vm1', ifName: 'net1' }, cfg), code('UNAVAILABLE', /0000:03:10.0: not bound to vfio-pci after 2000 ms \(now: none\)/));
+  await assertUntouched(s, before);
+  // the fault gone, the same ADD works and DEL gives back the same original settings
+  (s.sysfs as FakeSysfs).failProbe('none');
+  const r = await s.plugin.add({ containerId: 'vm1', ifName: 'net1' }, cfg);
+  assert.equal(s.drv(r.pciAddress), 'vfio-pci');
+  assert.deepEqual((await s.netlink.vfs('enp3s0f0'))[0], { vf: 0, mac: '02:11:22:33:44:55', vlan: 100, vlanQos: 0, spoofchk: true, trust: false });
+  await s.plugin.del({ containerId: 'vm1', ifName: 'net1' });
+  await assertUntouched(s, before);
+});
+
+test('VLAN, spoofchk and trust belong to the operator (the PF entry): another value is PERMISSION_DENIED naming each field; repeating or omitting them gets the operator\'s', async () => {
+  const s = setup();
+  const operator = { pfs: [{ pf: 'enp3s0f0', physnet: 'physnet1', numVfs: 2, vlan: 100, spoofchk: true }] };
+  await assert.rejects(
+    s.plugin.add({ containerId: 'vm1', ifName: 'net1' }, s.plugin.parseConfig({ ...operator, physnet: 'physnet1', vlan: 200, trust: true })),
+    (e: unknown) => {
+      code('PERMISSION_DENIED', /^vlan: is set by the operator for physnet physnet1 \(100\); asked 200; trust: trust on a VF of physnet physnet1 needs the operator's consent/)(e);
+      assert.deepEqual(((e as AppError).details as { issues: { field: string }[] }).issues.map((i) => i.field), ['vlan', 'trust']);
+      return true;
+    },
+  );
+  await assert.rejects(
+    s.plugin.add({ containerId: 'vm1', ifName: 'net1' }, s.plugin.parseConfig({ ...operator, physnet: 'physnet1', spoofchk: false })),
+    code('PERMISSION_DENIED', /^spoofchk: is set by the operator for physnet physnet1 \(true\); asked false$/),
+  );
+  await assertUntouched(s);
+  // omitted: the operator's values; repeated: the same
+  const r = await s.plugin.add({ containerId: 'vm1', ifName: 'net1' }, s.plugin.parseConfig({ ...operator, physnet: 'physnet1' }));
+  assert.equal(r.vlan, 100);
+  const r2 = await s.plugin.add({ containerId: 'vm2', ifName: 'net1' }, s.plugin.parseConfig({ ...operator, physnet: 'physnet1', vlan: 100 }));
+  const table = await s.netlink.vfs('enp3s0f0');
+  assert.deepEqual([table[0]?.vlan, table[0]?.spoofchk, table[1]?.vlan, table[1]?.spoofchk], [100, true, 100, true]);
+  await s.plugin.check({ containerId: 'vm1', ifName: 'net1' }, r);
+  await s.plugin.check({ containerId: 'vm2', ifName: 'net1' }, r2);
+  // the operator grants trust: asking for it is fine then
+  const granted = { pfs: [{ ...operator.pfs[0]!, trust: true }] };
+  await s.plugin.del({ containerId: 'vm2', ifName: 'net1' });
+  await s.plugin.add({ containerId: 'vm2', ifName: 'net1' }, s.plugin.parseConfig({ ...granted, physnet: 'physnet1', trust: true }));
+  assert.equal((await s.netlink.vfs('enp3s0f0'))[1]?.trust, true);
+  await s.plugin.del({ containerId: 'vm1', ifName: 'net1' });
+  await s.plugin.del({ containerId: 'vm2', ifName: 'net1' });
+  await assertUntouched(s);
 });

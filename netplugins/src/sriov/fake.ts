@@ -38,11 +38,11 @@ export class FakeSysfs extends RealSysfs {
     super(root);
   }
 
-  /** Builds the tree: PFs with their drivers, and drivers vfio-pci and the VF drivers registered. */
-  static build(root: string, pfs: FakePfSpec[]): FakeSysfs {
+  /** Builds the tree: PFs with their drivers, and drivers vfio-pci (unless `noVfio`: module not loaded) and the VF drivers registered. */
+  static build(root: string, pfs: FakePfSpec[], opts: { noVfio?: boolean } = {}): FakeSysfs {
     const fs = new FakeSysfs(root);
-    for (const d of ['bus/pci/devices', 'bus/pci/drivers/vfio-pci', 'devices/pci0000:00', 'kernel/iommu_groups', 'class/net'])
-      mkdirSync(join(root, d), { recursive: true });
+    for (const d of ['bus/pci/devices', 'devices/pci0000:00', 'kernel/iommu_groups', 'class/net']) mkdirSync(join(root, d), { recursive: true });
+    if (!opts.noVfio) fs.mkDriver('vfio-pci');
     writeFileSync(join(root, 'bus/pci/drivers_probe'), '');
     for (const pf of pfs) {
       const drv = pf.driver ?? 'igb';
@@ -168,6 +168,14 @@ export class FakeSysfs extends RealSysfs {
     symlinkSync(relative(join(gdir, 'devices'), dev), join(gdir, 'devices', bdf));
   }
 
+  /**
+   * From now on the probe of `driver` fails (its probe() returns an error): as in the kernel, the write to
+   * `drivers_probe` still succeeds and the device stays unbound.
+   */
+  failProbe(driver: string): void {
+    writeFileSync(join(this.root, '.fake_fail_probe'), driver);
+  }
+
   private probe(bdf: string): void {
     const dev = this.devDir(bdf);
     if (!existsSync(dev)) throw errno('ENODEV', `no device ${bdf}`);
@@ -178,7 +186,8 @@ export class FakeSysfs extends RealSysfs {
       const pf = existsSync(join(dev, 'physfn')) ? basename(readlinkSync(join(dev, 'physfn'))) : null;
       drv = pf ? readFileSync(join(this.devDir(pf), '.fake_vf_driver'), 'utf8') : null;
     }
-    if (drv && existsSync(join(this.root, 'bus/pci/drivers', drv))) this.linkDriver(bdf, drv);
+    const failing = existsSync(join(this.root, '.fake_fail_probe')) ? readFileSync(join(this.root, '.fake_fail_probe'), 'utf8') : null;
+    if (drv && drv !== failing && existsSync(join(this.root, 'bus/pci/drivers', drv))) this.linkDriver(bdf, drv);
   }
 
   override async write(rel: string, value: string): Promise<void> {

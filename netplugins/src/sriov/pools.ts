@@ -15,6 +15,11 @@ export interface PfRef {
   physnet: string;
   /** Create this many VFs when the PF has none (writes `sriov_numvfs`). */
   numVfs?: number;
+  /** The operator's VF settings on this PF's physnet (a request may repeat them, never change them: contracts vf-policy). */
+  vlan?: number;
+  vlanQos?: number;
+  spoofchk?: boolean;
+  trust?: boolean;
 }
 
 export interface VfInfo extends SriovVfInfo {
@@ -144,17 +149,29 @@ export class VfClaims {
   }
 }
 
-/** Picks and claims a free VF on a physnet: unclaimed, and not already given to vfio-pci by someone else. */
-export async function allocateVf(sysfs: Sysfs, claims: VfClaims, pfs: readonly PfRef[], physnet: string, owner: string): Promise<VfInfo> {
+/** The PfRef (operator mapping entry) of the PF at `bdf`, if any. */
+export async function refOf(sysfs: Sysfs, pfs: readonly PfRef[], bdf: PciAddress): Promise<PfRef | undefined> {
+  for (const ref of pfs) if ((await resolvePf(sysfs, ref.pf).catch(() => null)) === bdf) return ref;
+  return undefined;
+}
+
+/**
+ * Picks and claims a free VF on a physnet (and NUMA node, when asked): unclaimed, and not already given to vfio-pci
+ * by someone else.
+ */
+export async function allocateVf(sysfs: Sysfs, claims: VfClaims, pfs: readonly PfRef[], physnet: string, owner: string, numaNode?: number): Promise<VfInfo> {
   const mine = pfs.filter((p) => p.physnet === physnet);
   if (mine.length === 0)
     throw new NotFoundError(`physnet: unknown physnet ${JSON.stringify(physnet)} (known: ${[...new Set(pfs.map((p) => p.physnet))].join(', ') || 'none'})`);
   let total = 0;
+  let onNode = 0;
   for (const ref of mine) {
     const bdf = await resolvePf(sysfs, ref.pf);
     if (ref.numVfs) await ensureVfs(sysfs, bdf, ref.numVfs);
     const pf = await readPf(sysfs, bdf, physnet);
     total += pf.vfs.length;
+    if (numaNode !== undefined && pf.numaNode !== numaNode) continue;
+    onNode += pf.vfs.length;
     for (const vf of pf.vfs) {
       if (claims.owner(vf.pciAddress) === owner) return vf;
     }
@@ -163,6 +180,8 @@ export async function allocateVf(sysfs: Sysfs, claims: VfClaims, pfs: readonly P
       if (claims.claim(vf.pciAddress, owner)) return vf;
     }
   }
+  if (numaNode !== undefined && onNode < total)
+    throw new UnschedulableError(`numaNode: physnet ${physnet} has no free VF on NUMA node ${numaNode} (${onNode} of its ${total} VFs are there, all claimed)`);
   throw new UnschedulableError(`physnet ${physnet}: no free VF (${total} VFs on ${mine.map((p) => p.pf).join(', ')}, all claimed)`);
 }
 
@@ -172,8 +191,7 @@ export async function vfAt(sysfs: Sysfs, bdf: PciAddress, pfs: readonly PfRef[])
   const pf = await sysfs.linkName(pciDev(bdf, 'physfn'));
   if (!pf) throw new AppError('INVALID_ARGUMENT', `deviceID: ${bdf} is not an SR-IOV virtual function (no physfn)`);
   const pfBdf = parsePciAddress(pf);
-  let physnet: string | undefined;
-  for (const ref of pfs) if ((await resolvePf(sysfs, ref.pf).catch(() => null)) === pfBdf) physnet = ref.physnet;
+  const physnet = (await refOf(sysfs, pfs, pfBdf))?.physnet;
   const info = await readPf(sysfs, pfBdf, physnet);
   const vf = info.vfs.find((v) => v.pciAddress === bdf);
   if (!vf) throw new NotFoundError(`deviceID: ${bdf} is not listed among ${pfBdf}'s virtfn links`);

@@ -10,3 +10,4 @@ export * from './agent-channel.js';
 export * from './internal.js';
 export * from './attachment.js';
 export * from './network.js';
+export * from './vf-policy.js';
