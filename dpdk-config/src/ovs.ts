@@ -11,6 +11,10 @@ export interface OvsDpdkOptions {
   socketLimit?: boolean;
   /** Extra EAL args passed through `dpdk-extra`; iova-mode and in-memory from the plan are added here. */
   extraEalArgs?: string[];
+  /** Longest an idle PMD thread sleeps, in microseconds (`pmd-maxsleep`, OVS 3.1; 0: busy-polls). */
+  pmdMaxSleepUs?: number;
+  /** The switch's ovsdb-server (`unix:/path/db.sock`): adds `--db=` to the ovs-vsctl argv; default ovs-vsctl's own. */
+  db?: string;
 }
 
 /** `other_config` keys and values, in the order they are applied. */
@@ -24,6 +28,12 @@ export function renderOvsOtherConfig(plan: DataplanePlan, opts: OvsDpdkOptions =
   }
   cfg.push(['dpdk-lcore-mask', cpuMask([plan.mainCpu.cpu])]);
   if (plan.workerCpus.length > 0) cfg.push(['pmd-cpu-mask', cpuMask(plan.workerCpus.map((w) => w.cpu))]);
+  if (opts.pmdMaxSleepUs !== undefined) {
+    if (!Number.isInteger(opts.pmdMaxSleepUs) || opts.pmdMaxSleepUs < 0 || opts.pmdMaxSleepUs > 10_000) {
+      throw new InvalidArgumentError([{ field: 'pmdMaxSleepUs', message: 'must be an integer in 0..10000 (microseconds)' }]);
+    }
+    cfg.push(['pmd-maxsleep', String(opts.pmdMaxSleepUs)]);
+  }
   const extra: string[] = [];
   if (plan.memory.kind === 'no-huge') extra.push('--no-huge', '-m', String(plan.memory.memoryMiB));
   if (plan.inMemory) extra.push('--in-memory');
@@ -36,7 +46,7 @@ export function renderOvsOtherConfig(plan: DataplanePlan, opts: OvsDpdkOptions =
 /** `ovs-vsctl --no-wait set Open_vSwitch . other_config:k=v ...` as one argv (ovs-vsctl quoting for values). */
 export function ovsSetOtherConfigArgs(plan: DataplanePlan, opts: OvsDpdkOptions = {}): string[] {
   return [
-    'ovs-vsctl',
+    ...ovsVsctl(opts.db),
     '--no-wait',
     'set',
     'Open_vSwitch',
@@ -45,20 +55,40 @@ export function ovsSetOtherConfigArgs(plan: DataplanePlan, opts: OvsDpdkOptions 
   ];
 }
 
+/** `ovs-vsctl [--db=<db>]`: the argv head every vector here starts with. */
+export function ovsVsctl(db?: string): string[] {
+  if (db !== undefined && !/^(unix|tcp|ssl):\S+$/.test(db)) throw new InvalidArgumentError([{ field: 'db', message: 'must be an OVSDB remote such as unix:/run/ovs/db.sock' }]);
+  return db === undefined ? ['ovs-vsctl'] : ['ovs-vsctl', `--db=${db}`];
+}
+
 /**
  * ovs-vsctl reads a bare value literally unless it holds one of its delimiters (`,` separates set members,
  * `=` keys from values, braces/brackets sets and maps) or whitespace: then the value is a double-quoted string.
  */
-function ovsValue(v: string): string {
+export function ovsValue(v: string): string {
   return v.length > 0 && !/[\s,"{}[\]=]/.test(v) ? v : JSON.stringify(v);
 }
 
 const OVS_NAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
 
 /** `ovs-vsctl --may-exist add-br <br> -- set Bridge <br> datapath_type=netdev` (a userspace bridge). */
-export function ovsAddBridgeArgs(bridge: string): string[] {
+export function ovsAddBridgeArgs(bridge: string, db?: string): string[] {
   checkNames([['bridge', bridge]]);
-  return ['ovs-vsctl', '--may-exist', 'add-br', bridge, '--', 'set', 'Bridge', bridge, 'datapath_type=netdev'];
+  return [...ovsVsctl(db), '--may-exist', 'add-br', bridge, '--', 'set', 'Bridge', bridge, 'datapath_type=netdev'];
+}
+
+/**
+ * A kernel link as a bridge's uplink (a system port of the netdev bridge): with a VLAN it trunks that VLAN only
+ * (frames leave tagged), without one it carries untagged frames. Repeating it converges.
+ */
+export function ovsAddUplinkArgs(p: { bridge: string; port: string; vlan?: number }, db?: string): string[] {
+  const issues: FieldIssue[] = [];
+  collectName(issues, 'bridge', p.bridge);
+  collectName(issues, 'port', p.port);
+  if (p.vlan !== undefined && !(Number.isInteger(p.vlan) && p.vlan >= 1 && p.vlan <= 4094)) issues.push({ field: 'vlan', message: 'must be an integer in 1..4094' });
+  if (issues.length > 0) throw new InvalidArgumentError(issues);
+  const vlan = p.vlan !== undefined ? ['vlan_mode=trunk', `trunks=${p.vlan}`] : ['vlan_mode=[]', 'trunks=[]'];
+  return [...ovsVsctl(db), '--may-exist', 'add-port', p.bridge, p.port, '--', 'set', 'Port', p.port, ...vlan];
 }
 
 export interface VhostUserClientPort {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InvalidArgumentError } from '@edgenfv/contracts';
-import { parseDataplanePlan, renderOvsOtherConfig, ovsAddVhostUserClientPortArgs, ovsDelPortArgs } from '../src/index.js';
+import { parseDataplanePlan, renderOvsOtherConfig, ovsAddVhostUserClientPortArgs, ovsDelPortArgs, ovsAddUplinkArgs, ovsAddBridgeArgs, ovsSetOtherConfigArgs, ovsVsctl } from '../src/index.js';
 import { noHugeVhost, ovsTwoNodes, vppNode1 } from './fixtures.js';
 
 test('other_config: hex masks for the main lcore and the PMD threads, socket-mem per NUMA node', () => {
@@ -45,4 +45,16 @@ test('vhost-user client port refuses bad names, relative paths and zero queues, 
       return true;
     },
   );
+});
+
+test('the node switch: pmd-maxsleep, an ovsdb target, uplinks trunking the VLAN', () => {
+  const plan = parseDataplanePlan(ovsTwoNodes);
+  assert.equal(Object.fromEntries(renderOvsOtherConfig(plan, { pmdMaxSleepUs: 500 }))['pmd-maxsleep'], '500');
+  assert.throws(() => renderOvsOtherConfig(plan, { pmdMaxSleepUs: 20_000 }), (e: unknown) => e instanceof InvalidArgumentError && /pmdMaxSleepUs/.test(e.message));
+  assert.deepEqual(ovsSetOtherConfigArgs(plan, { db: 'unix:/run/o/db.sock' }).slice(0, 3), ['ovs-vsctl', '--db=unix:/run/o/db.sock', '--no-wait']);
+  assert.deepEqual(ovsAddBridgeArgs('br-prov', 'unix:/run/o/db.sock'), ['ovs-vsctl', '--db=unix:/run/o/db.sock', '--may-exist', 'add-br', 'br-prov', '--', 'set', 'Bridge', 'br-prov', 'datapath_type=netdev']);
+  assert.deepEqual(ovsAddUplinkArgs({ bridge: 'br-prov', port: 'up-prov', vlan: 100 }), ['ovs-vsctl', '--may-exist', 'add-port', 'br-prov', 'up-prov', '--', 'set', 'Port', 'up-prov', 'vlan_mode=trunk', 'trunks=100']);
+  assert.deepEqual(ovsAddUplinkArgs({ bridge: 'br-prov', port: 'eth1' }).slice(-2), ['vlan_mode=[]', 'trunks=[]']);
+  assert.throws(() => ovsAddUplinkArgs({ bridge: 'br prov', port: 'x'.repeat(16), vlan: 5000 }), (e: unknown) => e instanceof InvalidArgumentError && ['bridge', 'port', 'vlan'].every((f) => e.issues.some((i) => i.field === f)));
+  assert.throws(() => ovsVsctl('/run/db.sock'), /db: must be an OVSDB remote/);
 });

@@ -18,6 +18,8 @@ import { GrpcGuestPort } from './sandbox/grpc-guest.js';
 import { SandboxManager } from './sandbox/manager.js';
 import type { AttachmentPort, GuestPort } from './sandbox/ports.js';
 import { NodeAgent } from './agent.js';
+import { createSwitches } from './dataplane/index.js';
+import type { DataplaneSwitch } from './dataplane/switch.js';
 
 export interface AppDeps {
   cfg: Readonly<NodeAgentConfig>;
@@ -39,6 +41,8 @@ export interface App {
   manager: SandboxManager;
   metrics: NodeAgentMetrics;
   accel: 'kvm' | 'tcg';
+  /** The DPDK switch the agent runs (config `dataplanes: [{kind: ovs-dpdk}]`), if any. */
+  dataplane?: DataplaneSwitch;
   inventory(): Promise<NodeInventory>;
   /** Re-adopts sandboxes, registers, starts watching. */
   start(): Promise<void>;
@@ -78,7 +82,8 @@ export function buildApp(deps: AppDeps): App {
     ...(deps.image.kernelArgs ? { kernelArgs: deps.image.kernelArgs } : {}),
     ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
   });
-  const inventory = () => collectInventory(cfg, { kvm, ...deps.inventoryDeps });
+  const switches = createSwitches(cfg, logger);
+  const inventory = () => collectInventory(cfg, { kvm, switches, ...deps.inventoryDeps });
   const agent = new NodeAgent({
     nodeId: cfg.nodeId,
     nc: deps.nc,
@@ -93,9 +98,12 @@ export function buildApp(deps: AppDeps): App {
     manager,
     metrics,
     accel,
+    ...(switches[0] ? { dataplane: switches[0] } : {}),
     inventory,
     async start() {
       logger.info({ nodeId: cfg.nodeId, accel, kvm, machine: cfg.qemu.machine }, `node agent starting (qemu accel ${accel}${kvm ? '' : ': no /dev/kvm, TCG'})`);
+      // bounded (startTimeoutMs): a switch that will not start is reported as failed in the inventory, not waited for
+      for (const s of switches) await s.start();
       const { adopted, cleaned } = await manager.init();
       if (adopted.length || cleaned.length) logger.info({ adopted, cleaned }, 're-adoption done');
       await agent.start();
@@ -103,6 +111,7 @@ export function buildApp(deps: AppDeps): App {
     async stop() {
       await agent.stop();
       await manager.close();
+      for (const s of switches) await s.stop();
     },
   };
 }

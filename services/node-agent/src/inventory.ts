@@ -226,9 +226,11 @@ export function detectHypervisors(devRoot: string, binaries: HypervisorBinaries 
   return out;
 }
 
-export function detectDataplanes(cfg: Pick<NodeAgentConfig, 'dataplanes'>): DataplaneInfo[] {
-  const out: DataplaneInfo[] = [];
+/** Data planes the node finds (by their probe path) and the switches the agent runs itself (with their state). */
+export function detectDataplanes(cfg: Pick<NodeAgentConfig, 'dataplanes'>, switches: readonly { info(): DataplaneInfo }[] = []): DataplaneInfo[] {
+  const out: DataplaneInfo[] = switches.map((s) => s.info());
   for (const d of cfg.dataplanes) {
+    if (d.ovs) continue; // the agent's own switch: reported above
     if (!existsSync(d.probePath ?? d.socketDir)) continue;
     const info: DataplaneInfo = { kind: d.kind, socketDir: d.socketDir };
     if (d.numaNode !== undefined) info.numaNode = d.numaNode;
@@ -243,6 +245,8 @@ export interface InventoryDeps {
   kvm?: boolean;
   /** systeminformation; a test may pass its own figures. */
   system?: () => Promise<{ cpuCount: number; memoryMiB: number; hostname: string }>;
+  /** The data planes the agent runs (its OVS-DPDK switch): reported with their state. */
+  switches?: readonly { info(): DataplaneInfo }[];
 }
 
 async function systemFigures(): Promise<{ cpuCount: number; memoryMiB: number; hostname: string }> {
@@ -279,7 +283,7 @@ export async function collectInventory(
     memoryMiB: sys.memoryMiB,
     numaNodes,
     sriovPfs: readSriovPfs(cfg.sysfsRoot, cfg.physnets),
-    dataplanes: detectDataplanes(cfg),
+    dataplanes: detectDataplanes(cfg, deps.switches),
     hypervisors,
     kvm: deps.kvm ?? kvmUsable(cfg.devRoot),
     agentVersion: AGENT_VERSION,

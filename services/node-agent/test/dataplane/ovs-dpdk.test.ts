@@ -1,0 +1,78 @@
+// The node agent's OVS-DPDK switch on real parts: ovsdb-server + ovs-vswitchd-dpdk as the agent's children,
+// a netdev bridge per network with its VLAN, an uplink veth into a provider namespace, tenant ports through
+// netplugins' vhost-user plugin, a killed ovs-vswitchd restarted with the ports re-created from the records,
+// and a switch that will not start reported as failed.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { collectInventory } from '../../src/inventory.js';
+import { pidFile, sh, startTestSwitch, waitFor, type TestSwitch } from './helpers.js';
+
+const started: TestSwitch[] = [];
+after(async () => {
+  for (const t of started) await t.stop();
+});
+
+test('the switch starts; bridge per network with its VLAN; ports from the records survive a killed ovs-vswitchd', async () => {
+  const t = startTestSwitch();
+  started.push(t);
+  await t.sw.start();
+  assert.deepEqual(t.sw.health(), { state: 'ready' }, JSON.stringify(t.sw.health()));
+  assert.deepEqual(t.sw.bridgeFor('prov'), { bridge: 'br-prov', vlan: 100, db: t.sw.db });
+  assert.equal(t.sw.bridgeFor('mgmt'), undefined, 'a network that does not ask for the switch has no bridge');
+  assert.deepEqual(t.sw.info(), { kind: 'ovs-dpdk', socketDir: t.cfg.dataplanes[0]!.socketDir, state: 'ready', networks: ['prov'], numaNode: 0 });
+
+  assert.equal(await t.vsctl('get', 'Open_vSwitch', '.', 'dpdk_initialized'), 'true');
+  assert.equal(await t.vsctl('get', 'Bridge', 'br-prov', 'datapath_type'), 'netdev');
+  assert.equal(await t.vsctl('get', 'Port', 'up-prov', 'trunks'), '[100]');
+  assert.match(await t.vsctl('get', 'Open_vSwitch', '.', 'other_config:dpdk-socket-mem'), /"?256"?/);
+  assert.match(await sh(['ip', '-n', t.provider, 'link', 'show', 'eth0']), /state UP|LOWER_UP|UP/);
+  assert.ok(t.logs.some((l) => /reserved 128 x 2 MiB hugepages for OVS-DPDK on NUMA node 0/.test(l)), 'the node says which hugepages it reserved');
+
+  // a tenant port through netplugins' vhost-user plugin: dpdkvhostuserclient, VLAN tag, the socket QEMU will serve
+  const ctx = { containerId: 'sbx-ovs-1', ifName: 'vhu-net0' };
+  const cfg = t.vhostuser.parseConfig({ dataplane: 'ovs-dpdk', mode: 'server', socketDir: t.sw.socketDir, tenant: 'acme', ovs: t.sw.bridgeFor('prov') });
+  const res = await t.vhostuser.add(ctx, cfg);
+  assert.equal(await t.vhostuser.add(ctx, cfg).then((r) => r.portName), res.portName, 'add twice: the same port');
+  assert.equal(await t.vsctl('get', 'Interface', res.portName, 'type'), 'dpdkvhostuserclient');
+  assert.equal(await t.vsctl('get', 'Port', res.portName, 'tag'), '100');
+  assert.equal(await t.vsctl('get', 'Interface', res.portName, 'options:vhost-server-path'), JSON.stringify(res.socketPath));
+  assert.equal(await t.vsctl('port-to-br', res.portName), 'br-prov');
+
+  // kill ovs-vswitchd: the agent restarts the pair on a fresh database and re-creates the port from its record
+  const dbBefore = await t.vsctl('get', 'Open_vSwitch', '.', '_uuid');
+  process.kill(pidFile(t, 'ovs-vswitchd'), 'SIGKILL');
+  await waitFor('the switch to notice', async () => t.sw.health().state !== 'ready' || (await t.vsctl('get', 'Open_vSwitch', '.', '_uuid').catch(() => '')) !== dbBefore);
+  await waitFor('the switch to be ready on a new database', async () => t.sw.health().state === 'ready' && (await t.vsctl('get', 'Open_vSwitch', '.', '_uuid')) !== dbBefore);
+  assert.equal(await t.vsctl('port-to-br', res.portName), 'br-prov', 'the tenant port is back');
+  assert.equal(await t.vsctl('get', 'Port', res.portName, 'tag'), '100');
+  assert.equal(await t.vsctl('get', 'Port', 'up-prov', 'trunks'), '[100]', 'the uplink is back');
+  assert.ok(t.logs.some((l) => /ovs-vswitchd exited .*restarting the switch/.test(l)), 'the crash is in the log');
+  assert.ok(t.logs.some((l) => /re-created 1 tenant port/.test(l)), 'the re-creation is in the log');
+
+  // DEL from the record, twice; the port is gone from the switch
+  await t.vhostuser.del(ctx);
+  await t.vhostuser.del(ctx);
+  await assert.rejects(t.vsctl('port-to-br', res.portName));
+  assert.equal(existsSync(res.socketPath), false);
+});
+
+test('a switch that will not start is a clear node-level error in the inventory, not a hang', async () => {
+  // DPDK refuses an unknown EAL option: ovs-vswitchd aborts at DPDK init
+  const t = startTestSwitch({ ealArgs: ['--no-such-eal-option'], startTimeoutMs: 60_000 });
+  started.push(t);
+  await t.sw.start();
+  const h = t.sw.health();
+  assert.equal(h.state, 'failed');
+  assert.match(h.error ?? '', /ovs-vswitchd exited .*Unable to initialize DPDK/);
+  // the node inventory (what register/heartbeat carry to nodes.get and the dashboard) says so
+  const inv = await collectInventory(t.cfg, { kvm: false, switches: [t.sw], system: async () => ({ cpuCount: 2, memoryMiB: 1024, hostname: 'h' }) });
+  const info = inv.dataplanes.find((d) => d.kind === 'ovs-dpdk');
+  assert.equal(info?.state, 'failed');
+  assert.equal(info?.error, h.error);
+  assert.ok(t.logs.some((l) => /OVS-DPDK will not start/.test(l)), 'the failure is in the log');
+  await t.stop();
+  started.pop();
+  // nothing left behind: the switch's namespace is gone
+  assert.doesNotMatch(await sh(['ip', 'netns', 'list']), new RegExp(t.netns));
+});
