@@ -156,7 +156,7 @@ export class SimNode {
     }
     if (this.running.has(allocId) || alloc.epoch < this.epoch) return;
     const cpus = alloc.resources.cpus ?? [];
-    const vfs = alloc.interfaces.flatMap((i) => (i.sriov ? [i.sriov.vfPciAddress] : []));
+    const vfs = alloc.interfaces.flatMap((i) => (i.type === 'sriov' ? [i.sriov.vfPciAddress] : []));
     for (const [other, held] of this.running) {
       const cpu = cpus.find((c) => held.cpus.includes(c));
       const vf = vfs.find((v) => held.vfs.includes(v));
@@ -177,7 +177,7 @@ export class SimNode {
       replica: alloc.replica,
       state,
       sandboxId: `sim-${alloc.tenantId}`,
-      interfaces: alloc.interfaces.map((i) => ({ name: i.name, mac: i.mac, ips: i.ips ?? [], ...(i.sriov ? { pciAddress: i.sriov.vfPciAddress } : {}) })),
+      interfaces: alloc.interfaces.map((i) => ({ name: i.name, mac: i.mac, ips: i.ips ?? [], ...(i.type === 'sriov' ? { pciAddress: i.sriov.vfPciAddress } : {}) })),
       updatedAt: new Date().toISOString(),
     };
     await this.status.put(`${this.nodeId}.${alloc.allocId}`, enc.encode(JSON.stringify(st)));

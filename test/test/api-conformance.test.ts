@@ -125,6 +125,23 @@ describe('VNF lifecycle', () => {
     assert.ok(op.steps.some((s: any) => /placed on node edge-a/.test(s.message)), JSON.stringify(op.steps));
   });
 
+  test('a vhost-user interface on a network no node has a DPDK switch for ends FAILED/UNSCHEDULABLE naming the network', async () => {
+    // edge-a (registered above) has no data plane; edge-dp's switch serves uplink-net only, and is not ready
+    await putNode(c.nc, 'edge-dp', { dataplanes: [{ kind: 'ovs-dpdk', state: 'failed', error: 'ovs-vswitchd did not start', networks: ['uplink-net'] }] });
+    for (const network of ['mgmt', 'uplink-net']) {
+      const d = vnfd(`dpdk-${network}`, { interfaces: [{ name: 'dp0', type: 'vhostuser', network }] });
+      const inst = await c.api.tenant('acme', 'vnfs.instantiate', { descriptor: d });
+      assert.equal(inst.ok, true, JSON.stringify(inst));
+      const op = await c.api.waitOp('acme', inst.result.opOccId);
+      assert.equal(op.operationState, 'FAILED');
+      assert.equal(op.error.code, 'UNSCHEDULABLE');
+      assert.match(op.error.message, new RegExp(`no healthy OVS-DPDK switch on network ${network}`), op.error.message);
+      const vnf = (await c.api.tenant('acme', 'vnfs.get', { id: inst.result.vnfId })).result;
+      assert.ok(vnf.replicas.every((r: any) => r.state === 'FAILED'));
+    }
+    await c.api.admin('nodes.cordon', { id: 'edge-dp' }); // out of the way of the tests below
+  });
+
   test('get, list, and operations on unknown or not-instantiated VNFs', async () => {
     const inst = await c.api.tenant('acme', 'vnfs.instantiate', { descriptor: vnfd('notyet', { resources: { vcpus: 1, memoryMiB: 60000 } }) });
     await c.api.waitOp('acme', inst.result.opOccId);
@@ -272,6 +289,7 @@ const MALFORMED: [string, unknown, string][] = [
   ['tenant.acme.vnfs.instantiate', withIf({ name: 'this-name-is-too-long', type: 'tap' }), 'descriptor.interfaces[0].name'],
   ['tenant.acme.vnfs.instantiate', withIf({ name: 'm', type: 'tap', network: 'nowhere' }), 'descriptor.interfaces[0].network'],
   ['tenant.acme.vnfs.instantiate', withIf({ name: 'd', type: 'vhostuser', dataplane: 'vpp', queues: 0 }), 'descriptor.interfaces[0].queues'],
+  ['tenant.acme.vnfs.instantiate', withIf({ name: 'd', type: 'vhostuser' }), 'descriptor.interfaces[0].network'],
   ['tenant.acme.vnfs.instantiate', { descriptor: { ...good, routes: [{ dst: '10.0.0.0/99', via: '10.0.0.1' }] } }, 'descriptor.routes[0].dst'],
   ['tenant.acme.vnfs.instantiate', { descriptor: { ...good, routes: [{ dst: 'default', dev: 'nope' }] } }, 'descriptor.routes[0].dev'],
   ['tenant.acme.vnfs.instantiate', { descriptor: good, requestId: '' }, 'requestId'],

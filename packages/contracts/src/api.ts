@@ -41,7 +41,8 @@ export interface ReplicaInterface {
   mac?: string;
   ips: string[];
   pciAddress?: string; // SR-IOV
-  socketPath?: string; // vhost-user
+  socketPath?: string; // vhost-user: absolute, decided by the node
+  portName?: string; // vhost-user: the port's name on the node's DPDK switch
 }
 
 export interface Replica {

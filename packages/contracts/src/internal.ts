@@ -5,7 +5,7 @@
  */
 import type { ErrorBody } from './errors.js';
 import type { NodeInventory } from './node.js';
-import type { DataplaneKind, InterfaceType, VnfdRoute } from './vnfd.js';
+import type { DataplaneKind, VnfdRoute } from './vnfd.js';
 
 export const INTERNAL_PREFIX = 'nfv.v1.internal';
 
@@ -36,39 +36,59 @@ export function allocKey(nodeId: string, allocId: string): string {
   return `${nodeId}.${allocId}`;
 }
 
-/** One interface of a replica as the plan fixed it (MAC, addresses, the device it got). */
-export interface AllocInterface {
+/** What every interface of a replica has, whatever its type (the plan fixed MAC and addresses). */
+interface AllocInterfaceBase {
   name: string; // ifname inside the VNF
-  type: InterfaceType;
   mac: string; // canonical aa:bb:cc:dd:ee:ff, chosen by the plan
   network?: string;
   /** Addresses in CIDR form (`10.0.0.5/24`), leased by the IPAM. */
   ips?: string[];
   gateway?: string;
   mtuBytes?: number;
-  /** macvtap: host parent link. tap: optional host bridge to enslave the tap to. */
-  parent?: string;
-  bridge?: string;
-  /** SR-IOV: the VF reserved for this interface. */
-  sriov?: {
-    pfPciAddress: string;
-    vfPciAddress: string;
-    vfIndex: number;
-    physnet: string;
-    vlan?: number;
-    vlanQos?: number;
-    spoofchk?: boolean;
-    trust?: boolean;
-  };
-  /** vhost-user: the data plane's socket (QEMU connects, or serves when `server`). */
-  vhostuser?: {
-    dataplane: DataplaneKind;
-    socketPath: string;
-    queues: number;
-    /** true: QEMU creates the socket and the data plane connects to it (client mode of the data plane). */
-    qemuServer?: boolean;
-  };
 }
+
+/** A tap in the sandbox's netns, optionally enslaved to the network's host bridge. */
+export interface TapAllocInterface extends AllocInterfaceBase {
+  type: 'tap';
+  bridge?: string;
+}
+
+/** A macvtap on a host parent link (the VNFD's, or the network's). */
+export interface MacvtapAllocInterface extends AllocInterfaceBase {
+  type: 'macvtap';
+  parent?: string;
+}
+
+/** The VF reserved for an SR-IOV interface; VLAN and port security from the operator's network config. */
+export interface SriovReservation {
+  pfPciAddress: string;
+  vfPciAddress: string;
+  vfIndex: number;
+  physnet: string;
+  vlan?: number;
+  vlanQos?: number;
+  spoofchk?: boolean;
+  trust?: boolean;
+}
+
+export interface SriovAllocInterface extends AllocInterfaceBase {
+  type: 'sriov';
+  sriov: SriovReservation;
+}
+
+/**
+ * A port on the node's DPDK switch for `network` (OVS-DPDK). The node decides the socket (absolute, under a
+ * per-tenant folder) and the switch's bridge and VLAN (from its config): nothing of it comes from the scheduler.
+ */
+export interface VhostUserAllocInterface extends AllocInterfaceBase {
+  type: 'vhostuser';
+  queues: number;
+  /** The VNFD's old `dataplane` field, kept when given (an interface without a network needs a node with that kind). */
+  dataplane?: DataplaneKind;
+}
+
+/** One interface of a replica as the plan fixed it, discriminated on `type`. */
+export type AllocInterface = TapAllocInterface | MacvtapAllocInterface | SriovAllocInterface | VhostUserAllocInterface;
 
 /** A replica's committed reservation on one node, written by the leader (CAS create) into `edgenfv_allocs`. */
 export interface Allocation {
@@ -109,7 +129,8 @@ export interface ReplicaInterfaceStatus {
   mac: string;
   ips: string[];
   pciAddress?: string; // SR-IOV VF, or the guest PCI path of the NIC
-  socketPath?: string; // vhost-user
+  socketPath?: string; // vhost-user: absolute, decided by the node
+  portName?: string; // vhost-user: the port's name on the node's switch
 }
 
 /** What a node agent observes of one allocation, written into `edgenfv_status` `<nodeId>.<allocId>`. */

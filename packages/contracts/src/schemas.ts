@@ -120,7 +120,6 @@ export const vnfdSchema = {
           iface(
             'vhostuser',
             { dataplane: { enum: ['vpp', 'ovs-dpdk', 'testpmd'] }, queues: { type: 'integer', minimum: 1, maximum: 16 } },
-            ['dataplane'],
           ),
         ],
       },

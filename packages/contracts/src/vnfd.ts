@@ -38,9 +38,10 @@ export interface SriovInterface extends InterfaceBase {
   spoofchk?: boolean;
   trust?: boolean;
 }
+/** A port on the node's DPDK switch for `network` (API.md "Data planes"); `dataplane` is the older form, still accepted. */
 export interface VhostUserInterface extends InterfaceBase {
   type: 'vhostuser';
-  dataplane: DataplaneKind;
+  dataplane?: DataplaneKind;
   queues?: number;
 }
 export type VnfdInterface = TapInterface | MacvtapInterface | SriovInterface | VhostUserInterface;

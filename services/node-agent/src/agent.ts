@@ -24,7 +24,7 @@ import {
 import type { NodeAgentMetrics } from './metrics.js';
 import { recheck } from './recheck.js';
 import type { SandboxManager } from './sandbox/manager.js';
-import { interfaceStatus } from './sandbox/manager.js';
+import { interfaceStatus } from './sandbox/interfaces.js';
 
 const jc = JSONCodec();
 

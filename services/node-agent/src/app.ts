@@ -66,6 +66,7 @@ export function buildApp(deps: AppDeps): App {
   const accel = cfg.qemu.accel ?? (kvm ? 'kvm' : 'tcg');
   if (accel === 'kvm' && !kvm) throw new UnavailableError(`qemu.accel is kvm but ${cfg.devRoot}/kvm is not usable on this node`);
   const driver = deps.driver ?? new QemuDriver({ logger, ...(cfg.qemu.binary ? { binary: cfg.qemu.binary } : {}) });
+  const switches = createSwitches(cfg, logger);
   let manager: SandboxManager;
   const metrics = createMetrics(deps.registry, () => manager.rssByTenant(), () => manager.guestAgentRssByTenant());
   const cpuKHz = hostCpuKHz();
@@ -74,7 +75,13 @@ export function buildApp(deps: AppDeps): App {
     driver,
     accel,
     guest: deps.guest ?? new GrpcGuestPort(logger),
-    attachments: deps.attachments ?? new NetpluginsAttachments({ stateDir: cfg.stateDir, sysfsRoot: cfg.sysfsRoot, physnets: cfg.physnets, logger }),
+    attachments: deps.attachments ?? new NetpluginsAttachments({
+        stateDir: cfg.stateDir,
+        sysfsRoot: cfg.sysfsRoot,
+        physnets: cfg.physnets,
+        logger,
+        ...(switches[0] ? { dataplane: switches[0] } : {}), // vhost-user ports go on the node's switch
+      }),
     cgroups: new Cgroups(cfg.isolation.cgroupRoot, cfg.isolation.cgroupParent, logger),
     logger,
     metrics,
@@ -82,7 +89,6 @@ export function buildApp(deps: AppDeps): App {
     ...(deps.image.kernelArgs ? { kernelArgs: deps.image.kernelArgs } : {}),
     ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
   });
-  const switches = createSwitches(cfg, logger);
   const inventory = () => collectInventory(cfg, { kvm, switches, ...deps.inventoryDeps });
   const agent = new NodeAgent({
     nodeId: cfg.nodeId,

@@ -26,12 +26,12 @@ export function recheck(alloc: Allocation, inv: NodeInventory, held: readonly Al
       if (remote.length) return { ok: false, reason: `CPUs ${remote.join(',')} are not on NUMA node ${r.numaNode}` };
     }
   }
-  const vfs = alloc.interfaces.filter((i) => i.type === 'sriov' && i.sriov).map((i) => i.sriov!.vfPciAddress);
+  const vfs = alloc.interfaces.flatMap((i) => (i.type === 'sriov' ? [i.sriov.vfPciAddress] : []));
   if (vfs.length) {
     const known = new Set(inv.sriovPfs.flatMap((p) => p.vfs.map((v) => v.pciAddress)));
     const missing = vfs.filter((v) => !known.has(v));
     if (missing.length) return { ok: false, reason: `VFs ${missing.join(',')} do not exist on this node` };
-    const taken = new Set(others.flatMap((o) => o.interfaces.filter((i) => i.sriov).map((i) => i.sriov!.vfPciAddress)));
+    const taken = new Set(others.flatMap((o) => o.interfaces.flatMap((i) => (i.type === 'sriov' ? [i.sriov.vfPciAddress] : []))));
     const busy = vfs.filter((v) => taken.has(v));
     if (busy.length) return { ok: false, reason: `VFs ${busy.join(',')} are held by another replica` };
   }

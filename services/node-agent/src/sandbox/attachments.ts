@@ -1,11 +1,16 @@
 /**
  * The AttachmentPort on top of netplugins: tap and macvtap in the sandbox's netns, SR-IOV VFs bound to vfio-pci,
- * vhost-user sockets of the data plane. Each attachment is keyed `<sandboxId>/<hostIfName>` (netplugins' CNI
- * triple), so DEL works from netplugins' own record and is safe to repeat.
+ * vhost-user ports on the node's OVS-DPDK switch. Each attachment is keyed `<sandboxId>/<hostIfName>` (netplugins'
+ * CNI triple), so DEL works from netplugins' own record and is safe to repeat.
+ *
+ * vhost-user: the node decides everything of the port: the socket (absolute, `<socketDir>/<tenant>/...`, the
+ * tenant's folder 0700 and owned by the VM's uid), QEMU as the vhost-user server (the VM's NIC survives a switch
+ * restart) and OVS as the client (`dpdkvhostuserclient`), the bridge and VLAN of the interface's network (the
+ * switch's, from the operator's config).
  */
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { parseMacAddress, type AttachmentResult, type VhostUserAttachmentResult } from '@edgenfv/contracts';
+import { InvalidArgumentError, type AttachmentResult } from '@edgenfv/contracts';
 import { TapPlugin, tapNames } from '@edgenfv/netplugins/internal/tap';
 import { execFile } from 'node:child_process';
 import { MacvtapPlugin } from '@edgenfv/netplugins/internal/macvtap';
@@ -15,6 +20,8 @@ import { IpNetlink } from '@edgenfv/netplugins/internal/netlink';
 import { SriovPlugin } from '@edgenfv/netplugins/internal/sriov/sriov';
 import { RealSysfs } from '@edgenfv/netplugins/internal/sriov/sysfs';
 import { SysfsPciBind } from '@edgenfv/netplugins/internal/sriov/pci-bind';
+import { VhostUserPlugin } from '@edgenfv/netplugins/internal/vhostuser/vhostuser';
+import type { DataplaneSwitch } from '../dataplane/switch.js';
 import type { AttachmentPort, AttachRequest } from './ports.js';
 
 export interface NetpluginsAttachmentsOptions {
@@ -23,6 +30,8 @@ export interface NetpluginsAttachmentsOptions {
   /** PF -> physnet (the node config's mapping), for the SR-IOV plugin's pools. */
   physnets: Readonly<Record<string, string>>;
   logger: Logger;
+  /** The node's DPDK switch (absent: the node has none, and vhost-user interfaces are refused). */
+  dataplane?: Pick<DataplaneSwitch, 'bridgeFor' | 'socketDir'>;
 }
 
 function ipsOf(req: AttachRequest): { address: string; gateway?: string }[] {
@@ -33,6 +42,7 @@ export class NetpluginsAttachments implements AttachmentPort {
   private readonly tap: TapPlugin;
   private readonly macvtap: MacvtapPlugin;
   private readonly sriov: SriovPlugin;
+  private readonly vhostuser: VhostUserPlugin;
 
   constructor(private readonly opts: NetpluginsAttachmentsOptions) {
     const base = join(opts.stateDir, 'netplugins');
@@ -42,6 +52,7 @@ export class NetpluginsAttachments implements AttachmentPort {
     this.macvtap = new MacvtapPlugin({ ...deps, netlink });
     const sysfs = new RealSysfs(opts.sysfsRoot);
     this.sriov = new SriovPlugin({ ...deps, netlink, sysfs, pciBind: new SysfsPciBind(sysfs), claimsDir: join(base, 'sriov-claims') });
+    this.vhostuser = new VhostUserPlugin(deps);
   }
 
   async add(req: AttachRequest): Promise<AttachmentResult> {
@@ -59,29 +70,31 @@ export class NetpluginsAttachments implements AttachmentPort {
       case 'macvtap':
         return this.macvtap.add(ctx, this.macvtap.parseConfig({ ...common, parent: i.parent, mode: 'bridge' }));
       case 'sriov': {
-        const s = i.sriov!;
+        const s = i.sriov;
         const pfs = Object.entries(this.opts.physnets).map(([pf, physnet]) => ({ pf, physnet }));
         const raw: Record<string, unknown> = { ...common, physnet: s.physnet, deviceID: s.vfPciAddress, pfs, driver: 'vfio-pci' };
         for (const k of ['vlan', 'vlanQos', 'spoofchk', 'trust'] as const) if (s[k] !== undefined) raw[k] = s[k];
         return this.sriov.add({ containerId: req.sandboxId, ifName: req.hostIfName }, this.sriov.parseConfig(raw));
       }
       case 'vhostuser': {
-        // The data plane owns its side of the socket; the VM is client unless the plan says QEMU serves it.
-        const v = i.vhostuser!;
-        const res: VhostUserAttachmentResult = {
-          kind: 'vhostuser',
-          id: `${req.sandboxId}/${req.hostIfName}`,
-          ifName: req.hostIfName,
-          mac: parseMacAddress(i.mac),
-          ips: ipsOf(req),
-          socketPath: v.socketPath,
-          vmMode: v.qemuServer ? 'server' : 'client',
-          queues: v.queues,
-          dataplane: v.dataplane,
-          portName: req.hostIfName,
-        };
-        if (i.mtuBytes) res.mtuBytes = i.mtuBytes;
-        return res;
+        const sw = this.opts.dataplane;
+        const where = i.network !== undefined ? sw?.bridgeFor(i.network) : undefined;
+        if (!sw || !where) {
+          const message =
+            i.network === undefined ? 'a vhost-user interface needs a network (the node\'s DPDK switch serves networks)' : `this node's DPDK switch does not serve network ${i.network}`;
+          throw new InvalidArgumentError([{ field: `interfaces.${i.name}.network`, message }]);
+        }
+        const cfg = this.vhostuser.parseConfig({
+          ...common,
+          dataplane: 'ovs-dpdk',
+          mode: 'server',
+          queues: i.queues,
+          socketDir: sw.socketDir,
+          tenant: req.tenantId,
+          ...(req.owner ? { owner: req.owner } : {}),
+          ovs: where,
+        });
+        return this.vhostuser.add(ctx, cfg);
       }
     }
   }
@@ -105,9 +118,9 @@ export class NetpluginsAttachments implements AttachmentPort {
     });
   }
 
-  async del(req: Omit<AttachRequest, 'iface'> & { type: AttachRequest['iface']['type'] }): Promise<void> {
+  async del(req: AttachRequest): Promise<void> {
     const ctx = { containerId: req.sandboxId, ifName: req.hostIfName, netns: req.netns };
-    switch (req.type) {
+    switch (req.iface.type) {
       case 'tap':
         return this.tap.del(ctx);
       case 'macvtap':
@@ -115,8 +128,7 @@ export class NetpluginsAttachments implements AttachmentPort {
       case 'sriov':
         return this.sriov.del({ containerId: req.sandboxId, ifName: req.hostIfName });
       case 'vhostuser':
-        return; // nothing on the host side: the data plane's port is the data plane's
+        return this.vhostuser.del(ctx); // from netplugins' record: the switch port, the socket, the folder once empty
     }
   }
 }
-

@@ -46,6 +46,8 @@ export interface GuestPort {
 
 export interface AttachRequest {
   sandboxId: string;
+  /** The sandbox's tenant (vhost-user sockets live in a per-tenant folder). */
+  tenantId: string;
   /** Host-side name of the attachment (unique on the node, <= 15 chars): also the VM's device id. */
   hostIfName: string;
   netns: string;
@@ -56,6 +58,6 @@ export interface AttachRequest {
 
 export interface AttachmentPort {
   add(req: AttachRequest): Promise<AttachmentResult>;
-  /** Safe to repeat; "already gone" is success. */
-  del(req: Omit<AttachRequest, 'iface'> & { type: AllocInterface['type'] }): Promise<void>;
+  /** The same request as add; works from netplugins' record; safe to repeat ("already gone" is success). */
+  del(req: AttachRequest): Promise<void>;
 }

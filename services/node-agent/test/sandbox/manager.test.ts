@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { AllocInterface } from '@edgenfv/contracts';
 import { silentLogger } from '@edgenfv/telemetry';
 import { parseConfig } from '../../src/config.js';
 import { QemuDriver } from '../../src/hypervisor/qemu.js';
@@ -125,7 +126,7 @@ test('one VM per tenant: boot, a second replica joins by hotplug, restart re-ado
   assert.equal((await m2.ensureReplica(a1)).sandboxId, rec.sandboxId);
   assert.equal(m2.sandboxes().length, 1);
 
-  const hostVeths = Object.values(m2.sandboxes()[0]!.replicas).flatMap((r) => r.attachments.flatMap((a) => (a.kind === 'tap' ? [a.hostVeth] : [])));
+  const hostVeths = Object.values(m2.sandboxes()[0]!.replicas).flatMap((r) => Object.values(r.attachments).flatMap((a) => (a.kind === 'tap' ? [a.hostVeth] : [])));
   assert.equal(hostVeths.length, 2);
   // remove one: the VM stays; remove the last: nothing left
   await m2.removeReplica('acme', 'a2');
@@ -202,7 +203,7 @@ test('a malformed allocation is refused before anything is touched, naming each 
       image: {},
     });
     const bad = makeAlloc({ allocId: 'x y', tenantId: 'Bad_Tenant', resources: { vcpus: 0, memoryMiB: 64 } }, [
-      { name: 'eth0', type: 'sriov', mac: 'zz' },
+      { name: 'eth0', type: 'sriov', mac: 'zz' } as unknown as AllocInterface, // what a broken writer could leave in KV
     ]);
     await assert.rejects(
       () => m.ensureReplica(bad),

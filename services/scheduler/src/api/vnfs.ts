@@ -35,6 +35,9 @@ function checkNetworks(ctx: ApiContext, d: Vnfd): void {
         message: `unknown network "${i.network}" (configured: ${known.length ? known.join(', ') : 'none'})`,
       });
     }
+    if (i.type === 'vhostuser' && i.network === undefined && i.dataplane === undefined) {
+      issues.push({ field: `descriptor.interfaces[${n}].network`, message: 'a vhost-user interface names the network whose DPDK switch serves it' });
+    }
   });
   if (issues.length) throw new InvalidArgumentError(issues);
 }

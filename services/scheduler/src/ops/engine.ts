@@ -334,8 +334,7 @@ export class OperationsEngine {
         mac: i.mac,
         ips: i.ips ?? [],
         ...(i.network ? { network: i.network } : {}),
-        ...(i.sriov ? { pciAddress: i.sriov.vfPciAddress } : {}),
-        ...(i.vhostuser ? { socketPath: i.vhostuser.socketPath } : {}),
+        ...(i.type === 'sriov' ? { pciAddress: i.sriov.vfPciAddress } : {}),
       })),
       error: undefined,
       message: undefined,
@@ -455,7 +454,12 @@ export class OperationsEngine {
       ...(st.sandboxId ? { sandboxId: st.sandboxId } : {}),
       interfaces: r.interfaces.map((i) => {
         const seen = st.interfaces.find((x) => x.name === i.name);
-        return seen ? { ...i, mac: seen.mac, ips: seen.ips.length ? seen.ips : i.ips, ...(seen.pciAddress ? { pciAddress: seen.pciAddress } : {}) } : i;
+        if (!seen) return i;
+        const out = { ...i, mac: seen.mac, ips: seen.ips.length ? seen.ips : i.ips };
+        if (seen.pciAddress) out.pciAddress = seen.pciAddress;
+        if (seen.socketPath) out.socketPath = seen.socketPath;
+        if (seen.portName) out.portName = seen.portName;
+        return out;
       }),
       error: st.error,
     });

@@ -11,7 +11,7 @@
  */
 import type { KV, KvEntry, NatsConnection, QueuedIterator } from 'nats';
 import type { Logger } from 'pino';
-import { UnavailableError, allocKey, type Allocation, type AllocInterface } from '@edgenfv/contracts';
+import { UnavailableError, allocKey, type Allocation, type SriovReservation } from '@edgenfv/contracts';
 import type { StoredNode } from '../nodes/record.js';
 import { casPut, decodeEntry, encodeJson, getJson, type SchedulerBuckets } from './kv.js';
 import { KvPublisher } from './publisher.js';
@@ -111,7 +111,7 @@ export function allocationResources(req: PlacementRequest, d: Decision): Allocat
 }
 
 /** The `sriov` part of an allocation interface for an assigned VF. */
-export function sriovOf(vf: AssignedVf): NonNullable<AllocInterface['sriov']> {
+export function sriovOf(vf: AssignedVf): SriovReservation {
   return { pfPciAddress: vf.pfPciAddress, vfPciAddress: vf.vfPciAddress, vfIndex: vf.vfIndex, physnet: vf.physnet };
 }
 

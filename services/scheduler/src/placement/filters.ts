@@ -70,6 +70,7 @@ export const antiAffinityFilter: Filter = {
 export const dataplaneFilter: Filter = {
   name: 'dataplane',
   filter: (req, node) => {
+    for (const n of req.switchNetworks) if (!node.switchNetworks.has(n)) return no(`no healthy OVS-DPDK switch on network ${n}`);
     for (const d of req.dataplanes) if (!node.dataplanes.has(d)) return no(`no ${d} data plane for vhost-user`);
     return OK;
   },

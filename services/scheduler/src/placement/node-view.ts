@@ -61,6 +61,7 @@ export function buildNodeView(meta: NodeMeta, reservations: Iterable<Reservation
     labels: inv.labels,
     inventory: inv,
     dataplanes: new Set(inv.dataplanes.map((d) => d.kind)),
+    switchNetworks: new Set(inv.dataplanes.filter((d) => d.kind === 'ovs-dpdk' && d.state === 'ready').flatMap((d) => d.networks ?? [])),
     cpuAllocationRatio: opts.cpuAllocationRatio ?? 1,
     cpuCount: inv.cpuCount,
     pinnedCount: 0,
@@ -226,7 +227,7 @@ export function reservationOfAllocation(alloc: Allocation, at = alloc.createdAt)
     vcpus: res.vcpus,
     memoryMiB: res.memoryMiB,
     cpuPolicy: res.cpuPolicy ?? 'shared',
-    vfs: alloc.interfaces.flatMap((i) => (i.sriov ? [i.sriov.vfPciAddress] : [])),
+    vfs: alloc.interfaces.flatMap((i) => (i.type === 'sriov' ? [i.sriov.vfPciAddress] : [])),
     at,
   };
   if (res.numaNode !== undefined) r.numaNode = res.numaNode;

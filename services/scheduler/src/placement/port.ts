@@ -7,12 +7,23 @@
  */
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { UnschedulableError, allocKey, localMac, type AllocInterface, type Allocation, type Vnf } from '@edgenfv/contracts';
+import {
+  InternalError,
+  UnschedulableError,
+  allocKey,
+  localMac,
+  type AllocInterface,
+  type Allocation,
+  type NetworkConfig,
+  type SriovReservation,
+  type Vnf,
+  type VnfdInterface,
+} from '@edgenfv/contracts';
 import type { Ipam } from '@edgenfv/netplugins/internal/ipam';
 import type { PlacementPort, PlaceReplicaInput } from '../ops/placement-port.js';
 import type { NodeRegistry } from '../nodes/registry.js';
 import type { ClusterState, Decision } from './cluster.js';
-import { allocationResources } from './cluster.js';
+import { allocationResources, sriovOf } from './cluster.js';
 import { getJson } from './kv.js';
 import { buildPlacementRequest } from './request.js';
 import type { PlacementRequest } from './types.js';
@@ -90,42 +101,23 @@ export class LedgerPlacement implements PlacementPort {
     try {
       for (const i of desc.interfaces ?? []) {
         const mac = i.mac ? i.mac.toLowerCase() : localMac(createHash('sha256').update(`${allocId}/${i.name}`).digest());
-        const ai: AllocInterface = { name: i.name, type: i.type, mac };
+        // where the network lives on the node: its bridge (tap), its parent link (macvtap), its MTU
+        const net = i.network ? this.ipam?.networks().find((n) => n.config.name === i.network)?.config : undefined;
+        const base: { name: string; mac: string; network?: string; ips?: string[]; gateway?: string; mtuBytes?: number } = { name: i.name, mac };
         if (i.network) {
-          ai.network = i.network;
-          // where the network lives on the node: its bridge (tap), its parent link (macvtap), its MTU
-          const net = this.ipam?.networks().find((n) => n.config.name === i.network)?.config;
-          if (net?.bridge && i.type === 'tap') ai.bridge = net.bridge;
-          if (net?.parent && i.type === 'macvtap') ai.parent = net.parent;
-          if (net?.mtuBytes && !i.mtuBytes) ai.mtuBytes = net.mtuBytes;
+          base.network = i.network;
           if (this.ipam) {
             const owner = `${allocId}.${i.name}`;
             const lease = await this.ipam.allocate(i.network, owner, { nodeId: d.nodeId, epoch: d.epoch });
             leased.push(owner);
             this.log?.debug({ owner, address: lease.cidr, nodeId: d.nodeId }, 'address leased');
-            ai.ips = [lease.cidr];
-            if (lease.gateway) ai.gateway = lease.gateway;
+            base.ips = [lease.cidr];
+            if (lease.gateway) base.gateway = lease.gateway;
           }
         }
-        if (i.mtuBytes) ai.mtuBytes = i.mtuBytes;
-        if (i.type === 'macvtap' && i.parent) ai.parent = i.parent;
-        if (i.type === 'sriov') {
-          const vf = d.assignment.vfs.find((v) => v.interface === i.name);
-          if (vf) {
-            ai.sriov = {
-              pfPciAddress: vf.pfPciAddress,
-              vfPciAddress: vf.vfPciAddress,
-              vfIndex: vf.vfIndex,
-              physnet: vf.physnet,
-              ...(i.vlan !== undefined ? { vlan: i.vlan } : {}),
-              ...(i.vlanQos !== undefined ? { vlanQos: i.vlanQos } : {}),
-              ...(i.spoofchk !== undefined ? { spoofchk: i.spoofchk } : {}),
-              ...(i.trust !== undefined ? { trust: i.trust } : {}),
-            };
-          }
-        }
-        if (i.type === 'vhostuser') ai.vhostuser = { dataplane: i.dataplane, socketPath: `${allocId}-${i.name}.sock`, queues: i.queues ?? 1 };
-        interfaces.push(ai);
+        const mtuBytes = i.mtuBytes ?? net?.mtuBytes;
+        if (mtuBytes) base.mtuBytes = mtuBytes;
+        interfaces.push(allocInterface(i, base, net, d));
       }
     } catch (err) {
       for (const o of leased) await this.ipam?.release(o).catch((e: unknown) => this.log?.warn({ err: e, owner: o }, 'lease rollback failed'));
@@ -149,5 +141,34 @@ export class LedgerPlacement implements PlacementPort {
       desired: 'running',
       createdAt: new Date().toISOString(),
     };
+  }
+}
+
+/** The type-specific part of one allocation interface (the node decides sockets, bridges and VLANs of vhost-user). */
+function allocInterface(
+  i: VnfdInterface,
+  base: { name: string; mac: string; network?: string; ips?: string[]; gateway?: string; mtuBytes?: number },
+  net: NetworkConfig | undefined,
+  d: Decision,
+): AllocInterface {
+  switch (i.type) {
+    case 'tap':
+      return { ...base, type: 'tap', ...(net?.bridge ? { bridge: net.bridge } : {}) };
+    case 'macvtap': {
+      const parent = i.parent ?? net?.parent;
+      return { ...base, type: 'macvtap', ...(parent ? { parent } : {}) };
+    }
+    case 'sriov': {
+      const vf = d.assignment.vfs.find((v) => v.interface === i.name);
+      if (!vf) throw new InternalError(`placement assigned no VF to SR-IOV interface ${i.name}`);
+      const sriov: SriovReservation = sriovOf(vf);
+      if (i.vlan !== undefined) sriov.vlan = i.vlan;
+      if (i.vlanQos !== undefined) sriov.vlanQos = i.vlanQos;
+      if (i.spoofchk !== undefined) sriov.spoofchk = i.spoofchk;
+      if (i.trust !== undefined) sriov.trust = i.trust;
+      return { ...base, type: 'sriov', sriov };
+    }
+    case 'vhostuser':
+      return { ...base, type: 'vhostuser', queues: i.queues ?? 1, ...(i.dataplane ? { dataplane: i.dataplane } : {}) };
   }
 }

@@ -19,11 +19,15 @@ export function buildPlacementRequest(input: PlacementRequestInput): PlacementRe
   const vfs: VfDemand[] = [];
   const vfsByPhysnet = new Map<string, number>();
   const dataplanes = new Set<PlacementRequest['dataplanes'][number]>();
+  const switchNetworks = new Set<string>();
   for (const i of d.interfaces ?? []) {
     if (i.type === 'sriov') {
       vfs.push({ interface: i.name, physnet: i.physnet });
       vfsByPhysnet.set(i.physnet, (vfsByPhysnet.get(i.physnet) ?? 0) + 1);
-    } else if (i.type === 'vhostuser') dataplanes.add(i.dataplane);
+    } else if (i.type === 'vhostuser') {
+      if (i.network !== undefined) switchNetworks.add(i.network);
+      else if (i.dataplane !== undefined) dataplanes.add(i.dataplane);
+    }
   }
   const antiAffinity = d.placement?.antiAffinity ?? 'none';
   const req: PlacementRequest = {
@@ -37,6 +41,7 @@ export function buildPlacementRequest(input: PlacementRequestInput): PlacementRe
     vfs,
     vfsByPhysnet,
     dataplanes: [...dataplanes],
+    switchNetworks: [...switchNetworks],
     nodeSelector: d.placement?.nodeSelector ?? {},
     antiAffinity,
     avoidNodeIds: new Set(antiAffinity === 'node' ? (input.otherReplicaNodeIds ?? []) : []),

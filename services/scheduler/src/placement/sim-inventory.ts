@@ -1,5 +1,5 @@
 /** Generated node inventories (tests and the benchmark): same shape as a node agent reports, nothing booted. */
-import type { DataplaneKind, NodeInventory } from '@edgenfv/contracts';
+import type { DataplaneInfo, DataplaneKind, NodeInventory } from '@edgenfv/contracts';
 
 export interface SimPf {
   physnet: string;
@@ -17,7 +17,8 @@ export interface SimNodeSpec {
   /** 2048 KiB hugepages per NUMA node; default 1024. */
   hugepages2MPerNuma?: number;
   pfs?: SimPf[];
-  dataplanes?: DataplaneKind[];
+  /** A kind alone, or what the node reports of its switch (networks served, health). */
+  dataplanes?: (DataplaneKind | DataplaneInfo)[];
   labels?: Record<string, string>;
 }
 
@@ -60,7 +61,7 @@ export function simulatedInventory(spec: SimNodeSpec): NodeInventory {
     memoryMiB: numaCount * memPer,
     numaNodes,
     sriovPfs,
-    dataplanes: (spec.dataplanes ?? []).map((kind) => ({ kind })),
+    dataplanes: (spec.dataplanes ?? []).map((d) => (typeof d === 'string' ? { kind: d } : d)),
     hypervisors: [{ kind: 'qemu', path: '/usr/bin/qemu-system-x86_64', accel: 'kvm' }],
     kvm: true,
     agentVersion: 'sim',

@@ -24,7 +24,10 @@ export interface PlacementRequest {
   vfs: readonly VfDemand[];
   /** The same, counted per physnet. */
   vfsByPhysnet: ReadonlyMap<string, number>;
+  /** Data plane kinds of vhost-user interfaces that name no network (the VNFD's older `dataplane` form). */
   dataplanes: readonly DataplaneKind[];
+  /** Networks of the vhost-user interfaces: each needs the node's DPDK switch on it. */
+  switchNetworks: readonly string[];
   nodeSelector: Readonly<Record<string, string>>;
   antiAffinity: 'node' | 'none';
   /** Nodes that already hold another replica of this VNF (anti-affinity). */
@@ -96,6 +99,8 @@ export interface NodeView {
   labels: Readonly<Record<string, string>>;
   inventory: NodeInventory;
   dataplanes: ReadonlySet<DataplaneKind>;
+  /** Networks the node's OVS-DPDK switch serves while it is ready (inventory `dataplanes[].networks`, `state`). */
+  switchNetworks: ReadonlySet<string>;
   /** Shared vCPUs: capacity is (cpuCount - pinned) * ratio. */
   cpuAllocationRatio: number;
   cpuCount: number;

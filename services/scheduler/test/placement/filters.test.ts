@@ -147,6 +147,29 @@ table(dataplaneFilter, [
     node: () => nodeView({ dataplanes: ['ovs-dpdk'] }),
     reject: 'no vpp data plane for vhost-user',
   },
+  {
+    name: 'vhost-user on a network the node\'s healthy OVS-DPDK switch serves passes',
+    req: () => request(vnfd({ interfaces: [{ name: 'dp0', type: 'vhostuser', network: 'dp-net' }] })),
+    node: () => nodeView({ dataplanes: [{ kind: 'ovs-dpdk', networks: ['dp-net'], state: 'ready' }] }),
+  },
+  {
+    name: 'vhost-user on a network without a DPDK switch rejected',
+    req: () => request(vnfd({ interfaces: [{ name: 'dp0', type: 'vhostuser', network: 'dp-net' }] })),
+    node: () => nodeView({ dataplanes: [{ kind: 'ovs-dpdk', networks: ['other-net'], state: 'ready' }] }),
+    reject: 'no healthy OVS-DPDK switch on network dp-net',
+  },
+  {
+    name: 'vhost-user on a network whose switch is unhealthy rejected',
+    req: () => request(vnfd({ interfaces: [{ name: 'dp0', type: 'vhostuser', network: 'dp-net' }] })),
+    node: () => nodeView({ dataplanes: [{ kind: 'ovs-dpdk', networks: ['dp-net'], state: 'failed' }] }),
+    reject: 'no healthy OVS-DPDK switch on network dp-net',
+  },
+  {
+    name: 'vhost-user on a network: a node with no switch at all rejected (the old dataplane field does not help)',
+    req: () => request(vnfd({ interfaces: [{ name: 'dp0', type: 'vhostuser', network: 'dp-net', dataplane: 'ovs-dpdk' }] })),
+    node: () => nodeView({ dataplanes: ['ovs-dpdk'] }),
+    reject: 'no healthy OVS-DPDK switch on network dp-net',
+  },
 ]);
 
 table(resourcesFilter, [

@@ -52,7 +52,8 @@ test('LedgerPlacement: the ops engine port over ClusterState, with IP leases hel
     const a0 = await port.placeReplica({ tenantId: 'tp', vnf: vnf('vr1'), replica: 0, allocId: 'vr1-r0' });
     assert.equal(a0.interfaces[0]!.ips![0]!.startsWith('10.77.0.'), true);
     assert.equal(a0.interfaces[0]!.gateway, '10.77.0.1');
-    assert.equal(a0.interfaces[1]!.sriov!.vlan, 100);
+    const vf = a0.interfaces[1]!;
+    assert.equal(vf.type === 'sriov' ? vf.sriov.vlan : vf.type, 100);
     assert.equal(a0.resources.numaNode, 0);
     assert.deepEqual(await port.findAllocation('vr1-r0'), a0);
     assert.equal(await port.findAllocation('nope'), null);

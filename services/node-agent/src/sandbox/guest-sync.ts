@@ -1,0 +1,106 @@
+/**
+ * Guest synchronisation: one guest agent session per sandbox, and the declarative state pushed to it (every NIC
+ * and route of the VM's replicas, then the replica's container).
+ */
+import type { Logger } from 'pino';
+import { UnavailableError, type VnfdRoute } from '@edgenfv/contracts';
+import type { VmHandle } from '../hypervisor/types.js';
+import { guestPciAddressOf } from '../hypervisor/qemu.js';
+import { toGuestNic } from './interfaces.js';
+import type { GuestNic, GuestPort, GuestSession } from './ports.js';
+import type { ReplicaRecord, SandboxRecord } from './records.js';
+
+export class GuestSync {
+  private readonly sessions = new Map<string, GuestSession>();
+
+  constructor(
+    private readonly guest: GuestPort,
+    private readonly vmOf: (sandboxId: string) => VmHandle | undefined,
+    private readonly log: Logger,
+  ) {}
+
+  /** Connects while the VM boots (the boot is done when the guest agent answers). */
+  async connectAtBoot(sandboxId: string, agentSocket: string, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<void> {
+    this.sessions.set(sandboxId, await this.guest.connect(agentSocket, opts));
+  }
+
+  /** The guest agent session of a running sandbox (connected on demand, e.g. after re-adoption). */
+  async session(rec: SandboxRecord): Promise<GuestSession> {
+    let s = this.sessions.get(rec.sandboxId);
+    if (!s) {
+      const vm = this.vmOf(rec.sandboxId);
+      if (!vm?.agentSocket) throw new UnavailableError(`sandbox ${rec.sandboxId} has no guest agent channel`);
+      s = await this.guest.connect(vm.agentSocket, { timeoutMs: 30_000 });
+      this.sessions.set(rec.sandboxId, s);
+    }
+    return s;
+  }
+
+  /** Forgets the sandbox's session and closes it. */
+  async drop(sandboxId: string): Promise<void> {
+    const s = this.sessions.get(sandboxId);
+    this.sessions.delete(sandboxId);
+    if (s) await s.close();
+  }
+
+  async closeAll(): Promise<void> {
+    for (const s of this.sessions.values()) await s.close().catch(() => undefined);
+    this.sessions.clear();
+  }
+
+  /** Every NIC the VM should have: all attachments of its replicas that are not being removed. */
+  nics(rec: SandboxRecord): GuestNic[] {
+    const vm = this.vmOf(rec.sandboxId);
+    const guestPci = (deviceId: string): string | undefined => (vm ? guestPciAddressOf(vm, deviceId) : undefined);
+    return live(rec).flatMap((r) => Object.entries(r.attachments).map(([name, a]) => toGuestNic(r, name, a, guestPci)));
+  }
+
+  /** The complete route table of the VM (routes name guest interfaces). */
+  routes(rec: SandboxRecord): VnfdRoute[] {
+    return live(rec).flatMap((r) =>
+      (r.alloc.routes ?? []).map((rt) => {
+        const out: VnfdRoute = { dst: rt.dst };
+        if (rt.via) out.via = rt.via;
+        if (rt.dev) out.dev = r.guestIfNames[rt.dev] ?? rt.dev;
+        return out;
+      }),
+    );
+  }
+
+  /** Tells the guest agent the NICs (MAC + addresses) and routes, then runs the replica's container. */
+  async startReplica(rec: SandboxRecord, replica: ReplicaRecord): Promise<void> {
+    const s = await this.session(rec);
+    await s.updateInterfaces(this.nics(rec), replica.hotplugged ? 30_000 : 10_000);
+    await s.updateRoutes(this.routes(rec));
+    const a = replica.alloc;
+    await s.runContainer({
+      id: replica.containerId,
+      image: a.image.ref,
+      command: [...(a.command ?? []), ...(a.args ?? [])],
+      env: Object.entries(a.env ?? {}).map(([k, v]) => `${k}=${v}`),
+      memoryLimitMiB: a.resources.memoryMiB,
+    });
+  }
+
+  async removeContainer(rec: SandboxRecord, replica: ReplicaRecord): Promise<void> {
+    await (await this.session(rec)).removeContainer(replica.containerId);
+  }
+
+  async syncRoutes(rec: SandboxRecord): Promise<void> {
+    await (await this.session(rec)).updateRoutes(this.routes(rec));
+  }
+
+  /** The guest agent's RSS in a running sandbox (undefined when it does not answer). */
+  async agentRss(rec: SandboxRecord): Promise<number | undefined> {
+    try {
+      return (await (await this.session(rec)).metrics()).agentRssBytes;
+    } catch (err) {
+      this.log.debug({ err, sandboxId: rec.sandboxId }, 'guest metrics unavailable');
+      return undefined;
+    }
+  }
+}
+
+function live(rec: SandboxRecord): ReplicaRecord[] {
+  return Object.values(rec.replicas).filter((r) => r.state !== 'stopping');
+}
