@@ -243,7 +243,8 @@ describe('notifications', () => {
 
 // ------------------------------------------------------------------ malformed requests
 
-const big = 'x'.repeat(10 * 1024 * 1024);
+const big = 'x'.repeat(512 * 1024); // over every field's limit, under the 1 MiB request limit
+const huge = 'x'.repeat(10 * 1024 * 1024);
 const good = vnfd('ok-name');
 const withRes = (r: Record<string, unknown>): unknown => ({ descriptor: { ...good, resources: { vcpus: 1, memoryMiB: 512, ...r } } });
 const withIf = (i: unknown): unknown => ({ descriptor: { ...good, interfaces: [i] } });
@@ -266,6 +267,7 @@ const MALFORMED: [string, unknown, string][] = [
   ['admin.tenants.create', { id: 'ok', quota: { vcpus: 1.5 } }, 'quota.vcpus'],
   ['admin.tenants.create', { id: 'ok', quota: { cores: 4 } }, 'quota.cores'],
   ['admin.tenants.create', { id: 'ok', displayName: big }, 'displayName'],
+  ['admin.tenants.create', { id: 'ok', displayName: huge }, '(request)'],
   ['admin.tenants.get', { id: ['acme'] }, 'id'],
   ['admin.tenants.list', { page: 2 }, 'page'],
   ['admin.nodes.get', {}, 'id'],

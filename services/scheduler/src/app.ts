@@ -22,6 +22,7 @@ import { SchedulerCore } from './leader/core.js';
 import { LedgerPlacement } from './placement/port.js';
 import { ledgerMetrics, placementMetrics } from './placement/metrics.js';
 import { nodeMetrics } from './nodes/metrics.js';
+import { watchMetrics } from './state/follow.js';
 
 export interface SchedulerDeps {
   nc: NatsConnection;
@@ -59,6 +60,7 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
   const networks = deps.networks ?? [];
   const ipam = networks.length ? await Ipam.open(deps.nc, networks, { replicas }) : null;
   const decisions = placementMetrics(deps.registry);
+  const watchReport = watchMetrics(deps.registry);
 
   // The engine is created before the core so that the core's election hooks can start and stop it.
   let engine!: OperationsEngine;
@@ -69,8 +71,8 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
     logger,
     replicas,
     ...(deps.leaderLeaseTtlMs !== undefined ? { leaseTtlMs: deps.leaderLeaseTtlMs } : {}),
-    registry: deps.heartbeatGraceMs !== undefined ? { graceMs: deps.heartbeatGraceMs } : {},
-    cluster: { onDecision: decisions.onDecision },
+    registry: { watchReport, ...(deps.heartbeatGraceMs !== undefined ? { graceMs: deps.heartbeatGraceMs } : {}) },
+    cluster: { onDecision: decisions.onDecision, watchReport },
     onElected: async (term) => {
       logger.info({ term }, 'elected leader: operations engine starting');
       await engine.start();
@@ -91,6 +93,7 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
     placement,
     ...(deps.engine ? { options: deps.engine } : {}),
     onIdleVnf: (vnf) => healIfIdle(ctx, vnf, 'replicas lost with their node'),
+    watchReport,
   });
   ctx = {
     store,

@@ -7,6 +7,7 @@ import type { Msg, NatsConnection, Subscription } from 'nats';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import {
   asAppError,
+  boundedErrorBody,
   InvalidArgumentError,
   isDnsLabel,
   parseApiSubject,
@@ -23,6 +24,8 @@ import * as nodes from './nodes.js';
 import { once, requestKey } from './idempotency.js';
 
 export const API_QUEUE = 'edgenfv-api';
+/** The largest request body the API accepts: a VNFD with many interfaces is a few KiB; larger is refused. */
+export const MAX_REQUEST_BYTES = 1024 * 1024;
 
 /** Admin operations the API server delegates to other parts (the node registry, the operations engine). */
 export interface AdminDelegates {
@@ -97,9 +100,17 @@ export class ApiServer {
       reply = { ok: false, error: e.toBody() };
     }
     endTimer();
+    if (!reply.ok) reply = { ok: false, error: boundedErrorBody(reply.error) };
     this.requests.inc({ op, code: reply.ok ? 'OK' : reply.error.code });
+    let text = JSON.stringify(reply);
+    // Every reply fits the server's max payload: a result too large for it is said, not dropped.
+    const limit = this.nc.info?.max_payload ?? MAX_REQUEST_BYTES;
+    if (Buffer.byteLength(text) > limit) {
+      this.ctx.logger.error({ subject: msg.subject, bytes: Buffer.byteLength(text), limit }, 'reply over the max payload');
+      text = JSON.stringify({ ok: false, error: { code: 'INTERNAL', message: `the reply (${Buffer.byteLength(text)} bytes) is over the server's max payload (${limit} bytes)` } });
+    }
     try {
-      msg.respond(JSON.stringify(reply));
+      msg.respond(text);
     } catch (err) {
       this.ctx.logger.warn({ err, subject: msg.subject }, 'could not send reply');
     }
@@ -108,6 +119,9 @@ export class ApiServer {
   private async dispatch(msg: Msg, parsed: ReturnType<typeof parseApiSubject>): Promise<Envelope<unknown>> {
     if (parsed.kind === 'unknown') {
       throw new InvalidArgumentError([{ field: '(subject)', message: `${parsed.reason}: ${msg.subject}` }]);
+    }
+    if (msg.data.length > MAX_REQUEST_BYTES) {
+      throw new InvalidArgumentError([{ field: '(request)', message: `is ${msg.data.length} bytes; at most ${MAX_REQUEST_BYTES} bytes are accepted` }]);
     }
     const body = decode(msg.data);
     if (parsed.kind === 'admin') {

@@ -7,7 +7,7 @@
  * tears down the sandboxes it no longer owns; the reservations of replicas healed away meanwhile stay booked
  * (fenced) until it confirms, so their VFs are never handed out twice.
  */
-import type { KvEntry, Msg, NatsConnection, QueuedIterator, Subscription } from 'nats';
+import type { KvEntry, Msg, NatsConnection, Subscription } from 'nats';
 import type { Logger } from 'pino';
 import {
   AppError,
@@ -22,10 +22,11 @@ import {
   type RegisterReply,
   type RegisterRequest,
 } from '@edgenfv/contracts';
-import { casPut, decodeEntry, encodeJson, getJson, type SchedulerBuckets } from '../placement/kv.js';
+import { casPut, decodeEntry, encodeJson, getJson, isNodeRecord, type SchedulerBuckets } from '../placement/kv.js';
 import { bumpLedgerEpoch, listNodeAllocations, unfenceReservations } from '../placement/ledger.js';
 import type { Reservation } from '../placement/types.js';
 import type { StoredNode } from './record.js';
+import { KvFollower, type WatchReport } from '../state/follow.js';
 
 export interface NodeRegistryOptions {
   logger?: Logger;
@@ -38,6 +39,8 @@ export interface NodeRegistryOptions {
   /** Queue group of the register handlers of all scheduler replicas. */
   queueGroup?: string;
   now?: () => number;
+  /** Counts skipped malformed node records and restarted watches. */
+  watchReport?: WatchReport;
 }
 
 export interface NodeLostEvent {
@@ -66,7 +69,7 @@ export class NodeRegistry {
   private readonly graceMs: number;
   private readonly now: () => number;
   private readonly subs: Subscription[] = [];
-  private watch: QueuedIterator<KvEntry> | undefined;
+  private watch: KvFollower | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly records = new Map<string, { value: StoredNode; revision: number }>();
   private readonly lastSeen = new Map<string, number>();
@@ -91,14 +94,15 @@ export class NodeRegistry {
   async start(): Promise<void> {
     let initialized!: () => void;
     const ready = new Promise<void>((r) => (initialized = r));
-    this.watch = await this.b.nodes.watch({ key: '>', initializedFn: () => initialized() });
-    void (async () => {
-      try {
-        for await (const e of this.watch!) this.onRecord(e);
-      } catch (err) {
-        if (!this.stopped) this.log?.error({ err }, 'node watch ended');
-      }
-    })();
+    this.watch = await KvFollower.start({
+      bucket: 'edgenfv_nodes',
+      open: (from) =>
+        from ? this.b.nodes.watch({ key: '>', resumeFromRevision: from }) : this.b.nodes.watch({ key: '>', initializedFn: () => initialized() }),
+      onEntry: (e) => this.onRecord(e),
+      running: () => !this.stopped,
+      logger: this.log,
+      report: this.opts.watchReport,
+    });
     await ready;
     const q = this.opts.queueGroup ?? 'edgenfv-scheduler';
     this.subs.push(this.nc.subscribe(internalSubjects.allRegisters, { queue: q, callback: (err, msg) => !err && void this.onRegister(msg) }));
@@ -212,7 +216,7 @@ export class NodeRegistry {
   }
 
   private onRecord(e: KvEntry): void {
-    const d = decodeEntry<StoredNode>(e);
+    const d = decodeEntry<StoredNode>(e, isNodeRecord);
     if (!d) {
       this.records.delete(e.key);
       this.lastSeen.delete(e.key);

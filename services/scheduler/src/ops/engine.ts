@@ -4,7 +4,6 @@
  * new leader resumes an operation in flight without doing any of it twice (allocation ids are deterministic:
  * `<vnfId>-<replica>-<generation>`). Operations on one VNF run one at a time; different VNFs run concurrently.
  */
-import type { KvEntry, QueuedIterator } from 'nats';
 import {
   asAppError,
   UnavailableError,
@@ -21,6 +20,7 @@ import type { Store } from '../state/store.js';
 import type { Notifier } from './notifier.js';
 import type { PlacementPort } from './placement-port.js';
 import { chargeQuota, demandOf } from './quota.js';
+import { KvFollower, entryJson, hasStrings, type WatchReport } from '../state/follow.js';
 
 export interface EngineOptions {
   /** An operation whose replicas are not RUNNING by then fails (TCG boots are slow: minutes, not seconds). */
@@ -39,10 +39,15 @@ export interface EngineDeps {
   options?: EngineOptions;
   /** Called by the periodic sweep for each instantiated VNF with no operation in progress (auto-heal). */
   onIdleVnf?: (vnf: Vnf) => Promise<unknown>;
+  /** Counts skipped malformed entries and restarted watches. */
+  watchReport?: WatchReport;
 }
 
+const isOpOcc = (v: unknown): boolean => hasStrings(v, 'tenantId', 'vnfId', 'id', 'operationState', 'operation');
+const isStatus = (v: unknown): boolean =>
+  hasStrings(v, 'tenantId', 'vnfId', 'allocId', 'state') && Number.isInteger((v as { replica?: unknown }).replica) && Array.isArray((v as { interfaces?: unknown }).interfaces);
+
 const TERMINAL: readonly OperationState[] = ['COMPLETED', 'FAILED', 'ROLLED_BACK'];
-const dec = new TextDecoder();
 
 export function allocIdOf(vnfId: string, replica: number, generation: number): string {
   return `${vnfId}-${replica}-${generation}`;
@@ -62,7 +67,8 @@ export class OperationsEngine {
   private chains = new Map<string, Promise<void>>();
   /** Op occurrences not yet terminal, as the KV watch last showed them: what the tick drives again. */
   private readonly open = new Map<string, Pick<OpOcc, 'tenantId' | 'vnfId' | 'id'>>();
-  private watches: QueuedIterator<KvEntry>[] = [];
+  private watches: KvFollower[] = [];
+  private readonly watchReport: WatchReport | undefined;
   private timer: NodeJS.Timeout | undefined;
   private ticks = 0;
   private readonly onIdleVnf: ((vnf: Vnf) => Promise<unknown>) | undefined;
@@ -77,6 +83,7 @@ export class OperationsEngine {
     this.stopTimeoutMs = deps.options?.stopTimeoutMs ?? 60_000;
     this.tickMs = deps.options?.tickMs ?? 1_000;
     this.onIdleVnf = deps.onIdleVnf;
+    this.watchReport = deps.watchReport;
   }
 
   get active(): boolean {
@@ -87,27 +94,38 @@ export class OperationsEngine {
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
-    const opWatch = await this.store.opoccs.kv.watch({ key: '>' });
-    const statusWatch = await this.store.status.kv.watch({ key: '>' });
+    const running = (): boolean => this.running;
+    const opWatch = await KvFollower.start({
+      bucket: this.store.opoccs.name,
+      open: (from) => this.store.opoccs.kv.watch({ key: '>', ...(from ? { resumeFromRevision: from } : {}) }),
+      running,
+      logger: this.logger,
+      report: this.watchReport,
+      onEntry: (e) => {
+        if (e.operation !== 'PUT') {
+          this.open.delete(e.key);
+          return;
+        }
+        this.open.delete(e.key); // a malformed rewrite is no longer driven
+        const op = entryJson<OpOcc>(e, isOpOcc, 'op occurrence');
+        if (TERMINAL.includes(op.operationState)) return;
+        this.open.set(e.key, { tenantId: op.tenantId, vnfId: op.vnfId, id: op.id });
+        this.enqueue(op);
+      },
+    });
+    const statusWatch = await KvFollower.start({
+      bucket: this.store.status.name,
+      open: (from) => this.store.status.kv.watch({ key: '>', ...(from ? { resumeFromRevision: from } : {}) }),
+      running,
+      logger: this.logger,
+      report: this.watchReport,
+      onEntry: (e) => {
+        if (e.operation !== 'PUT') return;
+        const st = entryJson<ReplicaStatus>(e, isStatus, 'replica status');
+        this.schedule(vkey(st.tenantId, st.vnfId), () => this.onStatus(st));
+      },
+    });
     this.watches = [opWatch, statusWatch];
-    void this.follow(opWatch, (e) => {
-      if (e.operation !== 'PUT') {
-        this.open.delete(e.key);
-        return;
-      }
-      const op = JSON.parse(dec.decode(e.value)) as OpOcc;
-      if (TERMINAL.includes(op.operationState)) {
-        this.open.delete(e.key);
-        return;
-      }
-      this.open.set(e.key, { tenantId: op.tenantId, vnfId: op.vnfId, id: op.id });
-      this.enqueue(op);
-    });
-    void this.follow(statusWatch, (e) => {
-      if (e.operation !== 'PUT') return;
-      const st = JSON.parse(dec.decode(e.value)) as ReplicaStatus;
-      this.schedule(vkey(st.tenantId, st.vnfId), () => this.onStatus(st));
-    });
     this.timer = setInterval(() => this.tick(), this.tickMs);
     this.timer.unref();
     this.logger.info('operations engine started');
@@ -132,14 +150,6 @@ export class OperationsEngine {
   enqueue(op: Pick<OpOcc, 'tenantId' | 'vnfId' | 'id'>): void {
     if (!this.running) return;
     this.schedule(vkey(op.tenantId, op.vnfId), () => this.drive(op.tenantId, op.id));
-  }
-
-  private async follow(it: QueuedIterator<KvEntry>, fn: (e: KvEntry) => void): Promise<void> {
-    try {
-      for await (const e of it) fn(e);
-    } catch (err) {
-      if (this.running) this.logger.error({ err }, 'KV watch ended');
-    }
   }
 
   private schedule(key: string, fn: () => Promise<void>): void {

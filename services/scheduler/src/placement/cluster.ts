@@ -9,11 +9,12 @@
  * scheduler replica, the registry) re-reads that ledger, re-checks every local reservation against it, and sends
  * the ones that no longer fit back to placement.
  */
-import type { KV, KvEntry, NatsConnection, QueuedIterator } from 'nats';
+import type { KV, KvEntry, NatsConnection } from 'nats';
 import type { Logger } from 'pino';
 import { UnavailableError, allocKey, type Allocation, type SriovReservation } from '@edgenfv/contracts';
 import type { StoredNode } from '../nodes/record.js';
-import { casPut, decodeEntry, encodeJson, getJson, type SchedulerBuckets } from './kv.js';
+import { LEDGER_BUCKET, casPut, decodeEntry, encodeJson, getJson, isLedger, isNodeRecord, type SchedulerBuckets } from './kv.js';
+import { KvFollower, type WatchReport } from '../state/follow.js';
 import { KvPublisher } from './publisher.js';
 import { emptyLedger, ensureAllocationRecord, type NodeLedger } from './ledger.js';
 import {
@@ -52,6 +53,8 @@ export interface ClusterStateOptions {
   followerRefreshMs?: number;
   /** Called after each placement decision with its duration (metrics, the benchmark). */
   onDecision?: (ms: number, ok: boolean) => void;
+  /** Counts skipped malformed node records / ledgers and restarted watches. */
+  watchReport?: WatchReport;
 }
 
 /** A placement decision: the node, its epoch, and the concrete resources. */
@@ -128,7 +131,7 @@ export class ClusterState {
   /** Local reservations found colliding while their builder still ran: their commit fails at once. */
   private readonly doomed = new Map<string, string>();
   private readonly tenantIndex = new Map<string, Set<string>>();
-  private readonly watches: QueuedIterator<KvEntry>[] = [];
+  private readonly watches: KvFollower[] = [];
   private readonly log: Logger | undefined;
   private stopped = false;
   private readonly pub: KvPublisher | undefined;
@@ -179,21 +182,27 @@ export class ClusterState {
     const lastSeq = status.streamInfo.state.last_seq;
     let initialized!: () => void;
     const ready = new Promise<void>((r) => (initialized = r));
-    const load = await this.b.ledger.watch({ key: '>', initializedFn: () => initialized() });
-    void (async () => {
-      for await (const e of load) this.onLedgerEntry(e);
-    })().catch((err) => this.log?.error({ err }, 'ledger load ended'));
+    let loaded = false;
+    const load = await KvFollower.start({
+      bucket: LEDGER_BUCKET,
+      open: () => this.b.ledger.watch({ key: '>', initializedFn: () => initialized() }),
+      onEntry: (e) => this.onLedgerEntry(e),
+      running: () => !this.stopped && !loaded,
+      logger: this.log,
+      report: this.opts.watchReport,
+    });
     await ready;
+    loaded = true;
     load.stop();
-    const w = await this.b.ledger.watch({ key: '>', headers_only: true, resumeFromRevision: lastSeq + 1 });
+    const w = await KvFollower.start({
+      bucket: LEDGER_BUCKET,
+      open: (from) => this.b.ledger.watch({ key: '>', headers_only: true, resumeFromRevision: from ?? lastSeq + 1 }),
+      onEntry: (e) => this.onLedgerHeader(e),
+      running: () => !this.stopped,
+      logger: this.log,
+      report: this.opts.watchReport,
+    });
     this.watches.push(w);
-    void (async () => {
-      try {
-        for await (const e of w) this.onLedgerHeader(e);
-      } catch (err) {
-        if (!this.stopped) this.log?.error({ err }, 'ledger watch ended');
-      }
-    })();
   }
 
   private onLedgerHeader(e: KvEntry): void {
@@ -217,7 +226,7 @@ export class ClusterState {
   }
 
   private async refreshLedger(nodeId: string): Promise<void> {
-    const d = await getJson<NodeLedger>(this.b.ledger, nodeId);
+    const d = await getJson<NodeLedger>(this.b.ledger, nodeId, isLedger);
     if (!d) return;
     const now = this.ledgers.get(nodeId);
     if (now && d.revision <= now.revision) return;
@@ -270,15 +279,15 @@ export class ClusterState {
   private async follow(kv: KV, on: (e: KvEntry) => void): Promise<void> {
     let initialized!: () => void;
     const ready = new Promise<void>((r) => (initialized = r));
-    const w = await kv.watch({ key: '>', initializedFn: () => initialized() });
+    const w = await KvFollower.start({
+      bucket: this.bucketName(kv),
+      open: (from) => (from ? kv.watch({ key: '>', resumeFromRevision: from }) : kv.watch({ key: '>', initializedFn: () => initialized() })),
+      onEntry: on,
+      running: () => !this.stopped,
+      logger: this.log,
+      report: this.opts.watchReport,
+    });
     this.watches.push(w);
-    void (async () => {
-      try {
-        for await (const e of w) on(e);
-      } catch (err) {
-        if (!this.stopped) this.log?.error({ err }, 'KV watch ended');
-      }
-    })();
     await ready;
   }
 
@@ -677,7 +686,7 @@ export class ClusterState {
 
   private onNodeEntry(e: KvEntry): void {
     const nodeId = e.key;
-    const d = decodeEntry<StoredNode>(e);
+    const d = decodeEntry<StoredNode>(e, isNodeRecord);
     if (!d) {
       this.records.delete(nodeId);
       this.removeNode(nodeId);
@@ -701,7 +710,7 @@ export class ClusterState {
     const nodeId = e.key;
     const cur = this.ledgers.get(nodeId);
     if (cur && e.revision <= cur.revision) return; // our own write, or older
-    const d = decodeEntry<NodeLedger>(e);
+    const d = decodeEntry<NodeLedger>(e, isLedger);
     const q = this.queues.get(nodeId);
     if (q?.running) {
       if (d && (!q.seen || d.revision > q.seen.revision)) q.seen = d;

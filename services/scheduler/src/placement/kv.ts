@@ -32,14 +32,26 @@ export function encodeJson(v: unknown): Uint8Array {
   return enc.encode(JSON.stringify(v));
 }
 
-export function decodeEntry<T>(e: KvEntry | null): { value: T; revision: number } | null {
+/**
+ * A PUT entry's JSON value (null for deletes). With `valid`, a value of the wrong shape throws like bad JSON does:
+ * a watch skips that entry (state/follow.ts), a read fails.
+ */
+export function decodeEntry<T>(e: KvEntry | null, valid?: (v: unknown) => boolean): { value: T; revision: number } | null {
   if (!e || e.operation !== 'PUT' || e.value.length === 0) return null;
-  return { value: JSON.parse(dec.decode(e.value)) as T, revision: e.revision };
+  const value: unknown = JSON.parse(dec.decode(e.value));
+  if (valid && !valid(value)) throw new Error(`${e.bucket}/${e.key} does not have the expected shape`);
+  return { value: value as T, revision: e.revision };
 }
 
-export async function getJson<T>(kv: KV, key: string): Promise<{ value: T; revision: number } | null> {
-  return decodeEntry<T>(await kv.get(key));
+export async function getJson<T>(kv: KV, key: string, valid?: (v: unknown) => boolean): Promise<{ value: T; revision: number } | null> {
+  return decodeEntry<T>(await kv.get(key), valid);
 }
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** The least a node record must have for the registry and the cluster state to use it. */
+export const isNodeRecord = (v: unknown): boolean => isObj(v) && typeof v.id === 'string' && Number.isInteger(v.epoch) && isObj(v.inventory);
+/** The least a node ledger must have. */
+export const isLedger = (v: unknown): boolean => isObj(v) && typeof v.nodeId === 'string' && Number.isInteger(v.epoch) && isObj(v.reservations);
 
 /** CAS write: create when `revision` is 0/undefined, else update. Resolves to the new revision, or null on conflict. */
 export async function casPut(kv: KV, key: string, value: unknown, revision: number | undefined): Promise<number | null> {
