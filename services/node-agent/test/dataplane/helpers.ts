@@ -1,6 +1,6 @@
 // A real OVS-DPDK switch of the node agent for tests: its own state folder, its own network namespaces, stopped in after().
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -85,4 +85,61 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+// Counts the frames an interface receives, by VLAN id (the kernel moves a tag into PACKET_AUXDATA; this kernel has
+// no 8021q module for a VLAN sub-interface). Prints `{"total": n, "byVlan": {"100": n}}`.
+const VLAN_RX_PY = `
+import socket, struct, sys, time, json
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((sys.argv[1], 0))
+s.setsockopt(263, 8, 1)
+s.settimeout(0.2)
+end = time.time() + float(sys.argv[2]); tags = {}; n = 0
+while time.time() < end:
+    try:
+        data, anc, flags, addr = s.recvmsg(2048, socket.CMSG_SPACE(20))
+    except socket.timeout:
+        continue
+    if addr[2] == socket.PACKET_OUTGOING:
+        continue
+    n += 1
+    vid = 'untagged'
+    for lvl, typ, d in anc:
+        if lvl == 263 and typ == 8:
+            st, ln, sn, mac, net, tci, tpid = struct.unpack('IIIHHHH', d[:20])
+            if st & (1 << 4): vid = str(tci & 0xfff)
+    tags[vid] = tags.get(vid, 0) + 1
+print(json.dumps({"total": n, "byVlan": tags}))
+`;
+
+export async function countFrames(netns: string, ifName: string, seconds: number): Promise<{ total: number; byVlan: Record<string, number> }> {
+  return JSON.parse(await sh(['ip', 'netns', 'exec', netns, 'python3', '-c', VLAN_RX_PY, ifName, String(seconds)])) as { total: number; byVlan: Record<string, number> };
+}
+
+/**
+ * A DPDK virtio-user front end (what QEMU is to the switch: the vhost-user server) sending 64-byte broadcast
+ * frames: `dpdk-testpmd --in-memory --single-file-segments` (virtio-user needs both for its memory table).
+ * `--stats-period` keeps it running with stdin on /dev/null; it ignores SIGTERM, so stop() kills it.
+ */
+export function startVirtioUserSender(socketPath: string): { stop(): Promise<void>; output(): string } {
+  rmSync(socketPath, { force: true });
+  const child = spawn(
+    'dpdk-testpmd',
+    ['-l', '0-1', '-m', '64', '--in-memory', '--single-file-segments', '--no-pci', `--vdev=net_virtio_user0,path=${socketPath},server=1,queues=1`,
+      '--', '--forward-mode=txonly', '--auto-start', '--txpkts=64', '--eth-peer=0,ff:ff:ff:ff:ff:ff', '--stats-period=3600', '--total-num-mbufs=4096'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-4000)));
+  child.stderr!.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-4000)));
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  return {
+    output: () => out,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+      rmSync(socketPath, { force: true });
+    },
+  };
 }

@@ -6,7 +6,8 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { collectInventory } from '../../src/inventory.js';
-import { pidFile, sh, startTestSwitch, waitFor, type TestSwitch } from './helpers.js';
+import { reserveHugepages } from '../../src/dataplane/hugepages.js';
+import { countFrames, pidFile, sh, startTestSwitch, startVirtioUserSender, waitFor, type TestSwitch } from './helpers.js';
 
 const started: TestSwitch[] = [];
 after(async () => {
@@ -55,6 +56,41 @@ test('the switch starts; bridge per network with its VLAN; ports from the record
   await t.vhostuser.del(ctx);
   await assert.rejects(t.vsctl('port-to-br', res.portName));
   assert.equal(existsSync(res.socketPath), false);
+});
+
+test('frames from a DPDK virtio-user peer cross the switch into the provider namespace, tagged; again after a switch restart', async () => {
+  const t = startTestSwitch();
+  started.push(t);
+  await t.sw.start();
+  assert.equal(t.sw.health().state, 'ready', JSON.stringify(t.sw.health()));
+  const ctx = { containerId: 'sbx-ovs-2', ifName: 'vhu-net0' };
+  const res = await t.vhostuser.add(ctx, t.vhostuser.parseConfig({ dataplane: 'ovs-dpdk', mode: 'server', socketDir: t.sw.socketDir, tenant: 'acme', ovs: t.sw.bridgeFor('prov') }));
+  await reserveHugepages({ sysfsRoot: '/sys', numaNode: 0, pages: 32 }); // the sender's 64 MiB
+  const sender = startVirtioUserSender(res.socketPath);
+  try {
+    const first = await waitFor('frames in the provider namespace', async () => {
+      const c = await countFrames(t.provider, 'eth0', 2);
+      return c.total > 0 ? c : undefined;
+    });
+    assert.ok((first.byVlan['100'] ?? 0) > 0, `frames leave the uplink tagged with the network's VLAN: ${JSON.stringify(first)}`);
+    // (a few untagged frames are the kernel's own IPv6 chatter from the uplink veth's switch end)
+    assert.ok((first.byVlan['100'] ?? 0) > 10 * (first.byVlan.untagged ?? 0), JSON.stringify(first));
+
+    // ovs-vswitchd dies; the sender (the "VM") keeps running: the port comes back and reconnects to it
+    const dbBefore = await t.vsctl('get', 'Open_vSwitch', '.', '_uuid');
+    process.kill(pidFile(t, 'ovs-vswitchd'), 'SIGKILL');
+    await waitFor('the switch back on a new database', async () => t.sw.health().state === 'ready' && (await t.vsctl('get', 'Open_vSwitch', '.', '_uuid')) !== dbBefore);
+    const again = await waitFor('frames again after the restart', async () => {
+      const c = await countFrames(t.provider, 'eth0', 2);
+      return (c.byVlan['100'] ?? 0) > 0 ? c : undefined;
+    });
+    assert.ok(again.total > 0);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\ntestpmd: ${sender.output().slice(-1500)}`);
+  } finally {
+    await sender.stop();
+  }
+  await t.vhostuser.del(ctx);
 });
 
 test('a switch that will not start is a clear node-level error in the inventory, not a hang', async () => {
