@@ -3,6 +3,7 @@
  * issue reported together, then frozen. Sections other than the appliance's own are handed to each service.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { InvalidArgumentError, type FieldIssue, type NetworkConfig } from '@edgenfv/contracts';
@@ -18,11 +19,20 @@ export interface ApplianceConfig {
   dashboard: Record<string, unknown>;
   /** Which services to run besides nats-server (all by default). */
   services: { scheduler: boolean; nodeAgent: boolean; dashboard: boolean };
+  /**
+   * The node agent's OVS-DPDK switch for the networks with `dataplane: ovs-dpdk` (`ovsDpdk: auto|on|off`, default
+   * auto: on when openvswitch-switch-dpdk is installed and a network asks for it), with each such network's uplink a
+   * veth into `providerNetns`, the host namespace standing in for the provider network. Undefined: off.
+   */
+  ovsDpdk?: { providerNetns: string; switchNetns: string };
 }
+
+/** The DPDK build of ovs-vswitchd (Debian openvswitch-switch-dpdk). */
+export const OVS_VSWITCHD_DPDK = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
 
 export const DEFAULT_PORTS = { nats: 4222, dashboard: 8080, schedulerMetrics: 9464, nodeAgentMetrics: 9465 } as const;
 
-const TOP = new Set(['host', 'ports', 'networks', 'scheduler', 'nodeAgent', 'dashboard', 'services']);
+const TOP = new Set(['host', 'ports', 'networks', 'scheduler', 'nodeAgent', 'dashboard', 'services', 'ovsDpdk']);
 
 function port(v: unknown, field: string, issues: FieldIssue[]): number | undefined {
   if (v === undefined) return undefined;
@@ -43,7 +53,7 @@ function section(v: unknown, field: string, issues: FieldIssue[]): Record<string
   return v as Record<string, unknown>;
 }
 
-export function loadApplianceConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Readonly<ApplianceConfig> {
+export function loadApplianceConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd(), ovsInstalled = existsSync(OVS_VSWITCHD_DPDK)): Readonly<ApplianceConfig> {
   const home = resolve(cwd, env.EDGENFV_HOME ?? '.edgenfv');
   const file = env.EDGENFV_APPLIANCE_CONFIG ?? join(home, 'edgenfv.yaml');
   const issues: FieldIssue[] = [];
@@ -91,12 +101,40 @@ export function loadApplianceConfig(env: NodeJS.ProcessEnv = process.env, cwd = 
     services: { scheduler: flag('scheduler'), nodeAgent: flag('nodeAgent'), dashboard: flag('dashboard') },
   };
   for (const k of Object.keys(s)) if (!['scheduler', 'nodeAgent', 'dashboard'].includes(k)) issues.push({ field: `services.${k}`, message: 'is not a known service' });
+  const ovsMode = env.EDGENFV_OVS_DPDK ?? raw.ovsDpdk ?? 'auto';
+  if (ovsMode !== 'auto' && ovsMode !== 'on' && ovsMode !== 'off' && ovsMode !== true && ovsMode !== false) {
+    issues.push({ field: 'ovsDpdk', message: 'must be auto, on or off' });
+  }
+  const asks = cfg.networks.some((n) => (n as { dataplane?: unknown }).dataplane === 'ovs-dpdk');
+  const on = ovsMode === 'on' || ovsMode === true || (ovsMode === 'auto' && ovsInstalled && asks);
+  if ((ovsMode === 'on' || ovsMode === true) && !ovsInstalled) issues.push({ field: 'ovsDpdk', message: `is on but ${OVS_VSWITCHD_DPDK} is not installed (apt-get install openvswitch-switch-dpdk)` });
+  if (on && cfg.nodeAgent.dataplanes === undefined) {
+    // one appliance per EDGENFV_HOME: its namespaces carry a hash of the home, so two appliances on a host never meet
+    const h = createHash('sha256').update(home).digest('hex').slice(0, 6);
+    cfg.ovsDpdk = { switchNetns: `enfv-ovs-${h}`, providerNetns: `enfv-prov-${h}` };
+  }
   if (!isAbsolute(cfg.home)) issues.push({ field: 'EDGENFV_HOME', message: 'must resolve to an absolute path' });
   if (issues.length) throw new InvalidArgumentError(issues);
   return Object.freeze(cfg);
 }
 
-/** Networks of a fresh appliance: a management network for tap interfaces (docs/appliance.md). */
+/**
+ * Networks of a fresh appliance (docs/appliance.md): a management network for tap interfaces, and a provider network
+ * for vhost-user interfaces on the node's OVS-DPDK switch (its uplink a veth into the provider namespace).
+ */
 export const DEFAULT_NETWORKS: NetworkConfig[] = [
   { name: 'mgmt', cidr: '10.99.0.0/24', gateway: '10.99.0.1', range: { start: '10.99.0.10', end: '10.99.0.250' } },
+  { name: 'provider', cidr: '10.98.0.0/24', range: { start: '10.98.0.10', end: '10.98.0.250' }, dataplane: 'ovs-dpdk' },
 ];
+
+/** The node agent's `dataplanes` for the appliance's switch: one veth uplink per network that asks for it. */
+export function applianceDataplanes(cfg: Pick<ApplianceConfig, 'networks' | 'ovsDpdk'>): unknown[] | undefined {
+  if (!cfg.ovsDpdk) return undefined;
+  const uplinks: Record<string, unknown> = {};
+  for (const n of cfg.networks) {
+    if (n.dataplane !== 'ovs-dpdk') continue;
+    const name = n.name.length <= 15 ? n.name : createHash('sha256').update(n.name).digest('hex').slice(0, 12);
+    uplinks[n.name] = { veth: { netns: cfg.ovsDpdk.providerNetns, name } };
+  }
+  return [{ kind: 'ovs-dpdk', numaNode: 0, ovs: { netns: cfg.ovsDpdk.switchNetns, uplinks } }];
+}

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startNatsServer, type NatsServerHandle } from '@edgenfv/nats-launcher';
 import { createLogger } from '@edgenfv/telemetry';
-import { loadApplianceConfig, type ApplianceConfig } from './config.js';
+import { applianceDataplanes, loadApplianceConfig, type ApplianceConfig } from './config.js';
 import { Supervised, type ServiceSpec } from './supervisor.js';
 
 const REPO = fileURLToPath(new URL('../../../../', import.meta.url));
@@ -53,7 +53,8 @@ function serviceSpecs(cfg: ApplianceConfig, nats: NatsServerHandle, creds: { use
   }
   if (cfg.services.nodeAgent) {
     const file = join(run, 'node-agent.json');
-    writeSecret(file, { stateDir: join(cfg.home, 'node'), ...cfg.nodeAgent });
+    const dataplanes = applianceDataplanes(cfg);
+    writeSecret(file, { stateDir: join(cfg.home, 'node'), networks: cfg.networks, ...(dataplanes ? { dataplanes } : {}), ...cfg.nodeAgent });
     specs.push({
       name: 'node-agent',
       script: join(REPO, 'services/node-agent/dist/src/main.js'),
@@ -143,6 +144,8 @@ async function main(): Promise<number> {
     pass: creds.pass,
     ...(cfg.services.dashboard ? { dashboardUrl: `http://${cfg.host}:${cfg.ports.dashboard}/` } : {}),
     metricsUrls: services.map((s) => s.spec.healthUrl.replace(/\/healthz$/, '/metrics')),
+    // where each network with dataplane: ovs-dpdk ends on the provider side (a veth named after the network)
+    ...(cfg.ovsDpdk && cfg.services.nodeAgent ? { providerNetns: cfg.ovsDpdk.providerNetns } : {}),
     home: cfg.home,
     pid: process.pid,
   };
