@@ -10,6 +10,13 @@ import {
   type Usage,
 } from '@edgenfv/contracts';
 import type { ApiContext } from './context.js';
+import type { StoredTenant } from '../state/store.js';
+
+/** The API's view of a stored tenant (without the refund bookkeeping). */
+export function tenantView(t: StoredTenant): Tenant {
+  const { refunded: _r, ...view } = t;
+  return view;
+}
 
 export const ZERO_USAGE: Usage = Object.freeze({ vcpus: 0, memoryMiB: 0, vfs: 0, vnfs: 0 });
 
@@ -32,11 +39,11 @@ export async function createTenant(ctx: ApiContext, req: TenantCreateRequest): P
 export async function getTenant(ctx: ApiContext, id: string): Promise<Tenant> {
   const t = await ctx.store.tenants.get(id);
   if (!t) throw new NotFoundError(`tenant "${id}" not found`, { field: 'id' });
-  return t.value;
+  return tenantView(t.value);
 }
 
 export async function listTenants(ctx: ApiContext): Promise<{ items: Tenant[] }> {
-  const items = (await ctx.store.tenants.list()).map((v) => v.value).sort((a, b) => a.id.localeCompare(b.id));
+  const items = (await ctx.store.tenants.list()).map((v) => tenantView(v.value)).sort((a, b) => a.id.localeCompare(b.id));
   return { items };
 }
 

@@ -19,7 +19,7 @@ import type { Logger } from '@edgenfv/telemetry';
 import type { Store } from '../state/store.js';
 import type { Notifier } from './notifier.js';
 import type { PlacementPort } from './placement-port.js';
-import { chargeQuota, demandOf } from './quota.js';
+import { demandOf, refundOnce } from './quota.js';
 import { KvFollower, entryJson, hasStrings, type WatchReport } from '../state/follow.js';
 
 export interface EngineOptions {
@@ -399,7 +399,7 @@ export class OperationsEngine {
     const since = Date.parse(op.stateEnteredTime);
     const overdue = Date.now() - since > this.stopTimeoutMs;
     if (stopped || !ready || forceful || overdue) {
-      await this.placement.releaseAllocation(alloc);
+      await this.placement.releaseAllocation(alloc, { confirmed: nodeConfirmedGone(status) });
       await this.store.status.delete(vkey(alloc.nodeId, alloc.allocId));
       const why = stopped ? 'stopped' : !ready ? 'node not Ready: released' : forceful ? 'FORCEFUL: released' : 'stop not confirmed in time: released';
       await this.note(op, `replica ${r.index} on node ${alloc.nodeId} ${why}`);
@@ -480,15 +480,30 @@ export class OperationsEngine {
 
   private async complete(op: OpOcc, vnf: Vnf): Promise<void> {
     const at = this.now().toISOString();
+    const fresh = (await this.store.vnfs.get(vkey(vnf.tenantId, vnf.id)))?.value;
+    if (fresh && fresh.activeOpOccId !== op.id) {
+      // a FORCEFUL terminate took the VNF over meanwhile: it owns the record and the quota from here
+      await this.supersededBy(op, fresh.activeOpOccId);
+      return;
+    }
+    if (fresh) vnf = fresh;
     if (op.operation === 'TERMINATE' || (op.operation === 'SCALE' && Number(op.params?.replicas) < vnf.replicas.length)) {
       const target = op.operation === 'TERMINATE' ? 0 : Number(op.params?.replicas);
       const removed = vnf.desiredReplicas - target;
       if (removed > 0 || op.operation === 'TERMINATE') {
-        await chargeQuota(this.store, vnf.tenantId, demandOf(vnf.descriptor, -Math.max(0, removed), op.operation === 'TERMINATE' ? -1 : 0), at, { missingOk: true });
+        await refundOnce(this.store, vnf.tenantId, op.id, demandOf(vnf.descriptor, Math.max(0, removed), op.operation === 'TERMINATE' ? 1 : 0), at);
       }
-      if (op.operation === 'TERMINATE') await this.releaseName(vnf);
+      if (op.operation === 'TERMINATE') {
+        await this.refundSupersededScale(op, vnf, at);
+        await this.releaseName(vnf);
+      }
     }
+    let superseded: string | undefined;
     await this.setVnf(vnf.tenantId, vnf.id, (cur) => {
+      if (cur.activeOpOccId !== op.id) {
+        superseded = cur.activeOpOccId ?? 'another operation';
+        return undefined;
+      }
       const next: Vnf = { ...cur, updatedAt: at, lastOpOutcome: { opOccId: op.id, state: 'COMPLETED' } };
       delete next.activeOpOccId;
       switch (op.operation) {
@@ -508,7 +523,30 @@ export class OperationsEngine {
       }
       return next;
     });
+    if (superseded) {
+      await this.supersededBy(op, superseded);
+      return;
+    }
     await this.transition(op, 'COMPLETED', 'completed');
+  }
+
+  private async supersededBy(op: OpOcc, by: string | undefined): Promise<void> {
+    const msg = `superseded by ${by ?? 'another operation'}`;
+    await this.transition(op, 'FAILED', msg, { code: 'CONFLICT', message: msg });
+  }
+
+  /**
+   * A FORCEFUL terminate that took over a scale-out gives back what the scale-out charged when it was accepted
+   * (its replicas beyond the VNF's desired count), keyed by the scale's op occurrence: its own failure path may
+   * have given it back already.
+   */
+  private async refundSupersededScale(op: OpOcc, vnf: Vnf, at: string): Promise<void> {
+    const supersedes = op.params?.supersedes;
+    if (typeof supersedes !== 'string') return;
+    const prev = (await this.store.opoccs.get(vkey(op.tenantId, supersedes)))?.value;
+    if (!prev || prev.operation !== 'SCALE') return;
+    const extra = Number(prev.params?.replicas) - vnf.desiredReplicas;
+    if (extra > 0) await refundOnce(this.store, vnf.tenantId, prev.id, demandOf(vnf.descriptor, extra, 0), at);
   }
 
   /**
@@ -526,17 +564,19 @@ export class OperationsEngine {
         if (!r.allocId) continue;
         const alloc = await this.placement.findAllocation(r.allocId);
         if (alloc) {
-          await this.placement.releaseAllocation(alloc);
+          const status = (await this.store.status.get(vkey(alloc.nodeId, alloc.allocId)))?.value;
+          await this.placement.releaseAllocation(alloc, { confirmed: nodeConfirmedGone(status) });
           await this.store.status.delete(vkey(alloc.nodeId, alloc.allocId));
         }
       }
       if (op.operation === 'INSTANTIATE') {
-        await chargeQuota(this.store, vnf.tenantId, demandOf(vnf.descriptor, -vnf.desiredReplicas, -1), at, { missingOk: true });
+        await refundOnce(this.store, vnf.tenantId, op.id, demandOf(vnf.descriptor, vnf.desiredReplicas, 1), at);
         await this.releaseName(vnf);
-      } else if (keep < vnf.replicas.length && op.operation === 'SCALE') {
-        await chargeQuota(this.store, vnf.tenantId, demandOf(vnf.descriptor, -(Number(op.params?.replicas) - keep), 0), at, { missingOk: true });
+      } else if (op.operation === 'SCALE' && Number(op.params?.replicas) > vnf.desiredReplicas) {
+        await refundOnce(this.store, vnf.tenantId, op.id, demandOf(vnf.descriptor, Number(op.params?.replicas) - vnf.desiredReplicas, 0), at);
       }
       await this.setVnf(vnf.tenantId, vnf.id, (cur) => {
+        if (cur.activeOpOccId !== op.id) return undefined; // taken over meanwhile: the new operation owns it
         const next: Vnf = { ...cur, updatedAt: at, lastOpOutcome: { opOccId: op.id, state: 'FAILED', error } };
         delete next.activeOpOccId;
         next.replicas = cur.replicas.map((r, i) =>
@@ -556,6 +596,16 @@ export class OperationsEngine {
     const claim = await this.store.names.get(key);
     if (claim && claim.value.vnfId === vnf.id) await this.store.names.delete(key, claim.revision);
   }
+}
+
+/**
+ * Whether the node said the replica's sandbox is gone: it reported STOPPED, or it never reported at all (a node
+ * writes STARTING before it boots anything, and the allocation record is deleted before this release, so it will
+ * not start it now). Otherwise (FORCEFUL, node not Ready, no confirmation in time, a FAILED or RUNNING report) the
+ * CPUs, VFs and IP leases stay fenced until the node's heartbeat or register shows it no longer runs it.
+ */
+function nodeConfirmedGone(status: ReplicaStatus | undefined): boolean {
+  return !status || status.state === 'STOPPED';
 }
 
 function range(from: number, to: number): number[] {

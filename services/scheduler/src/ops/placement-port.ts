@@ -18,8 +18,12 @@ export interface PlacementPort {
   placeReplica(input: PlaceReplicaInput): Promise<Allocation>;
   /** Looks up an allocation by id on any node (resuming an operation a previous leader began). */
   findAllocation(allocId: string): Promise<Allocation | null>;
-  /** Gives back what the allocation held (ledger entry, IP leases); idempotent. */
-  releaseAllocation(alloc: Allocation): Promise<void>;
+  /**
+   * Gives back what the allocation held (ledger entry, IP leases); idempotent. Unless the node `confirmed` the
+   * sandbox is gone (it reported the replica STOPPED), the reservation is fenced instead: its CPUs, VFs and IP
+   * leases stay booked until the node's heartbeat or register shows it no longer runs it.
+   */
+  releaseAllocation(alloc: Allocation, opts?: { confirmed?: boolean }): Promise<void>;
   /** Whether the node is Ready (a NotReady node's allocations are released without waiting for it). */
   nodeReady(nodeId: string): Promise<boolean>;
 }

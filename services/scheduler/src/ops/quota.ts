@@ -4,7 +4,7 @@
  * the last unit.
  */
 import { NotFoundError, QUOTA_KEYS, QuotaExceededError, replicaDemand, type Tenant, type Usage, type Vnfd } from '@edgenfv/contracts';
-import type { Store } from '../state/store.js';
+import type { Store, StoredTenant } from '../state/store.js';
 
 /** What `replicas` replicas of a VNFD (and `vnfs` VNFs) count against a quota; negative to give back. */
 export function demandOf(d: Vnfd, replicas: number, vnfs: number): Usage {
@@ -47,4 +47,25 @@ export async function chargeQuota(
     return { ...cur, usage: next, updatedAt: at };
   });
   return res?.value ?? null;
+}
+
+/** How many refunded op occurrence ids a tenant record remembers (a retry comes within seconds of the first). */
+export const REFUND_MEMORY = 256;
+
+/**
+ * Gives back `give` (positive amounts) once per op occurrence: the tenant record remembers which op occurrences
+ * were refunded, in the same CAS as the usage, so a new leader that finishes an operation its predecessor was
+ * ending (refund written, outcome not yet) does not give the quota back twice. A missing tenant writes nothing.
+ */
+export async function refundOnce(store: Store, tenantId: string, opOccId: string, give: Usage, at: string): Promise<boolean> {
+  let done = false;
+  await store.tenants.mutate(tenantId, (cur): StoredTenant | undefined => {
+    done = false;
+    if (!cur || cur.refunded?.includes(opOccId)) return undefined;
+    const usage: Usage = { ...cur.usage };
+    for (const k of QUOTA_KEYS) usage[k] = Math.max(0, cur.usage[k] - Math.max(0, give[k]));
+    done = true;
+    return { ...cur, usage, refunded: [...(cur.refunded ?? []), opOccId].slice(-REFUND_MEMORY), updatedAt: at };
+  });
+  return done;
 }

@@ -77,9 +77,9 @@ export class LedgerPlacement implements PlacementPort {
     return (await getJson<Allocation>(this.cluster.buckets.allocs, allocKey(found.nodeId, allocId)))?.value ?? null;
   }
 
-  async releaseAllocation(alloc: Allocation): Promise<void> {
+  async releaseAllocation(alloc: Allocation, opts: { confirmed?: boolean } = {}): Promise<void> {
     const res = this.cluster.findReservation(alloc.allocId)?.reservation;
-    const r = await this.cluster.release(alloc.allocId, { nodeId: alloc.nodeId });
+    const r = await this.cluster.release(alloc.allocId, { nodeId: alloc.nodeId, ...(opts.confirmed === false ? { fence: true } : {}) });
     if (r.fenced) return; // leases stay held until the node confirms (onFencedFreed)
     if (this.ipam) {
       const owners = new Set([...(res?.ipOwners ?? []), ...alloc.interfaces.filter((i) => i.network).map((i) => `${alloc.allocId}.${i.name}`)]);

@@ -128,7 +128,7 @@ export class Store {
   private constructor(
     readonly nc: NatsConnection,
     readonly js: JetStreamClient,
-    readonly tenants: JsonBucket<Tenant>,
+    readonly tenants: JsonBucket<StoredTenant>,
     readonly vnfs: JsonBucket<Vnf>,
     readonly opoccs: JsonBucket<OpOcc>,
     readonly requests: JsonBucket<StoredReply>,
@@ -144,7 +144,7 @@ export class Store {
     const open = async <T>(name: string, extra: Partial<KvOptions> = {}): Promise<JsonBucket<T>> =>
       new JsonBucket<T>(await js.views.kv(name, { history: 1, replicas, ...extra }), name);
     const [tenants, vnfs, opoccs, requests, names, nodes, allocs, status] = await Promise.all([
-      open<Tenant>(KV_BUCKETS.tenants),
+      open<StoredTenant>(KV_BUCKETS.tenants),
       open<Vnf>(KV_BUCKETS.vnfs),
       open<OpOcc>(KV_BUCKETS.opoccs),
       open<StoredReply>(KV_BUCKETS.requests, { ttl: 24 * 3600 * 1000 }),
@@ -156,6 +156,12 @@ export class Store {
     await ensureEventsStream(nc, replicas);
     return new Store(nc, js, tenants, vnfs, opoccs, requests, names, nodes, allocs, status);
   }
+}
+
+/** The tenant record as kept in KV: the API's Tenant plus the op occurrences whose quota was already given back. */
+export interface StoredTenant extends Tenant {
+  /** Op occurrence ids refunded (latest last, bounded): a refund retried by a new leader is not given twice. */
+  refunded?: string[];
 }
 
 /** The first reply to a request that carried a requestId (or a marker while it is being handled). */

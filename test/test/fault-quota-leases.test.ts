@@ -1,0 +1,106 @@
+/**
+ * Failure paths of issue 12 around quota and leases, through the real scheduler process, a real nats-server and a
+ * simulated node that can be cut off (its VM "keeps running" meanwhile):
+ * - a FORCEFUL terminate that supersedes a scale-out gives back the scale's charge too (before: leaked);
+ * - a FORCEFUL terminate on a Ready node does not free the replica's IP lease before the node confirms the
+ *   sandbox is gone (before: freed at once, a duplicate IP while the VM still ran); the lease goes once it does;
+ * - a refund is given once per op occurrence however often the ending is retried (a new leader redoing it).
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, type NatsConnection } from 'nats';
+import { startNatsServer, type NatsServerHandle } from '@edgenfv/nats-launcher';
+import { Store } from '@edgenfv/scheduler/internal/state/store';
+import { refundOnce } from '@edgenfv/scheduler/internal/ops/quota';
+import { Api, startScheduler, TEST_NETWORKS, type SchedulerProc } from '../src/harness.js';
+import { SimNode, simulatedNodeInventory } from '../src/sim-node.js';
+import { waitNodeKnown } from '../src/state-fixtures.js';
+
+let dir: string;
+let nats: NatsServerHandle;
+let sched: SchedulerProc;
+let nc: NatsConnection;
+let api: Api;
+let node: SimNode;
+const cleanups: (() => void)[] = [];
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'edgenfv-quota-leases-'));
+  nats = await startNatsServer({ storeDir: join(dir, 'js') });
+  const config = join(dir, 'scheduler.json');
+  writeFileSync(config, JSON.stringify({ networks: TEST_NETWORKS }));
+  sched = await startScheduler({ EDGENFV_NATS_URL: nats.url, EDGENFV_CONFIG: config, EDGENFV_HEARTBEAT_GRACE_MS: '600000' });
+  nc = await connect({ servers: nats.url });
+  api = new Api(nc);
+  const { inventory, cleanup } = await simulatedNodeInventory('ql-a', { numaNodes: 1, cpusPerNuma: 8, isolatedPerNuma: 4, vfsPerNuma: 2, physnet: 'physnet1' });
+  cleanups.push(cleanup);
+  node = new SimNode(nc, inventory, 300);
+  await node.start();
+  await waitNodeKnown(nc, 'ql-a');
+}, { timeout: 90_000 });
+
+after(async () => {
+  node?.stop();
+  await nc?.close();
+  await sched?.stop();
+  await nats?.stop();
+  for (const c of cleanups) c();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function leaseOwners(): Promise<string[]> {
+  const kv = await nc.jetstream().views.kv('edgenfv_ipam');
+  const out: string[] = [];
+  for await (const k of await kv.keys('mgmt.owner.>')) out.push(k.slice('mgmt.owner.'.length));
+  return out;
+}
+
+async function until(what: string, cond: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`not reached: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test('FORCEFUL terminate over a scale-out: quota all given back, the running VM keeps its lease until the node confirms', async () => {
+  await api.ok('nfv.v1.admin.tenants.create', { id: 'q', quota: { vcpus: 10 } });
+  const descriptor = { name: 'fw', replicas: 1, resources: { vcpus: 1, memoryMiB: 256 }, image: { ref: 'builtin:vrouter' }, interfaces: [{ name: 'm', type: 'tap', network: 'mgmt' }] };
+  const inst = await api.ok('nfv.v1.tenant.q.vnfs.instantiate', { descriptor });
+  assert.equal((await api.waitOp('q', inst.opOccId, 30_000)).operationState, 'COMPLETED');
+  const v = await api.ok('nfv.v1.tenant.q.vnfs.get', { id: inst.vnfId });
+  const alloc0 = v.replicas[0].allocId as string;
+  assert.ok(node.running.has(alloc0));
+
+  node.partition(); // the node stops seeing changes; its VM keeps running
+  const scale = await api.ok('nfv.v1.tenant.q.vnfs.scale', { id: inst.vnfId, replicas: 3 });
+  assert.equal((await api.ok('nfv.v1.admin.tenants.get', { id: 'q' })).usage.vcpus, 3);
+  const term = await api.ok('nfv.v1.tenant.q.vnfs.terminate', { id: inst.vnfId, mode: 'FORCEFUL' });
+  assert.equal((await api.waitOp('q', term.opOccId, 30_000)).operationState, 'COMPLETED');
+  const sc = await api.waitOp('q', scale.opOccId, 30_000);
+  assert.equal(sc.operationState, 'FAILED');
+  assert.equal(sc.error.code, 'CONFLICT');
+  const t = await api.ok('nfv.v1.admin.tenants.get', { id: 'q' });
+  assert.deepEqual(t.usage, { vcpus: 0, memoryMiB: 0, vfs: 0, vnfs: 0 }, 'the scale-out charge is given back with the rest');
+  assert.equal(t.refunded, undefined, 'refund bookkeeping is not part of the API view');
+
+  // the VM of replica 0 still runs on the cut-off node: its address is not free for anyone else
+  assert.ok((await leaseOwners()).some((o) => o.startsWith(`${alloc0}.`)), 'lease kept while the node has not confirmed');
+  await node.rejoin(); // registers, tears the sandbox down, heartbeats without it
+  await until('the lease freed after the node confirmed', async () => !(await leaseOwners()).some((o) => o.startsWith(`${alloc0}.`)));
+  assert.deepEqual(node.conflicts, []);
+});
+
+test('a refund is given once per op occurrence however often it is retried', async () => {
+  const store = await Store.open(nc);
+  await api.ok('nfv.v1.admin.tenants.create', { id: 'r' });
+  await store.tenants.mutate('r', (cur) => (cur ? { ...cur, usage: { vcpus: 4, memoryMiB: 1024, vfs: 0, vnfs: 2 } } : undefined));
+  const give = { vcpus: 2, memoryMiB: 512, vfs: 0, vnfs: 1 };
+  const at = new Date().toISOString();
+  assert.equal(await refundOnce(store, 'r', 'op-1', give, at), true);
+  assert.equal(await refundOnce(store, 'r', 'op-1', give, at), false);
+  assert.deepEqual((await api.ok('nfv.v1.admin.tenants.get', { id: 'r' })).usage, { vcpus: 2, memoryMiB: 512, vfs: 0, vnfs: 1 });
+});
