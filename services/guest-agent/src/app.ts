@@ -11,6 +11,7 @@ import { AGENT_PORT_NAME } from '@edgenfv/contracts/internal/agent';
 import { startAgentServer, type RunningServer } from './server.js';
 import { IprouteIp } from './net/ip.js';
 import { LinuxNetSysfs } from './net/sysfs.js';
+import { PciDrivers } from './net/pci-drivers.js';
 import { ProcSysctl } from './sysctl.js';
 import { ContainerRuntime } from './containers/runtime.js';
 import { GuestMux, VirtioSerialPort, findVirtioPort, unixConnector, type SerialPort } from './channel.js';
@@ -78,7 +79,8 @@ export async function startAgent(cfg: AgentConfig, log: Log, hooks: { exit?: (po
   await mkdir(cfg.stateDir, { recursive: true });
   const socketPath = join(cfg.stateDir, 'agent.sock');
   await rm(socketPath, { force: true });
-  const net = { ip: new IprouteIp({ ipBin: cfg.ipBin, ...(cfg.netns ? { netns: cfg.netns } : {}) }), sysfs: new LinuxNetSysfs(cfg.sysRoot) };
+  const drivers = new PciDrivers({ sysRoot: cfg.sysRoot, log: log.child({ component: 'pci-drivers' }) });
+  const net = { ip: new IprouteIp({ ipBin: cfg.ipBin, ...(cfg.netns ? { netns: cfg.netns } : {}) }), sysfs: new LinuxNetSysfs(cfg.sysRoot), drivers };
   const containers = new ContainerRuntime({
     stateDir: cfg.stateDir,
     crun: cfg.crun,
@@ -102,6 +104,8 @@ export async function startAgent(cfg: AgentConfig, log: Log, hooks: { exit?: (po
   });
   // in the VM only: on a host (the socket stand-in, tests) the host's CPUs are not ours to online
   const stopCpuWatch = cfg.port.startsWith('socket:') ? () => undefined : watchCpuHotplug(cfg.sysRoot, log.child({ component: 'cpu-hotplug' }));
+  // VFs passed through at boot: their drivers (not loaded by /init) now, in the background; later ones on demand
+  if (!cfg.port.startsWith('socket:')) void drivers.scan();
   let stopping: Promise<void> | undefined;
   const stop = () => (stopping ??= (async () => {
     stopCpuWatch();

@@ -28,7 +28,8 @@ async function main(): Promise<void> {
   const image =
     cfg.guest.kernelPath && cfg.guest.initrdPath
       ? { kernelPath: cfg.guest.kernelPath, initrdPath: cfg.guest.initrdPath }
-      : await buildGuestImage({ log: logger });
+      : // a node with SR-IOV PFs needs the VF drivers (igbvf, iavf, i40e, ice are only in the generic kernel)
+        await buildGuestImage({ log: logger, kernelFlavor: Object.keys(cfg.physnets).length > 0 ? 'generic' : 'cloud' });
   let kvm = false;
   if (cfg.qemu.accel !== 'tcg') {
     const probe = await probeKvm({ qemuBinary: cfg.qemu.binary ?? findBinary('qemu-system-x86_64') ?? 'qemu-system-x86_64', kernelPath: image.kernelPath, devRoot: cfg.devRoot });

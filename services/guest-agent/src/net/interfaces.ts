@@ -10,11 +10,14 @@ import { isMacAddress, isPciAddress, parseMacAddress, parsePciAddress } from '@e
 import type { InterfaceSpec, NicInfo, UpdateInterfacesRequest } from '@edgenfv/contracts/internal/agent';
 import type { IpLink, IpPort } from './ip.js';
 import type { NetSysfs } from './sysfs.js';
+import type { PciDrivers } from './pci-drivers.js';
 import { checkCidr, isIfName } from './validate.js';
 
 export interface NetDeps {
   ip: IpPort;
   sysfs: NetSysfs;
+  /** Loads the driver of a NIC wanted by PCI address that has none yet (a VF: no udev in the guest). */
+  drivers?: Pick<PciDrivers, 'ensure'>;
 }
 
 /** A checked interface spec: value objects parsed, defaults applied. */
@@ -29,6 +32,8 @@ export interface NicWant {
 }
 
 export const MAX_HOTPLUG_TIMEOUT_MS = 120_000;
+/** How long a NIC whose driver was just loaded may take to show its netdev (igbvf in a nested TCG guest: 5-7 s). */
+export const DRIVER_PROBE_MS = 30_000;
 
 export function parseInterfaces(req: UpdateInterfacesRequest): { wants: NicWant[]; hotplugTimeoutMs: number } {
   const issues: FieldIssue[] = [];
@@ -88,7 +93,8 @@ async function findLink(deps: NetDeps, w: NicWant, links: IpLink[]): Promise<IpL
 
 /** Resolve every wanted NIC to a link, waiting up to timeoutMs for the missing ones (hotplug). */
 async function resolveLinks(deps: NetDeps, wants: NicWant[], timeoutMs: number): Promise<Map<number, IpLink>> {
-  const deadline = Date.now() + timeoutMs;
+  let deadline = Date.now() + timeoutMs;
+  const asked = new Set<string>();
   for (;;) {
     const links = await deps.ip.links();
     const found = new Map<number, IpLink>();
@@ -97,6 +103,12 @@ async function resolveLinks(deps: NetDeps, wants: NicWant[], timeoutMs: number):
       const l = await findLink(deps, w, links);
       if (l) found.set(w.index, l);
       else missing.push(w);
+    }
+    // a VF without its driver has no netdev: load the driver its modalias names, and give its probe time
+    for (const w of missing) {
+      if (!w.pci || !deps.drivers || asked.has(w.pci)) continue;
+      asked.add(w.pci);
+      if ((await deps.drivers.ensure(w.pci)) !== null) deadline = Math.max(deadline, Date.now() + DRIVER_PROBE_MS);
     }
     if (missing.length === 0) {
       const byLink = new Map<number, number>();

@@ -28,8 +28,15 @@ export type KernelFlavor = 'cloud' | 'generic';
 export interface GuestImageOptions {
   /** Cache root: `$EDGENFV_CACHE`, else `<repo>/.cache`. */
   cacheDir?: string;
-  /** cloud (default: boots faster; no 9p, iavf, igbvf) or generic (every VF driver). */
+  /**
+   * cloud (default, or `$EDGENFV_GUEST_KERNEL_FLAVOR`: boots faster; of the VF drivers only ixgbevf and mlx5_core) or
+   * generic (every VF driver: igbvf, iavf, ixgbevf, i40e, mlx5_core, ice). A node with SR-IOV PFs uses generic.
+   */
   kernelFlavor?: KernelFlavor;
+  /** Never download: the kernel package must be in the cache or in `debDirs` (default: `$EDGENFV_OFFLINE` = 1). */
+  offline?: boolean;
+  /** Where else a kernel package may already be on disk (default: /var/cache/apt/archives). */
+  debDirs?: string[];
   /** Exact kernel package (default: what linux-image-<flavor>-amd64 depends on). */
   kernelPackage?: string;
   /** More modules (each must exist in the kernel). */
@@ -52,6 +59,8 @@ export interface GuestImage {
   /** Modules carried in the image (optional ones the kernel lacks are listed in missingOptionalModules). */
   modules: string[];
   missingOptionalModules: string[];
+  /** VF drivers carried, not loaded at boot: the guest agent loads one when a VF appears (modules.alias). */
+  vfDrivers: string[];
   /** Name of the virtio-serial port the agent looks for. */
   agentPortName: string;
   /** Kernel command line the image expects (add `tsc_early_khz=` for microvm under TCG). */
@@ -101,24 +110,61 @@ async function sharedLibs(bin: string): Promise<string[]> {
 
 // ---- kernel
 
-async function resolveKernelPackage(flavor: KernelFlavor): Promise<string> {
-  const meta = `linux-image-${flavor}-amd64`;
-  const out = await run(['apt-cache', 'depends', meta]);
-  const m = /Depends:\s+(linux-image-\S+)/.exec(out);
-  if (!m) throw new InternalError(`cannot resolve the kernel package behind ${meta}`);
-  return m[1]!;
+const FLAVOR_RE: Record<KernelFlavor, RegExp> = {
+  cloud: /^(linux-image-\d[\d.]*-\d+-cloud-amd64)_.*\.deb$/,
+  generic: /^(linux-image-\d[\d.]*-\d+-amd64)_.*\.deb$/,
+};
+
+async function debsIn(dir: string): Promise<string[]> {
+  return (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.deb')).sort();
 }
 
-/** Downloads (once) and unpacks (once) a kernel package; returns the unpacked root and release. */
-async function ensureKernel(cache: string, pkg: string, log?: Logger): Promise<{ root: string; release: string; deb: string }> {
+/**
+ * The kernel package behind linux-image-<flavor>-amd64 (apt-cache); offline, or when apt cannot say, the newest
+ * package of that flavor already on disk.
+ */
+async function resolveKernelPackage(flavor: KernelFlavor, dirs: string[], offline: boolean): Promise<string> {
+  const meta = `linux-image-${flavor}-amd64`;
+  if (!offline) {
+    const out = await run(['apt-cache', 'depends', meta]).catch(() => '');
+    const m = /Depends:\s+(linux-image-\S+)/.exec(out);
+    if (m) return m[1]!;
+  }
+  const have: string[] = [];
+  for (const d of dirs) for (const f of await debsIn(d)) if (FLAVOR_RE[flavor].test(f)) have.push(FLAVOR_RE[flavor].exec(f)![1]!);
+  const newest = have.sort((a, b) => a.localeCompare(b, 'en', { numeric: true })).pop();
+  if (!newest)
+    throw new InternalError(`no ${flavor} guest kernel on this node: ${offline ? 'offline, and ' : 'apt-cache cannot resolve ' + meta + ', and '}no linux-image-*-${flavor === 'cloud' ? 'cloud-' : ''}amd64 .deb in ${dirs.join(', ')}`);
+  return newest;
+}
+
+/**
+ * Finds (cache, then `dirs`), else downloads unless offline, and unpacks (once) a kernel package; returns the
+ * unpacked root and release. Offline without the package: an error naming the package and where to put it.
+ */
+async function ensureKernel(cache: string, pkg: string, dirs: string[], offline: boolean, log?: Logger): Promise<{ root: string; release: string; deb: string }> {
   const debs = join(cache, 'debs');
   await mkdir(debs, { recursive: true });
-  let deb = (await readdir(debs)).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
+  const mine = (f: string) => f.startsWith(`${pkg}_`) && f.endsWith('.deb');
+  let deb = (await debsIn(debs)).find(mine);
+  for (const d of dirs) {
+    if (deb) break;
+    const found = (await debsIn(d)).find(mine);
+    if (found) {
+      await copyFile(join(d, found), join(debs, `.${found}.tmp${process.pid}`));
+      await rename(join(debs, `.${found}.tmp${process.pid}`), join(debs, found));
+      deb = found;
+    }
+  }
+  if (!deb && offline)
+    throw new InternalError(`kernel package ${pkg} is not on this node (looked in ${[debs, ...dirs].join(', ')}) and the node is offline: put ${pkg}_<version>_amd64.deb into ${debs}`);
   if (!deb) {
     log?.info({ pkg }, 'guest image: downloading kernel package');
     const tmp = await mkdtemp(join(debs, '.dl-'));
     try {
-      await run(['apt-get', 'download', '-q', pkg], { cwd: tmp });
+      await run(['apt-get', 'download', '-q', pkg], { cwd: tmp }).catch((err: Error) => {
+        throw new InternalError(`kernel package ${pkg} is not on this node (looked in ${[debs, ...dirs].join(', ')}) and apt-get download failed: ${err.message}; put ${pkg}_<version>_amd64.deb into ${debs}`, { cause: err });
+      });
       const got = (await readdir(tmp)).find((f) => f.endsWith('.deb'));
       if (!got) throw new InternalError(`apt-get download ${pkg} produced no .deb`);
       await rename(join(tmp, got), join(debs, got));
@@ -149,15 +195,17 @@ async function ensureKernel(cache: string, pkg: string, log?: Logger): Promise<{
 interface ModuleList {
   required: string[];
   optional: string[];
+  /** VF drivers: carried when the kernel has them, loaded by the guest agent when a VF appears (not at boot). */
+  vf: string[];
 }
 
 export async function readModuleList(path = join(REPO_ROOT, 'deploy/guest-image/modules')): Promise<ModuleList> {
-  const out: ModuleList = { required: [], optional: [] };
+  const out: ModuleList = { required: [], optional: [], vf: [] };
   for (const line of (await readFile(path, 'utf8')).split('\n')) {
     const t = line.replace(/#.*/, '').trim();
     if (!t) continue;
     const [kind, name] = t.split(/\s+/);
-    if ((kind === 'required' || kind === 'optional') && name) out[kind].push(name);
+    if ((kind === 'required' || kind === 'optional' || kind === 'vf') && name) out[kind].push(name);
   }
   return out;
 }
@@ -217,20 +265,23 @@ export async function bundleGuestAgent(entry: string): Promise<Buffer> {
 /** Builds (or finds in the cache) the guest image. Safe to call concurrently: the last rename wins, identically. */
 export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<GuestImage> {
   const log = opts.log;
-  const flavor = opts.kernelFlavor ?? 'cloud';
+  const flavor = opts.kernelFlavor ?? ((process.env.EDGENFV_GUEST_KERNEL_FLAVOR as KernelFlavor | undefined) || 'cloud');
   if (flavor !== 'cloud' && flavor !== 'generic') throw new InvalidArgumentError([{ field: 'kernelFlavor', message: 'cloud or generic' }]);
   for (const [i, m] of (opts.extraModules ?? []).entries()) {
     if (!/^[A-Za-z0-9_-]+$/.test(m)) throw new InvalidArgumentError([{ field: `extraModules[${i}]`, message: `not a module name: ${JSON.stringify(m)}` }]);
   }
   const cache = join(opts.cacheDir ?? defaultCacheDir(), 'guest-image');
-  const pkg = opts.kernelPackage ?? (await resolveKernelPackage(flavor));
-  const kernel = await ensureKernel(cache, pkg, log);
+  const offline = opts.offline ?? process.env.EDGENFV_OFFLINE === '1';
+  const debDirs = opts.debDirs ?? ['/var/cache/apt/archives'];
+  const pkg = opts.kernelPackage ?? (await resolveKernelPackage(flavor, [join(cache, 'debs'), ...debDirs], offline));
+  const kernel = await ensureKernel(cache, pkg, debDirs, offline, log);
   const list = await readModuleList();
   const wanted = [...list.required, ...(opts.extraModules ?? [])];
   const req = await moduleClosure(kernel.root, kernel.release, wanted);
   if (req.missing.length > 0) throw new InvalidArgumentError([{ field: 'modules', message: `not in ${pkg}: ${req.missing.join(', ')}` }]);
   const opt = await moduleClosure(kernel.root, kernel.release, list.optional);
-  const modFiles = [...new Set([...req.files, ...opt.files])].sort();
+  const vf = await moduleClosure(kernel.root, kernel.release, list.vf);
+  const modFiles = [...new Set([...req.files, ...opt.files, ...vf.files])].sort();
   const moduleNames = [...req.found, ...opt.found];
 
   const bundle = await bundleGuestAgent(opts.guestAgentEntry ?? join(REPO_ROOT, 'services/guest-agent/dist/src/main.js'));
@@ -247,7 +298,7 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
 
   // content hash of every input
   const h = createHash('sha256');
-  h.update(`builder ${IMAGE_BUILDER_VERSION}\nflavor ${flavor}\nmodules ${moduleNames.join(',')}\n`);
+  h.update(`builder ${IMAGE_BUILDER_VERSION}\nflavor ${flavor}\nmodules ${moduleNames.join(',')}\nvf ${vf.found.join(',')}\n`);
   h.update(`kernel ${await sha256File(kernel.deb)}\n`);
   h.update(`bundle ${createHash('sha256').update(bundle).digest('hex')}\n`);
   for (const f of [protoPath, initPath]) h.update(`${basename(f)} ${await sha256File(f)}\n`);
@@ -264,7 +315,8 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
     kernelPackage: pkg,
     flavor,
     modules: moduleNames,
-    missingOptionalModules: opt.missing,
+    missingOptionalModules: [...opt.missing, ...vf.missing],
+    vfDrivers: vf.found,
     agentPortName: AGENT_PORT_NAME,
     kernelArgs: 'console=ttyS0 quiet panic=-1',
     minMemoryMiB: 384,

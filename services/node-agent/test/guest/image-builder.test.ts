@@ -12,6 +12,9 @@ import { buildGuestImage, defaultCacheDir, type GuestImage } from '../../src/gue
 // package linked in from the shared cache once it is there (the first build downloads it).
 let cache: string;
 let first: GuestImage;
+/** One file's content from an initramfs. */
+const fileIn = (initrd: string, path: string) =>
+  execFileSync('sh', ['-c', 'cpio -i --quiet --to-stdout "$1" < "$2"', 'sh', path, initrd], { encoding: 'utf8', maxBuffer: 16 << 20 });
 const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
 
 before(async () => {
@@ -32,9 +35,14 @@ test('the image holds init, the agent bundle and proto, node, crun, ip, busybox 
   assert.ok(names.includes(`lib/modules/${first.kernelRelease}/modules.dep`));
   assert.ok(names.some((n) => n.endsWith('/virtio_console.ko')));
   assert.ok(names.some((n) => n.endsWith('/vfio-pci.ko')));
-  assert.ok(first.modules.includes('ixgbevf') && first.modules.includes('mlx5_core'));
-  // the cloud kernel has no iavf/igbvf: said, not hidden
-  assert.deepEqual(first.missingOptionalModules.sort(), ['iavf', 'igbvf']);
+  // VF drivers are carried but not loaded at boot (/etc/edgenfv/modules is what /init loads)
+  assert.deepEqual(first.vfDrivers, ['ixgbevf', 'mlx5_core']);
+  assert.ok(names.some((n) => n.endsWith('/ixgbevf.ko')));
+  const bootList = fileIn(first.initrdPath, 'etc/edgenfv/modules');
+  assert.match(bootList, /^virtio_pci$/m);
+  assert.ok(!/ixgbevf|mlx5_core/.test(bootList), bootList);
+  // the cloud kernel has no igbvf/iavf/i40e/ice: said, not hidden
+  assert.deepEqual(first.missingOptionalModules.sort(), ['i40e', 'iavf', 'ice', 'igbvf']);
   assert.equal(first.agentPortName, 'edgenfv.agent.0');
 });
 
@@ -58,4 +66,33 @@ test('bad options are refused before anything is built', async () => {
   await assert.rejects(buildGuestImage({ cacheDir: cache, kernelFlavor: 'rt' as never }), /kernelFlavor/);
   await assert.rejects(buildGuestImage({ cacheDir: cache, extraModules: ['../etc/passwd'] }), /extraModules\[0\]/);
   await assert.rejects(buildGuestImage({ cacheDir: cache, extraModules: ['no_such_module_xyz'] }), /no_such_module_xyz/);
+});
+
+test('offline: the kernel package comes from the cache or a folder on disk; with none, the error names the package', async () => {
+  const empty = mkdtempSync(join(tmpdir(), 'na-img-off-'));
+  try {
+    await assert.rejects(
+      buildGuestImage({ cacheDir: empty, offline: true, debDirs: [], kernelPackage: first.kernelPackage, log: silentLogger() }),
+      new RegExp(`kernel package ${first.kernelPackage} is not on this node \\(looked in ${empty}/guest-image/debs\\) and the node is offline: put ${first.kernelPackage}_<version>_amd64.deb into`),
+    );
+    await assert.rejects(buildGuestImage({ cacheDir: empty, offline: true, debDirs: [], log: silentLogger() }), /no cloud guest kernel on this node: offline, and no linux-image-\*-cloud-amd64 \.deb in/);
+    // a folder on disk that has it (an apt archive, a USB stick): found without apt, same image as before
+    const img = await buildGuestImage({ cacheDir: empty, offline: true, debDirs: [join(cache, 'guest-image', 'debs')], log: silentLogger() });
+    assert.equal(img.kernelPackage, first.kernelPackage);
+    assert.equal(img.hash, first.hash);
+  } finally {
+    rmSync(empty, { recursive: true, force: true });
+  }
+});
+
+test('the generic flavor carries all six VF drivers with modules.alias, none loaded at boot', async () => {
+  const g = await buildGuestImage({ kernelFlavor: 'generic', log: silentLogger() });
+  assert.deepEqual(g.vfDrivers, ['igbvf', 'iavf', 'ixgbevf', 'i40e', 'mlx5_core', 'ice']);
+  assert.deepEqual(g.missingOptionalModules, []);
+  const names = execFileSync('sh', ['-c', `cpio -it --quiet < "${g.initrdPath}"`], { encoding: 'utf8', maxBuffer: 64 << 20 }).split('\n');
+  for (const m of ['igbvf', 'iavf', 'ixgbevf', 'i40e', 'mlx5_core', 'ice']) assert.ok(names.some((n) => n.endsWith(`/${m}.ko`)), `${m}.ko in the image`);
+  const alias = fileIn(g.initrdPath, `lib/modules/${g.kernelRelease}/modules.alias`);
+  // igb's VF (QEMU igb, 82576: 8086:10ca) and iavf's adaptive VF
+  assert.match(alias, /^alias pci:v00008086d000010CAsv\*sd\*bc\*sc\*i\* igbvf$/m);
+  assert.match(alias, /^alias pci:v00008086d00001889sv\*sd\*bc\*sc\*i\* iavf$/m);
 });
