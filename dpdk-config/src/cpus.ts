@@ -21,3 +21,17 @@ export function cpuMask(cpus: readonly number[]): string {
   for (const c of cpus) mask |= 1n << BigInt(c);
   return `0x${mask.toString(16)}`;
 }
+
+/** `"2-4,6,8-9"` -> `[2,3,4,6,8,9]` (the inverse of formatCpuList). */
+export function parseCpuList(s: string): number[] {
+  const out: number[] = [];
+  for (const part of s.split(',').filter((p) => p.length > 0)) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
+    if (!m) throw new TypeError(`not a CPU list: ${JSON.stringify(s)}`);
+    const a = Number(m[1]);
+    const b = m[2] !== undefined ? Number(m[2]) : a;
+    if (b < a) throw new TypeError(`not a CPU list: ${JSON.stringify(s)} (${part} runs backwards)`);
+    for (let c = a; c <= b; c++) out.push(c);
+  }
+  return out;
+}

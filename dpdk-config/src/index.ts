@@ -2,4 +2,8 @@ export * from './plan.js';
 export * from './cpus.js';
 export * from './eal.js';
 export * from './vpp.js';
+export * from './vpp-parse.js';
 export * from './ovs.js';
+export * from './workload.js';
+export * from './testpmd.js';
+export * from './hugepages.js';

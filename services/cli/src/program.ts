@@ -19,6 +19,7 @@ import {
 } from '@edgenfv/contracts';
 import { ApiClient, loadConnectInfo, natsOptions } from '@edgenfv/api-client';
 import { OUTPUT_FORMATS, render, renderEvent, type Kind, type OutputFormat } from './format.js';
+import { addDpdkConfigCommands } from './dpdk-config-cmd.js';
 
 export interface CliIo {
   stdout: { write(s: string): unknown };
@@ -264,6 +265,8 @@ export function buildProgram(io: CliIo): Command {
         }
       });
     });
+
+  addDpdkConfigCommands(program, io);
   return program;
 }
 
