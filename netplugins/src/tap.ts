@@ -3,6 +3,7 @@
  * the network's Linux bridge on the host:
  *   host: <bridge> -- <hostVeth>  ==veth==  netns: <peer> -- <nsBridge> -- <tap = ifName>  (QEMU opens the tap)
  * Everything is created with two `ip -batch` processes (host, netns); DEL removes the netns side and the veth.
+ * Without a bridge (as the reference CNI `tap` plugin allows), the tap alone is made in the netns: nothing on the host.
  */
 import { ConflictError, type AttachmentIp, type MacAddress, type TapAttachmentResult } from '@edgenfv/contracts';
 import { IFNAME_HINT, IFNAME_RE, attachmentId, configFields, readIps, readOwner, validateCtx, type AttachCtx } from './config.js';
@@ -11,8 +12,11 @@ import { addNetns, netnsMustExist, netnsTarget } from './netns.js';
 import { RecordedPlugin, derivedMac, newRecord, withRollback, shortHash, type AttachmentRecord, type PluginDeps } from './plugin.js';
 
 export interface TapConfig {
-  /** The network's bridge in the host netns (created when missing, never deleted: other attachments share it). */
-  bridge: string;
+  /**
+   * The network's bridge in the host netns (created when missing, never deleted: other attachments share it);
+   * absent: a bare tap in the netns, wired to nothing (whoever holds the netns connects it).
+   */
+  bridge?: string;
   mtuBytes?: number;
   /** The guest NIC's MAC; default derived from containerId/ifName. */
   mac?: MacAddress;
@@ -45,7 +49,7 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
   parseConfig(raw: unknown): TapConfig {
     const f = configFields(raw);
     const issues = f.issues;
-    const bridge = f.string('bridge', { required: true, re: IFNAME_RE, reHint: IFNAME_HINT });
+    const bridge = f.string('bridge', { re: IFNAME_RE, reHint: IFNAME_HINT });
     const mtuBytes = f.int('mtuBytes', { min: 68, max: 65535 });
     const mac = f.mac('mac');
     const ips = readIps(f);
@@ -53,7 +57,8 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
     const owner = readOwner(f);
     f.closed();
     issues.throwIfAny();
-    const cfg: TapConfig = { bridge: bridge!, ips, wiring };
+    const cfg: TapConfig = { ips, wiring };
+    if (bridge !== undefined) cfg.bridge = bridge;
     if (owner) cfg.owner = owner;
     if (mtuBytes !== undefined) cfg.mtuBytes = mtuBytes;
     if (mac) cfg.mac = mac;
@@ -69,29 +74,38 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
       const mtu = cfg.mtuBytes !== undefined ? ` mtu ${cfg.mtuBytes}` : '';
       let original: TapOriginal = { bridgeExisted: true };
       return withRollback(logger, async (undo) => {
-        // host side, one command: the veth on the bridge, its peer created straight in the sandbox's netns
-        // (fails when a link of either name exists: never adopt a link that is not ours)
-        const vethLine = `link add ${names.hostVeth}${mtu} master ${cfg.bridge} up type veth peer name ${names.peer} netns ${netnsTarget(netns)}${mtu} group ${names.group}`;
-        for (let attempt = 0; ; attempt++) {
-          if (!this.knownBridges.has(cfg.bridge)) original = { bridgeExisted: await this.ensureBridge(cfg.bridge) };
-          try {
-            await netlink.batch([vethLine]);
-            break;
-          } catch (err) {
-            const msg = err instanceof Error ? err.message : String(err);
-            if (attempt === 0 && this.knownBridges.has(cfg.bridge) && /does not exist|Cannot find/i.test(msg)) {
-              this.knownBridges.delete(cfg.bridge); // the bridge went away behind our back: make it again
-              continue;
+        const bridge = cfg.bridge;
+        if (bridge !== undefined) {
+          // host side, one command: the veth on the bridge, its peer created straight in the sandbox's netns
+          // (fails when a link of either name exists: never adopt a link that is not ours)
+          const vethLine = `link add ${names.hostVeth}${mtu} master ${bridge} up type veth peer name ${names.peer} netns ${netnsTarget(netns)}${mtu} group ${names.group}`;
+          for (let attempt = 0; ; attempt++) {
+            if (!this.knownBridges.has(bridge)) original = { bridgeExisted: await this.ensureBridge(bridge) };
+            try {
+              await netlink.batch([vethLine]);
+              break;
+            } catch (err) {
+              const msg = err instanceof Error ? err.message : String(err);
+              if (attempt === 0 && this.knownBridges.has(bridge) && /does not exist|Cannot find/i.test(msg)) {
+                this.knownBridges.delete(bridge); // the bridge went away behind our back: make it again
+                continue;
+              }
+              throw new ConflictError(`host link ${names.hostVeth} or ${names.peer} in ${netns} already exists and is not ours (${msg})`, { cause: err });
             }
-            throw new ConflictError(`host link ${names.hostVeth} or ${names.peer} in ${netns} already exists and is not ours (${msg})`, { cause: err });
           }
+          undo.push({ what: 'delete host veth', undo: () => this.delIfPresent(names.hostVeth) });
         }
-        undo.push({ what: 'delete host veth', undo: () => this.delIfPresent(names.hostVeth) });
         // netns side, one process: a bridge, the tap (made under a private name, then renamed: the rename fails
         // instead of adopting a link that is already called ifName), both on the bridge with the veth peer
         const user = cfg.owner ? ` user ${cfg.owner.uid} group ${cfg.owner.gid}` : '';
         const nsLines =
-          cfg.wiring === 'bridge'
+          bridge === undefined
+            ? [
+                `tuntap add dev ${names.tmpTap} mode tap${user}`,
+                `link set ${names.tmpTap} name ${ctx.ifName}`,
+                `link set ${ctx.ifName}${mtu} group ${names.group} up`,
+              ]
+            : cfg.wiring === 'bridge'
             ? [
                 `tuntap add dev ${names.tmpTap} mode tap${user}`,
                 `link set ${names.tmpTap} name ${ctx.ifName}`,
@@ -113,12 +127,12 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
           const del: string[] = [];
           if (done > 1) del.push(`link del ${ctx.ifName}`);
           else if (done > 0) del.push(`link del ${names.tmpTap}`);
-          if (cfg.wiring === 'bridge' && done > 2) del.push(`link del ${names.nsBridge}`);
+          if (bridge !== undefined && cfg.wiring === 'bridge' && done > 2) del.push(`link del ${names.nsBridge}`);
           undo.push({ what: 'delete netns links', undo: async () => void (await netlink.tryBatch(del, netns)) });
           if (err instanceof BatchError && err.failedIndex === 1) throw new ConflictError(`link ${ctx.ifName} already exists in netns ${netns} and is not ours`, { cause: err });
           throw err;
         }
-        if (cfg.wiring === 'tc') {
+        if (bridge !== undefined && cfg.wiring === 'tc') {
           // frames entering the veth peer leave through the tap and the other way round
           await netlink.tcBatch(
             [
@@ -138,9 +152,11 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
           ips: cfg.ips,
           netns,
           tapName: ctx.ifName,
-          bridge: cfg.bridge,
-          hostVeth: names.hostVeth,
         };
+        if (bridge !== undefined) {
+          result.bridge = bridge;
+          result.hostVeth = names.hostVeth;
+        }
         if (cfg.mtuBytes !== undefined) result.mtuBytes = cfg.mtuBytes;
         records.put<TapRecord>(this.type, ctx, newRecord(ctx, cfg, original, result));
         return result;
@@ -191,11 +207,16 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
     else {
       const live = await netlink.links(netns);
       const tap = live.get(ctx.ifName);
-      const onBridge = rec.config.wiring !== 'tc';
+      const bare = rec.config.bridge === undefined;
+      const onBridge = !bare && rec.config.wiring !== 'tc';
       if (!tap) problems.push(`tap ${ctx.ifName} is missing in ${netns}`);
       else {
         if (tap.kind !== 'tun' || (tap.tunType && tap.tunType !== 'tap')) problems.push(`${ctx.ifName} is a ${tap.kind}, not a tap`);
         if (onBridge && tap.master !== names.nsBridge) problems.push(`${ctx.ifName} is not on ${names.nsBridge}`);
+      }
+      if (bare) {
+        if (tap && tap.master) problems.push(`${ctx.ifName} is on ${tap.master}, not a bare tap`);
+        return;
       }
       const peer = live.get(names.peer);
       if (!peer) problems.push(`veth ${names.peer} is missing in ${netns}`);
@@ -205,6 +226,7 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
         if (!JSON.stringify(filters ?? []).includes(ctx.ifName)) problems.push(`no tc redirect from ${names.peer} to ${ctx.ifName}`);
       }
     }
+    if (rec.config.bridge === undefined) return;
     const hv = await netlink.link(names.hostVeth);
     if (!hv) problems.push(`host veth ${names.hostVeth} is missing`);
     else if (hv.master !== rec.config.bridge) problems.push(`${names.hostVeth} is not on bridge ${rec.config.bridge}`);

@@ -95,6 +95,24 @@ test('tap: ADD (with host-local IPAM) / ADD again / CHECK / DEL / DEL, CNI 1.0 r
   assert.deepEqual(leftovers(), []);
 });
 
+test('tap without bridge (as the reference tap plugin): ADD makes a bare tap in the netns / CHECK / DEL twice', async () => {
+  const conf = { cniVersion: '1.0.0', name: 'bare', type: 'edgenfv-tap' };
+  const e = env('ADD', { CNI_CONTAINERID: 'ctr-bare', CNI_IFNAME: 'tap0' });
+  const hostBefore = linkNames().sort();
+  const add = await runExe(exe('tap'), e, conf);
+  assert.equal(add.exitCode, 0, add.stdout);
+  assert.deepEqual(cniResultProblems(add.json, '1.0.0'), []);
+  const tap = JSON.parse(ip('-n', ns, '-d', '-j', 'link', 'show', 'tap0'))[0];
+  assert.equal(tap.linkinfo.info_kind, 'tun');
+  assert.equal(tap.master, undefined);
+  assert.deepEqual(linkNames().sort(), hostBefore, 'nothing made on the host');
+  const check = await runExe(exe('tap'), { ...e, CNI_COMMAND: 'CHECK' }, { ...conf, prevResult: add.json });
+  assert.equal(check.exitCode, 0, check.stdout);
+  for (let i = 0; i < 2; i++) assert.equal((await runExe(exe('tap'), { ...e, CNI_COMMAND: 'DEL' }, conf)).exitCode, 0);
+  assert.ok(!linkNames(ns).includes('tap0'));
+  assert.deepEqual(leftovers(), []);
+});
+
 test('DEL without ADD, DEL after the netns is gone', async () => {
   const none = await runExe(exe('tap'), env('DEL', { CNI_CONTAINERID: 'never' }), tapConf());
   assert.equal(none.exitCode, 0, none.stdout);
@@ -110,8 +128,7 @@ test('DEL without ADD, DEL after the netns is gone', async () => {
 
 describe('bad input gets a CNI error and changes nothing', () => {
   const cases: Array<[string, string, Record<string, string>, unknown, number, RegExp]> = [
-    ['tap without bridge', 'tap', {}, { cniVersion: '1.0.0', name: 'n', type: 'edgenfv-tap' }, 7, /bridge: is required/],
-    ['tap: several bad fields at once', 'tap', {}, { cniVersion: '1.0.0', name: 'n', type: 'edgenfv-tap', mtuBytes: 1, mac: 'nope' }, 7, /bridge: is required; mtuBytes: must be in 68\.\.65535 \(got 1\); mac: must be a MAC/],
+    ['tap: several bad fields at once', 'tap', {}, { cniVersion: '1.0.0', name: 'n', type: 'edgenfv-tap', mtuBytes: 1, mac: 'nope', bridge: 'no spaces' }, 7, /bridge: .*; mtuBytes: must be in 68\.\.65535 \(got 1\); mac: must be a MAC/],
     ['sriov VLAN 4095', 'sriov', {}, { cniVersion: '1.0.0', name: 'n', type: 'edgenfv-sriov', physnet: 'physnet1', vlan: 4095, pfs: [{ pf: 'ens5f0', physnet: 'physnet1' }] }, 7, /vlan: must be in 0\.\.4094 \(got 4095\)/],
     ['sriov unknown physnet', 'sriov', {}, { cniVersion: '1.0.0', name: 'n', type: 'edgenfv-sriov', physnet: 'nope', pfs: [{ pf: 'ens5f0', physnet: 'physnet1' }] }, 7, /physnet: unknown physnet "nope"/],
     ['sriov PCI address that does not exist', 'sriov', {}, { cniVersion: '1.0.0', name: 'n', type: 'edgenfv-sriov', deviceID: '0000:42:00.1', pfs: [] }, 7, /deviceID: PCI device 0000:42:00\.1 does not exist/],

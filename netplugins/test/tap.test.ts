@@ -29,7 +29,7 @@ test('parseConfig lists every bad field in one error', () => {
     (e: unknown) => {
       assert.ok(e instanceof InvalidArgumentError);
       const fields = e.issues.map((i) => i.field).sort();
-      assert.deepEqual(fields, ['bridge', 'color', 'ips[0].address', 'mac', 'mtuBytes', 'wiring']);
+      assert.deepEqual(fields, ['color', 'ips[0].address', 'mac', 'mtuBytes', 'wiring']);
       return true;
     },
   );
@@ -99,13 +99,32 @@ test('del without add is success', async () => {
   assert.deepEqual(st.leftovers(), []);
 });
 
+test('without a bridge: a bare tap in the netns, nothing on the host; check passes; del twice leaves nothing', async () => {
+  const ctx = { containerId: 'sb5', ifName: 'tap9', netns: ns };
+  const hostBefore = linkNames().sort();
+  const r = await plugin.add(ctx, plugin.parseConfig({ mtuBytes: 1400 }));
+  assert.equal(r.bridge, undefined);
+  assert.equal(r.hostVeth, undefined);
+  const tap = JSON.parse(ip('-n', ns, '-d', '-j', 'link', 'show', 'tap9'))[0];
+  assert.equal(tap.linkinfo.info_kind, 'tun');
+  assert.equal(tap.mtu, 1400);
+  assert.equal(tap.master, undefined);
+  assert.deepEqual(linkNames().sort(), hostBefore, 'nothing made on the host');
+  await plugin.check(ctx, r);
+  assert.deepEqual(await plugin.add(ctx, plugin.parseConfig({ mtuBytes: 1400 })), r);
+  await plugin.del(ctx);
+  await plugin.del(ctx);
+  assert.ok(!linkNames(ns).includes('tap9'));
+  assert.deepEqual(st.leftovers(), []);
+});
+
 test('del after the netns is gone', async () => {
   const ctx = { containerId: 'sb3', ifName: 'tap0', netns: ns2 };
   const r = await plugin.add(ctx, plugin.parseConfig({ bridge }));
   ip('netns', 'del', ns2);
   await plugin.del(ctx);
   await plugin.del(ctx);
-  assert.ok(!linkNames().includes(r.hostVeth));
+  assert.ok(r.hostVeth && !linkNames().includes(r.hostVeth));
   assert.deepEqual(st.leftovers(), []);
 });
 

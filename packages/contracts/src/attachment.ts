@@ -57,8 +57,9 @@ export interface TapAttachmentResult extends AttachmentResultBase {
   netns: string;
   /** The tap's name inside the netns (QEMU `-netdev tap,ifname=`). */
   tapName: string;
-  bridge: string;
-  hostVeth: string;
+  /** The host bridge and the veth to it; absent for a bare tap (a CNI config without `bridge`). */
+  bridge?: string;
+  hostVeth?: string;
 }
 
 export interface MacvtapAttachmentResult extends AttachmentResultBase {

@@ -201,23 +201,16 @@ function binaryVersion(path: string): string | undefined {
 
 export interface HypervisorBinaries {
   qemu?: string | null;
-  'cloud-hypervisor'?: string | null;
-  firecracker?: string | null;
 }
 
-/** The hypervisors whose binaries are present, and the accelerator each would use. */
+/** The hypervisors this agent runs (QEMU) whose binaries are present, and the accelerator each would use. */
 export function detectHypervisors(devRoot: string, binaries: HypervisorBinaries = {}, kvmOverride?: boolean): HypervisorInfo[] {
   const kvm = kvmOverride ?? kvmUsable(devRoot);
   const out: HypervisorInfo[] = [];
-  const candidates: [HypervisorKind, string | null][] = [
-    ['qemu', binaries.qemu !== undefined ? binaries.qemu : findBinary('qemu-system-x86_64')],
-    ['cloud-hypervisor', binaries['cloud-hypervisor'] !== undefined ? binaries['cloud-hypervisor'] : findBinary('cloud-hypervisor')],
-    ['firecracker', binaries.firecracker !== undefined ? binaries.firecracker : findBinary('firecracker')],
-  ];
+  const candidates: [HypervisorKind, string | null][] = [['qemu', binaries.qemu !== undefined ? binaries.qemu : findBinary('qemu-system-x86_64')]];
   for (const [kind, path] of candidates) {
     if (!path) continue;
-    // Cloud Hypervisor and Firecracker need KVM; QEMU falls back to TCG.
-    const accel = kvm ? 'kvm' : kind === 'qemu' ? 'tcg' : 'none';
+    const accel = kvm ? 'kvm' : 'tcg'; // QEMU falls back to TCG
     const info: HypervisorInfo = { kind, path, accel };
     const version = binaryVersion(path);
     if (version) info.version = version;

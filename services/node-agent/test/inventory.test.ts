@@ -60,7 +60,7 @@ test('inventory from a fake sysfs: 2 NUMA nodes, isolated CPUs, hugepages per no
       ],
     });
     const inv = await collectInventory(cfg, {
-      binaries: { qemu: '/bin/true', 'cloud-hypervisor': null, firecracker: null },
+      binaries: { qemu: '/bin/true' },
       system: async () => ({ cpuCount: 8, memoryMiB: 16384, hostname: 'h1' }),
     });
     assert.equal(inv.nodeId, 'edge-1');
@@ -92,9 +92,9 @@ test('inventory from a fake sysfs: 2 NUMA nodes, isolated CPUs, hugepages per no
     assert.deepEqual(inv.hypervisors.map((h) => [h.kind, h.accel]), [['qemu', 'tcg']]);
     // KVM appears: accel follows.
     writeFileSync(join(dev, 'kvm'), '');
-    const inv2 = await collectInventory(cfg, { binaries: { qemu: '/bin/true', 'cloud-hypervisor': '/bin/true', firecracker: null }, system: async () => ({ cpuCount: 8, memoryMiB: 1, hostname: 'h' }) });
+    const inv2 = await collectInventory(cfg, { binaries: { qemu: '/bin/true' }, system: async () => ({ cpuCount: 8, memoryMiB: 1, hostname: 'h' }) });
     assert.equal(inv2.kvm, true);
-    assert.deepEqual(inv2.hypervisors.map((h) => [h.kind, h.accel]), [['qemu', 'kvm'], ['cloud-hypervisor', 'kvm']]);
+    assert.deepEqual(inv2.hypervisors.map((h) => [h.kind, h.accel]), [['qemu', 'kvm']]);
   } finally {
     fake.cleanup();
     rmSync(dev, { recursive: true, force: true });
@@ -113,7 +113,7 @@ test('physnet mapping by PCI address; a PF without a mapping has no physnet', as
   });
   try {
     const cfg = parseConfig({ nodeId: 'n', sysfsRoot: fake.root, physnets: { '0000:AF:00.0': 'physnet9' } });
-    const inv = await collectInventory(cfg, { binaries: { qemu: null, 'cloud-hypervisor': null, firecracker: null }, system: async () => ({ cpuCount: 2, memoryMiB: 1024, hostname: 'h' }) });
+    const inv = await collectInventory(cfg, { binaries: { qemu: null }, system: async () => ({ cpuCount: 2, memoryMiB: 1024, hostname: 'h' }) });
     assert.equal(inv.sriovPfs[0]!.physnet, 'physnet9');
     assert.equal(inv.sriovPfs[1]!.physnet, undefined);
     assert.equal(inv.sriovPfs[1]!.numVfs, 0);

@@ -2,16 +2,4 @@ export { HostChannel, type HostChannelOptions } from './channel.js';
 export { AgentClient, fromServiceError, HOST_VERSION, type CallOptions } from './agent-client.js';
 export { connectAgent, type AgentConnection, type ConnectAgentOptions } from './connection.js';
 export { buildGuestImage, bundleGuestAgent, defaultCacheDir, readModuleList, IMAGE_BUILDER_VERSION, type GuestImage, type GuestImageOptions, type KernelFlavor } from './image-builder.js';
-export {
-  applyGuestVnf,
-  watchContainerExit,
-  teardownGuestVnf,
-  lastLogLines,
-  interfaceSpecsFromAllocation,
-  routeSpecsFromVnfd,
-  ContainerExitedError,
-  type GuestVnfSpec,
-  type GuestVnfState,
-  type GuestContainerSpec,
-} from './vnf.js';
 export { packOciLayoutDisk, parseOciRef, guestImageRef, type OciDisk } from './oci-disk.js';

@@ -11,16 +11,8 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { InvalidArgumentError, type AttachmentResult } from '@edgenfv/contracts';
-import { TapPlugin, tapNames } from '@edgenfv/netplugins/internal/tap';
 import { execFile } from 'node:child_process';
-import { MacvtapPlugin } from '@edgenfv/netplugins/internal/macvtap';
-import { RecordStore } from '@edgenfv/netplugins/internal/records';
-import { DeviceLocks } from '@edgenfv/netplugins/internal/lock';
-import { IpNetlink } from '@edgenfv/netplugins/internal/netlink';
-import { SriovPlugin } from '@edgenfv/netplugins/internal/sriov/sriov';
-import { RealSysfs } from '@edgenfv/netplugins/internal/sriov/sysfs';
-import { SysfsPciBind } from '@edgenfv/netplugins/internal/sriov/pci-bind';
-import { VhostUserPlugin } from '@edgenfv/netplugins/internal/vhostuser/vhostuser';
+import { createAttachments, IpNetlink, RealSysfs, tapNames, type Attachments } from '@edgenfv/netplugins';
 import type { DataplaneSwitch } from '../dataplane/switch.js';
 import type { AttachmentPort, AttachRequest } from './ports.js';
 
@@ -39,20 +31,11 @@ function ipsOf(req: AttachRequest): { address: string; gateway?: string }[] {
 }
 
 export class NetpluginsAttachments implements AttachmentPort {
-  private readonly tap: TapPlugin;
-  private readonly macvtap: MacvtapPlugin;
-  private readonly sriov: SriovPlugin;
-  private readonly vhostuser: VhostUserPlugin;
+  private readonly plugins: Attachments;
 
   constructor(private readonly opts: NetpluginsAttachmentsOptions) {
-    const base = join(opts.stateDir, 'netplugins');
-    const deps = { records: new RecordStore(join(base, 'records')), locks: new DeviceLocks(join(base, 'locks')), logger: opts.logger };
-    const netlink = new IpNetlink();
-    this.tap = new TapPlugin({ ...deps, netlink });
-    this.macvtap = new MacvtapPlugin({ ...deps, netlink });
-    const sysfs = new RealSysfs(opts.sysfsRoot);
-    this.sriov = new SriovPlugin({ ...deps, netlink, sysfs, pciBind: new SysfsPciBind(sysfs), claimsDir: join(base, 'sriov-claims') });
-    this.vhostuser = new VhostUserPlugin(deps);
+    // records, device locks and VF claims under <stateDir>/netplugins (the switch restores its ports from the same records)
+    this.plugins = createAttachments({ stateDir: join(opts.stateDir, 'netplugins'), logger: opts.logger, netlink: new IpNetlink(), sysfs: new RealSysfs(opts.sysfsRoot) });
   }
 
   async add(req: AttachRequest): Promise<AttachmentResult> {
@@ -63,18 +46,18 @@ export class NetpluginsAttachments implements AttachmentPort {
     switch (i.type) {
       case 'tap': {
         const bridge = (i.bridge ?? `enfv-${i.network ?? 'default'}`).slice(0, 15);
-        const res = await this.tap.add(ctx, this.tap.parseConfig({ ...common, bridge }));
+        const res = await this.plugins.tap.add(ctx, this.plugins.tap.parseConfig({ ...common, bridge }));
         if (req.owner) await this.ownTap(req, res.tapName, i.mtuBytes);
         return res;
       }
       case 'macvtap':
-        return this.macvtap.add(ctx, this.macvtap.parseConfig({ ...common, parent: i.parent, mode: 'bridge' }));
+        return this.plugins.macvtap.add(ctx, this.plugins.macvtap.parseConfig({ ...common, parent: i.parent, mode: 'bridge' }));
       case 'sriov': {
         const s = i.sriov;
         const pfs = Object.entries(this.opts.physnets).map(([pf, physnet]) => ({ pf, physnet }));
         const raw: Record<string, unknown> = { ...common, physnet: s.physnet, deviceID: s.vfPciAddress, pfs, driver: 'vfio-pci' };
         for (const k of ['vlan', 'vlanQos', 'spoofchk', 'trust'] as const) if (s[k] !== undefined) raw[k] = s[k];
-        return this.sriov.add({ containerId: req.sandboxId, ifName: req.hostIfName }, this.sriov.parseConfig(raw));
+        return this.plugins.sriov.add({ containerId: req.sandboxId, ifName: req.hostIfName }, this.plugins.sriov.parseConfig(raw));
       }
       case 'vhostuser': {
         const sw = this.opts.dataplane;
@@ -84,7 +67,7 @@ export class NetpluginsAttachments implements AttachmentPort {
             i.network === undefined ? 'a vhost-user interface needs a network (the node\'s DPDK switch serves networks)' : `this node's DPDK switch does not serve network ${i.network}`;
           throw new InvalidArgumentError([{ field: `interfaces.${i.name}.network`, message }]);
         }
-        const cfg = this.vhostuser.parseConfig({
+        const cfg = this.plugins.vhostuser.parseConfig({
           ...common,
           dataplane: 'ovs-dpdk',
           mode: 'server',
@@ -94,7 +77,7 @@ export class NetpluginsAttachments implements AttachmentPort {
           ...(req.owner ? { owner: req.owner } : {}),
           ovs: where,
         });
-        return this.vhostuser.add(ctx, cfg);
+        return this.plugins.vhostuser.add(ctx, cfg);
       }
     }
   }
@@ -122,13 +105,13 @@ export class NetpluginsAttachments implements AttachmentPort {
     const ctx = { containerId: req.sandboxId, ifName: req.hostIfName, netns: req.netns };
     switch (req.iface.type) {
       case 'tap':
-        return this.tap.del(ctx);
+        return this.plugins.tap.del(ctx);
       case 'macvtap':
-        return this.macvtap.del(ctx);
+        return this.plugins.macvtap.del(ctx);
       case 'sriov':
-        return this.sriov.del({ containerId: req.sandboxId, ifName: req.hostIfName });
+        return this.plugins.sriov.del({ containerId: req.sandboxId, ifName: req.hostIfName });
       case 'vhostuser':
-        return this.vhostuser.del(ctx); // from netplugins' record: the switch port, the socket, the folder once empty
+        return this.plugins.vhostuser.del(ctx); // from netplugins' record: the switch port, the socket, the folder once empty
     }
   }
 }

@@ -14,7 +14,7 @@ async function rpc<T>(name: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-class GrpcGuestSession implements GuestSession {
+export class GrpcGuestSession implements GuestSession {
   constructor(readonly conn: AgentConnection) {}
   async updateInterfaces(nics: GuestNic[], hotplugTimeoutMs: number): Promise<void> {
     await rpc('UpdateInterfaces', () => this.conn.client.updateInterfaces({
@@ -47,7 +47,18 @@ class GrpcGuestSession implements GuestSession {
     });
     void st;
   }
-  async removeContainer(id: string): Promise<void> {
+  async removeContainer(id: string, graceMs = 10_000): Promise<void> {
+    const c = (await rpc('ListContainers', () => this.conn.client.listContainers())).containers.find((x) => x.id === id);
+    if (!c) return;
+    if (c.state === 'RUNNING') {
+      // SIGTERM first: a VNF undoes what it set in the shared guest (builtin:vrouter turns forwarding off)
+      await this.conn.client.signalContainer(id, 'SIGTERM').catch(() => undefined);
+      try {
+        await this.conn.client.waitContainer(id, { timeoutMs: graceMs });
+      } catch {
+        /* grace over: forced below */
+      }
+    }
     try {
       await this.conn.client.deleteContainer(id, true);
     } catch (err) {

@@ -27,7 +27,8 @@ export interface GuestSession {
   /** The complete route table (all replicas'). */
   updateRoutes(routes: VnfdRoute[]): Promise<void>;
   runContainer(c: GuestContainer): Promise<void>;
-  removeContainer(id: string): Promise<void>;
+  /** Stops the container (SIGTERM, SIGKILL after the grace) and deletes it; a container that is not there is success. */
+  removeContainer(id: string, graceMs?: number): Promise<void>;
   /** Guest counters: the agent's RSS and each NIC's packets. */
   metrics(): Promise<{ agentRssBytes: number; nics: { name: string; rxPackets: number; txPackets: number }[] }>;
   /** Static neighbours (data planes such as testpmd do not answer ARP). */

@@ -1,7 +1,7 @@
 /**
  * The guest side end to end, in a real VM (QEMU TCG, the built guest image): the agent answers over virtio-serial
  * through the framed channel (also after host reconnects), configures NICs found by MAC and by PCI path, runs
- * builtin:vrouter with crun, and a ping from netns `left` to netns `right` crosses the VM. Then the VNF is torn
+ * builtin:vrouter with crun (through the node agent's GuestSession, as the sandbox manager drives it), and a ping from netns `left` to netns `right` crosses the VM. Then the VNF is torn
  * down and the path is gone. One boot for the whole file (TCG boots are slow).
  */
 import { test, before, after } from 'node:test';
@@ -15,16 +15,13 @@ import { silentLogger } from '@edgenfv/telemetry';
 import {
   buildGuestImage,
   connectAgent,
-  applyGuestVnf,
-  watchContainerExit,
-  teardownGuestVnf,
-  ContainerExitedError,
   packOciLayoutDisk,
   guestImageRef,
   type AgentConnection,
   type GuestImage,
   type OciDisk,
 } from '../../src/guest/index.js';
+import { GrpcGuestSession } from '../../src/sandbox/grpc-guest.js';
 import { makeOciLayout } from './oci-fixture.js';
 import { bootTestVm, type TestVm } from './vm-helper.js';
 
@@ -100,21 +97,24 @@ test('builtin:vrouter between left and right: a ping from left reaches right thr
   const c = conn!.client;
   const d = await c.guestDetails();
   const rightPci = d.nics.find((n) => n.mac === MAC_R)!.pciAddress;
-  const spec = {
-    interfaces: [
-      { mac: MAC_L, name: 'left0', addresses: ['10.61.1.2/24'] },
-      // found by PCI path, as a VF with an untrusted MAC would be; its MAC is set as wanted
-      { pciAddress: rightPci, mac: MAC_R, name: 'right0', addresses: ['10.61.2.2/24'] },
-    ],
-    routes: [],
-    containers: [{ id: 'vrouter', image: 'builtin:vrouter' }],
-  };
-  const state = await applyGuestVnf(c, spec);
-  assert.deepEqual(state.nics.map((n) => n.name), ['left0', 'right0']);
-  assert.equal(state.containers[0]!.state, 'RUNNING');
-  // idempotent: the same spec again changes nothing and the container keeps running
-  const again = await applyGuestVnf(c, spec);
-  assert.equal(again.containers[0]!.startedAtMs, state.containers[0]!.startedAtMs);
+  const s = new GrpcGuestSession(conn!);
+  const nics = [
+    { mac: MAC_L, pciAddress: '', name: 'left0', addresses: ['10.61.1.2/24'] },
+    // found by PCI path, as a VF with an untrusted MAC would be; its MAC is set as wanted
+    { pciAddress: rightPci, mac: MAC_R, name: 'right0', addresses: ['10.61.2.2/24'] },
+  ];
+  const container = { id: 'vrouter', image: 'builtin:vrouter', command: [], env: [], memoryLimitMiB: 0 };
+  await s.updateInterfaces(nics, 10_000);
+  await s.updateRoutes([]);
+  await s.runContainer(container);
+  assert.deepEqual((await s.details()).nics.filter((n) => n.addresses.length).map((n) => n.name).sort(), ['left0', 'right0']);
+  const running = (await c.listContainers()).containers.find((x) => x.id === 'vrouter');
+  assert.equal(running?.state, 'RUNNING');
+  // idempotent: the same state again changes nothing and the container keeps running
+  await s.updateInterfaces(nics, 10_000);
+  await s.runContainer(container);
+  const again = (await c.listContainers()).containers.find((x) => x.id === 'vrouter');
+  assert.equal(again?.startedAtMs, running.startedAtMs);
 
   const r = ping(NS.left, '10.61.2.1');
   assert.equal(r.status, 0, `ping left -> right failed:\n${r.stdout}${r.stderr}`);
@@ -129,19 +129,16 @@ test('builtin:vrouter between left and right: a ping from left reaches right thr
   console.log(JSON.stringify({ guestAgentRssMiB: +(m.agentRssBytes / 1048576).toFixed(1), guestAgentRssAnonMiB: +(m.agentRssAnonBytes / 1048576).toFixed(1) }));
 });
 
-test('a container that exits is reported with its exit code and last log lines', async () => {
+test('a container that exits: the guest agent gives its exit code and last log lines', async () => {
   const c = conn!.client;
   await c.createContainer({ id: 'crash', image: 'builtin:busybox', command: ['sh', '-c', 'echo loading; echo "boom: bad config" >&2; exit 3'] });
   await c.startContainer('crash');
-  const exit = await watchContainerExit(c, 'crash');
-  assert.ok(exit instanceof ContainerExitedError);
-  assert.equal(exit.exitCode, 3);
-  assert.ok(exit.lastLines.includes('boom: bad config'), exit.lastLines.join('|'));
-  await assert.rejects(applyGuestVnf(c, { interfaces: [], routes: [], containers: [{ id: 'crash', image: 'builtin:busybox' }] }), (e: unknown) => {
-    assert.ok(e instanceof ContainerExitedError);
-    assert.equal(e.exitCode, 3);
-    return true;
-  });
+  const st = await c.waitContainer('crash', { timeoutMs: 60_000 });
+  assert.equal(st.exitCode, 3);
+  let out = '';
+  for await (const chunk of c.readLogs({ id: 'crash', follow: false, tailLines: 20 })) out += chunk.data.toString('utf8');
+  assert.ok(out.split('\n').includes('boom: bad config'), out);
+  assert.equal((await c.listContainers()).containers.find((x) => x.id === 'crash')?.state, 'STOPPED');
   await c.deleteContainer('crash');
 });
 
@@ -160,8 +157,9 @@ test('an OCI image layout shipped as a read-only disk runs as a container (entry
 
 test('teardown: the vrouter stops, the path through the VM is gone, nothing is left in the guest', async () => {
   const c = conn!.client;
-  await teardownGuestVnf(c, ['vrouter']);
-  await teardownGuestVnf(c, ['vrouter']); // repeat: nothing to do
+  const s = new GrpcGuestSession(conn!);
+  await s.removeContainer('vrouter');
+  await s.removeContainer('vrouter'); // repeat: nothing to do
   assert.deepEqual((await c.listContainers()).containers, []);
   const r = ping(NS.left, '10.61.2.1', 2);
   assert.notEqual(r.status, 0, 'ping must fail once the router is gone');

@@ -126,7 +126,7 @@ test('one VM per tenant: boot, a second replica joins by hotplug, restart re-ado
   assert.equal((await m2.ensureReplica(a1)).sandboxId, rec.sandboxId);
   assert.equal(m2.sandboxes().length, 1);
 
-  const hostVeths = Object.values(m2.sandboxes()[0]!.replicas).flatMap((r) => Object.values(r.attachments).flatMap((a) => (a.kind === 'tap' ? [a.hostVeth] : [])));
+  const hostVeths = Object.values(m2.sandboxes()[0]!.replicas).flatMap((r) => Object.values(r.attachments).flatMap((a) => (a.kind === 'tap' && a.hostVeth ? [a.hostVeth] : [])));
   assert.equal(hostVeths.length, 2);
   // remove one: the VM stays; remove the last: nothing left
   await m2.removeReplica('acme', 'a2');

@@ -1,7 +1,8 @@
 /**
  * A real tenant VM through the sandbox manager: the guest image (buildGuestImage) boots under QEMU (KVM when the
  * host has it, else TCG), the guest agent answers health over virtio-serial, gets its NIC (MAC + IP) and runs the
- * VNF container; a second replica of the same tenant joins the same VM by vCPU/memory/NIC hotplug; removing both
+ * VNF container; its second NIC is a macvtap on a host link (a veth whose peer sits in a namespace of its own
+ * standing in for the outside network), reached by a ping from there; a second replica of the same tenant joins the same VM by vCPU/memory/NIC hotplug; removing both
  * leaves nothing on the host. One VM for the whole file (boots are slow under TCG).
  */
 import { test } from 'node:test';
@@ -30,6 +31,10 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
   const stateDir = join(dir, 'state');
   const cgParent = `edgenfv-b${process.pid}`;
   const bridge = `enfvg${process.pid % 100000}`;
+  // macvtap parent: a host veth; its peer in a namespace is "the network outside"
+  const mvParent = `enfvm${process.pid % 100000}`;
+  const mvPeer = `enfvn${process.pid % 100000}`;
+  const mvNs = `enfv-mv-${process.pid}`;
   const log = process.env.EDGENFV_TEST_LOG ? createLogger({ service: 'test', level: process.env.EDGENFV_TEST_LOG }) : silentLogger();
   const image = await buildGuestImage({ log });
   const accel = (await probeKvm({ qemuBinary: 'qemu-system-x86_64', kernelPath: image.kernelPath })).ok ? 'kvm' : 'tcg';
@@ -60,14 +65,21 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
     await manager.stopAll().catch(() => undefined);
     await manager.close();
     if (pid) killQuiet(pid, 'SIGKILL');
-    try {
-      execFileSync('ip', ['link', 'del', bridge], { stdio: 'ignore' });
-    } catch {
-      /* gone */
+    for (const args of [['link', 'del', bridge], ['link', 'del', mvParent], ['netns', 'del', mvNs]]) {
+      try {
+        execFileSync('ip', args, { stdio: 'ignore' });
+      } catch {
+        /* gone */
+      }
     }
     await removeCgroupParent(cgParent);
     rmSync(dir, { recursive: true, force: true });
   });
+  execFileSync('ip', ['netns', 'add', mvNs]);
+  execFileSync('ip', ['link', 'add', mvParent, 'type', 'veth', 'peer', 'name', mvPeer, 'netns', mvNs]);
+  execFileSync('ip', ['link', 'set', mvParent, 'up']);
+  execFileSync('ip', ['-n', mvNs, 'addr', 'add', '10.56.0.1/24', 'dev', mvPeer]);
+  execFileSync('ip', ['-n', mvNs, 'link', 'set', mvPeer, 'up']);
   await manager.init();
   let stepName = '';
   const step = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
@@ -87,6 +99,7 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
   };
   const a1 = makeAlloc({ allocId: 'g1', tenantId: 'gamma', image: { ref: 'builtin:vrouter' }, resources: { vcpus: 1, memoryMiB: 64 } }, [
     { name: 'mgmt', type: 'tap', mac: '02:00:00:00:0b:01', bridge, ips: ['10.55.0.11/24'] },
+    { name: 'ext', type: 'macvtap', mac: '02:00:00:00:0b:11', parent: mvParent, ips: ['10.56.0.11/24'] },
   ]);
   const r1 = await step('boot with replica 1', () => manager.ensureReplica(a1));
   assert.equal(r1.booted, true);
@@ -107,6 +120,14 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
   execFileSync('ip', ['link', 'set', bridge, 'up']);
   const ping = execFileSync('busybox', ['ping', '-c', '2', '-W', '5', '10.55.0.11'], { encoding: 'utf8' });
   assert.match(ping, /2 packets received/);
+  // the macvtap NIC: the guest has it by MAC with its address, and the network outside reaches it
+  const ext = d1.nics.find((n) => n.mac === '02:00:00:00:0b:11');
+  assert.ok(ext, `macvtap NIC in the guest: ${JSON.stringify(d1.nics)}`);
+  assert.equal(ext.name, 'ext');
+  assert.deepEqual(ext.addresses, ['10.56.0.11/24']);
+  assert.equal(r1.interfaces.find((i) => i.name === 'ext')?.mac, '02:00:00:00:0b:11');
+  const mvPing = execFileSync('ip', ['netns', 'exec', mvNs, 'busybox', 'ping', '-c', '2', '-W', '5', '10.56.0.11'], { encoding: 'utf8' });
+  assert.match(mvPing, /2 packets received/);
 
   const a2 = makeAlloc({ allocId: 'g2', tenantId: 'gamma', image: { ref: 'builtin:vrouter' }, resources: { vcpus: 1, memoryMiB: 128 } }, [
     { name: 'mgmt', type: 'tap', mac: '02:00:00:00:0b:02', bridge, ips: ['10.55.0.12/24'] },
@@ -138,5 +159,7 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
   assert.deepEqual(manager.sandboxes(), []);
   assert.deepEqual(readdirSync(join(stateDir, 'sandboxes')), []);
   assert.equal(existsSync(join(stateDir, 'tenants', 'gamma')), false);
+  const macvtaps = JSON.parse(execFileSync('ip', ['-d', '-j', 'link', 'show'], { encoding: 'utf8' })).filter((l: { linkinfo?: { info_kind?: string } }) => l.linkinfo?.info_kind === 'macvtap');
+  assert.deepEqual(macvtaps.filter((l: { link?: string }) => l.link === mvParent), [], 'no macvtap left on the parent');
   pid = 0;
 });

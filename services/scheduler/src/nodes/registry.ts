@@ -165,10 +165,6 @@ export class NodeRegistry {
   lastHeartbeat(nodeId: string): number | undefined {
     return this.lastSeen.get(nodeId);
   }
-  /** The live reservations on a node with their allocation records. */
-  listAllocations(nodeId: string): Promise<{ reservation: Reservation; allocation: Allocation | null }[]> {
-    return listNodeAllocations(this.b, nodeId);
-  }
 
   // ---- operator commands ----
 
@@ -182,21 +178,6 @@ export class NodeRegistry {
       return { ...rest, cordoned: false };
     });
   }
-  /**
-   * Drain: cordons the node and marks it draining; then `move` is called for each of its replicas, one at a time
-   * (the API makes each a HEAL op occurrence that places the replica elsewhere and then releases the old one).
-   * Resolves with how many were moved; a failing move stops the drain (the node stays cordoned and draining).
-   */
-  async drain(nodeId: string, move: (a: { reservation: Reservation; allocation: Allocation | null }) => Promise<void>): Promise<number> {
-    await this.mutate(nodeId, (n) => ({ ...n, cordoned: true, draining: true }));
-    let moved = 0;
-    for (const a of await this.listAllocations(nodeId)) {
-      await move(a);
-      moved++;
-    }
-    return moved;
-  }
-
   private async mutate(nodeId: string, fn: (n: StoredNode) => StoredNode): Promise<StoredNode> {
     for (;;) {
       const cur = await getJson<StoredNode>(this.b.nodes, nodeId);

@@ -30,13 +30,6 @@ export const binpackScorer: Scorer = {
   },
 };
 
-/** The opposite of binpack (kube-scheduler's LeastAllocated): spreads load; not in the default set. */
-export const spreadScorer: Scorer = {
-  name: 'spread',
-  weight: 1,
-  score: (req, node) => 100 - binpackScorer.score(req, node),
-};
-
 export const DEFAULT_SCORERS: readonly Scorer[] = [tenantPackingScorer, numaAlignmentScorer, binpackScorer];
 
 export function totalScore(scorers: readonly Scorer[], req: PlacementRequest, node: NodeView): number {

@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import {
   binpackScorer,
   numaAlignmentScorer,
-  spreadScorer,
   tenantPackingScorer,
   totalScore,
   type NodeView,
@@ -101,7 +100,6 @@ table(binpackScorer, [
   },
 ]);
 
-table(spreadScorer, [{ name: 'mirror of binpack', req: () => request(vnfd()), node: small, score: 62.5 }]);
 
 test('totalScore is the weighted mean, clamped to 0..100', () => {
   const a: Scorer = { name: 'a', weight: 3, score: () => 100 };
