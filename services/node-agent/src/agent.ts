@@ -23,6 +23,7 @@ import {
 } from '@edgenfv/contracts';
 import type { NodeAgentMetrics } from './metrics.js';
 import { recheck } from './recheck.js';
+import { rotateGuestLogs } from './console-log.js';
 import type { SandboxManager } from './sandbox/manager.js';
 import { interfaceStatus } from './sandbox/interfaces.js';
 
@@ -40,6 +41,8 @@ export interface NodeAgentOptions {
   resyncIntervalMs?: number;
   /** How long to wait for the scheduler's KV buckets and register reply before retrying. */
   retryMs?: number;
+  /** Each VM's console and QEMU log are rotated past this size (default 1 MiB; one older generation kept). */
+  guestLogMaxBytes?: number;
 }
 
 type Envelope<T> = { ok: true; result: T } | { ok: false; error: ErrorBody };
@@ -90,6 +93,7 @@ export class NodeAgent {
     await this.watch();
     this.hbTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
     this.timers.push(setInterval(() => this.kick(), this.o.resyncIntervalMs ?? 10_000));
+    this.timers.push(setInterval(() => this.rotateLogs(), 15_000));
     void this.heartbeat();
     void this.watchConnection();
   }
@@ -204,6 +208,15 @@ export class NodeAgent {
     this.kick();
   }
 
+  private rotateLogs(): void {
+    try {
+      const rotated = rotateGuestLogs(this.o.manager.sandboxes().map((s) => s.runDir), this.o.guestLogMaxBytes);
+      if (rotated.length) this.log.info({ rotated }, 'guest logs rotated');
+    } catch (err) {
+      this.log.warn({ err }, 'guest log rotation failed');
+    }
+  }
+
   /** Schedules a reconcile pass (coalesced). */
   kick(): void {
     if (this.stopped || !this.allocs || !this.synced) return;
@@ -253,6 +266,8 @@ export class NodeAgent {
     }
     // Forget failures whose allocation is gone (a new allocation with the same id would be tried again).
     for (const id of this.failed) if (!this.desired.has(id)) this.failed.delete(id);
+    // ... and when allocations that never started (or ended) were first seen: the map stays as small as the work.
+    for (const id of this.seenAt.keys()) if (!this.desired.has(id) && !actual.has(id) && !this.inFlight.has(id)) this.seenAt.delete(id);
   }
 
   private track(id: string, p: Promise<void>): void {

@@ -12,7 +12,7 @@ import type { Logger } from '@edgenfv/telemetry';
 import { Ipam } from '@edgenfv/netplugins/internal/ipam';
 import { ApiServer } from './api/server.js';
 import type { ApiContext } from './api/context.js';
-import { Store } from './state/store.js';
+import { Store, type StoreLimits } from './state/store.js';
 import { Notifier } from './ops/notifier.js';
 import { OperationsEngine, type EngineOptions } from './ops/engine.js';
 import type { PlacementPort } from './ops/placement-port.js';
@@ -33,6 +33,8 @@ export interface SchedulerDeps {
   networks?: readonly NetworkConfig[];
   kvReplicas?: number;
   engine?: EngineOptions;
+  /** Disk bounds of the state buckets and the notifications stream. */
+  limits?: StoreLimits;
   heartbeatGraceMs?: number;
   leaderLeaseTtlMs?: number;
   /** Replaces the placement over the cluster state (tests). */
@@ -55,7 +57,7 @@ export function newId(prefix: string): string {
 export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
   const logger = deps.logger.child({ component: 'scheduler' });
   const replicas = deps.kvReplicas ?? 1;
-  const store = await Store.open(deps.nc, { replicas });
+  const store = await Store.open(deps.nc, { replicas, ...(deps.limits ? { limits: deps.limits } : {}) });
   const notifier = new Notifier(store.js, logger);
   const networks = deps.networks ?? [];
   const ipam = networks.length ? await Ipam.open(deps.nc, networks, { replicas }) : null;
@@ -70,6 +72,7 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
     candidateId: deps.instanceId ?? newId('scheduler'),
     logger,
     replicas,
+    ...(deps.limits?.bucketMaxBytes !== undefined ? { bucketMaxBytes: deps.limits.bucketMaxBytes } : {}),
     ...(deps.leaderLeaseTtlMs !== undefined ? { leaseTtlMs: deps.leaderLeaseTtlMs } : {}),
     registry: { watchReport, ...(deps.heartbeatGraceMs !== undefined ? { graceMs: deps.heartbeatGraceMs } : {}) },
     cluster: { onDecision: decisions.onDecision, watchReport },

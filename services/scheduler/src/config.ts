@@ -16,6 +16,12 @@ export interface SchedulerConfig {
   leaderLeaseTtlMs: number;
   startTimeoutMs: number;
   stopTimeoutMs: number;
+  /** Terminated VNFs and ended op occurrences are kept this long, then purged. */
+  retentionMs: number;
+  /** Bound of each state bucket on disk (bytes); a write past it fails instead of filling the disk. */
+  bucketMaxBytes: number;
+  /** Bound of the notifications stream on disk (bytes; the oldest go first). */
+  eventsMaxBytes: number;
   /** null: no /metrics endpoint. */
   metrics: { host: string; port: number } | null;
   logLevel: string;
@@ -30,6 +36,9 @@ const KEYS = new Set([
   'leaderLeaseTtlMs',
   'startTimeoutMs',
   'stopTimeoutMs',
+  'retentionMs',
+  'bucketMaxBytes',
+  'eventsMaxBytes',
   'metrics',
   'logLevel',
 ]);
@@ -40,6 +49,9 @@ export const DEFAULTS = {
   leaderLeaseTtlMs: 5_000,
   startTimeoutMs: 300_000,
   stopTimeoutMs: 60_000,
+  retentionMs: 7 * 24 * 3600 * 1000,
+  bucketMaxBytes: 256 * 1024 * 1024,
+  eventsMaxBytes: 1024 * 1024 * 1024,
   metricsPort: 9464,
 } as const;
 
@@ -105,6 +117,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file = env.EDGE
     leaderLeaseTtlMs: int(raw.leaderLeaseTtlMs, 'leaderLeaseTtlMs', 500, 600_000, issues) ?? DEFAULTS.leaderLeaseTtlMs,
     startTimeoutMs: int(env.EDGENFV_START_TIMEOUT_MS ?? raw.startTimeoutMs, 'startTimeoutMs', 100, 3_600_000, issues) ?? DEFAULTS.startTimeoutMs,
     stopTimeoutMs: int(raw.stopTimeoutMs, 'stopTimeoutMs', 100, 3_600_000, issues) ?? DEFAULTS.stopTimeoutMs,
+    retentionMs: int(env.EDGENFV_RETENTION_MS ?? raw.retentionMs, 'retentionMs', 1000, 365 * 24 * 3600 * 1000, issues) ?? DEFAULTS.retentionMs,
+    bucketMaxBytes: int(raw.bucketMaxBytes, 'bucketMaxBytes', 1024 * 1024, Number.MAX_SAFE_INTEGER, issues) ?? DEFAULTS.bucketMaxBytes,
+    eventsMaxBytes: int(raw.eventsMaxBytes, 'eventsMaxBytes', 1024 * 1024, Number.MAX_SAFE_INTEGER, issues) ?? DEFAULTS.eventsMaxBytes,
     metrics: metricsOff ? null : { host: '127.0.0.1', port: metricsPort ?? DEFAULTS.metricsPort },
     logLevel: env.EDGENFV_LOG_LEVEL ?? (raw.logLevel as string | undefined) ?? 'info',
   };

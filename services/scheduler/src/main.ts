@@ -27,7 +27,8 @@ async function main(): Promise<void> {
     kvReplicas: cfg.kvReplicas,
     heartbeatGraceMs: cfg.heartbeatGraceMs,
     leaderLeaseTtlMs: cfg.leaderLeaseTtlMs,
-    engine: { startTimeoutMs: cfg.startTimeoutMs, stopTimeoutMs: cfg.stopTimeoutMs },
+    engine: { startTimeoutMs: cfg.startTimeoutMs, stopTimeoutMs: cfg.stopTimeoutMs, retentionMs: cfg.retentionMs },
+    limits: { bucketMaxBytes: cfg.bucketMaxBytes, eventsMaxBytes: cfg.eventsMaxBytes },
   });
   await app.start();
   const metrics = cfg.metrics ? await serveMetrics(registry, cfg.metrics) : null;

@@ -121,7 +121,8 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
   }
   if (spec.runAs && (spec.runAs.method ?? 'qemu') === 'qemu') a.push('-run-with', `user=${spec.runAs.uid}:${spec.runAs.gid}`);
   a.push('-chardev', `socket,id=qmp,path=${files.qmpSocket},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control');
-  a.push('-chardev', `file,id=console,path=${files.consoleLog}`, '-serial', 'chardev:console');
+  // append=on (O_APPEND): the node agent rotates the log by copying and truncating it (console-log.ts)
+  a.push('-chardev', `file,id=console,path=${files.consoleLog},append=on`, '-serial', 'chardev:console');
   a.push('-pidfile', files.pidFile);
   const kernelArgs = ['console=ttyS0', 'panic=-1'];
   if (spec.machine === 'microvm' && spec.hostCpuKHz) kernelArgs.push(`tsc_early_khz=${spec.hostCpuKHz}`);

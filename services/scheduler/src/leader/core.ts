@@ -20,6 +20,8 @@ export interface SchedulerCoreOptions {
   registry?: Omit<NodeRegistryOptions, 'logger'>;
   cluster?: Omit<ClusterStateOptions, 'logger'>;
   replicas?: number;
+  /** max_bytes of the node, ledger and allocation buckets. */
+  bucketMaxBytes?: number;
   onElected?: (term: number) => void | Promise<void>;
   onDeposed?: (reason: string) => void | Promise<void>;
   onNodeLost?: NodeLostHook;
@@ -40,7 +42,10 @@ export class SchedulerCore {
 
   static async create(o: SchedulerCoreOptions): Promise<SchedulerCore> {
     const js = o.nc.jetstream();
-    const b = await openSchedulerBuckets(js, o.replicas === undefined ? {} : { replicas: o.replicas });
+    const b = await openSchedulerBuckets(js, {
+      ...(o.replicas === undefined ? {} : { replicas: o.replicas }),
+      ...(o.bucketMaxBytes === undefined ? {} : { maxBytes: o.bucketMaxBytes }),
+    });
     const leaderKv = await openLeaderBucket(js, { ttlMs: o.leaseTtlMs ?? 5000, replicas: o.replicas ?? 1 });
     const registry = new NodeRegistry(o.nc, b, { ...o.registry, ...(o.logger ? { logger: o.logger } : {}) });
     let core!: SchedulerCore;

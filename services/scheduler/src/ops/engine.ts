@@ -28,6 +28,10 @@ export interface EngineOptions {
   /** How long to wait for a Ready node to confirm a replica stopped before releasing it anyway. */
   stopTimeoutMs?: number;
   tickMs?: number;
+  /** Terminated VNFs and ended op occurrences are purged this long after they ended (default 7 days). */
+  retentionMs?: number;
+  /** How often the leader purges what is past retention (default min(60 s, retention / 2)). */
+  purgeIntervalMs?: number;
 }
 
 export interface EngineDeps {
@@ -44,6 +48,7 @@ export interface EngineDeps {
 }
 
 const isOpOcc = (v: unknown): boolean => hasStrings(v, 'tenantId', 'vnfId', 'id', 'operationState', 'operation');
+const isVnf = (v: unknown): boolean => hasStrings(v, 'tenantId', 'id', 'instantiationState') && Array.isArray((v as { replicas?: unknown }).replicas);
 const isStatus = (v: unknown): boolean =>
   hasStrings(v, 'tenantId', 'vnfId', 'allocId', 'state') && Number.isInteger((v as { replica?: unknown }).replica) && Array.isArray((v as { interfaces?: unknown }).interfaces);
 
@@ -70,7 +75,15 @@ export class OperationsEngine {
   private watches: KvFollower[] = [];
   private readonly watchReport: WatchReport | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private purgeTimer: NodeJS.Timeout | undefined;
   private ticks = 0;
+  /** VNFs the sweep looks at: instantiated, idle, with a FAILED replica (as the VNF watch last showed them). */
+  private readonly attention = new Set<string>();
+  /** When each ended op occurrence / terminated VNF ended: purged once past retention. */
+  private readonly endedOps = new Map<string, number>();
+  private readonly endedVnfs = new Map<string, number>();
+  private readonly retentionMs: number;
+  private readonly purgeIntervalMs: number;
   private readonly onIdleVnf: ((vnf: Vnf) => Promise<unknown>) | undefined;
 
   constructor(deps: EngineDeps) {
@@ -82,6 +95,8 @@ export class OperationsEngine {
     this.startTimeoutMs = deps.options?.startTimeoutMs ?? 300_000;
     this.stopTimeoutMs = deps.options?.stopTimeoutMs ?? 60_000;
     this.tickMs = deps.options?.tickMs ?? 1_000;
+    this.retentionMs = deps.options?.retentionMs ?? 7 * 24 * 3600 * 1000;
+    this.purgeIntervalMs = deps.options?.purgeIntervalMs ?? Math.max(100, Math.min(60_000, Math.floor(this.retentionMs / 2)));
     this.onIdleVnf = deps.onIdleVnf;
     this.watchReport = deps.watchReport;
   }
@@ -104,11 +119,16 @@ export class OperationsEngine {
       onEntry: (e) => {
         if (e.operation !== 'PUT') {
           this.open.delete(e.key);
+          this.endedOps.delete(e.key);
           return;
         }
         this.open.delete(e.key); // a malformed rewrite is no longer driven
+        this.endedOps.delete(e.key);
         const op = entryJson<OpOcc>(e, isOpOcc, 'op occurrence');
-        if (TERMINAL.includes(op.operationState)) return;
+        if (TERMINAL.includes(op.operationState)) {
+          this.endedOps.set(e.key, Date.parse(op.stateEnteredTime) || Date.now());
+          return;
+        }
         this.open.set(e.key, { tenantId: op.tenantId, vnfId: op.vnfId, id: op.id });
         this.enqueue(op);
       },
@@ -125,7 +145,25 @@ export class OperationsEngine {
         this.schedule(vkey(st.tenantId, st.vnfId), () => this.onStatus(st));
       },
     });
-    this.watches = [opWatch, statusWatch];
+    const vnfWatch = await KvFollower.start({
+      bucket: this.store.vnfs.name,
+      open: (from) => this.store.vnfs.kv.watch({ key: '>', ...(from ? { resumeFromRevision: from } : {}) }),
+      running,
+      logger: this.logger,
+      report: this.watchReport,
+      onEntry: (e) => {
+        this.attention.delete(e.key);
+        this.endedVnfs.delete(e.key);
+        if (e.operation !== 'PUT') return;
+        const v = entryJson<Vnf>(e, isVnf, 'VNF');
+        if (v.activeOpOccId) return;
+        if (v.instantiationState === 'INSTANTIATED' && v.replicas.some((r) => r.state === 'FAILED')) this.attention.add(e.key);
+        if (v.instantiationState === 'NOT_INSTANTIATED' && v.lastOpOutcome) this.endedVnfs.set(e.key, Date.parse(v.updatedAt) || Date.now());
+      },
+    });
+    this.watches = [opWatch, statusWatch, vnfWatch];
+    this.purgeTimer = setInterval(() => void this.purge().catch((err) => this.logger.warn({ err }, 'purge failed')), this.purgeIntervalMs);
+    this.purgeTimer.unref();
     this.timer = setInterval(() => this.tick(), this.tickMs);
     this.timer.unref();
     this.logger.info('operations engine started');
@@ -135,9 +173,13 @@ export class OperationsEngine {
     if (!this.running) return;
     this.running = false;
     if (this.timer) clearInterval(this.timer);
+    if (this.purgeTimer) clearInterval(this.purgeTimer);
     for (const w of this.watches) w.stop();
     this.watches = [];
     this.open.clear(); // the next start's watch shows them all again
+    this.attention.clear();
+    this.endedOps.clear();
+    this.endedVnfs.clear();
     await Promise.allSettled([...this.chains.values()]);
     this.logger.info('operations engine stopped');
   }
@@ -167,11 +209,36 @@ export class OperationsEngine {
     const sweep = this.onIdleVnf && this.ticks++ % 5 === 0;
     for (const op of this.open.values()) this.enqueue(op);
     if (!sweep) return;
+    // Only the VNFs the watch showed idle with a FAILED replica, not every VNF ever made.
     void (async () => {
-      for (const { value: vnf } of await this.store.vnfs.list()) {
-        if (!vnf.activeOpOccId && vnf.instantiationState === 'INSTANTIATED') await this.onIdleVnf!(vnf);
+      for (const key of [...this.attention]) {
+        const vnf = (await this.store.vnfs.get(key))?.value;
+        if (vnf && !vnf.activeOpOccId && vnf.instantiationState === 'INSTANTIATED') await this.onIdleVnf!(vnf);
       }
     })().catch((err) => this.logger.warn({ err }, 'tick failed'));
+  }
+
+  /** Deletes ended op occurrences and terminated VNFs past retention (CAS: only if unchanged since read). */
+  async purge(now = Date.now()): Promise<{ opoccs: number; vnfs: number }> {
+    let opoccs = 0;
+    let vnfs = 0;
+    for (const [key, endedAt] of [...this.endedOps]) {
+      if (endedAt + this.retentionMs > now) continue;
+      const cur = await this.store.opoccs.get(key);
+      // an ended op still named as its VNF's lock (its leader died between the two writes) stays: the API reads it
+      const vnf = cur ? (await this.store.vnfs.get(vkey(cur.value.tenantId, cur.value.vnfId)))?.value : undefined;
+      if (vnf?.activeOpOccId === cur?.value.id) continue;
+      if (cur && TERMINAL.includes(cur.value.operationState) && (await this.store.opoccs.delete(key, cur.revision))) opoccs++;
+      this.endedOps.delete(key);
+    }
+    for (const [key, endedAt] of [...this.endedVnfs]) {
+      if (endedAt + this.retentionMs > now) continue;
+      const cur = await this.store.vnfs.get(key);
+      if (cur && cur.value.instantiationState === 'NOT_INSTANTIATED' && !cur.value.activeOpOccId && (await this.store.vnfs.delete(key, cur.revision))) vnfs++;
+      this.endedVnfs.delete(key);
+    }
+    if (opoccs || vnfs) this.logger.info({ opoccs, vnfs, retentionMs: this.retentionMs }, 'purged what ended before the retention');
+    return { opoccs, vnfs };
   }
 
   // ---------------------------------------------------------------- records

@@ -13,8 +13,8 @@ export interface SchedulerBuckets {
   allocs: KV; // edgenfv_allocs
 }
 
-export async function openSchedulerBuckets(js: JetStreamClient, opts: { replicas?: number } = {}): Promise<SchedulerBuckets> {
-  const o = { history: 1, replicas: opts.replicas ?? 1 };
+export async function openSchedulerBuckets(js: JetStreamClient, opts: { replicas?: number; maxBytes?: number } = {}): Promise<SchedulerBuckets> {
+  const o = { history: 1, replicas: opts.replicas ?? 1, max_bytes: opts.maxBytes ?? 256 * 1024 * 1024 };
   const [nodes, ledger, allocs] = await Promise.all([
     js.views.kv('edgenfv_nodes', o),
     js.views.kv(LEDGER_BUCKET, o),

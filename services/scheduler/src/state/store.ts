@@ -118,10 +118,21 @@ export class JsonBucket<T> {
   }
 }
 
+export interface StoreLimits {
+  /** max_bytes of each state bucket (default 256 MiB): past it a write fails instead of filling the disk. */
+  bucketMaxBytes?: number;
+  /** max_bytes of the notifications stream (default 1 GiB; the oldest are dropped first, like max_age). */
+  eventsMaxBytes?: number;
+}
+
 export interface StoreOptions {
   /** JetStream replicas of each bucket (1 on one machine; 3 or 5 in a NATS cluster). */
   replicas?: number;
+  limits?: StoreLimits;
 }
+
+export const DEFAULT_BUCKET_MAX_BYTES = 256 * 1024 * 1024;
+export const DEFAULT_EVENTS_MAX_BYTES = 1024 * 1024 * 1024;
 
 /** All scheduler buckets, opened (and created when missing) once. */
 export class Store {
@@ -141,8 +152,9 @@ export class Store {
   static async open(nc: NatsConnection, opts: StoreOptions = {}): Promise<Store> {
     const js = nc.jetstream();
     const replicas = opts.replicas ?? 1;
+    const max_bytes = opts.limits?.bucketMaxBytes ?? DEFAULT_BUCKET_MAX_BYTES;
     const open = async <T>(name: string, extra: Partial<KvOptions> = {}): Promise<JsonBucket<T>> =>
-      new JsonBucket<T>(await js.views.kv(name, { history: 1, replicas, ...extra }), name);
+      new JsonBucket<T>(await js.views.kv(name, { history: 1, replicas, max_bytes, ...extra }), name);
     const [tenants, vnfs, opoccs, requests, names, nodes, allocs, status] = await Promise.all([
       open<StoredTenant>(KV_BUCKETS.tenants),
       open<Vnf>(KV_BUCKETS.vnfs),
@@ -153,7 +165,7 @@ export class Store {
       open<Allocation>(KV_BUCKETS.allocs),
       open<ReplicaStatus>(KV_BUCKETS.status),
     ]);
-    await ensureEventsStream(nc, replicas);
+    await ensureEventsStream(nc, replicas, opts.limits?.eventsMaxBytes ?? DEFAULT_EVENTS_MAX_BYTES);
     return new Store(nc, js, tenants, vnfs, opoccs, requests, names, nodes, allocs, status);
   }
 }
@@ -178,13 +190,14 @@ export interface NameClaim {
   at: string;
 }
 
-async function ensureEventsStream(nc: NatsConnection, replicas: number): Promise<void> {
+async function ensureEventsStream(nc: NatsConnection, replicas: number, maxBytes: number): Promise<void> {
   const jsm = await nc.jetstreamManager();
   const cfg = {
     name: EVENTS_STREAM,
     subjects: [subjects.eventsWildcard],
     max_age: 7 * 24 * 3600 * 1_000_000_000, // nanoseconds: a week of notifications
     max_msgs: 1_000_000,
+    max_bytes: maxBytes,
     num_replicas: replicas,
   };
   try {
