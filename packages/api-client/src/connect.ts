@@ -13,6 +13,8 @@ export interface ConnectInfo {
   pass?: string;
   token?: string;
   dashboardUrl?: string;
+  /** The operator's dashboard token (a secret of its own, not the NATS password). */
+  dashboardToken?: string;
   metricsUrls?: string[];
   /** Where it was read from, when it came from a file. */
   source?: string;
@@ -52,7 +54,7 @@ export function parseConnectJson(text: string, source: string): ConnectInfo {
   if (!Array.isArray(servers) || servers.length === 0 || !servers.every((s) => typeof s === 'string' && s.length > 0)) {
     issues.push({ field: `${source}: servers`, message: 'must be a non-empty array of NATS URLs' });
   }
-  for (const k of ['user', 'pass', 'token', 'dashboardUrl'] as const) {
+  for (const k of ['user', 'pass', 'token', 'dashboardUrl', 'dashboardToken'] as const) {
     if (o[k] !== undefined && typeof o[k] !== 'string') issues.push({ field: `${source}: ${k}`, message: 'must be a string' });
   }
   if (o.metricsUrls !== undefined && !(Array.isArray(o.metricsUrls) && o.metricsUrls.every((s) => typeof s === 'string'))) {
@@ -60,7 +62,7 @@ export function parseConnectJson(text: string, source: string): ConnectInfo {
   }
   if (issues.length > 0) throw new InvalidArgumentError(issues);
   const info: ConnectInfo = { servers: servers as string[], source };
-  for (const k of ['user', 'pass', 'token', 'dashboardUrl'] as const) if (typeof o[k] === 'string') info[k] = o[k];
+  for (const k of ['user', 'pass', 'token', 'dashboardUrl', 'dashboardToken'] as const) if (typeof o[k] === 'string') info[k] = o[k];
   if (Array.isArray(o.metricsUrls)) info.metricsUrls = o.metricsUrls as string[];
   return info;
 }

@@ -113,6 +113,23 @@ export interface NodeRecord {
   /** Filled in by the API from allocations. */
   allocated?: { vcpus: number; memoryMiB: number; vfs: number; replicas: number };
   sandboxes?: { tenantId: string; replicas: number }[];
+  /** Filled in by the API: each replica's reservation on the node (pinned CPUs, hugepages, VFs), for pictures. */
+  reservations?: NodeReservation[];
+}
+
+/** One replica's hold on a node, as `nodes.get` shows it. */
+export interface NodeReservation {
+  tenantId: string;
+  vnfId: string;
+  replica: number;
+  vcpus: number;
+  memoryMiB: number;
+  cpuPolicy: 'dedicated' | 'shared';
+  numaNode?: number;
+  cpus?: number[];
+  hugepages?: { sizeKiB: number; count: number; numaNode: number };
+  /** VF PCI addresses. */
+  vfs: string[];
 }
 
 export type EventPayload =

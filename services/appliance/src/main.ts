@@ -28,15 +28,17 @@ function writeSecret(path: string, value: unknown): void {
   chmodSync(path, 0o600);
 }
 
-function credentials(home: string): { user: string; pass: string } {
+/** The operator's NATS credentials and the dashboard's own operator token (a separate secret), made once. */
+function credentials(home: string): { user: string; pass: string; dashboardToken: string } {
   const path = join(home, 'secrets.json');
-  if (existsSync(path)) return JSON.parse(readFileSync(path, 'utf8')) as { user: string; pass: string };
-  const creds = { user: 'operator', pass: randomBytes(18).toString('base64url') };
+  const old = existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as { user: string; pass: string; dashboardToken?: string }) : undefined;
+  if (old?.dashboardToken) return old as { user: string; pass: string; dashboardToken: string };
+  const creds = { user: old?.user ?? 'operator', pass: old?.pass ?? randomBytes(18).toString('base64url'), dashboardToken: randomBytes(24).toString('base64url') };
   writeSecret(path, creds);
   return creds;
 }
 
-function serviceSpecs(cfg: ApplianceConfig, nats: NatsServerHandle, creds: { user: string; pass: string }): ServiceSpec[] {
+function serviceSpecs(cfg: ApplianceConfig, nats: NatsServerHandle, creds: { user: string; pass: string; dashboardToken: string }): ServiceSpec[] {
   const run = join(cfg.home, 'run');
   mkdirSync(run, { recursive: true, mode: 0o700 });
   const natsEnv = { EDGENFV_NATS_URL: nats.url, EDGENFV_NATS_USER: creds.user, EDGENFV_NATS_PASS: creds.pass };
@@ -68,7 +70,16 @@ function serviceSpecs(cfg: ApplianceConfig, nats: NatsServerHandle, creds: { use
     specs.push({
       name: 'dashboard',
       script: join(REPO, 'services/dashboard/dist/src/main.js'),
-      env: { ...natsEnv, EDGENFV_DASHBOARD_HOST: cfg.host, EDGENFV_DASHBOARD_PORT: String(cfg.ports.dashboard), EDGENFV_OPERATOR_TOKEN: creds.pass },
+      env: {
+        ...natsEnv,
+        EDGENFV_DASHBOARD_HOST: cfg.host,
+        EDGENFV_DASHBOARD_PORT: String(cfg.ports.dashboard),
+        EDGENFV_DASHBOARD_TOKEN: creds.dashboardToken,
+        EDGENFV_METRICS_URLS: [
+          ...(cfg.services.scheduler ? [`http://127.0.0.1:${cfg.ports.schedulerMetrics}/metrics`] : []),
+          ...(cfg.services.nodeAgent ? [`http://127.0.0.1:${cfg.ports.nodeAgentMetrics}/metrics`] : []),
+        ].join(','),
+      },
       healthUrl: `http://127.0.0.1:${cfg.ports.dashboard}/healthz`,
     });
   }
@@ -142,7 +153,7 @@ async function main(): Promise<number> {
     servers: [nats.url],
     user: creds.user,
     pass: creds.pass,
-    ...(cfg.services.dashboard ? { dashboardUrl: `http://${cfg.host}:${cfg.ports.dashboard}/` } : {}),
+    ...(cfg.services.dashboard ? { dashboardUrl: `http://${cfg.host}:${cfg.ports.dashboard}/`, dashboardToken: creds.dashboardToken } : {}),
     metricsUrls: services.map((s) => s.spec.healthUrl.replace(/\/healthz$/, '/metrics')),
     // where each network with dataplane: ovs-dpdk ends on the provider side (a veth named after the network)
     ...(cfg.ovsDpdk && cfg.services.nodeAgent ? { providerNetns: cfg.ovsDpdk.providerNetns } : {}),

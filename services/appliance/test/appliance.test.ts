@@ -83,6 +83,28 @@ test('starts, writes connect.json, serves the API with its credentials, stops cl
   }
 });
 
+test('the dashboard serves with its own token from connect.json (not the NATS password)', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'edgenfv-home-'));
+  const [nats, sched, dash] = [await freePort(), await freePort(), await freePort()];
+  const app = await startAppliance(home, `ports: {nats: ${nats}, schedulerMetrics: ${sched}, dashboard: ${dash}}\nservices: {nodeAgent: false}\n`);
+  try {
+    await waitFor(join(home, 'connect.json'), app.exited, app.out);
+    const info = JSON.parse(readFileSync(join(home, 'connect.json'), 'utf8'));
+    assert.equal(info.dashboardUrl, `http://127.0.0.1:${dash}/`);
+    assert.match(info.dashboardToken, /^[A-Za-z0-9_-]{32}$/);
+    assert.notEqual(info.dashboardToken, info.pass);
+    const get = (token: string): Promise<Response> => fetch(`${info.dashboardUrl}api/overview`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal((await get(info.dashboardToken)).status, 200);
+    assert.equal((await get(info.pass)).status, 403, 'the NATS password is not a dashboard token');
+    assert.equal((await fetch(`${info.dashboardUrl}api/overview`)).status, 401);
+    process.kill(-app.child.pid!, 'SIGINT');
+    assert.equal(await app.exited, 0);
+  } finally {
+    if (app.child.exitCode === null) app.child.kill('SIGKILL');
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
 test('state survives an appliance restart', async () => {
   const home = mkdtempSync(join(tmpdir(), 'edgenfv-home-'));
   const [nats, sched] = [await freePort(), await freePort()];

@@ -14,12 +14,19 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   INTERNAL: 500,
 });
 
-/** Thrown by the operator-action guard: 401 (no token) or 403 (wrong token) with code PERMISSION_DENIED. */
-export class HttpAuthError extends AppError {
-  readonly statusCode: 401 | 403;
-  constructor(statusCode: 401 | 403, message: string) {
-    super('PERMISSION_DENIED', message);
+/** An error with its own HTTP status (the request guards: Host header, rate limit). */
+export class HttpStatusError extends AppError {
+  readonly statusCode: number;
+  constructor(statusCode: number, code: ErrorCode, message: string, readonly headers: Record<string, string> = {}) {
+    super(code, message);
     this.statusCode = statusCode;
+  }
+}
+
+/** Thrown by the token guard: 401 (no token) or 403 (wrong token, or another tenant's) with code PERMISSION_DENIED. */
+export class HttpAuthError extends HttpStatusError {
+  constructor(statusCode: 401 | 403, message: string) {
+    super(statusCode, 'PERMISSION_DENIED', message, statusCode === 401 ? { 'www-authenticate': 'Bearer realm="edgenfv"' } : {});
   }
 }
 
@@ -40,10 +47,10 @@ export function installErrorHandlers(app: FastifyInstance): void {
           })),
         },
       };
-    } else if (err instanceof HttpAuthError) {
+    } else if (err instanceof HttpStatusError) {
       status = err.statusCode;
       body = err.toBody();
-      if (status === 401) void reply.header('www-authenticate', 'Bearer realm="edgenfv"');
+      for (const [k, v] of Object.entries(err.headers)) void reply.header(k, v);
     } else if (err instanceof AppError) {
       status = HTTP_STATUS[err.code] ?? 500;
       body = err.toBody();

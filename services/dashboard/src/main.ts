@@ -2,7 +2,10 @@
  * `node services/dashboard/dist/src/main.js`: reads config, builds logger and registry, connects to NATS,
  * calls buildApp and listens. Config (env): EDGENFV_HOME (connect.json), EDGENFV_NATS_URL (overrides its servers),
  * EDGENFV_NATS_USER / EDGENFV_NATS_PASS / EDGENFV_NATS_TOKEN (override its credentials),
- * EDGENFV_DASHBOARD_HOST (127.0.0.1), EDGENFV_DASHBOARD_PORT (8080), EDGENFV_OPERATOR_TOKEN (operator actions).
+ * EDGENFV_DASHBOARD_HOST (127.0.0.1), EDGENFV_DASHBOARD_PORT (8080), EDGENFV_DASHBOARD_TOKEN (the operator's
+ * token; without it every /api request is refused), EDGENFV_DASHBOARD_ALLOWED_HOSTS (comma-separated names the page
+ * may be reached by besides loopback), EDGENFV_DASHBOARD_RATE_LIMIT (requests/s per client, default 20),
+ * EDGENFV_METRICS_URLS (comma-separated /metrics of the services, for the histograms).
  */
 import { connect } from 'nats';
 import { loadConnectInfo, natsOptions } from '@edgenfv/api-client';
@@ -13,17 +16,30 @@ export interface DashboardConfig {
   host: string;
   port: number;
   operatorToken?: string;
+  allowedHosts: string[];
+  rateLimitPerSec: number;
+  metricsUrls: string[];
 }
+
+const list = (v: string | undefined): string[] => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 
 export function loadDashboardConfig(env: NodeJS.ProcessEnv): Readonly<DashboardConfig> {
   const port = Number(env.EDGENFV_DASHBOARD_PORT ?? 8080);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new Error(`EDGENFV_DASHBOARD_PORT must be a port number 0-65535 (got ${JSON.stringify(env.EDGENFV_DASHBOARD_PORT)})`);
   }
+  const rate = Number(env.EDGENFV_DASHBOARD_RATE_LIMIT ?? 20);
+  if (!Number.isFinite(rate) || rate <= 0) {
+    throw new Error(`EDGENFV_DASHBOARD_RATE_LIMIT must be a positive number of requests per second (got ${JSON.stringify(env.EDGENFV_DASHBOARD_RATE_LIMIT)})`);
+  }
+  const host = env.EDGENFV_DASHBOARD_HOST ?? '127.0.0.1';
   return Object.freeze({
-    host: env.EDGENFV_DASHBOARD_HOST ?? '127.0.0.1',
+    host,
     port,
-    ...(env.EDGENFV_OPERATOR_TOKEN ? { operatorToken: env.EDGENFV_OPERATOR_TOKEN } : {}),
+    ...(env.EDGENFV_DASHBOARD_TOKEN ? { operatorToken: env.EDGENFV_DASHBOARD_TOKEN } : {}),
+    allowedHosts: [...list(env.EDGENFV_DASHBOARD_ALLOWED_HOSTS), ...(host === '0.0.0.0' || host === '::' ? [] : [host])],
+    rateLimitPerSec: rate,
+    metricsUrls: list(env.EDGENFV_METRICS_URLS),
   });
 }
 
@@ -39,7 +55,15 @@ async function main(): Promise<void> {
   });
   const nc = await connect(natsOptions(info, { name: 'edgenfv-dashboard', reconnect: true }));
   const registry = createRegistry('dashboard');
-  const app = await buildApp({ nc, logger, registry, ...(cfg.operatorToken ? { operatorToken: cfg.operatorToken } : {}) });
+  const app = await buildApp({
+    nc,
+    logger,
+    registry,
+    allowedHosts: cfg.allowedHosts,
+    rateLimitPerSec: cfg.rateLimitPerSec,
+    metricsUrls: cfg.metricsUrls,
+    ...(cfg.operatorToken ? { operatorToken: cfg.operatorToken } : {}),
+  });
   try {
     await app.listen({ host: cfg.host, port: cfg.port });
   } catch (err) {
@@ -51,7 +75,7 @@ async function main(): Promise<void> {
     await nc.close();
     process.exit(1);
   }
-  if (!cfg.operatorToken) logger.warn('no EDGENFV_OPERATOR_TOKEN: operator actions (cordon, uncordon, drain) are refused');
+  if (!cfg.operatorToken) logger.warn('no EDGENFV_DASHBOARD_TOKEN: every /api request is refused');
   const stop = async (): Promise<void> => {
     await app.close();
     await nc.drain();

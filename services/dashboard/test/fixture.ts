@@ -13,6 +13,8 @@ import type { Vnfd } from '@edgenfv/contracts';
 import { buildApp } from '../src/index.js';
 
 export const OPERATOR_TOKEN = 'op-token-123';
+/** Headers of an operator request. */
+export const OP = { authorization: `Bearer ${OPERATOR_TOKEN}` };
 
 export const vrouter: Vnfd = {
   name: 'vrouter',

@@ -77,7 +77,7 @@ test('serves /healthz and stops on SIGTERM with exit 0', async () => {
     await p.waitFor(/Server listening at http:\/\/127\.0\.0\.1:\d+/);
     const res = await fetch(`http://127.0.0.1:${port}/healthz`);
     assert.deepEqual(await res.json(), { status: 'ok', nats: 'connected' });
-    assert.match(p.output(), /no EDGENFV_OPERATOR_TOKEN: operator actions/);
+    assert.match(p.output(), /no EDGENFV_DASHBOARD_TOKEN: every \/api request is refused/);
   } finally {
     p.kill('SIGTERM');
   }

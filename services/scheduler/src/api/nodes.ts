@@ -8,9 +8,9 @@ import type { ApiContext } from './context.js';
 
 function withUsage(ctx: ApiContext, node: NodeRecord): NodeRecord & { free?: unknown } {
   const view = ctx.nodes.cluster.node(node.id);
-  if (!view) return { ...node, allocated: { vcpus: 0, memoryMiB: 0, vfs: 0, replicas: 0 }, sandboxes: [] };
+  if (!view) return { ...node, allocated: { vcpus: 0, memoryMiB: 0, vfs: 0, replicas: 0 }, sandboxes: [], reservations: [] };
   const s = summarizeView(view);
-  return { ...node, allocated: s.allocated, sandboxes: s.sandboxes, free: s.free };
+  return { ...node, allocated: s.allocated, sandboxes: s.sandboxes, free: s.free, reservations: s.reservations };
 }
 
 export async function listNodes(ctx: ApiContext): Promise<{ items: NodeRecord[] }> {

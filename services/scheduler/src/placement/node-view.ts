@@ -2,7 +2,7 @@
  * Node views: a node's inventory with precomputed free counts (CPUs, hugepages, VFs per NUMA node), kept up to
  * date incrementally as reservations are applied and removed, so that filters only compare numbers.
  */
-import type { Allocation, NodeHealth, NodeInventory } from '@edgenfv/contracts';
+import type { Allocation, NodeHealth, NodeInventory, NodeReservation } from '@edgenfv/contracts';
 import { hugepagesMiB } from './request.js';
 import type { Assignment, NodeView, NumaView, PlacementRequest, Reservation, Verdict, VfSlot } from './types.js';
 
@@ -241,6 +241,7 @@ export function summarizeView(view: NodeView): {
   allocated: { vcpus: number; memoryMiB: number; vfs: number; replicas: number };
   sandboxes: { tenantId: string; replicas: number }[];
   free: { sharedVcpus: number; memoryMiB: number; vfs: Record<string, number>; dedicatedCpus: Record<string, number> };
+  reservations: NodeReservation[];
 } {
   let vcpus = 0;
   let memoryMiB = 0;
@@ -261,5 +262,19 @@ export function summarizeView(view: NodeView): {
       vfs: Object.fromEntries(view.freeVfs),
       dedicatedCpus,
     },
+    reservations: [...view.reservations.values()]
+      .map((r) => ({
+        tenantId: r.tenantId,
+        vnfId: r.vnfId,
+        replica: r.replica,
+        vcpus: r.vcpus,
+        memoryMiB: r.memoryMiB,
+        cpuPolicy: r.cpuPolicy,
+        ...(r.numaNode !== undefined ? { numaNode: r.numaNode } : {}),
+        ...(r.cpus ? { cpus: [...r.cpus] } : {}),
+        ...(r.hugepages ? { hugepages: { ...r.hugepages } } : {}),
+        vfs: [...r.vfs],
+      }))
+      .sort((a, b) => a.tenantId.localeCompare(b.tenantId) || a.vnfId.localeCompare(b.vnfId) || a.replica - b.replica),
   };
 }

@@ -246,4 +246,12 @@ test('summarizeView: what nodes.get shows', async () => {
   assert.deepEqual(s.free.vfs, { physnet1: 1 });
   assert.deepEqual(s.free.dedicatedCpus, { '0': 5, '1': 7 });
   assert.equal(s.free.sharedVcpus, 16 - 2 - 1);
+  // each replica's hold, for the dashboard's node picture
+  assert.deepEqual(
+    s.reservations.map((r) => ({ tenantId: r.tenantId, cpus: r.cpus, vfs: r.vfs.length })),
+    [
+      { tenantId: 'ta', cpus: [1, 2], vfs: 1 },
+      { tenantId: 'tb', cpus: undefined, vfs: 0 },
+    ],
+  );
 });
