@@ -1,0 +1,182 @@
+/**
+ * `npm run bench:dataplane` (as root): packets per second between two vhost-user ports of the node agent's OVS-DPDK
+ * switch — started from a node config as the agent starts it, the ports added through netplugins' vhost-user
+ * plugin — against the raw ceiling of the same two front ends on a dpdk-testpmd vhost pair (io forwarding), in
+ * one run. The front ends are DPDK virtio-user devices on the host (what QEMU is to the switch: the vhost-user
+ * server), no VM, so TCG does not dominate: `A` sends 64-byte frames to `B`'s MAC, `B` counts them.
+ * CPUs: the middle (the OVS PMD thread, or testpmd's forwarding core) alone on CPU 1; A's and B's polling cores share
+ * CPU 0 — the same placement for both runs. 1024-entry rings: when producer and consumer share a CPU, a ring fills
+ * within one time slice, so its size, not the switch, would otherwise set the rate. The two configurations alternate BENCH_ROUNDS times (default 3) and each figure is the
+ * median of its rounds, so that load from other processes on the host hits both alike.
+ * Last line: `{"rawMpps":x,"ovsMpps":y,"ratio":y/x}`. Env: BENCH_SECONDS (per configuration and round, default 10).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { silentLogger } from '@edgenfv/telemetry';
+import { DeviceLocks, RecordStore, VhostUserPlugin } from '@edgenfv/netplugins';
+import { parseConfig } from '../config.js';
+import { createSwitches } from '../dataplane/index.js';
+import { reserveHugepages } from '../dataplane/hugepages.js';
+import type { OvsDpdkSwitch } from '../dataplane/ovs-dpdk.js';
+
+const MAC_A = '02:00:00:00:0a:0a';
+const MAC_B = '02:00:00:00:0b:0b';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? 0 : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+interface Pmd {
+  child: ChildProcess;
+  out(): string;
+  stop(): Promise<void>;
+}
+
+/** dpdk-testpmd, unbuffered, its output kept; it ignores SIGTERM with stdin on /dev/null, so stop() kills it. */
+function testpmd(eal: string[], app: string[]): Pmd {
+  const child = spawn('stdbuf', ['-o0', 'dpdk-testpmd', ...eal, '--in-memory', '--no-pci', '--', ...app], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const keep = (b: Buffer) => (out = (out + b.toString()).slice(-200_000));
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  return {
+    child,
+    out: () => out,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** A virtio-user front end in server mode (the switch or the vhost pair connects to it). */
+function frontEnd(role: 'sender' | 'receiver', socketPath: string): Pmd {
+  rmSync(socketPath, { force: true });
+  const mac = role === 'sender' ? MAC_A : MAC_B;
+  const eal = ['-l', '0-1', '--main-lcore', '1', '-m', '64', '--single-file-segments', `--file-prefix=bdp${role}`,
+    `--vdev=net_virtio_user0,path=${socketPath},server=1,queues=1,queue_size=1024,mac=${mac}`];
+  const rings = ['--rxd=1024', '--txd=1024', '--total-num-mbufs=8192', '--stats-period=1'];
+  const app = role === 'sender'
+    ? ['--forward-mode=txonly', '--auto-start', '--txpkts=64', `--eth-peer=0,${MAC_B}`, ...rings]
+    : ['--forward-mode=rxonly', '--tx-first', ...rings];
+  return testpmd(eal, app);
+}
+
+interface Rates {
+  /** B's received packets per second (what crossed the middle). */
+  rxPps: number;
+  /** A's sent packets per second (what was offered). */
+  offeredPps: number;
+}
+
+/** Packets per second as testpmd samples them each second (A's Tx, B's Rx): the medians after the warm-up. */
+async function measure(sender: Pmd, receiver: Pmd, seconds: number): Promise<Rates> {
+  const [fa, fb] = [sender.out().length, receiver.out().length];
+  await sleep((seconds + 3) * 1000);
+  const samples = (p: Pmd, from: number, re: RegExp) => [...p.out().slice(from).matchAll(re)].map((m) => Number(m[1])).slice(3);
+  return { rxPps: median(samples(receiver, fb, /Rx-pps:\s+(\d+)/g)), offeredPps: median(samples(sender, fa, /Tx-pps:\s+(\d+)/g)) };
+}
+
+async function waitOutput(p: Pmd, re: RegExp, what: string, ms = 120_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!re.test(p.out())) {
+    if (p.child.exitCode !== null) throw new Error(`${what}: testpmd exited: ${p.out().slice(-2000)}`);
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms: ${p.out().slice(-2000)}`);
+    await sleep(200);
+  }
+}
+
+async function rawRun(dir: string, seconds: number): Promise<Rates> {
+  const sa = join(dir, 'raw-a.sock');
+  const sb = join(dir, 'raw-b.sock');
+  const procs: Pmd[] = [];
+  try {
+    const b = frontEnd('receiver', sb);
+    const a = frontEnd('sender', sa);
+    procs.push(b, a);
+    await sleep(1000);
+    const pair = testpmd(['-l', '0-1', '--main-lcore', '0', '-m', '128', '--file-prefix=bdppair',
+      `--vdev=net_vhost0,iface=${sa},client=1,queues=1`, `--vdev=net_vhost1,iface=${sb},client=1,queues=1`],
+    ['--forward-mode=io', '--auto-start', '--nb-cores=1', '--stats-period=3600', '--total-num-mbufs=16384']);
+    procs.push(pair);
+    await waitOutput(b, /Rx-pps:\s+[1-9]/, 'raw: frames at the receiver');
+    return await measure(a, b, seconds);
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+  }
+}
+
+async function ovsRun(dir: string, seconds: number): Promise<Rates> {
+  const id = randomBytes(3).toString('hex');
+  const stateDir = join(dir, 'node');
+  const cfg = parseConfig({
+    nodeId: 'bench',
+    stateDir,
+    networks: [{ name: 'bench', cidr: '10.66.0.0/24', dataplane: 'ovs-dpdk' }],
+    dataplanes: [{ kind: 'ovs-dpdk', numaNode: 0, ovs: { lcoreCpu: 0, pmdCpus: [1], netns: `enfvb-ovs-${id}` } }],
+  });
+  const sw = createSwitches(cfg, silentLogger())[0] as OvsDpdkSwitch;
+  const base = join(stateDir, 'netplugins');
+  const vhu = new VhostUserPlugin({ records: new RecordStore(join(base, 'records')), locks: new DeviceLocks(join(base, 'locks')) });
+  const procs: Pmd[] = [];
+  const ctxs = [{ containerId: 'bench', ifName: 'a' }, { containerId: 'bench', ifName: 'b' }];
+  try {
+    await sw.start();
+    if (sw.health().state !== 'ready') throw new Error(`OVS-DPDK did not start: ${sw.health().error}`);
+    const ovs = sw.bridgeFor('bench')!;
+    const ports = [];
+    for (const ctx of ctxs) ports.push(await vhu.add(ctx, vhu.parseConfig({ dataplane: 'ovs-dpdk', mode: 'server', socketDir: sw.socketDir, tenant: 'bench', ovs })));
+    const b = frontEnd('receiver', ports[1]!.socketPath);
+    procs.push(b);
+    const a = frontEnd('sender', ports[0]!.socketPath);
+    procs.push(a);
+    try {
+      await waitOutput(b, /Rx-pps:\s+[1-9]/, 'ovs: frames at the receiver');
+    } catch (err) {
+      const log = readFileSync(join(sw.runDir, 'ovs-vswitchd.log'), 'utf8').trim().split('\n').slice(-30).join('\n');
+      throw new Error(`${(err as Error).message}\novs-vswitchd.log:\n${log}`);
+    }
+    return await measure(a, b, seconds);
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    for (const ctx of ctxs) await vhu.del(ctx).catch(() => undefined);
+    await sw.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('bench:dataplane needs root (hugepages, network namespaces, OVS)');
+  const seconds = Number(process.env.BENCH_SECONDS ?? 10);
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+  const dir = mkdtempSync(join(tmpdir(), 'bench-dp-'));
+  try {
+    // the two front ends (32 pages each) and the vhost pair (64); the switch reserves its own when it starts
+    await reserveHugepages({ sysfsRoot: '/sys', numaNode: 0, pages: 128 });
+    const raw: number[] = [];
+    const ovs: number[] = [];
+    const m = (pps: number) => `${(pps / 1e6).toFixed(3)} Mpps`;
+    for (let i = 1; i <= rounds; i++) {
+      const r1 = await rawRun(dir, seconds);
+      const r2 = await ovsRun(dir, seconds);
+      raw.push(r1.rxPps);
+      ovs.push(r2.rxPps);
+      process.stdout.write(`round ${i}: raw testpmd vhost pair ${m(r1.rxPps)} (of ${m(r1.offeredPps)} sent), OVS-DPDK ${m(r2.rxPps)} (of ${m(r2.offeredPps)} sent)\n`);
+    }
+    const [rawPps, ovsPps] = [median(raw), median(ovs)];
+    process.stdout.write(`load average: ${readFileSync('/proc/loadavg', 'utf8').trim()} (${cpus().length} CPUs)\n`);
+    const r = (x: number) => Math.round(x * 1000) / 1000;
+    process.stdout.write(`${JSON.stringify({ rawMpps: r(rawPps / 1e6), ovsMpps: r(ovsPps / 1e6), ratio: rawPps > 0 ? r(ovsPps / rawPps) : 0 })}\n`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench:dataplane: ${(err as Error).message}\n`);
+  process.exit(1);
+});
