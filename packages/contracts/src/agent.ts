@@ -83,6 +83,8 @@ export interface GuestDetails {
 export interface InterfaceSpec {
   mac?: string;
   pciAddress?: string;
+  /** `<slot>.<fn>/<slot>.<fn>` from the root bus (hex), e.g. `10.0/00.0`: see agent.proto. */
+  pciPath?: string;
   name?: string;
   mtu?: number;
   addresses?: string[];

@@ -40,7 +40,8 @@ export interface ReplicaInterface {
   network?: string;
   mac?: string;
   ips: string[];
-  pciAddress?: string; // SR-IOV
+  pciAddress?: string; // SR-IOV: the VF on the node
+  guestPciAddress?: string; // SR-IOV: the VF's PCI address inside the tenant VM, as the guest agent found it
   socketPath?: string; // vhost-user: absolute, decided by the node
   portName?: string; // vhost-user: the port's name on the node's DPDK switch
 }

@@ -128,7 +128,8 @@ export interface ReplicaInterfaceStatus {
   name: string;
   mac: string;
   ips: string[];
-  pciAddress?: string; // SR-IOV VF, or the guest PCI path of the NIC
+  pciAddress?: string; // SR-IOV: the VF's host PCI address
+  guestPciAddress?: string; // SR-IOV: where the guest agent found the VF (reported by the guest, not guessed)
   socketPath?: string; // vhost-user: absolute, decided by the node
   portName?: string; // vhost-user: the port's name on the node's switch
 }

@@ -96,3 +96,28 @@ test('a PCI device no module claims: NOT_FOUND after the wait, naming the PCI ad
   assert.deepEqual(await new PciDrivers({ sysRoot: sys, modulesDir: mods, modprobe: async (m) => void atBoot.push(m) }).scan(), ['igbvf']);
   assert.deepEqual(atBoot, ['igbvf']);
 });
+
+test('a NIC found by PCI path (root port 00:10.0, the device behind it): the guest resolves the bus number itself and reports the address', async () => {
+  // the guest numbered the bus behind the root port 05 (the host does not know that)
+  const sys = mkdtempSync(join(tmpdir(), 'ga-pcipath-'));
+  dirs.push(sys);
+  const rp = join(sys, 'devices', 'pci0000:00', '0000:00:10.0');
+  const dev = join(rp, '0000:05:00.0');
+  mkdirSync(join(dev, 'net'), { recursive: true });
+  mkdirSync(join(sys, 'devices', 'pci0000:00', '0000:00:11.0', '0000:06:00.0'), { recursive: true });
+  ns.ip('link', 'add', 'eth7', 'type', 'veth', 'peer', 'name', 'peth7');
+  for (const n of ['eth7', 'vf7']) {
+    mkdirSync(join(sys, 'class', 'net', n), { recursive: true });
+    symlinkSync('../../../devices/pci0000:00/0000:00:10.0/0000:05:00.0', join(sys, 'class', 'net', n, 'device'));
+  }
+  const sysfs = new LinuxNetSysfs(sys);
+  assert.equal(await sysfs.resolvePciPath('10.0/00.0'), '0000:05:00.0');
+  assert.equal(await sysfs.resolvePciPath('11.0/00.0'), '0000:06:00.0');
+  assert.equal(await sysfs.resolvePciPath('12.0/00.0'), '');
+  const deps = { ip: new IprouteIp({ netns: ns.name }), sysfs };
+  const nics = await updateInterfaces(deps, { interfaces: [{ pciPath: '10.0/00.0', mac: '02:11:22:33:44:77', name: 'vf7', addresses: ['10.9.7.2/24'] }] });
+  assert.deepEqual(nics.map((n) => [n.name, n.mac, n.pciAddress, n.addresses]), [['vf7', '02:11:22:33:44:77', '0000:05:00.0', ['10.9.7.2/24']]]);
+  // nothing behind a root port: NOT_FOUND naming the path; a malformed path: INVALID_ARGUMENT naming the field
+  await assert.rejects(updateInterfaces(deps, { interfaces: [{ pciPath: '12.0/00.0', name: 'x1' }] }), /NIC not found: interfaces\[0\] \(pci path 12\.0\/00\.0: no device there\)/);
+  await assert.rejects(updateInterfaces(deps, { interfaces: [{ pciPath: '10.0/../00.0', name: 'x1' }] }), /interfaces\[0\]\.pciPath: not a PCI path/);
+});

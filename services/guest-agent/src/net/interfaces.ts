@@ -9,7 +9,7 @@ import { InvalidArgumentError, NotFoundError, ConflictError, type FieldIssue } f
 import { isMacAddress, isPciAddress, parseMacAddress, parsePciAddress } from '@edgenfv/contracts/internal/values';
 import type { InterfaceSpec, NicInfo, UpdateInterfacesRequest } from '@edgenfv/contracts/internal/agent';
 import type { IpLink, IpPort } from './ip.js';
-import type { NetSysfs } from './sysfs.js';
+import { parsePciPath, type NetSysfs } from './sysfs.js';
 import type { PciDrivers } from './pci-drivers.js';
 import { checkCidr, isIfName } from './validate.js';
 
@@ -25,6 +25,8 @@ export interface NicWant {
   index: number;
   mac?: string;
   pci?: string;
+  /** Where the host placed the NIC (`10.0/00.0`); resolved to `pci` by the guest. */
+  pciPath?: string;
   name?: string;
   mtu?: number;
   addresses: string[];
@@ -43,7 +45,7 @@ export function parseInterfaces(req: UpdateInterfacesRequest): { wants: NicWant[
     issues.push({ field: 'hotplugTimeoutMs', message: `must be an integer 0..${MAX_HOTPLUG_TIMEOUT_MS}` });
   }
   const wants: NicWant[] = [];
-  const seen = { mac: new Map<string, number>(), pci: new Map<string, number>(), name: new Map<string, number>() };
+  const seen = { mac: new Map<string, number>(), pci: new Map<string, number>(), pciPath: new Map<string, number>(), name: new Map<string, number>() };
   req.interfaces.forEach((spec: InterfaceSpec, i) => {
     const f = `interfaces[${i}]`;
     const w: NicWant = { index: i, addresses: [], up: !spec.down };
@@ -55,7 +57,12 @@ export function parseInterfaces(req: UpdateInterfacesRequest): { wants: NicWant[
       if (isPciAddress(spec.pciAddress)) w.pci = parsePciAddress(spec.pciAddress);
       else issues.push({ field: `${f}.pciAddress`, message: `not a PCI address: ${JSON.stringify(spec.pciAddress)}` });
     }
-    if (!spec.mac && !spec.pciAddress) issues.push({ field: f, message: 'needs mac or pciAddress to find the NIC' });
+    if (spec.pciPath) {
+      if (parsePciPath(spec.pciPath)) w.pciPath = spec.pciPath.toLowerCase();
+      else issues.push({ field: `${f}.pciPath`, message: `not a PCI path (slot.fn hops from the root bus, e.g. 10.0/00.0): ${JSON.stringify(spec.pciPath)}` });
+      if (spec.pciAddress) issues.push({ field: `${f}.pciAddress`, message: 'give pciPath or pciAddress, not both' });
+    }
+    if (!spec.mac && !spec.pciAddress && !spec.pciPath) issues.push({ field: f, message: 'needs mac, pciAddress or pciPath to find the NIC' });
     if (w.mac && (parseInt(w.mac.slice(0, 2), 16) & 1) === 1) issues.push({ field: `${f}.mac`, message: 'must be a unicast MAC' });
     if (spec.name) {
       if (isIfName(spec.name)) w.name = spec.name;
@@ -70,7 +77,7 @@ export function parseInterfaces(req: UpdateInterfacesRequest): { wants: NicWant[
       checkCidr(a, `${f}.addresses[${j}]`, issues);
       if (issues.length === before) w.addresses.push(a);
     });
-    for (const key of ['mac', 'pci', 'name'] as const) {
+    for (const key of ['mac', 'pci', 'pciPath', 'name'] as const) {
       const v = w[key];
       if (v === undefined) continue;
       const prev = seen[key].get(v);
@@ -84,6 +91,7 @@ export function parseInterfaces(req: UpdateInterfacesRequest): { wants: NicWant[
 }
 
 async function findLink(deps: NetDeps, w: NicWant, links: IpLink[]): Promise<IpLink | undefined> {
+  if (w.pciPath && !w.pci) return undefined;
   if (w.pci) {
     for (const l of links) if ((await deps.sysfs.pciAddressOf(l.name)) === w.pci) return l;
     return undefined;
@@ -100,6 +108,11 @@ async function resolveLinks(deps: NetDeps, wants: NicWant[], timeoutMs: number):
     const found = new Map<number, IpLink>();
     const missing: NicWant[] = [];
     for (const w of wants) {
+      // a PCI path names where the device sits; its address (bus numbers) is the guest's to find, once it is there
+      if (w.pciPath && !w.pci) {
+        const pci = await deps.sysfs.resolvePciPath(w.pciPath);
+        if (pci) w.pci = pci;
+      }
       const l = await findLink(deps, w, links);
       if (l) found.set(w.index, l);
       else missing.push(w);
@@ -128,7 +141,7 @@ async function resolveLinks(deps: NetDeps, wants: NicWant[], timeoutMs: number):
       return found;
     }
     if (Date.now() >= deadline) {
-      const what = missing.map((w) => `interfaces[${w.index}] (${w.pci ? `pci ${w.pci}` : `mac ${w.mac}`})`).join(', ');
+      const what = missing.map((w) => `interfaces[${w.index}] (${w.pciPath ? `pci path ${w.pciPath}${w.pci ? ` = ${w.pci}` : ': no device there'}` : w.pci ? `pci ${w.pci}` : `mac ${w.mac}`})`).join(', ');
       throw new NotFoundError(`NIC not found: ${what}${timeoutMs > 0 ? ` after waiting ${timeoutMs} ms` : ''}`);
     }
     await sleep(Math.min(100, Math.max(1, deadline - Date.now())));

@@ -12,6 +12,15 @@ export interface NetSysfs {
   driverOf(ifname: string): Promise<string>;
   /** Netdev names whose device is at this PCI address. */
   netdevsAt(pci: string): Promise<string[]>;
+  /** The PCI address at a PCI path (`10.0/00.0`: slot.fn hops from the root bus), or '' when nothing is there. */
+  resolvePciPath(path: string): Promise<string>;
+}
+
+/** `10.0/00.0` -> [[0x10, 0], [0, 0]]; null when malformed. */
+export function parsePciPath(path: string): [number, number][] | null {
+  if (!/^[0-9a-f]{2}\.[0-7](\/[0-9a-f]{2}\.[0-7]){0,7}$/i.test(path)) return null;
+  const hops = path.split('/').map((h) => h.split('.').map((x) => parseInt(x, 16)) as [number, number]);
+  return hops.every(([slot]) => slot < 32) ? hops : null;
 }
 
 export class LinuxNetSysfs implements NetSysfs {
@@ -37,6 +46,24 @@ export class LinuxNetSysfs implements NetSysfs {
     } catch {
       return '';
     }
+  }
+
+  async resolvePciPath(path: string): Promise<string> {
+    const hops = parsePciPath(path);
+    if (!hops) return '';
+    const hex = (n: number) => n.toString(16).padStart(2, '0');
+    // the root bus (domain 0000, bus 00), then one hop per bridge: the child function at <slot>.<fn> on the bus behind it
+    let dir = join(this.root, 'devices', 'pci0000:00');
+    let found = '';
+    for (const [slot, fn] of hops) {
+      const want = new RegExp(`^[0-9a-f]{4}:[0-9a-f]{2}:${hex(slot)}\\.${fn}$`);
+      const entries = await readdir(dir).catch(() => [] as string[]);
+      const next = entries.find((e) => want.test(e));
+      if (!next) return '';
+      found = next;
+      dir = join(dir, next);
+    }
+    return found;
   }
 
   async netdevsAt(pci: string): Promise<string[]> {

@@ -65,6 +65,9 @@ export function validateSpec(spec: VmSpec): FieldIssue[] {
     if (spec.memory.sizeKiB !== 2048 && spec.memory.sizeKiB !== 1048576) issues.push({ field: 'memory.sizeKiB', message: 'must be 2048 or 1048576' });
     else if (spec.memoryMiB % mib !== 0) issues.push({ field: 'memoryMiB', message: `must be a multiple of the hugepage size (${mib} MiB)` });
   }
+  const ports = spec.devices.filter((d) => d.kind !== 'agent-channel').length + (spec.hotplugSlots ?? 0);
+  if (spec.machine === 'q35' && ports > MAX_ROOT_PORTS)
+    issues.push({ field: 'hotplugSlots', message: `NICs + hotplugSlots need ${ports} PCIe root ports; the root bus has room for ${MAX_ROOT_PORTS}` });
   const ids = new Set<string>();
   spec.devices.forEach((d, i) => {
     const f = `devices[${i}]`;
@@ -96,6 +99,10 @@ export function validateSpec(spec: VmSpec): FieldIssue[] {
   }
   return issues;
 }
+
+/** The first root bus slot of the PCIe root ports; 00:1f is the ICH9's, so at most MAX_ROOT_PORTS ports. */
+export const ROOT_PORT_SLOT0 = 0x10;
+export const MAX_ROOT_PORTS = 0x1f - ROOT_PORT_SLOT0;
 
 export function buildQemuArgs(spec: VmSpec): QemuCommand {
   const issues = validateSpec(spec);
@@ -134,12 +141,14 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
     a.push('-append', kernelArgs.join(' '));
   }
 
-  // q35: every NIC on its own PCIe root port, so that it can be unplugged later; spare ports for hotplug.
+  // q35: every NIC on its own PCIe root port, so that it can be unplugged later; spare ports for hotplug. Root port
+  // rpN sits at a fixed address on the root bus (00:<ROOT_PORT_SLOT0+N>.0): the guest finds a device by that PCI
+  // path whatever bus number it gives the port's secondary bus (pciPathOf in qemu.ts).
   let port = 0;
   const nextPort = (): string | undefined => {
     if (!q35) return undefined;
     const id = `rp${port}`;
-    a.push('-device', `pcie-root-port,id=${id},chassis=${port + 1},slot=${port + 1}`);
+    a.push('-device', `pcie-root-port,id=${id},chassis=${port + 1},slot=${port + 1},addr=0x${(ROOT_PORT_SLOT0 + port).toString(16)}`);
     port++;
     return id;
   };

@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { InternalError, InvalidArgumentError, UnavailableError } from '@edgenfv/contracts';
 import { findBinary } from '../inventory.js';
 import { killQuiet, procCmdline, processAlive, procStartTicks, waitGone } from '../proc.js';
-import { buildQemuArgs, memoryObject, nicDevice } from './qemu-args.js';
+import { ROOT_PORT_SLOT0, buildQemuArgs, memoryObject, nicDevice } from './qemu-args.js';
 import { QmpClient, withQmp, type HotpluggableCpu } from './qmp.js';
 import type { Capabilities, HypervisorDriver, NetDevice, StartOptions, VmHandle, VmRecord, VmSpec } from './types.js';
 
@@ -37,16 +37,17 @@ export interface QemuVmHandle extends VmHandle {
 }
 
 /**
- * Guest PCI address of the device on a q35 root port: root ports sit on pcie.0 in creation order (rp0, rp1, ...),
- * and the guest numbers the buses behind them depth-first, so the device behind rpN is on bus N+1. Used where the
- * MAC cannot be trusted (a passed-through VF may come up with a random MAC).
+ * PCI path of the device on a q35 root port (`<port slot>.0/00.0`): root port rpN sits at 00:<ROOT_PORT_SLOT0+N>.0
+ * (qemu-args), the device at 00.0 behind it. The bus number behind the port is the guest's choice, so the guest
+ * agent resolves the path and reports the address it found. Used where the MAC cannot be trusted (a passed-through
+ * VF may come up with a random MAC).
  */
-export function guestPciAddressOf(vm: VmHandle, deviceId: string): string | undefined {
+export function pciPathOf(vm: VmHandle, deviceId: string): string | undefined {
   const slots = (vm as Partial<QemuVmHandle>).slots;
   if (vm.machine !== 'q35' || !slots) return undefined;
   const port = Object.entries(slots).find(([, d]) => d === deviceId)?.[0];
   const m = port ? /^rp(\d+)$/.exec(port) : null;
-  return m ? `0000:${(Number(m[1]) + 1).toString(16).padStart(2, '0')}:00.0` : undefined;
+  return m ? `${(ROOT_PORT_SLOT0 + Number(m[1])).toString(16).padStart(2, '0')}.0/00.0` : undefined;
 }
 
 export class QemuDriver implements HypervisorDriver {

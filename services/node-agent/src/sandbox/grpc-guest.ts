@@ -16,17 +16,18 @@ async function rpc<T>(name: string, fn: () => Promise<T>): Promise<T> {
 
 export class GrpcGuestSession implements GuestSession {
   constructor(readonly conn: AgentConnection) {}
-  async updateInterfaces(nics: GuestNic[], hotplugTimeoutMs: number): Promise<void> {
-    await rpc('UpdateInterfaces', () => this.conn.client.updateInterfaces({
+  async updateInterfaces(nics: GuestNic[], hotplugTimeoutMs: number): Promise<{ name: string; pciAddress: string }[]> {
+    const res = await rpc('UpdateInterfaces', () => this.conn.client.updateInterfaces({
       interfaces: nics.map((n) => ({
         mac: n.mac,
-        pciAddress: n.pciAddress,
+        pciPath: n.pciPath,
         name: n.name,
         ...(n.mtuBytes ? { mtu: n.mtuBytes } : {}),
         addresses: n.addresses,
       })),
       hotplugTimeoutMs,
     }));
+    return res.interfaces.map((n) => ({ name: n.name, pciAddress: n.pciAddress }));
   }
   async updateRoutes(routes: { dst: string; via?: string; dev?: string }[]): Promise<void> {
     await rpc('UpdateRoutes', () => this.conn.client.updateRoutes({

@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import { UnavailableError, type VnfdRoute } from '@edgenfv/contracts';
 import type { VmHandle } from '../hypervisor/types.js';
-import { guestPciAddressOf } from '../hypervisor/qemu.js';
+import { pciPathOf } from '../hypervisor/qemu.js';
 import { toGuestNic } from './interfaces.js';
 import type { GuestNic, GuestPort, GuestSession } from './ports.js';
 import type { ReplicaRecord, SandboxRecord } from './records.js';
@@ -51,8 +51,8 @@ export class GuestSync {
   /** Every NIC the VM should have: all attachments of its replicas that are not being removed. */
   nics(rec: SandboxRecord): GuestNic[] {
     const vm = this.vmOf(rec.sandboxId);
-    const guestPci = (deviceId: string): string | undefined => (vm ? guestPciAddressOf(vm, deviceId) : undefined);
-    return live(rec).flatMap((r) => Object.entries(r.attachments).map(([name, a]) => toGuestNic(r, name, a, guestPci)));
+    const pciPath = (deviceId: string): string | undefined => (vm ? pciPathOf(vm, deviceId) : undefined);
+    return live(rec).flatMap((r) => Object.entries(r.attachments).map(([name, a]) => toGuestNic(r, name, a, pciPath)));
   }
 
   /** The complete route table of the VM (routes name guest interfaces). */
@@ -67,10 +67,17 @@ export class GuestSync {
     );
   }
 
-  /** Tells the guest agent the NICs (MAC + addresses) and routes, then runs the replica's container. */
+  /**
+   * Tells the guest agent the NICs (MAC + addresses) and routes, then runs the replica's container. Where the guest
+   * found the replica's VFs (PCI path -> its own address) goes into `replica.guestPciAddresses` (the caller saves it).
+   */
   async startReplica(rec: SandboxRecord, replica: ReplicaRecord): Promise<void> {
     const s = await this.session(rec);
-    await s.updateInterfaces(this.nics(rec), replica.hotplugged ? 30_000 : 10_000);
+    const found = await s.updateInterfaces(this.nics(rec), replica.hotplugged ? 30_000 : 10_000);
+    for (const [name, a] of Object.entries(replica.attachments)) {
+      const seen = a.kind === 'sriov' ? found.find((n) => n.name === (replica.guestIfNames[name] ?? name)) : undefined;
+      if (seen?.pciAddress) (replica.guestPciAddresses ??= {})[name] = seen.pciAddress;
+    }
     await s.updateRoutes(this.routes(rec));
     const a = replica.alloc;
     await s.runContainer({

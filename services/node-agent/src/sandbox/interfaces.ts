@@ -57,12 +57,12 @@ export function toVmDevice(id: string, a: AttachmentResult): NetDevice {
 }
 
 /**
- * The guest NIC of an attachment: virtio NICs are found by MAC, VFs by their guest PCI address (a VF may come up
- * with a random MAC); `guestPci` finds it from the VM device id.
+ * The guest NIC of an attachment: virtio NICs are found by MAC, VFs by their PCI path (a VF may come up with a
+ * random MAC); `pciPath` finds it from the VM device id.
  */
-export function toGuestNic(r: ReplicaRecord, name: string, a: AttachmentResult, guestPci: (deviceId: string) => string | undefined): GuestNic {
-  const pci = a.kind === 'sriov' ? (guestPci(hostIfNameOf(r, name)) ?? '') : '';
-  const nic: GuestNic = { mac: a.mac, pciAddress: pci, name: r.guestIfNames[name] ?? name, addresses: a.ips.map((i) => i.address) };
+export function toGuestNic(r: ReplicaRecord, name: string, a: AttachmentResult, pciPath: (deviceId: string) => string | undefined): GuestNic {
+  const path = a.kind === 'sriov' ? (pciPath(hostIfNameOf(r, name)) ?? '') : '';
+  const nic: GuestNic = { mac: a.mac, pciPath: path, name: r.guestIfNames[name] ?? name, addresses: a.ips.map((i) => i.address) };
   if (a.mtuBytes) nic.mtuBytes = a.mtuBytes;
   return nic;
 }
@@ -73,6 +73,8 @@ export function interfaceStatus(r: ReplicaRecord): ReplicaInterfaceStatus[] {
     const a = r.attachments[i.name];
     const st: ReplicaInterfaceStatus = { name: i.name, mac: a?.mac ?? i.mac, ips: (a?.ips ?? []).map((x) => x.address) };
     if (a?.kind === 'sriov') st.pciAddress = a.pciAddress;
+    const guestPci = r.guestPciAddresses?.[i.name];
+    if (a?.kind === 'sriov' && guestPci) st.guestPciAddress = guestPci;
     if (a?.kind === 'vhostuser') {
       st.socketPath = a.socketPath;
       st.portName = a.portName;

@@ -6,8 +6,8 @@ import type { AllocInterface, AttachmentResult, VnfdRoute } from '@edgenfv/contr
 
 export interface GuestNic {
   mac: string;
-  /** Guest PCI address when the MAC cannot be trusted (passed-through VF); '' otherwise. */
-  pciAddress: string;
+  /** PCI path (`10.0/00.0`: where the host placed it) when the MAC cannot be trusted (passed-through VF); '' otherwise. */
+  pciPath: string;
   name: string;
   mtuBytes?: number;
   addresses: string[];
@@ -22,8 +22,8 @@ export interface GuestContainer {
 }
 
 export interface GuestSession {
-  /** Declarative: every NIC the VM should have (all replicas'), found by MAC or PCI address. */
-  updateInterfaces(nics: GuestNic[], hotplugTimeoutMs: number): Promise<void>;
+  /** Declarative: every NIC the VM should have (all replicas'), found by MAC or PCI path; what the guest found, by name. */
+  updateInterfaces(nics: GuestNic[], hotplugTimeoutMs: number): Promise<{ name: string; pciAddress: string }[]>;
   /** The complete route table (all replicas'). */
   updateRoutes(routes: VnfdRoute[]): Promise<void>;
   runContainer(c: GuestContainer): Promise<void>;

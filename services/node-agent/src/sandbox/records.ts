@@ -30,6 +30,8 @@ export interface ReplicaRecord {
   containerId: string;
   /** true when this replica's devices were hotplugged (not part of the VM's boot spec). */
   hotplugged: boolean;
+  /** Interface name in the allocation -> the PCI address the guest agent found it at (VFs: found by PCI path). */
+  guestPciAddresses?: Record<string, string>;
   error?: ErrorBody;
 }
 

@@ -99,9 +99,10 @@ test('builtin:vrouter between left and right: a ping from left reaches right thr
   const rightPci = d.nics.find((n) => n.mac === MAC_R)!.pciAddress;
   const s = new GrpcGuestSession(conn!);
   const nics = [
-    { mac: MAC_L, pciAddress: '', name: 'left0', addresses: ['10.61.1.2/24'] },
-    // found by PCI path, as a VF with an untrusted MAC would be; its MAC is set as wanted
-    { pciAddress: rightPci, mac: MAC_R, name: 'right0', addresses: ['10.61.2.2/24'] },
+    { mac: MAC_L, pciPath: '', name: 'left0', addresses: ['10.61.1.2/24'] },
+    // found by PCI path (this helper puts the NIC on the root bus: the path is its slot), as a VF with an untrusted
+    // MAC would be; its MAC is set as wanted
+    { pciPath: rightPci.slice('0000:00:'.length), mac: MAC_R, name: 'right0', addresses: ['10.61.2.2/24'] },
   ];
   const container = { id: 'vrouter', image: 'builtin:vrouter', command: [], env: [], memoryLimitMiB: 0 };
   await s.updateInterfaces(nics, 10_000);

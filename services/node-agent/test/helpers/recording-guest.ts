@@ -15,14 +15,18 @@ export class RecordingGuest implements GuestPort {
     const containers = this.containers.get(agentSocket) ?? new Map<string, GuestContainer>();
     this.containers.set(agentSocket, containers);
     return {
-      updateInterfaces: async (nics) => void this.nics.set(agentSocket, nics),
+      updateInterfaces: async (nics) => {
+        this.nics.set(agentSocket, nics);
+        // a VF found by its PCI path: this stand-in "finds" it on the bus its root port slot names
+        return nics.map((n) => ({ name: n.name, pciAddress: n.pciPath ? `0000:${n.pciPath.slice(0, 2)}:00.0` : '' }));
+      },
       updateRoutes: async (routes) => void this.routes.set(agentSocket, routes),
       runContainer: async (c) => void containers.set(c.id, c),
       removeContainer: async (id) => void containers.delete(id),
       metrics: async () => ({ agentRssBytes: 0, nics: [] }),
       addArpNeighbors: async () => undefined,
       exec: async () => ({ exitCode: 0, stdout: '', stderr: '' }),
-      details: async () => ({ cpus: 0, memoryTotalBytes: 0, nics: (this.nics.get(agentSocket) ?? []).map((n) => ({ name: n.name, mac: n.mac, pciAddress: n.pciAddress, addresses: n.addresses })) }),
+      details: async () => ({ cpus: 0, memoryTotalBytes: 0, nics: (this.nics.get(agentSocket) ?? []).map((n) => ({ name: n.name, mac: n.mac, pciAddress: n.pciPath ? `0000:${n.pciPath.slice(0, 2)}:00.0` : '', addresses: n.addresses })) }),
       close: async () => undefined,
     };
   }

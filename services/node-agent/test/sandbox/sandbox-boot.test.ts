@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger, silentLogger } from '@edgenfv/telemetry';
 import { buildGuestImage } from '../../src/guest/index.js';
 import { parseConfig } from '../../src/config.js';
-import { QemuDriver, guestPciAddressOf } from '../../src/hypervisor/qemu.js';
+import { QemuDriver, pciPathOf } from '../../src/hypervisor/qemu.js';
 import { probeKvm } from '../../src/hypervisor/kvm-probe.js';
 import { hostCpuKHz } from '../../src/app.js';
 import { Cgroups } from '../../src/sandbox/cgroup.js';
@@ -111,10 +111,13 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
   assert.ok(nic, JSON.stringify(d1.nics));
   assert.equal(nic.name, 'mgmt');
   assert.deepEqual(nic.addresses, ['10.55.0.11/24']);
-  // the guest PCI address the agent computes for a device (used to find VFs) is where the guest sees the NIC
+  // the PCI path the node agent knows for a device (how VFs are found: root port 00:10.0, the device behind it)
+  // leads the guest agent to this same NIC; the bus number is the guest's own
   const hostIf1 = manager.sandboxes()[0]!.replicas.g1!.hostIfNames.mgmt!;
-  assert.equal(guestPciAddressOf(vm, hostIf1), '0000:01:00.0');
-  assert.equal(nic.pciAddress, guestPciAddressOf(vm, hostIf1));
+  assert.equal(pciPathOf(vm, hostIf1), '10.0/00.0');
+  const byPath = await step('find by PCI path', () => s.updateInterfaces([{ mac: '02:00:00:00:0b:01', pciPath: pciPathOf(vm, hostIf1)!, name: 'mgmt', addresses: ['10.55.0.11/24'] }], 0));
+  assert.deepEqual(byPath, [{ name: 'mgmt', pciAddress: nic.pciAddress }]);
+  assert.match(nic.pciAddress, /^0000:[0-9a-f]{2}:00\.0$/);
   // the host end of the tap's network reaches the guest: ping from the host bridge
   execFileSync('ip', ['addr', 'add', '10.55.0.1/24', 'dev', bridge]);
   execFileSync('ip', ['link', 'set', bridge, 'up']);
@@ -141,7 +144,9 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
   assert.ok(nic2, `hotplugged NIC seen by the guest: ${JSON.stringify(d2.nics)}`);
   assert.equal(nic2.name, 'mgmt1');
   const hostIf2 = manager.sandboxes()[0]!.replicas.g2!.hostIfNames.mgmt!;
-  assert.equal(nic2.pciAddress, guestPciAddressOf(manager.vmOf(r1.sandboxId)!, hostIf2), 'hotplugged NIC on the next root port');
+  assert.equal(pciPathOf(manager.vmOf(r1.sandboxId)!, hostIf2), '11.0/00.0', 'hotplugged NIC on the next root port');
+  const byPath2 = await s.updateInterfaces([{ mac: '02:00:00:00:0b:02', pciPath: '11.0/00.0', name: 'mgmt1', addresses: ['10.55.0.12/24'] }], 0);
+  assert.deepEqual(byPath2, [{ name: 'mgmt1', pciAddress: nic2.pciAddress }]);
   assert.ok(d2.memoryTotalBytes > d1.memoryTotalBytes, `guest memory grew: ${d1.memoryTotalBytes} -> ${d2.memoryTotalBytes}`);
   // the hotplugged vCPU is brought online by the guest agent (no udev in the guest)
   let cpus = d2.cpus;

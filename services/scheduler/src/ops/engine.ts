@@ -534,6 +534,7 @@ export class OperationsEngine {
         if (!seen) return i;
         const out = { ...i, mac: seen.mac, ips: seen.ips.length ? seen.ips : i.ips };
         if (seen.pciAddress) out.pciAddress = seen.pciAddress;
+        if (seen.guestPciAddress) out.guestPciAddress = seen.guestPciAddress;
         if (seen.socketPath) out.socketPath = seen.socketPath;
         if (seen.portName) out.portName = seen.portName;
         return out;
