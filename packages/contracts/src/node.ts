@@ -74,6 +74,18 @@ export interface NodeInventory {
   hypervisors: HypervisorInfo[];
   kvm: boolean;
   agentVersion: string;
+  /** Host readiness checks run by the node agent at start (packages/host-check; `edgenfv check` runs the same). */
+  checks?: HostCheck[];
+}
+
+/** One host readiness check: what was found and, unless it passed, what to do. */
+export interface HostCheck {
+  name: string;
+  status: 'pass' | 'warn' | 'fail';
+  detail: string;
+  fix: string;
+  /** The node's config promises what this check is about (a failed required check makes the node not ready to run it). */
+  required: boolean;
 }
 
 export type NodeHealth = 'Ready' | 'NotReady' | 'Unknown';

@@ -20,6 +20,7 @@ import {
 import { ApiClient, loadConnectInfo, natsOptions } from '@edgenfv/api-client';
 import { OUTPUT_FORMATS, render, renderEvent, type Kind, type OutputFormat } from './format.js';
 import { addDpdkConfigCommands } from './dpdk-config-cmd.js';
+import { addCheckCommand } from './check-cmd.js';
 
 export interface CliIo {
   stdout: { write(s: string): unknown };
@@ -267,6 +268,7 @@ export function buildProgram(io: CliIo): Command {
     });
 
   addDpdkConfigCommands(program, io);
+  addCheckCommand(program, io);
   return program;
 }
 

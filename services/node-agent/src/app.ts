@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { NatsConnection } from 'nats';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { UnavailableError, type NodeInventory } from '@edgenfv/contracts';
+import { UnavailableError, type HostCheck, type NodeInventory } from '@edgenfv/contracts';
 import type { NodeAgentConfig } from './config.js';
 import { collectInventory, kvmUsable, type InventoryDeps } from './inventory.js';
 import { QemuDriver } from './hypervisor/qemu.js';
@@ -34,6 +34,8 @@ export interface AppDeps {
   inventoryDeps?: InventoryDeps;
   /** KVM as probed at start (probeKvm); default: /dev/kvm is usable. */
   kvm?: boolean;
+  /** Host readiness checks run at start (@edgenfv/host-check), published in the inventory. */
+  hostChecks?: HostCheck[];
 }
 
 export interface App {
@@ -89,7 +91,10 @@ export function buildApp(deps: AppDeps): App {
     ...(deps.image.kernelArgs ? { kernelArgs: deps.image.kernelArgs } : {}),
     ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
   });
-  const inventory = () => collectInventory(cfg, { kvm, switches, ...deps.inventoryDeps });
+  const inventory = async (): Promise<NodeInventory> => {
+    const inv = await collectInventory(cfg, { kvm, switches, ...deps.inventoryDeps });
+    return deps.hostChecks ? { ...inv, checks: deps.hostChecks } : inv;
+  };
   const agent = new NodeAgent({
     nodeId: cfg.nodeId,
     nc: deps.nc,

@@ -11,6 +11,7 @@ import { loadConfig } from './config.js';
 import { buildApp } from './app.js';
 import { buildGuestImage } from './guest/index.js';
 import { probeKvm } from './hypervisor/kvm-probe.js';
+import { promisesFromNodeConfig, runHostChecks } from '@edgenfv/host-check';
 import { findBinary } from './inventory.js';
 
 async function main(): Promise<void> {
@@ -31,12 +32,21 @@ async function main(): Promise<void> {
       : // a node with SR-IOV PFs needs the VF drivers (igbvf, iavf, i40e, ice are only in the generic kernel)
         await buildGuestImage({ log: logger, kernelFlavor: Object.keys(cfg.physnets).length > 0 ? 'generic' : 'cloud' });
   let kvm = false;
+  let kvmProbe: { ok: boolean; reason: string } | undefined;
   if (cfg.qemu.accel !== 'tcg') {
     const probe = await probeKvm({ qemuBinary: cfg.qemu.binary ?? findBinary('qemu-system-x86_64') ?? 'qemu-system-x86_64', kernelPath: image.kernelPath, devRoot: cfg.devRoot });
     kvm = probe.ok;
+    kvmProbe = probe;
     logger.info({ kvm, reason: probe.reason }, kvm ? 'KVM works: guests run with accel kvm' : `KVM not usable (${probe.reason}): guests run under TCG`);
   }
-  const app = buildApp({ cfg, logger, registry, nc, image, kvm });
+  // the same checks as `edgenfv check`, published in the inventory (nodes.get)
+  const host = await runHostChecks({
+    promises: promisesFromNodeConfig(cfg),
+    cgroupRoot: cfg.isolation.cgroupRoot,
+    ...(kvmProbe ? { kvmProbe } : {}),
+  });
+  for (const c of host.checks.filter((x) => x.status !== 'pass')) logger.warn({ check: c.name, status: c.status, required: c.required, fix: c.fix }, `host check ${c.name}: ${c.detail}`);
+  const app = buildApp({ cfg, logger, registry, nc, image, kvm, hostChecks: host.checks });
   await app.start();
   const server = createServer((req, res) => {
     if (req.url === '/metrics') {

@@ -97,7 +97,8 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
   const registry = createRegistry('node-agent-test', { defaultMetrics: false });
   const lines: Record<string, unknown>[] = [];
   const logger = createLogger({ service: 'node-agent', level: 'info', destination: { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) } });
-  app = buildApp({ cfg, logger, registry, nc, image: {}, guest: new RecordingGuest() });
+  const hostChecks = [{ name: 'iommu', status: 'fail' as const, detail: 'no IOMMU', fix: 'intel_iommu=on', required: false }];
+  app = buildApp({ cfg, logger, registry, nc, image: {}, guest: new RecordingGuest(), hostChecks });
   await app.start();
   assert.equal(app.agent.currentEpoch, 3);
   assert.equal(registers.length, 1);
@@ -105,6 +106,7 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
   const inv = registers[0]!.inventory;
   assert.ok(inv.hypervisors.some((h) => h.kind === 'qemu' && h.accel === (inv.kvm ? 'kvm' : 'tcg')));
   assert.deepEqual(registers[0]!.running, []);
+  assert.deepEqual(inv.checks, hostChecks, 'the host checks run at start are published with the inventory (nodes.get)');
 
   const a1 = makeAlloc({ allocId: 'a1', tenantId: 'acme', nodeId: 'n1', epoch: 3 }, [
     { name: 'mgmt', type: 'tap', mac: '02:00:00:00:0a:01', bridge, ips: ['10.66.0.5/24'] },
