@@ -20,6 +20,7 @@ import {
   type ReplicaRunState,
   type ReplicaStatus,
   type ErrorBody,
+  type DataplaneInfo,
 } from '@edgenfv/contracts';
 import type { NodeAgentMetrics } from './metrics.js';
 import { recheck } from './recheck.js';
@@ -34,6 +35,8 @@ export interface NodeAgentOptions {
   nc: NatsConnection;
   manager: SandboxManager;
   inventory: () => Promise<NodeInventory>;
+  /** The node's data planes as they are now (the agent's own switch changes state at run time): a change rides on the next heartbeat. */
+  dataplanes?: () => DataplaneInfo[];
   logger: Logger;
   metrics?: NodeAgentMetrics;
   heartbeatIntervalMs: number;
@@ -153,8 +156,13 @@ export class NodeAgent {
       replicas: reps.size,
       running: [...reps.keys()],
     };
+    const live = this.o.dataplanes?.();
+    if (live && this.lastInventory && JSON.stringify(live) !== JSON.stringify(this.lastInventory.dataplanes)) {
+      hb.inventory = { ...this.lastInventory, dataplanes: live };
+    }
     try {
       const msg = await this.o.nc.request(internalSubjects.heartbeat(this.o.nodeId), jc.encode(hb), { timeout: 2000 });
+      if (hb.inventory) this.lastInventory = hb.inventory;
       this.o.metrics?.heartbeats.inc({ result: 'ok' });
       const env = jc.decode(msg.data) as Envelope<HeartbeatReply>;
       if (env.ok && env.result.reregister) {

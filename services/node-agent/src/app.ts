@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { UnavailableError, type HostCheck, type NodeInventory } from '@edgenfv/contracts';
 import type { NodeAgentConfig } from './config.js';
-import { collectInventory, kvmUsable, type InventoryDeps } from './inventory.js';
+import { collectInventory, detectDataplanes, kvmUsable, type InventoryDeps } from './inventory.js';
 import { QemuDriver } from './hypervisor/qemu.js';
 import type { HypervisorDriver } from './hypervisor/types.js';
 import { createMetrics, type NodeAgentMetrics } from './metrics.js';
@@ -100,6 +100,7 @@ export function buildApp(deps: AppDeps): App {
     nc: deps.nc,
     manager,
     inventory,
+    dataplanes: () => detectDataplanes(cfg, switches),
     logger,
     metrics,
     heartbeatIntervalMs: cfg.heartbeatIntervalMs,

@@ -11,7 +11,7 @@
  * log and in the inventory (`state: failed`, `error`), and is retried.
  */
 import { execFile, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -100,6 +100,7 @@ export class OvsDpdkSwitch implements DataplaneSwitch {
   private loop?: Promise<void>;
   private firstAttempt?: Promise<void>;
   private wake?: () => void;
+  /** Namespaces and links the agent made for the switch (kept in `<runDir>/made.json`, so an agent killed -9 and started again still removes them at its stop). */
   private madeNetns: string[] = [];
   private madeLinks: string[] = [];
   private readyAt = 0;
@@ -321,12 +322,29 @@ export class OvsDpdkSwitch implements DataplaneSwitch {
     return existsSync(`/run/netns/${ns}`);
   }
 
+  private loadMade(): void {
+    try {
+      const m = JSON.parse(readFileSync(join(this.runDir, 'made.json'), 'utf8')) as { netns?: string[]; links?: string[] };
+      for (const n of m.netns ?? []) if (!this.madeNetns.includes(n)) this.madeNetns.push(n);
+      for (const l of m.links ?? []) if (!this.madeLinks.includes(l)) this.madeLinks.push(l);
+    } catch {
+      /* none yet */
+    }
+  }
+
+  private saveMade(): void {
+    mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
+    writeFileSync(join(this.runDir, 'made.json'), JSON.stringify({ netns: this.madeNetns, links: this.madeLinks }));
+  }
+
   private async ensureNetns(): Promise<void> {
+    this.loadMade();
     const want = [this.cfg.netns, ...Object.values(this.cfg.uplinks).map((u) => (u.kind === 'veth' ? u.netns : undefined))];
     for (const ns of want) {
       if (!ns || (await this.netnsExists(ns))) continue;
       await run(['ip', 'netns', 'add', ns]);
       this.madeNetns.push(ns);
+      this.saveMade();
       await this.ip(['link', 'set', 'lo', 'up'], ns);
       this.log.info({ netns: ns }, `created network namespace ${ns}`);
     }
@@ -351,6 +369,7 @@ export class OvsDpdkSwitch implements DataplaneSwitch {
         await this.ip(['link', 'set', tmp, 'name', u.peerName], u.netns);
         await this.ip(['link', 'set', u.peerName, 'up'], u.netns);
         this.madeLinks.push(u.port);
+        this.saveMade();
         this.log.info({ network: b.network, port: u.port, peer: `${u.netns}/${u.peerName}` }, 'uplink veth created');
       }
     } else if (ns && !(await this.linkExists(u.port, ns))) {
@@ -392,8 +411,10 @@ export class OvsDpdkSwitch implements DataplaneSwitch {
     await this.killChildren();
     await this.loop?.catch(() => undefined);
     await this.killChildren();
+    this.loadMade();
     for (const l of this.madeLinks.splice(0)) await this.ip(['link', 'del', l], this.cfg.netns).catch(() => undefined);
     for (const ns of this.madeNetns.splice(0).reverse()) await run(['ip', 'netns', 'del', ns]).catch(() => undefined);
+    rmSync(join(this.runDir, 'made.json'), { force: true });
     this.log.info({ runDir: this.runDir }, 'OVS-DPDK stopped');
   }
 }
