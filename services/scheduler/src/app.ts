@@ -15,6 +15,7 @@ import type { ApiContext } from './api/context.js';
 import { Store, type StoreLimits } from './state/store.js';
 import { Notifier } from './ops/notifier.js';
 import { OperationsEngine, type EngineOptions } from './ops/engine.js';
+import { siteMetrics } from './site-metrics.js';
 import type { PlacementPort } from './ops/placement-port.js';
 import { drainNode } from './ops/drain.js';
 import { healIfIdle, healLostNode } from './ops/heal.js';
@@ -88,6 +89,7 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
   });
   nodeMetrics(deps.registry, core.registry);
   ledgerMetrics(deps.registry, () => core.cluster);
+  const site = siteMetrics(deps.registry, { nc: deps.nc, openOps: () => engine.openOps(), cluster: () => core.cluster, nodes: core.registry });
   const placement = deps.placement ?? new LedgerPlacement(core.cluster, { ipam, registry: core.registry, logger });
   engine = new OperationsEngine({
     store,
@@ -97,6 +99,7 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
     ...(deps.engine ? { options: deps.engine } : {}),
     onIdleVnf: (vnf) => healIfIdle(ctx, vnf, 'replicas lost with their node'),
     watchReport,
+    onOpEnded: site.opEnded,
   });
   ctx = {
     store,

@@ -45,6 +45,8 @@ export interface EngineDeps {
   onIdleVnf?: (vnf: Vnf) => Promise<unknown>;
   /** Counts skipped malformed entries and restarted watches. */
   watchReport?: WatchReport;
+  /** Called when an op occurrence this engine drives enters COMPLETED, FAILED_TEMP, FAILED or ROLLED_BACK (metrics). */
+  onOpEnded?: (operation: OpOcc['operation'], state: OperationState) => void;
 }
 
 const isOpOcc = (v: unknown): boolean => hasStrings(v, 'tenantId', 'vnfId', 'id', 'operationState', 'operation');
@@ -71,7 +73,7 @@ export class OperationsEngine {
   private running = false;
   private chains = new Map<string, Promise<void>>();
   /** Op occurrences not yet terminal, as the KV watch last showed them: what the tick drives again. */
-  private readonly open = new Map<string, Pick<OpOcc, 'tenantId' | 'vnfId' | 'id'>>();
+  private readonly open = new Map<string, Pick<OpOcc, 'tenantId' | 'vnfId' | 'id' | 'operation' | 'startTime'>>();
   private watches: KvFollower[] = [];
   private readonly watchReport: WatchReport | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -85,6 +87,7 @@ export class OperationsEngine {
   private readonly retentionMs: number;
   private readonly purgeIntervalMs: number;
   private readonly onIdleVnf: ((vnf: Vnf) => Promise<unknown>) | undefined;
+  private readonly onOpEnded: EngineDeps['onOpEnded'];
 
   constructor(deps: EngineDeps) {
     this.store = deps.store;
@@ -99,6 +102,12 @@ export class OperationsEngine {
     this.purgeIntervalMs = deps.options?.purgeIntervalMs ?? Math.max(100, Math.min(60_000, Math.floor(this.retentionMs / 2)));
     this.onIdleVnf = deps.onIdleVnf;
     this.watchReport = deps.watchReport;
+    this.onOpEnded = deps.onOpEnded;
+  }
+
+  /** The op occurrences not yet terminal (as the watch last showed them; empty unless this replica leads). */
+  openOps(): Iterable<Pick<OpOcc, 'operation' | 'startTime'>> {
+    return this.open.values();
   }
 
   get active(): boolean {
@@ -129,7 +138,7 @@ export class OperationsEngine {
           this.endedOps.set(e.key, Date.parse(op.stateEnteredTime) || Date.now());
           return;
         }
-        this.open.set(e.key, { tenantId: op.tenantId, vnfId: op.vnfId, id: op.id });
+        this.open.set(e.key, { tenantId: op.tenantId, vnfId: op.vnfId, id: op.id, operation: op.operation, startTime: op.startTime });
         this.enqueue(op);
       },
     });
@@ -262,6 +271,7 @@ export class OperationsEngine {
     });
     if (next && next.operationState === state) {
       this.logger.info({ tenantId: op.tenantId, vnfId: op.vnfId, opOccId: op.id, state }, message);
+      if (TERMINAL.includes(state) || state === 'FAILED_TEMP') this.onOpEnded?.(op.operation, state);
       await this.notifier.publish(op.tenantId, {
         type: 'OpOcc',
         opOccId: op.id,
