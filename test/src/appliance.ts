@@ -2,7 +2,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { connect, type NatsConnection } from 'nats';
+import { connect, credsAuthenticator, type NatsConnection } from 'nats';
 import { spawnTied } from '@edgenfv/nats-launcher';
 import { stringify } from 'yaml';
 import { Api, REPO_ROOT } from './harness.js';
@@ -19,7 +19,7 @@ export async function freePort(): Promise<number> {
 
 export interface RunningAppliance {
   home: string;
-  info: { servers: string[]; user: string; pass: string; dashboardUrl?: string; metricsUrls: string[] };
+  info: { servers: string[]; creds: string; inboxPrefix?: string; dashboardUrl?: string; dashboardToken?: string; metricsUrls: string[] };
   nc: NatsConnection;
   api: Api;
   logs: string[];
@@ -54,7 +54,8 @@ export async function startAppliance(home: string, config: Record<string, unknow
     await new Promise((r) => setTimeout(r, 200));
   }
   const info = JSON.parse(readFileSync(connectPath, 'utf8'));
-  const nc = await connect({ servers: info.servers, user: info.user, pass: info.pass });
+  // the operator principal (JWT auth: a creds file's text in connect.json)
+  const nc = await connect({ servers: info.servers, authenticator: credsAuthenticator(new TextEncoder().encode(info.creds)), ...(info.inboxPrefix ? { inboxPrefix: info.inboxPrefix } : {}) });
   return {
     home,
     info,

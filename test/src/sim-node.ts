@@ -78,8 +78,17 @@ export class SimNode {
 
   async start(): Promise<void> {
     const js = this.nc.jetstream();
-    this.status = await js.views.kv(KV_BUCKETS.status);
-    this.allocs = await js.views.kv(KV_BUCKETS.allocs);
+    // as the node agent: the scheduler makes the buckets, a node only binds (a node's credentials cannot create)
+    for (let i = 0; ; i++) {
+      try {
+        this.status = await js.views.kv(KV_BUCKETS.status, { bindOnly: true });
+        this.allocs = await js.views.kv(KV_BUCKETS.allocs, { bindOnly: true });
+        break;
+      } catch (err) {
+        if (i > 300) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
     await this.register();
     this.watch = await this.allocs.watch({ key: `${this.nodeId}.>` });
     void (async () => {

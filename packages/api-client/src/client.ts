@@ -20,6 +20,9 @@ import {
   type Tenant,
   type TenantOp,
   type Vnf,
+  type TenantCredentials,
+  type NotificationsList,
+  type NotificationsListRequest,
   type Vnfd,
 } from '@edgenfv/contracts';
 
@@ -152,6 +155,10 @@ export class ApiClient {
   drainNode(id: string): Promise<{ opOccIds: string[] }> {
     return this.#admin('nodes.drain', { id });
   }
+  /** New NATS credentials for a tenant (a connect file); `rotate` revokes the earlier ones. */
+  tenantCredentials(id: string, rotate = false): Promise<TenantCredentials> {
+    return this.#admin('tenants.credentials', rotate ? { id, rotate } : { id });
+  }
 
   // ---- tenant API ----
   instantiate(tenantId: string, descriptor: Vnfd, requestId?: string): Promise<{ vnfId: string; opOccId: string }> {
@@ -174,6 +181,10 @@ export class ApiClient {
   }
   getOpOcc(tenantId: string, id: string): Promise<OpOcc> {
     return this.#tenant(tenantId, 'opoccs.get', { id });
+  }
+  /** The tenant's kept notifications after `afterSeq`, read by the scheduler (needs no JetStream permission). */
+  listNotifications(tenantId: string, req: NotificationsListRequest = {}): Promise<NotificationsList> {
+    return this.#tenant(tenantId, 'notifications.list', req);
   }
 
   /**

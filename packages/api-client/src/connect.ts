@@ -5,13 +5,17 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { InvalidArgumentError, type FieldIssue } from '@edgenfv/contracts';
-import type { ConnectionOptions } from 'nats';
+import { credsAuthenticator, type ConnectionOptions } from 'nats';
 
 export interface ConnectInfo {
   servers: string[];
   user?: string;
   pass?: string;
   token?: string;
+  /** A NATS creds file's text (JWT + seed): the connect file of `edgenfv tenants credentials` (docs/security.md). */
+  creds?: string;
+  /** The inbox prefix these credentials may subscribe below (restricted principals). */
+  inboxPrefix?: string;
   dashboardUrl?: string;
   /** The operator's dashboard token (a secret of its own, not the NATS password). */
   dashboardToken?: string;
@@ -33,7 +37,9 @@ export function edgenfvHome(env: NodeJS.ProcessEnv = process.env, cwd = process.
   return resolve(cwd, env.EDGENFV_HOME && env.EDGENFV_HOME.length > 0 ? env.EDGENFV_HOME : '.edgenfv');
 }
 
+/** `$EDGENFV_CONNECT` (a connect file of its own, e.g. a tenant's credentials), else `$EDGENFV_HOME/connect.json`. */
 export function connectFilePath(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string {
+  if (env.EDGENFV_CONNECT) return resolve(cwd, env.EDGENFV_CONNECT);
   return resolve(edgenfvHome(env, cwd), 'connect.json');
 }
 
@@ -54,7 +60,7 @@ export function parseConnectJson(text: string, source: string): ConnectInfo {
   if (!Array.isArray(servers) || servers.length === 0 || !servers.every((s) => typeof s === 'string' && s.length > 0)) {
     issues.push({ field: `${source}: servers`, message: 'must be a non-empty array of NATS URLs' });
   }
-  for (const k of ['user', 'pass', 'token', 'dashboardUrl', 'dashboardToken'] as const) {
+  for (const k of ['user', 'pass', 'token', 'creds', 'inboxPrefix', 'dashboardUrl', 'dashboardToken'] as const) {
     if (o[k] !== undefined && typeof o[k] !== 'string') issues.push({ field: `${source}: ${k}`, message: 'must be a string' });
   }
   if (o.metricsUrls !== undefined && !(Array.isArray(o.metricsUrls) && o.metricsUrls.every((s) => typeof s === 'string'))) {
@@ -62,7 +68,7 @@ export function parseConnectJson(text: string, source: string): ConnectInfo {
   }
   if (issues.length > 0) throw new InvalidArgumentError(issues);
   const info: ConnectInfo = { servers: servers as string[], source };
-  for (const k of ['user', 'pass', 'token', 'dashboardUrl', 'dashboardToken'] as const) if (typeof o[k] === 'string') info[k] = o[k];
+  for (const k of ['user', 'pass', 'token', 'creds', 'inboxPrefix', 'dashboardUrl', 'dashboardToken'] as const) if (typeof o[k] === 'string') info[k] = o[k];
   if (Array.isArray(o.metricsUrls)) info.metricsUrls = o.metricsUrls as string[];
   return info;
 }
@@ -110,5 +116,7 @@ export function natsOptions(info: ConnectInfo, o: { name: string; reconnect?: bo
   if (info.user !== undefined) opts.user = info.user;
   if (info.pass !== undefined) opts.pass = info.pass;
   if (info.token !== undefined) opts.token = info.token;
+  if (info.creds !== undefined) opts.authenticator = credsAuthenticator(new TextEncoder().encode(info.creds));
+  if (info.inboxPrefix !== undefined) opts.inboxPrefix = info.inboxPrefix;
   return opts;
 }

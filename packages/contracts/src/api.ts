@@ -154,6 +154,34 @@ export interface TenantCreateRequest {
 export interface IdRequest {
   id: string;
 }
+/** `nfv.v1.admin.tenants.credentials`: a tenant's NATS credentials; `rotate` revokes the earlier ones. */
+export interface CredentialsRequest {
+  id: string;
+  rotate?: boolean;
+}
+/** A connect file (the CLI's connect.json format): servers, a creds file's text, the inbox prefix to use. */
+export interface TenantCredentials {
+  servers: string[];
+  creds: string;
+  inboxPrefix: string;
+  tenantId: string;
+}
+/** `nfv.v1.tenant.<t>.notifications.list`: the tenant's kept notifications, oldest first, after `afterSeq`. */
+export interface NotificationsListRequest {
+  vnfId?: string;
+  afterSeq?: number;
+  limit?: number;
+}
+export interface StoredNotification {
+  seq: number;
+  subject: string;
+  event: unknown;
+}
+export interface NotificationsList {
+  items: StoredNotification[];
+  /** The stream's last sequence when read: pass it as afterSeq to continue. */
+  lastSeq: number;
+}
 export type EmptyRequest = Record<string, never>;
 export interface InstantiateRequest {
   descriptor: Vnfd;

@@ -29,6 +29,7 @@ export const KV_BUCKETS = {
   status: 'edgenfv_status',
   ipam: 'edgenfv_ipam',
   leader: 'edgenfv_leader',
+  credentials: 'edgenfv_credentials',
 } as const;
 
 /** KV key of an allocation and of its status: `<nodeId>.<allocId>`. */

@@ -165,6 +165,7 @@ export const requestSchemas: Record<AdminOp | TenantOp, object> = {
   'nodes.cordon': byNodeId,
   'nodes.uncordon': byNodeId,
   'nodes.drain': byNodeId,
+  'tenants.credentials': obj(['id'], { id: dnsLabel, rotate: { type: 'boolean' } }),
   'vnfs.instantiate': obj(['descriptor'], { descriptor: { $ref: 'edgenfv:vnfd' }, requestId }),
   'vnfs.get': byId,
   'vnfs.list': empty,
@@ -172,6 +173,11 @@ export const requestSchemas: Record<AdminOp | TenantOp, object> = {
   'vnfs.heal': obj(['id'], { id, replica: { type: 'integer', minimum: 0, maximum: 999 }, requestId }),
   'vnfs.terminate': obj(['id'], { id, mode: { enum: ['GRACEFUL', 'FORCEFUL'] }, requestId }),
   'opoccs.get': byId,
+  'notifications.list': obj([], {
+    vnfId: id,
+    afterSeq: { type: 'integer', minimum: 0 },
+    limit: { type: 'integer', minimum: 1, maximum: 1000 },
+  }),
 };
 
 const ajv = new Ajv({ allErrors: true, strict: true, discriminator: true, allowUnionTypes: true });

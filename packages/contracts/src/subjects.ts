@@ -11,6 +11,7 @@ export const ADMIN_OPS = [
   'nodes.cordon',
   'nodes.uncordon',
   'nodes.drain',
+  'tenants.credentials',
 ] as const;
 export type AdminOp = (typeof ADMIN_OPS)[number];
 
@@ -22,6 +23,7 @@ export const TENANT_OPS = [
   'vnfs.heal',
   'vnfs.terminate',
   'opoccs.get',
+  'notifications.list',
 ] as const;
 export type TenantOp = (typeof TENANT_OPS)[number];
 
@@ -62,4 +64,17 @@ export function parseApiSubject(subject: string): ParsedSubject {
       : { kind: 'unknown', reason: `unknown tenant operation "${op}"` };
   }
   return { kind: 'unknown', reason: 'unknown subject' };
+}
+
+/**
+ * Where the API server may send a reply (docs/security.md): only into an inbox (`_INBOX.` or `_INBOX_<who>.`), never
+ * a KV, stream or API subject; a tenant's inbox space (`_INBOX_t_<t>.`) only for that tenant's own requests. A
+ * request whose reply subject breaks this gets no reply at all.
+ */
+export function replyAllowed(requestSubject: string, reply: string): boolean {
+  if (!/^_INBOX(\.|_[A-Za-z0-9_-]+\.)[^\s]+$/.test(reply)) return false;
+  const m = /^_INBOX_t_([^.]+)\./.exec(reply);
+  if (!m) return true;
+  const parsed = parseApiSubject(requestSubject);
+  return parsed.kind === 'tenant' && parsed.tenantId === m[1];
 }

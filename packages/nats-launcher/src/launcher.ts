@@ -3,8 +3,9 @@
  * Used by the appliance (`npm start`) and by every test suite (own server, random loopback port, own store).
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import { resolverConfig, type TrustBundle } from './auth.js';
 
 export interface NatsServerOptions {
   /** JetStream store folder (created if missing). */
@@ -16,6 +17,11 @@ export interface NatsServerOptions {
   user?: string;
   pass?: string;
   serverName?: string;
+  /**
+   * Decentralised JWT auth (auth.ts): the operator, the system account and the application account, resolved by
+   * the built-in full resolver (its JWT store under storeDir/jwt). Excludes user/pass.
+   */
+  jwtAuth?: Pick<TrustBundle, 'operator' | 'system' | 'app'>;
   /** Path of nats-server; default: found on PATH, /usr/sbin, /usr/bin. */
   binary?: string;
   /** Called with each line nats-server writes (its log). */
@@ -87,6 +93,17 @@ function quote(s: string): string {
   return JSON.stringify(s);
 }
 
+/**
+ * A store made before JWT auth keeps its streams and KV buckets under the global account ($G); with JWT auth they
+ * belong to the application account: move them once, so state survives the switch.
+ */
+function adoptGlobalStreams(storeDir: string, accountPublicKey: string): void {
+  const js = join(storeDir, 'jetstream');
+  const from = join(js, '$G');
+  const to = join(js, accountPublicKey);
+  if (existsSync(from) && !existsSync(to)) renameSync(from, to);
+}
+
 export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServerHandle> {
   const binary = opts.binary ?? findNatsServer();
   if (!binary) throw new NatsServerNotFoundError();
@@ -100,7 +117,13 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
     // INVALID_ARGUMENT naming the field, instead of a client-side MAX_PAYLOAD error.
     'max_payload: 16MB',
   ];
-  if (opts.user !== undefined) {
+  if (opts.jwtAuth) {
+    if (opts.user !== undefined) throw new Error('nats-launcher: jwtAuth and user/pass exclude each other');
+    const jwtDir = join(opts.storeDir, 'jwt');
+    mkdirSync(jwtDir, { recursive: true, mode: 0o700 });
+    conf.push(...resolverConfig(opts.jwtAuth, jwtDir));
+    adoptGlobalStreams(opts.storeDir, opts.jwtAuth.app.publicKey);
+  } else if (opts.user !== undefined) {
     conf.push(`authorization { user: ${quote(opts.user)}, password: ${quote(opts.pass ?? '')} }`);
   }
   const confPath = join(opts.storeDir, 'nats-server.conf');

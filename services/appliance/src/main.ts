@@ -12,6 +12,7 @@ import { startNatsServer, type NatsServerHandle } from '@edgenfv/nats-launcher';
 import { createLogger } from '@edgenfv/telemetry';
 import { applianceDataplanes, loadApplianceConfig, type ApplianceConfig } from './config.js';
 import { Supervised, type ServiceSpec } from './supervisor.js';
+import { defaultNodeId, loadPrincipals, type Principals } from './principals.js';
 
 const REPO = fileURLToPath(new URL('../../../../', import.meta.url));
 
@@ -28,53 +29,73 @@ function writeSecret(path: string, value: unknown): void {
   chmodSync(path, 0o600);
 }
 
-/** The operator's NATS credentials and the dashboard's own operator token (a separate secret), made once. */
-function credentials(home: string): { user: string; pass: string; dashboardToken: string } {
+/** Secrets the appliance keeps across restarts: the dashboard's operator token. */
+function secrets(home: string): { dashboardToken: string } {
   const path = join(home, 'secrets.json');
-  const old = existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as { user: string; pass: string; dashboardToken?: string }) : undefined;
-  if (old?.dashboardToken) return old as { user: string; pass: string; dashboardToken: string };
-  const creds = { user: old?.user ?? 'operator', pass: old?.pass ?? randomBytes(18).toString('base64url'), dashboardToken: randomBytes(24).toString('base64url') };
-  writeSecret(path, creds);
-  return creds;
+  if (existsSync(path)) {
+    const s = JSON.parse(readFileSync(path, 'utf8')) as { dashboardToken?: string; pass?: string };
+    if (s.dashboardToken) return { dashboardToken: s.dashboardToken };
+  }
+  const s = { dashboardToken: randomBytes(24).toString('base64url') };
+  writeSecret(path, s);
+  return s;
 }
 
-function serviceSpecs(cfg: ApplianceConfig, nats: NatsServerHandle, creds: { user: string; pass: string; dashboardToken: string }): ServiceSpec[] {
+function serviceSpecs(cfg: ApplianceConfig, nats: NatsServerHandle, p: Principals, dashboardToken: string): ServiceSpec[] {
   const run = join(cfg.home, 'run');
   mkdirSync(run, { recursive: true, mode: 0o700 });
-  const natsEnv = { EDGENFV_NATS_URL: nats.url, EDGENFV_NATS_USER: creds.user, EDGENFV_NATS_PASS: creds.pass };
+  // Each service connects as its own principal with a creds file (0600); no secret goes into any environment.
+  const natsOf = (who: { credsFile: string; inboxPrefix: string }) => ({ credsFile: who.credsFile, inboxPrefix: who.inboxPrefix });
   const specs: ServiceSpec[] = [];
   if (cfg.services.scheduler) {
     const file = join(run, 'scheduler.json');
-    writeSecret(file, { networks: cfg.networks, ...cfg.scheduler });
+    writeSecret(file, {
+      networks: cfg.networks,
+      ...cfg.scheduler,
+      nats: { servers: [nats.url], ...natsOf(p.scheduler) },
+      credentials: { issuerFile: p.issuerFile },
+    });
     specs.push({
       name: 'scheduler',
       script: join(REPO, 'services/scheduler/dist/src/main.js'),
-      env: { ...natsEnv, EDGENFV_CONFIG: file, EDGENFV_SCHEDULER_METRICS_PORT: String(cfg.ports.schedulerMetrics) },
+      env: { EDGENFV_CONFIG: file, EDGENFV_SCHEDULER_METRICS_PORT: String(cfg.ports.schedulerMetrics) },
       healthUrl: `http://127.0.0.1:${cfg.ports.schedulerMetrics}/healthz`,
     });
   }
   if (cfg.services.nodeAgent) {
     const file = join(run, 'node-agent.json');
     const dataplanes = applianceDataplanes(cfg);
-    writeSecret(file, { stateDir: join(cfg.home, 'node'), networks: cfg.networks, ...(dataplanes ? { dataplanes } : {}), ...cfg.nodeAgent });
+    writeSecret(file, {
+      stateDir: join(cfg.home, 'node'),
+      networks: cfg.networks,
+      ...(dataplanes ? { dataplanes } : {}),
+      ...cfg.nodeAgent,
+      nodeId: p.nodeId,
+      nats: { url: nats.url, ...natsOf(p.node) },
+    });
     specs.push({
       name: 'node-agent',
       script: join(REPO, 'services/node-agent/dist/src/main.js'),
-      env: { ...natsEnv, EDGENFV_NODE_CONFIG: file, EDGENFV_METRICS_PORT: String(cfg.ports.nodeAgentMetrics) },
+      env: { EDGENFV_NODE_CONFIG: file, EDGENFV_METRICS_PORT: String(cfg.ports.nodeAgentMetrics) },
       healthUrl: `http://127.0.0.1:${cfg.ports.nodeAgentMetrics}/healthz`,
       // the first start builds the guest image (kernel download, initramfs): minutes, not seconds
       readyTimeoutMs: 20 * 60_000,
     });
   }
   if (cfg.services.dashboard) {
+    const connectFile = join(run, 'dashboard-connect.json');
+    writeSecret(connectFile, { servers: [nats.url], creds: readFileSync(p.dashboard.credsFile, 'utf8'), inboxPrefix: p.dashboard.inboxPrefix });
+    const tokenFile = join(run, 'dashboard-token');
+    writeFileSync(tokenFile, dashboardToken, { mode: 0o600 });
+    chmodSync(tokenFile, 0o600);
     specs.push({
       name: 'dashboard',
       script: join(REPO, 'services/dashboard/dist/src/main.js'),
       env: {
-        ...natsEnv,
+        EDGENFV_CONNECT: connectFile,
+        EDGENFV_DASHBOARD_TOKEN_FILE: tokenFile,
         EDGENFV_DASHBOARD_HOST: cfg.host,
         EDGENFV_DASHBOARD_PORT: String(cfg.ports.dashboard),
-        EDGENFV_DASHBOARD_TOKEN: creds.dashboardToken,
         EDGENFV_METRICS_URLS: [
           ...(cfg.services.scheduler ? [`http://127.0.0.1:${cfg.ports.schedulerMetrics}/metrics`] : []),
           ...(cfg.services.nodeAgent ? [`http://127.0.0.1:${cfg.ports.nodeAgentMetrics}/metrics`] : []),
@@ -109,10 +130,11 @@ async function main(): Promise<number> {
     }
   }
 
-  const creds = credentials(cfg.home);
+  const { dashboardToken } = secrets(cfg.home);
+  const principals = await loadPrincipals(cfg.home, typeof cfg.nodeAgent.nodeId === 'string' ? cfg.nodeAgent.nodeId : defaultNodeId());
   const connectPath = join(cfg.home, 'connect.json');
   rmSync(connectPath, { force: true });
-  const nats = await startNatsServer({ storeDir: join(cfg.home, 'nats'), host: cfg.host, port: cfg.ports.nats, user: creds.user, pass: creds.pass, serverName: 'edgenfv-appliance' });
+  const nats = await startNatsServer({ storeDir: join(cfg.home, 'nats'), host: cfg.host, port: cfg.ports.nats, jwtAuth: principals.trust, serverName: 'edgenfv-appliance' });
   logger.info({ url: nats.url, storeDir: nats.storeDir }, 'embedded nats-server serving');
 
   let stopping: Promise<number> | undefined;
@@ -134,7 +156,7 @@ async function main(): Promise<number> {
     void nats.exited.then(() => {
       if (!stopping) void stopAll(1, 'nats-server exited').then(resolve);
     });
-    for (const spec of serviceSpecs(cfg, nats, creds)) {
+    for (const spec of serviceSpecs(cfg, nats, principals, dashboardToken)) {
       services.push(new Supervised(spec, logger, (why) => void stopAll(1, why).then(resolve)));
     }
   });
@@ -151,9 +173,10 @@ async function main(): Promise<number> {
 
   const connect = {
     servers: [nats.url],
-    user: creds.user,
-    pass: creds.pass,
-    ...(cfg.services.dashboard ? { dashboardUrl: `http://${cfg.host}:${cfg.ports.dashboard}/`, dashboardToken: creds.dashboardToken } : {}),
+    // the operator principal: everything (docs/security.md)
+    creds: readFileSync(principals.operator.credsFile, 'utf8'),
+    inboxPrefix: principals.operator.inboxPrefix,
+    ...(cfg.services.dashboard ? { dashboardUrl: `http://${cfg.host}:${cfg.ports.dashboard}/`, dashboardToken } : {}),
     metricsUrls: services.map((s) => s.spec.healthUrl.replace(/\/healthz$/, '/metrics')),
     // where each network with dataplane: ovs-dpdk ends on the provider side (a veth named after the network)
     ...(cfg.ovsDpdk && cfg.services.nodeAgent ? { providerNetns: cfg.ovsDpdk.providerNetns } : {}),

@@ -11,7 +11,7 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { connect } from 'nats';
+import { connect, credsAuthenticator } from 'nats';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 
@@ -55,11 +55,12 @@ test('starts, writes connect.json, serves the API with its credentials, stops cl
     assert.equal(statSync(connectPath).mode & 0o777, 0o600);
     const info = JSON.parse(readFileSync(connectPath, 'utf8'));
     assert.deepEqual(info.servers, [`nats://127.0.0.1:${nats}`]);
-    assert.equal(typeof info.user, 'string');
+    assert.match(info.creds, /BEGIN NATS USER JWT/);
+    assert.equal(info.user, undefined, 'no password any more: the operator connects with its creds (JWT + nkey)');
     assert.deepEqual(info.metricsUrls, [`http://127.0.0.1:${sched}/metrics`]);
     // without credentials: refused; with connect.json's: served
     await assert.rejects(connect({ servers: info.servers, reconnect: false }));
-    const nc = await connect({ servers: info.servers, user: info.user, pass: info.pass });
+    const nc = await connect({ servers: info.servers, authenticator: credsAuthenticator(new TextEncoder().encode(info.creds)) });
     const r = await nc.request('nfv.v1.admin.tenants.create', JSON.stringify({ id: 'from-connect-json' }), { timeout: 5000 });
     assert.equal(JSON.parse(r.string()).ok, true);
     await nc.close();
@@ -83,7 +84,7 @@ test('starts, writes connect.json, serves the API with its credentials, stops cl
   }
 });
 
-test('the dashboard serves with its own token from connect.json (not the NATS password)', async () => {
+test('the dashboard serves with its own token from connect.json (not the NATS credentials), read from a file, not its environment', async () => {
   const home = mkdtempSync(join(tmpdir(), 'edgenfv-home-'));
   const [nats, sched, dash] = [await freePort(), await freePort(), await freePort()];
   const app = await startAppliance(home, `ports: {nats: ${nats}, schedulerMetrics: ${sched}, dashboard: ${dash}}\nservices: {nodeAgent: false}\n`);
@@ -92,10 +93,11 @@ test('the dashboard serves with its own token from connect.json (not the NATS pa
     const info = JSON.parse(readFileSync(join(home, 'connect.json'), 'utf8'));
     assert.equal(info.dashboardUrl, `http://127.0.0.1:${dash}/`);
     assert.match(info.dashboardToken, /^[A-Za-z0-9_-]{32}$/);
-    assert.notEqual(info.dashboardToken, info.pass);
+    assert.equal(info.pass, undefined, 'no NATS password any more');
+    const natsJwt = String(info.creds).split('\n')[1]!;
     const get = (token: string): Promise<Response> => fetch(`${info.dashboardUrl}api/overview`, { headers: { authorization: `Bearer ${token}` } });
     assert.equal((await get(info.dashboardToken)).status, 200);
-    assert.equal((await get(info.pass)).status, 403, 'the NATS password is not a dashboard token');
+    assert.equal((await get(natsJwt)).status, 403, "the operator's NATS credentials are not a dashboard token");
     assert.equal((await fetch(`${info.dashboardUrl}api/overview`)).status, 401);
     process.kill(-app.child.pid!, 'SIGINT');
     assert.equal(await app.exited, 0);
@@ -114,7 +116,7 @@ test('state survives an appliance restart', async () => {
       const app = await startAppliance(home, yaml);
       await waitFor(join(home, 'connect.json'), app.exited, app.out);
       const info = JSON.parse(readFileSync(join(home, 'connect.json'), 'utf8'));
-      const nc = await connect({ servers: info.servers, user: info.user, pass: info.pass });
+      const nc = await connect({ servers: info.servers, authenticator: credsAuthenticator(new TextEncoder().encode(info.creds)) });
       if (round === 1) await nc.request('nfv.v1.admin.tenants.create', JSON.stringify({ id: 'durable' }), { timeout: 5000 });
       const got = JSON.parse((await nc.request('nfv.v1.admin.tenants.get', JSON.stringify({ id: 'durable' }), { timeout: 5000 })).string());
       assert.equal(got.ok, true, `round ${round}`);

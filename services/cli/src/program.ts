@@ -59,7 +59,7 @@ function connectError(err: unknown, servers: string[]): AppError {
 export function buildProgram(io: CliIo): Command {
   const program = new Command('edgenfv');
   program
-    .description('Operate an edgenfv appliance over its message API (reads $EDGENFV_HOME/connect.json).')
+    .description('Operate an edgenfv appliance over its message API (reads $EDGENFV_CONNECT, else $EDGENFV_HOME/connect.json).')
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
     .showHelpAfterError()
@@ -150,7 +150,16 @@ export function buildProgram(io: CliIo): Command {
   tenants.command('list').description('every tenant').action(async (_o, cmd: Command) => {
     print(cmd, await withClient(cmd, (c) => c.listTenants()), 'tenant');
   });
-  tenants.command('delete <id>').description('delete a tenant (refused while it has VNFs)').action(async (id: string, _o, cmd: Command) => {
+  tenants
+    .command('credentials <id>')
+    .description("issue NATS credentials confined to the tenant's subjects: a connect file on stdout (use it with EDGENFV_CONNECT=<file>)")
+    .option('--rotate', 'revoke every earlier credential of the tenant (their connections are closed)')
+    .action(async (id: string, o: { rotate?: boolean }, cmd: Command) => {
+      const creds = await withClient(cmd, (c) => c.tenantCredentials(id, o.rotate === true));
+      // always the connect-file JSON, whatever --output says: it is meant for `> acme.json`
+      io.stdout.write(JSON.stringify(creds, null, 2) + '\n');
+    });
+  tenants.command('delete <id>').description('delete a tenant (refused while it has VNFs; revokes its credentials)').action(async (id: string, _o, cmd: Command) => {
     await withClient(cmd, (c) => c.deleteTenant(id));
     print(cmd, { deleted: id }, 'plain');
   });

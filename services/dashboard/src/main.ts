@@ -2,11 +2,12 @@
  * `node services/dashboard/dist/src/main.js`: reads config, builds logger and registry, connects to NATS,
  * calls buildApp and listens. Config (env): EDGENFV_HOME (connect.json), EDGENFV_NATS_URL (overrides its servers),
  * EDGENFV_NATS_USER / EDGENFV_NATS_PASS / EDGENFV_NATS_TOKEN (override its credentials),
- * EDGENFV_DASHBOARD_HOST (127.0.0.1), EDGENFV_DASHBOARD_PORT (8080), EDGENFV_DASHBOARD_TOKEN (the operator's
+ * EDGENFV_DASHBOARD_HOST (127.0.0.1), EDGENFV_DASHBOARD_PORT (8080), EDGENFV_DASHBOARD_TOKEN or EDGENFV_DASHBOARD_TOKEN_FILE (the operator's
  * token; without it every /api request is refused), EDGENFV_DASHBOARD_ALLOWED_HOSTS (comma-separated names the page
  * may be reached by besides loopback), EDGENFV_DASHBOARD_RATE_LIMIT (requests/s per client, default 20),
  * EDGENFV_METRICS_URLS (comma-separated /metrics of the services, for the histograms).
  */
+import { readFileSync } from 'node:fs';
 import { connect } from 'nats';
 import { loadConnectInfo, natsOptions } from '@edgenfv/api-client';
 import { createLogger, createRegistry } from '@edgenfv/telemetry';
@@ -33,10 +34,12 @@ export function loadDashboardConfig(env: NodeJS.ProcessEnv): Readonly<DashboardC
     throw new Error(`EDGENFV_DASHBOARD_RATE_LIMIT must be a positive number of requests per second (got ${JSON.stringify(env.EDGENFV_DASHBOARD_RATE_LIMIT)})`);
   }
   const host = env.EDGENFV_DASHBOARD_HOST ?? '127.0.0.1';
+  // the appliance names a 0600 file instead of putting the token in the environment (docs/security.md)
+  const token = env.EDGENFV_DASHBOARD_TOKEN ?? (env.EDGENFV_DASHBOARD_TOKEN_FILE ? readFileSync(env.EDGENFV_DASHBOARD_TOKEN_FILE, 'utf8').trim() : undefined);
   return Object.freeze({
     host,
     port,
-    ...(env.EDGENFV_DASHBOARD_TOKEN ? { operatorToken: env.EDGENFV_DASHBOARD_TOKEN } : {}),
+    ...(token ? { operatorToken: token } : {}),
     allowedHosts: [...list(env.EDGENFV_DASHBOARD_ALLOWED_HOSTS), ...(host === '0.0.0.0' || host === '::' ? [] : [host])],
     rateLimitPerSec: rate,
     metricsUrls: list(env.EDGENFV_METRICS_URLS),

@@ -64,7 +64,7 @@ export interface NodeAgentConfig {
   dataplanes: readonly DataplaneConfig[];
   /** The deployment's networks (the appliance passes its list): which ask for the DPDK switch, their VLANs. */
   networks: readonly NetworkConfig[];
-  nats: Readonly<{ url: string; user?: string; pass?: string; token?: string; credsFile?: string }>;
+  nats: Readonly<{ url: string; user?: string; pass?: string; token?: string; credsFile?: string; inboxPrefix?: string }>;
   metrics: Readonly<{ host: string; port: number }>;
   heartbeatIntervalMs: number;
   qemu: Readonly<{
@@ -110,7 +110,7 @@ const KEYS: Record<string, readonly string[]> = {
     'isolation',
     'vmBaseMemoryMiB',
   ],
-  nats: ['url', 'user', 'pass', 'token', 'credsFile'],
+  nats: ['url', 'user', 'pass', 'token', 'credsFile', 'inboxPrefix'],
   metrics: ['host', 'port'],
   qemu: ['binary', 'machine', 'accel', 'tcgTbSizeMiB', 'maxVcpus', 'maxMemoryMiB'],
   guest: ['kernelPath', 'initrdPath', 'bootTimeoutMs', 'extraKernelArgs'],
@@ -151,6 +151,7 @@ export const ENV_VARS = {
   EDGENFV_NATS_PASS: 'nats.pass',
   EDGENFV_NATS_TOKEN: 'nats.token',
   EDGENFV_NATS_CREDS: 'nats.credsFile',
+  EDGENFV_NATS_INBOX_PREFIX: 'nats.inboxPrefix',
   EDGENFV_METRICS_PORT: 'metrics.port',
   EDGENFV_GUEST_KERNEL: 'guest.kernelPath',
   EDGENFV_GUEST_INITRD: 'guest.initrdPath',
@@ -400,6 +401,11 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
   if (pass !== undefined) Object.assign(nats, { pass });
   if (token !== undefined) Object.assign(nats, { token });
   if (credsFile !== undefined) Object.assign(nats, { credsFile });
+  const inboxPrefix = str(n, 'inboxPrefix', 'nats.inboxPrefix');
+  if (inboxPrefix !== undefined) {
+    if (!/^_INBOX[A-Za-z0-9_-]*$/.test(inboxPrefix)) issues.push({ field: 'nats.inboxPrefix', message: 'must be _INBOX followed by letters, digits, _ or -' });
+    else Object.assign(nats, { inboxPrefix });
+  }
   if ((user === undefined) !== (pass === undefined)) issues.push({ field: 'nats.pass', message: 'nats.user and nats.pass go together' });
   if (token !== undefined && user !== undefined) issues.push({ field: 'nats.token', message: 'use either a token or user/pass' });
 

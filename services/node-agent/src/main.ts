@@ -25,6 +25,8 @@ async function main(): Promise<void> {
   if (cfg.nats.user) Object.assign(opts, { user: cfg.nats.user, pass: cfg.nats.pass });
   if (cfg.nats.token) Object.assign(opts, { token: cfg.nats.token });
   if (cfg.nats.credsFile) opts.authenticator = credsAuthenticator(readFileSync(cfg.nats.credsFile));
+  // a node's credentials may only subscribe below its own inbox prefix (docs/security.md)
+  if (cfg.nats.inboxPrefix) opts.inboxPrefix = cfg.nats.inboxPrefix;
   const nc = await connect(opts);
   const image =
     cfg.guest.kernelPath && cfg.guest.initrdPath

@@ -24,6 +24,8 @@ import { LedgerPlacement } from './placement/port.js';
 import { ledgerMetrics, placementMetrics } from './placement/metrics.js';
 import { nodeMetrics } from './nodes/metrics.js';
 import { watchMetrics } from './state/follow.js';
+import { CredentialIssuer } from './api/credentials.js';
+import type { IssuerConfig } from '@edgenfv/nats-launcher/internal/auth';
 
 export interface SchedulerDeps {
   nc: NatsConnection;
@@ -38,6 +40,8 @@ export interface SchedulerDeps {
   limits?: StoreLimits;
   heartbeatGraceMs?: number;
   leaderLeaseTtlMs?: number;
+  /** Issues tenants' NATS credentials (JWT auth; api/credentials.ts): the issuer keys and the servers to hand out. */
+  issuer?: { config: IssuerConfig; servers: string[] };
   /** Replaces the placement over the cluster state (tests). */
   placement?: PlacementPort;
 }
@@ -84,6 +88,7 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
     onDeposed: async (reason) => {
       logger.warn({ reason }, 'no longer leader: operations engine stopping');
       await engine.stop();
+      await credentials?.stop();
     },
     onNodeLost: (ev) => healLostNode(ctx, ev),
   });
@@ -101,6 +106,7 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
     watchReport,
     onOpEnded: site.opEnded,
   });
+  const credentials = deps.issuer ? new CredentialIssuer(deps.issuer.config, deps.issuer.servers, store.credentials, logger) : undefined;
   ctx = {
     store,
     logger,
@@ -110,6 +116,7 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
     newId,
     onOpOccCreated: (op) => engine.enqueue(op),
     nodes: core,
+    ...(credentials ? { credentials } : {}),
   };
   const api = new ApiServer(deps.nc, ctx, { drain: (nodeId) => drainNode(ctx, nodeId) }, deps.registry);
   return {
@@ -118,6 +125,7 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
     engine,
     core,
     async start() {
+      await credentials?.start();
       api.start();
       await core.start();
     },
@@ -125,6 +133,7 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
       await api.stop();
       await core.stop();
       await engine.stop();
+      await credentials?.stop();
     },
   };
 }

@@ -8,7 +8,9 @@ import { InvalidArgumentError, type FieldIssue, type NetworkConfig } from '@edge
 
 export interface SchedulerConfig {
   instanceId: string;
-  nats: { servers: string[]; user?: string; pass?: string; token?: string; credsFile?: string };
+  nats: { servers: string[]; user?: string; pass?: string; token?: string; credsFile?: string; inboxPrefix?: string };
+  /** Issues tenants' NATS credentials (docs/security.md): a JSON file (0600) with the issuer keys; absent: no issuing. */
+  credentials?: { issuerFile: string };
   /** JetStream replicas of the state buckets: 1 on one machine, 3 or 5 in a NATS cluster. */
   kvReplicas: number;
   networks: NetworkConfig[];
@@ -41,6 +43,7 @@ const KEYS = new Set([
   'eventsMaxBytes',
   'metrics',
   'logLevel',
+  'credentials',
 ]);
 
 export const DEFAULTS = {
@@ -92,8 +95,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file = env.EDGE
   if (token !== undefined) nats.token = token;
   const credsFile = env.EDGENFV_NATS_CREDS ?? (natsRaw.credsFile as string | undefined);
   if (credsFile !== undefined) nats.credsFile = credsFile;
+  const inboxPrefix = env.EDGENFV_NATS_INBOX_PREFIX ?? (natsRaw.inboxPrefix as string | undefined);
+  if (inboxPrefix !== undefined) {
+    if (typeof inboxPrefix !== 'string' || !/^_INBOX[A-Za-z0-9_-]*$/.test(inboxPrefix)) issues.push({ field: 'nats.inboxPrefix', message: 'must be _INBOX followed by letters, digits, _ or -' });
+    else nats.inboxPrefix = inboxPrefix;
+  }
   for (const k of Object.keys(natsRaw)) {
-    if (!['servers', 'user', 'pass', 'token', 'credsFile'].includes(k)) issues.push({ field: `nats.${k}`, message: 'is not a known setting' });
+    if (!['servers', 'user', 'pass', 'token', 'credsFile', 'inboxPrefix'].includes(k)) issues.push({ field: `nats.${k}`, message: 'is not a known setting' });
   }
 
   const networks = (raw.networks ?? []) as NetworkConfig[];
@@ -123,6 +131,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file = env.EDGE
     metrics: metricsOff ? null : { host: '127.0.0.1', port: metricsPort ?? DEFAULTS.metricsPort },
     logLevel: env.EDGENFV_LOG_LEVEL ?? (raw.logLevel as string | undefined) ?? 'info',
   };
+  const credRaw = raw.credentials as { issuerFile?: unknown } | undefined;
+  const issuerFile = env.EDGENFV_CREDENTIALS_ISSUER ?? credRaw?.issuerFile;
+  if (credRaw !== undefined && (typeof credRaw !== 'object' || credRaw === null || Object.keys(credRaw).some((k) => k !== 'issuerFile'))) {
+    issues.push({ field: 'credentials', message: 'must be {issuerFile: <path>}' });
+  }
+  if (issuerFile !== undefined) {
+    if (typeof issuerFile !== 'string' || !issuerFile.startsWith('/')) issues.push({ field: 'credentials.issuerFile', message: 'must be an absolute path' });
+    else cfg.credentials = { issuerFile };
+  }
   if (issues.length) throw new InvalidArgumentError(issues);
   return Object.freeze(cfg);
 }

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { connect, credsAuthenticator } from 'nats';
 import { createLogger, createRegistry, serveMetrics } from '@edgenfv/telemetry';
 import { loadConfig } from './config.js';
+import type { IssuerConfig } from '@edgenfv/nats-launcher/internal/auth';
 import { buildApp } from './app.js';
 
 async function main(): Promise<void> {
@@ -17,6 +18,7 @@ async function main(): Promise<void> {
     ...(cfg.nats.user !== undefined ? { user: cfg.nats.user, pass: cfg.nats.pass ?? '' } : {}),
     ...(cfg.nats.token !== undefined ? { token: cfg.nats.token } : {}),
     ...(cfg.nats.credsFile !== undefined ? { authenticator: credsAuthenticator(readFileSync(cfg.nats.credsFile)) } : {}),
+    ...(cfg.nats.inboxPrefix !== undefined ? { inboxPrefix: cfg.nats.inboxPrefix } : {}),
   });
   const app = await buildApp({
     nc,
@@ -29,6 +31,7 @@ async function main(): Promise<void> {
     leaderLeaseTtlMs: cfg.leaderLeaseTtlMs,
     engine: { startTimeoutMs: cfg.startTimeoutMs, stopTimeoutMs: cfg.stopTimeoutMs, retentionMs: cfg.retentionMs },
     limits: { bucketMaxBytes: cfg.bucketMaxBytes, eventsMaxBytes: cfg.eventsMaxBytes },
+    ...(cfg.credentials ? { issuer: { config: JSON.parse(readFileSync(cfg.credentials.issuerFile, 'utf8')) as IssuerConfig, servers: cfg.nats.servers } } : {}),
   });
   await app.start();
   const metrics = cfg.metrics ? await serveMetrics(registry, cfg.metrics) : null;

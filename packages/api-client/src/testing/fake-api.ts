@@ -7,6 +7,7 @@
  */
 import { JSONCodec, RetentionPolicy, StorageType, type Msg, type NatsConnection, type Subscription } from 'nats';
 import {
+  UnavailableError,
   AlreadyExistsError,
   ConflictError,
   EVENTS_STREAM,
@@ -283,6 +284,9 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
           }
           return { opOccIds: ids };
         }
+        case 'tenants.credentials':
+          validateRequest(p.op, body);
+          throw new UnavailableError('the fake API issues no NATS credentials');
       }
     }
     const t = p.tenantId;
@@ -367,6 +371,10 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
         if (!o) throw new NotFoundError(`operation occurrence "${req.id}" not found in tenant "${t}"`);
         return o;
       }
+      case 'notifications.list':
+        validateRequest(p.op, body);
+        tenantOf(t);
+        throw new UnavailableError('the fake API keeps no notifications to list');
     }
   }
 

@@ -3,6 +3,7 @@ import type { NetworkConfig, OpOcc } from '@edgenfv/contracts';
 import type { Store } from '../state/store.js';
 import type { Notifier } from '../ops/notifier.js';
 import type { SchedulerCore } from '../leader/core.js';
+import type { CredentialIssuer } from './credentials.js';
 
 /** What every API handler may use; built once by the app, shared by all requests. */
 export interface ApiContext {
@@ -16,4 +17,6 @@ export interface ApiContext {
   onOpOccCreated: (op: OpOcc) => void;
   /** Node registry (cordon, uncordon) and cluster state (what each node holds). */
   nodes: SchedulerCore;
+  /** Issues and revokes tenants' NATS credentials; absent when the scheduler runs without an issuer (no NATS auth). */
+  credentials?: CredentialIssuer;
 }

@@ -11,6 +11,7 @@ import {
   InvalidArgumentError,
   isDnsLabel,
   parseApiSubject,
+  replyAllowed,
   subjects,
   validateRequest,
   type AdminOp,
@@ -22,6 +23,7 @@ import * as tenants from './tenants.js';
 import * as vnfs from './vnfs.js';
 import * as nodes from './nodes.js';
 import { once, requestKey } from './idempotency.js';
+import { listNotifications } from './notifications.js';
 
 export const API_QUEUE = 'edgenfv-api';
 /** The largest request body the API accepts: a VNFD with many interfaces is a few KiB; larger is refused. */
@@ -88,6 +90,13 @@ export class ApiServer {
   private async handle(msg: Msg): Promise<void> {
     // Notifications (nfv.v1.tenant.<t>.events.>) and other plain publishes carry no reply subject: not requests.
     if (!msg.reply) return;
+    // Replies go only into inboxes, a tenant's inbox space only for its own requests: a reply subject naming a KV
+    // key, a stream or another tenant's subjects gets nothing (docs/security.md).
+    if (!replyAllowed(msg.subject, msg.reply)) {
+      this.requests.inc({ op: 'unknown', code: 'PERMISSION_DENIED' });
+      this.ctx.logger.warn({ subject: msg.subject, reply: msg.reply }, 'request refused: its reply subject is not an inbox of the requester');
+      return;
+    }
     const parsed = parseApiSubject(msg.subject);
     const op = parsed.kind === 'unknown' ? 'unknown' : parsed.op;
     const endTimer = this.duration.startTimer({ op });
@@ -168,6 +177,8 @@ export class ApiServer {
         return nodes.setCordon(ctx, req.id as string, false);
       case 'nodes.drain':
         return this.delegates.drain(req.id as string);
+      case 'tenants.credentials':
+        return tenants.tenantCredentials(ctx, req as never);
     }
   }
 
@@ -189,6 +200,9 @@ export class ApiServer {
         return vnfs.terminate(ctx, tenantId, req as never);
       case 'opoccs.get':
         return vnfs.getOpOcc(ctx, tenantId, req as never);
+      case 'notifications.list':
+        await tenants.getTenant(ctx, tenantId);
+        return listNotifications(ctx, tenantId, req as never);
     }
   }
 }

@@ -3,9 +3,12 @@ import {
   AlreadyExistsError,
   ConflictError,
   NotFoundError,
+  UnavailableError,
   TERMINAL_OP_STATES,
+  type CredentialsRequest,
   type IdRequest,
   type Tenant,
+  type TenantCredentials,
   type TenantCreateRequest,
   type Usage,
 } from '@edgenfv/contracts';
@@ -70,8 +73,19 @@ export async function deleteTenant(ctx: ApiContext, req: IdRequest): Promise<Rec
     for (const bucket of [ctx.store.vnfs, ctx.store.opoccs, ctx.store.names] as const) {
       for (const k of await bucket.keys(filter)) await bucket.delete(k);
     }
+    // its credentials stop working now: connected clients of the tenant are disconnected
+    await ctx.credentials?.revokeTenant(req.id);
     ctx.logger.info({ tenantId: req.id }, 'tenant deleted');
     return {};
   }
   throw new ConflictError(`tenant "${req.id}" is changing; retry`);
+}
+
+/** `tenants.credentials`: new NATS credentials for the tenant; `rotate` revokes the earlier ones. */
+export async function tenantCredentials(ctx: ApiContext, req: CredentialsRequest): Promise<TenantCredentials> {
+  await getTenant(ctx, req.id);
+  if (!ctx.credentials) {
+    throw new UnavailableError('this scheduler issues no NATS credentials: it runs without an issuer (credentials.issuerFile in its config)');
+  }
+  return ctx.credentials.issue(req.id, req.rotate === true);
 }

@@ -28,7 +28,8 @@ export class KvPublisher {
     private readonly nc: NatsConnection,
     private readonly timeoutMs = 5000,
   ) {
-    this.prefix = createInbox();
+    // under the connection's inbox prefix: a restricted principal may only subscribe there (docs/security.md)
+    this.prefix = createInbox((nc as NatsConnection & { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
     this.sub = nc.subscribe(`${this.prefix}.*`, {
       callback: (err, msg) => {
         if (err) return;

@@ -3,6 +3,7 @@
  * Every write is a compare-and-set on the entry's revision (`create` for new keys, `update` with the revision
  * read); `mutate` wraps the read-modify-CAS loop so that concurrent writers never lose an update.
  */
+import type { CredentialRecord } from '../api/credentials.js';
 import type { JetStreamClient, KV, KvOptions, NatsConnection } from 'nats';
 import {
   KV_BUCKETS,
@@ -147,6 +148,8 @@ export class Store {
     readonly nodes: JsonBucket<NodeRecord>,
     readonly allocs: JsonBucket<Allocation>,
     readonly status: JsonBucket<ReplicaStatus>,
+    /** Tenants' issued and revoked NATS user keys (api/credentials.ts). */
+    readonly credentials: JsonBucket<CredentialRecord>,
   ) {}
 
   static async open(nc: NatsConnection, opts: StoreOptions = {}): Promise<Store> {
@@ -155,7 +158,7 @@ export class Store {
     const max_bytes = opts.limits?.bucketMaxBytes ?? DEFAULT_BUCKET_MAX_BYTES;
     const open = async <T>(name: string, extra: Partial<KvOptions> = {}): Promise<JsonBucket<T>> =>
       new JsonBucket<T>(await js.views.kv(name, { history: 1, replicas, max_bytes, ...extra }), name);
-    const [tenants, vnfs, opoccs, requests, names, nodes, allocs, status] = await Promise.all([
+    const [tenants, vnfs, opoccs, requests, names, nodes, allocs, status, credentials] = await Promise.all([
       open<StoredTenant>(KV_BUCKETS.tenants),
       open<Vnf>(KV_BUCKETS.vnfs),
       open<OpOcc>(KV_BUCKETS.opoccs),
@@ -164,9 +167,10 @@ export class Store {
       open<NodeRecord>(KV_BUCKETS.nodes),
       open<Allocation>(KV_BUCKETS.allocs),
       open<ReplicaStatus>(KV_BUCKETS.status),
+      open<CredentialRecord>(KV_BUCKETS.credentials),
     ]);
     await ensureEventsStream(nc, replicas, opts.limits?.eventsMaxBytes ?? DEFAULT_EVENTS_MAX_BYTES);
-    return new Store(nc, js, tenants, vnfs, opoccs, requests, names, nodes, allocs, status);
+    return new Store(nc, js, tenants, vnfs, opoccs, requests, names, nodes, allocs, status, credentials);
   }
 }
 
