@@ -52,6 +52,8 @@ function parseOne(raw: unknown, issues: Issues, at: string): ParsedNetwork | und
   const parent = f.string('parent', { re: IFNAME_RE, reHint: IFNAME_HINT });
   const mtuBytes = f.int('mtuBytes', { min: 68, max: 65535 });
   const dataplane = f.oneOf('dataplane', ['ovs-dpdk'] as const);
+  const spoofchk = f.bool('spoofchk');
+  const trust = f.bool('trust');
   f.closed();
 
   let family: 4 | 6 = 4;
@@ -100,6 +102,8 @@ function parseOne(raw: unknown, issues: Issues, at: string): ParsedNetwork | und
   if (parent) config.parent = parent;
   if (mtuBytes !== undefined) config.mtuBytes = mtuBytes;
   if (dataplane) config.dataplane = dataplane;
+  if (spoofchk !== undefined) config.spoofchk = spoofchk;
+  if (trust !== undefined) config.trust = trust;
   const net: ParsedNetwork = {
     config: Object.freeze(config),
     family,

@@ -19,8 +19,11 @@ export interface NetworkConfig {
   gateway?: string;
   /** Sub-range of `cidr` to hand out; default: the whole CIDR (minus network/broadcast for IPv4). */
   range?: NetworkRange;
-  /** 802.1Q VLAN id (1..4094). */
+  /** 802.1Q VLAN id (1..4094); for SR-IOV VFs on this network, the VF's VLAN (operator-owned: contracts vf-policy). */
   vlan?: number;
+  /** SR-IOV VFs on this network: MAC spoof checking, and trust (promiscuous/multicast, MAC changes in the guest). Operator-owned. */
+  spoofchk?: boolean;
+  trust?: boolean;
   /** Linux bridge on each node that carries this network (tap attachments). */
   bridge?: string;
   /** Host link that macvtap attachments of this network hang off. */

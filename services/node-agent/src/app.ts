@@ -81,6 +81,7 @@ export function buildApp(deps: AppDeps): App {
         stateDir: cfg.stateDir,
         sysfsRoot: cfg.sysfsRoot,
         physnets: cfg.physnets,
+        networks: cfg.networks,
         logger,
         ...(switches[0] ? { dataplane: switches[0] } : {}), // vhost-user ports go on the node's switch
       }),

@@ -10,9 +10,9 @@
  */
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { InvalidArgumentError, type AttachmentResult } from '@edgenfv/contracts';
+import { InvalidArgumentError, type AttachmentResult, type NetworkConfig } from '@edgenfv/contracts';
 import { execFile } from 'node:child_process';
-import { createAttachments, IpNetlink, RealSysfs, tapNames, type Attachments } from '@edgenfv/netplugins';
+import { createAttachments, IpNetlink, RealSysfs, tapNames, type Attachments, type Netlink, type Sysfs } from '@edgenfv/netplugins';
 import type { DataplaneSwitch } from '../dataplane/switch.js';
 import type { AttachmentPort, AttachRequest } from './ports.js';
 
@@ -22,6 +22,10 @@ export interface NetpluginsAttachmentsOptions {
   /** PF -> physnet (the node config's mapping), for the SR-IOV plugin's pools. */
   physnets: Readonly<Record<string, string>>;
   logger: Logger;
+  /** The SR-IOV host ports (default: `sysfsRoot` and `ip`); a FakeSysfs/FakeVfNetlink where the host has no SR-IOV NIC. */
+  sriovHost?: { sysfs: Sysfs; vfNetlink: Netlink };
+  /** The deployment's networks (operator-owned VF settings of SR-IOV interfaces on them). */
+  networks?: readonly NetworkConfig[];
   /** The node's DPDK switch (absent: the node has none, and vhost-user interfaces are refused). */
   dataplane?: Pick<DataplaneSwitch, 'bridgeFor' | 'socketDir'>;
 }
@@ -35,7 +39,13 @@ export class NetpluginsAttachments implements AttachmentPort {
 
   constructor(private readonly opts: NetpluginsAttachmentsOptions) {
     // records, device locks and VF claims under <stateDir>/netplugins (the switch restores its ports from the same records)
-    this.plugins = createAttachments({ stateDir: join(opts.stateDir, 'netplugins'), logger: opts.logger, netlink: new IpNetlink(), sysfs: new RealSysfs(opts.sysfsRoot) });
+    this.plugins = createAttachments({
+      stateDir: join(opts.stateDir, 'netplugins'),
+      logger: opts.logger,
+      netlink: new IpNetlink(),
+      sysfs: opts.sriovHost?.sysfs ?? new RealSysfs(opts.sysfsRoot),
+      ...(opts.sriovHost ? { vfNetlink: opts.sriovHost.vfNetlink } : {}),
+    });
   }
 
   async add(req: AttachRequest): Promise<AttachmentResult> {
@@ -54,7 +64,11 @@ export class NetpluginsAttachments implements AttachmentPort {
         return this.plugins.macvtap.add(ctx, this.plugins.macvtap.parseConfig({ ...common, parent: i.parent, mode: 'bridge' }));
       case 'sriov': {
         const s = i.sriov;
-        const pfs = Object.entries(this.opts.physnets).map(([pf, physnet]) => ({ pf, physnet }));
+        // the operator's VF settings come from the interface's network (VLAN, spoofchk, trust); what the tenant's
+        // descriptor asked (s.vlan, ...) may repeat them, never change them (netplugins: PERMISSION_DENIED)
+        const net = i.network !== undefined ? this.opts.networks?.find((n) => n.name === i.network) : undefined;
+        const operator = { ...(net?.vlan !== undefined ? { vlan: net.vlan } : {}), ...(net?.spoofchk !== undefined ? { spoofchk: net.spoofchk } : {}), ...(net?.trust !== undefined ? { trust: net.trust } : {}) };
+        const pfs = Object.entries(this.opts.physnets).map(([pf, physnet]) => ({ pf, physnet, ...(physnet === s.physnet ? operator : {}) }));
         const raw: Record<string, unknown> = { ...common, physnet: s.physnet, deviceID: s.vfPciAddress, pfs, driver: 'vfio-pci' };
         for (const k of ['vlan', 'vlanQos', 'spoofchk', 'trust'] as const) if (s[k] !== undefined) raw[k] = s[k];
         return this.plugins.sriov.add({ containerId: req.sandboxId, ifName: req.hostIfName }, this.plugins.sriov.parseConfig(raw));
