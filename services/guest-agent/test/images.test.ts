@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, statSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImageStore, parseImageRef } from '../src/containers/images.js';
@@ -70,3 +70,21 @@ test('oci-disk: a layout packed as a tar on a block device found by its serial i
   await assert.rejects(store.prepare(parseImageRef('oci-disk:oci-ffff')), /no disk with serial oci-ffff/);
   assert.throws(() => parseImageRef('oci-disk:this-serial-is-longer-than-20'), /image/);
 });
+
+test('builtin:testpmd: the files of the DPDK manifest hard-linked into its rootfs, its entry script; refused without a manifest', async () => {
+  const src = join(dir, 'dpdk-src');
+  mkdirSync(join(src, 'lib'), { recursive: true });
+  writeFileSync(join(src, 'dpdk-testpmd'), '#!/bin/sh\n');
+  writeFileSync(join(src, 'lib', 'librte_x.so.23.0'), 'lib');
+  const manifest = join(dir, 'dpdk.files');
+  writeFileSync(manifest, `${join(src, 'dpdk-testpmd')}\n${join(src, 'lib', 'librte_x.so.23.0')}\nL ${join(src, 'lib', 'librte_x.so')} librte_x.so.23.0\n`);
+  const store = new ImageStore(join(dir, 'store-tp'), '/usr/bin/busybox', undefined, manifest);
+  const cfg = await store.prepare(parseImageRef('builtin:testpmd'));
+  assert.deepEqual(cfg.args, ['/bin/testpmd-vnf']);
+  assert.equal(statSync(join(cfg.rootfs, src, 'dpdk-testpmd')).ino, statSync(join(src, 'dpdk-testpmd')).ino, 'hard-linked, not copied');
+  assert.equal(readlinkSync(join(cfg.rootfs, src, 'lib', 'librte_x.so')), 'librte_x.so.23.0');
+  assert.match(readFileSync(join(cfg.rootfs, 'bin', 'testpmd-vnf'), 'utf8'), /EDGENFV_EAL_ARGS/);
+  const none = new ImageStore(join(dir, 'store-none'), '/usr/bin/busybox', undefined, join(dir, 'no-such-manifest'));
+  await assert.rejects(none.prepare(parseImageRef('builtin:testpmd')), /carries no DPDK/);
+});
+

@@ -1,18 +1,21 @@
 /**
  * Root filesystems for VNF containers. Built-in images are made from the guest's static busybox on first use:
- * `builtin:vrouter` (turns on IPv4 forwarding between the interfaces it shares with the VM and waits) and
- * `builtin:busybox` (a shell). `oci:<dir>:<tag>` unpacks an OCI image layout (index.json -> manifest -> layers,
+ * `builtin:vrouter` (turns on IPv4 forwarding between the interfaces it shares with the VM and waits),
+ * `builtin:busybox` (a shell) and `builtin:testpmd` (dpdk-testpmd forwarding between the VNF's DPDK ports: the files
+ * the guest image lists in /etc/edgenfv/dpdk.files, hard-linked in; EAL args from the node agent in $EDGENFV_EAL_ARGS). `oci:<dir>:<tag>` unpacks an OCI image layout (index.json -> manifest -> layers,
  * tar or tar+gzip) that the node agent shipped into the guest.
  */
-import { mkdir, writeFile, copyFile, symlink, readFile, rm, rename, access, chmod, readdir, open } from 'node:fs/promises';
-import { join, isAbsolute } from 'node:path';
+import { mkdir, writeFile, copyFile, symlink, readFile, rm, rename, access, chmod, readdir, open, link } from 'node:fs/promises';
+import { join, isAbsolute, dirname } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { InvalidArgumentError, NotFoundError } from '@edgenfv/contracts/internal/errors';
+import { ConflictError, InvalidArgumentError, NotFoundError } from '@edgenfv/contracts/internal/errors';
 
 const pexec = promisify(execFile);
 
-export const BUILTIN_IMAGES = ['builtin:vrouter', 'builtin:busybox'] as const;
+export const BUILTIN_IMAGES = ['builtin:vrouter', 'builtin:busybox', 'builtin:testpmd'] as const;
+/** The list of DPDK files the guest image carries (written by the node agent's image builder, dpdk-files.ts). */
+export const DPDK_MANIFEST = '/etc/edgenfv/dpdk.files';
 
 export interface ImageRef {
   kind: 'builtin' | 'oci' | 'oci-disk';
@@ -36,7 +39,7 @@ export function parseImageRef(ref: unknown, field = 'image'): ImageRef {
   const d = /^oci-disk:([A-Za-z0-9_-]{1,20})(?::([A-Za-z0-9_.-]+))?$/.exec(ref);
   if (d) return { kind: 'oci-disk', name: d[1]!, ...(d[2] ? { tag: d[2] } : {}), ref };
   throw new InvalidArgumentError([
-    { field, message: `unknown image ${JSON.stringify(ref)} (builtin:vrouter, builtin:busybox, oci:/abs/layout[:tag] or oci-disk:<serial>[:tag])` },
+    { field, message: `unknown image ${JSON.stringify(ref)} (builtin:vrouter, builtin:busybox, builtin:testpmd, oci:/abs/layout[:tag] or oci-disk:<serial>[:tag])` },
   ]);
 }
 
@@ -50,12 +53,26 @@ trap 'echo "vrouter: stopping"; echo 0 > /proc/sys/net/ipv4/ip_forward; exit 0' 
 while :; do sleep 3600 & wait $!; done
 `;
 
+const TESTPMD_SH = `#!/bin/sh
+# builtin:testpmd: dpdk-testpmd forwarding between the VNF's DPDK ports. The node agent renders the EAL arguments
+# with dpdk-config (lcores, memory, the PCI allow-list of the VNF's interfaces) into EDGENFV_EAL_ARGS; the
+# application's come from EDGENFV_TESTPMD_ARGS (default: io forwarding). Port statistics every
+# EDGENFV_STATS_PERIOD seconds (default 1) on stdout; SIGTERM stops it cleanly.
+if [ -z "$EDGENFV_EAL_ARGS" ]; then
+  echo "testpmd: EDGENFV_EAL_ARGS is empty: the VNFD needs resources.dataplane {kind: dpdk}" >&2
+  exit 2
+fi
+exec /usr/bin/dpdk-testpmd $EDGENFV_EAL_ARGS -- \${EDGENFV_TESTPMD_ARGS:---forward-mode=io} --stats-period=\${EDGENFV_STATS_PERIOD:-1}
+`;
+
 export class ImageStore {
   constructor(
     private readonly dir: string,
     private readonly busybox: string,
     /** Where block devices are listed (`<sysRoot>/block/<dev>/serial`) and found (`<devRoot>/<dev>`). */
     private readonly disks: { sysRoot: string; devRoot: string; waitMs: number } = { sysRoot: '/sys', devRoot: '/dev', waitMs: 10_000 },
+    /** builtin:testpmd's file list (default /etc/edgenfv/dpdk.files). */
+    private readonly dpdkManifest: string = DPDK_MANIFEST,
   ) {}
 
   async prepare(ref: ImageRef): Promise<ImageConfig> {
@@ -93,11 +110,12 @@ export class ImageStore {
     const root = join(this.dir, 'builtin', name, 'rootfs');
     const cfg: ImageConfig = {
       rootfs: root,
-      args: name === 'vrouter' ? ['/bin/vrouter'] : ['/bin/sh'],
+      args: name === 'vrouter' ? ['/bin/vrouter'] : name === 'testpmd' ? ['/bin/testpmd-vnf'] : ['/bin/sh'],
       env: ['PATH=/bin:/sbin:/usr/bin:/usr/sbin'],
       cwd: '/',
     };
     if (await exists(join(root, '.complete'))) return cfg;
+    const dpdk = name === 'testpmd' ? await this.readDpdkManifest() : undefined;
     const tmp = `${root}.tmp${process.pid}`;
     await rm(tmp, { recursive: true, force: true });
     for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'proc', 'sys', 'dev', 'tmp', 'run', 'etc', 'root', 'var/log']) {
@@ -112,11 +130,43 @@ export class ImageStore {
     await writeFile(join(tmp, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
     await writeFile(join(tmp, 'etc/group'), 'root:x:0:\n');
     if (name === 'vrouter') await writeFile(join(tmp, 'bin/vrouter'), VROUTER_SH, { mode: 0o755 });
+    if (dpdk) {
+      for (const f of dpdk.files) {
+        await mkdir(join(tmp, dirname(f)), { recursive: true });
+        // the guest's root and the image store share one filesystem: a hard link costs no RAM
+        await link(f, join(tmp, f)).catch(() => copyFile(f, join(tmp, f)));
+      }
+      for (const [p, t] of dpdk.links) {
+        await mkdir(join(tmp, dirname(p)), { recursive: true });
+        await symlink(t, join(tmp, p)).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'EEXIST') throw err;
+        });
+      }
+      await writeFile(join(tmp, 'bin/testpmd-vnf'), TESTPMD_SH, { mode: 0o755 });
+      await symlink('../run', join(tmp, 'var/run')); // DPDK's runtime folder /var/run/dpdk lands on the container's /run tmpfs
+    }
     await writeFile(join(tmp, '.complete'), '');
     await mkdir(join(root, '..'), { recursive: true });
     await rm(root, { recursive: true, force: true });
     await rename(tmp, root);
     return cfg;
+  }
+
+  private async readDpdkManifest(): Promise<{ files: string[]; links: Array<[string, string]> }> {
+    let text: string;
+    try {
+      text = await readFile(this.dpdkManifest, 'utf8');
+    } catch {
+      throw new ConflictError(`builtin:testpmd: this guest image carries no DPDK (${this.dpdkManifest} missing: build the image with testpmd)`);
+    }
+    const files: string[] = [];
+    const links: Array<[string, string]> = [];
+    for (const line of text.split('\n').filter(Boolean)) {
+      const l = /^L (\/\S+) (\S+)$/.exec(line);
+      if (l) links.push([l[1]!, l[2]!]);
+      else if (line.startsWith('/') && !line.split('/').includes('..')) files.push(line);
+    }
+    return { files, links };
   }
 
   private async oci(ref: ImageRef): Promise<ImageConfig> {

@@ -12,12 +12,13 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, writeFile, lstat, utimes, lutimes } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, writeFile, lstat, stat, utimes, lutimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { AGENT_PORT_NAME, agentProtoPath, InternalError, InvalidArgumentError } from '@edgenfv/contracts';
 import type { Logger } from '@edgenfv/telemetry';
+import { DPDK_MANIFEST, dpdkFileSet, dpdkManifest } from './dpdk-files.js';
 
 const pexec = promisify(execFile);
 export const IMAGE_BUILDER_VERSION = '1';
@@ -45,10 +46,14 @@ export interface GuestImageOptions {
   guestAgentEntry?: string;
   /** Host binaries to copy in with their shared libraries (default: node, crun, ip). */
   nodeBinary?: string;
+  /** Carry dpdk-testpmd and the guest PMDs for builtin:testpmd (default true; dpdk-files.ts). */
+  testpmd?: boolean;
   log?: Logger;
 }
 
 export interface GuestImage {
+  /** Bytes builtin:testpmd adds to the initramfs (dpdk-testpmd, its libraries and PMDs not already carried); 0 without. */
+  testpmdBytes: number;
   hash: string;
   dir: string;
   kernelPath: string;
@@ -295,6 +300,8 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
   };
   const libs = new Set<string>();
   for (const [dst, src] of Object.entries(bins)) if (dst !== '/bin/busybox') for (const l of await sharedLibs(src)) libs.add(l);
+  // builtin:testpmd: dpdk-testpmd, its libraries and the guest's PMDs (dpdk-files.ts)
+  const dpdk = opts.testpmd === false ? { files: [], links: [] } : await dpdkFileSet();
 
   // content hash of every input
   const h = createHash('sha256');
@@ -304,6 +311,8 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
   for (const f of [protoPath, initPath]) h.update(`${basename(f)} ${await sha256File(f)}\n`);
   for (const [dst, src] of Object.entries(bins)) h.update(`${dst} ${await sha256File(src)}\n`);
   for (const l of [...libs].sort()) h.update(`${l} ${await sha256File(l)}\n`);
+  for (const f of dpdk.files) h.update(`dpdk ${f} ${await sha256File(f)}\n`);
+  for (const [p, t] of dpdk.links) h.update(`dpdk link ${p} ${t}\n`);
   const hash = h.digest('hex').slice(0, 24);
   const dir = join(cache, 'images', hash);
   const image: GuestImage = {
@@ -316,6 +325,7 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
     flavor,
     modules: moduleNames,
     missingOptionalModules: [...opt.missing, ...vf.missing],
+    testpmdBytes: await sizeOf(dpdk.files.filter((f) => !libs.has(f))),
     vfDrivers: vf.found,
     agentPortName: AGENT_PORT_NAME,
     kernelArgs: 'console=ttyS0 quiet panic=-1',
@@ -344,6 +354,17 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
       await mkdir(join(root, dirname(l)), { recursive: true });
       await copyFile(l, join(root, l));
     }
+    for (const f of dpdk.files) {
+      await mkdir(join(root, dirname(f)), { recursive: true });
+      if (!existsSync(join(root, f))) await copyFile(f, join(root, f));
+    }
+    for (const [p, t] of dpdk.links) {
+      await mkdir(join(root, dirname(p)), { recursive: true });
+      await symlink(t, join(root, p)).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      });
+    }
+    if (dpdk.files.length > 0) await writeFile(join(root, DPDK_MANIFEST.slice(1)), dpdkManifest(dpdk));
     // /lib64/ld-linux-x86-64.so.2 is how binaries name the loader
     const mdir = join(root, 'lib', 'modules', kernel.release);
     for (const f of modFiles) {
@@ -385,6 +406,12 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
   }
   log?.info({ hash }, 'guest image: built');
   return image;
+}
+
+async function sizeOf(files: string[]): Promise<number> {
+  let n = 0;
+  for (const f of files) n += (await stat(f)).size; // the file's bytes (ldd paths may be links)
+  return n;
 }
 
 async function zeroMtimes(dir: string): Promise<void> {
