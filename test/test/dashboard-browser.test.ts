@@ -45,6 +45,8 @@ before(async () => {
   api = new Api(nc);
   const sim = await simulatedNodeInventory('sim-1', { numaNodes: 2, cpusPerNuma: 8, isolatedPerNuma: 6, vfsPerNuma: 4, physnet: 'physnet1' });
   cleanupSysfs = sim.cleanup;
+  // the node's OVS-DPDK switch will not start: the node card says so, with the reason
+  sim.inventory.dataplanes = [{ kind: 'ovs-dpdk', state: 'failed', error: 'ovs-vswitchd exited (signal SIGABRT): Unable to initialize DPDK', networks: ['provider'] }];
   node = new SimNode(nc, sim.inventory, 500);
   await node.start();
   await waitNodeKnown(nc, 'sim-1');
@@ -106,6 +108,7 @@ test('operator: a VNF from the message API appears live, reaches RUNNING, its pi
     const nodeCard = page.locator('.node[data-node="sim-1"]');
     await nodeCard.waitFor();
     assert.match(await nodeCard.innerText(), /Ready/);
+    assert.match(await nodeCard.locator('.dataplane[data-dataplane="ovs-dpdk"][data-state="failed"]').innerText(), /ovs-dpdk: failed \(networks provider\) — ovs-vswitchd exited .*Unable to initialize DPDK/);
     assert.equal(await nodeCard.locator('g.cpu').count(), 16, 'every CPU of both NUMA nodes');
     assert.equal(await nodeCard.locator('g.cpu.isolated').count(), 12);
     assert.equal(await pinned(page, 'acme'), 0);

@@ -101,6 +101,16 @@ function renderNodes() {
         ),
         nodePicture(n),
         el('div', { class: 'small' }, `sandboxes: ${sandboxes}`),
+        ...(n.inventory.dataplanes || []).filter((d) => d.state).map((d) =>
+          el(
+            'div',
+            { class: 'small dataplane', 'data-dataplane': d.kind, 'data-state': d.state },
+            `${d.kind}: `,
+            el('span', { class: d.state === 'ready' ? 'ok' : d.state === 'failed' ? 'bad' : 'warn' }, d.state),
+            (d.networks || []).length ? ` (networks ${d.networks.join(', ')})` : '',
+            d.error ? ` — ${d.error}` : '',
+          ),
+        ),
         checks.length ? el('ul', { class: 'checks small' }, checks.map((c) => el('li', { class: c.status === 'fail' ? 'bad' : 'warn' }, `${c.name}: ${c.detail}`))) : null,
       );
     }),
