@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { AppError, UnavailableError, asAppError, type Allocation, type HypervisorKind } from '@edgenfv/contracts';
 import type { HypervisorDriver, VmHandle } from '../hypervisor/types.js';
-import { procRssBytes } from '../proc.js';
+import { killQuiet, procRssBytes } from '../proc.js';
 import type { NodeAgentMetrics } from '../metrics.js';
 import type { Cgroups } from './cgroup.js';
 import { GuestSync } from './guest-sync.js';
@@ -120,8 +120,18 @@ export class SandboxManager {
         return this.boot(alloc, signal);
       }
       if (!existing) return this.boot(alloc, signal);
+      if (existing.state === 'creating' || (r && Object.keys(existing.replicas).length === 1)) {
+        // A boot interrupted (the agent restarted while the VM came up) or the VM's only replica half-done: the
+        // whole sandbox goes and the replica boots again in a fresh one (growing the torn-down record would fail).
+        this.log.warn({ sandboxId: existing.sandboxId, tenantId: alloc.tenantId, state: existing.state }, 'interrupted boot: booting again');
+        await this.teardown(existing);
+        if (this.store.get(existing.sandboxId)) throw new UnavailableError(`sandbox ${existing.sandboxId} could not be torn down yet; retry`);
+        return this.boot(alloc, signal);
+      }
       if (r) await this.removeReplicaLocked(existing, alloc.allocId); // half-done earlier: start it over
-      return this.grow(this.store.get(existing.sandboxId)!, alloc, signal);
+      const cur = this.store.get(existing.sandboxId);
+      if (!cur) return this.boot(alloc, signal);
+      return this.grow(upgradeRecord(cur), alloc, signal);
     });
   }
 
@@ -163,6 +173,18 @@ export class SandboxManager {
     rec.updatedAt = new Date().toISOString();
     this.store.put(rec);
     this.refreshGauges();
+  }
+
+  /**
+   * A record write on the way down (teardown, replica removal): when it fails (disk full) the stop carries on —
+   * QEMU is stopped and what can be freed is freed; the record left behind is finished by the next pass or init().
+   */
+  private putOnTheWayDown(rec: SandboxRecord, log: Logger): void {
+    try {
+      this.put(rec);
+    } catch (err) {
+      log.error({ err, sandboxId: rec.sandboxId }, 'sandbox record not written (disk full?): stopping anyway');
+    }
   }
 
   private logFor(alloc: Allocation, sandboxId: string): Logger {
@@ -219,7 +241,14 @@ export class SandboxManager {
           this.deps.events?.onExec?.(sandboxId);
           this.deps.metrics?.execLatency.observe(Number(process.hrtime.bigint() - t0) / 1e9);
           rec.vm = this.driver.record(h);
-          this.put(rec);
+          try {
+            this.put(rec);
+          } catch (err) {
+            // a VM no record knows of would outlive this agent: it goes at once
+            log.error({ err, pid: h.pid }, 'cannot record the spawned VM (disk full?): killing it');
+            killQuiet(h.pid, 'SIGKILL');
+            throw err;
+          }
         },
         waitReady: async (h, sig) => {
           await this.guest.connectAtBoot(sandboxId, h.agentSocket!, { timeoutMs: this.deps.cfg.guest.bootTimeoutMs, signal: sig });
@@ -288,7 +317,7 @@ export class SandboxManager {
     }
     const log = this.log.child({ sandboxId: rec.sandboxId, tenantId: rec.tenantId, vnfId: replica.alloc.vnfId });
     replica.state = 'stopping';
-    this.put(rec);
+    this.putOnTheWayDown(rec, log);
     const steps = new Steps((err, step) => log.warn({ err, step }, 'replica removal step failed'));
     if (this.alive(rec.sandboxId)) {
       await steps.run('remove container', () => this.guest.removeContainer(rec, replica));
@@ -297,7 +326,7 @@ export class SandboxManager {
     }
     await this.nets.detach(rec, replica, steps);
     delete rec.replicas[allocId];
-    this.put(rec);
+    this.putOnTheWayDown(rec, log);
     log.info({ allocId, problems: steps.errors.length }, 'replica removed from the tenant VM');
   }
 
@@ -308,7 +337,7 @@ export class SandboxManager {
   private async teardown(rec: SandboxRecord): Promise<void> {
     const log = this.log.child({ sandboxId: rec.sandboxId, tenantId: rec.tenantId });
     rec.state = 'stopping';
-    this.put(rec);
+    this.putOnTheWayDown(rec, log);
     const steps = new Steps((err, step) => log.error({ err, step }, 'teardown step failed'));
     await steps.run('close guest session', () => this.guest.drop(rec.sandboxId));
     await this.vm.stop(rec, steps);
@@ -319,7 +348,7 @@ export class SandboxManager {
       log.info('sandbox torn down: nothing left');
     } else {
       rec.state = 'failed';
-      this.put(rec);
+      this.putOnTheWayDown(rec, log);
     }
     this.refreshGauges();
   }

@@ -10,12 +10,17 @@ export function writeFileAtomic(path: string, data: string, mode = 0o600): void 
   const tmp = `${path}.tmp-${process.pid}`;
   const fd = openSync(tmp, 'w', mode);
   try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    try {
+      writeSync(fd, data);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true }); // a failed write (disk full) leaves no partial file behind
+    throw err;
   }
-  renameSync(tmp, path);
 }
 
 export class StateStore<T extends { sandboxId: string }> {
