@@ -1,0 +1,76 @@
+/**
+ * The DPDK data plane through the product (issue 9), one VM boot: `npm start`'s appliance with its OVS-DPDK switch,
+ * hosts left and right on the provider side of two switch networks, a tenant VNF with two vhost-user interfaces
+ * (QEMU the vhost-user server, OVS `dpdkvhostuserclient`) instantiated through the message API; frames from left
+ * reach right only through OVS-DPDK -> vhost-user -> the guest -> vhost-user -> OVS-DPDK; ovs-vswitchd killed: the
+ * node agent restarts the switch, re-creates the ports from its records, the VM is not touched and traffic resumes;
+ * terminate leaves no switch port, socket, netplugins record, sandbox or lease.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, startAppliance, type RunningAppliance } from '../src/appliance.js';
+import { dataplaneNetworks, runDataplaneScenario, setupProviderHosts, teardownProviderHosts, type DataplaneNames } from '../src/dataplane-scenario.js';
+
+const OVS_DPDK = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
+const tag = String(process.pid % 100000);
+const names: DataplaneNames = {
+  tenant: `dp${tag}`,
+  leftNs: `dp-left-${tag}`,
+  rightNs: `dp-right-${tag}`,
+  leftNet: { name: 'dpwest', prefix: '10.64.1' },
+  rightNet: { name: 'dpeast', prefix: '10.64.2' },
+};
+const cgroupParent = `edgenfv-dp${tag}`;
+let appliance: RunningAppliance | undefined;
+let home: string | undefined;
+
+after(async () => {
+  await appliance?.stop();
+  teardownProviderHosts(names);
+  if (home) rmSync(home, { recursive: true, force: true });
+});
+
+test('frames from left reach right through OVS-DPDK, vhost-user and the tenant VM; again after the switch restarts; terminate leaves nothing', async () => {
+  assert.ok(existsSync(OVS_DPDK), `${OVS_DPDK} is required (apt-get install openvswitch-switch-dpdk; npm run setup)`);
+  home = mkdtempSync(join(tmpdir(), 'enfv-dp-'));
+  appliance = await startAppliance(home, {
+    ports: { nats: await freePort(), dashboard: await freePort(), schedulerMetrics: await freePort(), nodeAgentMetrics: await freePort() },
+    networks: dataplaneNetworks(names),
+    ovsDpdk: 'on',
+    nodeAgent: { nodeId: `dp-node-${tag}`, heartbeatIntervalMs: 1000, isolation: { cgroupParent }, qemu: { maxVcpus: 2, maxMemoryMiB: 2048 } },
+  });
+  const providerNetns = JSON.parse(readFileSync(join(home, 'connect.json'), 'utf8')).providerNetns as string;
+  assert.ok(providerNetns, 'connect.json names the provider namespace');
+  const node = await appliance.api.ok('nfv.v1.admin.nodes.get', { id: `dp-node-${tag}` });
+  const sw = node.inventory.dataplanes.find((d: any) => d.kind === 'ovs-dpdk');
+  assert.equal(sw?.state, 'ready', `the node's switch: ${JSON.stringify(sw)}`);
+  assert.deepEqual([...sw.networks].sort(), ['dpeast', 'dpwest']);
+  setupProviderHosts(providerNetns, names);
+
+  const nodeState = join(home, 'node');
+  const r = await runDataplaneScenario(appliance.api, nodeState, names, { frames: 5 });
+  assert.deepEqual(r.opStates, ['COMPLETED', 'COMPLETED']);
+  // what the replica reports: an absolute socket under the tenant's folder, and the switch's port
+  for (const i of r.interfaces) {
+    assert.ok(i.socketPath.startsWith(join(nodeState, 'vhost-user', names.tenant) + '/'), JSON.stringify(i));
+    assert.match(i.portName, /^vhu[0-9a-f]+$/);
+  }
+  assert.deepEqual([...r.switchPorts.running].sort(), r.interfaces.map((i) => i.portName).sort(), 'one dpdkvhostuserclient port per interface');
+  assert.ok(r.framesReceived >= r.framesSent - 1, `frames through the VM: ${r.framesReceived}/${r.framesSent}\n${r.diagnostics}`);
+  assert.ok(r.afterSwitchRestart >= r.framesSent - 1, `after the switch restart: ${r.afterSwitchRestart}/${r.framesSent}`);
+  assert.ok(r.qemuPid.before > 0);
+  assert.equal(r.qemuPid.after, r.qemuPid.before, 'the VM was not touched by the switch restart');
+  assert.equal(r.framesAfterTerminate, 0, 'the path is gone after terminate');
+  assert.deepEqual(r.switchPorts.afterTerminate, [], 'no switch port left');
+  assert.deepEqual(r.socketsAfterTerminate, [], 'no vhost-user socket left');
+  assert.deepEqual(r.recordsAfterTerminate, [], 'no netplugins record left');
+  const kv = await appliance.nc.jetstream().views.kv('edgenfv_ipam');
+  const leases: string[] = [];
+  for await (const k of await kv.keys()) if ((await kv.get(k))?.operation === 'PUT') leases.push(k);
+  assert.deepEqual(leases, [], 'no IP lease');
+  assert.equal(await appliance.stop(), 0, 'the appliance stops cleanly');
+  appliance = undefined;
+});
