@@ -18,6 +18,7 @@ export function sh(argv: string[]): Promise<string> {
 }
 
 export interface TestSwitch {
+  /** The switch (a test may replace it by a new one from the same config, as a restarted agent makes). */
   sw: OvsDpdkSwitch;
   cfg: Readonly<NodeAgentConfig>;
   stateDir: string;
@@ -56,7 +57,7 @@ export function startTestSwitch(ovs: Record<string, unknown> = {}, vlan: number 
   const sw = createSwitches(cfg, memoryLogger(logs))[0] as OvsDpdkSwitch;
   const base = join(stateDir, 'netplugins');
   const vhostuser = new VhostUserPlugin({ records: new RecordStore(join(base, 'records')), locks: new DeviceLocks(join(base, 'locks')) });
-  return {
+  const t: TestSwitch = {
     sw,
     cfg,
     stateDir,
@@ -64,13 +65,14 @@ export function startTestSwitch(ovs: Record<string, unknown> = {}, vlan: number 
     provider,
     vhostuser,
     logs,
-    vsctl: (...args) => sh(['ovs-vsctl', `--db=${sw.db}`, '--timeout=30', ...args]).then((s) => s.trim()),
+    vsctl: (...args) => sh(['ovs-vsctl', `--db=${t.sw.db}`, '--timeout=30', ...args]).then((s) => s.trim()),
     stop: async () => {
-      await sw.stop();
+      await t.sw.stop();
       for (const ns of [netns, provider]) await sh(['ip', 'netns', 'del', ns]).catch(() => undefined);
       rmSync(stateDir, { recursive: true, force: true });
     },
   };
+  return t;
 }
 
 export function pidFile(t: TestSwitch, name: 'ovs-vswitchd' | 'ovsdb-server'): number {

@@ -5,7 +5,10 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { pino } from 'pino';
 import { collectInventory } from '../../src/inventory.js';
+import { createSwitches } from '../../src/dataplane/index.js';
+import type { OvsDpdkSwitch } from '../../src/dataplane/ovs-dpdk.js';
 import { reserveHugepages } from '../../src/dataplane/hugepages.js';
 import { countFrames, pidFile, sh, startTestSwitch, startVirtioUserSender, waitFor, type TestSwitch } from './helpers.js';
 
@@ -14,7 +17,7 @@ after(async () => {
   for (const t of started) await t.stop();
 });
 
-test('the switch starts; bridge per network with its VLAN; ports from the records survive a killed ovs-vswitchd', async () => {
+test('the switch starts; bridge per network with its VLAN; ports from the records survive a killed ovs-vswitchd and an agent restart', async () => {
   const t = startTestSwitch();
   started.push(t);
   await t.sw.start();
@@ -50,6 +53,15 @@ test('the switch starts; bridge per network with its VLAN; ports from the record
   assert.equal(await t.vsctl('get', 'Port', 'up-prov', 'trunks'), '[100]', 'the uplink is back');
   assert.ok(t.logs.some((l) => /ovs-vswitchd exited .*restarting the switch/.test(l)), 'the crash is in the log');
   assert.ok(t.logs.some((l) => /re-created 1 tenant port/.test(l)), 'the re-creation is in the log');
+
+  // the agent stops (the switch with it) and starts again: a new switch from the same config re-creates the port
+  await t.sw.stop();
+  const again = createSwitches(t.cfg, pino({ level: 'silent' }))[0] as OvsDpdkSwitch;
+  t.sw = again;
+  await again.start();
+  assert.equal(again.health().state, 'ready', JSON.stringify(again.health()));
+  assert.equal(await t.vsctl('port-to-br', res.portName), 'br-prov', 'the tenant port is back after an agent restart');
+  assert.equal(await t.vsctl('get', 'Port', res.portName, 'tag'), '100');
 
   // DEL from the record, twice; the port is gone from the switch
   await t.vhostuser.del(ctx);
