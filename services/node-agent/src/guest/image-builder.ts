@@ -129,7 +129,7 @@ async function debsIn(dir: string): Promise<string[]> {
  * package of that flavor already on disk.
  */
 async function resolveKernelPackage(flavor: KernelFlavor, dirs: string[], offline: boolean): Promise<string> {
-  const meta = `linux-image-${flavor}-amd64`;
+  const meta = flavor === 'cloud' ? 'linux-image-cloud-amd64' : 'linux-image-amd64'; // Debian's generic meta package has no flavour in its name
   if (!offline) {
     const out = await run(['apt-cache', 'depends', meta]).catch(() => '');
     const m = /Depends:\s+(linux-image-\S+)/.exec(out);
