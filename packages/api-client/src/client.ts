@@ -60,6 +60,8 @@ export interface EventsOptions {
   signal?: AbortSignal;
   /** Only this VNF's events. */
   vnfId?: string;
+  /** Start after this stream sequence (resume), instead of the first event kept. */
+  afterSeq?: number;
 }
 
 const jc = JSONCodec<unknown>();
@@ -249,7 +251,8 @@ export class ApiClient {
     const co = consumerOpts();
     co.orderedConsumer();
     co.filterSubject(filter);
-    co.deliverAll();
+    if (opts.afterSeq !== undefined && opts.afterSeq > 0) co.startSequence(opts.afterSeq + 1);
+    else co.deliverAll();
     const sub = await this.#nc.jetstream().subscribe(filter, co);
     const onAbort = (): void => {
       sub.unsubscribe();

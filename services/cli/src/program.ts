@@ -17,10 +17,12 @@ import {
   type Quota,
   type Vnfd,
 } from '@edgenfv/contracts';
-import { ApiClient, loadConnectInfo, natsOptions } from '@edgenfv/api-client';
+import { ApiClient, edgenfvHome, loadConnectInfo, natsOptions } from '@edgenfv/api-client';
 import { OUTPUT_FORMATS, render, renderEvent, type Kind, type OutputFormat } from './format.js';
 import { addDpdkConfigCommands } from './dpdk-config-cmd.js';
 import { addCheckCommand } from './check-cmd.js';
+import { EventsCursor } from './events-cursor.js';
+import { followOpOcc } from './progress.js';
 
 export interface CliIo {
   stdout: { write(s: string): unknown };
@@ -101,20 +103,25 @@ export function buildProgram(io: CliIo): Command {
     }
   }
 
-  /** Polls the operation occurrence until it is COMPLETED/FAILED/ROLLED_BACK; a failure is thrown with its code. */
-  async function waitFor(c: ApiClient, tenant: string, opOccId: string, cmd: Command): Promise<OpOcc> {
-    for (;;) {
-      const o = await c.getOpOcc(tenant, opOccId);
-      if (TERMINAL_OP_STATES.includes(o.operationState)) {
-        print(cmd, o, 'opocc', true);
-        if (o.operationState !== 'COMPLETED') {
-          const e = o.error ?? { code: 'INTERNAL' as const, message: `operation ${o.operation} ended ${o.operationState}` };
-          throw new AppError(e.code, `${o.operation} ${o.id} ended ${o.operationState}: ${e.message}`, { details: e.details });
-        }
-        return o;
-      }
-      await new Promise((r) => setTimeout(r, 250));
+  /**
+   * Follows the operation occurrence to COMPLETED/FAILED/ROLLED_BACK, its steps shown on stderr as they happen
+   * (progress.ts); prints it, and throws its error when it did not complete.
+   */
+  async function waitFor(c: ApiClient, nc: NatsConnection, tenant: string, opOccId: string, cmd: Command): Promise<OpOcc> {
+    const ac = new AbortController();
+    const off = io.onInterrupt(() => ac.abort());
+    let o: OpOcc;
+    try {
+      o = await followOpOcc(c, nc, tenant, opOccId, io.stderr, ac.signal);
+    } finally {
+      off();
     }
+    print(cmd, o, 'opocc', true);
+    if (o.operationState !== 'COMPLETED') {
+      const e = o.error ?? { code: 'INTERNAL' as const, message: `operation ${o.operation} ended ${o.operationState}` };
+      throw new AppError(e.code, `${o.operation} ${o.id} ended ${o.operationState}: ${e.message}`, { details: e.details });
+    }
+    return o;
   }
 
   const tenantOpt = (): Option =>
@@ -194,10 +201,10 @@ export function buildProgram(io: CliIo): Command {
     .addOption(waitOpt())
     .action(async (o: { tenant: string; file: string; requestId?: string; wait?: boolean }, cmd: Command) => {
       const descriptor = readVnfd(o.file, io);
-      await withClient(cmd, async (c) => {
+      await withClient(cmd, async (c, nc) => {
         const r = await c.instantiate(o.tenant, descriptor, o.requestId);
         if (!o.wait) return print(cmd, r, 'plain');
-        await waitFor(c, o.tenant, r.opOccId, cmd);
+        await waitFor(c, nc, o.tenant, r.opOccId, cmd);
       });
     });
   vnfs.command('get <id>').description('a VNF with its replicas and interfaces').addOption(tenantOpt())
@@ -212,38 +219,38 @@ export function buildProgram(io: CliIo): Command {
     .requiredOption('-r, --replicas <n>', 'replicas wanted', positiveInt)
     .option('--request-id <id>').addOption(waitOpt())
     .action(async (id: string, o: { tenant: string; replicas: number; requestId?: string; wait?: boolean }, cmd: Command) => {
-      await withClient(cmd, async (c) => {
+      await withClient(cmd, async (c, nc) => {
         const r = await c.scale(o.tenant, { id, replicas: o.replicas, ...(o.requestId ? { requestId: o.requestId } : {}) });
         if (!o.wait) return print(cmd, r, 'plain');
-        await waitFor(c, o.tenant, r.opOccId, cmd);
+        await waitFor(c, nc, o.tenant, r.opOccId, cmd);
       });
     });
   vnfs.command('heal <id>').description('restart a VNF (or one replica)').addOption(tenantOpt())
     .option('--replica <n>', 'only this replica', positiveInt)
     .option('--request-id <id>').addOption(waitOpt())
     .action(async (id: string, o: { tenant: string; replica?: number; requestId?: string; wait?: boolean }, cmd: Command) => {
-      await withClient(cmd, async (c) => {
+      await withClient(cmd, async (c, nc) => {
         const r = await c.heal(o.tenant, {
           id,
           ...(o.replica !== undefined ? { replica: o.replica } : {}),
           ...(o.requestId ? { requestId: o.requestId } : {}),
         });
         if (!o.wait) return print(cmd, r, 'plain');
-        await waitFor(c, o.tenant, r.opOccId, cmd);
+        await waitFor(c, nc, o.tenant, r.opOccId, cmd);
       });
     });
   vnfs.command('terminate <id>').description('terminate a VNF').addOption(tenantOpt())
     .addOption(new Option('--mode <mode>').choices(['GRACEFUL', 'FORCEFUL']))
     .option('--request-id <id>').addOption(waitOpt())
     .action(async (id: string, o: { tenant: string; mode?: 'GRACEFUL' | 'FORCEFUL'; requestId?: string; wait?: boolean }, cmd: Command) => {
-      await withClient(cmd, async (c) => {
+      await withClient(cmd, async (c, nc) => {
         const r = await c.terminate(o.tenant, {
           id,
           ...(o.mode ? { mode: o.mode } : {}),
           ...(o.requestId ? { requestId: o.requestId } : {}),
         });
         if (!o.wait) return print(cmd, r, 'plain');
-        await waitFor(c, o.tenant, r.opOccId, cmd);
+        await waitFor(c, nc, o.tenant, r.opOccId, cmd);
       });
     });
 
@@ -260,18 +267,24 @@ export function buildProgram(io: CliIo): Command {
     .description(`replay the tenant's notifications (stream EDGENFV_EVENTS); --follow keeps printing new ones`)
     .addOption(tenantOpt())
     .option('--vnf <id>', "only this VNF's events")
-    .option('-F, --follow', 'keep waiting for new events (Ctrl-C stops)')
-    .action(async (o: { tenant: string; vnf?: string; follow?: boolean }, cmd: Command) => {
+    .option('-F, --follow', 'keep waiting for new events (Ctrl-C stops); resumes after the last one a previous --follow printed')
+    .option('--from-start', 'with --follow: replay everything instead of resuming')
+    .action(async (o: { tenant: string; vnf?: string; follow?: boolean; fromStart?: boolean }, cmd: Command) => {
       const format = globals(cmd).output;
+      const cursor = new EventsCursor(edgenfvHome(io.env, io.cwd), `${o.tenant}/${o.vnf ?? '*'}`);
+      const after = o.follow && !o.fromStart ? cursor.get() : undefined;
+      if (after !== undefined) io.stderr.write(`resuming after event #${after} (--from-start replays all)\n`);
       await withClient(cmd, async (c) => {
         const ac = new AbortController();
         const off = io.onInterrupt(() => ac.abort());
         try {
-          for await (const e of c.events(o.tenant, { follow: !!o.follow, signal: ac.signal, ...(o.vnf ? { vnfId: o.vnf } : {}) })) {
+          for await (const e of c.events(o.tenant, { follow: !!o.follow, signal: ac.signal, ...(o.vnf ? { vnfId: o.vnf } : {}), ...(after !== undefined ? { afterSeq: after } : {}) })) {
             io.stdout.write(renderEvent(e, format));
+            if (o.follow) cursor.set(e.seq);
           }
         } finally {
           off();
+          cursor.flush();
         }
       });
     });

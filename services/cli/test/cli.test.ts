@@ -164,6 +164,10 @@ test('vnfs: instantiate from a file with a request id, get/list, scale/heal/term
   const scaled = await cli(['vnfs', 'scale', first.vnfId, '-t', 'acme', '--replicas', '3', '--wait']);
   assert.equal(scaled.code, 0, scaled.stderr);
   assert.match(scaled.stdout, /\bSCALE\s+COMPLETED\b/);
+  // --wait shows the steps as they happen (stderr; stdout keeps the record)
+  assert.match(scaled.stderr, /^SCALE op-\d+ on acme\/vnf-\d+: following \(\w+\)\n/);
+  assert.match(scaled.stderr, /^ {2}\+\d+\.\d s {2}SCALE accepted$/m);
+  assert.match(scaled.stderr, /^SCALE COMPLETED after \d+\.\d s$/m);
   assert.equal(api.vnfs.get(`acme.${first.vnfId}`)!.replicas.length, 3);
   const healed = json(await cli(['vnfs', 'heal', first.vnfId, '-t', 'acme', '--replica', '1', '-o', 'json']));
   const op = json(await cli(['opoccs', 'get', healed.opOccId, '-t', 'acme', '-o', 'json']));
@@ -202,7 +206,8 @@ test('UNSCHEDULABLE: instantiate --wait exits with its code and prints the rejec
     const r = await cli(['vnfs', 'instantiate', '-t', 'gamma', '-f', join(dir, 'vrouter.yaml'), '--wait']);
     assert.equal(r.code, EXIT_CODES.UNSCHEDULABLE, r.stderr);
     assert.match(r.stdout, /INSTANTIATE\s+FAILED/);
-    assert.match(r.stderr, /^error: UNSCHEDULABLE: INSTANTIATE op-\d+ ended FAILED: no feasible node among 2: node is cordoned \(2\)\n/);
+    assert.match(r.stderr, /^INSTANTIATE op-\d+ on gamma\/vnf-\d+: following/, 'progress first (not a terminal: plain lines)');
+    assert.match(r.stderr, /^INSTANTIATE FAILED after \d+\.\d s\nerror: UNSCHEDULABLE: INSTANTIATE op-\d+ ended FAILED: no feasible node among 2: node is cordoned \(2\)\n/m);
     assert.match(r.stderr, /\n  - \[cordon\] node is cordoned \(2 nodes\)\n$/);
   } finally {
     for (const n of ['node-a', 'node-b']) json(await cli(['nodes', 'uncordon', n, '-o', 'json']));
@@ -247,4 +252,26 @@ test('events: replay as NDJSON; --follow prints new events and stops cleanly on 
   }
   assert.equal(await exited, 0, err);
   assert.equal(out.trimEnd().split('\n').length, 5);
+
+  // --follow again: it resumes after the last event the previous --follow printed (remembered in EDGENFV_HOME)
+  const lastSeq = Number(/#(\d+) {2}/.exec(out.trimEnd().split('\n').pop()!)?.[1]);
+  assert.ok(lastSeq > 0);
+  const again = json(await cli(['vnfs', 'instantiate', '-t', 'evt', '-f', join(dir, 'vrouter.yaml'), '-o', 'json']));
+  const child2 = spawn(process.execPath, [BIN, 'events', '-t', 'evt', '--follow'], { env: { PATH: process.env.PATH ?? '', EDGENFV_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out2 = '';
+  let err2 = '';
+  const exited2 = new Promise<number | null>((r) => child2.once('exit', (c) => r(c)));
+  child2.stderr.on('data', (b: Buffer) => (err2 += b.toString()));
+  await new Promise<void>((resolve) => {
+    child2.stdout.on('data', (b: Buffer) => {
+      out2 += b.toString();
+      if (/INSTANTIATE COMPLETED\n/.test(out2)) resolve();
+    });
+  });
+  child2.kill('SIGINT');
+  assert.equal(await exited2, 0, err2);
+  assert.match(err2, new RegExp(`resuming after event #${lastSeq} `));
+  const seqs = out2.trimEnd().split("\n").map((l) => Number(/#(\d+) {2}/.exec(l)?.[1]));
+  assert.equal(seqs[0], lastSeq + 1, 'nothing printed twice, nothing skipped');
+  assert.ok(out2.includes(again.vnfId as string));
 });

@@ -88,6 +88,7 @@ export class NodeFeed {
   readonly #pending = new Map<string, NodeJS.Timeout>();
   #sub: Subscription | undefined;
   #silenceTimer: NodeJS.Timeout | undefined;
+  #warned = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -133,7 +134,12 @@ export class NodeFeed {
   #start(): void {
     this.#sub = this.nc.subscribe(internalSubjects.allHeartbeats, {
       callback: (err, m) => {
-        if (err) return;
+        if (err) {
+          // e.g. a NATS principal without subscribe rights on the heartbeats: nodes then update on events and actions only
+          if (!this.#warned) this.logger.warn({ err: err.message }, `cannot follow node heartbeats (${internalSubjects.allHeartbeats}): node pictures update on replica events and actions only`);
+          this.#warned = true;
+          return;
+        }
         const nodeId = m.subject.split('.')[4];
         if (!nodeId) return;
         const now = Date.now();
