@@ -99,6 +99,17 @@ async function openPage(token: string): Promise<{ page: Page; errors: string[] }
   return { page, errors };
 }
 
+/** Until `selector` matches `n` elements (the page's CSP forbids string evaluation: counted from here). */
+async function waitCount(page: Page, selector: string, n: number, timeoutMs = 30_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const c = await page.locator(selector).count();
+    if (c === n) return;
+    if (Date.now() > until) throw new Error(`${selector}: ${c} elements, not ${n}, after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 const pinned = (page: Page, tenant: string): Promise<number> => page.locator(`.node[data-node="sim-1"] g.cpu.pinned[data-tenant="${tenant}"]`).count();
 
 test('operator: a VNF from the message API appears live, reaches RUNNING, its pinned CPUs are drawn; terminate from the page completes', async () => {
@@ -128,7 +139,7 @@ test('operator: a VNF from the message API appears live, reaches RUNNING, its pi
     await card.locator('td[data-state="RUNNING"]').waitFor({ timeout: 60_000 });
     assert.match(await card.innerText(), /acme \/ vrouter/);
     // the node picture follows (pushed on the replica's event / the node's heartbeat)
-    await page.waitForFunction(`document.querySelectorAll('.node[data-node="sim-1"] g.cpu.pinned[data-tenant="acme"]').length === 2`, undefined, { timeout: 30_000 });
+    await waitCount(page, '.node[data-node="sim-1"] g.cpu.pinned[data-tenant="acme"]', 2);
     const vnf = await api.ok('nfv.v1.tenant.acme.vnfs.get', { id: inst.vnfId });
     const nodeRec = await api.ok('nfv.v1.admin.nodes.get', { id: 'sim-1' });
     const cpus = (nodeRec.reservations as Array<{ vnfId: string; cpus?: number[] }>).find((r) => r.vnfId === vnf.id)!.cpus!;
@@ -154,7 +165,7 @@ test('operator: a VNF from the message API appears live, reaches RUNNING, its pi
     await timeline.waitFor({ timeout: 60_000 });
     assert.match((await timeline.textContent()) ?? '', /TERMINATE COMPLETED/);
     await page.locator(`.vnf[data-vnf="${inst.vnfId as string}"][data-state="NOT_INSTANTIATED"], #vnfs:not(:has(.vnf[data-vnf="${inst.vnfId as string}"]))`).first().waitFor({ timeout: 30_000 });
-    await page.waitForFunction(`document.querySelectorAll('.node[data-node="sim-1"] g.cpu.pinned[data-tenant="acme"]').length === 0`, undefined, { timeout: 30_000 });
+    await waitCount(page, '.node[data-node="sim-1"] g.cpu.pinned[data-tenant="acme"]', 0);
     const after = await api.ok('nfv.v1.tenant.acme.vnfs.get', { id: inst.vnfId }).catch(() => ({ instantiationState: 'NOT_INSTANTIATED' }));
     assert.equal(after.instantiationState, 'NOT_INSTANTIATED');
     await page.screenshot({ path: join(OUTPUT, 'dashboard-after-terminate.png'), fullPage: true });
