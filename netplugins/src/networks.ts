@@ -51,6 +51,11 @@ function parseOne(raw: unknown, issues: Issues, at: string): ParsedNetwork | und
   const bridge = f.string('bridge', { re: IFNAME_RE, reHint: IFNAME_HINT });
   const parent = f.string('parent', { re: IFNAME_RE, reHint: IFNAME_HINT });
   const mtuBytes = f.int('mtuBytes', { min: 68, max: 65535 });
+  const tenants = f.array('tenants');
+  (tenants ?? []).forEach((t, j) => {
+    if (typeof t !== 'string' || !isDnsLabel(t)) issues.add(`${f.path('tenants')}[${j}]`, `must be a tenant id (a DNS label; got ${JSON.stringify(t)})`);
+  });
+  const macPrefix = f.string('macPrefix', { re: /^([0-9a-f]{2}:){1,5}$/, reHint: 'lower-case hex octets, each followed by a colon (02:ed:)' });
   const dataplane = f.oneOf('dataplane', ['ovs-dpdk'] as const);
   const spoofchk = f.bool('spoofchk');
   const trust = f.bool('trust');
@@ -101,6 +106,8 @@ function parseOne(raw: unknown, issues: Issues, at: string): ParsedNetwork | und
   if (bridge) config.bridge = bridge;
   if (parent) config.parent = parent;
   if (mtuBytes !== undefined) config.mtuBytes = mtuBytes;
+  if (tenants !== undefined) config.tenants = tenants as string[];
+  if (macPrefix !== undefined) config.macPrefix = macPrefix;
   if (dataplane) config.dataplane = dataplane;
   if (spoofchk !== undefined) config.spoofchk = spoofchk;
   if (trust !== undefined) config.trust = trust;

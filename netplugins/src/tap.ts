@@ -9,6 +9,8 @@ import { ConflictError, type AttachmentIp, type MacAddress, type TapAttachmentRe
 import { IFNAME_HINT, IFNAME_RE, attachmentId, configFields, readIps, readOwner, validateCtx, type AttachCtx } from './config.js';
 import { BatchError, delLinks, type Netlink } from './netlink.js';
 import { addNetns, netnsMustExist, netnsTarget } from './netns.js';
+import { addAntispoof, antispoofTable, delAntispoof } from './antispoof.js';
+import { runProcess } from './exec.js';
 import { RecordedPlugin, derivedMac, newRecord, withRollback, shortHash, type AttachmentRecord, type PluginDeps } from './plugin.js';
 
 export interface TapConfig {
@@ -28,6 +30,11 @@ export interface TapConfig {
   wiring: 'bridge' | 'tc';
   /** The VM's user: owns the tap, so a QEMU that dropped privileges can open it (hotplug). */
   owner?: { uid: number; gid: number };
+  /**
+   * Frames from this port onto the shared bridge must carry its own MAC, and may not claim another address of its
+   * subnets (antispoof.ts, nftables bridge family). On unless `false` (only where the operator runs an L2 VNF).
+   */
+  antispoof?: false;
 }
 
 interface TapOriginal {
@@ -55,10 +62,12 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
     const ips = readIps(f);
     const wiring = f.oneOf('wiring', ['bridge', 'tc'] as const) ?? 'bridge';
     const owner = readOwner(f);
+    const antispoof = f.bool('antispoof');
     f.closed();
     issues.throwIfAny();
     const cfg: TapConfig = { ips, wiring };
     if (bridge !== undefined) cfg.bridge = bridge;
+    if (antispoof === false) cfg.antispoof = false;
     if (owner) cfg.owner = owner;
     if (mtuBytes !== undefined) cfg.mtuBytes = mtuBytes;
     if (mac) cfg.mac = mac;
@@ -94,6 +103,11 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
             }
           }
           undo.push({ what: 'delete host veth', undo: () => this.delIfPresent(names.hostVeth) });
+          if (cfg.antispoof !== false) {
+            // before the port carries anything: its frames must carry its MAC and its own addresses
+            undo.push({ what: 'delete anti-spoofing table', undo: () => delAntispoof(names.hostVeth) });
+            await addAntispoof(names.hostVeth, cfg.mac ?? derivedMac(ctx), cfg.ips);
+          }
         }
         // netns side, one process: a bridge, the tap (made under a private name, then renamed: the rename fails
         // instead of adopting a link that is already called ifName), both on the bridge with the veth peer
@@ -195,6 +209,7 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
         await delLinks(netlink, lines, netns);
       }
       await delLinks(netlink, [`link del ${names.hostVeth}`]); // gone with its peer already, as a rule
+      await delAntispoof(names.hostVeth); // named after the attachment: found without the record's help
       records.delete(this.type, ctx);
     });
   }
@@ -230,5 +245,9 @@ export class TapPlugin extends RecordedPlugin<TapConfig, TapAttachmentResult, Ta
     const hv = await netlink.link(names.hostVeth);
     if (!hv) problems.push(`host veth ${names.hostVeth} is missing`);
     else if (hv.master !== rec.config.bridge) problems.push(`${names.hostVeth} is not on bridge ${rec.config.bridge}`);
+    if (rec.config.antispoof !== false) {
+      const r = await runProcess(['nft', 'list', 'table', 'bridge', antispoofTable(names.hostVeth)]);
+      if (r.code !== 0) problems.push(`anti-spoofing table ${antispoofTable(names.hostVeth)} is missing`);
+    }
   }
 }

@@ -75,6 +75,10 @@ before(async () => {
     ports: { nats: await freePort(), schedulerMetrics: await freePort() },
     services: { nodeAgent: false, dashboard: false },
     scheduler: { heartbeatGraceMs: 600000 },
+    networks: [
+      { name: 'a-only', cidr: '10.98.1.0/24', tenants: [A] },
+      { name: 'shared', cidr: '10.98.2.0/24', macPrefix: '02:ed:', parent: 'eth0' },
+    ],
   });
   trust = JSON.parse(readFileSync(join(home, 'nats-auth', 'trust.json'), 'utf8')) as TrustBundle;
   op = app.api;
@@ -224,4 +228,29 @@ test('rotating A and deleting a tenant close their old connections; every other 
   await new Api(ncB).ok(`nfv.v1.tenant.${B}.vnfs.list`);
   await op.ok('nfv.v1.admin.tenants.list');
   assert.ok((await op.ok('nfv.v1.admin.nodes.get', { id: NODE })).id === NODE);
+});
+
+test("the data plane's settings are the operator's: a tenant-scoped network, MACs, a macvtap parent", async () => {
+  const apiA = new Api(ncA);
+  const apiB = new Api(ncB);
+  const vnfd = (name: string, i: Record<string, unknown>): Record<string, unknown> => ({
+    descriptor: { name, replicas: 1, resources: { vcpus: 1, memoryMiB: 256 }, image: { ref: 'builtin:vrouter' }, interfaces: [{ name: 'eth1', ...i }] },
+  });
+  const denied = async (api: Api, t: string, body: Record<string, unknown>, field: string): Promise<void> => {
+    const r = await api.call(`nfv.v1.tenant.${t}.vnfs.instantiate`, body);
+    assert.equal(r.ok, false, JSON.stringify(r));
+    assert.equal(r.error.code, 'PERMISSION_DENIED', JSON.stringify(r));
+    assert.deepEqual(r.error.details.issues.map((i: { field: string }) => i.field), [field]);
+  };
+  // only A may attach to A's network: B cannot even get a port on it
+  await denied(apiB, B, vnfd('intruder', { type: 'tap', network: 'a-only' }), 'descriptor.interfaces[0].network');
+  await denied(apiB, B, vnfd('mcast', { type: 'tap', network: 'shared', mac: '03:ed:00:00:00:01' }), 'descriptor.interfaces[0].mac');
+  await denied(apiB, B, vnfd('foreign', { type: 'tap', network: 'shared', mac: '02:aa:00:00:00:01' }), 'descriptor.interfaces[0].mac');
+  await denied(apiB, B, vnfd('parent', { type: 'macvtap', network: 'shared', parent: 'eth9' }), 'descriptor.interfaces[0].parent');
+  assert.deepEqual((await apiB.ok(`nfv.v1.tenant.${B}.vnfs.list`)).items, [], 'nothing was recorded');
+  // A may: its network, a MAC in the range, the network's own parent
+  const inst = await apiA.ok(`nfv.v1.tenant.${A}.vnfs.instantiate`, vnfd('mine', { type: 'tap', network: 'a-only' }));
+  assert.equal((await apiA.waitOp(A, inst.opOccId)).operationState, 'COMPLETED');
+  const term = await apiA.ok(`nfv.v1.tenant.${A}.vnfs.terminate`, { id: inst.vnfId });
+  assert.equal((await apiA.waitOp(A, term.opOccId)).operationState, 'COMPLETED');
 });

@@ -34,6 +34,13 @@ export interface NetworkConfig {
    * makes one netdev bridge for it (the network's `vlan` tags its ports; the uplink trunks it).
    */
   dataplane?: NetworkDataplane;
+  /**
+   * Tenants that may attach interfaces to this network; absent: every tenant. A VNFD of another tenant naming it
+   * gets PERMISSION_DENIED (docs/security.md).
+   */
+  tenants?: string[];
+  /** A fixed MAC a VNFD asks for on this network must start with this prefix (e.g. `02:ed:`); default: any unicast. */
+  macPrefix?: string;
 }
 
 /** The switch kinds a network can ask for (only OVS-DPDK is managed by the node agent). */

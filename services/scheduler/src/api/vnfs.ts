@@ -18,6 +18,7 @@ import {
   type Vnfd,
 } from '@edgenfv/contracts';
 import type { ApiContext } from './context.js';
+import { checkNetworkPolicy } from './network-policy.js';
 import { chargeQuota, demandOf, negate } from '../ops/quota.js';
 
 export function vnfKey(tenantId: string, vnfId: string): string {
@@ -77,6 +78,7 @@ export async function instantiate(
 ): Promise<{ vnfId: string; opOccId: string }> {
   const d = req.descriptor;
   checkNetworks(ctx, d);
+  checkNetworkPolicy(ctx.networks, tenantId, d);
   const tenant = await ctx.store.tenants.get(tenantId);
   if (!tenant) throw new NotFoundError(`tenant "${tenantId}" not found`, { field: 'tenant' });
 
