@@ -129,6 +129,8 @@ export interface CreateContainerRequest {
   cwd?: string;
   hostNetwork?: boolean;
   memoryLimitMib?: number;
+  /** The container gets what PrepareDataplane prepared (device nodes, hugepages); deleting it releases them. */
+  dataplane?: boolean;
 }
 export interface ContainerRef {
   id: string;

@@ -5,7 +5,7 @@
  */
 import type { ErrorBody } from './errors.js';
 import type { NodeInventory } from './node.js';
-import type { DataplaneKind, VnfdRoute } from './vnfd.js';
+import type { DataplaneKind, VnfdDataplane, VnfdRoute } from './vnfd.js';
 
 export const INTERNAL_PREFIX = 'nfv.v1.internal';
 
@@ -111,6 +111,8 @@ export interface Allocation {
     numaNode?: number;
     /** numaNode: where the pages come from when it differs from `numaNode` (numa: preferred/none fallback). */
     hugepages?: { sizeKiB: number; count: number; numaNode?: number };
+    /** The VNFD's guest data plane, as it asked (the node agent prepares it in the guest). */
+    dataplane?: VnfdDataplane;
   };
   image: { ref: string };
   command?: string[];

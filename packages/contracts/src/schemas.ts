@@ -8,7 +8,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isIP } from 'node:net';
 import { InvalidArgumentError, type FieldIssue } from './errors.js';
 import type { AdminOp, TenantOp } from './subjects.js';
-import type { Vnfd } from './vnfd.js';
+import { DEFAULT_DATAPLANE_HUGEPAGES_MIB, GUEST_BASE_MEMORY_MIB, dataplaneInterfaces, type Vnfd } from './vnfd.js';
 
 const DNS_LABEL = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
 const IFNAME = '^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$';
@@ -77,6 +77,17 @@ export const vnfdSchema = {
           },
         },
         numa: { enum: ['strict', 'preferred', 'none'] },
+        dataplane: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['kind'],
+          properties: {
+            kind: { enum: ['dpdk'] },
+            hugepagesMiB: { type: 'integer', minimum: 2, maximum: 1_048_576 },
+            interfaces: { type: 'array', minItems: 1, maxItems: 32, items: { type: 'string', minLength: 1, maxLength: 15 } },
+            driver: { enum: ['uio_pci_generic', 'vfio-pci'] },
+          },
+        },
       },
     },
     image: {
@@ -308,6 +319,24 @@ export function validateVnfdSemantics(d: Vnfd, prefix = ''): FieldIssue[] {
   }
   if (d.resources.numa === 'strict' && d.resources.cpuPolicy !== 'dedicated') {
     issues.push({ field: at('resources.numa'), message: 'strict NUMA placement needs cpuPolicy: dedicated' });
+  }
+  const dp = d.resources.dataplane;
+  if (dp) {
+    if (d.resources.vcpus < 2) issues.push({ field: at('resources.vcpus'), message: 'a DPDK data plane needs at least 2 vCPUs (a main and a forwarding lcore)' });
+    const mib = dp.hugepagesMiB ?? DEFAULT_DATAPLANE_HUGEPAGES_MIB;
+    if (mib + GUEST_BASE_MEMORY_MIB > d.resources.memoryMiB) {
+      issues.push({
+        field: at('resources.dataplane.hugepagesMiB'),
+        message: `${mib} MiB of guest hugepages plus ${GUEST_BASE_MEMORY_MIB} MiB for the guest itself do not fit resources.memoryMiB (${d.resources.memoryMiB})`,
+      });
+    }
+    const ifNames = new Set((d.interfaces ?? []).map((i) => i.name));
+    (dp.interfaces ?? []).forEach((n, k) => {
+      if (!ifNames.has(n)) issues.push({ field: at(`resources.dataplane.interfaces[${k}]`), message: `names no interface of this VNF ("${n}")` });
+    });
+    if (dp.interfaces === undefined && dataplaneInterfaces(d).length === 0) {
+      issues.push({ field: at('resources.dataplane.interfaces'), message: 'no vhostuser interface to hand to DPDK: name the interfaces' });
+    }
   }
   return issues;
 }

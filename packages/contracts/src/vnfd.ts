@@ -9,12 +9,38 @@ export interface HugepagesRequest {
   count: number;
 }
 
+/**
+ * A DPDK data plane in the guest (API.md "Data planes"): before the container starts, the guest agent binds the
+ * named interfaces' virtio-net devices for DPDK and reserves guest hugepages (out of memoryMiB); the container gets
+ * its EAL arguments (lcores, memory, PCI allow-list) in EDGENFV_EAL_ARGS.
+ */
+export interface VnfdDataplane {
+  kind: 'dpdk';
+  /** Guest hugepages (2 MiB pages) for DPDK; default 128. */
+  hugepagesMiB?: number;
+  /** The interfaces handed to DPDK (default: every vhostuser interface). */
+  interfaces?: string[];
+  /** Default uio_pci_generic (the cloud guest kernel has no vfio no-IOMMU mode). */
+  driver?: 'uio_pci_generic' | 'vfio-pci';
+}
+export const DEFAULT_DATAPLANE_HUGEPAGES_MIB = 128;
+/** What the guest's own system (kernel, agent with Node.js) needs besides a data plane's hugepages. */
+export const GUEST_BASE_MEMORY_MIB = 384;
+
 export interface VnfdResources {
   vcpus: number;
   memoryMiB: number;
   cpuPolicy?: CpuPolicy; // default shared
   hugepages?: HugepagesRequest;
   numa?: NumaPolicy; // default none
+  dataplane?: VnfdDataplane;
+}
+
+/** The interfaces a DPDK data plane takes (named, or every vhostuser one). */
+export function dataplaneInterfaces(d: Pick<Vnfd, 'resources' | 'interfaces'>): string[] {
+  const dp = d.resources.dataplane;
+  if (!dp) return [];
+  return dp.interfaces ?? (d.interfaces ?? []).filter((i) => i.type === 'vhostuser').map((i) => i.name);
 }
 
 interface InterfaceBase {

@@ -14,6 +14,7 @@ import { LinuxNetSysfs } from './net/sysfs.js';
 import { PciDrivers } from './net/pci-drivers.js';
 import { ProcSysctl } from './sysctl.js';
 import { ContainerRuntime } from './containers/runtime.js';
+import { DataplaneState, releaseDataplane } from './dataplane.js';
 import { GuestMux, VirtioSerialPort, findVirtioPort, unixConnector, type SerialPort } from './channel.js';
 import { SocketChardevPort } from './socket-port.js';
 import type { Log } from './log.js';
@@ -81,7 +82,10 @@ export async function startAgent(cfg: AgentConfig, log: Log, hooks: { exit?: (po
   await rm(socketPath, { force: true });
   const drivers = new PciDrivers({ sysRoot: cfg.sysRoot, log: log.child({ component: 'pci-drivers' }) });
   const net = { ip: new IprouteIp({ ipBin: cfg.ipBin, ...(cfg.netns ? { netns: cfg.netns } : {}) }), sysfs: new LinuxNetSysfs(cfg.sysRoot), drivers };
+  const dataplaneState = new DataplaneState();
+  const dataplane = { sysRoot: cfg.sysRoot, fileRoot: '/', hugepageMount: '/dev/hugepages', state: dataplaneState };
   const containers = new ContainerRuntime({
+    dataplane: { exposure: () => dataplaneState.exposure(), release: () => releaseDataplane(dataplane, dataplaneState) },
     stateDir: cfg.stateDir,
     crun: cfg.crun,
     busybox: cfg.busybox,
@@ -96,7 +100,7 @@ export async function startAgent(cfg: AgentConfig, log: Log, hooks: { exit?: (po
       net,
       sysctl: new ProcSysctl(cfg.procRoot),
       containers,
-      dataplane: { sysRoot: cfg.sysRoot, fileRoot: '/', hugepageMount: '/dev/hugepages' },
+      dataplane,
       procRoot: cfg.procRoot,
       ...(hooks.exit ? { onShutdown: (powerOff: boolean) => void shutdown(powerOff) } : {}),
       log: log.child({ component: 'grpc' }),

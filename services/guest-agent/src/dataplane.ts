@@ -1,10 +1,15 @@
 /**
  * Data-plane preparation for a DPDK VNF in the guest: bind NICs to vfio-pci (no-IOMMU mode: a guest without a
  * vIOMMU) or uio_pci_generic through driver_override, reserve and mount hugepages, and write the EAL/VPP config
- * files that dpdk-config rendered on the host. Sysfs root configurable (tests use a fake tree).
+ * files that dpdk-config rendered on the host. Everything is checked before anything changes. What was changed is
+ * remembered (DataplaneState): the container runtime exposes exactly those devices and the hugepage mount to a
+ * `dataplane` container, and `releaseDataplane` puts it all back (NICs to their kernel driver, hugepages freed and
+ * the count restored, files removed) when that container is deleted or a new preparation replaces it, so nothing a
+ * tenant leaves behind reaches the next container. Sysfs root configurable (tests use a fake tree).
  */
-import { mkdir, writeFile, readlink, access } from 'node:fs/promises';
+import { mkdir, writeFile, readlink, access, readFile, readdir, rm } from 'node:fs/promises';
 import { basename, dirname, join, normalize } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError, InvalidArgumentError, type FieldIssue } from '@edgenfv/contracts/internal/errors';
 import { isPciAddress, parsePciAddress } from '@edgenfv/contracts/internal/values';
 import type { PrepareDataplaneRequest, PrepareDataplaneResponse, DataplaneNic } from '@edgenfv/contracts/internal/agent';
@@ -14,24 +19,62 @@ const DRIVERS = ['vfio-pci', 'uio_pci_generic'];
 const HUGE_SIZES = [2048, 1048576];
 const FILE_ROOTS = ['/etc/edgenfv/', '/run/edgenfv/'];
 
+interface BoundNic {
+  pciAddress: string;
+  driver: string;
+  /** The kernel driver it had (virtio-pci), restored on release; '' when it had none. */
+  previousDriver: string;
+  /** Device nodes DPDK opens for it: /dev/uioN, or /dev/vfio/vfio + /dev/vfio/noiommu-G. */
+  devices: string[];
+}
+
+/** What the last PrepareDataplane changed in this guest. One per agent. */
+export class DataplaneState {
+  nics: BoundNic[] = [];
+  hugepages: { sizeKib: number; previous: number; mount: string } | undefined;
+  files: string[] = [];
+
+  /** Device nodes and the hugepage mount a `dataplane` container gets. */
+  exposure(): { devices: string[]; hugepageMount?: string } {
+    return {
+      devices: [...new Set(this.nics.flatMap((n) => n.devices))],
+      ...(this.hugepages ? { hugepageMount: this.hugepages.mount } : {}),
+    };
+  }
+}
+
 export interface DataplaneDeps {
   sysRoot: string;
   /** Where absolute config paths land (default '/'; tests use a temp folder). */
   fileRoot: string;
   hugepageMount: string;
+  /** Where device nodes are (default /dev; tests use a temp folder). */
+  devRoot?: string;
   run?: Runner;
   /** Load a kernel module (default: modprobe); mount hugetlbfs (default: mount). */
   modprobe?: (mod: string) => Promise<void>;
   mountHugetlbfs?: (path: string, sizeKib: number) => Promise<void>;
+  /** MemAvailable in KiB (default: /proc/meminfo). */
+  memAvailableKib?: () => Promise<number>;
+  /** Remembers what was changed (default: a state of its own per call, so nothing can be released). */
+  state?: DataplaneState;
+  /** How long a bound device's node may take to appear (default 5 s). */
+  deviceWaitMs?: number;
 }
 
 export function parseDataplane(req: PrepareDataplaneRequest): { nics: DataplaneNic[]; size: number; count: number } {
   const issues: FieldIssue[] = [];
   const nics: DataplaneNic[] = [];
+  const seen = new Map<string, number>();
   (req?.nics ?? []).forEach((n, i) => {
-    if (!isPciAddress(n?.pciAddress)) issues.push({ field: `nics[${i}].pciAddress`, message: 'not a PCI address' });
+    if (!isPciAddress(n?.pciAddress)) issues.push({ field: `nics[${i}].pciAddress`, message: `not a PCI address: ${JSON.stringify(n?.pciAddress)} (expected dddd:bb:dd.f)` });
     if (!DRIVERS.includes(n?.driver)) issues.push({ field: `nics[${i}].driver`, message: `one of ${DRIVERS.join(', ')}` });
-    if (isPciAddress(n?.pciAddress) && DRIVERS.includes(n?.driver)) nics.push({ pciAddress: parsePciAddress(n.pciAddress), driver: n.driver });
+    if (isPciAddress(n?.pciAddress) && DRIVERS.includes(n?.driver)) {
+      const pci = parsePciAddress(n.pciAddress);
+      if (seen.has(pci)) issues.push({ field: `nics[${i}].pciAddress`, message: `${pci} is already nics[${seen.get(pci)}]` });
+      else seen.set(pci, i);
+      nics.push({ pciAddress: pci, driver: n.driver });
+    }
   });
   const size = req?.hugepageSizeKib ?? 0;
   const count = req?.hugepages ?? 0;
@@ -47,42 +90,106 @@ export function parseDataplane(req: PrepareDataplaneRequest): { nics: DataplaneN
   return { nics, size, count };
 }
 
+async function exists(p: string): Promise<boolean> {
+  return access(p).then(() => true, () => false);
+}
+
+async function readMemAvailableKib(): Promise<number> {
+  const m = /^MemAvailable:\s+(\d+) kB/m.exec(await readFile('/proc/meminfo', 'utf8'));
+  return m ? Number(m[1]) : 0;
+}
+
+const pciDir = (deps: DataplaneDeps, a: string): string => join(deps.sysRoot, 'bus', 'pci', 'devices', a);
+const nrHugepages = (deps: DataplaneDeps, sizeKib: number): string => join(deps.sysRoot, 'kernel', 'mm', 'hugepages', `hugepages-${sizeKib}kB`, 'nr_hugepages');
+const driverOf = (deps: DataplaneDeps, a: string): Promise<string> => readlink(join(pciDir(deps, a), 'driver')).then(basename, () => '');
+
+/** Hands a PCI function to `driver` (or back to the kernel's choice with ''), through driver_override. */
+async function rebind(deps: DataplaneDeps, pci: string, driver: string): Promise<void> {
+  const current = await driverOf(deps, pci);
+  await writeFile(join(pciDir(deps, pci), 'driver_override'), driver === '' ? '\n' : driver);
+  if (current) await writeFile(join(pciDir(deps, pci), 'driver', 'unbind'), pci);
+  await writeFile(join(deps.sysRoot, 'bus', 'pci', 'drivers_probe'), pci);
+}
+
+/** The device nodes of a function bound to a user-space driver (waits for devtmpfs to create them). */
+async function deviceNodes(deps: DataplaneDeps, pci: string, driver: string): Promise<string[]> {
+  const dev = deps.devRoot ?? '/dev';
+  const deadline = Date.now() + (deps.deviceWaitMs ?? 5000);
+  for (;;) {
+    let nodes: string[] = [];
+    if (driver === 'uio_pci_generic') {
+      const uio = await readdir(join(pciDir(deps, pci), 'uio')).catch(() => [] as string[]);
+      nodes = uio.filter((u) => /^uio\d+$/.test(u)).map((u) => join(dev, u));
+    } else {
+      const group = await readlink(join(pciDir(deps, pci), 'iommu_group')).then(basename, () => '');
+      if (group) nodes = [join(dev, 'vfio', 'vfio'), join(dev, 'vfio', `noiommu-${group}`)];
+    }
+    if (nodes.length > 0 && (await Promise.all(nodes.map(exists))).every(Boolean)) return nodes;
+    if (Date.now() >= deadline) {
+      throw new ConflictError(`${pci} is bound to ${driver} but its device node did not appear (${nodes.join(', ') || 'no uio/iommu_group entry'})`);
+    }
+    await sleep(100);
+  }
+}
+
 export async function prepareDataplane(deps: DataplaneDeps, req: PrepareDataplaneRequest): Promise<PrepareDataplaneResponse> {
   const { nics, size, count } = parseDataplane(req);
+  const state = deps.state ?? new DataplaneState();
   const run = deps.run ?? runCommand;
   const modprobe = deps.modprobe ?? (async (m: string) => void (await run(['modprobe', m])));
-  const pci = (a: string) => join(deps.sysRoot, 'bus', 'pci', 'devices', a);
+
+  // checks that read the guest, still before anything changes
+  const issues: FieldIssue[] = [];
   for (const [i, n] of nics.entries()) {
-    try {
-      await access(pci(n.pciAddress));
-    } catch {
-      throw new InvalidArgumentError([{ field: `nics[${i}].pciAddress`, message: `no PCI device ${n.pciAddress}` }]);
+    if (!(await exists(pciDir(deps, n.pciAddress)))) issues.push({ field: `nics[${i}].pciAddress`, message: `no PCI device ${n.pciAddress} in this guest` });
+  }
+  if (count > 0) {
+    if (!(await exists(nrHugepages(deps, size)))) {
+      issues.push({ field: 'hugepageSizeKib', message: `this guest kernel has no ${size} KiB hugepages` });
+    } else {
+      const current = Number((await readFile(nrHugepages(deps, size), 'utf8')).trim()) || 0;
+      const moreKib = (count - current) * size;
+      const availKib = await (deps.memAvailableKib ?? readMemAvailableKib)();
+      if (moreKib > availKib) {
+        issues.push({
+          field: 'hugepages',
+          message: `${count} x ${size} KiB (${Math.ceil((count * size) / 1024)} MiB) is more than this guest can reserve (${Math.floor((availKib + current * size) / 1024)} MiB available): give the VNF more memory or ask for fewer hugepages`,
+        });
+      }
     }
   }
+  if (issues.length > 0) throw new InvalidArgumentError(issues);
   if (nics.some((n) => n.driver === 'vfio-pci')) {
     await modprobe('vfio-pci');
     const param = join(deps.sysRoot, 'module', 'vfio', 'parameters', 'enable_unsafe_noiommu_mode');
-    try {
-      await access(param);
-    } catch {
+    if (!(await exists(param))) {
       throw new ConflictError(
         'this guest kernel has no vfio no-IOMMU mode (CONFIG_VFIO_NOIOMMU): use driver uio_pci_generic, or the generic kernel flavor of the guest image',
         { field: 'nics' },
       );
     }
-    await writeFile(param, '1');
   }
+
+  // a new preparation replaces the previous one
+  await releaseDataplane(deps, state);
+  if (nics.some((n) => n.driver === 'vfio-pci')) await writeFile(join(deps.sysRoot, 'module', 'vfio', 'parameters', 'enable_unsafe_noiommu_mode'), '1');
   if (nics.some((n) => n.driver === 'uio_pci_generic')) await modprobe('uio_pci_generic');
   for (const n of nics) {
-    const current = await readlink(join(pci(n.pciAddress), 'driver')).then(basename, () => '');
-    if (current === n.driver) continue;
-    await writeFile(join(pci(n.pciAddress), 'driver_override'), n.driver);
-    if (current) await writeFile(join(pci(n.pciAddress), 'driver', 'unbind'), n.pciAddress);
-    await writeFile(join(deps.sysRoot, 'bus', 'pci', 'drivers_probe'), n.pciAddress);
+    const previousDriver = await driverOf(deps, n.pciAddress);
+    const entry: BoundNic = { pciAddress: n.pciAddress, driver: n.driver, previousDriver, devices: [] };
+    state.nics.push(entry); // recorded first: a failure below is undone by the next release
+    if (previousDriver !== n.driver) await rebind(deps, n.pciAddress, n.driver);
+    const now = await driverOf(deps, n.pciAddress);
+    if (now !== n.driver) throw new ConflictError(`${n.pciAddress}: ${n.driver} did not take the device (it is ${now ? `bound to ${now}` : 'unbound'})`);
+    entry.devices = await deviceNodes(deps, n.pciAddress, n.driver);
   }
   let hugepageMount = '';
   if (count > 0) {
-    await writeFile(join(deps.sysRoot, 'kernel', 'mm', 'hugepages', `hugepages-${size}kB`, 'nr_hugepages'), String(count));
+    const previous = Number((await readFile(nrHugepages(deps, size), 'utf8')).trim()) || 0;
+    state.hugepages = { sizeKib: size, previous, mount: deps.hugepageMount };
+    await writeFile(nrHugepages(deps, size), String(count));
+    const got = Number((await readFile(nrHugepages(deps, size), 'utf8')).trim()) || 0;
+    if (got < count) throw new ConflictError(`the guest kernel reserved ${got} of ${count} hugepages of ${size} KiB (memory too fragmented?)`, { field: 'hugepages' });
     const mount = deps.mountHugetlbfs ?? (async (p: string, kib: number) => {
       await mkdir(p, { recursive: true });
       await run(['mount', '-t', 'hugetlbfs', '-o', `pagesize=${kib}K`, 'nodev', p]).catch((err) => {
@@ -95,7 +202,26 @@ export async function prepareDataplane(deps: DataplaneDeps, req: PrepareDataplan
   for (const f of req.files ?? []) {
     const dst = join(deps.fileRoot, f.path);
     await mkdir(dirname(dst), { recursive: true });
+    state.files.push(dst);
     await writeFile(dst, f.content);
   }
   return { bound: nics, hugepageMount };
+}
+
+/**
+ * Undoes what the state says: NICs back to their previous driver, the hugepage mount emptied (a data plane's
+ * leftover rtemap files would keep pages), the hugepage count restored, written files removed. Safe to repeat.
+ */
+export async function releaseDataplane(deps: DataplaneDeps, state: DataplaneState): Promise<void> {
+  for (const n of state.nics.splice(0)) {
+    if (!(await exists(pciDir(deps, n.pciAddress)))) continue;
+    if (n.driver !== n.previousDriver) await rebind(deps, n.pciAddress, ''); // the kernel's own driver again (virtio-pci)
+  }
+  const h = state.hugepages;
+  state.hugepages = undefined;
+  if (h) {
+    for (const f of await readdir(h.mount).catch(() => [] as string[])) await rm(join(h.mount, f), { recursive: true, force: true });
+    await writeFile(nrHugepages(deps, h.sizeKib), String(h.previous));
+  }
+  for (const f of state.files.splice(0)) await rm(f, { force: true });
 }

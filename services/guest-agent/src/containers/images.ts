@@ -56,13 +56,16 @@ while :; do sleep 3600 & wait $!; done
 const TESTPMD_SH = `#!/bin/sh
 # builtin:testpmd: dpdk-testpmd forwarding between the VNF's DPDK ports. The node agent renders the EAL arguments
 # with dpdk-config (lcores, memory, the PCI allow-list of the VNF's interfaces) into EDGENFV_EAL_ARGS; the
-# application's come from EDGENFV_TESTPMD_ARGS (default: io forwarding). Port statistics every
+# application's come from EDGENFV_TESTPMD_ARGS (default: io forwarding), the mbuf pool size from
+# EDGENFV_TESTPMD_MBUFS (default 8192). Port statistics every
 # EDGENFV_STATS_PERIOD seconds (default 1) on stdout; SIGTERM stops it cleanly.
 if [ -z "$EDGENFV_EAL_ARGS" ]; then
   echo "testpmd: EDGENFV_EAL_ARGS is empty: the VNFD needs resources.dataplane {kind: dpdk}" >&2
   exit 2
 fi
-exec /usr/bin/dpdk-testpmd $EDGENFV_EAL_ARGS -- \${EDGENFV_TESTPMD_ARGS:---forward-mode=io} --stats-period=\${EDGENFV_STATS_PERIOD:-1}
+# testpmd's default mbuf pool (sized for RTE_MAX_LCORE lcores: ~155k mbufs, 330 MiB) does not fit a guest's hugepages
+exec /usr/bin/dpdk-testpmd $EDGENFV_EAL_ARGS -- \${EDGENFV_TESTPMD_ARGS:---forward-mode=io} \\
+  --total-num-mbufs=\${EDGENFV_TESTPMD_MBUFS:-8192} --stats-period=\${EDGENFV_STATS_PERIOD:-1}
 `;
 
 export class ImageStore {

@@ -40,16 +40,25 @@ export interface ContainerRuntimeOptions {
   noPivot?: boolean;
   /** Where oci-disk images are looked up (default /sys and /dev). */
   disks?: { sysRoot: string; devRoot: string; waitMs: number };
+  /**
+   * What PrepareDataplane prepared (dataplane.ts): a `dataplane` container gets those device nodes and the hugepage
+   * mount, and deleting it releases them.
+   */
+  dataplane?: { exposure(): { devices: string[]; hugepageMount?: string }; release(): Promise<void> };
   log: Log;
 }
 
 interface Entry {
   status: ContainerStatus;
+  dataplane: boolean;
   bundle: string;
   child?: ChildProcess;
   exited: Promise<void>;
   markExited: () => void;
 }
+
+/** DPDK's extra needs: physical addresses from /proc/self/pagemap (uio: IOVA as PA) and port I/O (legacy virtio). */
+const DATAPLANE_CAPS = ['CAP_SYS_ADMIN', 'CAP_SYS_RAWIO'];
 
 const CAPS = [
   'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL', 'CAP_SETGID', 'CAP_SETUID',
@@ -93,6 +102,11 @@ export class ContainerRuntime {
     if (req?.cwd && !req.cwd.startsWith('/')) issues.push({ field: 'cwd', message: 'must be an absolute path' });
     const mem = req?.memoryLimitMib ?? 0;
     if (!Number.isInteger(mem) || mem < 0 || (mem > 0 && mem < 4)) issues.push({ field: 'memoryLimitMib', message: 'must be 0 (no limit) or >= 4' });
+    const dataplane = req?.dataplane === true;
+    const exposure = dataplane ? this.opts.dataplane?.exposure() : undefined;
+    if (dataplane && (!exposure || (exposure.devices.length === 0 && !exposure.hugepageMount))) {
+      issues.push({ field: 'dataplane', message: 'nothing is prepared for a data plane: call PrepareDataplane first' });
+    }
     if (issues.length > 0 || !image) throw new InvalidArgumentError(issues);
     if (this.entries.has(req.id)) throw new AlreadyExistsError(`container ${req.id} exists`);
 
@@ -135,11 +149,12 @@ export class ContainerRuntime {
         readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sysrq-trigger'],
       },
     };
+    if (exposure) await exposeDataplane(config, exposure);
     await writeFile(join(bundle, 'config.json'), JSON.stringify(config, null, 2));
     let markExited!: () => void;
     const exited = new Promise<void>((r) => (markExited = r));
     const status: ContainerStatus = { id: req.id, state: 'CREATED', pid: 0, exitCode: 0, image: image.ref, startedAtMs: 0, finishedAtMs: 0 };
-    this.entries.set(req.id, { status, bundle, exited, markExited });
+    this.entries.set(req.id, { status, dataplane, bundle, exited, markExited });
     this.opts.log.info({ containerId: req.id, image: image.ref }, 'container created');
     return { ...status };
   }
@@ -232,6 +247,7 @@ export class ContainerRuntime {
     await runCommand([this.crun, ...this.g, 'delete', '--force', id]).catch(() => {});
     await rm(e.bundle, { recursive: true, force: true });
     this.entries.delete(id);
+    if (e.dataplane) await this.opts.dataplane?.release(); // NICs back to the kernel, hugepages freed: nothing left for the next one
     this.opts.log.info({ containerId: id }, 'container deleted');
   }
 
@@ -336,3 +352,28 @@ function signalNumber(sig: NodeJS.Signals): number {
   )[sig];
   return n ?? 0;
 }
+
+/**
+ * A data plane container: the bound NICs' device nodes (allowed in its device cgroup), the hugepage mount bound
+ * in, /sys writable (DPDK maps the PCI BARs through resourceN files) and DPDK's capabilities.
+ */
+async function exposeDataplane(config: any, x: { devices: string[]; hugepageMount?: string }): Promise<void> {
+  const devices: object[] = [];
+  const allow: object[] = [];
+  for (const path of x.devices) {
+    const st = await stat(path);
+    const major = Math.floor(st.rdev / 256) & 0xfff;
+    const minor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00);
+    devices.push({ path, type: 'c', major, minor, fileMode: 0o600, uid: 0, gid: 0 });
+    allow.push({ allow: true, type: 'c', major, minor, access: 'rwm' });
+  }
+  config.linux.devices = devices;
+  config.linux.resources.devices = allow;
+  config.mounts = config.mounts.map((m: { destination: string; options?: string[] }) =>
+    m.destination === '/sys' ? { ...m, options: (m.options ?? []).filter((o) => o !== 'ro') } : m,
+  );
+  if (x.hugepageMount) config.mounts.push({ destination: x.hugepageMount, type: 'bind', source: x.hugepageMount, options: ['rbind', 'rw'] });
+  const caps = config.process.capabilities;
+  for (const k of ['bounding', 'effective', 'permitted', 'ambient']) caps[k] = [...caps[k], ...DATAPLANE_CAPS];
+}
+

@@ -1,6 +1,6 @@
 /** The GuestPort over the real host<->guest channel (virtio-serial, framed multiplexer, gRPC): see src/guest/. */
 import type { Logger } from 'pino';
-import { AppError } from '@edgenfv/contracts';
+import { AppError, type PrepareDataplaneRequest } from '@edgenfv/contracts';
 import { connectAgent, type AgentConnection } from '../guest/index.js';
 import type { GuestContainer, GuestNic, GuestPort, GuestSession } from './ports.js';
 
@@ -36,7 +36,7 @@ export class GrpcGuestSession implements GuestSession {
   }
   async runContainer(c: GuestContainer): Promise<void> {
     try {
-      await rpc('CreateContainer', () => this.conn.client.createContainer({ id: c.id, image: c.image, command: c.command, env: c.env, hostNetwork: true, memoryLimitMib: c.memoryLimitMiB }));
+      await rpc('CreateContainer', () => this.conn.client.createContainer({ id: c.id, image: c.image, command: c.command, env: c.env, hostNetwork: true, memoryLimitMib: c.memoryLimitMiB, ...(c.dataplane ? { dataplane: true } : {}) }));
     } catch (err) {
       if (!(err instanceof AppError && err.code === 'ALREADY_EXISTS')) throw err;
     }
@@ -47,6 +47,9 @@ export class GrpcGuestSession implements GuestSession {
       throw err;
     });
     void st;
+  }
+  async prepareDataplane(req: PrepareDataplaneRequest): Promise<void> {
+    await rpc('PrepareDataplane', () => this.conn.client.prepareDataplane(req, { timeoutMs: 120_000 }));
   }
   async removeContainer(id: string, graceMs = 10_000): Promise<void> {
     const c = (await rpc('ListContainers', () => this.conn.client.listContainers())).containers.find((x) => x.id === id);

@@ -7,6 +7,7 @@ import { UnavailableError, type VnfdRoute } from '@edgenfv/contracts';
 import type { VmHandle } from '../hypervisor/types.js';
 import { pciPathOf } from '../hypervisor/qemu.js';
 import { toGuestNic } from './interfaces.js';
+import { EAL_ARGS_ENV, prepareGuestDataplane } from './dataplane.js';
 import type { GuestNic, GuestPort, GuestSession } from './ports.js';
 import type { ReplicaRecord, SandboxRecord } from './records.js';
 
@@ -49,10 +50,16 @@ export class GuestSync {
   }
 
   /** Every NIC the VM should have: all attachments of its replicas that are not being removed. */
-  nics(rec: SandboxRecord): GuestNic[] {
+  nics(rec: SandboxRecord, alsoDataplaneOf?: ReplicaRecord): GuestNic[] {
     const vm = this.vmOf(rec.sandboxId);
     const pciPath = (deviceId: string): string | undefined => (vm ? pciPathOf(vm, deviceId) : undefined);
-    return live(rec).flatMap((r) => Object.entries(r.attachments).map(([name, a]) => toGuestNic(r, name, a, pciPath)));
+    // NICs handed to a DPDK data plane have left the guest kernel (dataplane.ts): not the kernel's to configure,
+    // but for a replica's first start, where the guest reports their PCI addresses
+    const kernelOwned = (r: ReplicaRecord, name: string): boolean =>
+      !(r.alloc.resources.dataplane?.interfaces ?? []).includes(name) || (r === alsoDataplaneOf && !r.guestPciAddresses?.[name]);
+    return live(rec).flatMap((r) =>
+      Object.entries(r.attachments).filter(([name]) => kernelOwned(r, name)).map(([name, a]) => toGuestNic(r, name, a, pciPath)),
+    );
   }
 
   /** The complete route table of the VM (routes name guest interfaces). */
@@ -73,19 +80,23 @@ export class GuestSync {
    */
   async startReplica(rec: SandboxRecord, replica: ReplicaRecord): Promise<void> {
     const s = await this.session(rec);
-    const found = await s.updateInterfaces(this.nics(rec), replica.hotplugged ? 30_000 : 10_000);
+    const dpNames = replica.alloc.resources.dataplane?.interfaces ?? [];
+    const found = await s.updateInterfaces(this.nics(rec, replica), replica.hotplugged ? 30_000 : 10_000);
     for (const [name, a] of Object.entries(replica.attachments)) {
-      const seen = a.kind === 'sriov' ? found.find((n) => n.name === (replica.guestIfNames[name] ?? name)) : undefined;
+      const seen = a.kind === 'sriov' || dpNames.includes(name) ? found.find((n) => n.name === (replica.guestIfNames[name] ?? name)) : undefined;
       if (seen?.pciAddress) (replica.guestPciAddresses ??= {})[name] = seen.pciAddress;
     }
     await s.updateRoutes(this.routes(rec));
     const a = replica.alloc;
+    const env = Object.entries(a.env ?? {}).map(([k, v]) => `${k}=${v}`);
+    if (a.resources.dataplane) env.push(`${EAL_ARGS_ENV}=${(await prepareGuestDataplane(s, replica)).join(' ')}`);
     await s.runContainer({
       id: replica.containerId,
       image: a.image.ref,
       command: [...(a.command ?? []), ...(a.args ?? [])],
-      env: Object.entries(a.env ?? {}).map(([k, v]) => `${k}=${v}`),
+      env,
       memoryLimitMiB: a.resources.memoryMiB,
+      ...(a.resources.dataplane ? { dataplane: true } : {}),
     });
   }
 

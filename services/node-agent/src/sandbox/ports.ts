@@ -2,7 +2,7 @@
  * Narrow ports the sandbox manager drives: the guest agent (over the host<->guest channel) and the network
  * attachments (netplugins). Production adapters: grpc-guest.ts and attachments.ts; tests may pass their own.
  */
-import type { AllocInterface, AttachmentResult, VnfdRoute } from '@edgenfv/contracts';
+import type { AllocInterface, AttachmentResult, PrepareDataplaneRequest, VnfdRoute } from '@edgenfv/contracts';
 
 export interface GuestNic {
   mac: string;
@@ -19,6 +19,8 @@ export interface GuestContainer {
   command: string[];
   env: string[];
   memoryLimitMiB: number;
+  /** Gets what prepareDataplane prepared (device nodes, hugepages); removing it releases them. */
+  dataplane?: boolean;
 }
 
 export interface GuestSession {
@@ -27,6 +29,8 @@ export interface GuestSession {
   /** The complete route table (all replicas'). */
   updateRoutes(routes: VnfdRoute[]): Promise<void>;
   runContainer(c: GuestContainer): Promise<void>;
+  /** Hands NICs to a DPDK driver and reserves hugepages in the guest (before a `dataplane` container runs). */
+  prepareDataplane(req: PrepareDataplaneRequest): Promise<void>;
   /** Stops the container (SIGTERM, SIGKILL after the grace) and deletes it; a container that is not there is success. */
   removeContainer(id: string, graceMs?: number): Promise<void>;
   /** Guest counters: the agent's RSS and each NIC's packets. */

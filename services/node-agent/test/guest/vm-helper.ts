@@ -22,6 +22,8 @@ export function bootTestVm(o: {
   netns: string;
   taps: Array<{ ifname: string; mac: string }>;
   memoryMiB?: number;
+  /** vCPUs (default 1). */
+  smp?: number;
   appendArgs?: string;
   /** Read-only raw disks (e.g. a packed OCI layout), found in the guest by serial. */
   disks?: Array<{ path: string; serial: string }>;
@@ -30,7 +32,7 @@ export function bootTestVm(o: {
   for (const t of o.taps) execFileSync('ip', ['-n', o.netns, 'tuntap', 'add', t.ifname, 'mode', 'tap']);
   const args = [
     'netns', 'exec', o.netns, 'qemu-system-x86_64',
-    '-M', 'q35,accel=tcg', '-cpu', 'max', '-smp', '1', '-m', `${Math.max(o.memoryMiB ?? 512, o.image.minMemoryMiB)}M`,
+    '-M', 'q35,accel=tcg', '-cpu', 'max', '-smp', String(o.smp ?? 1), '-m', `${Math.max(o.memoryMiB ?? 512, o.image.minMemoryMiB)}M`,
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'stdio', '-monitor', 'none',
     '-kernel', o.image.kernelPath, '-initrd', o.image.initrdPath, '-append', `${o.image.kernelArgs} ${o.appendArgs ?? ''}`.trim(),
     '-device', 'virtio-serial-pci',

@@ -2,13 +2,14 @@
  * Stands in for the guest agent where a test has no guest kernel (the VM idles in firmware): records what the
  * sandbox manager tells the guest. The real guest agent is driven in sandbox-boot.test.ts.
  */
-import type { VnfdRoute } from '@edgenfv/contracts';
+import type { PrepareDataplaneRequest, VnfdRoute } from '@edgenfv/contracts';
 import type { GuestContainer, GuestNic, GuestPort, GuestSession } from '../../src/sandbox/ports.js';
 
 export class RecordingGuest implements GuestPort {
   readonly nics = new Map<string, GuestNic[]>();
   readonly routes = new Map<string, VnfdRoute[]>();
   readonly containers = new Map<string, Map<string, GuestContainer>>();
+  readonly dataplanes: PrepareDataplaneRequest[] = [];
   connects = 0;
   async connect(agentSocket: string): Promise<GuestSession> {
     this.connects++;
@@ -22,6 +23,7 @@ export class RecordingGuest implements GuestPort {
       },
       updateRoutes: async (routes) => void this.routes.set(agentSocket, routes),
       runContainer: async (c) => void containers.set(c.id, c),
+      prepareDataplane: async (req) => void this.dataplanes.push(req),
       removeContainer: async (id) => void containers.delete(id),
       metrics: async () => ({ agentRssBytes: 0, nics: [] }),
       addArpNeighbors: async () => undefined,

@@ -110,6 +110,7 @@ export function allocationResources(req: PlacementRequest, d: Decision): Allocat
   if (d.assignment.cpus) r.cpus = d.assignment.cpus;
   if (d.assignment.numaNode !== undefined) r.numaNode = d.assignment.numaNode;
   if (d.assignment.hugepages) r.hugepages = d.assignment.hugepages;
+  if (req.guestDataplane) r.dataplane = req.guestDataplane;
   return r;
 }
 

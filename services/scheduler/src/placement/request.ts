@@ -1,4 +1,4 @@
-import type { Vnfd } from '@edgenfv/contracts';
+import { dataplaneInterfaces, type Vnfd } from '@edgenfv/contracts';
 import type { PlacementRequest, VfDemand } from './types.js';
 
 export interface PlacementRequestInput {
@@ -47,6 +47,7 @@ export function buildPlacementRequest(input: PlacementRequestInput): PlacementRe
     avoidNodeIds: new Set(antiAffinity === 'node' ? (input.otherReplicaNodeIds ?? []) : []),
   };
   if (d.resources.hugepages) req.hugepages = { sizeKiB: d.resources.hugepages.sizeKiB, count: d.resources.hugepages.count };
+  if (d.resources.dataplane) req.guestDataplane = { ...d.resources.dataplane, interfaces: dataplaneInterfaces(d) };
   if (input.quotaRemaining) req.quotaRemaining = input.quotaRemaining;
   if (input.excludeNodeIds) {
     const ex = new Set(input.excludeNodeIds);

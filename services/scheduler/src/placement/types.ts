@@ -2,7 +2,7 @@
  * Placement vocabulary (after Nomad's feasibility/rank iterators and the kube-scheduler framework):
  * yes/no filters apart from 0..100 scorers, every rejection recorded as {filter, reason}.
  */
-import type { CpuPolicy, DataplaneKind, NodeHealth, NodeInventory, NumaPolicy } from '@edgenfv/contracts';
+import type { CpuPolicy, DataplaneKind, NodeHealth, NodeInventory, NumaPolicy, VnfdDataplane } from '@edgenfv/contracts';
 
 /** One SR-IOV interface of the replica that needs a VF. */
 export interface VfDemand {
@@ -20,6 +20,8 @@ export interface PlacementRequest {
   cpuPolicy: CpuPolicy;
   numa: NumaPolicy;
   hugepages?: { sizeKiB: number; count: number };
+  /** The VNFD's guest data plane, passed through to the allocation (the node agent prepares it in the guest). */
+  guestDataplane?: VnfdDataplane;
   /** In interface order. */
   vfs: readonly VfDemand[];
   /** The same, counted per physnet. */
