@@ -2,13 +2,15 @@
  * `npm run bench:dataplane` (as root): packets per second between two vhost-user ports of the node agent's OVS-DPDK
  * switch — started from a node config as the agent starts it, the ports added through netplugins' vhost-user
  * plugin — against the raw ceiling of the same two front ends on a dpdk-testpmd vhost pair (io forwarding), in
- * one run. The front ends are DPDK virtio-user devices on the host (what QEMU is to the switch: the vhost-user
- * server), no VM, so TCG does not dominate: `A` sends 64-byte frames to `B`'s MAC, `B` counts them.
- * CPUs: the middle (the OVS PMD thread, or testpmd's forwarding core) alone on CPU 1; A's and B's polling cores share
- * CPU 0 — the same placement for both runs. 1024-entry rings: when producer and consumer share a CPU, a ring fills
- * within one time slice, so its size, not the switch, would otherwise set the rate. The two configurations alternate BENCH_ROUNDS times (default 3) and each figure is the
- * median of its rounds, so that load from other processes on the host hits both alike.
- * Last line: `{"rawMpps":x,"ovsMpps":y,"ratio":y/x}`. Env: BENCH_SECONDS (per configuration and round, default 10).
+ * one run. The front ends are two DPDK virtio-user ports of one dpdk-testpmd on the host (what QEMU is to the
+ * switch: the vhost-user server), no VM, so TCG does not dominate. Each port loops what it receives back out with
+ * the MACs swapped, after a first burst of 64-byte frames; the frames circulate A -> middle -> B -> middle -> A, and
+ * the figure is the front end's received frames per second (both ports). Two busy-polling cores in all — the front
+ * end's on CPU 0, the middle's (OVS PMD thread, or testpmd's forwarding core) on CPU 1 — as many as the machine has.
+ * The configurations alternate BENCH_ROUNDS times (default 3) and each figure is the median of its rounds, so that
+ * load from other processes hits both alike. Last line: `{"rawMpps":x,"ovsMpps":y,"ratio":y/x}`.
+ * Env: BENCH_SECONDS (per configuration and round, default 10); BENCH_PMD_MAXSLEEP_US overrides the switch's
+ * pmdMaxSleepUs (default: the node config's default).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -54,32 +56,34 @@ function testpmd(eal: string[], app: string[]): Pmd {
   };
 }
 
-/** A virtio-user front end in server mode (the switch or the vhost pair connects to it). */
-function frontEnd(role: 'sender' | 'receiver', socketPath: string): Pmd {
-  rmSync(socketPath, { force: true });
-  const mac = role === 'sender' ? MAC_A : MAC_B;
-  const eal = ['-l', '0-1', '--main-lcore', '1', '-m', '64', '--single-file-segments', `--file-prefix=bdp${role}`,
-    `--vdev=net_virtio_user0,path=${socketPath},server=1,queues=1,queue_size=1024,mac=${mac}`];
-  const rings = ['--rxd=1024', '--txd=1024', '--total-num-mbufs=8192', '--stats-period=1'];
-  const app = role === 'sender'
-    ? ['--forward-mode=txonly', '--auto-start', '--txpkts=64', `--eth-peer=0,${MAC_B}`, ...rings]
-    : ['--forward-mode=rxonly', '--tx-first', ...rings];
+/**
+ * The front end: one dpdk-testpmd with two virtio-user ports in server mode (the middle connects to both), each
+ * port looping what it receives back out of itself with the MACs swapped (`macswap`, `--port-topology=loop`). A
+ * first burst per port (`--tx-first`, BURST frames of 64 bytes, port 0 to port 1's MAC and back) then circulates
+ * through the middle in both directions; nothing else is ever sent. One polling core for the front end, one for the
+ * middle: as many busy pollers as this machine has CPUs.
+ */
+function frontEnd(sa: string, sb: string): Pmd {
+  rmSync(sa, { force: true });
+  rmSync(sb, { force: true });
+  const eal = ['-l', '0-1', '--main-lcore', '1', '-m', '64', '--single-file-segments', '--file-prefix=bdpfe',
+    `--vdev=net_virtio_user0,path=${sa},server=1,queues=1,queue_size=1024,mac=${MAC_A}`,
+    `--vdev=net_virtio_user1,path=${sb},server=1,queues=1,queue_size=1024,mac=${MAC_B}`];
+  const app = ['--forward-mode=macswap', '--port-topology=loop', '--nb-cores=1', '--tx-first', `--burst=${BURST}`, '--txpkts=64',
+    `--eth-peer=0,${MAC_B}`, `--eth-peer=1,${MAC_A}`, '--rxd=1024', '--txd=1024', '--total-num-mbufs=8192', '--stats-period=1'];
   return testpmd(eal, app);
 }
 
-interface Rates {
-  /** B's received packets per second (what crossed the middle). */
-  rxPps: number;
-  /** A's sent packets per second (what was offered). */
-  offeredPps: number;
-}
+const BURST = 256;
 
-/** Packets per second as testpmd samples them each second (A's Tx, B's Rx): the medians after the warm-up. */
-async function measure(sender: Pmd, receiver: Pmd, seconds: number): Promise<Rates> {
-  const [fa, fb] = [sender.out().length, receiver.out().length];
+/** Frames per second that crossed the middle: the front end's Rx-pps of both ports, each second; the median after the warm-up. */
+async function measure(fe: Pmd, seconds: number): Promise<number> {
+  const from = fe.out().length;
   await sleep((seconds + 3) * 1000);
-  const samples = (p: Pmd, from: number, re: RegExp) => [...p.out().slice(from).matchAll(re)].map((m) => Number(m[1])).slice(3);
-  return { rxPps: median(samples(receiver, fb, /Rx-pps:\s+(\d+)/g)), offeredPps: median(samples(sender, fa, /Tx-pps:\s+(\d+)/g)) };
+  const per = [...fe.out().slice(from).matchAll(/Rx-pps:\s+(\d+)/g)].map((m) => Number(m[1]));
+  const sums: number[] = [];
+  for (let i = 0; i + 1 < per.length; i += 2) sums.push(per[i]! + per[i + 1]!); // port 0 and port 1 of one period
+  return median(sums.slice(3));
 }
 
 async function waitOutput(p: Pmd, re: RegExp, what: string, ms = 120_000): Promise<void> {
@@ -91,34 +95,33 @@ async function waitOutput(p: Pmd, re: RegExp, what: string, ms = 120_000): Promi
   }
 }
 
-async function rawRun(dir: string, seconds: number): Promise<Rates> {
+async function rawRun(dir: string, seconds: number): Promise<number> {
   const sa = join(dir, 'raw-a.sock');
   const sb = join(dir, 'raw-b.sock');
   const procs: Pmd[] = [];
   try {
-    const b = frontEnd('receiver', sb);
-    const a = frontEnd('sender', sa);
-    procs.push(b, a);
+    const fe = frontEnd(sa, sb);
+    procs.push(fe);
     await sleep(1000);
-    const pair = testpmd(['-l', '0-1', '--main-lcore', '0', '-m', '128', '--file-prefix=bdppair',
+    // the raw ceiling: testpmd's vhost PMD, port 0 <-> port 1, io forwarding on CPU 1
+    procs.push(testpmd(['-l', '0-1', '--main-lcore', '0', '-m', '128', '--file-prefix=bdppair',
       `--vdev=net_vhost0,iface=${sa},client=1,queues=1`, `--vdev=net_vhost1,iface=${sb},client=1,queues=1`],
-    ['--forward-mode=io', '--auto-start', '--nb-cores=1', '--stats-period=3600', '--total-num-mbufs=16384']);
-    procs.push(pair);
-    await waitOutput(b, /Rx-pps:\s+[1-9]/, 'raw: frames at the receiver');
-    return await measure(a, b, seconds);
+    ['--forward-mode=io', '--auto-start', '--nb-cores=1', '--stats-period=3600', '--total-num-mbufs=16384']));
+    await waitOutput(fe, /Rx-pps:\s+[1-9]/, 'raw: frames looping');
+    return await measure(fe, seconds);
   } finally {
     for (const p of procs.reverse()) await p.stop();
   }
 }
 
-async function ovsRun(dir: string, seconds: number): Promise<Rates> {
+async function ovsRun(dir: string, seconds: number): Promise<number> {
   const id = randomBytes(3).toString('hex');
   const stateDir = join(dir, 'node');
   const cfg = parseConfig({
     nodeId: 'bench',
     stateDir,
     networks: [{ name: 'bench', cidr: '10.66.0.0/24', dataplane: 'ovs-dpdk' }],
-    dataplanes: [{ kind: 'ovs-dpdk', numaNode: 0, ovs: { lcoreCpu: 0, pmdCpus: [1], netns: `enfvb-ovs-${id}` } }],
+    dataplanes: [{ kind: 'ovs-dpdk', numaNode: 0, ovs: { lcoreCpu: 0, pmdCpus: [1], netns: `enfvb-ovs-${id}`, ...(process.env.BENCH_PMD_MAXSLEEP_US ? { pmdMaxSleepUs: Number(process.env.BENCH_PMD_MAXSLEEP_US) } : {}) } }],
   });
   const sw = createSwitches(cfg, silentLogger())[0] as OvsDpdkSwitch;
   const base = join(stateDir, 'netplugins');
@@ -131,17 +134,15 @@ async function ovsRun(dir: string, seconds: number): Promise<Rates> {
     const ovs = sw.bridgeFor('bench')!;
     const ports = [];
     for (const ctx of ctxs) ports.push(await vhu.add(ctx, vhu.parseConfig({ dataplane: 'ovs-dpdk', mode: 'server', socketDir: sw.socketDir, tenant: 'bench', ovs })));
-    const b = frontEnd('receiver', ports[1]!.socketPath);
-    procs.push(b);
-    const a = frontEnd('sender', ports[0]!.socketPath);
-    procs.push(a);
+    const fe = frontEnd(ports[0]!.socketPath, ports[1]!.socketPath);
+    procs.push(fe);
     try {
-      await waitOutput(b, /Rx-pps:\s+[1-9]/, 'ovs: frames at the receiver');
+      await waitOutput(fe, /Rx-pps:\s+[1-9]/, 'ovs: frames looping');
     } catch (err) {
       const log = readFileSync(join(sw.runDir, 'ovs-vswitchd.log'), 'utf8').trim().split('\n').slice(-30).join('\n');
       throw new Error(`${(err as Error).message}\novs-vswitchd.log:\n${log}`);
     }
-    return await measure(a, b, seconds);
+    return await measure(fe, seconds);
   } finally {
     for (const p of procs.reverse()) await p.stop();
     for (const ctx of ctxs) await vhu.del(ctx).catch(() => undefined);
@@ -155,17 +156,15 @@ async function main(): Promise<void> {
   const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
   const dir = mkdtempSync(join(tmpdir(), 'bench-dp-'));
   try {
-    // the two front ends (32 pages each) and the vhost pair (64); the switch reserves its own when it starts
-    await reserveHugepages({ sysfsRoot: '/sys', numaNode: 0, pages: 128 });
+    // the front end (32 pages) and the vhost pair (64); the switch reserves its own when it starts
+    await reserveHugepages({ sysfsRoot: '/sys', numaNode: 0, pages: 96 });
     const raw: number[] = [];
     const ovs: number[] = [];
     const m = (pps: number) => `${(pps / 1e6).toFixed(3)} Mpps`;
     for (let i = 1; i <= rounds; i++) {
-      const r1 = await rawRun(dir, seconds);
-      const r2 = await ovsRun(dir, seconds);
-      raw.push(r1.rxPps);
-      ovs.push(r2.rxPps);
-      process.stdout.write(`round ${i}: raw testpmd vhost pair ${m(r1.rxPps)} (of ${m(r1.offeredPps)} sent), OVS-DPDK ${m(r2.rxPps)} (of ${m(r2.offeredPps)} sent)\n`);
+      raw.push(await rawRun(dir, seconds));
+      ovs.push(await ovsRun(dir, seconds));
+      process.stdout.write(`round ${i}: raw testpmd vhost pair ${m(raw.at(-1)!)}, OVS-DPDK ${m(ovs.at(-1)!)}\n`);
     }
     const [rawPps, ovsPps] = [median(raw), median(ovs)];
     process.stdout.write(`load average: ${readFileSync('/proc/loadavg', 'utf8').trim()} (${cpus().length} CPUs)\n`);
