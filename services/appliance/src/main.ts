@@ -12,6 +12,7 @@ import { startNatsServer, type NatsServerHandle } from '@edgenfv/nats-launcher';
 import { createLogger } from '@edgenfv/telemetry';
 import { applianceDataplanes, loadApplianceConfig, type ApplianceConfig } from './config.js';
 import { Supervised, type ServiceSpec } from './supervisor.js';
+import { describeStop, tenantVms } from './tenant-vms.js';
 import { defaultNodeId, loadPrincipals, type Principals } from './principals.js';
 
 const REPO = fileURLToPath(new URL('../../../../', import.meta.url));
@@ -76,7 +77,7 @@ function serviceSpecs(cfg: ApplianceConfig, nats: NatsServerHandle, p: Principal
     specs.push({
       name: 'node-agent',
       script: join(REPO, 'services/node-agent/dist/src/main.js'),
-      env: { EDGENFV_NODE_CONFIG: file, EDGENFV_METRICS_PORT: String(cfg.ports.nodeAgentMetrics) },
+      env: { EDGENFV_NODE_CONFIG: file, EDGENFV_METRICS_PORT: String(cfg.ports.nodeAgentMetrics), ...(STOP_VMS ? { EDGENFV_STOP_VMS_ON_EXIT: '1' } : {}) },
       healthUrl: `http://127.0.0.1:${cfg.ports.nodeAgentMetrics}/healthz`,
       // the first start builds the guest image (kernel download, initramfs): minutes, not seconds
       readyTimeoutMs: 20 * 60_000,
@@ -105,6 +106,14 @@ function serviceSpecs(cfg: ApplianceConfig, nats: NatsServerHandle, p: Principal
     });
   }
   return specs;
+}
+
+/** `npm start -- --stop-vms`: Ctrl-C stops the tenant VMs too (by default they keep running for re-adoption). */
+const STOP_VMS = process.argv.includes('--stop-vms');
+
+function nodeStateDir(cfg: ApplianceConfig): string {
+  const own = (cfg.nodeAgent as { stateDir?: unknown }).stateDir;
+  return typeof own === 'string' ? own : join(cfg.home, 'node');
 }
 
 async function main(): Promise<number> {
@@ -141,11 +150,23 @@ async function main(): Promise<number> {
   const services: Supervised[] = [];
   const stopAll = (code: number, why: string): Promise<number> => {
     stopping ??= (async () => {
+      const t0 = Date.now();
       logger.info({ why }, 'appliance stopping');
+      // say what keeps running and why (tenant VMs are kept for re-adoption unless --stop-vms)
+      const vms = cfg.services.nodeAgent ? tenantVms(nodeStateDir(cfg)) : [];
+      console.error(describeStop(vms, STOP_VMS));
       rmSync(connectPath, { force: true });
-      for (const s of [...services].reverse()) await s.stop().catch((err) => logger.error({ err, service: s.spec.name }, 'stop failed'));
+      for (const s of [...services].reverse()) {
+        const ts = Date.now();
+        // a node agent stopping its VMs takes as long as their teardown
+        await s.stop(s.spec.name === 'node-agent' && STOP_VMS ? 120_000 : undefined).catch((err) => logger.error({ err, service: s.spec.name }, 'stop failed'));
+        logger.info({ service: s.spec.name, ms: Date.now() - ts }, 'service stopped');
+      }
+      const tn = Date.now();
       await nats.stop();
-      logger.info('appliance stopped');
+      logger.info({ natsMs: Date.now() - tn, ms: Date.now() - t0 }, 'appliance stopped');
+      const left = STOP_VMS ? [] : vms;
+      console.error(`edgenfv: stopped in ${((Date.now() - t0) / 1000).toFixed(1)} s${left.length ? `; still running: ${left.length} tenant VM(s) (${[...new Set(left.map((v) => v.tenantId))].join(', ')})` : ''}.`);
       return code;
     })();
     return stopping;

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,10 +23,10 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function startAppliance(home: string, yaml: string): Promise<{ child: ReturnType<typeof spawn>; out: string[]; exited: Promise<number | null> }> {
+async function startAppliance(home: string, yaml: string, args: string[] = []): Promise<{ child: ReturnType<typeof spawn>; out: string[]; exited: Promise<number | null> }> {
   writeFileSync(join(home, 'edgenfv.yaml'), yaml);
   // its own process group, as a shell runs a command: Ctrl-C is a SIGINT to the whole group
-  const child = spawn(process.execPath, [MAIN], { env: { ...process.env, EDGENFV_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(process.execPath, [MAIN, ...args], { env: { ...process.env, EDGENFV_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const out: string[] = [];
   child.stdout!.on('data', (d: Buffer) => out.push(d.toString()));
   child.stderr!.on('data', (d: Buffer) => out.push(d.toString()));
@@ -159,3 +159,65 @@ test('bad appliance config: every issue named, exit non-zero', async () => {
   }
 });
 
+/**
+ * Ctrl-C says what keeps running: a tenant sandbox the node agent holds (a record in its state folder, planted
+ * here: no VM is booted in this test) is named as kept for re-adoption; with `--stop-vms` the node agent tears it
+ * down on the way out and the record is gone.
+ */
+test('Ctrl-C names the tenant VMs it leaves running; --stop-vms stops them too', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'edgenfv-home-'));
+  const kernel = join(home, 'vmlinuz');
+  writeFileSync(kernel, '');
+  const cg = `edgenfv-appl-${process.pid}`;
+  const plant = (): string => {
+    const dir = join(home, 'node', 'sandboxes');
+    const rec = {
+      version: 1, sandboxId: 'sb-acme-test', tenantId: 'acme', hypervisor: 'qemu', state: 'running', uid: 0, gid: 0,
+      tenantDir: join(home, 'node', 'tenants', 'acme'), runDir: join(home, 'node', 'run', 'acme'), netns: `edgenfv-fake-${process.pid}`,
+      replicas: {}, createdAt: new Date().toISOString(), updatedAt: new Date().toISOString(),
+    };
+    const path = join(dir, 'sb-acme-test.json');
+    writeFileSync(path, JSON.stringify(rec));
+    return path;
+  };
+  try {
+    for (const stopVms of [false, true]) {
+      const [nats, sched, agent] = [await freePort(), await freePort(), await freePort()];
+      const yaml =
+        `ports: {nats: ${nats}, schedulerMetrics: ${sched}, nodeAgentMetrics: ${agent}}\nservices: {dashboard: false}\n` +
+        `nodeAgent: {qemu: {accel: tcg}, guest: {kernelPath: ${JSON.stringify(kernel)}, initrdPath: ${JSON.stringify(kernel)}}, isolation: {cgroupParent: ${cg}}}\n`;
+      const app = await startAppliance(home, yaml, stopVms ? ['--stop-vms'] : []);
+      try {
+        await waitFor(join(home, 'connect.json'), app.exited, app.out);
+        const record = plant();
+        process.kill(-app.child.pid!, 'SIGINT');
+        assert.equal(await app.exited, 0, app.out.join(''));
+        const text = app.out.join('');
+        if (!stopVms) {
+          assert.match(text, /edgenfv: stopping the appliance\. 1 tenant VM\(s\) keep running, so that the next `npm start` re-adopts them/);
+          assert.match(text, /^ {2}acme: sandbox sb-acme-test, 0 replicas$/m);
+          assert.match(text, /npm start -- --stop-vms/);
+          assert.match(text, /edgenfv: stopped in \d+\.\d s; still running: 1 tenant VM\(s\) \(acme\)\./);
+          assert.ok(existsSync(record), 'kept');
+        } else {
+          assert.match(text, /stopping the appliance and, as asked \(--stop-vms\), its 1 tenant VM\(s\):/);
+          assert.match(text, /stopping with the 1 tenant VM\(s\)/, 'the node agent was told');
+          assert.match(text, /sandbox torn down: nothing left/);
+          assert.equal(existsSync(record), false, 'the node agent tore the sandbox down');
+          assert.match(text, /edgenfv: stopped in \d+\.\d s\.\n/);
+        }
+      } finally {
+        if (app.child.exitCode === null) app.child.kill('SIGKILL');
+      }
+    }
+  } finally {
+    for (const root of ['/sys/fs/cgroup', '/sys/fs/cgroup/unified']) {
+      try {
+        rmdirSync(join(root, cg)); // the node agent's (empty) cgroup parent
+      } catch {
+        /* not made there */
+      }
+    }
+    rmSync(home, { recursive: true, force: true });
+  }
+});

@@ -48,8 +48,8 @@ export interface App {
   inventory(): Promise<NodeInventory>;
   /** Re-adopts sandboxes, registers, starts watching. */
   start(): Promise<void>;
-  /** Stops the agent; VMs keep running. */
-  stop(): Promise<void>;
+  /** Stops the agent; VMs keep running unless `stopVms` (operator shutdown of the node: every sandbox torn down). */
+  stop(opts?: { stopVms?: boolean }): Promise<void>;
 }
 
 /** Host TSC in kHz (microvm under TCG needs tsc_early_khz). */
@@ -121,8 +121,10 @@ export function buildApp(deps: AppDeps): App {
       if (adopted.length || cleaned.length) logger.info({ adopted, cleaned }, 're-adoption done');
       await agent.start();
     },
-    async stop() {
+    async stop(opts = {}) {
       await agent.stop();
+      // after the agent (no more heartbeats or status writes), before the switches (their ports go with the VMs)
+      if (opts.stopVms) await manager.stopAll();
       await manager.close();
       for (const s of switches) await s.stop();
     },

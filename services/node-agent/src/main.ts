@@ -65,10 +65,13 @@ async function main(): Promise<void> {
   const stop = (sig: string): void => {
     if (stopping) return;
     stopping = true;
-    logger.info({ sig }, 'stopping (VMs keep running)');
+    // the appliance's `--stop-vms` (npm start -- --stop-vms): the tenant VMs stop with the agent
+    const stopVms = process.env.EDGENFV_STOP_VMS_ON_EXIT === '1';
+    const vms = app.manager.sandboxes().length;
+    logger.info({ sig, vms, stopVms }, stopVms ? `stopping with the ${vms} tenant VM(s)` : `stopping (${vms} tenant VM(s) keep running for re-adoption)`);
     void (async () => {
       server.close();
-      await app.stop();
+      await app.stop({ stopVms });
       await nc.drain();
       process.exit(0);
     })();
