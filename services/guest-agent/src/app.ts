@@ -82,7 +82,7 @@ export async function startAgent(cfg: AgentConfig, log: Log, hooks: { exit?: (po
   await rm(socketPath, { force: true });
   const drivers = new PciDrivers({ sysRoot: cfg.sysRoot, log: log.child({ component: 'pci-drivers' }) });
   const net = { ip: new IprouteIp({ ipBin: cfg.ipBin, ...(cfg.netns ? { netns: cfg.netns } : {}) }), sysfs: new LinuxNetSysfs(cfg.sysRoot), drivers };
-  const dataplaneState = new DataplaneState();
+  const dataplaneState = await DataplaneState.load(join(cfg.stateDir, 'dataplane.json'));
   const dataplane = { sysRoot: cfg.sysRoot, fileRoot: '/', hugepageMount: '/dev/hugepages', state: dataplaneState };
   const containers = new ContainerRuntime({
     dataplane: { exposure: () => dataplaneState.exposure(), release: () => releaseDataplane(dataplane, dataplaneState) },

@@ -28,11 +28,34 @@ interface BoundNic {
   devices: string[];
 }
 
-/** What the last PrepareDataplane changed in this guest. One per agent. */
+/**
+ * What the last PrepareDataplane changed in this guest. One per agent; with a file (on the guest's /run) it
+ * survives an agent restart, so a later release still knows the NICs' kernel driver and the hugepage count.
+ */
 export class DataplaneState {
   nics: BoundNic[] = [];
   hugepages: { sizeKib: number; previous: number; mount: string } | undefined;
   files: string[] = [];
+
+  constructor(private readonly file?: string) {}
+
+  /** The state saved by an earlier agent process (none: empty). */
+  static async load(file: string): Promise<DataplaneState> {
+    const st = new DataplaneState(file);
+    const saved = await readFile(file, 'utf8').then((t) => JSON.parse(t) as Partial<DataplaneState>, () => undefined);
+    if (saved) {
+      st.nics = saved.nics ?? [];
+      st.hugepages = saved.hugepages;
+      st.files = saved.files ?? [];
+    }
+    return st;
+  }
+
+  async save(): Promise<void> {
+    if (!this.file) return;
+    await mkdir(dirname(this.file), { recursive: true });
+    await writeFile(this.file, JSON.stringify({ nics: this.nics, hugepages: this.hugepages, files: this.files }));
+  }
 
   /** Device nodes and the hugepage mount a `dataplane` container gets. */
   exposure(): { devices: string[]; hugepageMount?: string } {
@@ -178,6 +201,7 @@ export async function prepareDataplane(deps: DataplaneDeps, req: PrepareDataplan
     const previousDriver = await driverOf(deps, n.pciAddress);
     const entry: BoundNic = { pciAddress: n.pciAddress, driver: n.driver, previousDriver, devices: [] };
     state.nics.push(entry); // recorded first: a failure below is undone by the next release
+    await state.save();
     if (previousDriver !== n.driver) await rebind(deps, n.pciAddress, n.driver);
     const now = await driverOf(deps, n.pciAddress);
     if (now !== n.driver) throw new ConflictError(`${n.pciAddress}: ${n.driver} did not take the device (it is ${now ? `bound to ${now}` : 'unbound'})`);
@@ -187,6 +211,7 @@ export async function prepareDataplane(deps: DataplaneDeps, req: PrepareDataplan
   if (count > 0) {
     const previous = Number((await readFile(nrHugepages(deps, size), 'utf8')).trim()) || 0;
     state.hugepages = { sizeKib: size, previous, mount: deps.hugepageMount };
+    await state.save();
     await writeFile(nrHugepages(deps, size), String(count));
     const got = Number((await readFile(nrHugepages(deps, size), 'utf8')).trim()) || 0;
     if (got < count) throw new ConflictError(`the guest kernel reserved ${got} of ${count} hugepages of ${size} KiB (memory too fragmented?)`, { field: 'hugepages' });
@@ -205,6 +230,7 @@ export async function prepareDataplane(deps: DataplaneDeps, req: PrepareDataplan
     state.files.push(dst);
     await writeFile(dst, f.content);
   }
+  await state.save();
   return { bound: nics, hugepageMount };
 }
 
@@ -224,4 +250,5 @@ export async function releaseDataplane(deps: DataplaneDeps, state: DataplaneStat
     await writeFile(nrHugepages(deps, h.sizeKib), String(h.previous));
   }
   for (const f of state.files.splice(0)) await rm(f, { force: true });
+  await state.save();
 }

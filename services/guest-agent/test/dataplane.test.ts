@@ -124,3 +124,16 @@ test('hugepages only: reserved, mounted, files written; release restores the cou
   assert.ok(!existsSync(join(deps.hugepageMount, 'rtemap_0')));
   assert.deepEqual(deps.state!.exposure(), { devices: [] });
 });
+
+test('the state survives an agent restart: a new agent process releases what the old one prepared', async () => {
+  const file = join(root, 'state', 'dataplane.json');
+  const first = await DataplaneState.load(file);
+  await prepareDataplane({ ...deps, state: first }, { nics: [], hugepageSizeKib: 2048, hugepages: 16 });
+  const nr = join(deps.sysRoot, 'kernel/mm/hugepages/hugepages-2048kB/nr_hugepages');
+  assert.equal(readFileSync(nr, 'utf8'), '16');
+  const second = await DataplaneState.load(file); // what a restarted agent reads
+  assert.deepEqual(second.exposure(), { devices: [], hugepageMount: deps.hugepageMount });
+  await releaseDataplane(deps, second);
+  assert.equal(readFileSync(nr, 'utf8'), '0');
+  assert.deepEqual((await DataplaneState.load(file)).exposure(), { devices: [] });
+});
