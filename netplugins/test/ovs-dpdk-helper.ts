@@ -32,7 +32,7 @@ function hugepages(pages: number): void {
 
 export async function startTestOvs(): Promise<TestOvs> {
   if (!existsSync(OVS_VSWITCHD_DPDK)) throw new Error(`${OVS_VSWITCHD_DPDK} is missing: apt-get install openvswitch-switch-dpdk (scripts/setup.sh)`);
-  hugepages(64);
+  hugepages(256); // 64 for this switch, the rest a margin for the OVS-DPDK tests that run at once
   const dir = mkdtempSync(join(tmpdir(), 'np-ovs-'));
   const netns = uniq('npovs');
   const bridge = uniq('brnp');

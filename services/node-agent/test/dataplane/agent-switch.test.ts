@@ -16,13 +16,14 @@ import { createRegistry, silentLogger } from '@edgenfv/telemetry';
 import type { DataplaneInfo } from '@edgenfv/contracts';
 import { parseConfig } from '../../src/config.js';
 import { buildApp } from '../../src/app.js';
-import { sh, waitFor } from './helpers.js';
+import { reserveTestHugepages, sh, waitFor } from './helpers.js';
 
 const jc = JSONCodec();
 const SCHEDULER_MAIN = fileURLToPath(new URL('../../../../scheduler/dist/src/main.js', import.meta.url));
 
 test('nodes.get shows the node switch: failed with its reason, or ready with its networks (also after a crash)', async (t) => {
   assert.ok(existsSync(SCHEDULER_MAIN), `build the scheduler first: ${SCHEDULER_MAIN}`);
+  await reserveTestHugepages();
   const dir = mkdtempSync(join(tmpdir(), 'na-ovs-api-'));
   const id = randomBytes(3).toString('hex');
   const networks = [{ name: 'prov', cidr: '10.76.0.0/24', vlan: 42, dataplane: 'ovs-dpdk' }];

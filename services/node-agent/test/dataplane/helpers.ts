@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { DeviceLocks, RecordStore, VhostUserPlugin } from '@edgenfv/netplugins';
 import { parseConfig, type NodeAgentConfig } from '../../src/config.js';
 import { createSwitches } from '../../src/dataplane/index.js';
+import { reserveHugepages } from '../../src/dataplane/hugepages.js';
 import type { OvsDpdkSwitch } from '../../src/dataplane/ovs-dpdk.js';
 
 export function sh(argv: string[]): Promise<string> {
@@ -36,7 +37,17 @@ function memoryLogger(lines: string[]): Logger {
   return pino({ level: 'info' }, { write: (s: string) => void lines.push(s) });
 }
 
-export function startTestSwitch(ovs: Record<string, unknown> = {}, vlan: number | undefined = 100): TestSwitch {
+/**
+ * Hugepages for the tests that run at once (npm test runs two files in parallel): each switch reserves its own 128
+ * pages right before DPDK takes them, so two reservations could both count the same free pages. A shared margin,
+ * made before, keeps them apart (raised only, as the switch does).
+ */
+export async function reserveTestHugepages(): Promise<void> {
+  await reserveHugepages({ sysfsRoot: '/sys', numaNode: 0, pages: 384 });
+}
+
+export async function startTestSwitch(ovs: Record<string, unknown> = {}, vlan: number | undefined = 100): Promise<TestSwitch> {
+  await reserveTestHugepages();
   const id = randomBytes(3).toString('hex');
   const stateDir = mkdtempSync(join(tmpdir(), 'na-ovs-'));
   const netns = `enfvt-ovs-${id}`;

@@ -18,7 +18,7 @@ after(async () => {
 });
 
 test('the switch starts; bridge per network with its VLAN; ports from the records survive a killed ovs-vswitchd and an agent restart', async () => {
-  const t = startTestSwitch();
+  const t = await startTestSwitch();
   started.push(t);
   await t.sw.start();
   assert.deepEqual(t.sw.health(), { state: 'ready' }, JSON.stringify(t.sw.health()));
@@ -71,7 +71,7 @@ test('the switch starts; bridge per network with its VLAN; ports from the record
 });
 
 test('frames from a DPDK virtio-user peer cross the switch into the provider namespace, tagged; again after a switch restart', async () => {
-  const t = startTestSwitch();
+  const t = await startTestSwitch();
   started.push(t);
   await t.sw.start();
   assert.equal(t.sw.health().state, 'ready', JSON.stringify(t.sw.health()));
@@ -107,7 +107,7 @@ test('frames from a DPDK virtio-user peer cross the switch into the provider nam
 
 test('a switch that will not start is a clear node-level error in the inventory, not a hang', async () => {
   // DPDK refuses an unknown EAL option: ovs-vswitchd aborts at DPDK init
-  const t = startTestSwitch({ ealArgs: ['--no-such-eal-option'], startTimeoutMs: 60_000 });
+  const t = await startTestSwitch({ ealArgs: ['--no-such-eal-option'], startTimeoutMs: 60_000 });
   started.push(t);
   await t.sw.start();
   const h = t.sw.health();
