@@ -35,9 +35,10 @@ export interface OvsDpdkSwitchOptions {
   sysfsRoot: string;
   logger: Logger;
   restorePorts?: PortRestorer;
-  /** First and longest pause between restarts. */
-  backoffMs?: { first: number; max: number };
 }
+
+/** First and longest pause between two starts of the switch. */
+const BACKOFF_MS = { first: 1000, max: 30_000 };
 
 interface BridgePlan {
   network: string;
@@ -170,8 +171,7 @@ export class OvsDpdkSwitch implements DataplaneSwitch {
   }
 
   private async supervise(firstDone: () => void): Promise<void> {
-    const first = this.o.backoffMs?.first ?? 1000;
-    const max = this.o.backoffMs?.max ?? 30_000;
+    const { first, max } = BACKOFF_MS;
     let backoff = first;
     while (!this.stopping) {
       try {
