@@ -76,6 +76,15 @@ export interface NodeInventory {
   agentVersion: string;
   /** Host readiness checks run by the node agent at start (packages/host-check; `edgenfv check` runs the same). */
   checks?: HostCheck[];
+  /** What keeps tenants' sandboxes apart on this node, and what this host leaves unprotected (docs/security.md). */
+  protections?: HostProtection[];
+}
+
+/** One isolation measure of a node: whether this host enforces it, and how (or why not). */
+export interface HostProtection {
+  name: string;
+  enforced: boolean;
+  detail: string;
 }
 
 /** One host readiness check: what was found and, unless it passed, what to do. */

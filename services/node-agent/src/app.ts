@@ -13,6 +13,7 @@ import { QemuDriver } from './hypervisor/qemu.js';
 import type { HypervisorDriver } from './hypervisor/types.js';
 import { createMetrics, type NodeAgentMetrics } from './metrics.js';
 import { Cgroups } from './sandbox/cgroup.js';
+import { hostProtections, nftBridgeUsable } from './protections.js';
 import { NetpluginsAttachments } from './sandbox/attachments.js';
 import { GrpcGuestPort } from './sandbox/grpc-guest.js';
 import { SandboxManager } from './sandbox/manager.js';
@@ -72,6 +73,7 @@ export function buildApp(deps: AppDeps): App {
   let manager: SandboxManager;
   const metrics = createMetrics(deps.registry, () => manager.rssByTenant(), () => manager.guestAgentRssByTenant());
   const cpuKHz = hostCpuKHz();
+  const cgroups = new Cgroups(cfg.isolation.cgroupRoot, cfg.isolation.cgroupParent, logger);
   manager = new SandboxManager({
     cfg: { ...cfg, vmBaseMemoryMiB: Math.max(cfg.vmBaseMemoryMiB, deps.image.minMemoryMiB ?? 0) },
     driver,
@@ -85,16 +87,19 @@ export function buildApp(deps: AppDeps): App {
         logger,
         ...(switches[0] ? { dataplane: switches[0] } : {}), // vhost-user ports go on the node's switch
       }),
-    cgroups: new Cgroups(cfg.isolation.cgroupRoot, cfg.isolation.cgroupParent, logger),
+    cgroups,
     logger,
     metrics,
     image: { ...(deps.image.kernelPath ? { kernelPath: deps.image.kernelPath } : {}), ...(deps.image.initrdPath ? { initrdPath: deps.image.initrdPath } : {}) },
     ...(deps.image.kernelArgs ? { kernelArgs: deps.image.kernelArgs } : {}),
     ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
   });
+  let nftBridge: Promise<boolean> | undefined;
   const inventory = async (): Promise<NodeInventory> => {
     const inv = await collectInventory(cfg, { kvm, switches, ...deps.inventoryDeps });
-    return deps.hostChecks ? { ...inv, checks: deps.hostChecks } : inv;
+    nftBridge ??= nftBridgeUsable();
+    const protections = hostProtections({ cgroupControllers: cgroups.enabledControllers(), seccomp: cfg.isolation.sandbox, uidBase: cfg.isolation.uidBase, nftBridge: await nftBridge });
+    return { ...inv, ...(deps.hostChecks ? { checks: deps.hostChecks } : {}), protections };
   };
   const agent = new NodeAgent({
     nodeId: cfg.nodeId,

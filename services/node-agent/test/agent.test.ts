@@ -107,6 +107,11 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
   assert.ok(inv.hypervisors.some((h) => h.kind === 'qemu' && h.accel === (inv.kvm ? 'kvm' : 'tcg')));
   assert.deepEqual(registers[0]!.running, []);
   assert.deepEqual(inv.checks, hostChecks, 'the host checks run at start are published with the inventory (nodes.get)');
+  // what keeps sandboxes apart here, and what this host leaves unprotected (docs/security.md)
+  const prot = new Map((inv.protections ?? []).map((p) => [p.name, p]));
+  for (const name of ['cgroup.cpu', 'cgroup.memory', 'cgroup.cpuset', 'vmm.seccomp', 'vmm.env', 'vmm.chroot', 'bridge.antispoof']) assert.ok(prot.has(name), name);
+  assert.equal(prot.get('vmm.env')!.enforced, true);
+  assert.equal(prot.get('vmm.chroot')!.enforced, false, 'not implemented: said so');
 
   const a1 = makeAlloc({ allocId: 'a1', tenantId: 'acme', nodeId: 'n1', epoch: 3 }, [
     { name: 'mgmt', type: 'tap', mac: '02:00:00:00:0a:01', bridge, ips: ['10.66.0.5/24'] },

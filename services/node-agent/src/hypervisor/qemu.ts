@@ -4,7 +4,7 @@
  * restarted agent re-adopts it by pid + start time + QMP.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -12,6 +12,7 @@ import { InternalError, InvalidArgumentError, UnavailableError } from '@edgenfv/
 import { findBinary } from '../inventory.js';
 import { killQuiet, procCmdline, processAlive, procStartTicks, waitGone } from '../proc.js';
 import { ROOT_PORT_SLOT0, buildQemuArgs, memoryObject, nicDevice } from './qemu-args.js';
+import { guestFileTail } from './guest-file.js';
 import { QmpClient, withQmp, type HotpluggableCpu } from './qmp.js';
 import type { Capabilities, HypervisorDriver, NetDevice, StartOptions, VmHandle, VmRecord, VmSpec } from './types.js';
 
@@ -21,12 +22,11 @@ export interface QemuDriverOptions {
 }
 
 function tail(path: string, lines = 15): string {
-  try {
-    return readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n');
-  } catch {
-    return '';
-  }
+  return guestFileTail(path, lines);
 }
+
+/** QEMU's whole environment: nothing of the agent's (no credential or token of any kind reaches the VMM). */
+export const VMM_ENV: Readonly<Record<string, string>> = Object.freeze({ PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' });
 
 /** QEMU handle with the PCIe root ports (q35) and what sits in each. */
 export interface QemuVmHandle extends VmHandle {
@@ -87,7 +87,7 @@ export class QemuDriver implements HypervisorDriver {
       const args = spec.cgroupDir
         ? ['-c', 'echo $$ > "$0/cgroup.procs" || exit 97; exec "$@"', spec.cgroupDir, ...argv]
         : argv.slice(1);
-      const child = spawn(file, args, { detached: true, stdio: ['ignore', out, out, ...passed] });
+      const child = spawn(file, args, { detached: true, env: { ...VMM_ENV }, stdio: ['ignore', out, out, ...passed] });
       if (child.pid === undefined) {
         const err = await new Promise<Error>((resolve) => child.once('error', resolve));
         throw new UnavailableError(`cannot exec ${file}: ${err.message}`, { cause: err });

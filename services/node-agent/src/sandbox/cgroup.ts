@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { UnavailableError } from '@edgenfv/contracts';
 import { formatCpuList } from '../inventory.js';
 
 /** The cgroup v2 mount under `root` (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host), or null. */
@@ -77,6 +78,11 @@ export class Cgroups {
     if (missing.length) this.log.warn({ component: 'cgroup', missing }, `cgroup v2 controllers not available here: ${missing.join(', ')}`);
   }
 
+  /** The controllers the sandboxes get (after init); null when there is no cgroup v2 hierarchy. */
+  enabledControllers(): readonly string[] | null {
+    return this.parentDir ? [...this.enabled] : null;
+  }
+
   available(): boolean {
     return this.parentDir !== null;
   }
@@ -93,10 +99,15 @@ export class Cgroups {
     return { dir, ...this.apply(dir, limits) };
   }
 
-  /** Writes limit files that exist; returns which were applied and which skipped. */
+  /**
+   * Writes the limit files that exist; returns which were applied and which skipped (no such controller here: the
+   * node reports it in its inventory's protections). A limit whose controller exists but cannot be written fails
+   * closed: the sandbox does not start unlimited (docs/security.md).
+   */
   apply(dir: string, limits: CgroupLimits): { applied: string[]; skipped: string[] } {
     const applied: string[] = [];
     const skipped: string[] = [];
+    const failed: string[] = [];
     const put = (file: string, value: string): void => {
       const p = join(dir, file);
       if (!existsSync(p)) {
@@ -108,7 +119,7 @@ export class Cgroups {
         applied.push(file);
       } catch (err) {
         this.log.warn({ err, file }, 'cgroup write failed');
-        skipped.push(file);
+        failed.push(`${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
       }
     };
     // QEMU's own threads (I/O, TCG) get headroom: one vCPU's worth beyond the guest's.
@@ -119,6 +130,7 @@ export class Cgroups {
     put('memory.max', String(memBytes));
     if (limits.cpus?.length) put('cpuset.cpus', formatCpuList(limits.cpus));
     if (limits.numaNode !== undefined) put('cpuset.mems', String(limits.numaNode));
+    if (failed.length) throw new UnavailableError(`cgroup limits could not be set in ${dir}: ${failed.join(', ')}; the sandbox is not started without them`);
     return { applied, skipped };
   }
 

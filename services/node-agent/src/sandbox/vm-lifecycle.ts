@@ -3,7 +3,8 @@
  * and shrinking by hotplug, NIC hotplug, stop and the release of the host side. Holds the live VM handles.
  */
 import { execFile } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
+import { guestFileTail } from '../hypervisor/guest-file.js';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
@@ -207,10 +208,6 @@ export class VmLifecycle {
 
   /** The last lines of the VM's console (for a boot failure's message). */
   consoleTail(rec: SandboxRecord, lines = 25): string {
-    try {
-      return readFileSync(join(rec.runDir, 'console.log'), 'utf8').split('\n').slice(-lines).join('\n');
-    } catch {
-      return '';
-    }
+    return guestFileTail(join(rec.runDir, 'console.log'), lines);
   }
 }

@@ -109,8 +109,14 @@ test('unprivileged uid via -run-with, seccomp on, placed in its cgroup before ex
     }
     rmSync(dir, { recursive: true, force: true });
   });
+  // a secret in the agent's environment (as a NATS password once was) must not reach the VMM
+  process.env.EDGENFV_TEST_SECRET = 's3cret-of-the-agent';
   const vm = await driver.start(spec(dir, { runAs: { uid: 420777, gid: 420777 }, cgroupDir: cg }), new AbortController().signal);
+  delete process.env.EDGENFV_TEST_SECRET;
   pid = vm.pid;
+  const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter(Boolean);
+  assert.ok(environ.some((e) => e.startsWith('PATH=')), environ.join(' '));
+  assert.deepEqual(environ.filter((e) => /s3cret|^EDGENFV_|^HOME=|^USER=/.test(e)), [], `QEMU's environment: ${environ.join(' ')}`);
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   assert.match(status, /^Uid:\s+420777\s+420777\s+420777\s+420777/m);
   assert.match(status, /^Seccomp:\s+2/m);

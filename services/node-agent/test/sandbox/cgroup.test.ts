@@ -39,3 +39,22 @@ test('limits: cpu.max, memory.max, cpuset on the pinned CPUs and NUMA node; miss
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('fail closed: a limit whose controller exists but cannot be written stops the sandbox from starting', () => {
+  const root = mkdtempSync(join(tmpdir(), 'na-cg-'));
+  try {
+    writeFileSync(join(root, 'cgroup.controllers'), 'cpu memory\n');
+    const cg = new Cgroups(root, 'edgenfv', silentLogger());
+    const dir = join(root, 'edgenfv', 'sb-z');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'cpu.max'), '');
+    mkdirSync(join(dir, 'memory.max')); // present but not writable as a file (EISDIR): a write that fails
+    assert.throws(() => cg.apply(dir, { vcpus: 1, memoryMiB: 256 }), (e: Error) => {
+      assert.match(e.message, /cgroup limits could not be set in .*: memory\.max \(EISDIR\); the sandbox is not started without them/);
+      assert.equal((e as { code?: string }).code, 'UNAVAILABLE');
+      return true;
+    });
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});

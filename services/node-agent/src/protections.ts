@@ -1,0 +1,58 @@
+/**
+ * What keeps tenants' sandboxes apart on this node, and what this host leaves unprotected: published in the
+ * inventory (`nodes.get` -> inventory.protections), so an operator sees a missing protection before a tenant
+ * relies on it (docs/security.md).
+ */
+import type { HostProtection } from '@edgenfv/contracts';
+import { runProcess } from '@edgenfv/netplugins/internal/exec';
+import { GUEST_FILE_MAX_BYTES } from './hypervisor/guest-file.js';
+
+export interface ProtectionFacts {
+  /** cgroup v2 controllers enabled for the sandboxes' parent; null: no cgroup v2 hierarchy at all. */
+  cgroupControllers: readonly string[] | null;
+  seccomp: boolean;
+  uidBase: number;
+  /** nftables bridge family usable (tap anti-spoofing). */
+  nftBridge: boolean;
+}
+
+export function hostProtections(f: ProtectionFacts): HostProtection[] {
+  const out: HostProtection[] = [];
+  for (const c of ['cpu', 'memory', 'cpuset'] as const) {
+    const on = f.cgroupControllers?.includes(c) ?? false;
+    out.push({
+      name: `cgroup.${c}`,
+      enforced: on,
+      detail: on
+        ? `each sandbox's ${c} limit is set in its cgroup; a write that fails stops the sandbox (fail closed)`
+        : f.cgroupControllers === null
+          ? 'no cgroup v2 hierarchy: sandboxes run without cgroup limits'
+          : `the cgroup v2 ${c} controller is not available to the sandboxes' parent: no ${c} limit per sandbox (a hybrid cgroup host?)`,
+    });
+  }
+  out.push({
+    name: 'vmm.seccomp',
+    enforced: f.seccomp,
+    detail: f.seccomp ? 'QEMU runs with -sandbox on (no spawn, no resource control, no elevated privileges after start)' : 'isolation.sandbox is false: QEMU runs without seccomp',
+  });
+  out.push({ name: 'vmm.uid', enforced: true, detail: `each sandbox's QEMU runs as a uid of its own from ${f.uidBase}` });
+  out.push({ name: 'vmm.env', enforced: true, detail: "QEMU starts with an environment of its own (PATH only): nothing of the agent's" });
+  out.push({ name: 'vmm.guest-files', enforced: true, detail: `console log reads refuse symlinks and non-regular files and read at most ${GUEST_FILE_MAX_BYTES} bytes` });
+  out.push({ name: 'vmm.chroot', enforced: false, detail: 'QEMU runs without -run-with chroot or a mount namespace of its own (not implemented yet)' });
+  out.push({ name: 'vmm.run-folder', enforced: false, detail: "a sandbox's run folder belongs to its QEMU uid (not root with only the sockets given to it: not implemented yet)" });
+  out.push({
+    name: 'bridge.antispoof',
+    enforced: f.nftBridge,
+    detail: f.nftBridge ? 'tap ports on shared bridges may only send their own MAC and addresses (nftables bridge family)' : 'nftables bridge family unusable here: tap ports could spoof MAC/IP',
+  });
+  return out;
+}
+
+/** Whether `nft` can use the bridge family here. */
+export async function nftBridgeUsable(): Promise<boolean> {
+  try {
+    return (await runProcess(['nft', 'list', 'tables', 'bridge'])).code === 0;
+  } catch {
+    return false;
+  }
+}
