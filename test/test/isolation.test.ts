@@ -196,6 +196,14 @@ test("a node's credentials cannot write another node's status or heartbeat for i
   await publishDenied(nc, `$JS.API.CONSUMER.CREATE.KV_edgenfv_allocs.x.$KV.edgenfv_allocs.${NODE}.>`, {});
   await subscribeDenied(nc, `nfv.v1.internal.nodes.${NODE}.>`);
   await subscribeDenied(nc, `_INBOX_n_${NODE}.>`);
+  // its own register, with a reply subject pointing into KV: the scheduler does not write there
+  const kv = await app.nc.jetstream().views.kv('edgenfv_nodes');
+  const before = (await kv.get('hijacked'))?.revision;
+  nc.publish(`nfv.v1.internal.nodes.other${tag}.heartbeat`, te.encode(JSON.stringify({ nodeId: `other${tag}`, epoch: 1 })), { reply: '$KV.edgenfv_nodes.hijacked' });
+  await nc.flush();
+  await op.ok('nfv.v1.admin.nodes.list');
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal((await kv.get('hijacked'))?.revision, before, 'no reply was written into the nodes bucket');
 });
 
 test('rotating A and deleting a tenant close their old connections; every other client stays connected', async () => {

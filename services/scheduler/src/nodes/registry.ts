@@ -16,6 +16,7 @@ import {
   asAppError,
   internalSubjects,
   isDnsLabel,
+  replyAllowed,
   type Allocation,
   type Heartbeat,
   type HeartbeatReply,
@@ -61,7 +62,8 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 function reply(msg: Msg, body: unknown): void {
-  if (msg.reply) msg.respond(enc.encode(JSON.stringify(body)));
+  // only into an inbox: a node's request never makes the scheduler write into KV or a stream (docs/security.md)
+  if (msg.reply && replyAllowed(msg.subject, msg.reply)) msg.respond(enc.encode(JSON.stringify(body)));
 }
 
 export class NodeRegistry {
