@@ -17,7 +17,7 @@ import {
   type Quota,
   type Vnfd,
 } from '@edgenfv/contracts';
-import { ApiClient, edgenfvHome, loadConnectInfo, natsOptions } from '@edgenfv/api-client';
+import { ApiClient, edgenfvHome, loadConnectInfo, natsOptions, tenantDashboardToken } from '@edgenfv/api-client';
 import { OUTPUT_FORMATS, render, renderEvent, type Kind, type OutputFormat } from './format.js';
 import { addDpdkConfigCommands } from './dpdk-config-cmd.js';
 import { addCheckCommand } from './check-cmd.js';
@@ -124,6 +124,16 @@ export function buildProgram(io: CliIo): Command {
     return o;
   }
 
+  /** The operator's dashboard (URL and token) from the connect file, when it has them. */
+  const operatorDashboard = (): { url: string; token: string } | undefined => {
+    try {
+      const info = loadConnectInfo({}, io.env, io.cwd);
+      return info.dashboardToken && info.dashboardUrl ? { url: info.dashboardUrl, token: info.dashboardToken } : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+
   const tenantOpt = (): Option =>
     new Option('-t, --tenant <id>', 'tenant id (default: $EDGENFV_TENANT)').makeOptionMandatory(!io.env.EDGENFV_TENANT).default(io.env.EDGENFV_TENANT);
   const waitOpt = (): Option => new Option('--wait', 'wait for the operation occurrence to end; exit non-zero when it fails');
@@ -162,9 +172,25 @@ export function buildProgram(io: CliIo): Command {
     .description("issue NATS credentials confined to the tenant's subjects: a connect file on stdout (use it with EDGENFV_CONNECT=<file>)")
     .option('--rotate', 'revoke every earlier credential of the tenant (their connections are closed)')
     .action(async (id: string, o: { rotate?: boolean }, cmd: Command) => {
-      const creds = await withClient(cmd, (c) => c.tenantCredentials(id, o.rotate === true));
+      const dash = operatorDashboard();
+      const { creds, dashboardToken } = await withClient(cmd, async (c) => ({
+        creds: await c.tenantCredentials(id, o.rotate === true),
+        // the tenant's dashboard token, issued alongside (when this connect file has the operator's dashboard token)
+        dashboardToken: dash ? tenantDashboardToken(dash.token, id, (await c.getTenant(id)).createdAt) : undefined,
+      }));
       // always the connect-file JSON, whatever --output says: it is meant for `> acme.json`
-      io.stdout.write(JSON.stringify(creds, null, 2) + '\n');
+      io.stdout.write(JSON.stringify({ ...creds, ...(dash && dashboardToken ? { dashboardUrl: dash.url, dashboardToken } : {}) }, null, 2) + '\n');
+    });
+  tenants
+    .command('dashboard-token <id>')
+    .description("the tenant's dashboard token (sees and acts on its own tenant only), from the operator's dashboardToken in connect.json")
+    .action(async (id: string, _o, cmd: Command) => {
+      const dash = operatorDashboard();
+      if (!dash) throw new InvalidArgumentError([{ field: 'connect.json', message: 'has no dashboardToken/dashboardUrl: use the operator\'s connect.json of an appliance with a dashboard' }]);
+      const tenant = await withClient(cmd, (c) => c.getTenant(id));
+      const token = tenantDashboardToken(dash.token, id, tenant.createdAt);
+      const out = { tenantId: id, dashboardUrl: dash.url, dashboardToken: token, open: `${dash.url}#token=${token}` };
+      io.stdout.write(globals(cmd).output === 'table' ? `${out.open}\n` : JSON.stringify(out) + '\n');
     });
   tenants.command('delete <id>').description('delete a tenant (refused while it has VNFs; revokes its credentials)').action(async (id: string, _o, cmd: Command) => {
     await withClient(cmd, (c) => c.deleteTenant(id));

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect, type NatsConnection } from 'nats';
+import { tenantDashboardToken } from '@edgenfv/api-client';
 import { parse as parseYaml } from 'yaml';
 import { startNatsServer, type NatsServerHandle } from '@edgenfv/nats-launcher';
 import { sampleNode, startFakeApi, type FakeApi } from '@edgenfv/api-client/testing';
@@ -66,7 +67,7 @@ before(async () => {
   server = await startNatsServer({ storeDir: join(dir, 'js'), user: 'operator', pass: 's3cret' });
   nc = await connect({ servers: server.url, user: 'operator', pass: 's3cret' });
   api = await startFakeApi(nc, { nodes: [sampleNode('node-a'), sampleNode('node-b')] });
-  writeFileSync(join(home, 'connect.json'), JSON.stringify({ servers: [server.url], user: 'operator', pass: 's3cret', dashboardUrl: 'http://127.0.0.1:8080/' }), { mode: 0o600 });
+  writeFileSync(join(home, 'connect.json'), JSON.stringify({ servers: [server.url], user: 'operator', pass: 's3cret', dashboardUrl: 'http://127.0.0.1:8080/', dashboardToken: 'operator-dash-token' }), { mode: 0o600 });
   writeFileSync(join(dir, 'vrouter.yaml'), VNFD_YAML);
 });
 after(async () => {
@@ -274,4 +275,22 @@ test('events: replay as NDJSON; --follow prints new events and stops cleanly on 
   const seqs = out2.trimEnd().split("\n").map((l) => Number(/#(\d+) {2}/.exec(l)?.[1]));
   assert.equal(seqs[0], lastSeq + 1, 'nothing printed twice, nothing skipped');
   assert.ok(out2.includes(again.vnfId as string));
+});
+
+test("tenants dashboard-token: the tenant's own dashboard token, derived from the operator's; a re-created tenant gets a new one", async () => {
+  const t = json(await cli(['tenants', 'create', 'dash', '-o', 'json']));
+  const r = json(await cli(['tenants', 'dashboard-token', 'dash', '-o', 'json']));
+  assert.equal(r.tenantId, 'dash');
+  assert.match(r.dashboardToken, /^edt\.dash\.[A-Za-z0-9_-]{43}$/);
+  assert.equal(r.dashboardToken, tenantDashboardToken('operator-dash-token', 'dash', t.createdAt), 'the same derivation the dashboard checks');
+  assert.equal(r.open, `http://127.0.0.1:8080/#token=${r.dashboardToken as string}`);
+  const table = await cli(['tenants', 'dashboard-token', 'dash']);
+  assert.equal(table.stdout, `${r.open as string}\n`);
+  json(await cli(['tenants', 'delete', 'dash', '-o', 'json']));
+  await new Promise((res) => setTimeout(res, 5));
+  json(await cli(['tenants', 'create', 'dash', '-o', 'json']));
+  const again = json(await cli(['tenants', 'dashboard-token', 'dash', '-o', 'json']));
+  assert.notEqual(again.dashboardToken, r.dashboardToken, 'the old token is revoked with the tenant');
+  const none = await cli(['tenants', 'dashboard-token', 'nope']);
+  assert.equal(none.code, EXIT_CODES.NOT_FOUND);
 });

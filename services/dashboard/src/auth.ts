@@ -5,20 +5,15 @@
  * "tenant:<id>:<createdAt>")>`, so deleting (and re-creating) a tenant revokes its token, and rotating the operator
  * token rotates them all. Also here: the Host header check (DNS rebinding) and a per-client rate limit.
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { DNS_LABEL_RE } from '@edgenfv/contracts';
+import { TENANT_DASHBOARD_TOKEN_RE, tenantDashboardToken } from '@edgenfv/api-client';
 import { HttpAuthError } from './errors.js';
 
 export type Principal = { role: 'operator' } | { role: 'tenant'; tenantId: string };
 
-const TENANT_TOKEN_RE = /^edt\.([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)\.([A-Za-z0-9_-]{43})$/;
-
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
-}
-
-function mac(key: string, tenantId: string, createdAt: string): string {
-  return createHmac('sha256', key).update(`tenant:${tenantId}:${createdAt}`).digest('base64url');
 }
 
 export class TokenAuthority {
@@ -45,7 +40,7 @@ export class TokenAuthority {
   async tenantToken(tenantId: string): Promise<string | null> {
     if (!this.#key) return null;
     const createdAt = await this.#createdAt(tenantId);
-    return createdAt === null ? null : `edt.${tenantId}.${mac(this.#key, tenantId, createdAt)}`;
+    return createdAt === null ? null : tenantDashboardToken(this.#key, tenantId, createdAt);
   }
 
   /** The principal behind an Authorization header value; throws HttpAuthError 401/403. */
@@ -57,11 +52,11 @@ export class TokenAuthority {
     if (!m) throw new HttpAuthError(401, 'this needs "Authorization: Bearer <token>" (the operator\'s dashboardToken from connect.json, or a tenant token)');
     const token = m[1]!;
     if (timingSafeEqual(digest(token), this.#keyDigest)) return { role: 'operator' };
-    const t = TENANT_TOKEN_RE.exec(token);
+    const t = TENANT_DASHBOARD_TOKEN_RE.exec(token);
     if (t) {
       const tenantId = t[1]!;
       const createdAt = await this.#createdAt(tenantId);
-      if (createdAt !== null && timingSafeEqual(Buffer.from(t[2]!), Buffer.from(mac(this.#key, tenantId, createdAt)))) {
+      if (createdAt !== null && timingSafeEqual(digest(token), digest(tenantDashboardToken(this.#key, tenantId, createdAt)))) {
         return { role: 'tenant', tenantId };
       }
     }
