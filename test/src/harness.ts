@@ -37,12 +37,12 @@ export class Api {
   tenant(t: string, op: string, body: unknown = {}): Promise<any> {
     return this.call(`nfv.v1.tenant.${t}.${op}`, body);
   }
-  /** Polls an op occurrence until it is terminal. */
+  /** Polls an op occurrence until it is terminal, or FAILED_TEMP (where it waits for retry, rollback or fail). */
   async waitOp(t: string, opOccId: string, timeoutMs = 60_000): Promise<any> {
     const until = Date.now() + timeoutMs;
     for (;;) {
       const r = await this.tenant(t, 'opoccs.get', { id: opOccId });
-      if (r.ok && ['COMPLETED', 'FAILED', 'ROLLED_BACK'].includes(r.result.operationState)) return r.result;
+      if (r.ok && ['COMPLETED', 'FAILED', 'ROLLED_BACK', 'FAILED_TEMP'].includes(r.result.operationState)) return r.result;
       if (Date.now() > until) throw new Error(`op ${opOccId} not terminal after ${timeoutMs} ms: ${JSON.stringify(r)}`);
       await new Promise((res) => setTimeout(res, 100));
     }

@@ -65,6 +65,10 @@ export class SimNode {
   private partitioned = false;
   /** Allocations torn down because the scheduler no longer gave them to this node (fencing). */
   readonly tornDown: string[] = [];
+  /** While true, new allocations stay STARTING (a slow boot): a test can kill the node in the middle. */
+  holdStarts = false;
+  /** Allocations whose containers OPERATE stopped (the sandbox and what it holds stay). */
+  readonly containersStopped = new Set<string>();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -163,7 +167,16 @@ export class SimNode {
       if (alloc && had) await this.report(alloc, 'STOPPED');
       return;
     }
-    if (this.running.has(allocId) || alloc.epoch < this.epoch) return;
+    if (this.running.has(allocId)) {
+      // OPERATE: containers stopped or started, everything else kept
+      const stop = alloc.operationalState === 'STOPPED';
+      if (stop === this.containersStopped.has(allocId)) return;
+      if (stop) this.containersStopped.add(allocId);
+      else this.containersStopped.delete(allocId);
+      await this.report(alloc, stop ? 'STOPPED' : 'RUNNING', stop);
+      return;
+    }
+    if (alloc.epoch < this.epoch) return;
     const cpus = alloc.resources.cpus ?? [];
     const vfs = alloc.interfaces.flatMap((i) => (i.type === 'sriov' ? [i.sriov.vfPciAddress] : []));
     for (const [other, held] of this.running) {
@@ -173,10 +186,10 @@ export class SimNode {
       if (held.vnfId === alloc.vnfId && held.replica === alloc.replica) this.conflicts.push(`${allocId} and ${other} are the same replica`);
     }
     this.running.set(allocId, { cpus, vfs, vnfId: alloc.vnfId, replica: alloc.replica });
-    await this.report(alloc, 'RUNNING');
+    await this.report(alloc, this.holdStarts ? 'STARTING' : 'RUNNING');
   }
 
-  private async report(alloc: Allocation, state: ReplicaStatus['state']): Promise<void> {
+  private async report(alloc: Allocation, state: ReplicaStatus['state'], containersStopped = false): Promise<void> {
     const st: ReplicaStatus = {
       allocId: alloc.allocId,
       nodeId: this.nodeId,
@@ -188,6 +201,7 @@ export class SimNode {
       sandboxId: `sim-${alloc.tenantId}`,
       interfaces: alloc.interfaces.map((i) => ({ name: i.name, mac: i.mac, ips: i.ips ?? [], ...(i.type === 'sriov' ? { pciAddress: i.sriov.vfPciAddress } : {}) })),
       updatedAt: new Date().toISOString(),
+      ...(containersStopped ? { containersStopped } : {}),
     };
     await this.status.put(`${this.nodeId}.${alloc.allocId}`, enc.encode(JSON.stringify(st)));
   }

@@ -114,15 +114,18 @@ describe('VNF lifecycle', () => {
     assert.deepEqual(t.usage, { vcpus: 0, memoryMiB: 0, vfs: 0, vnfs: 0 }, 'quota given back');
   });
 
-  test('placed on a node whose agent never reports: truthful FAILED after the start timeout', async () => {
+  test('placed on a node whose agent never reports: truthful FAILED_TEMP after the start timeout, FAILED on fail', async () => {
     const inst = await c.api.tenant('acme', 'vnfs.instantiate', { descriptor: vnfd('silent') });
-    const placedOp = await waitState('acme', inst.result.opOccId, ['PROCESSING', 'FAILED']);
+    const placedOp = await waitState('acme', inst.result.opOccId, ['PROCESSING', 'FAILED', 'FAILED_TEMP']);
     const vnf = (await c.api.tenant('acme', 'vnfs.get', { id: inst.result.vnfId })).result;
     assert.notEqual(vnf.replicas[0].state, 'RUNNING');
     const op = await c.api.waitOp('acme', inst.result.opOccId);
-    assert.equal(op.operationState, 'FAILED', JSON.stringify(placedOp));
+    assert.equal(op.operationState, 'FAILED_TEMP', JSON.stringify(placedOp));
     assert.equal(op.error.code, 'UNAVAILABLE');
     assert.ok(op.steps.some((s: any) => /placed on node edge-a/.test(s.message)), JSON.stringify(op.steps));
+    const failed = await c.api.ok('nfv.v1.tenant.acme.opoccs.fail', { id: inst.result.opOccId });
+    assert.equal(failed.operationState, 'FAILED');
+    assert.equal((await c.api.ok('nfv.v1.tenant.acme.vnfs.get', { id: inst.result.vnfId })).instantiationState, 'NOT_INSTANTIATED');
   });
 
   test('a vhost-user interface on a network no node has a DPDK switch for ends FAILED/UNSCHEDULABLE naming the network', async () => {
@@ -283,7 +286,8 @@ const MALFORMED: [string, unknown, string][] = [
   ['tenant.acme.vnfs.instantiate', withRes({ numa: 'always' }), 'descriptor.resources.numa'],
   ['tenant.acme.vnfs.instantiate', withRes({ hugepages: { sizeKiB: 4, count: 1 } }), 'descriptor.resources.hugepages.sizeKiB'],
   ['tenant.acme.vnfs.instantiate', withRes({ numa: 'strict' }), 'descriptor.resources.numa'],
-  ['tenant.acme.vnfs.instantiate', { descriptor: { ...good, image: { ref: 'docker.io/evil' } } }, 'descriptor.image.ref'],
+  ['tenant.acme.vnfs.instantiate', { descriptor: { ...good, image: { ref: 'evil:latest' } } }, 'descriptor.image.ref'],
+  ['tenant.acme.vnfs.instantiate', { descriptor: { ...good, image: { ref: 'reg.example/acme/vfw@sha256:1234' } } }, 'descriptor.image.ref'],
   ['tenant.acme.vnfs.instantiate', { descriptor: { ...good, extra: 1 } }, 'descriptor.extra'],
   ['tenant.acme.vnfs.instantiate', withIf({ name: 'up', type: 'sriov', physnet: 'physnet1', vlan: 4095 }), 'descriptor.interfaces[0].vlan'],
   ['tenant.acme.vnfs.instantiate', withIf({ name: 'up', type: 'sriov' }), 'descriptor.interfaces[0].physnet'],

@@ -107,7 +107,7 @@ test(`kill -9 of the leader mid-way through ${N_VNFS} instantiates: all end COMP
   const failed = ops.filter((o) => o.operationState !== 'COMPLETED');
   t.diagnostic(`${completed.length} COMPLETED, ${failed.length} FAILED: ${JSON.stringify(failed.map((o) => [o.error?.code, o.error?.message?.slice(0, 200)]))}`);
   for (const o of failed) {
-    assert.equal(o.operationState, 'FAILED', JSON.stringify(o));
+    assert.ok(o.operationState === 'FAILED' || o.operationState === 'FAILED_TEMP', JSON.stringify(o));
     assert.ok(o.error?.code && o.error.message, `a FAILED op says why: ${JSON.stringify(o)}`);
   }
   assert.ok(completed.length >= N_VNFS * 0.9, `${completed.length} completed; failures: ${JSON.stringify(failed.slice(0, 3).map((o) => o.error))}`);

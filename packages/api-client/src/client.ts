@@ -16,6 +16,10 @@ import {
   type EventPayload,
   type NodeRecord,
   type OpOcc,
+  type OperateRequest,
+  type LogsRequest,
+  type ExecRequest,
+  type ExecResult,
   type Quota,
   type Tenant,
   type TenantOp,
@@ -187,6 +191,23 @@ export class ApiClient {
   /** The tenant's kept notifications after `afterSeq`, read by the scheduler (needs no JetStream permission). */
   listNotifications(tenantId: string, req: NotificationsListRequest = {}): Promise<NotificationsList> {
     return this.#tenant(tenantId, 'notifications.list', req);
+  }
+  // ---- day-2 ----
+  operate(tenantId: string, req: OperateRequest): Promise<{ opOccId: string }> {
+    return this.#tenant(tenantId, 'vnfs.operate', req);
+  }
+  logs(tenantId: string, req: LogsRequest): Promise<{ lines: string[]; truncated?: boolean }> {
+    return this.#tenant(tenantId, 'vnfs.logs', req);
+  }
+  exec(tenantId: string, req: ExecRequest): Promise<ExecResult> {
+    return this.#tenant(tenantId, 'vnfs.exec', req);
+  }
+  async listOpOccs(tenantId: string, vnfId?: string): Promise<OpOcc[]> {
+    return (await this.#tenant<{ items: OpOcc[] }>(tenantId, 'opoccs.list', vnfId ? { vnfId } : {})).items;
+  }
+  /** SOL003 retry / rollback / fail of a FAILED_TEMP operation occurrence. */
+  resolveOpOcc(tenantId: string, id: string, action: 'retry' | 'rollback' | 'fail'): Promise<OpOcc> {
+    return this.#tenant(tenantId, `opoccs.${action}`, { id });
   }
 
   /**

@@ -30,7 +30,9 @@ export interface Tenant {
 
 export type InstantiationState = 'NOT_INSTANTIATED' | 'INSTANTIATED';
 export type ReplicaState = 'PENDING' | 'SCHEDULED' | 'STARTING' | 'RUNNING' | 'FAILED' | 'STOPPING' | 'STOPPED';
-export type Operation = 'INSTANTIATE' | 'SCALE' | 'HEAL' | 'TERMINATE';
+export type Operation = 'INSTANTIATE' | 'SCALE' | 'HEAL' | 'TERMINATE' | 'OPERATE';
+/** SOL003 OPERATE: whether the VNF's containers run (the VM, MACs and addresses are kept either way). */
+export type OperationalState = 'STARTED' | 'STOPPED';
 export type OperationState = 'STARTING' | 'PROCESSING' | 'COMPLETED' | 'FAILED_TEMP' | 'ROLLING_BACK' | 'ROLLED_BACK' | 'FAILED';
 export const TERMINAL_OP_STATES: readonly OperationState[] = ['COMPLETED', 'FAILED', 'ROLLED_BACK'];
 
@@ -55,6 +57,8 @@ export interface Replica {
   /** Bumped each time the replica gets a new allocation (heal, drain): allocation ids are `<vnfId>-<index>-<generation>`. */
   generation?: number;
   interfaces: ReplicaInterface[];
+  /** The image the replica runs: the manifest digest (`sha256:...`) of a registry or OCI layout image. */
+  imageDigest?: string;
   /** Why the replica is where it is (placement explanation, failure reason). */
   message?: string;
   error?: ErrorBody;
@@ -69,6 +73,8 @@ export interface Vnf {
   instantiationState: InstantiationState;
   /** Replicas asked for (scale changes it). */
   desiredReplicas: number;
+  /** SOL003 vnfState, changed by OPERATE; absent means STARTED. */
+  operationalState?: OperationalState;
   replicas: Replica[];
   lastOpOccId?: string;
   /** The operation occurrence in progress on this VNF (one at a time); absent when none. */
@@ -77,7 +83,7 @@ export interface Vnf {
    * How the last operation ended, written with the VNF's changes in the same CAS, so that a leader that takes
    * over between that write and the op occurrence's own update finishes the op occurrence the same way.
    */
-  lastOpOutcome?: { opOccId: string; state: 'COMPLETED' | 'FAILED'; error?: ErrorBody };
+  lastOpOutcome?: { opOccId: string; state: 'COMPLETED' | 'FAILED' | 'ROLLED_BACK'; error?: ErrorBody };
   createdAt: string;
   updatedAt: string;
 }
@@ -96,8 +102,14 @@ export interface OpOcc {
   startTime: string;
   stateEnteredTime: string;
   requestId?: string;
-  /** Operation parameters (replicas for SCALE, replica for HEAL, mode for TERMINATE). */
+  /** Operation parameters (replicas for SCALE, replica for HEAL, mode for TERMINATE, changeStateTo for OPERATE). */
   params?: Record<string, unknown>;
+  /** How many times `opoccs.retry` sent it back to PROCESSING from FAILED_TEMP. */
+  retries?: number;
+  /** When the last retry began (the start timeout counts from here). */
+  retriedAt?: string;
+  /** Asked for while FAILED_TEMP and not yet carried out by the leader: `fail` (FAILED, releases what it held). */
+  pendingAction?: 'fail';
   error?: ErrorBody;
   /** A truthful log of what the operation did, in order. */
   steps: OpOccStep[];
@@ -197,6 +209,40 @@ export interface HealRequest {
   replica?: number;
   requestId?: string;
 }
+export interface OperateRequest {
+  id: string;
+  changeStateTo: OperationalState;
+  requestId?: string;
+}
+export interface LogsRequest {
+  id: string;
+  replica?: number;
+  tailLines?: number;
+}
+export interface ExecRequest {
+  id: string;
+  replica?: number;
+  command: string[];
+  timeoutMs?: number;
+}
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  /** Output beyond the cap was cut (stdout and stderr are each at most EXEC_OUTPUT_CAP_BYTES). */
+  truncated?: boolean;
+}
+export interface OpOccListRequest {
+  vnfId?: string;
+}
+/** Caps of vnfs.exec and vnfs.logs (a reply fits in a NATS message). */
+export const EXEC_OUTPUT_CAP_BYTES = 64 * 1024;
+export const EXEC_DEFAULT_TIMEOUT_MS = 10_000;
+export const EXEC_MAX_TIMEOUT_MS = 120_000;
+export const LOGS_DEFAULT_LINES = 100;
+export const LOGS_MAX_LINES = 5000;
+export const LOGS_MAX_BYTES = 256 * 1024;
+
 export interface TerminateRequest {
   id: string;
   mode?: 'GRACEFUL' | 'FORCEFUL';

@@ -11,3 +11,4 @@ export * from './internal.js';
 export * from './attachment.js';
 export * from './network.js';
 export * from './vf-policy.js';
+export * from './image-ref.js';

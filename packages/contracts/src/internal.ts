@@ -9,7 +9,25 @@ import type { DataplaneKind, VnfdDataplane, VnfdRoute } from './vnfd.js';
 
 export const INTERNAL_PREFIX = 'nfv.v1.internal';
 
+/** `nfv.v1.internal.nodes.<n>.logs` request (the scheduler asks the node agent for a replica's container output). */
+export interface NodeLogsRequest {
+  tenantId: string;
+  allocId: string;
+  tailLines: number;
+}
+/** `nfv.v1.internal.nodes.<n>.exec` request: a command in a replica's container, time-limited. */
+export interface NodeExecRequest {
+  tenantId: string;
+  allocId: string;
+  command: string[];
+  timeoutMs: number;
+}
+
 export const internalSubjects = {
+  /** request: NodeLogsRequest -> envelope with {lines} */
+  logs: (nodeId: string): string => `${INTERNAL_PREFIX}.nodes.${nodeId}.logs`,
+  /** request: NodeExecRequest -> envelope with ExecResult */
+  exec: (nodeId: string): string => `${INTERNAL_PREFIX}.nodes.${nodeId}.exec`,
   /** request: RegisterRequest -> envelope with RegisterReply */
   register: (nodeId: string): string => `${INTERNAL_PREFIX}.nodes.${nodeId}.register`,
   /** publish: Heartbeat */
@@ -122,6 +140,8 @@ export interface Allocation {
   routes?: VnfdRoute[];
   /** `running` (default) or `stopped`: the leader flips it to stop a replica before deleting the allocation. */
   desired?: 'running' | 'stopped';
+  /** OPERATE: STOPPED stops the replica's container and keeps everything else (VM, NICs, addresses); default STARTED. */
+  operationalState?: 'STARTED' | 'STOPPED';
   createdAt: string;
 }
 
@@ -149,6 +169,12 @@ export interface ReplicaStatus {
   sandboxId?: string;
   interfaces: ReplicaInterfaceStatus[];
   error?: ErrorBody;
+  /** STOPPED by OPERATE (containers stopped, VM and NICs kept): not a stopped allocation the leader may release. */
+  containersStopped?: boolean;
+  /** The manifest digest of the image the replica runs (registry and OCI layout images). */
+  imageDigest?: string;
+  /** What the node is doing for the replica while STARTING (image pull progress), for the op occurrence's steps. */
+  progress?: string;
   /** Milliseconds from the allocation seen to the replica running (when RUNNING). */
   startMs?: number;
   updatedAt: string;

@@ -9,6 +9,7 @@ import { isIP } from 'node:net';
 import { InvalidArgumentError, type FieldIssue } from './errors.js';
 import type { AdminOp, TenantOp } from './subjects.js';
 import { DEFAULT_DATAPLANE_HUGEPAGES_MIB, GUEST_BASE_MEMORY_MIB, dataplaneInterfaces, type Vnfd } from './vnfd.js';
+import { IMAGE_REF_FORMS, parseImageRef } from './image-ref.js';
 
 const DNS_LABEL = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
 const IFNAME = '^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$';
@@ -95,7 +96,8 @@ export const vnfdSchema = {
       additionalProperties: false,
       required: ['ref'],
       properties: {
-        ref: { type: 'string', maxLength: 4096, pattern: '^(builtin:[a-z0-9][a-z0-9-]{0,62}|oci:/[^\\s]+)$' },
+        // the forms (builtin:, oci:, a registry reference) are checked by parseImageRef in validateVnfdSemantics
+        ref: { type: 'string', minLength: 1, maxLength: 1024, pattern: '^\\S+$' },
       },
     },
     command: { type: 'array', maxItems: 64, items: { type: 'string', maxLength: 4096 } },
@@ -189,6 +191,18 @@ export const requestSchemas: Record<AdminOp | TenantOp, object> = {
     afterSeq: { type: 'integer', minimum: 0 },
     limit: { type: 'integer', minimum: 1, maximum: 1000 },
   }),
+  'vnfs.operate': obj(['id', 'changeStateTo'], { id, changeStateTo: { enum: ['STARTED', 'STOPPED'] }, requestId }),
+  'vnfs.logs': obj(['id'], { id, replica: { type: 'integer', minimum: 0, maximum: 999 }, tailLines: { type: 'integer', minimum: 1, maximum: 5000 } }),
+  'vnfs.exec': obj(['id', 'command'], {
+    id,
+    replica: { type: 'integer', minimum: 0, maximum: 999 },
+    command: { type: 'array', minItems: 1, maxItems: 64, items: { type: 'string', minLength: 1, maxLength: 4096 } },
+    timeoutMs: { type: 'integer', minimum: 1, maximum: 120_000 },
+  }),
+  'opoccs.list': obj([], { vnfId: id }),
+  'opoccs.retry': byId,
+  'opoccs.rollback': byId,
+  'opoccs.fail': byId,
 };
 
 const ajv = new Ajv({ allErrors: true, strict: true, discriminator: true, allowUnionTypes: true });
@@ -289,6 +303,7 @@ function isCidr(s: string): boolean {
 export function validateVnfdSemantics(d: Vnfd, prefix = ''): FieldIssue[] {
   const at = (p: string): string => (prefix ? `${prefix}.${p}` : p);
   const issues: FieldIssue[] = [];
+  if (!parseImageRef(d.image.ref)) issues.push({ field: at('image.ref'), message: `must be ${IMAGE_REF_FORMS}` });
   const names = new Map<string, number>();
   (d.interfaces ?? []).forEach((i, n) => {
     if (names.has(i.name)) {

@@ -24,6 +24,14 @@ export const TENANT_OPS = [
   'vnfs.terminate',
   'opoccs.get',
   'notifications.list',
+  // day-2 (API.md "Additions to v1", "Day-2 operations")
+  'vnfs.operate',
+  'vnfs.logs',
+  'vnfs.exec',
+  'opoccs.list',
+  'opoccs.retry',
+  'opoccs.rollback',
+  'opoccs.fail',
 ] as const;
 export type TenantOp = (typeof TENANT_OPS)[number];
 

@@ -6,7 +6,7 @@ import type { StoredEvent } from '@edgenfv/api-client';
 export type OutputFormat = 'json' | 'yaml' | 'table';
 export const OUTPUT_FORMATS: readonly OutputFormat[] = ['json', 'yaml', 'table'];
 
-export type Kind = 'tenant' | 'node' | 'vnf' | 'opocc' | 'plain';
+export type Kind = 'tenant' | 'node' | 'vnf' | 'opocc' | 'opoccs' | 'plain';
 
 /** A table with a header row; columns padded to their widest cell, two spaces apart. */
 export function table(header: string[], rows: string[][]): string {
@@ -195,6 +195,11 @@ export function render(value: unknown, kind: Kind, format: OutputFormat, opts: {
       return opts.single ? vnfDetail(value as Vnf) : vnfRows(list as Vnf[]);
     case 'opocc':
       return opoccDetail(value as OpOcc);
+    case 'opoccs':
+      return table(
+        ['ID', 'VNF', 'OPERATION', 'STATE', 'STARTED', 'ERROR'],
+        (list as OpOcc[]).map((o) => [o.id, o.vnfId, o.operation, o.operationState, o.startTime, o.error ? `${o.error.code}: ${o.error.message}` : '']),
+      );
     default:
       return keyValues(value);
   }

@@ -104,7 +104,7 @@ export function buildProgram(io: CliIo): Command {
   }
 
   /**
-   * Follows the operation occurrence to COMPLETED/FAILED/ROLLED_BACK, its steps shown on stderr as they happen
+   * Follows the operation occurrence to COMPLETED/FAILED/ROLLED_BACK (or FAILED_TEMP), its steps shown on stderr as they happen
    * (progress.ts); prints it, and throws its error when it did not complete.
    */
   async function waitFor(c: ApiClient, nc: NatsConnection, tenant: string, opOccId: string, cmd: Command): Promise<OpOcc> {
@@ -280,12 +280,72 @@ export function buildProgram(io: CliIo): Command {
       });
     });
 
+  vnfs.command('operate <id>').description("stop or start a VNF's containers (VM, MACs and addresses are kept)").addOption(tenantOpt())
+    .addOption(new Option('--state <state>', 'the state to change to').choices(['STARTED', 'STOPPED']).makeOptionMandatory())
+    .option('--request-id <id>').addOption(waitOpt())
+    .action(async (id: string, o: { tenant: string; state: 'STARTED' | 'STOPPED'; requestId?: string; wait?: boolean }, cmd: Command) => {
+      await withClient(cmd, async (c, nc) => {
+        const r = await c.operate(o.tenant, { id, changeStateTo: o.state, ...(o.requestId ? { requestId: o.requestId } : {}) });
+        if (!o.wait) return print(cmd, r, 'plain');
+        await waitFor(c, nc, o.tenant, r.opOccId, cmd);
+      });
+    });
+  vnfs.command('logs <id>').description("a replica's container output (stdout, then stderr), newest last").addOption(tenantOpt())
+    .option('--replica <n>', 'replica (default 0)', positiveInt)
+    .option('--tail <n>', 'last n lines (default 100, at most 5000)', positiveInt)
+    .action(async (id: string, o: { tenant: string; replica?: number; tail?: number }, cmd: Command) => {
+      const r = await withClient(cmd, (c) =>
+        c.logs(o.tenant, { id, ...(o.replica !== undefined ? { replica: o.replica } : {}), ...(o.tail !== undefined ? { tailLines: o.tail } : {}) }),
+      );
+      if (globals(cmd).output === 'table') io.stdout.write(r.lines.map((l) => `${l}\n`).join(''));
+      else print(cmd, r, 'plain');
+    });
+  vnfs.command('exec <id> <command...>').description("run a command in a replica's container (time-limited, output capped); exits with its code")
+    .addOption(tenantOpt())
+    .option('--replica <n>', 'replica (default 0)', positiveInt)
+    .option('--exec-timeout <ms>', 'time limit (default 10000, at most 120000)', positiveInt)
+    .action(async (id: string, command: string[], o: { tenant: string; replica?: number; execTimeout?: number }, cmd: Command) => {
+      const g = globals(cmd);
+      const r = await withClient(cmd, (_c, nc) =>
+        new ApiClient(nc, { timeoutMs: Math.max(g.timeout, (o.execTimeout ?? 10_000) + 15_000) }).exec(o.tenant, {
+          id,
+          command,
+          ...(o.replica !== undefined ? { replica: o.replica } : {}),
+          ...(o.execTimeout !== undefined ? { timeoutMs: o.execTimeout } : {}),
+        }),
+      );
+      if (g.output === 'table') {
+        io.stdout.write(r.stdout);
+        io.stderr.write(r.stderr);
+      } else print(cmd, r, 'plain');
+      if (r.exitCode !== 0) process.exitCode = r.exitCode;
+    });
+
   // ---- opoccs ----
   const opoccs = program.command('opoccs').description('tenant: operation occurrences');
   opoccs.command('get <id>').description('an operation occurrence with its steps and error').addOption(tenantOpt())
     .action(async (id: string, o: { tenant: string }, cmd: Command) => {
       print(cmd, await withClient(cmd, (c) => c.getOpOcc(o.tenant, id)), 'opocc', true);
     });
+  opoccs.command('list').description("the tenant's operation occurrences, oldest first").addOption(tenantOpt())
+    .option('--vnf <id>', "only this VNF's")
+    .action(async (o: { tenant: string; vnf?: string }, cmd: Command) => {
+      print(cmd, await withClient(cmd, (c) => c.listOpOccs(o.tenant, o.vnf)), 'opoccs');
+    });
+  for (const [action, desc] of [
+    ['retry', 'FAILED_TEMP -> PROCESSING: try again (failed replicas are placed anew)'],
+    ['rollback', 'FAILED_TEMP -> ROLLING_BACK -> ROLLED_BACK: undo what it did (INSTANTIATE, SCALE, OPERATE)'],
+    ['fail', 'FAILED_TEMP -> FAILED: give up and release what it held'],
+  ] as const) {
+    opoccs.command(`${action} <id>`).description(desc).addOption(tenantOpt()).addOption(waitOpt())
+      .action(async (id: string, o: { tenant: string; wait?: boolean }, cmd: Command) => {
+        await withClient(cmd, async (c, nc) => {
+          const r = await c.resolveOpOcc(o.tenant, id, action);
+          if (!o.wait || action === 'fail') return print(cmd, r, 'opocc', true);
+          await waitFor(c, nc, o.tenant, id, cmd);
+        });
+      });
+  }
 
   // ---- events ----
   program

@@ -9,6 +9,9 @@ import type { NatsConnection, Subscription } from 'nats';
 import { TERMINAL_OP_STATES, type OpOcc } from '@edgenfv/contracts';
 import type { ApiClient } from '@edgenfv/api-client';
 
+/** Where following ends: a terminal state, or FAILED_TEMP (it waits for opoccs retry|rollback|fail). */
+const ENDS: readonly string[] = [...TERMINAL_OP_STATES, 'FAILED_TEMP'];
+
 const FRAMES = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
 export interface ProgressOut {
@@ -31,9 +34,9 @@ export async function followOpOcc(c: ApiClient, nc: NatsConnection, tenant: stri
       const s = op.steps[shownSteps]!;
       line(`  +${((Date.parse(s.at) - t0) / 1000).toFixed(1)} s  ${s.message}`);
     }
-    if (!tty && op.operationState !== shownState && !TERMINAL_OP_STATES.includes(op.operationState)) line(`${op.operation} ${op.id}: ${op.operationState}`);
+    if (!tty && op.operationState !== shownState && !ENDS.includes(op.operationState)) line(`${op.operation} ${op.id}: ${op.operationState}`);
     shownState = op.operationState;
-    if (tty && !TERMINAL_OP_STATES.includes(op.operationState)) {
+    if (tty && !ENDS.includes(op.operationState)) {
       const done = op.steps.length;
       out.write(`\r\x1b[2K${FRAMES[frame++ % FRAMES.length]} ${op.operation} ${op.operationState} ${((Date.now() - t0) / 1000).toFixed(1)} s, ${done} step${done === 1 ? '' : 's'}`);
     }
@@ -45,7 +48,7 @@ export async function followOpOcc(c: ApiClient, nc: NatsConnection, tenant: stri
   if (!tty) line(`${op.operation} ${op.id} on ${op.tenantId}/${op.vnfId}: following (${op.operationState})`);
   shownState = op.operationState;
   show();
-  if (TERMINAL_OP_STATES.includes(op.operationState)) return ended();
+  if (ENDS.includes(op.operationState)) return ended();
 
   let wake: () => void = () => undefined;
   let sub: Subscription | undefined;
@@ -56,7 +59,7 @@ export async function followOpOcc(c: ApiClient, nc: NatsConnection, tenant: stri
   }
   const spin = tty ? setInterval(show, 120) : undefined;
   try {
-    while (!TERMINAL_OP_STATES.includes(op.operationState)) {
+    while (!ENDS.includes(op.operationState)) {
       if (signal?.aborted) throw new Error('interrupted');
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, 2_000);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { InvalidArgumentError, NotFoundError, ConflictError } from '@edgenfv/contracts/internal/errors';
+import { InvalidArgumentError, NotFoundError } from '@edgenfv/contracts/internal/errors';
 import { ContainerRuntime } from '../src/containers/runtime.js';
 import { silentLog } from '../src/log.js';
 import { makeNetns, crunWrapper } from './netns-helper.js';
@@ -73,7 +73,10 @@ test('a failing container reports its exit code and its last log lines', async (
   const last = [];
   for await (const c of rt.logs('bad', { tailLines: 1 })) last.push(`${c.stream}:${c.data.toString().trim()}`);
   assert.deepEqual(last.sort(), ['stderr:fatal: no config', 'stdout:starting']);
-  await assert.rejects(rt.start('bad'), ConflictError);
+  // a stopped container runs again (OPERATE STARTED): same bundle, its logs go on
+  await rt.start('bad');
+  assert.equal((await rt.wait('bad')).exitCode, 7);
+  assert.equal((await rt.tail('bad', 10)).filter((l) => l === 'starting').length, 2);
   await rt.delete('bad');
 });
 

@@ -265,8 +265,9 @@ export class NodeAgent {
     for (const [id, a] of wanted) {
       const cur = actual.get(id);
       const live = cur && cur.replica.state === 'running' && this.o.manager.alive(cur.sandbox.sandboxId);
-      if (live || this.inFlight.has(id) || this.failed.has(id)) continue;
-      this.track(id, this.startReplica(a));
+      if (this.inFlight.has(id) || this.failed.has(id)) continue;
+      if (!live) this.track(id, this.startReplica(a));
+      else if ((a.operationalState === 'STOPPED') !== (cur.replica.containersStopped === true)) this.track(id, this.operateReplica(a));
     }
     for (const [id, { sandbox, replica }] of actual) {
       if (wanted.has(id) || this.inFlight.has(id)) continue;
@@ -322,10 +323,10 @@ export class NodeAgent {
     await this.writeStatus(a, 'STARTING');
     const t0 = this.seenAt.get(a.allocId) ?? process.hrtime.bigint();
     try {
-      const r = await this.o.manager.ensureReplica(a);
+      const r = await this.o.manager.ensureReplica(a, undefined, this.progressWriter(a));
       const startMs = Math.round(Number(process.hrtime.bigint() - t0) / 1e6);
       // The allocation may have been removed while booting: then the next pass stops it.
-      await this.writeStatus(a, 'RUNNING', { sandboxId: r.sandboxId, interfaces: r.interfaces, startMs });
+      await this.writeStatus(a, 'RUNNING', { sandboxId: r.sandboxId, interfaces: r.interfaces, startMs, ...(r.imageDigest ? { imageDigest: r.imageDigest } : {}) });
       this.o.metrics?.reconciles.inc({ action: 'start', result: 'ok' });
       log.info({ sandboxId: r.sandboxId, booted: r.booted, startMs }, 'replica running');
     } catch (err) {
@@ -335,6 +336,46 @@ export class NodeAgent {
       log.warn({ err }, 'replica failed to start');
       await this.writeStatus(a, 'FAILED', { error: e.toBody() });
     }
+  }
+
+  /** OPERATE: the replica's container stopped or started as its allocation says; VM, NICs and addresses kept. */
+  private async operateReplica(a: Allocation): Promise<void> {
+    const target = a.operationalState === 'STOPPED' ? 'STOPPED' : 'STARTED';
+    const log = this.log.child({ tenantId: a.tenantId, vnfId: a.vnfId, allocId: a.allocId });
+    try {
+      const r = await this.o.manager.setOperationalState(a.tenantId, a.allocId, target);
+      const extra = { sandboxId: r.sandboxId, interfaces: r.interfaces, ...(r.imageDigest ? { imageDigest: r.imageDigest } : {}) };
+      if (target === 'STOPPED') await this.writeStatus(a, 'STOPPED', { ...extra, containersStopped: true });
+      else await this.writeStatus(a, 'RUNNING', extra);
+      this.o.metrics?.reconciles.inc({ action: 'operate', result: 'ok' });
+      log.info({ target }, 'replica operated');
+    } catch (err) {
+      this.failed.add(a.allocId);
+      this.o.metrics?.reconciles.inc({ action: 'operate', result: 'error' });
+      log.warn({ err, target }, 'operating the replica failed');
+      await this.writeStatus(a, 'FAILED', { error: asAppError(err).toBody() });
+    }
+  }
+
+  /** STARTING status updates carrying what the node does (image pull progress), at most one a second. */
+  private progressWriter(a: Allocation): (message: string) => void {
+    let last = 0;
+    let pending: string | undefined;
+    let writing = false;
+    const flush = (): void => {
+      if (writing || pending === undefined) return;
+      const progress = pending;
+      pending = undefined;
+      writing = true;
+      last = Date.now();
+      void this.writeStatus(a, 'STARTING', { progress }).finally(() => {
+        writing = false;
+      });
+    };
+    return (message) => {
+      pending = message;
+      if (Date.now() - last >= 1000 || /^pulled |verified/.test(message)) flush();
+    };
   }
 
   private async stopReplica(tenantId: string, allocId: string, a: Allocation): Promise<void> {

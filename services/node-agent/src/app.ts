@@ -21,6 +21,8 @@ import type { AttachmentPort, GuestPort } from './sandbox/ports.js';
 import { NodeAgent } from './agent.js';
 import { createSwitches } from './dataplane/index.js';
 import type { DataplaneSwitch } from './dataplane/switch.js';
+import { ImageStore } from './images/store.js';
+import { ReplicaRequests } from './replica-requests.js';
 
 export interface AppDeps {
   cfg: Readonly<NodeAgentConfig>;
@@ -93,6 +95,7 @@ export function buildApp(deps: AppDeps): App {
     image: { ...(deps.image.kernelPath ? { kernelPath: deps.image.kernelPath } : {}), ...(deps.image.initrdPath ? { initrdPath: deps.image.initrdPath } : {}) },
     ...(deps.image.kernelArgs ? { kernelArgs: deps.image.kernelArgs } : {}),
     ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
+    images: new ImageStore(cfg),
   });
   let nftBridge: Promise<boolean> | undefined;
   const inventory = async (): Promise<NodeInventory> => {
@@ -111,6 +114,7 @@ export function buildApp(deps: AppDeps): App {
     metrics,
     heartbeatIntervalMs: cfg.heartbeatIntervalMs,
   });
+  const requests = new ReplicaRequests(cfg.nodeId, deps.nc, manager, logger.child({ component: 'replica-requests' }));
   return {
     agent,
     manager,
@@ -125,8 +129,10 @@ export function buildApp(deps: AppDeps): App {
       const { adopted, cleaned } = await manager.init();
       if (adopted.length || cleaned.length) logger.info({ adopted, cleaned }, 're-adoption done');
       await agent.start();
+      requests.start();
     },
     async stop(opts = {}) {
+      requests.stop();
       await agent.stop();
       // after the agent (no more heartbeats or status writes), before the switches (their ports go with the VMs)
       if (opts.stopVms) await manager.stopAll();

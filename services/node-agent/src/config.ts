@@ -50,6 +50,17 @@ export interface OvsSwitchConfig {
 
 export const OVS_VSWITCHD_DPDK = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
 
+/** An OCI distribution registry the node pulls VNF images from (docs/node-agent.md, "Images"). */
+export interface RegistryConfig {
+  /** `host[:port]` exactly as in image refs. */
+  host: string;
+  /** Plain HTTP (only for hosts listed here with plainHttp: true); default HTTPS. */
+  plainHttp: boolean;
+  /** Credentials for basic auth or the bearer-token service the registry names. */
+  username?: string;
+  password?: string;
+}
+
 export interface NodeAgentConfig {
   nodeId: string;
   labels: Readonly<Record<string, string>>;
@@ -90,6 +101,15 @@ export interface NodeAgentConfig {
   }>;
   /** The guest's minimum RAM: a Node.js guest agent in an initramfs needs >= 384 MiB. */
   vmBaseMemoryMiB: number;
+  registries: readonly Readonly<RegistryConfig>[];
+  images: Readonly<{
+    /** Blobs by digest (shared by every tenant), image layouts and packed image disks. Default `<stateDir>/images`. */
+    cacheDir: string;
+    /** Largest image (config + layers, compressed) a pull may fetch. */
+    maxImageBytes: number;
+    /** Folders whose OCI layouts `oci:` refs may name (none by default: `oci:` refs are refused). */
+    ociLayoutRoots: readonly string[];
+  }>;
 }
 
 const KEYS: Record<string, readonly string[]> = {
@@ -109,8 +129,12 @@ const KEYS: Record<string, readonly string[]> = {
     'guest',
     'isolation',
     'vmBaseMemoryMiB',
+    'registries',
+    'images',
   ],
   nats: ['url', 'user', 'pass', 'token', 'credsFile', 'inboxPrefix'],
+  registry: ['host', 'plainHttp', 'username', 'password', 'passwordFile'],
+  images: ['cacheDir', 'maxImageBytes', 'ociLayoutRoots'],
   metrics: ['host', 'port'],
   qemu: ['binary', 'machine', 'accel', 'tcgTbSizeMiB', 'maxVcpus', 'maxMemoryMiB'],
   guest: ['kernelPath', 'initrdPath', 'bootTimeoutMs', 'extraKernelArgs'],
@@ -139,6 +163,7 @@ export const DEFAULTS = {
   ovsSocketMemMiB: 512,
   ovsPmdMaxSleepUs: 1000,
   ovsStartTimeoutMs: 60_000,
+  maxImageBytes: 2 * 1024 ** 3,
 };
 
 /** Env vars read by loadConfig (they win over the file). */
@@ -469,6 +494,51 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     }
   });
 
+  const registries: RegistryConfig[] = [];
+  if (top.registries !== undefined) {
+    if (!Array.isArray(top.registries)) issues.push({ field: 'registries', message: 'must be a list' });
+    else
+      top.registries.forEach((r, i) => {
+        const f = `registries[${i}]`;
+        const o = closed(r, f, KEYS.registry!);
+        const host = str(o, 'host', `${f}.host`);
+        if (host === undefined) issues.push({ field: `${f}.host`, message: 'required' });
+        else if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$/.test(host)) issues.push({ field: `${f}.host`, message: `must be host[:port] (got ${JSON.stringify(host)})` });
+        else if (registries.some((x) => x.host === host)) issues.push({ field: `${f}.host`, message: `${host} is listed twice` });
+        if (o.plainHttp !== undefined && typeof o.plainHttp !== 'boolean') issues.push({ field: `${f}.plainHttp`, message: 'must be a boolean' });
+        const reg: RegistryConfig = { host: host ?? '', plainHttp: o.plainHttp === true };
+        const username = str(o, 'username', `${f}.username`);
+        let password = str(o, 'password', `${f}.password`);
+        const passwordFile = absPath(o, 'passwordFile', `${f}.passwordFile`);
+        if (passwordFile !== undefined) {
+          if (password !== undefined) issues.push({ field: `${f}.passwordFile`, message: 'use either password or passwordFile' });
+          try {
+            password = readFileSync(passwordFile, 'utf8').trim();
+          } catch (err) {
+            issues.push({ field: `${f}.passwordFile`, message: `cannot read: ${(err as Error).message}` });
+          }
+        }
+        if ((username === undefined) !== (password === undefined)) issues.push({ field: `${f}.password`, message: 'username and password go together' });
+        if (username !== undefined && password !== undefined) Object.assign(reg, { username, password });
+        registries.push(Object.freeze(reg));
+      });
+  }
+  const im = closed(top.images, 'images', KEYS.images!);
+  const ociLayoutRoots: string[] = [];
+  if (im.ociLayoutRoots !== undefined) {
+    if (!Array.isArray(im.ociLayoutRoots)) issues.push({ field: 'images.ociLayoutRoots', message: 'must be a list of absolute paths' });
+    else
+      im.ociLayoutRoots.forEach((p, i) => {
+        if (typeof p !== 'string' || !isAbsolute(p)) issues.push({ field: `images.ociLayoutRoots[${i}]`, message: 'must be an absolute path' });
+        else ociLayoutRoots.push(p);
+      });
+  }
+  const images: NodeAgentConfig['images'] = Object.freeze({
+    cacheDir: absPath(im, 'cacheDir', 'images.cacheDir', `${stateDir}/images`)!,
+    maxImageBytes: int(im, 'maxImageBytes', 'images.maxImageBytes', DEFAULTS.maxImageBytes, 1024, Number.MAX_SAFE_INTEGER),
+    ociLayoutRoots: Object.freeze(ociLayoutRoots),
+  });
+
   if (issues.length > 0) throw new InvalidArgumentError(issues);
   const cfg: NodeAgentConfig = {
     nodeId,
@@ -486,6 +556,8 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     guest: Object.freeze(guest),
     isolation: Object.freeze(isolation),
     vmBaseMemoryMiB,
+    registries: Object.freeze(registries),
+    images,
   };
   return Object.freeze(cfg);
 }

@@ -117,6 +117,7 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
     onOpOccCreated: (op) => engine.enqueue(op),
     nodes: core,
     ...(credentials ? { credentials } : {}),
+    nc: deps.nc,
   };
   const api = new ApiServer(deps.nc, ctx, { drain: (nodeId) => drainNode(ctx, nodeId) }, deps.registry);
   return {

@@ -3,13 +3,17 @@
  * `builtin:vrouter` (turns on IPv4 forwarding between the interfaces it shares with the VM and waits),
  * `builtin:busybox` (a shell) and `builtin:testpmd` (dpdk-testpmd forwarding between the VNF's DPDK ports: the files
  * the guest image lists in /etc/edgenfv/dpdk.files, hard-linked in; EAL args from the node agent in $EDGENFV_EAL_ARGS). `oci:<dir>:<tag>` unpacks an OCI image layout (index.json -> manifest -> layers,
- * tar or tar+gzip) that the node agent shipped into the guest.
+ * tar or tar+gzip) that the node agent shipped into the guest (`oci-disk:<serial>`: on a read-only disk). Archives
+ * are unpacked by unpack.ts: nothing lands outside the root, whiteouts are applied; each blob's digest is checked.
  */
 import { mkdir, writeFile, copyFile, symlink, readFile, rm, rename, access, chmod, readdir, open, link } from 'node:fs/promises';
 import { join, isAbsolute, dirname } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ConflictError, InvalidArgumentError, NotFoundError } from '@edgenfv/contracts/internal/errors';
+import { createReadStream } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { unpackTarFile } from './unpack.js';
 
 const pexec = promisify(execFile);
 
@@ -102,7 +106,7 @@ export class ImageStore {
     const tmp = `${layout}.tmp${process.pid}`;
     await rm(tmp, { recursive: true, force: true });
     await mkdir(tmp, { recursive: true });
-    await pexec('tar', ['-xf', join(this.disks.devRoot, dev), '-C', tmp]);
+    await unpackTarFile(join(this.disks.devRoot, dev), tmp, { whiteouts: false, what: `disk ${serial}` });
     await writeFile(join(tmp, '.complete'), '');
     await rm(layout, { recursive: true, force: true });
     await rename(tmp, layout);
@@ -186,18 +190,10 @@ export class ImageStore {
     if (!(await exists(join(root, '..', '.complete')))) {
       await rm(root, { recursive: true, force: true });
       await mkdir(root, { recursive: true });
-      for (const layer of manifest.layers) {
-        // busybox tar does not detect compression itself
+      for (const [i, layer] of manifest.layers.entries()) {
         const file = blob(layout, layer.digest);
-        const head = Buffer.alloc(2);
-        const fh = await open(file, 'r');
-        try {
-          await fh.read(head, 0, 2, 0);
-        } finally {
-          await fh.close();
-        }
-        const gz = head[0] === 0x1f && head[1] === 0x8b;
-        await pexec('tar', [gz ? '-xzf' : '-xf', file, '-C', root]);
+        await verifyDigest(file, layer.digest, ref.ref);
+        await unpackTarFile(file, root, { whiteouts: true, what: `image ${ref.ref} layer ${i + 1}` });
       }
       await writeFile(join(root, '..', '.complete'), '');
     }
@@ -218,6 +214,14 @@ async function findDiskBySerial(sysRoot: string, serial: string): Promise<string
     if (s.trim() === serial) return d;
   }
   return undefined;
+}
+
+async function verifyDigest(file: string, digest: string, ref: string): Promise<void> {
+  if (!digest.startsWith('sha256:')) return;
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
+  const got = `sha256:${h.digest('hex')}`;
+  if (got !== digest) throw new InvalidArgumentError([{ field: 'image', message: `image ${ref}: blob ${digest} hashes to ${got}` }]);
 }
 
 function blob(layout: string, digest: string): string {

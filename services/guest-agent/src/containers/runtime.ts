@@ -168,7 +168,13 @@ export class ContainerRuntime {
   async start(id: string): Promise<ContainerStatus> {
     const e = this.get(id);
     if (e.status.state === 'RUNNING') return { ...e.status };
-    if (e.status.state !== 'CREATED') throw new ConflictError(`container ${id} is ${e.status.state}`);
+    if (e.status.state === 'STOPPED') {
+      // a restart (OPERATE STARTED): the same bundle runs again, its logs go on in the same files
+      await runCommand([this.crun, ...this.g, 'delete', '--force', id]).catch(() => {});
+      e.exited = new Promise<void>((r) => (e.markExited = r));
+      e.status.exitCode = 0;
+      e.status.finishedAtMs = 0;
+    } else if (e.status.state !== 'CREATED') throw new ConflictError(`container ${id} is ${e.status.state}`);
     await mkdir(this.root, { recursive: true });
     const out = await open(join(e.bundle, 'stdout.log'), 'a');
     const err = await open(join(e.bundle, 'stderr.log'), 'a');

@@ -54,6 +54,11 @@ export function nicDevice(dev: NetDevice, machine: VmSpec['machine'], bus?: stri
   return `${model},netdev=${dev.id},mac=${dev.mac},id=${dev.id}-nic${machine === 'microvm' ? '' : onBus}${extra}`;
 }
 
+/** `-device` string of a read-only image disk (found in the guest by its serial). */
+export function diskDevice(d: Extract<VmDevice, { kind: 'disk' }>, machine: VmSpec['machine'], bus?: string): string {
+  return `${machine === 'microvm' ? 'virtio-blk-device' : 'virtio-blk-pci'},drive=${d.id},serial=${d.serial},id=${d.id}-blk${bus ? `,bus=${bus}` : ''}`;
+}
+
 export function validateSpec(spec: VmSpec): FieldIssue[] {
   const issues: FieldIssue[] = [];
   if (!Number.isInteger(spec.vcpus) || spec.vcpus < 1) issues.push({ field: 'vcpus', message: 'must be an integer >= 1' });
@@ -84,6 +89,9 @@ export function validateSpec(spec: VmSpec): FieldIssue[] {
       issues.push({ field: `${f}`, message: 'vfio-pci passthrough needs machine q35 (microvm has no PCI bus here)' });
     }
     if (d.kind === 'tap' && !/^[A-Za-z0-9_.-]{1,15}$/.test(d.ifName)) issues.push({ field: `${f}.ifName`, message: 'bad interface name' });
+    if (d.kind === 'disk' && (/,/.test(d.path) || !/^[A-Za-z0-9_-]{1,20}$/.test(d.serial))) {
+      issues.push({ field: `${f}`, message: 'a disk path must not contain a comma; its serial is 1..20 of [A-Za-z0-9_-]' });
+    }
     if ((d.kind === 'agent-channel' || d.kind === 'vhost-user-net') && /,/.test(d.socketPath)) {
       issues.push({ field: `${f}.socketPath`, message: 'must not contain a comma' });
     }
@@ -183,9 +191,16 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
       case 'vfio':
         a.push('-device', nicDevice(d, spec.machine, nextPort()));
         break;
+      case 'disk':
+        break; // after the root ports, below: they keep their slots (guestPciAddressOf)
     }
   }
   for (let i = 0; q35 && i < (spec.hotplugSlots ?? 0); i++) nextPort();
+  for (const d of spec.devices) {
+    if (d.kind !== 'disk') continue;
+    a.push('-drive', `file=${d.path},format=raw,if=none,readonly=on,id=${d.id}`);
+    a.push('-device', diskDevice(d, spec.machine));
+  }
   const cmd: QemuCommand = { args: a, fds, ...files };
   if (agentSocket) cmd.agentSocket = agentSocket;
   return cmd;

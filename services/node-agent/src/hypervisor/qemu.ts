@@ -11,10 +11,10 @@ import type { Logger } from 'pino';
 import { InternalError, InvalidArgumentError, UnavailableError } from '@edgenfv/contracts';
 import { findBinary } from '../inventory.js';
 import { killQuiet, procCmdline, processAlive, procStartTicks, waitGone } from '../proc.js';
-import { ROOT_PORT_SLOT0, buildQemuArgs, memoryObject, nicDevice } from './qemu-args.js';
+import { ROOT_PORT_SLOT0, buildQemuArgs, diskDevice, memoryObject, nicDevice } from './qemu-args.js';
 import { guestFileTail } from './guest-file.js';
 import { QmpClient, withQmp, type HotpluggableCpu } from './qmp.js';
-import type { Capabilities, HypervisorDriver, NetDevice, StartOptions, VmHandle, VmRecord, VmSpec } from './types.js';
+import type { Capabilities, DiskDevice, HypervisorDriver, NetDevice, StartOptions, VmHandle, VmRecord, VmSpec } from './types.js';
 
 export interface QemuDriverOptions {
   binary?: string;
@@ -118,7 +118,7 @@ export class QemuDriver implements HypervisorDriver {
     if (cmd.agentSocket) Object.assign(vm, { agentSocket: cmd.agentSocket });
     // Root ports: the boot NICs occupy the first ones in device order.
     let port = 0;
-    for (const d of spec.devices) if (d.kind !== 'agent-channel' && spec.machine === 'q35') vm.slots[`rp${port++}`] = d.id;
+    for (const d of spec.devices) if (d.kind !== 'agent-channel' && d.kind !== 'disk' && spec.machine === 'q35') vm.slots[`rp${port++}`] = d.id;
     for (let i = 0; spec.machine === 'q35' && i < (spec.hotplugSlots ?? 0); i++) vm.slots[`rp${port++}`] = null;
     opts.onSpawned?.(vm);
     this.log.info({ sandboxId: spec.sandboxId, pid, accel: spec.accel, machine: spec.machine }, `qemu started (accel ${spec.accel})`);
@@ -289,6 +289,21 @@ export class QemuDriver implements HypervisorDriver {
     });
     q.slots[port] = dev.id;
     vm.hotplugged.push(`nic:${dev.id}`);
+  }
+
+  async addDisk(vm: VmHandle, dev: DiskDevice, spec: Pick<VmSpec, 'machine'>): Promise<void> {
+    const q = vm as QemuVmHandle;
+    if (spec.machine !== 'q35') throw new UnavailableError('disk hotplug needs machine q35: restart the VM');
+    const port = Object.entries(q.slots).find(([, v]) => v === null)?.[0];
+    if (!port) throw new UnavailableError('no free PCIe root port for the image disk: restart the VM with more hotplugSlots');
+    await withQmp(vm.apiSocket, async (qmp) => {
+      await qmp.execute('blockdev-add', { driver: 'raw', 'node-name': dev.id, 'read-only': true, file: { driver: 'file', filename: dev.path, 'read-only': true } });
+      const [driver, ...kv] = diskDevice(dev, 'q35', port).split(',');
+      const props: Record<string, unknown> = Object.fromEntries(kv.map((p) => p.split('=') as [string, string]));
+      await qmp.execute('device_add', { driver, ...props });
+    });
+    q.slots[port] = dev.id;
+    vm.hotplugged.push(`disk:${dev.id}`);
   }
 
   async removeNic(vm: VmHandle, id: string): Promise<void> {

@@ -14,7 +14,11 @@ export type VmDevice =
   | { kind: 'vhost-user-net'; id: string; socketPath: string; mac: MacAddress; queues: number; server?: boolean }
   | { kind: 'vfio'; id: string; pci: PciAddress }
   /** The guest agent's channel: a virtio-serial port named `name` on a unix socket the host connects to. */
-  | { kind: 'agent-channel'; id: string; socketPath: string; name: string };
+  | { kind: 'agent-channel'; id: string; socketPath: string; name: string }
+  /** A read-only raw disk the guest finds by its serial (a VNF image: see src/images/). */
+  | { kind: 'disk'; id: string; path: string; serial: string };
+
+export type DiskDevice = Extract<VmDevice, { kind: 'disk' }>;
 
 export type NetDevice = Extract<VmDevice, { kind: 'tap' | 'macvtap' | 'vhost-user-net' | 'vfio' }>;
 
@@ -118,4 +122,6 @@ export interface HypervisorDriver {
   /** Hot-adds / removes a NIC. */
   addNic(vm: VmHandle, dev: NetDevice, spec: Pick<VmSpec, 'machine'>): Promise<void>;
   removeNic(vm: VmHandle, id: string): Promise<void>;
+  /** Hot-adds a read-only disk (a later replica's image); the file must be readable by the hypervisor's uid. */
+  addDisk(vm: VmHandle, dev: DiskDevice, spec: Pick<VmSpec, 'machine'>): Promise<void>;
 }

@@ -69,6 +69,27 @@ export class GrpcGuestSession implements GuestSession {
       if (!(err instanceof AppError && err.code === 'NOT_FOUND')) throw err;
     }
   }
+  async stopContainer(id: string, graceMs: number): Promise<void> {
+    const st = (await this.conn.client.listContainers()).containers.find((c) => c.id === id);
+    if (!st || st.state !== 'RUNNING') return;
+    await this.conn.client.signalContainer(id, 'SIGTERM').catch(() => undefined);
+    try {
+      await this.conn.client.waitContainer(id, { timeoutMs: graceMs });
+    } catch {
+      await rpc('SignalContainer', () => this.conn.client.signalContainer(id, 'SIGKILL')).catch(() => undefined);
+      await rpc('WaitContainer', () => this.conn.client.waitContainer(id, { timeoutMs: 10_000 }));
+    }
+  }
+  async startContainer(id: string): Promise<void> {
+    await rpc('StartContainer', () => this.conn.client.startContainer(id));
+  }
+  async logs(id: string, tailLines: number): Promise<string[]> {
+    const out: string[] = [];
+    await rpc('ReadLogs', async () => {
+      for await (const chunk of this.conn.client.readLogs({ id, follow: false, tailLines })) out.push(...Buffer.from(chunk.data).toString('utf8').split('\n').filter(Boolean));
+    });
+    return out.slice(-tailLines);
+  }
   async metrics(): Promise<{ agentRssBytes: number; nics: { name: string; rxPackets: number; txPackets: number }[] }> {
     const m = await rpc('GetMetrics', () => this.conn.client.getMetrics());
     return { agentRssBytes: m.agentRssBytes, nics: m.nics.map((n) => ({ name: n.name, rxPackets: n.rxPackets, txPackets: n.txPackets })) };

@@ -92,7 +92,7 @@ export class GuestSync {
     if (a.resources.dataplane) env.push(`${EAL_ARGS_ENV}=${(await prepareGuestDataplane(s, replica)).join(' ')}`);
     await s.runContainer({
       id: replica.containerId,
-      image: a.image.ref,
+      image: replica.image?.guestRef ?? a.image.ref,
       command: [...(a.command ?? []), ...(a.args ?? [])],
       env,
       memoryLimitMiB: a.resources.memoryMiB,

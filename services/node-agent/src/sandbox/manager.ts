@@ -23,6 +23,8 @@ import { ReplicaAttachments } from './replica-attachments.js';
 import { KeyedMutex, Steps, hash, upgradeRecord, validateAlloc, type ReplicaRecord, type ReplicaResult, type SandboxRecord } from './records.js';
 import { StateStore } from './state.js';
 import { VmLifecycle, type VmLifecycleDeps } from './vm-lifecycle.js';
+import type { ImageStore, ProgressFn } from '../images/store.js';
+import { replicaImage, stageImageDisk } from '../images/delivery.js';
 
 export type { ReplicaRecord, ReplicaResult, SandboxRecord, SandboxState, ReplicaState } from './records.js';
 export { interfaceStatus, toVmDevice } from './interfaces.js';
@@ -36,6 +38,8 @@ export interface SandboxManagerDeps extends VmLifecycleDeps {
   metrics?: NodeAgentMetrics;
   /** Timing hooks (bench): hypervisor exec'd, guest agent answered health. */
   events?: { onExec?: (sandboxId: string) => void; onGuestReady?: (sandboxId: string) => void };
+  /** Resolves image refs (registry pulls, OCI layouts) into disks; without it refs go to the guest unchanged. */
+  images?: ImageStore;
 }
 
 export class SandboxManager {
@@ -101,7 +105,7 @@ export class SandboxManager {
   }
 
   /** Idempotent: runs the allocation's replica in its tenant's VM (booting it when it is the first). */
-  ensureReplica(alloc: Allocation, signal: AbortSignal = new AbortController().signal): Promise<ReplicaResult> {
+  ensureReplica(alloc: Allocation, signal: AbortSignal = new AbortController().signal, progress?: ProgressFn): Promise<ReplicaResult> {
     try {
       validateAlloc(alloc);
     } catch (err) {
@@ -111,27 +115,27 @@ export class SandboxManager {
       const existing = this.findTenant(alloc.tenantId);
       const r = existing?.replicas[alloc.allocId];
       if (existing && r && r.state === 'running' && this.alive(existing.sandboxId)) {
-        return { sandboxId: existing.sandboxId, interfaces: interfaceStatus(r), booted: false };
+        return { sandboxId: existing.sandboxId, interfaces: interfaceStatus(r), booted: false, ...digestOf(r) };
       }
       if (existing && !this.alive(existing.sandboxId) && existing.state !== 'creating') {
         // The VM died under us: release everything, then boot again for this replica.
         this.log.warn({ sandboxId: existing.sandboxId, tenantId: alloc.tenantId }, 'tenant VM is gone: rebuilding');
         await this.teardown(existing);
-        return this.boot(alloc, signal);
+        return this.boot(alloc, signal, progress);
       }
-      if (!existing) return this.boot(alloc, signal);
+      if (!existing) return this.boot(alloc, signal, progress);
       if (existing.state === 'creating' || (r && Object.keys(existing.replicas).length === 1)) {
         // A boot interrupted (the agent restarted while the VM came up) or the VM's only replica half-done: the
         // whole sandbox goes and the replica boots again in a fresh one (growing the torn-down record would fail).
         this.log.warn({ sandboxId: existing.sandboxId, tenantId: alloc.tenantId, state: existing.state }, 'interrupted boot: booting again');
         await this.teardown(existing);
         if (this.store.get(existing.sandboxId)) throw new UnavailableError(`sandbox ${existing.sandboxId} could not be torn down yet; retry`);
-        return this.boot(alloc, signal);
+        return this.boot(alloc, signal, progress);
       }
       if (r) await this.removeReplicaLocked(existing, alloc.allocId); // half-done earlier: start it over
       const cur = this.store.get(existing.sandboxId);
-      if (!cur) return this.boot(alloc, signal);
-      return this.grow(upgradeRecord(cur), alloc, signal);
+      if (!cur) return this.boot(alloc, signal, progress);
+      return this.grow(upgradeRecord(cur), alloc, signal, progress);
     });
   }
 
@@ -141,6 +145,22 @@ export class SandboxManager {
       const rec = this.findTenant(tenantId);
       if (!rec || !rec.replicas[allocId]) return;
       await this.removeReplicaLocked(rec, allocId);
+    });
+  }
+
+  /** OPERATE: stops or starts the replica's container; the VM, its NICs and addresses stay. Recorded on the replica. */
+  setOperationalState(tenantId: string, allocId: string, target: 'STARTED' | 'STOPPED', graceMs = 10_000): Promise<ReplicaResult> {
+    return this.mutex.run(tenantId, async () => {
+      const rec = this.findTenant(tenantId);
+      const r = rec?.replicas[allocId];
+      if (!rec || !r || r.state !== 'running') throw new UnavailableError(`replica ${allocId} does not run on this node`);
+      const s = await this.guest.session(rec);
+      if (target === 'STOPPED') await s.stopContainer(r.containerId, graceMs);
+      else await s.startContainer(r.containerId);
+      if (target === 'STOPPED') r.containersStopped = true;
+      else delete r.containersStopped;
+      this.put(rec);
+      return { sandboxId: rec.sandboxId, interfaces: interfaceStatus(r), booted: false, ...digestOf(r) };
     });
   }
 
@@ -204,7 +224,17 @@ export class SandboxManager {
     };
   }
 
-  private async boot(alloc: Allocation, signal: AbortSignal): Promise<ReplicaResult> {
+  /** Resolves the replica's image (pull, pack) and stages its disk in the sandbox; recorded on the replica. */
+  private async prepareImage(rec: SandboxRecord, replica: ReplicaRecord, progress?: ProgressFn) {
+    if (!this.deps.images) return null;
+    const resolved = await this.deps.images.resolve(replica.alloc.image.ref, progress);
+    replica.image = replicaImage(resolved);
+    const disk = await stageImageDisk(resolved, rec.runDir, { uid: rec.uid, gid: rec.gid });
+    this.put(rec);
+    return disk;
+  }
+
+  private async boot(alloc: Allocation, signal: AbortSignal, progress?: ProgressFn): Promise<ReplicaResult> {
     const t0 = process.hrtime.bigint();
     const sandboxId = `sb-${alloc.tenantId}-${randomBytes(3).toString('hex')}`;
     const log = this.logFor(alloc, sandboxId);
@@ -233,8 +263,10 @@ export class SandboxManager {
     try {
       await this.vm.prepareHost(rec, alloc, log);
       this.put(rec);
+      const disk = await this.prepareImage(rec, replica, progress);
+      if (disk) rec.disks = [disk.serial];
       const nics = await this.nets.attach(rec, replica, () => this.put(rec));
-      rec.spec = this.vm.spec(rec, alloc, nics);
+      rec.spec = this.vm.spec(rec, alloc, nics, disk ? [disk] : []);
       this.put(rec);
       const vm = await this.vm.start(rec, rec.spec, signal, {
         onSpawned: (h) => {
@@ -260,7 +292,7 @@ export class SandboxManager {
       const bootSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
       log.info({ pid: vm.pid, accel: vm.accel, machine: vm.machine, bootSeconds }, `VM booted (${this.driver.kind}, accel ${vm.accel})`);
       await this.startInGuest(rec, replica);
-      return { sandboxId, interfaces: interfaceStatus(replica), booted: true };
+      return { sandboxId, interfaces: interfaceStatus(replica), booted: true, ...digestOf(replica) };
     } catch (err) {
       result = 'error';
       const consoleTail = this.vm.consoleTail(rec);
@@ -275,16 +307,23 @@ export class SandboxManager {
     }
   }
 
-  private async grow(rec: SandboxRecord, alloc: Allocation, signal: AbortSignal): Promise<ReplicaResult> {
+  private async grow(rec: SandboxRecord, alloc: Allocation, signal: AbortSignal, progress?: ProgressFn): Promise<ReplicaResult> {
     const log = this.logFor(alloc, rec.sandboxId);
     if (!this.vm.vmOf(rec.sandboxId) || !rec.spec) throw new UnavailableError(`sandbox ${rec.sandboxId} is not running`);
     const replica = this.newReplica(alloc, rec, true);
     rec.replicas[alloc.allocId] = replica;
     this.put(rec);
     try {
+      // the image first: a pull that fails leaves the running VM untouched
+      const disk = await this.prepareImage(rec, replica, progress);
       const size = await this.vm.grow(rec, alloc);
       this.put(rec);
       if (signal.aborted) throw new UnavailableError('aborted');
+      if (disk && !(rec.disks ?? []).includes(disk.serial)) {
+        await this.vm.addDisk(rec, disk);
+        rec.disks = [...(rec.disks ?? []), disk.serial];
+        this.put(rec);
+      }
       const nics = await this.nets.attach(rec, replica, () => this.put(rec));
       for (const d of nics) {
         await this.vm.addNic(rec, d);
@@ -292,7 +331,7 @@ export class SandboxManager {
       }
       log.info(size, 'replica joins the tenant VM (hotplug)');
       await this.startInGuest(rec, replica);
-      return { sandboxId: rec.sandboxId, interfaces: interfaceStatus(replica), booted: false };
+      return { sandboxId: rec.sandboxId, interfaces: interfaceStatus(replica), booted: false, ...digestOf(replica) };
     } catch (err) {
       log.warn({ err }, 'adding the replica failed: undoing');
       replica.state = 'failed';
@@ -385,4 +424,8 @@ export class SandboxManager {
     }
     return out;
   }
+}
+
+function digestOf(r: ReplicaRecord): { imageDigest?: string } {
+  return r.image?.digest ? { imageDigest: r.image.digest } : {};
 }

@@ -37,6 +37,12 @@ export interface GuestSession {
   metrics(): Promise<{ agentRssBytes: number; nics: { name: string; rxPackets: number; txPackets: number }[] }>;
   /** Static neighbours (data planes such as testpmd do not answer ARP). */
   addArpNeighbors(neighbors: { ip: string; mac: string; device: string }[]): Promise<void>;
+  /** OPERATE STOPPED: SIGTERM, SIGKILL after graceMs; the container (and its logs) stays, stopped. Safe to repeat. */
+  stopContainer(id: string, graceMs: number): Promise<void>;
+  /** OPERATE STARTED: runs a stopped container again (same bundle, logs go on). Safe to repeat. */
+  startContainer(id: string): Promise<void>;
+  /** The last `tailLines` lines of the container's stdout and stderr (stdout first). */
+  logs(id: string, tailLines: number): Promise<string[]>;
   /** Runs a command in a replica's container. */
   exec(containerId: string, argv: string[], timeoutMs?: number): Promise<{ exitCode: number; stdout: string; stderr: string }>;
   /** What the guest sees (for checks and status). */

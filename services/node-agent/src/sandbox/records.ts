@@ -13,6 +13,7 @@ import {
   type ReplicaInterfaceStatus,
 } from '@edgenfv/contracts';
 import type { VmRecord, VmSpec } from '../hypervisor/types.js';
+import type { ReplicaImage } from '../images/delivery.js';
 
 export type SandboxState = 'creating' | 'running' | 'stopping' | 'failed';
 export type ReplicaState = 'starting' | 'running' | 'stopping' | 'failed';
@@ -32,6 +33,10 @@ export interface ReplicaRecord {
   hotplugged: boolean;
   /** Interface name in the allocation -> the PCI address the guest agent found it at (VFs: found by PCI path). */
   guestPciAddresses?: Record<string, string>;
+  /** The image as delivered (guest ref, digest, disk serial); absent before it was resolved. */
+  image?: ReplicaImage;
+  /** OPERATE STOPPED: the container is stopped; the VM, NICs and addresses are kept. */
+  containersStopped?: boolean;
   error?: ErrorBody;
 }
 
@@ -51,6 +56,8 @@ export interface SandboxRecord {
   spec?: VmSpec;
   vm?: VmRecord;
   replicas: Record<string, ReplicaRecord>;
+  /** Serials of the image disks attached to the VM. */
+  disks?: string[];
   createdAt: string;
   updatedAt: string;
 }
@@ -60,6 +67,8 @@ export interface ReplicaResult {
   interfaces: ReplicaInterfaceStatus[];
   /** The VM was booted for this replica (false: it joined a running VM). */
   booted: boolean;
+  /** Manifest digest of the replica's image (registry and OCI layout images). */
+  imageDigest?: string;
 }
 
 export function hash(s: string, n: number): string {

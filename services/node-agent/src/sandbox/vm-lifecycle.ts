@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { AGENT_PORT_NAME, InvalidArgumentError, UnavailableError, type Allocation } from '@edgenfv/contracts';
 import type { NodeAgentConfig } from '../config.js';
-import type { HypervisorDriver, MemoryBackend, NetDevice, VmHandle, VmSpec } from '../hypervisor/types.js';
+import type { HypervisorDriver, MemoryBackend, NetDevice, DiskDevice, VmHandle, VmSpec } from '../hypervisor/types.js';
 import type { Cgroups } from './cgroup.js';
 import type { ReplicaRecord, SandboxRecord, Steps } from './records.js';
 
@@ -106,7 +106,7 @@ export class VmLifecycle {
   }
 
   /** The boot spec of the sandbox's VM for its first replica and that replica's NICs. */
-  spec(rec: SandboxRecord, alloc: Allocation, nics: NetDevice[]): VmSpec {
+  spec(rec: SandboxRecord, alloc: Allocation, nics: NetDevice[], disks: DiskDevice[] = []): VmSpec {
     const { cfg } = this.deps;
     const vcpus = alloc.resources.vcpus;
     const memory = this.memoryBackend(alloc);
@@ -121,7 +121,7 @@ export class VmLifecycle {
       ...(this.deps.image.kernelPath ? { kernelPath: this.deps.image.kernelPath } : {}),
       ...(this.deps.image.initrdPath ? { initrdPath: this.deps.image.initrdPath } : {}),
       kernelArgs: [this.deps.kernelArgs ?? '', cfg.guest.extraKernelArgs].filter(Boolean).join(' '),
-      devices: [{ kind: 'agent-channel', id: 'agent', socketPath: join(rec.runDir, 'agent.sock'), name: AGENT_PORT_NAME }, ...nics],
+      devices: [{ kind: 'agent-channel', id: 'agent', socketPath: join(rec.runDir, 'agent.sock'), name: AGENT_PORT_NAME }, ...nics, ...disks],
       runDir: rec.runDir,
       runAs: { uid: rec.uid, gid: rec.gid },
       netnsPath: `/var/run/netns/${rec.netns}`,
@@ -168,6 +168,14 @@ export class VmLifecycle {
     const vm = this.vms.get(rec.sandboxId);
     if (!vm || !rec.spec) throw new UnavailableError(`sandbox ${rec.sandboxId} is not running`);
     await this.deps.driver.addNic(vm, d, rec.spec);
+    rec.vm = this.deps.driver.record(vm);
+  }
+
+  /** Hot-adds a read-only image disk (a later replica's image). */
+  async addDisk(rec: SandboxRecord, d: DiskDevice): Promise<void> {
+    const vm = this.vms.get(rec.sandboxId);
+    if (!vm || !rec.spec) throw new UnavailableError(`sandbox ${rec.sandboxId} is not running`);
+    await this.deps.driver.addDisk(vm, d, rec.spec);
     rec.vm = this.deps.driver.record(vm);
   }
 

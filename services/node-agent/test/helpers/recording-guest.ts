@@ -10,11 +10,15 @@ export class RecordingGuest implements GuestPort {
   readonly routes = new Map<string, VnfdRoute[]>();
   readonly containers = new Map<string, Map<string, GuestContainer>>();
   readonly dataplanes: PrepareDataplaneRequest[] = [];
+  /** Containers stopped by OPERATE, by agent socket. */
+  readonly stopped = new Map<string, Set<string>>();
   connects = 0;
   async connect(agentSocket: string): Promise<GuestSession> {
     this.connects++;
     const containers = this.containers.get(agentSocket) ?? new Map<string, GuestContainer>();
     this.containers.set(agentSocket, containers);
+    const stopped = this.stopped.get(agentSocket) ?? new Set<string>();
+    this.stopped.set(agentSocket, stopped);
     return {
       updateInterfaces: async (nics) => {
         this.nics.set(agentSocket, nics);
@@ -25,6 +29,9 @@ export class RecordingGuest implements GuestPort {
       runContainer: async (c) => void containers.set(c.id, c),
       prepareDataplane: async (req) => void this.dataplanes.push(req),
       removeContainer: async (id) => void containers.delete(id),
+      stopContainer: async (id) => void stopped.add(id),
+      startContainer: async (id) => void stopped.delete(id),
+      logs: async (id) => [`${id} log`],
       metrics: async () => ({ agentRssBytes: 0, nics: [] }),
       addArpNeighbors: async () => undefined,
       exec: async () => ({ exitCode: 0, stdout: '', stderr: '' }),

@@ -1,3 +1,4 @@
+import type { NatsConnection } from 'nats';
 import type { Logger } from '@edgenfv/telemetry';
 import type { NetworkConfig, OpOcc } from '@edgenfv/contracts';
 import type { Store } from '../state/store.js';
@@ -19,4 +20,6 @@ export interface ApiContext {
   nodes: SchedulerCore;
   /** Issues and revokes tenants' NATS credentials; absent when the scheduler runs without an issuer (no NATS auth). */
   credentials?: CredentialIssuer;
+  /** Requests to node agents (`nfv.v1.internal.nodes.<n>.logs|exec`). */
+  nc: NatsConnection;
 }

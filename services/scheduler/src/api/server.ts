@@ -22,8 +22,9 @@ import type { ApiContext } from './context.js';
 import * as tenants from './tenants.js';
 import * as vnfs from './vnfs.js';
 import * as nodes from './nodes.js';
-import { once, requestKey } from './idempotency.js';
 import { listNotifications } from './notifications.js';
+import * as day2 from './day2.js';
+import { bodyHash, once, requestKey } from './idempotency.js';
 
 export const API_QUEUE = 'edgenfv-api';
 /** The largest request body the API accepts: a VNFD with many interfaces is a few KiB; larger is refused. */
@@ -34,7 +35,7 @@ export interface AdminDelegates {
   drain(nodeId: string): Promise<{ opOccIds: string[] }>;
 }
 
-const MUTATING = new Set<string>(['vnfs.instantiate', 'vnfs.scale', 'vnfs.heal', 'vnfs.terminate']);
+const MUTATING = new Set<string>(['vnfs.instantiate', 'vnfs.scale', 'vnfs.heal', 'vnfs.terminate', 'vnfs.operate']);
 
 export class ApiServer {
   private subs: Subscription[] = [];
@@ -151,7 +152,7 @@ export class ApiServer {
     };
     const requestId = req.requestId;
     if (MUTATING.has(parsed.op) && typeof requestId === 'string') {
-      return once(this.ctx.store.requests, requestKey(tenantId, requestId), parsed.op, run);
+      return once(this.ctx.store.requests, requestKey(tenantId, requestId), parsed.op, run, bodyHash(req));
     }
     return run();
   }
@@ -203,6 +204,20 @@ export class ApiServer {
       case 'notifications.list':
         await tenants.getTenant(ctx, tenantId);
         return listNotifications(ctx, tenantId, req as never);
+      case 'vnfs.operate':
+        return day2.operate(ctx, tenantId, req as never);
+      case 'vnfs.logs':
+        return day2.logs(ctx, tenantId, req as never);
+      case 'vnfs.exec':
+        return day2.exec(ctx, tenantId, req as never);
+      case 'opoccs.list':
+        return day2.listOpOccs(ctx, tenantId, req as never);
+      case 'opoccs.retry':
+        return day2.resolveFailedTemp(ctx, tenantId, req as never, 'retry');
+      case 'opoccs.rollback':
+        return day2.resolveFailedTemp(ctx, tenantId, req as never, 'rollback');
+      case 'opoccs.fail':
+        return day2.resolveFailedTemp(ctx, tenantId, req as never, 'fail');
     }
   }
 }

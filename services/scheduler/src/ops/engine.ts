@@ -1,6 +1,9 @@
 /**
  * The operations engine: runs on the leader only and carries each op occurrence (INSTANTIATE, SCALE, HEAL,
- * TERMINATE) from STARTING to a terminal state. Every step is idempotent and recorded in KV before the next, so a
+ * TERMINATE, OPERATE) from STARTING to a terminal state. A failure that may pass (a node that stopped answering,
+ * a timeout, an image that could not be pulled) ends in FAILED_TEMP holding what the operation reserved, until the
+ * tenant asks `opoccs.retry` (PROCESSING again: failed replicas are placed anew), `rollback` (ROLLING_BACK ->
+ * ROLLED_BACK, done here: what the operation did is undone) or `fail` (FAILED: released), as in SOL003. Every step is idempotent and recorded in KV before the next, so a
  * new leader resumes an operation in flight without doing any of it twice (allocation ids are deterministic:
  * `<vnfId>-<replica>-<generation>`). Operations on one VNF run one at a time; different VNFs run concurrently.
  */
@@ -337,7 +340,8 @@ export class OperationsEngine {
     if (!vnf.activeOpOccId && vnf.lastOpOutcome?.opOccId === op.id) {
       // the previous leader recorded the outcome on the VNF and stopped before updating the op occurrence
       const o = vnf.lastOpOutcome;
-      await this.transition(op, o.state, o.state === 'COMPLETED' ? 'completed' : `failed: ${o.error?.message ?? ''}`, o.error);
+      const msg = o.state === 'COMPLETED' ? 'completed' : o.state === 'ROLLED_BACK' ? 'rolled back' : `failed: ${o.error?.message ?? ''}`;
+      await this.transition(op, o.state, msg, o.error);
       return;
     }
     if (vnf.activeOpOccId !== op.id) {
@@ -348,8 +352,22 @@ export class OperationsEngine {
       });
       return;
     }
+    if (op.operationState === 'FAILED_TEMP') {
+      // waits for the tenant: retry / rollback set another state; fail is carried out here (it releases)
+      if (op.pendingAction === 'fail') await this.fail(op, op.error ?? { code: 'UNAVAILABLE', message: 'failed by request' }, 'failed by request (from FAILED_TEMP)');
+      return;
+    }
     if (op.operationState === 'STARTING') op = await this.transition(op, 'PROCESSING', 'processing');
     try {
+      if (op.operationState === 'ROLLING_BACK') {
+        await this.driveRollback(op, vnf);
+        return;
+      }
+      if (op.retries && Number(op.params?.retriesHandled ?? 0) < op.retries) {
+        vnf = await this.prepareRetry(op, vnf);
+        const handled = op.retries;
+        op = (await this.setOp(op.tenantId, op.id, (cur) => ({ ...cur, params: { ...cur.params, retriesHandled: handled } }))) ?? op;
+      }
       switch (op.operation) {
         case 'INSTANTIATE':
           await this.driveStart(op, vnf, range(0, vnf.desiredReplicas));
@@ -369,6 +387,9 @@ export class OperationsEngine {
           break;
         case 'TERMINATE':
           await this.driveStop(op, vnf, range(0, vnf.replicas.length));
+          break;
+        case 'OPERATE':
+          await this.driveOperate(op, vnf, op.params?.changeStateTo === 'STOPPED' ? 'STOPPED' : 'STARTED', false);
           break;
       }
     } catch (err) {
@@ -432,17 +453,147 @@ export class OperationsEngine {
     const rs = indexes.map((i) => vnf.replicas[i]!);
     const failed = rs.find((r) => r.state === 'FAILED');
     if (failed) {
-      await this.fail(op, failed.error ?? { code: 'INTERNAL', message: `replica ${failed.index} failed` }, `replica ${failed.index} failed on node ${failed.nodeId ?? '?'}`);
+      const error = failed.error ?? { code: 'INTERNAL', message: `replica ${failed.index} failed` };
+      const message = `replica ${failed.index} failed on node ${failed.nodeId ?? '?'}: ${error.message}`;
+      // a failure that may pass (node lost, image not pulled, timeouts) waits in FAILED_TEMP
+      if (error.code === 'UNAVAILABLE') await this.failTemp(op, error, message);
+      else await this.fail(op, error, message);
       return;
     }
     if (rs.every((r) => r.state === 'RUNNING')) {
       await this.complete(op, vnf);
       return;
     }
-    if (Date.now() - Date.parse(op.startTime) > this.startTimeoutMs) {
-      const waiting = rs.filter((r) => r.state !== 'RUNNING').map((r) => `${r.index}@${r.nodeId ?? '?'}:${r.state}`);
-      await this.fail(op, new UnavailableError(`replicas not running after ${this.startTimeoutMs} ms: ${waiting.join(', ')}`).toBody(), 'timed out waiting for replicas to run');
+    for (const r of rs) {
+      if (r.nodeId && r.state !== 'RUNNING' && !(await this.placement.nodeReady(r.nodeId))) {
+        await this.failTemp(op, new UnavailableError(`node ${r.nodeId} is not Ready (replica ${r.index} ${r.state})`, { details: { nodeId: r.nodeId } }).toBody(), `replica ${r.index}: node ${r.nodeId} stopped answering`);
+        return;
+      }
     }
+    if (Date.now() - Date.parse(op.retriedAt ?? op.startTime) > this.startTimeoutMs) {
+      const waiting = rs.filter((r) => r.state !== 'RUNNING').map((r) => `${r.index}@${r.nodeId ?? '?'}:${r.state}`);
+      await this.failTemp(op, new UnavailableError(`replicas not running after ${this.startTimeoutMs} ms: ${waiting.join(', ')}`).toBody(), 'timed out waiting for replicas to run');
+    }
+  }
+
+  /**
+   * `opoccs.retry`: the replicas that failed, or whose node is not Ready, give back their allocation and get a
+   * new generation, so that driving the operation again places them anew (elsewhere when their node is gone).
+   */
+  private async prepareRetry(op: OpOcc, vnf: Vnf): Promise<Vnf> {
+    if (op.operation !== 'INSTANTIATE' && op.operation !== 'SCALE') return vnf;
+    for (const r of vnf.replicas) {
+      if (!r.allocId) continue;
+      const lost = r.nodeId !== undefined && r.state !== 'RUNNING' && !(await this.placement.nodeReady(r.nodeId));
+      if (r.state !== 'FAILED' && !lost) continue;
+      const alloc = await this.placement.findAllocation(r.allocId);
+      if (alloc) {
+        const status = (await this.store.status.get(vkey(alloc.nodeId, alloc.allocId)))?.value;
+        await this.placement.releaseAllocation(alloc, { confirmed: nodeConfirmedGone(status) });
+        await this.store.status.delete(vkey(alloc.nodeId, alloc.allocId));
+      }
+      await this.note(op, `retry: replica ${r.index} (${r.state} on node ${r.nodeId ?? '?'}) released, to be placed again`);
+      vnf = await this.setReplica(vnf, r.index, {
+        state: 'PENDING',
+        generation: (r.generation ?? 0) + 1,
+        allocId: undefined,
+        nodeId: undefined,
+        sandboxId: undefined,
+        error: undefined,
+        interfaces: [],
+      });
+    }
+    return vnf;
+  }
+
+  /**
+   * OPERATE: every replica's allocation says the operational state the node converges on (containers stopped or
+   * running; VM, NICs and addresses kept); done when every replica shows it. `rollingBack`: back to the VNF's state.
+   */
+  private async driveOperate(op: OpOcc, vnf: Vnf, target: 'STARTED' | 'STOPPED', rollingBack: boolean): Promise<void> {
+    const want: ReplicaState = target === 'STOPPED' ? 'STOPPED' : 'RUNNING';
+    let done = true;
+    for (const r of vnf.replicas) {
+      if (!r.allocId || !r.nodeId) continue;
+      const alloc = await this.placement.findAllocation(r.allocId);
+      if (!alloc) continue;
+      if ((alloc.operationalState ?? 'STARTED') !== target) {
+        await this.store.allocs.mutate(vkey(alloc.nodeId, alloc.allocId), (cur) => (cur ? { ...cur, operationalState: target } : undefined));
+        await this.note(op, `replica ${r.index}: node ${alloc.nodeId} asked to ${target === 'STOPPED' ? 'stop' : 'start'} its container`);
+      }
+      if (r.state === want) continue;
+      done = false;
+      if (!(await this.placement.nodeReady(r.nodeId))) {
+        if (!rollingBack) await this.failTemp(op, new UnavailableError(`node ${r.nodeId} is not Ready (replica ${r.index})`).toBody(), `replica ${r.index}: node ${r.nodeId} stopped answering`);
+        return;
+      }
+      if (r.state === 'FAILED') {
+        const error = r.error ?? { code: 'INTERNAL' as const, message: `replica ${r.index} failed` };
+        if (!rollingBack) await this.failTemp(op, error, `replica ${r.index} failed on node ${r.nodeId}: ${error.message}`);
+        return;
+      }
+    }
+    if (done) {
+      if (rollingBack) await this.rolledBack(op, vnf);
+      else await this.complete(op, vnf);
+      return;
+    }
+    if (!rollingBack && Date.now() - Date.parse(op.retriedAt ?? op.startTime) > this.startTimeoutMs) {
+      await this.failTemp(op, new UnavailableError(`replicas not ${want} after ${this.startTimeoutMs} ms`).toBody(), `timed out waiting for replicas to be ${want}`);
+    }
+  }
+
+  /** ROLLING_BACK (SOL003 rollback from FAILED_TEMP): undo what the operation did, then ROLLED_BACK. */
+  private async driveRollback(op: OpOcc, vnf: Vnf): Promise<void> {
+    switch (op.operation) {
+      case 'INSTANTIATE':
+      case 'SCALE': {
+        const from = op.operation === 'INSTANTIATE' ? 0 : vnf.desiredReplicas;
+        let pending = 0;
+        for (const i of range(from, vnf.replicas.length)) {
+          const r = vnf.replicas[i];
+          if (!r || (r.state === 'STOPPED' && !r.allocId)) continue;
+          if (!(await this.stopReplica(op, vnf, r))) pending++;
+          vnf = (await this.store.vnfs.get(vkey(vnf.tenantId, vnf.id)))?.value ?? vnf;
+        }
+        if (pending === 0) await this.rolledBack(op, vnf);
+        return;
+      }
+      case 'OPERATE':
+        await this.driveOperate(op, vnf, vnf.operationalState ?? 'STARTED', true);
+        return;
+      default:
+        // the API refuses rollback of HEAL and TERMINATE; an op record that asks anyway ends FAILED
+        await this.fail(op, { code: 'CONFLICT', message: `${op.operation} cannot be rolled back` }, `${op.operation} cannot be rolled back`);
+    }
+  }
+
+  /** What a rolled-back operation leaves: INSTANTIATE nothing at all (quota, name, replicas), SCALE the old size. */
+  private async rolledBack(op: OpOcc, vnf: Vnf): Promise<void> {
+    const at = this.now().toISOString();
+    if (op.operation === 'INSTANTIATE') {
+      await refundOnce(this.store, vnf.tenantId, op.id, demandOf(vnf.descriptor, vnf.desiredReplicas, 1), at);
+      await this.releaseName(vnf);
+    } else if (op.operation === 'SCALE') {
+      const added = Number(op.params?.replicas) - vnf.desiredReplicas;
+      if (added > 0) await refundOnce(this.store, vnf.tenantId, op.id, demandOf(vnf.descriptor, added, 0), at);
+    }
+    await this.setVnf(vnf.tenantId, vnf.id, (cur) => {
+      const next: Vnf = { ...cur, updatedAt: at, lastOpOutcome: { opOccId: op.id, state: 'ROLLED_BACK' } };
+      delete next.activeOpOccId;
+      if (op.operation === 'INSTANTIATE') {
+        next.instantiationState = 'NOT_INSTANTIATED';
+        next.desiredReplicas = 0;
+        next.replicas = [];
+      } else if (op.operation === 'SCALE') next.replicas = cur.replicas.slice(0, cur.desiredReplicas);
+      return next;
+    });
+    await this.transition(op, 'ROLLED_BACK', 'rolled back');
+  }
+
+  /** FAILED_TEMP: the operation keeps what it reserved and waits for retry, rollback or fail. */
+  private async failTemp(op: OpOcc, error: ErrorBody, message: string): Promise<void> {
+    await this.transition(op, 'FAILED_TEMP', `${message} (FAILED_TEMP: retry, rollback or fail)`, error);
   }
 
   /** Asks the nodes to stop the replicas, releases what they held once stopped (or the node is not Ready). */
@@ -472,7 +623,8 @@ export class OperationsEngine {
     const status = (await this.store.status.get(vkey(alloc.nodeId, alloc.allocId)))?.value;
     const ready = await this.placement.nodeReady(alloc.nodeId);
     const forceful = op.params?.mode === 'FORCEFUL';
-    const stopped = !status || status.state === 'STOPPED' || status.state === 'FAILED';
+    // STOPPED by OPERATE (containers only) is not a stopped allocation: the node must still tear the replica down
+    const stopped = !status || (status.state === 'STOPPED' && !status.containersStopped) || status.state === 'FAILED';
     const since = Date.parse(op.stateEnteredTime);
     const overdue = Date.now() - since > this.stopTimeoutMs;
     if (stopped || !ready || forceful || overdue) {
@@ -536,9 +688,18 @@ export class OperationsEngine {
     const r = cur.replicas[st.replica];
     if (!r || r.allocId !== st.allocId) return; // a stale report of an allocation the replica no longer has
     const state: ReplicaState = st.state;
+    if (st.progress && st.state === 'STARTING' && cur.activeOpOccId) {
+      const message = `replica ${st.replica} on node ${st.nodeId}: ${st.progress}`;
+      await this.setOp(cur.tenantId, cur.activeOpOccId, (op) =>
+        TERMINAL.includes(op.operationState) || op.steps[op.steps.length - 1]?.message === message
+          ? undefined
+          : { ...op, steps: [...op.steps, { at: this.now().toISOString(), message }] },
+      );
+    }
     const vnf = await this.setReplica(cur, st.replica, {
       state,
       ...(st.sandboxId ? { sandboxId: st.sandboxId } : {}),
+      ...(st.imageDigest ? { imageDigest: st.imageDigest } : {}),
       interfaces: r.interfaces.map((i) => {
         const seen = st.interfaces.find((x) => x.name === i.name);
         if (!seen) return i;
@@ -597,6 +758,9 @@ export class OperationsEngine {
           next.desiredReplicas = 0;
           break;
         case 'HEAL':
+          break;
+        case 'OPERATE':
+          next.operationalState = op.params?.changeStateTo === 'STOPPED' ? 'STOPPED' : 'STARTED';
           break;
       }
       return next;
@@ -683,7 +847,7 @@ export class OperationsEngine {
  * CPUs, VFs and IP leases stay fenced until the node's heartbeat or register shows it no longer runs it.
  */
 function nodeConfirmedGone(status: ReplicaStatus | undefined): boolean {
-  return !status || status.state === 'STOPPED';
+  return !status || (status.state === 'STOPPED' && !status.containersStopped);
 }
 
 function range(from: number, to: number): number[] {

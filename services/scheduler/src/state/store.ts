@@ -186,6 +186,8 @@ export interface StoredReply {
   state: 'pending' | 'done';
   since: string;
   reply?: unknown;
+  /** sha256 of the request (idempotency.ts bodyHash): another body with the same requestId is a CONFLICT. */
+  bodyHash?: string;
 }
 
 /** A tenant's claim on a VNF name (names are unique within a tenant while the VNF is instantiated). */

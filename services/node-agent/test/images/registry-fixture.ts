@@ -1,0 +1,132 @@
+/**
+ * A real OCI distribution registry for tests (Debian's docker-registry, filesystem storage, a config file in a
+ * temporary folder, a random loopback port, optional htpasswd basic auth), and images pushed to it with skopeo
+ * from an OCI layout made here from a small busybox rootfs.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmodSync, copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export interface TestRegistry {
+  host: string;
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startRegistry(dir: string, auth?: { user: string; pass: string }): Promise<TestRegistry> {
+  mkdirSync(join(dir, 'storage'), { recursive: true });
+  const port = await freePort();
+  let authBlock = '';
+  if (auth) {
+    const hash = execFileSync('python3', ['-c', 'import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))', auth.pass], { stderr: 'ignore' } as never)
+      .toString()
+      .trim();
+    writeFileSync(join(dir, 'htpasswd'), `${auth.user}:${hash}\n`);
+    authBlock = `auth:\n  htpasswd:\n    realm: test\n    path: ${join(dir, 'htpasswd')}\n`;
+  }
+  const cfg = join(dir, 'config.yml');
+  writeFileSync(
+    cfg,
+    `version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'storage')}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n${authBlock}`,
+  );
+  const logs: string[] = [];
+  const child: ChildProcess = spawn('docker-registry', ['serve', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.on('data', (d: Buffer) => logs.push(d.toString()));
+  child.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
+  const host = `127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`docker-registry exited: ${logs.join('')}`);
+    const ok = await fetch(`http://${host}/v2/`).then((r) => r.status === 200 || r.status === 401, () => false);
+    if (ok) break;
+    if (i > 200) throw new Error(`docker-registry did not answer on ${host}: ${logs.join('')}`);
+    await sleep(50);
+  }
+  return {
+    host,
+    async stop() {
+      if (child.exitCode !== null) return;
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([gone, sleep(5000)]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/**
+ * An OCI layout at `<dir>/layout` with one image tagged `tag`: a busybox rootfs (sh, echo, sleep, cat ...) plus
+ * `files`, running `cmd`. Returns the layout folder and the manifest digest.
+ */
+export function makeBusyboxLayout(dir: string, tag: string, files: Record<string, string>, cmd: string[]): { layout: string; digest: string } {
+  const fs = join(dir, 'rootfs');
+  mkdirSync(join(fs, 'bin'), { recursive: true });
+  copyFileSync('/bin/busybox', join(fs, 'bin', 'busybox'));
+  chmodSync(join(fs, 'bin', 'busybox'), 0o755);
+  for (const applet of ['sh', 'echo', 'sleep', 'cat', 'ls', 'true', 'hostname']) symlinkSync('busybox', join(fs, 'bin', applet));
+  for (const [path, text] of Object.entries(files)) {
+    mkdirSync(join(fs, path, '..'), { recursive: true });
+    writeFileSync(join(fs, path), text, { mode: 0o755 });
+  }
+  const layout = join(dir, 'layout');
+  const blobs = join(layout, 'blobs', 'sha256');
+  mkdirSync(blobs, { recursive: true });
+  const put = (b: Buffer): { digest: string; size: number } => {
+    const d = sha(b);
+    writeFileSync(join(blobs, d), b);
+    return { digest: `sha256:${d}`, size: b.length };
+  };
+  const layerTar = execFileSync('tar', ['--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '-C', fs, '-cf', '-', '.'], { maxBuffer: 64 << 20 });
+  const gz = execFileSync('gzip', ['-n', '-c'], { input: layerTar, maxBuffer: 64 << 20 });
+  const layer = put(gz);
+  const config = put(
+    Buffer.from(
+      JSON.stringify({
+        architecture: 'amd64',
+        os: 'linux',
+        config: { Cmd: cmd, Env: ['PATH=/bin'], WorkingDir: '/' },
+        rootfs: { type: 'layers', diff_ids: [`sha256:${sha(layerTar)}`] },
+      }),
+    ),
+  );
+  const manifestBytes = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...layer }],
+    }),
+  );
+  const manifest = put(manifestBytes);
+  writeFileSync(join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  writeFileSync(
+    join(layout, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': tag } }],
+    }),
+  );
+  return { layout, digest: manifest.digest };
+}
+
+/** skopeo copy of the layout's `tag` to `<host>/<repo>:<tag>` (plain HTTP); returns the digest the registry holds. */
+export function pushLayout(layout: string, tag: string, host: string, repo: string, creds?: { user: string; pass: string }): string {
+  const auth = creds ? ['--dest-creds', `${creds.user}:${creds.pass}`] : [];
+  execFileSync('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', ...auth, `oci:${layout}:${tag}`, `docker://${host}/${repo}:${tag}`], { stdio: 'pipe' });
+  const src = creds ? ['--creds', `${creds.user}:${creds.pass}`] : [];
+  return execFileSync('skopeo', ['inspect', '--tls-verify=false', ...src, '--format', '{{.Digest}}', `docker://${host}/${repo}:${tag}`]).toString().trim();
+}
