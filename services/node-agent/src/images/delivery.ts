@@ -23,11 +23,14 @@ export function replicaImage(r: ResolvedImage): ReplicaImage {
   return { guestRef: r.guestRef, ...(r.digest ? { digest: r.digest } : {}), ...(r.disk ? { serial: r.disk.serial } : {}) };
 }
 
-/** The VM device for the image's disk, staged in `runDir` for `owner`; null when the image needs no disk. */
-export async function stageImageDisk(r: ResolvedImage, runDir: string, owner: { uid: number; gid: number }): Promise<DiskDevice | null> {
+/**
+ * The VM device for the image's disk, staged in `runDir` for `owner`; null when the image needs no disk.
+ * `hotplug`: the running VM opens it (not QEMU as root at boot), so the folders above must let its uid through.
+ */
+export async function stageImageDisk(r: ResolvedImage, runDir: string, owner: { uid: number; gid: number }, opts: { hotplug: boolean }): Promise<DiskDevice | null> {
   if (!r.disk) return null;
   const path = join(runDir, `${r.disk.serial}.img`);
-  await traversable(dirname(runDir));
+  if (opts.hotplug) await traversable(dirname(runDir));
   if (!existsSync(path)) {
     await copyFile(r.disk.path, path);
     await chown(path, owner.uid, owner.gid);

@@ -229,7 +229,8 @@ export class SandboxManager {
     if (!this.deps.images) return null;
     const resolved = await this.deps.images.resolve(replica.alloc.image.ref, progress);
     replica.image = replicaImage(resolved);
-    const disk = await stageImageDisk(resolved, rec.runDir, { uid: rec.uid, gid: rec.gid });
+    const hotplug = rec.state === 'running' && !(resolved.disk && (rec.disks ?? []).includes(resolved.disk.serial));
+    const disk = await stageImageDisk(resolved, rec.runDir, { uid: rec.uid, gid: rec.gid }, { hotplug });
     this.put(rec);
     return disk;
   }

@@ -22,7 +22,7 @@ import { parseConfig } from '../../src/config.js';
 import { buildApp } from '../../src/app.js';
 import { processAlive } from '../../src/proc.js';
 import { removeCgroupParent } from '../helpers/cleanup.js';
-import { makeBusyboxLayout, pushLayout, startRegistry } from './registry-fixture.js';
+import { makeBusyboxLayout, pushLayout, startRegistry } from '../../src/testing/registry.js';
 
 const jc = JSONCodec();
 const SCHEDULER_MAIN = fileURLToPath(new URL('../../../../scheduler/dist/src/main.js', import.meta.url));
@@ -36,7 +36,7 @@ test('registry image -> API -> node pull -> disk -> running in the guest; hotplu
   const cgParent = `edgenfv-r${process.pid}`;
   const tenant = `img${process.pid % 100000}`;
   const reg = await startRegistry(join(dir, 'registry'));
-  const v1 = makeBusyboxLayout(join(dir, 'vfw1'), '1.2', { '/etc/vfw-version': 'vfw 1.2\n' }, ['/bin/sh', '-c', 'echo vfw 1.2 up; exec sleep 3600']);
+  const v1 = makeBusyboxLayout(join(dir, 'vfw1'), '1.2', { '/etc/vfw-version': 'vfw 1.2\n' }, ['/bin/sh', '-c', "trap 'echo vfw 1.2 stopping; exit 0' TERM; echo vfw 1.2 up; while :; do sleep 1; done"]);
   const v2 = makeBusyboxLayout(join(dir, 'vfw2'), '2.0', { '/etc/vfw-version': 'vfw 2.0\n' }, ['/bin/sh', '-c', 'echo vfw 2.0 up; exec sleep 3600']);
   const d1 = pushLayout(v1.layout, '1.2', reg.host, 'acme/vfw');
   const d2 = pushLayout(v2.layout, '2.0', reg.host, 'acme/vfw');
@@ -112,6 +112,25 @@ test('registry image -> API -> node pull -> disk -> running in the guest; hotplu
   const session = await app.manager.guestSession(sb.sandboxId);
   const c1 = Object.values(sb.replicas)[0]!.containerId;
   assert.deepEqual(await session.exec(c1, ['cat', '/etc/vfw-version']), { exitCode: 0, stdout: 'vfw 1.2\n', stderr: '' });
+
+  // day-2 on the real node: logs and exec through the API (scheduler -> node agent -> guest agent), OPERATE
+  const t1 = `nfv.v1.tenant.${tenant}`;
+  const logs1 = await ok(`${t1}.vnfs.logs`, { id: i1.vnfId });
+  assert.ok(logs1.lines.includes('vfw 1.2 up'), JSON.stringify(logs1));
+  assert.deepEqual(await ok(`${t1}.vnfs.exec`, { id: i1.vnfId, command: ['cat', '/etc/vfw-version'] }), { exitCode: 0, stdout: 'vfw 1.2\n', stderr: '' });
+  assert.equal((await ok(`${t1}.vnfs.exec`, { id: i1.vnfId, command: ['sh', '-c', 'exit 3'] })).exitCode, 3);
+  const stop = await ok(`${t1}.vnfs.operate`, { id: i1.vnfId, changeStateTo: 'STOPPED' });
+  assert.equal((await waitOp(stop.opOccId)).operationState, 'COMPLETED');
+  const stopped = await ok(`${t1}.vnfs.get`, { id: i1.vnfId });
+  assert.equal(stopped.replicas[0].state, 'STOPPED');
+  assert.equal(stopped.replicas[0].sandboxId, vnf1.replicas[0].sandboxId, 'the VM is kept');
+  assert.equal(app.manager.vmOf(sb.sandboxId)!.pid, pid);
+  assert.equal((await call(`${t1}.vnfs.exec`, { id: i1.vnfId, command: ['true'] })).error.code, 'CONFLICT');
+  assert.ok((await ok(`${t1}.vnfs.logs`, { id: i1.vnfId })).lines.includes('vfw 1.2 stopping'), 'logs of a stopped container');
+  const start = await ok(`${t1}.vnfs.operate`, { id: i1.vnfId, changeStateTo: 'STARTED' });
+  assert.equal((await waitOp(start.opOccId)).operationState, 'COMPLETED');
+  assert.equal((await ok(`${t1}.vnfs.get`, { id: i1.vnfId })).replicas[0].state, 'RUNNING');
+  assert.equal((await ok(`${t1}.vnfs.logs`, { id: i1.vnfId })).lines.filter((l: string) => l === 'vfw 1.2 up').length, 2, 'started again');
 
   // 2. a second image for the same tenant: its disk is hotplugged into the running VM
   const i2 = await ok(`nfv.v1.tenant.${tenant}.vnfs.instantiate`, { descriptor: vnfd('vfw2', `${reg.host}/acme/vfw@${d2}`) });

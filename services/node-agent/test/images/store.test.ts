@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../../src/config.js';
 import { ImageStore } from '../../src/images/store.js';
-import { makeBusyboxLayout, pushLayout, startRegistry, type TestRegistry } from './registry-fixture.js';
+import { makeBusyboxLayout, pushLayout, startRegistry, type TestRegistry } from '../../src/testing/registry.js';
 
 describe('image store against a real registry', () => {
   let dir: string;

@@ -1,5 +1,5 @@
 /**
- * A real OCI distribution registry for tests (Debian's docker-registry, filesystem storage, a config file in a
+ * A real OCI distribution registry for tests and `npm run demo:image` (Debian's docker-registry, filesystem storage, a config file in a
  * temporary folder, a random loopback port, optional htpasswd basic auth), and images pushed to it with skopeo
  * from an OCI layout made here from a small busybox rootfs.
  */
