@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startAppliance } from './appliance.js';
-import { dataplaneNetworks, runDataplaneScenario, setupProviderHosts, teardownProviderHosts, type DataplaneNames } from './dataplane-scenario.js';
+import { dataplaneNetworks, runDataplaneScenario, setupProviderHosts, teardownProviderHosts, type DataplaneNames, type DataplaneVnf } from './dataplane-scenario.js';
 
 const OVS_DPDK = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
 const names: DataplaneNames = {
@@ -20,6 +20,9 @@ const names: DataplaneNames = {
   leftNet: { name: 'west', prefix: '10.65.1' },
   rightNet: { name: 'east', prefix: '10.65.2' },
 };
+
+/** The guest's VNF: builtin:testpmd (DPDK in the guest), or EDGENFV_DEMO_VNF=builtin:vrouter (the kernel on vhost-user NICs). */
+const vnf: DataplaneVnf = process.env.EDGENFV_DEMO_VNF === 'builtin:vrouter' ? 'builtin:vrouter' : 'builtin:testpmd';
 
 async function main(): Promise<number> {
   if (process.getuid?.() !== 0) {
@@ -45,8 +48,8 @@ async function main(): Promise<number> {
     });
     const providerNetns = JSON.parse(readFileSync(join(home, 'connect.json'), 'utf8')).providerNetns as string;
     log(`serving: NATS ${appliance.info.servers[0]}; provider namespace ${providerNetns}`);
-    setupProviderHosts(providerNetns, names);
-    const r = await runDataplaneScenario(appliance.api, join(home, 'node'), names, { frames: 10, log });
+    setupProviderHosts(providerNetns, names, vnf);
+    const r = await runDataplaneScenario(appliance.api, join(home, 'node'), names, vnf, { frames: 10, log });
     const clean = r.framesAfterTerminate === 0 && !r.switchPorts.afterTerminate.length && !r.socketsAfterTerminate.length && !r.recordsAfterTerminate.length;
     if (!clean) log(`WARNING: left behind: ${JSON.stringify({ frames: r.framesAfterTerminate, ports: r.switchPorts.afterTerminate, sockets: r.socketsAfterTerminate, records: r.recordsAfterTerminate })}`);
     if (r.qemuPid.after !== r.qemuPid.before) log('WARNING: the VM changed across the switch restart');

@@ -1,8 +1,9 @@
 /**
  * The DPDK data plane through the product (issue 9), one VM boot: `npm start`'s appliance with its OVS-DPDK switch,
- * hosts left and right on the provider side of two switch networks, a tenant VNF with two vhost-user interfaces
+ * hosts left and right on the provider side of two switch networks, a tenant VNF `builtin:testpmd` (DPDK in the
+ * guest: its two virtio-net devices bound for DPDK by the guest agent, io forwarding) with two vhost-user interfaces
  * (QEMU the vhost-user server, OVS `dpdkvhostuserclient`) instantiated through the message API; frames from left
- * reach right only through OVS-DPDK -> vhost-user -> the guest -> vhost-user -> OVS-DPDK; ovs-vswitchd killed: the
+ * reach right only through OVS-DPDK -> vhost-user -> the guest's DPDK -> vhost-user -> OVS-DPDK; ovs-vswitchd killed: the
  * node agent restarts the switch, re-creates the ports from its records, the VM is not touched and traffic resumes;
  * terminate leaves no switch port, socket, netplugins record, sandbox or lease.
  */
@@ -12,9 +13,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startAppliance, type RunningAppliance } from '../src/appliance.js';
-import { dataplaneNetworks, runDataplaneScenario, setupProviderHosts, teardownProviderHosts, type DataplaneNames } from '../src/dataplane-scenario.js';
+import { dataplaneNetworks, runDataplaneScenario, setupProviderHosts, teardownProviderHosts, type DataplaneNames, type DataplaneVnf } from '../src/dataplane-scenario.js';
 
 const OVS_DPDK = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
+const VNF: DataplaneVnf = 'builtin:testpmd';
 const tag = String(process.pid % 100000);
 const names: DataplaneNames = {
   tenant: `dp${tag}`,
@@ -48,10 +50,11 @@ test('frames from left reach right through OVS-DPDK, vhost-user and the tenant V
   const sw = node.inventory.dataplanes.find((d: any) => d.kind === 'ovs-dpdk');
   assert.equal(sw?.state, 'ready', `the node's switch: ${JSON.stringify(sw)}`);
   assert.deepEqual([...sw.networks].sort(), ['dpeast', 'dpwest']);
-  setupProviderHosts(providerNetns, names);
+  setupProviderHosts(providerNetns, names, VNF);
 
   const nodeState = join(home, 'node');
-  const r = await runDataplaneScenario(appliance.api, nodeState, names, { frames: 5 });
+  const r = await runDataplaneScenario(appliance.api, nodeState, names, VNF, { frames: 5 });
+  assert.equal(r.vnf, VNF);
   assert.deepEqual(r.opStates, ['COMPLETED', 'COMPLETED']);
   // what the replica reports: an absolute socket under the tenant's folder, and the switch's port
   for (const i of r.interfaces) {
