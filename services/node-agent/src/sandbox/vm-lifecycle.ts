@@ -4,7 +4,7 @@
  */
 import { execFile } from 'node:child_process';
 import { guestFileTail } from '../hypervisor/guest-file.js';
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
@@ -78,12 +78,16 @@ export class VmLifecycle {
     return Math.ceil(mib / unit) * unit;
   }
 
-  /** Folders (0700, the run folder owned by the VM's uid), netns and cgroup of a new sandbox; recorded in `rec`. */
+  /**
+   * Folders (0700, root's: QEMU makes its sockets, pid file and console log while still root, before -run-with
+   * drops to the VM's uid, and the uid has nothing to write here afterwards), netns and cgroup of a new sandbox;
+   * recorded in `rec`. The taps QEMU opens after dropping belong to its uid (interfaces.ts).
+   */
   async prepareHost(rec: SandboxRecord, alloc: Allocation, log: Logger): Promise<void> {
     mkdirSync(rec.tenantDir, { recursive: true, mode: 0o700 });
     chmodSync(rec.tenantDir, 0o700);
     mkdirSync(rec.runDir, { recursive: true, mode: 0o700 });
-    chownSync(rec.runDir, rec.uid, rec.gid);
+    chmodSync(rec.runDir, 0o700);
     await run('ip', ['netns', 'add', rec.netns]);
     const { qemu } = this.deps.cfg;
     if (alloc.resources.vcpus > qemu.maxVcpus) throw new InvalidArgumentError([{ field: 'resources.vcpus', message: `at most ${qemu.maxVcpus} vCPUs per VM on this node` }]);

@@ -90,6 +90,7 @@ test('one VM per tenant: boot, a second replica joins by hotplug, restart re-ado
   assert.match(readFileSync(`/proc/${vm.pid}/status`, 'utf8'), new RegExp(`^Uid:\\s+${rec.uid}\\s`, 'm'));
   assert.equal(statSync(rec.tenantDir).mode & 0o777, 0o700);
   assert.equal(statSync(rec.runDir).mode & 0o777, 0o700);
+  assert.equal(statSync(rec.runDir).uid, 0, "the run folder is root's: QEMU's uid can write nothing there");
   assert.ok(rec.cgroupDir && readFileSync(join(rec.cgroupDir, 'cgroup.procs'), 'utf8').includes(String(vm.pid)));
   assert.match(sh('ip', ['-n', rec.netns, 'link', 'show']), /mgmt|n[0-9a-f]{10}/);
   // the guest was told MAC + IPs + routes, and runs the container
