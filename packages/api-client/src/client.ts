@@ -271,6 +271,7 @@ export class ApiClient {
     // A push ordered consumer: works with nats-server 2.9 (the pull `consumers.get` API needs 2.10).
     const co = consumerOpts();
     co.orderedConsumer();
+    co.bindStream(EVENTS_STREAM); // named, not looked up by subject (a least-privilege principal may not list streams)
     co.filterSubject(filter);
     if (opts.afterSeq !== undefined && opts.afterSeq > 0) co.startSequence(opts.afterSeq + 1);
     else co.deliverAll();

@@ -99,6 +99,15 @@ test('the dashboard serves with its own token from connect.json (not the NATS cr
     assert.equal((await get(info.dashboardToken)).status, 200);
     assert.equal((await get(natsJwt)).status, 403, "the operator's NATS credentials are not a dashboard token");
     assert.equal((await fetch(`${info.dashboardUrl}api/overview`)).status, 401);
+    // the live stream works with the dashboard's own (least-privilege) NATS principal: it follows EDGENFV_EVENTS
+    const ac = new AbortController();
+    const stream = await fetch(`${info.dashboardUrl}api/events/stream`, { headers: { authorization: `Bearer ${info.dashboardToken}`, 'last-event-id': '0' }, signal: ac.signal });
+    assert.equal(stream.status, 200);
+    const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let sse = '';
+    while (!/event: (ready|error)\n/.test(sse)) sse += (await reader.read()).value ?? '';
+    ac.abort();
+    assert.match(sse, /event: ready\n/, sse);
     process.kill(-app.child.pid!, 'SIGINT');
     assert.equal(await app.exited, 0);
   } finally {

@@ -62,6 +62,8 @@ export async function followEvents(
 ): Promise<() => void> {
   const co = consumerOpts();
   co.orderedConsumer();
+  // named, not looked up by subject ($JS.API.STREAM.NAMES is not among the dashboard principal's rights)
+  co.bindStream(EVENTS_STREAM);
   co.filterSubject(filter);
   if (fromSeq === undefined) co.deliverNew();
   else co.startSequence(Math.max(1, fromSeq));
