@@ -193,6 +193,11 @@ test('a tenant token sees only its own tenant: no nodes, no other tenant, and it
     await page.locator(`.vnf[data-vnf="${own.vnfId as string}"] td[data-state="RUNNING"]`).waitFor({ timeout: 60_000 });
     assert.equal(await page.locator(`.vnf[data-vnf="${other.vnfId as string}"]`).count(), 0);
     assert.equal(await page.locator(`#events li:has-text("acme/")`).count(), 0);
+    // its own VNF's op occurrences, as timelines
+    await page.locator(`.vnf[data-vnf="${own.vnfId as string}"] button[data-action="history"]`).click();
+    const hist = page.locator(`.history[data-history="${own.vnfId as string}"] svg.timeline[data-state="COMPLETED"]`);
+    await hist.first().waitFor();
+    assert.match((await hist.first().textContent()) ?? '', /INSTANTIATE COMPLETED/);
     assert.deepEqual(errors, []);
     // the API behind the page refuses the other tenant
     const denied = await page.evaluate(async ([t, id]) => (await fetch(`/api/tenants/acme/vnfs/${id}/terminate`, { method: 'POST', headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json' }, body: '{}' })).status, [token, other.vnfId as string]);

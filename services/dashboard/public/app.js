@@ -46,6 +46,9 @@ const state = {
   /** op occurrences followed live (started from this page), newest first */
   followed: new Map(),
   events: [],
+  /** per VNF: its container logs / its op occurrences, when asked for from its card */
+  logs: new Map(),
+  history: new Map(),
   histograms: null,
   lastEventId: 0,
 };
@@ -146,7 +149,12 @@ function renderVnfs() {
       const running = v.replicas.filter((r) => r.state === 'RUNNING').length;
       const op = v.lastOpOcc;
       const busy = Boolean(v.activeOpOccId);
-      const act = (name, label) => el('button', { 'data-action': name, disabled: busy || v.instantiationState !== 'INSTANTIATED' ? '' : null, onclick: () => vnfAction(v, name) }, label || name);
+      const stopped = v.operationalState === 'STOPPED';
+      const act = (name, label, off) => el('button', { 'data-action': name, disabled: busy || off || v.instantiationState !== 'INSTANTIATED' ? '' : null, onclick: () => vnfAction(v, name) }, label || name);
+      const tool = (name, fn) => el('button', { 'data-action': name, onclick: fn }, name);
+      const failedTemp = op && op.operationState === 'FAILED_TEMP' ? resolveButtons(op) : null;
+      const logs = state.logs.get(v.id);
+      const history = state.history.get(v.id);
       const why = v.unschedulable
         ? el(
             'div',
@@ -190,21 +198,73 @@ function renderVnfs() {
           { class: 'card-head' },
           el('strong', {}, `${v.tenantId} / ${v.name} `),
           el('code', {}, v.id),
-          el('span', { class: 'actions' }, act('scale'), act('heal'), act('operate-stop', 'stop'), act('operate-start', 'start'), act('terminate')),
+          el('span', { class: 'actions' }, act('scale'), act('heal'), act('operate-stop', 'stop', stopped), act('operate-start', 'start', !stopped), act('terminate'), tool('logs', () => showLogs(v)), tool('history', () => showHistory(v))),
         ),
-        el('div', { class: 'summary' }, `${v.instantiationState}, ${running}/${v.desiredReplicas} replicas running`, op ? ` — last operation ${op.operation} ${op.operationState}` : ''),
+        el('div', { class: 'summary' }, `${v.instantiationState}${stopped ? ', containers STOPPED (operate)' : ''}, ${running}/${v.desiredReplicas} replicas running`, op ? ` — last operation ${op.operation} ${op.operationState}` : ''),
+        failedTemp,
         why,
         op?.error && !v.unschedulable ? el('div', { class: 'why' }, `${op.error.code}: ${op.error.message}`) : null,
         replicas,
+        logs ? el('pre', { class: 'logs', 'data-logs': v.id }, logs.join('\n') || '(no output)') : null,
+        history ? el('div', { class: 'history', 'data-history': v.id }, history.length ? history.slice().reverse().map((o) => el('div', { class: 'op', 'data-opocc': o.id }, opTimeline(o))) : 'no operation occurrences') : null,
       );
     }),
   );
 }
 
+/** Retry / roll back / fail a FAILED_TEMP op occurrence (SOL003): confirmed, then followed. */
+function resolveButtons(op) {
+  const words = { retry: 'Retry it from where it failed', rollback: 'Undo what it did', fail: 'Give up: mark it FAILED and release what it holds' };
+  return el(
+    'div',
+    { class: 'why', 'data-failed-temp': op.id },
+    `${op.operation} ${op.id} is FAILED_TEMP${op.error ? ` (${op.error.code}: ${op.error.message})` : ''}: `,
+    ['retry', 'rollback', 'fail'].map((a) =>
+      el('button', { 'data-action': a, onclick: async () => {
+        if (!(await confirmDialog(`${a} ${op.operation} ${op.id}? ${words[a]}.`))) return;
+        try {
+          await api(`/api/tenants/${encodeURIComponent(op.tenantId)}/opoccs/${encodeURIComponent(op.id)}/${a}`, { method: 'POST' });
+          setStatus(`${a} ${op.id}: accepted`, 'busy');
+          await follow(op.tenantId, op.id);
+        } catch (err) {
+          setStatus(`${a} ${op.id}: ${err.message}`, 'bad');
+        }
+      } }, a),
+    ),
+  );
+}
+
+async function showLogs(v) {
+  if (state.logs.has(v.id)) {
+    state.logs.delete(v.id);
+    return invalidate('vnfs');
+  }
+  try {
+    const r = await api(`/api/tenants/${encodeURIComponent(v.tenantId)}/vnfs/${encodeURIComponent(v.id)}/logs?tailLines=100`);
+    state.logs.set(v.id, r.lines);
+  } catch (err) {
+    state.logs.set(v.id, [`cannot read the logs: ${err.message}`]);
+  }
+  invalidate('vnfs');
+}
+
+async function showHistory(v) {
+  if (state.history.has(v.id)) {
+    state.history.delete(v.id);
+    return invalidate('vnfs');
+  }
+  try {
+    state.history.set(v.id, (await api(`/api/tenants/${encodeURIComponent(v.tenantId)}/opoccs?vnfId=${encodeURIComponent(v.id)}`)).items);
+  } catch (err) {
+    setStatus(`history of ${v.id}: ${err.message}`, 'bad');
+  }
+  invalidate('vnfs');
+}
+
 function renderOps() {
   const ops = [...state.followed.values()];
   $('#ops-section').hidden = ops.length === 0;
-  $('#ops').replaceChildren(...ops.map((o) => el('div', { class: 'op', 'data-opocc': o.id }, el('div', { class: 'small' }, `${o.tenantId} / ${o.vnfId} `, el('code', {}, o.id)), opTimeline(o))));
+  $('#ops').replaceChildren(...ops.map((o) => el('div', { class: 'op', 'data-opocc': o.id }, el('div', { class: 'small' }, `${o.tenantId} / ${o.vnfId} `, el('code', {}, o.id)), opTimeline(o), o.operationState === 'FAILED_TEMP' ? resolveButtons(o) : null)));
 }
 
 function describe(e) {
@@ -295,6 +355,10 @@ function onNotification(e) {
   state.events.length = Math.min(state.events.length, 50);
   invalidate('events');
   refreshVnf(e.tenantId, e.event.vnfId);
+  if (state.history.has(e.event.vnfId)) {
+    state.history.delete(e.event.vnfId);
+    void showHistory({ tenantId: e.tenantId, id: e.event.vnfId });
+  }
   if (e.event.type === 'OpOcc') {
     if (state.followed.has(e.event.opOccId)) void refreshOp(e.tenantId, e.event.opOccId).then((op) => op && TERMINAL.includes(op.operationState) && setStatus(`${op.operation} ${op.vnfId}: ${op.operationState}`, op.operationState === 'COMPLETED' ? 'ok' : 'bad'));
     if (TERMINAL.includes(e.event.operationState)) {

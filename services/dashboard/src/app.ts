@@ -375,7 +375,34 @@ export async function buildApp(deps: DashboardDeps): Promise<FastifyInstance> {
     api.scale(t, { id, replicas: b.replicas }),
   );
   vnfAction<{ changeStateTo: 'STARTED' | 'STOPPED' }>('operate', { properties: { changeStateTo: { enum: ['STARTED', 'STOPPED'] } }, required: ['changeStateTo'] }, (t, id, b) =>
-    api.request(`nfv.v1.tenant.${t}.vnfs.operate`, 'vnfs.operate' as never, { id, changeStateTo: b.changeStateTo }),
+    api.operate(t, { id, changeStateTo: b.changeStateTo }),
+  );
+  // a FAILED_TEMP op occurrence waits for its tenant: retry, roll back, or give up (SOL003)
+  for (const action of ['retry', 'rollback', 'fail'] as const) {
+    app.post<{ Params: { tenant: string; id: string } }>(`/api/tenants/:tenant/opoccs/:id/${action}`, { schema: tenantIdSchema, preHandler: sameTenant }, async (req) => {
+      logAction(req, { tenantId: req.params.tenant, opOccId: req.params.id, action });
+      return api.resolveOpOcc(req.params.tenant, req.params.id, action);
+    });
+  }
+  app.get<{ Params: { tenant: string }; Querystring: { vnfId?: string } }>(
+    '/api/tenants/:tenant/opoccs',
+    { schema: { ...tenantSchema, querystring: { type: 'object', properties: { vnfId: idParam }, additionalProperties: false } }, preHandler: sameTenant },
+    async (req) => ({ items: await api.listOpOccs(req.params.tenant, req.query.vnfId) }),
+  );
+  app.get<{ Params: { tenant: string; id: string }; Querystring: { replica?: number; tailLines: number } }>(
+    '/api/tenants/:tenant/vnfs/:id/logs',
+    {
+      schema: {
+        ...tenantIdSchema,
+        querystring: {
+          type: 'object',
+          properties: { replica: { type: 'integer', minimum: 0 }, tailLines: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
+          additionalProperties: false,
+        },
+      },
+      preHandler: sameTenant,
+    },
+    async (req) => api.logs(req.params.tenant, { id: req.params.id, tailLines: req.query.tailLines, ...(req.query.replica !== undefined ? { replica: req.query.replica } : {}) }),
   );
 
   return app;

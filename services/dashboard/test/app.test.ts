@@ -372,3 +372,23 @@ async function openSse(url: string, headers: Record<string, string>): Promise<{ 
   };
 }
 
+test('day-2: operate, logs and the op occurrences of a VNF; a tenant token reaches only its own', async () => {
+  const { vnfId } = await f.client.instantiate('acme', { ...vrouterOne, name: 'day2' });
+  const stop = await f.app.inject({ method: 'POST', url: `/api/tenants/acme/vnfs/${vnfId}/operate`, headers: OP, payload: { changeStateTo: 'STOPPED' } });
+  assert.equal(stop.statusCode, 200, stop.body);
+  const again = await f.app.inject({ method: 'POST', url: `/api/tenants/acme/vnfs/${vnfId}/operate`, headers: OP, payload: { changeStateTo: 'STOPPED' } });
+  assert.equal(again.statusCode, 409, 'already STOPPED: CONFLICT');
+  const bad = await f.app.inject({ method: 'POST', url: `/api/tenants/acme/vnfs/${vnfId}/operate`, headers: OP, payload: { changeStateTo: 'PAUSED' } });
+  assert.equal(bad.statusCode, 400);
+  assert.equal(bad.json().error.details.issues[0].field, 'body.changeStateTo');
+  const ops = (await f.app.inject({ method: 'GET', url: `/api/tenants/acme/opoccs?vnfId=${vnfId}`, headers: OP })).json().items;
+  assert.deepEqual(ops.map((o: { operation: string }) => o.operation), ['INSTANTIATE', 'OPERATE']);
+  const logs = await f.app.inject({ method: 'GET', url: `/api/tenants/acme/vnfs/${vnfId}/logs?tailLines=1`, headers: OP });
+  assert.equal(logs.statusCode, 200);
+  assert.deepEqual(logs.json().lines, ['day2 replica 0: serving']);
+  const tok = (await f.app.inject({ method: 'GET', url: '/api/tenants/blocked/token', headers: OP })).json().token as string;
+  const other = { authorization: `Bearer ${tok}` };
+  for (const [method, url] of [['GET', `/api/tenants/acme/vnfs/${vnfId}/logs`], ['GET', `/api/tenants/acme/opoccs`], ['POST', `/api/tenants/acme/opoccs/${ops[1].id as string}/retry`]] as const) {
+    assert.equal((await f.app.inject({ method, url, headers: other, ...(method === 'POST' ? { payload: {} } : {}) })).statusCode, 403, url);
+  }
+});

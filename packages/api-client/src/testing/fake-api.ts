@@ -375,6 +375,32 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
         validateRequest(p.op, body);
         tenantOf(t);
         throw new UnavailableError('the fake API keeps no notifications to list');
+      case 'opoccs.list': {
+        const req = validateRequest<{ vnfId?: string }>(p.op, body);
+        tenantOf(t);
+        return { items: [...opoccs.values()].filter((o) => o.tenantId === t && (!req.vnfId || o.vnfId === req.vnfId)) };
+      }
+      case 'vnfs.logs': {
+        const req = validateRequest<{ id: string; replica?: number; tailLines?: number }>(p.op, body);
+        tenantOf(t);
+        const v = vnfOf(t, req.id);
+        const lines = [`${v.name} replica ${req.replica ?? 0}: started`, `${v.name} replica ${req.replica ?? 0}: serving`];
+        return { lines: req.tailLines ? lines.slice(-req.tailLines) : lines };
+      }
+      case 'vnfs.operate': {
+        const req = validateRequest<{ id: string; changeStateTo: 'STARTED' | 'STOPPED'; requestId?: string }>(p.op, body);
+        tenantOf(t);
+        return idempotent(t, req.requestId, async () => {
+          const v = vnfOf(t, req.id) as Vnf & { operationalState?: string };
+          if ((v.operationalState ?? 'STARTED') === req.changeStateTo) throw new ConflictError(`VNF ${v.id} is already ${req.changeStateTo}`);
+          const o = newOpOcc(t, v.id, 'OPERATE' as OpOcc['operation'], req.requestId, { changeStateTo: req.changeStateTo });
+          v.lastOpOccId = o.id;
+          v.operationalState = req.changeStateTo;
+          for (const r of v.replicas) r.state = req.changeStateTo === 'STOPPED' ? 'STOPPED' : 'RUNNING';
+          await finish(o);
+          return { opOccId: o.id };
+        });
+      }
     }
   }
 
