@@ -143,6 +143,14 @@ export interface NodeReservation {
   hugepages?: { sizeKiB: number; count: number; numaNode: number };
   /** VF PCI addresses. */
   vfs: string[];
+  /** The tenant VM's overhead this replica booked (the first replica of its tenant on the node). */
+  vmOverhead?: VmOverheadBooking;
+}
+
+/** What a tenant VM's overhead holds on a node: ordinary memory, and the guest base memory's hugepages when hugepage-backed. */
+export interface VmOverheadBooking {
+  memoryMiB: number;
+  hugepages?: { sizeKiB: number; count: number; numaNode: number };
 }
 
 export type EventPayload =

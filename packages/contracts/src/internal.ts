@@ -3,6 +3,7 @@
  * the leader writes allocations into KV, node agents converge on them and write what they observe back.
  * See docs/ARCHITECTURE.md "Scheduler <-> node agent". Both sides use these types: keep this file additive.
  */
+import type { VmOverheadBooking } from './api.js';
 import type { ErrorBody } from './errors.js';
 import type { NodeInventory } from './node.js';
 import type { DataplaneKind, VnfdDataplane, VnfdRoute } from './vnfd.js';
@@ -131,6 +132,8 @@ export interface Allocation {
     hugepages?: { sizeKiB: number; count: number; numaNode?: number };
     /** The VNFD's guest data plane, as it asked (the node agent prepares it in the guest). */
     dataplane?: VnfdDataplane;
+    /** The tenant VM's overhead, booked by this replica (the first of its tenant on the node). */
+    vmOverhead?: VmOverheadBooking;
   };
   image: { ref: string };
   command?: string[];

@@ -76,8 +76,24 @@ export interface NodeInventory {
   agentVersion: string;
   /** Host readiness checks run by the node agent at start (packages/host-check; `edgenfv check` runs the same). */
   checks?: HostCheck[];
+  /**
+   * What one tenant VM costs this node beyond its replicas' own vCPUs and memory (booked once per tenant sandbox:
+   * the first replica of a tenant on the node pays it, later replicas join the same VM). Absent: nothing extra.
+   */
+  vmOverhead?: VmOverhead;
   /** What keeps tenants' sandboxes apart on this node, and what this host leaves unprotected (docs/security.md). */
   protections?: HostProtection[];
+}
+
+/** Per-VM overhead a node reports (docs/scheduler.md "What a VM books"). */
+export interface VmOverhead {
+  /**
+   * Guest memory the node agent adds to every VM (kernel, guest agent, page cache), backed like the guest's own
+   * memory: hugepages when the VM is hugepage-backed, ordinary memory otherwise.
+   */
+  guestBaseMiB: number;
+  /** The hypervisor process's own memory beyond guest RAM (device models, TCG translation cache, QMP). */
+  hypervisorMiB: number;
 }
 
 /** One isolation measure of a node: whether this host enforces it, and how (or why not). */

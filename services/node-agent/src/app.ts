@@ -14,6 +14,7 @@ import type { HypervisorDriver } from './hypervisor/types.js';
 import { createMetrics, type NodeAgentMetrics } from './metrics.js';
 import { Cgroups } from './sandbox/cgroup.js';
 import { hostProtections, nftBridgeUsable } from './protections.js';
+import { vmOverhead } from './sandbox/overhead.js';
 import { NetpluginsAttachments } from './sandbox/attachments.js';
 import { GrpcGuestPort } from './sandbox/grpc-guest.js';
 import { SandboxManager } from './sandbox/manager.js';
@@ -76,8 +77,15 @@ export function buildApp(deps: AppDeps): App {
   const metrics = createMetrics(deps.registry, () => manager.rssByTenant(), () => manager.guestAgentRssByTenant());
   const cpuKHz = hostCpuKHz();
   const cgroups = new Cgroups(cfg.isolation.cgroupRoot, cfg.isolation.cgroupParent, logger);
+  const guestBaseMiB = Math.max(cfg.vmBaseMemoryMiB, deps.image.minMemoryMiB ?? 0);
+  const overhead = vmOverhead({
+    guestBaseMiB,
+    accel,
+    ...(cfg.qemu.overheadMiB !== undefined ? { overheadMiB: cfg.qemu.overheadMiB } : {}),
+    ...(cfg.qemu.tcgTbSizeMiB !== undefined ? { tcgTbSizeMiB: cfg.qemu.tcgTbSizeMiB } : {}),
+  });
   manager = new SandboxManager({
-    cfg: { ...cfg, vmBaseMemoryMiB: Math.max(cfg.vmBaseMemoryMiB, deps.image.minMemoryMiB ?? 0) },
+    cfg: { ...cfg, vmBaseMemoryMiB: guestBaseMiB },
     driver,
     accel,
     guest: deps.guest ?? new GrpcGuestPort(logger),
@@ -102,7 +110,7 @@ export function buildApp(deps: AppDeps): App {
     const inv = await collectInventory(cfg, { kvm, switches, ...deps.inventoryDeps });
     nftBridge ??= nftBridgeUsable();
     const protections = hostProtections({ cgroupControllers: cgroups.enabledControllers(), seccomp: cfg.isolation.sandbox, uidBase: cfg.isolation.uidBase, nftBridge: await nftBridge });
-    return { ...inv, ...(deps.hostChecks ? { checks: deps.hostChecks } : {}), protections };
+    return { ...inv, vmOverhead: overhead, ...(deps.hostChecks ? { checks: deps.hostChecks } : {}), protections };
   };
   const agent = new NodeAgent({
     nodeId: cfg.nodeId,

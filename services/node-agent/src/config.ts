@@ -85,6 +85,8 @@ export interface NodeAgentConfig {
     accel?: 'kvm' | 'tcg';
     /** TCG translation cache (MiB), trims RSS under TCG. */
     tcgTbSizeMiB?: number;
+    /** QEMU's own memory per VM beyond guest RAM, booked with each tenant VM; default by accelerator (see vmOverhead). */
+    overheadMiB?: number;
     /** Largest a tenant's VM may grow by hotplug. */
     maxVcpus: number;
     maxMemoryMiB: number;
@@ -136,7 +138,7 @@ const KEYS: Record<string, readonly string[]> = {
   registry: ['host', 'plainHttp', 'username', 'password', 'passwordFile'],
   images: ['cacheDir', 'maxImageBytes', 'ociLayoutRoots'],
   metrics: ['host', 'port'],
-  qemu: ['binary', 'machine', 'accel', 'tcgTbSizeMiB', 'maxVcpus', 'maxMemoryMiB'],
+  qemu: ['binary', 'machine', 'accel', 'tcgTbSizeMiB', 'overheadMiB', 'maxVcpus', 'maxMemoryMiB'],
   guest: ['kernelPath', 'initrdPath', 'bootTimeoutMs', 'extraKernelArgs'],
   isolation: ['uidBase', 'uidCount', 'cgroupRoot', 'cgroupParent', 'sandbox'],
   dataplane: ['kind', 'socketDir', 'probePath', 'numaNode', 'ovs'],
@@ -453,6 +455,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
   if (binary !== undefined) Object.assign(qemu, { binary });
   if (accel === 'kvm' || accel === 'tcg') Object.assign(qemu, { accel });
   if (q.tcgTbSizeMiB !== undefined) Object.assign(qemu, { tcgTbSizeMiB: int(q, 'tcgTbSizeMiB', 'qemu.tcgTbSizeMiB', 32, 1, 4096) });
+  if (q.overheadMiB !== undefined) Object.assign(qemu, { overheadMiB: int(q, 'overheadMiB', 'qemu.overheadMiB', 0, 0, 65536) });
 
   const g = closed(top.guest, 'guest', KEYS.guest!);
   const guest: NodeAgentConfig['guest'] = {

@@ -40,14 +40,26 @@ export function recheck(alloc: Allocation, inv: NodeInventory, held: readonly Al
     const node = hp.numaNode ?? r.numaNode;
     const pools = inv.numaNodes.filter((n) => node === undefined || n.id === node).flatMap((n) => n.hugepages.filter((p) => p.sizeKiB === hp.sizeKiB));
     const total = pools.reduce((s, p) => s + p.total, 0);
-    const used = others
-      .filter((o) => o.resources.hugepages?.sizeKiB === hp.sizeKiB && (node === undefined || (o.resources.hugepages.numaNode ?? o.resources.numaNode) === node))
-      .reduce((s, o) => s + o.resources.hugepages!.count, 0);
-    if (total - used < hp.count) {
-      return { ok: false, reason: `${hp.count} hugepages of ${hp.sizeKiB} KiB asked, ${Math.max(0, total - used)} free${node !== undefined ? ` on NUMA node ${node}` : ''}` };
+    // the pages the replicas hold, and those of their VMs' base memory (booked by each tenant's first replica)
+    const pagesOf = (a: Allocation): number => {
+      const h = a.resources.hugepages;
+      const base = a.resources.vmOverhead?.hugepages;
+      const mine = h?.sizeKiB === hp.sizeKiB && (node === undefined || (h.numaNode ?? a.resources.numaNode) === node) ? h.count : 0;
+      return mine + (base?.sizeKiB === hp.sizeKiB && (node === undefined || base.numaNode === node) ? base.count : 0);
+    };
+    const used = others.reduce((s, o) => s + pagesOf(o), 0);
+    const asked = pagesOf(alloc);
+    if (total - used < asked) {
+      return { ok: false, reason: `${asked} hugepages of ${hp.sizeKiB} KiB asked, ${Math.max(0, total - used)} free${node !== undefined ? ` on NUMA node ${node}` : ''}` };
     }
   }
-  const memory = others.reduce((s, o) => s + o.resources.memoryMiB, 0) + r.memoryMiB;
-  if (memory > inv.memoryMiB) return { ok: false, reason: `memory: ${memory} MiB asked in total, the node has ${inv.memoryMiB} MiB` };
+  // one VM per tenant: each tenant's VM costs the node's per-VM overhead once
+  const o = inv.vmOverhead;
+  const vms = new Set([...others.map((h) => h.tenantId), alloc.tenantId]).size;
+  const overhead = o ? vms * (o.guestBaseMiB + o.hypervisorMiB) : 0;
+  const memory = others.reduce((s, h) => s + h.resources.memoryMiB, 0) + r.memoryMiB + overhead;
+  if (memory > inv.memoryMiB) {
+    return { ok: false, reason: `memory: ${memory} MiB asked in total${overhead ? ` (incl. ${overhead} MiB for ${vms} VMs' overhead)` : ''}, the node has ${inv.memoryMiB} MiB` };
+  }
   return { ok: true };
 }

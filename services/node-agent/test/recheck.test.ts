@@ -49,3 +49,22 @@ test('node re-check of allocations (table)', () => {
     } else assert.deepEqual(v, { ok: true }, c.name);
   }
 });
+
+test('node re-check counts each tenant VM overhead once, and the base memory pages a hugepage-backed VM holds', () => {
+  const withOverhead: NodeInventory = { ...inv, vmOverhead: { guestBaseMiB: 512, hypervisorMiB: 128 } };
+  const T = (id: string, tenantId: string, res: Partial<Allocation['resources']>) =>
+    makeAlloc({ allocId: id, tenantId, resources: { vcpus: 1, memoryMiB: 256, ...res } }, []);
+  // 16384 MiB: two tenants' VMs (2 x 640) + 7000 + 8000 = 16280 fits; a third tenant's VM does not
+  assert.deepEqual(recheck(T('a', 'ta', { memoryMiB: 7000 }), withOverhead, [T('b', 'tb', { memoryMiB: 8000 })]), { ok: true });
+  const v = recheck(T('c', 'tc', { memoryMiB: 100 }), withOverhead, [T('a', 'ta', { memoryMiB: 7000 }), T('b', 'tb', { memoryMiB: 8000 })]);
+  assert.equal(v.ok, false);
+  assert.match((v as { reason: string }).reason, /incl\. 1920 MiB for 3 VMs' overhead/);
+  // the same tenant's second replica joins its VM: no second overhead
+  assert.deepEqual(recheck(T('c', 'ta', { memoryMiB: 100 }), withOverhead, [T('a', 'ta', { memoryMiB: 7000 }), T('b', 'tb', { memoryMiB: 8000 })]), { ok: true });
+  // 100 pages on node 1: 40 held + the other VM's 30 base pages leave 30
+  const hp = (id: string, tenantId: string, count: number, base?: number) =>
+    T(id, tenantId, { numaNode: 1, hugepages: { sizeKiB: 2048, count }, ...(base ? { vmOverhead: { memoryMiB: 128, hugepages: { sizeKiB: 2048, count: base, numaNode: 1 } } } : {}) });
+  assert.deepEqual(recheck(hp('a', 'ta', 30), withOverhead, [hp('b', 'tb', 40, 30)]), { ok: true });
+  const short = recheck(hp('a', 'ta', 20, 11), withOverhead, [hp('b', 'tb', 40, 30)]);
+  assert.match((short as { reason: string }).reason, /31 hugepages .* 30 free on NUMA node 1/);
+});

@@ -110,6 +110,7 @@ export function allocationResources(req: PlacementRequest, d: Decision): Allocat
   if (d.assignment.cpus) r.cpus = d.assignment.cpus;
   if (d.assignment.numaNode !== undefined) r.numaNode = d.assignment.numaNode;
   if (d.assignment.hugepages) r.hugepages = d.assignment.hugepages;
+  if (d.assignment.vmOverhead) r.vmOverhead = d.assignment.vmOverhead;
   if (req.guestDataplane) r.dataplane = req.guestDataplane;
   return r;
 }
@@ -425,6 +426,7 @@ export class ClusterState {
     if (r.numaNode !== undefined) a.numaNode = r.numaNode;
     if (r.cpus) a.cpus = r.cpus;
     if (r.hugepages) a.hugepages = r.hugepages;
+    if (r.vmOverhead) a.vmOverhead = r.vmOverhead;
     a.numaAligned = vfs.every((v) => v.numaNode === a.numaNode) && (!a.hugepages || a.hugepages.numaNode === a.numaNode);
     return a;
   }

@@ -3,7 +3,7 @@
  * so that reasons aggregate into "N nodes: <reason>".
  */
 import { alignedNuma, freeDedicated, freeHugepages, numaConstrained } from './fit.js';
-import { hugepagesMiB } from './request.js';
+import { hugepagesNeeded, memoryNeeded, vmOverheadFor } from './overhead.js';
 import type { Filter, NodeView, PlacementRequest, Verdict } from './types.js';
 
 const OK: Verdict = { ok: true };
@@ -85,8 +85,11 @@ export const resourcesFilter: Filter = {
     const sharedAfter = node.sharedVcpusUsed + (dedicated ? 0 : req.vcpus);
     if (pinnedAfter > node.cpuCount || (node.cpuCount - pinnedAfter) * node.cpuAllocationRatio < sharedAfter)
       return no(`fewer than ${req.vcpus} free vCPUs`);
-    const mem = req.memoryMiB - hugepagesMiB(req.hugepages);
-    if (node.memoryMiBUsed + mem > node.memoryMiBCapacity) return no(`less than ${mem} MiB of free memory`);
+    const mem = memoryNeeded(req, node);
+    if (node.memoryMiBUsed + mem > node.memoryMiBCapacity) {
+      const oh = vmOverheadFor(req, node);
+      return no(`less than ${mem} MiB of free memory${oh && oh.memoryMiB > 0 ? ` (incl. ${oh.memoryMiB} MiB of VM overhead)` : ''}`);
+    }
     return OK;
   },
 };
@@ -114,8 +117,9 @@ export const hugepagesFilter: Filter = {
   filter: (req, node) => {
     const hp = req.hugepages;
     if (!hp) return OK;
-    for (const nv of node.numa) if (nv.id >= 0 && freeHugepages(nv, hp.sizeKiB) >= hp.count) return OK;
-    return no(`no NUMA node with ${hp.count} free ${hp.sizeKiB} KiB hugepages`);
+    const pages = hugepagesNeeded(req, node);
+    for (const nv of node.numa) if (nv.id >= 0 && freeHugepages(nv, hp.sizeKiB) >= pages) return OK;
+    return no(`no NUMA node with ${pages} free ${hp.sizeKiB} KiB hugepages${pages > hp.count ? ` (incl. ${pages - hp.count} for the VM's base memory)` : ''}`);
   },
 };
 

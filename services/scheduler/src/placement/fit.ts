@@ -1,4 +1,5 @@
 /** NUMA fit: which NUMA node(s) can give a replica its pinned CPUs, hugepages and VFs, and the concrete choice. */
+import { hugepagesNeeded, vmOverheadFor } from './overhead.js';
 import type { AssignedVf, Assignment, NodeView, NumaView, PlacementRequest, VfSlot } from './types.js';
 
 export function freeDedicated(nv: NumaView): number {
@@ -15,17 +16,21 @@ export function numaConstrained(req: PlacementRequest): boolean {
   return req.cpuPolicy === 'dedicated' || req.hugepages !== undefined || req.vfs.length > 0;
 }
 
-/** Can this NUMA node give the request all of its pinned CPUs, hugepages and VFs together? */
-export function alignedOn(req: PlacementRequest, nv: NumaView): boolean {
+/**
+ * Can this NUMA node give the request all of its pinned CPUs, hugepages and VFs together? `pages`: the hugepages
+ * it needs there (`hugepagesNeeded`: its own and its VM's base memory's).
+ */
+export function alignedOn(req: PlacementRequest, nv: NumaView, pages = req.hugepages?.count ?? 0): boolean {
   if (nv.id < 0) return false;
   if (req.cpuPolicy === 'dedicated' && freeDedicated(nv) < req.vcpus) return false;
-  if (req.hugepages && freeHugepages(nv, req.hugepages.sizeKiB) < req.hugepages.count) return false;
+  if (req.hugepages && freeHugepages(nv, req.hugepages.sizeKiB) < pages) return false;
   for (const [physnet, n] of req.vfsByPhysnet) if ((nv.freeVfs.get(physnet) ?? 0) < n) return false;
   return true;
 }
 
 export function alignedNuma(req: PlacementRequest, node: NodeView): NumaView | undefined {
-  for (const nv of node.numa) if (alignedOn(req, nv)) return nv;
+  const pages = hugepagesNeeded(req, node);
+  for (const nv of node.numa) if (alignedOn(req, nv, pages)) return nv;
   return undefined;
 }
 
@@ -73,6 +78,8 @@ export function assign(req: PlacementRequest, node: NodeView): Assignment | unde
     const a: Assignment = { numaNode: aligned.id, vfs: takeVfs(req, node, aligned)!, numaAligned: true };
     if (req.cpuPolicy === 'dedicated') a.cpus = takeCpus(aligned, req.vcpus);
     if (req.hugepages) a.hugepages = { ...req.hugepages, numaNode: aligned.id };
+    const vmOverhead = vmOverheadFor(req, node, aligned.id);
+    if (vmOverhead) a.vmOverhead = vmOverhead;
     return a;
   }
   if (req.numa === 'strict' && numaConstrained(req)) return undefined;
@@ -84,10 +91,11 @@ export function assign(req: PlacementRequest, node: NodeView): Assignment | unde
   let hpNuma: NumaView | undefined;
   if (req.hugepages) {
     const hp = req.hugepages;
+    const pages = hugepagesNeeded(req, node);
     hpNuma =
-      cpuNuma && freeHugepages(cpuNuma, hp.sizeKiB) >= hp.count
+      cpuNuma && freeHugepages(cpuNuma, hp.sizeKiB) >= pages
         ? cpuNuma
-        : node.numa.find((nv) => nv.id >= 0 && freeHugepages(nv, hp.sizeKiB) >= hp.count);
+        : node.numa.find((nv) => nv.id >= 0 && freeHugepages(nv, hp.sizeKiB) >= pages);
     if (!hpNuma) return undefined;
   }
   const home = cpuNuma ?? hpNuma;
@@ -97,5 +105,7 @@ export function assign(req: PlacementRequest, node: NodeView): Assignment | unde
   if (home) a.numaNode = home.id;
   if (cpuNuma) a.cpus = takeCpus(cpuNuma, req.vcpus);
   if (req.hugepages && hpNuma) a.hugepages = { ...req.hugepages, numaNode: hpNuma.id };
+  const vmOverhead = vmOverheadFor(req, node, hpNuma?.id);
+  if (vmOverhead) a.vmOverhead = vmOverhead;
   return a;
 }

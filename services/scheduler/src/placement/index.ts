@@ -2,6 +2,7 @@ export * from './types.js';
 export * from './rng.js';
 export * from './request.js';
 export * from './node-view.js';
+export * from './overhead.js';
 export * from './fit.js';
 export * from './filters.js';
 export * from './scorers.js';

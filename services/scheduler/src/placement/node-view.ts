@@ -3,7 +3,8 @@
  * date incrementally as reservations are applied and removed, so that filters only compare numbers.
  */
 import type { Allocation, NodeHealth, NodeInventory, NodeReservation } from '@edgenfv/contracts';
-import { hugepagesMiB } from './request.js';
+import type { VmOverheadBooking } from '@edgenfv/contracts';
+import { defaultOverhead, ordinaryMiB } from './overhead.js';
 import type { Assignment, NodeView, NumaView, PlacementRequest, Reservation, Verdict, VfSlot } from './types.js';
 
 export interface NodeMeta {
@@ -72,6 +73,7 @@ export function buildNodeView(meta: NodeMeta, reservations: Iterable<Reservation
     vfByPci: new Map(),
     freeVfs: new Map(),
     tenants: new Map(),
+    tenantOverheads: new Map(),
     vnfs: new Map(),
     reservations: new Map(),
   };
@@ -111,7 +113,9 @@ export function checkReservation(view: NodeView, r: Reservation): Verdict {
   const shared = r.cpuPolicy === 'dedicated' ? 0 : r.vcpus;
   if ((view.cpuCount - pinnedAfter) * view.cpuAllocationRatio < view.sharedVcpusUsed + shared)
     return { ok: false, reason: 'not enough vCPUs' };
-  const mem = r.memoryMiB - hugepagesMiB(r.hugepages);
+  // A replica that boots its tenant's VM on the node also needs the VM's overhead.
+  const oh = view.tenants.has(r.tenantId) ? undefined : (r.vmOverhead ?? defaultOverhead(view.inventory));
+  const mem = ordinaryMiB(r) + (oh?.memoryMiB ?? 0);
   if (view.memoryMiBUsed + mem > view.memoryMiBCapacity) return { ok: false, reason: 'not enough memory' };
   if (r.cpus) {
     const nv = r.numaNode === undefined ? undefined : numaOf(view, r.numaNode);
@@ -120,10 +124,15 @@ export function checkReservation(view: NodeView, r: Reservation): Verdict {
       if (nv.pinned.has(c)) return { ok: false, reason: `CPU ${c} already pinned by ${nv.pinned.get(c)}` };
     }
   }
-  if (r.hugepages) {
-    const h = numaOf(view, r.hugepages.numaNode)?.hugepages.get(r.hugepages.sizeKiB);
-    if (!h || h.total - h.used < r.hugepages.count)
-      return { ok: false, reason: `not enough ${r.hugepages.sizeKiB} KiB hugepages on NUMA node ${r.hugepages.numaNode}` };
+  const pages = new Map<string, { numaNode: number; sizeKiB: number; count: number }>();
+  for (const hp of [r.hugepages, oh?.hugepages]) {
+    if (!hp) continue;
+    const k = `${hp.numaNode}/${hp.sizeKiB}`;
+    pages.set(k, { numaNode: hp.numaNode, sizeKiB: hp.sizeKiB, count: (pages.get(k)?.count ?? 0) + hp.count });
+  }
+  for (const hp of pages.values()) {
+    const h = numaOf(view, hp.numaNode)?.hugepages.get(hp.sizeKiB);
+    if (!h || h.total - h.used < hp.count) return { ok: false, reason: `not enough ${hp.sizeKiB} KiB hugepages on NUMA node ${hp.numaNode}` };
   }
   const seen = new Set<string>();
   for (const pci of r.vfs) {
@@ -140,7 +149,8 @@ export function applyReservation(view: NodeView, r: Reservation): void {
   if (view.reservations.has(r.allocId)) return;
   view.reservations.set(r.allocId, r);
   if (r.cpuPolicy !== 'dedicated') view.sharedVcpusUsed += r.vcpus;
-  view.memoryMiBUsed += r.memoryMiB - hugepagesMiB(r.hugepages);
+  view.memoryMiBUsed += ordinaryMiB(r);
+  chargeOverhead(view, r);
   if (r.cpus && r.numaNode !== undefined) {
     const nv = numaOf(view, r.numaNode);
     for (const c of r.cpus) {
@@ -169,7 +179,7 @@ export function removeReservation(view: NodeView, allocId: string): Reservation 
   if (!r) return undefined;
   view.reservations.delete(allocId);
   if (r.cpuPolicy !== 'dedicated') view.sharedVcpusUsed -= r.vcpus;
-  view.memoryMiBUsed -= r.memoryMiB - hugepagesMiB(r.hugepages);
+  view.memoryMiBUsed -= ordinaryMiB(r);
   if (r.cpus && r.numaNode !== undefined) {
     const nv = numaOf(view, r.numaNode);
     for (const c of r.cpus) {
@@ -192,7 +202,38 @@ export function removeReservation(view: NodeView, allocId: string): Reservation 
   }
   inc(view.tenants, r.tenantId, -1);
   inc(view.vnfs, r.vnfId, -1);
+  const charged = view.tenantOverheads.get(r.tenantId);
+  if (charged && !view.tenants.has(r.tenantId)) {
+    // the tenant's last replica here: its VM goes, and its overhead with it
+    chargeBooking(view, charged.booking, -1);
+    view.tenantOverheads.delete(r.tenantId);
+  } else if (charged?.allocId === allocId) {
+    // the replica that booked the VM goes, the VM stays for the others: the overhead stays charged to the tenant
+    view.tenantOverheads.set(r.tenantId, { booking: charged.booking });
+  }
   return r;
+}
+
+function chargeBooking(view: NodeView, b: VmOverheadBooking, sign: 1 | -1): void {
+  view.memoryMiBUsed += sign * b.memoryMiB;
+  if (b.hugepages) {
+    const h = numaOf(view, b.hugepages.numaNode)?.hugepages.get(b.hugepages.sizeKiB);
+    if (h) h.used += sign * b.hugepages.count;
+  }
+}
+
+/**
+ * Charges a tenant's VM overhead once per node: the reservation that booked it (`vmOverhead`), or, when none of
+ * the tenant's reservations did (the booking replica is gone, or older ledgers), the node's memory-only default.
+ */
+function chargeOverhead(view: NodeView, r: Reservation): void {
+  const cur = view.tenantOverheads.get(r.tenantId);
+  if (cur && (cur.allocId !== undefined || !r.vmOverhead)) return;
+  const booking = r.vmOverhead ?? defaultOverhead(view.inventory);
+  if (!booking) return;
+  if (cur) chargeBooking(view, cur.booking, -1);
+  chargeBooking(view, booking, 1);
+  view.tenantOverheads.set(r.tenantId, r.vmOverhead ? { booking, allocId: r.allocId } : { booking });
 }
 
 /** The reservation a placement decision makes. */
@@ -212,6 +253,7 @@ export function reservationFor(req: PlacementRequest, allocId: string, epoch: nu
   if (a.numaNode !== undefined) r.numaNode = a.numaNode;
   if (a.cpus) r.cpus = a.cpus;
   if (a.hugepages) r.hugepages = a.hugepages;
+  if (a.vmOverhead) r.vmOverhead = a.vmOverhead;
   return r;
 }
 
@@ -233,6 +275,7 @@ export function reservationOfAllocation(alloc: Allocation, at = alloc.createdAt)
   if (res.numaNode !== undefined) r.numaNode = res.numaNode;
   if (res.cpus) r.cpus = [...res.cpus];
   if (res.hugepages) r.hugepages = { sizeKiB: res.hugepages.sizeKiB, count: res.hugepages.count, numaNode: res.hugepages.numaNode ?? res.numaNode ?? 0 };
+  if (res.vmOverhead) r.vmOverhead = res.vmOverhead;
   return r;
 }
 
@@ -274,6 +317,7 @@ export function summarizeView(view: NodeView): {
         ...(r.cpus ? { cpus: [...r.cpus] } : {}),
         ...(r.hugepages ? { hugepages: { ...r.hugepages } } : {}),
         vfs: [...r.vfs],
+        ...(r.vmOverhead ? { vmOverhead: structuredClone(r.vmOverhead) } : {}),
       }))
       .sort((a, b) => a.tenantId.localeCompare(b.tenantId) || a.vnfId.localeCompare(b.vnfId) || a.replica - b.replica),
   };

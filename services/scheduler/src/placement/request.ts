@@ -46,7 +46,12 @@ export function buildPlacementRequest(input: PlacementRequestInput): PlacementRe
     antiAffinity,
     avoidNodeIds: new Set(antiAffinity === 'node' ? (input.otherReplicaNodeIds ?? []) : []),
   };
-  if (d.resources.hugepages) req.hugepages = { sizeKiB: d.resources.hugepages.sizeKiB, count: d.resources.hugepages.count };
+  if (d.resources.hugepages) {
+    // A hugepage-backed guest holds all of its memory in hugepages (the node agent backs the VM's RAM with them),
+    // whatever part of it the VNFD asked to be hugepages: book the pages it really takes.
+    const { sizeKiB, count } = d.resources.hugepages;
+    req.hugepages = { sizeKiB, count: Math.max(count, Math.ceil((d.resources.memoryMiB * 1024) / sizeKiB)) };
+  }
   if (d.resources.dataplane) req.guestDataplane = { ...d.resources.dataplane, interfaces: dataplaneInterfaces(d) };
   if (input.quotaRemaining) req.quotaRemaining = input.quotaRemaining;
   if (input.excludeNodeIds) {

@@ -1,6 +1,6 @@
 /** Weighted scorers, each 0..100. */
 import { alignedNuma, numaConstrained } from './fit.js';
-import { hugepagesMiB } from './request.js';
+import { memoryNeeded } from './overhead.js';
 import type { NodeView, PlacementRequest, Scorer } from './types.js';
 
 /** One VM per tenant per node: a node that already runs the tenant's VM takes the replica into that VM. */
@@ -24,7 +24,7 @@ export const binpackScorer: Scorer = {
   score: (req, node) => {
     const cpuUsed = node.pinnedCount + node.sharedVcpusUsed / node.cpuAllocationRatio + req.vcpus / (req.cpuPolicy === 'dedicated' ? 1 : node.cpuAllocationRatio);
     const cpu = node.cpuCount > 0 ? Math.min(1, cpuUsed / node.cpuCount) : 1;
-    const memUsed = node.memoryMiBUsed + req.memoryMiB - hugepagesMiB(req.hugepages);
+    const memUsed = node.memoryMiBUsed + memoryNeeded(req, node);
     const mem = node.memoryMiBCapacity > 0 ? Math.min(1, memUsed / node.memoryMiBCapacity) : 1;
     return ((cpu + mem) / 2) * 100;
   },

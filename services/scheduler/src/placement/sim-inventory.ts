@@ -1,5 +1,5 @@
 /** Generated node inventories (tests and the benchmark): same shape as a node agent reports, nothing booted. */
-import type { DataplaneInfo, DataplaneKind, NodeInventory } from '@edgenfv/contracts';
+import type { DataplaneInfo, DataplaneKind, NodeInventory, VmOverhead } from '@edgenfv/contracts';
 
 export interface SimPf {
   physnet: string;
@@ -20,6 +20,8 @@ export interface SimNodeSpec {
   /** A kind alone, or what the node reports of its switch (networks served, health). */
   dataplanes?: (DataplaneKind | DataplaneInfo)[];
   labels?: Record<string, string>;
+  /** What the node reports each tenant VM costs beyond its replicas; default none. */
+  vmOverhead?: VmOverhead;
 }
 
 function pci(bus: number, dev: number, fn: number): string {
@@ -65,5 +67,6 @@ export function simulatedInventory(spec: SimNodeSpec): NodeInventory {
     hypervisors: [{ kind: 'qemu', path: '/usr/bin/qemu-system-x86_64', accel: 'kvm' }],
     kvm: true,
     agentVersion: 'sim',
+    ...(spec.vmOverhead ? { vmOverhead: { ...spec.vmOverhead } } : {}),
   };
 }

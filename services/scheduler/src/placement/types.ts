@@ -2,7 +2,7 @@
  * Placement vocabulary (after Nomad's feasibility/rank iterators and the kube-scheduler framework):
  * yes/no filters apart from 0..100 scorers, every rejection recorded as {filter, reason}.
  */
-import type { CpuPolicy, DataplaneKind, NodeHealth, NodeInventory, NumaPolicy, VnfdDataplane } from '@edgenfv/contracts';
+import type { CpuPolicy, DataplaneKind, NodeHealth, NodeInventory, NumaPolicy, VmOverheadBooking, VnfdDataplane } from '@edgenfv/contracts';
 
 /** One SR-IOV interface of the replica that needs a VF. */
 export interface VfDemand {
@@ -84,6 +84,8 @@ export interface Reservation {
   hugepages?: { sizeKiB: number; count: number; numaNode: number };
   /** VF PCI addresses. */
   vfs: string[];
+  /** The tenant VM's overhead, booked by the first replica of its tenant on the node. */
+  vmOverhead?: VmOverheadBooking;
   /** IPAM lease owners (`<allocId>.<ifName>`) of the allocation: kept while fenced, released with it. */
   ipOwners?: string[];
   /** The allocation was released while its node was lost: resources stay held until the node confirms teardown. */
@@ -118,6 +120,8 @@ export interface NodeView {
   freeVfs: Map<string, number>;
   /** tenantId -> replicas on this node (one VM per tenant per node). */
   tenants: Map<string, number>;
+  /** tenantId -> the overhead its VM holds on this node (charged once per tenant; see `vmOverheadFor`). */
+  tenantOverheads: Map<string, { booking: VmOverheadBooking; allocId?: string }>;
   /** vnfId -> replicas on this node. */
   vnfs: Map<string, number>;
   reservations: Map<string, Reservation>;
@@ -154,6 +158,8 @@ export interface Assignment {
   numaNode?: number;
   cpus?: number[];
   hugepages?: { sizeKiB: number; count: number; numaNode: number };
+  /** The tenant VM's overhead, when this replica is the first of its tenant on the node. */
+  vmOverhead?: VmOverheadBooking;
   vfs: AssignedVf[];
   /** True when CPUs, hugepages and VFs all sit on one NUMA node. */
   numaAligned: boolean;

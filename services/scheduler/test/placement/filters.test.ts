@@ -257,7 +257,7 @@ table(dedicatedCpusFilter, [
   },
 ]);
 
-const withHp = (count: number) => vnfd({ resources: { memoryMiB: 4096, hugepages: { sizeKiB: 2048, count } } });
+const withHp = (count: number) => vnfd({ resources: { memoryMiB: 2 * count, hugepages: { sizeKiB: 2048, count } } });
 table(hugepagesFilter, [
   { name: 'no hugepages asked passes', req: () => request(vnfd()), node: () => nodeView({ hugepages2MPerNuma: 0 }) },
   { name: 'enough on one NUMA node', req: () => request(withHp(1024)), node: () => nodeView({ hugepages2MPerNuma: 1024 }) },
@@ -269,7 +269,7 @@ table(hugepagesFilter, [
   },
   {
     name: '1 GiB pages asked, only 2 MiB present',
-    req: () => request(vnfd({ resources: { memoryMiB: 4096, hugepages: { sizeKiB: 1048576, count: 2 } } })),
+    req: () => request(vnfd({ resources: { memoryMiB: 2048, hugepages: { sizeKiB: 1048576, count: 2 } } })),
     node: () => nodeView({ hugepages2MPerNuma: 4096 }),
     reject: 'no NUMA node with 2 free 1048576 KiB hugepages',
   },
@@ -298,7 +298,7 @@ table(numaFilter, [
     req: () =>
       request(
         vnfd({
-          resources: { vcpus: 2, memoryMiB: 2048, cpuPolicy: 'dedicated', numa: 'strict', hugepages: { sizeKiB: 2048, count: 512 } },
+          resources: { vcpus: 2, memoryMiB: 1024, cpuPolicy: 'dedicated', numa: 'strict', hugepages: { sizeKiB: 2048, count: 512 } },
           interfaces: sriov(2),
         }),
       ),
@@ -309,7 +309,7 @@ table(numaFilter, [
     req: () =>
       request(
         vnfd({
-          resources: { vcpus: 2, memoryMiB: 2048, cpuPolicy: 'dedicated', numa: 'strict', hugepages: { sizeKiB: 2048, count: 512 } },
+          resources: { vcpus: 2, memoryMiB: 1024, cpuPolicy: 'dedicated', numa: 'strict', hugepages: { sizeKiB: 2048, count: 512 } },
           interfaces: sriov(2),
         }),
       ),

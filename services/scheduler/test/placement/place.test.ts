@@ -79,7 +79,7 @@ test('NUMA strict: aligned assignment takes CPUs, hugepages and VFs from one NUM
   const node = nodeView({ pfs: [{ physnet: 'physnet1', numaNode: 0, vfs: 1 }, { physnet: 'physnet1', numaNode: 1, vfs: 4 }] });
   const req = request(
     vnfd({
-      resources: { vcpus: 3, memoryMiB: 2048, cpuPolicy: 'dedicated', numa: 'strict', hugepages: { sizeKiB: 2048, count: 256 } },
+      resources: { vcpus: 3, memoryMiB: 512, cpuPolicy: 'dedicated', numa: 'strict', hugepages: { sizeKiB: 2048, count: 256 } },
       interfaces: sriov(2),
     }),
   );
@@ -186,7 +186,7 @@ test('anti-affinity spreads the replicas of one VNF', () => {
 test('placing until full never over-commits a VF, CPU or hugepage (reservations applied as decided)', () => {
   const nodes = cluster(4, { cpusPerNuma: 6, isolatedPerNuma: 5, hugepages2MPerNuma: 1024, pfs: [{ physnet: 'physnet1', numaNode: 0, vfs: 3 }, { physnet: 'physnet1', numaNode: 1, vfs: 3 }] });
   const d = vnfd({
-    resources: { vcpus: 2, memoryMiB: 1024, cpuPolicy: 'dedicated', numa: 'strict', hugepages: { sizeKiB: 2048, count: 256 } },
+    resources: { vcpus: 2, memoryMiB: 512, cpuPolicy: 'dedicated', numa: 'strict', hugepages: { sizeKiB: 2048, count: 256 } },
     interfaces: sriov(1),
   });
   let placedCount = 0;
