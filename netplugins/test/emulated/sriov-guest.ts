@@ -41,7 +41,6 @@ async function main(): Promise<void> {
   });
   await sriov.check(ctx, res);
   out('check', { ok: true });
-  if (existsSync('/usr/bin/qemu-system-x86_64')) out('nested', await nestedVm(res.pciAddress));
   await sriov.del(ctx);
   await sriov.del(ctx);
   let driver = link(`${vfDir}/driver`);
@@ -57,32 +56,72 @@ async function main(): Promise<void> {
     claims: existsSync('/run/netplugins/sriov-claims') ? readdirSync('/run/netplugins/sriov-claims') : [],
     records: existsSync('/run/netplugins/records/sriov') ? readdirSync('/run/netplugins/records/sriov') : [],
   });
+  if (existsSync('/usr/bin/qemu-system-x86_64')) out('datapath', await dataPath(pf.ifName, sriov));
 }
 
-/** A tiny tenant VM (QEMU, paused before its firmware runs) given the VF with `-device vfio-pci,host=<VF>`. */
-function nestedVm(pci: string): Promise<{ exit: number | null; sawVf: boolean; info: string }> {
-  return new Promise((resolve) => {
-    const q = spawn('/usr/bin/qemu-system-x86_64', [
-      '-M', 'q35', '-accel', 'tcg', '-m', '32M', '-nodefaults', '-display', 'none', '-S', '-L', '/qemu', '-bios', '/qemu/qboot.rom',
-      '-device', `vfio-pci,host=${pci},id=vf0`, '-monitor', 'stdio',
-    ], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let info = '';
-    q.stdout.on('data', (b: Buffer) => (info += b.toString()));
-    q.stderr.on('data', (b: Buffer) => (info += b.toString()));
-    const t = setTimeout(() => q.kill('SIGKILL'), 240_000);
-    q.stdin.write('info pci\n');
-    const poll = setInterval(() => {
-      if (/id "vf0"/.test(info)) {
-        clearInterval(poll);
-        q.stdin.end('quit\n');
+/**
+ * The VF data path through a nested tenant VM: a second attachment (no VLAN: the PF side pings untagged), a minimal
+ * tenant VM (PVH vmlinux + busybox + igbvf) given the VF on a root port at 00:10.0, as the node agent places it; the
+ * tenant finds the VF by that PCI path and takes 10.77.0.2/24; the PF (10.77.0.1/24) pings it; DEL gives the VF back.
+ */
+async function dataPath(pfIf: string, sriov: ReturnType<typeof createAttachments>['sriov']): Promise<Record<string, unknown>> {
+  const ctx = { containerId: 'tenant-vm2', ifName: 'uplink' };
+  const res = await sriov.add(ctx, sriov.parseConfig({ pfs: [{ pf: pfIf, physnet: 'physnet1', numVfs: 2 }], physnet: 'physnet1', mac: '02:11:22:33:44:66' }));
+  execFileSync('ip', ['addr', 'add', '10.77.0.1/24', 'dev', pfIf]);
+  const t0 = Date.now();
+  const q = spawn('/usr/bin/qemu-system-x86_64', [
+    '-M', 'q35', '-accel', 'tcg', '-cpu', 'max', '-smp', '1', '-m', '256M', '-nodefaults', '-nographic', '-no-reboot', '-serial', 'stdio', '-L', '/qemu',
+    '-kernel', '/l2/vmlinux', '-initrd', '/l2/initrd.cpio', '-append', 'console=ttyS0 quiet panic=-1 cryptomgr.notests mitigations=off',
+    '-device', 'pcie-root-port,id=rp0,chassis=1,slot=1,addr=0x10', '-device', `vfio-pci,host=${res.pciAddress},id=vf0,bus=rp0`,
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let con = '';
+  const seen: Record<string, number> = {};
+  const got = new Promise<Record<string, unknown> | null>((resolve) => {
+    const onData = (b: Buffer) => {
+      con += b.toString();
+      if (!seen.init && /MARK_L2_INIT/.test(con)) seen.init = Date.now() - t0;
+      const m = /MARK_L2 (\{.*\})/.exec(con);
+      if (m && !seen.vf) {
+        seen.vf = Date.now() - t0;
+        try {
+          resolve(JSON.parse(m[1]!) as Record<string, unknown>);
+        } catch {
+          resolve({ unparsed: m[1] });
+        }
       }
-    }, 100);
-    q.on('exit', (code) => {
-      clearTimeout(t);
-      clearInterval(poll);
-      resolve({ exit: code, sawVf: /Ethernet controller: PCI device 8086:10ca[\s\S]*id "vf0"/.test(info), info: info.slice(-1500) });
-    });
+    };
+    q.stdout.on('data', onData);
+    q.stderr.on('data', onData);
+    q.on('exit', () => resolve(null));
   });
+  const timer = setTimeout(() => q.kill('SIGKILL'), 1_200_000);
+  const l2 = await got;
+  let ping = '';
+  if (l2) {
+    try {
+      ping = execFileSync('busybox', ['ping', '-c', '5', '-W', '10', '10.77.0.2'], { encoding: 'utf8' });
+    } catch (e) {
+      ping = String((e as { stdout?: string }).stdout ?? e);
+    }
+  }
+  const pinged = Date.now() - t0;
+  q.kill('SIGKILL');
+  clearTimeout(timer);
+  await new Promise((r) => (q.exitCode !== null ? r(null) : q.once('exit', r)));
+  const m = /(\d+) packets transmitted, (\d+) packets received/.exec(ping);
+  await sriov.del(ctx);
+  const vfDir = `/sys/bus/pci/devices/${res.pciAddress}`;
+  let driver = link(`${vfDir}/driver`);
+  for (let i = 0; i < 50 && driver !== 'igbvf'; i++) {
+    await sleep(100);
+    driver = link(`${vfDir}/driver`);
+  }
+  const vf = ipj('link', 'show', pfIf)[0].vfinfo_list.find((v: { vf: number }) => v.vf === res.vfIndex);
+  return {
+    vfPciAddress: res.pciAddress, l2, pingsSent: Number(m?.[1] ?? 0), pingsReceived: Number(m?.[2] ?? 0),
+    restored: driver === 'igbvf' && vf?.address !== '02:11:22:33:44:66',
+    l2InitMs: seen.init ?? null, l2VfReadyMs: seen.vf ?? null, pingDoneMs: pinged, console: l2 ? '' : con.slice(-2000),
+  };
 }
 
 main().then(
