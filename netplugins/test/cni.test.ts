@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { FakeSysfs } from '../src/sriov/fake.js';
 import { startCniServer, type CniServerHandle } from '../src/cni/server.js';
 import { binDir, cniErrorProblems, cniResultProblems, ensureBin, runExe } from './cni-helpers.js';
-import { ip, linkNames, stateLeftovers, tryIp, uniq } from './helpers.js';
+import { ip, linkNames, stateLeftovers, tapLinksOnHost, tryIp, uniq } from './helpers.js';
 import { startTestpmd } from './testpmd-helper.js';
 import { tapNames } from '../src/tap.js';
 
@@ -98,14 +98,13 @@ test('tap: ADD (with host-local IPAM) / ADD again / CHECK / DEL / DEL, CNI 1.0 r
 test('tap without bridge (as the reference tap plugin): ADD makes a bare tap in the netns / CHECK / DEL twice', async () => {
   const conf = { cniVersion: '1.0.0', name: 'bare', type: 'edgenfv-tap' };
   const e = env('ADD', { CNI_CONTAINERID: 'ctr-bare', CNI_IFNAME: 'tap0' });
-  const hostBefore = linkNames().sort();
   const add = await runExe(exe('tap'), e, conf);
   assert.equal(add.exitCode, 0, add.stdout);
   assert.deepEqual(cniResultProblems(add.json, '1.0.0'), []);
   const tap = JSON.parse(ip('-n', ns, '-d', '-j', 'link', 'show', 'tap0'))[0];
   assert.equal(tap.linkinfo.info_kind, 'tun');
   assert.equal(tap.master, undefined);
-  assert.deepEqual(linkNames().sort(), hostBefore, 'nothing made on the host');
+  assert.deepEqual(tapLinksOnHost({ containerId: 'ctr-bare', ifName: 'tap0', netns: e.CNI_NETNS }), [], 'nothing made on the host');
   const check = await runExe(exe('tap'), { ...e, CNI_COMMAND: 'CHECK' }, { ...conf, prevResult: add.json });
   assert.equal(check.exitCode, 0, check.stdout);
   for (let i = 0; i < 2; i++) assert.equal((await runExe(exe('tap'), { ...e, CNI_COMMAND: 'DEL' }, conf)).exitCode, 0);

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { tapNames } from '../src/tap.js';
 import { mkdtempSync, rmSync, readdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +23,16 @@ export function uniq(prefix: string): string {
 export function linkNames(netns?: string): string[] {
   const out = netns ? ip('-n', netns, '-j', 'link', 'show') : ip('-j', 'link', 'show');
   return (JSON.parse(out) as { ifname: string }[]).map((l) => l.ifname);
+}
+
+/**
+ * The links a tap attachment could have made in the host namespace (its host veth, or the tap itself), as far as
+ * they are there. Asked by name, not by comparing the whole host before and after: other tests running at the same
+ * time make host links of their own.
+ */
+export function tapLinksOnHost(ctx: { containerId: string; ifName: string; netns: string }): string[] {
+  const mine = new Set([tapNames(ctx).hostVeth, ctx.ifName]);
+  return linkNames().filter((n) => mine.has(n));
 }
 
 /** A temp state dir with records + locks, removed by cleanup(). */
