@@ -215,6 +215,14 @@ test('rotating A and deleting a tenant close their old connections; every other 
   await assert.rejects(connectWith(credsA, 'old-a'), /Authorization Violation|authentication|revoked/i);
   ncA = await connectWith(rotated, 'tenant-a-rotated');
   await new Api(ncA).ok(`nfv.v1.tenant.${A}.vnfs.list`);
+  // the CLI as tenant A (the rotated connect file): its own notifications replayed without JetStream rights
+  const fileA = join(home, `${A}.json`);
+  writeFileSync(fileA, JSON.stringify(rotated), { mode: 0o600 });
+  const envA = { ...process.env, EDGENFV_CONNECT: fileA, EDGENFV_HOME: join(home, 'cli-a') };
+  const eventsA = execFileSync(process.execPath, [CLI, 'events', '-t', A, '-o', 'json'], { env: envA, encoding: 'utf8' });
+  assert.match(eventsA, /TERMINATE/);
+  assert.ok(!eventsA.includes(`nfv.v1.tenant.${B}.`), eventsA);
+  assert.throws(() => execFileSync(process.execPath, [CLI, 'events', '-t', B, '-o', 'json'], { env: envA, encoding: 'utf8', stdio: 'pipe' }), "A's connect file cannot replay B's");
 
   // a tenant's deletion: its credentials (from the CLI, the same connect-file format) stop working
   const C = `iso-c${tag}`;

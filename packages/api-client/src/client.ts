@@ -253,16 +253,55 @@ export class ApiClient {
    * Replays the notifications kept in the JetStream stream EDGENFV_EVENTS (all tenants when `tenantId` is
    * undefined), oldest first; with `follow` keeps yielding new ones until `signal` aborts.
    */
+  /**
+   * The tenant's notifications through `notifications.list` (no JetStream rights needed): pages of 1000 after
+   * `afterSeq`; with `follow`, a live subscription on the tenant's events wakes the next page (2 s at the latest).
+   */
+  async *#eventsFromScheduler(tenantId: string, opts: EventsOptions): AsyncGenerator<StoredEvent> {
+    const live = `nfv.v1.tenant.${tenantId}.events.${opts.vnfId ?? '>'}`;
+    let wake: (() => void) | undefined;
+    const sub = opts.follow ? this.#nc.subscribe(live, { callback: () => wake?.() }) : undefined;
+    let after = opts.afterSeq ?? 0;
+    try {
+      for (;;) {
+        const page = await this.listNotifications(tenantId, { afterSeq: after, limit: 1000, ...(opts.vnfId ? { vnfId: opts.vnfId } : {}) });
+        for (const i of page.items) {
+          yield { seq: i.seq, subject: i.subject, tenantId, event: i.event as EventPayload };
+          after = i.seq;
+        }
+        if (page.items.length === 1000) continue;
+        after = Math.max(after, page.lastSeq); // nothing of the tenant's up to the stream's last sequence is left
+        if (!opts.follow || opts.signal?.aborted) return;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 2000);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+          opts.signal?.addEventListener('abort', () => wake?.(), { once: true });
+        });
+        if (opts.signal?.aborted) return;
+      }
+    } finally {
+      sub?.unsubscribe();
+    }
+  }
+
   async *events(tenantId: string | undefined, opts: EventsOptions = {}): AsyncGenerator<StoredEvent> {
     const filter = `nfv.v1.tenant.${tenantId ?? '*'}.events.${opts.vnfId ?? '>'}`;
-    const jsm = await this.#nc.jetstreamManager();
     let matching = 0;
     try {
+      const jsm = await this.#nc.jetstreamManager();
       const info = await jsm.streams.info(EVENTS_STREAM, { subjects_filter: filter });
       matching = Object.values(info.state.subjects ?? {}).reduce((a, b) => a + b, 0);
     } catch (err) {
       if ((err as NatsError).api_error?.err_code === 10059 || /stream not found/i.test((err as Error).message)) {
         throw new UnavailableError(`the events stream ${EVENTS_STREAM} does not exist (is the scheduler running?)`, { cause: err });
+      }
+      // a tenant's credentials have no JetStream rights: the scheduler replays its notifications (docs/security.md)
+      if (tenantId !== undefined && /Permissions Violation/i.test((err as Error).message)) {
+        yield* this.#eventsFromScheduler(tenantId, opts);
+        return;
       }
       throw new UnavailableError(`cannot read the events stream ${EVENTS_STREAM}: ${(err as Error).message}`, { cause: err });
     }
