@@ -5,7 +5,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -123,10 +123,28 @@ export function makeBusyboxLayout(dir: string, tag: string, files: Record<string
   return { layout, digest: manifest.digest };
 }
 
+/**
+ * Tags `tag` in the layout as an OCI image index (a manifest list) holding the image for linux/amd64 and a second
+ * entry for linux/arm64 (the same manifest: only the platform entry differs). Returns the index's digest.
+ */
+export function addIndexTag(layout: string, manifestDigest: string, tag: string): string {
+  const blobs = join(layout, 'blobs', 'sha256');
+  const indexPath = join(layout, 'index.json');
+  const top = JSON.parse(readFileSync(indexPath, 'utf8')) as { manifests: { digest: string; size: number; mediaType: string; annotations?: Record<string, string> }[] };
+  const m = top.manifests.find((x) => x.digest === manifestDigest)!;
+  const entry = (architecture: string) => ({ mediaType: m.mediaType, digest: m.digest, size: m.size, platform: { os: 'linux', architecture } });
+  const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [entry('arm64'), entry('amd64')] }));
+  const d = sha(bytes);
+  writeFileSync(join(blobs, d), bytes);
+  top.manifests.push({ mediaType: 'application/vnd.oci.image.index.v1+json', digest: `sha256:${d}`, size: bytes.length, annotations: { 'org.opencontainers.image.ref.name': tag } });
+  writeFileSync(indexPath, JSON.stringify(top));
+  return `sha256:${d}`;
+}
+
 /** skopeo copy of the layout's `tag` to `<host>/<repo>:<tag>` (plain HTTP); returns the digest the registry holds. */
 export function pushLayout(layout: string, tag: string, host: string, repo: string, creds?: { user: string; pass: string }): string {
   const auth = creds ? ['--dest-creds', `${creds.user}:${creds.pass}`] : [];
-  execFileSync('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', ...auth, `oci:${layout}:${tag}`, `docker://${host}/${repo}:${tag}`], { stdio: 'pipe' });
+  execFileSync('skopeo', ['copy', '--quiet', '--multi-arch', 'all', '--dest-tls-verify=false', ...auth, `oci:${layout}:${tag}`, `docker://${host}/${repo}:${tag}`], { stdio: 'pipe' });
   const src = creds ? ['--creds', `${creds.user}:${creds.pass}`] : [];
   return execFileSync('skopeo', ['inspect', '--tls-verify=false', ...src, '--format', '{{.Digest}}', `docker://${host}/${repo}:${tag}`]).toString().trim();
 }

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../../src/config.js';
 import { ImageStore } from '../../src/images/store.js';
-import { makeBusyboxLayout, pushLayout, startRegistry, type TestRegistry } from '../../src/testing/registry.js';
+import { addIndexTag, makeBusyboxLayout, pushLayout, startRegistry, type TestRegistry } from '../../src/testing/registry.js';
 
 describe('image store against a real registry', () => {
   let dir: string;
@@ -67,6 +67,15 @@ describe('image store against a real registry', () => {
     await assert.rejects(s.resolve(`${open.host}/acme/nothere:1`), /not found/);
     const dead = `127.0.0.1:${1 + (Number(open.host.split(':')[1]) % 60000)}`;
     await assert.rejects(store({}, [{ host: dead, plainHttp: true }]).resolve(`${dead}/acme/vfw:1.2`), /unreachable/);
+  });
+
+  test('a manifest list (OCI index): the linux/amd64 image is pulled; a pinned index digest is verified', async () => {
+    const indexDigest = addIndexTag(layout, digest, 'multi');
+    assert.equal(pushLayout(layout, 'multi', open.host, 'acme/multi'), indexDigest);
+    const s = store({ stateDir: join(dir, 'multi') }, [{ host: open.host, plainHttp: true }]);
+    const r = await s.resolve(`${open.host}/acme/multi:multi`);
+    assert.equal(r.digest, digest, 'the platform manifest runs');
+    assert.equal((await s.resolve(`${open.host}/acme/multi@${indexDigest}`)).digest, digest);
   });
 
   test('a registry not listed as plainHttp is spoken to over HTTPS only', async () => {
