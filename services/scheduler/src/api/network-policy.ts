@@ -4,7 +4,7 @@
  * one outside the network's MAC range. They are the operator's (the deployment's networks); asking for another
  * value is PERMISSION_DENIED naming the field, and nothing is written (docs/security.md).
  */
-import { PermissionDeniedError, type FieldIssue, type NetworkConfig, type Vnfd } from '@edgenfv/contracts';
+import { PermissionDeniedError, vfPolicyViolations, type FieldIssue, type NetworkConfig, type Vnfd } from '@edgenfv/contracts';
 
 export function checkNetworkPolicy(networks: ReadonlyMap<string, NetworkConfig>, tenantId: string, d: Vnfd): void {
   const issues: FieldIssue[] = [];
@@ -17,6 +17,11 @@ export function checkNetworkPolicy(networks: ReadonlyMap<string, NetworkConfig>,
       const mac = i.mac.toLowerCase();
       if ((parseInt(mac.slice(0, 2), 16) & 1) === 1) deny('mac', `${i.mac} is a multicast MAC: an interface's MAC must be unicast`);
       else if (net?.macPrefix && !mac.startsWith(net.macPrefix)) deny('mac', `${i.mac} is outside network "${net.name}"'s MAC range (${net.macPrefix}...)`);
+    }
+    // a VF's VLAN, spoofchk and trust are the network's (the one rule the node applies too: contracts vf-policy.ts)
+    if (i.type === 'sriov') {
+      const operator = { ...(net?.vlan !== undefined ? { vlan: net.vlan } : {}), ...(net?.spoofchk !== undefined ? { spoofchk: net.spoofchk } : {}), ...(net?.trust !== undefined ? { trust: net.trust } : {}) };
+      issues.push(...vfPolicyViolations(i, operator, i.physnet, at));
     }
     if (i.type === 'macvtap' && i.parent !== undefined && i.parent !== net?.parent) {
       deny('parent', net?.parent ? `network "${net.name}" hangs off ${net.parent}, not ${i.parent}` : "the parent link is the operator's: name a network that has one");
