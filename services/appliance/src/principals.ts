@@ -26,7 +26,8 @@ export interface Principals {
   issuerFile: string;
 }
 
-function writePrivate(path: string, text: string): void {
+/** A secret file: 0600 from its first byte (and after, should it have existed with looser bits). */
+export function writePrivate(path: string, text: string): void {
   writeFileSync(path, text, { mode: 0o600 });
   chmodSync(path, 0o600);
 }

@@ -13,6 +13,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join, resolve } from 'node:path';
 import { isDnsLabel } from '@edgenfv/contracts';
 import { createTrust, inboxPrefix, issueRole, issuerConfig, resolverConfig, type Role, type TrustBundle } from '@edgenfv/nats-launcher';
+import { writePrivate } from './principals.js';
 
 export interface SiteOptions {
   out: string;
@@ -24,10 +25,6 @@ export interface SiteOptions {
   clusterPort: number;
 }
 
-function priv(path: string, text: string): void {
-  writeFileSync(path, text, { mode: 0o600 });
-  chmodSync(path, 0o600);
-}
 
 export function serverConfig(trust: TrustBundle, o: SiteOptions, i: number): string {
   const q = (x: string): string => JSON.stringify(x);
@@ -78,7 +75,7 @@ export async function generateSite(o: SiteOptions): Promise<{ configs: string[];
   if (existsSync(trustPath)) trust = JSON.parse(readFileSync(trustPath, 'utf8')) as TrustBundle;
   else {
     trust = await createTrust();
-    priv(trustPath, JSON.stringify(trust, null, 2) + '\n');
+    writePrivate(trustPath, JSON.stringify(trust, null, 2) + '\n');
   }
   const configs = o.servers.map((_, i) => {
     const path = join(o.out, `nats-${i + 1}.conf`);
@@ -88,7 +85,7 @@ export async function generateSite(o: SiteOptions): Promise<{ configs: string[];
   const principals: Record<string, { creds: string; inboxPrefix: string }> = {};
   const issue = async (file: string, role: Role): Promise<void> => {
     const path = join(secrets, file);
-    if (!existsSync(path)) priv(path, (await issueRole(trust, role)).creds);
+    if (!existsSync(path)) writePrivate(path, (await issueRole(trust, role)).creds);
     principals[file.replace(/\.creds$/, '')] = { creds: file, inboxPrefix: inboxPrefix(role) };
   };
   await issue('operator.creds', { kind: 'operator' });
@@ -96,8 +93,8 @@ export async function generateSite(o: SiteOptions): Promise<{ configs: string[];
   for (const n of o.nodes) await issue(`node-${n}.creds`, { kind: 'node', nodeId: n });
   await issue('dashboard.creds', { kind: 'dashboard' });
   const issuerPath = join(secrets, 'issuer.json');
-  if (!existsSync(issuerPath)) priv(issuerPath, JSON.stringify(await issuerConfig(trust), null, 2) + '\n');
-  priv(join(secrets, 'principals.json'), JSON.stringify({ servers: o.servers.map((s) => `nats://${s}`), principals }, null, 2) + '\n');
+  if (!existsSync(issuerPath)) writePrivate(issuerPath, JSON.stringify(await issuerConfig(trust), null, 2) + '\n');
+  writePrivate(join(secrets, 'principals.json'), JSON.stringify({ servers: o.servers.map((s) => `nats://${s}`), principals }, null, 2) + '\n');
   return { configs, secrets };
 }
 

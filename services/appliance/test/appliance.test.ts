@@ -12,16 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect, credsAuthenticator } from 'nats';
+import { freePort } from './helpers.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 async function startAppliance(home: string, yaml: string, args: string[] = []): Promise<{ child: ReturnType<typeof spawn>; out: string[]; exited: Promise<number | null> }> {
   writeFileSync(join(home, 'edgenfv.yaml'), yaml);

@@ -7,13 +7,13 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect, credsAuthenticator, type NatsConnection } from 'nats';
 import { findNatsServer, spawnTied } from '@edgenfv/nats-launcher';
 import { generateSite } from '../src/site.js';
+import { freePort } from './helpers.js';
 
 const REPO = fileURLToPath(new URL('../../../../', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'edgenfv-site-'));
@@ -25,13 +25,6 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 function startServer(conf: string): Promise<void> {
   const child = spawnTied(findNatsServer()!, ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
