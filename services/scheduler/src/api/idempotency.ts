@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { ConflictError, UnavailableError, type Envelope } from '@edgenfv/contracts';
-import type { JsonBucket, StoredReply } from '../state/store.js';
+import { persistently, type JsonBucket, type StoredReply } from '../state/store.js';
 
 const PENDING_STALE_MS = 60_000;
 
@@ -41,8 +41,9 @@ export async function once(
         throw err;
       }
       const retryable = !reply.ok && (reply.error.code === 'UNAVAILABLE' || reply.error.code === 'INTERNAL');
-      if (retryable) await bucket.delete(key);
-      else await bucket.update(key, { ...marker, state: 'done', reply }, rev);
+      // The work is done (or cleanly refused): its answer is stored even through a NATS server going away, or
+      // a retry would find a stale 'pending' marker a minute later and do the work again.
+      await persistently<unknown>(() => (retryable ? bucket.delete(key) : bucket.update(key, { ...marker, state: 'done', reply }, rev)));
       return reply;
     }
     const cur = await bucket.get(key);
@@ -60,3 +61,4 @@ export async function once(
   }
   throw new UnavailableError('the same requestId is still being handled; retry');
 }
+

@@ -29,6 +29,7 @@ import { bodyHash, once, requestKey } from './idempotency.js';
 export const API_QUEUE = 'edgenfv-api';
 /** The largest request body the API accepts: a VNFD with many interfaces is a few KiB; larger is refused. */
 export const MAX_REQUEST_BYTES = 1024 * 1024;
+const EVENTS_SUBJECT = /^nfv\.v1\.tenant\.[^.]+\.events\./;
 
 /** Admin operations the API server delegates to other parts (the node registry, the operations engine). */
 export interface AdminDelegates {
@@ -91,6 +92,8 @@ export class ApiServer {
   private async handle(msg: Msg): Promise<void> {
     // Notifications (nfv.v1.tenant.<t>.events.>) and other plain publishes carry no reply subject: not requests.
     if (!msg.reply) return;
+    // Notifications are published with JetStream (a request whose answer is the stream's ack): not API requests.
+    if (EVENTS_SUBJECT.test(msg.subject)) return;
     // Replies go only into inboxes, a tenant's inbox space only for its own requests: a reply subject naming a KV
     // key, a stream or another tenant's subjects gets nothing (docs/security.md).
     if (!replyAllowed(msg.subject, msg.reply)) {

@@ -17,7 +17,7 @@ import type { StoredTenant } from '../state/store.js';
 
 /** The API's view of a stored tenant (without the refund bookkeeping). */
 export function tenantView(t: StoredTenant): Tenant {
-  const { refunded: _r, ...view } = t;
+  const { refunded: _r, charged: _c, ...view } = t;
   return view;
 }
 

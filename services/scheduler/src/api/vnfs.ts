@@ -1,5 +1,6 @@
 /** Tenant API: VNF lifecycle requests. Each mutating request records an op occurrence the leader carries out. */
 import {
+  asAppError,
   AlreadyExistsError,
   ConflictError,
   InvalidArgumentError,
@@ -19,7 +20,8 @@ import {
 } from '@edgenfv/contracts';
 import type { ApiContext } from './context.js';
 import { checkNetworkPolicy } from './network-policy.js';
-import { chargeQuota, demandOf, negate } from '../ops/quota.js';
+import { chargeQuota, demandOf, undoCharge } from '../ops/quota.js';
+import { persistently } from '../state/store.js';
 
 export function vnfKey(tenantId: string, vnfId: string): string {
   return `${tenantId}.${vnfId}`;
@@ -59,7 +61,15 @@ export function newOpOcc(ctx: ApiContext, tenantId: string, vnfId: string, opera
 }
 
 async function recordOpOcc(ctx: ApiContext, op: OpOcc): Promise<void> {
-  await ctx.store.opoccs.create(vnfKey(op.tenantId, op.id), op);
+  try {
+    await ctx.store.opoccs.create(vnfKey(op.tenantId, op.id), op);
+  } catch (err) {
+    // The write may have gone through although its answer was lost: then the operation is accepted (the leader
+    // is already carrying it out) and undoing the request's charge and lock would be wrong.
+    if (!asAppError(err).retryable) throw err;
+    const found = await persistently(() => ctx.store.opoccs.get(vnfKey(op.tenantId, op.id)));
+    if (!found) throw err;
+  }
   await ctx.notifier.publish(op.tenantId, {
     type: 'OpOcc',
     opOccId: op.id,
@@ -99,14 +109,16 @@ export async function instantiate(
   }
   // 2. the quota, with one CAS on the tenant
   const demand = demandOf(d, d.replicas, 1);
+  const op = newOpOcc(ctx, tenantId, vnfId, 'INSTANTIATE', req.requestId ? { requestId: req.requestId } : {});
   try {
-    await chargeQuota(ctx.store, tenantId, demand, at);
+    await chargeQuota(ctx.store, tenantId, demand, at, { forOp: op.id });
   } catch (err) {
+    // the charge may have been written although its answer was lost (a NATS server going away)
+    await undoCharge(ctx.store, tenantId, op.id, demand, at).catch((e: unknown) => ctx.logger.error({ err: e, tenantId, opOccId: op.id }, 'quota charge not undone'));
     await ctx.store.names.delete(nameKey);
     throw err;
   }
   // 3. the records
-  const op = newOpOcc(ctx, tenantId, vnfId, 'INSTANTIATE', req.requestId ? { requestId: req.requestId } : {});
   const replicas: Replica[] = Array.from({ length: d.replicas }, (_, index) => ({
     index,
     state: 'PENDING',
@@ -131,7 +143,7 @@ export async function instantiate(
     await recordOpOcc(ctx, op);
   } catch (err) {
     await ctx.store.vnfs.delete(vnfKey(tenantId, vnfId));
-    await chargeQuota(ctx.store, tenantId, negate(demand), at).catch(() => undefined);
+    await undoCharge(ctx.store, tenantId, op.id, demand, at).catch((e: unknown) => ctx.logger.error({ err: e, tenantId, opOccId: op.id }, 'quota charge not undone'));
     await ctx.store.names.delete(nameKey);
     throw err;
   }
@@ -173,7 +185,7 @@ async function lockVnf(
   const res = await ctx.store.vnfs.mutate(vnfKey(tenantId, vnfId), async (cur) => {
     if (!cur) throw new NotFoundError(`VNF "${vnfId}" not found in tenant "${tenantId}"`, { field: 'id' });
     check(cur);
-    if (cur.activeOpOccId && !opts.force && !(await isStaleLock(ctx, tenantId, cur.activeOpOccId))) {
+    if (cur.activeOpOccId && !opts.force && !(await isStaleLock(ctx, tenantId, cur.activeOpOccId, cur.updatedAt))) {
       throw new ConflictError(`VNF "${vnfId}" has an operation in progress (${cur.activeOpOccId})`, {
         opOccId: cur.activeOpOccId,
       });
@@ -184,10 +196,17 @@ async function lockVnf(
 }
 
 /** A lock left by an operation that ended (its leader died between the two writes) does not block. */
-async function isStaleLock(ctx: ApiContext, tenantId: string, opOccId: string): Promise<boolean> {
+async function isStaleLock(ctx: ApiContext, tenantId: string, opOccId: string, lockedAt: string): Promise<boolean> {
   const op = await ctx.store.opoccs.get(vnfKey(tenantId, opOccId));
-  return op !== null && TERMINAL_OP_STATES.includes(op.value.operationState);
+  if (op === null) {
+    // a lock whose op occurrence was never recorded (the request failed and could not undo it): stale after a minute
+    return Date.now() - Date.parse(lockedAt) > STALE_LOCK_MS;
+  }
+  return TERMINAL_OP_STATES.includes(op.value.operationState);
 }
+
+/** A lock naming an op occurrence that does not exist is taken over after this long. */
+const STALE_LOCK_MS = 60_000;
 
 async function unlockVnf(ctx: ApiContext, tenantId: string, vnfId: string, opId: string): Promise<void> {
   await ctx.store.vnfs.mutate(vnfKey(tenantId, vnfId), (cur) => {
@@ -211,13 +230,24 @@ export async function startOperation(
   ctx: ApiContext,
   op: OpOcc,
   check: (v: Vnf) => void,
-  opts: { force?: boolean; prepare?: (v: Vnf) => Promise<void> } = {},
+  opts: { force?: boolean; prepare?: (v: Vnf) => Promise<void>; undo?: () => Promise<void> } = {},
 ): Promise<{ opOccId: string }> {
-  const vnf = await lockVnf(ctx, op.tenantId, op.vnfId, op.id, check, opts.force ? { force: true } : {});
+  let vnf: Vnf;
+  try {
+    vnf = await lockVnf(ctx, op.tenantId, op.vnfId, op.id, check, opts.force ? { force: true } : {});
+  } catch (err) {
+    // the lock may have been written although its answer was lost: a lock nobody will record an op for
+    if (asAppError(err).code === 'UNAVAILABLE') {
+      await unlockVnf(ctx, op.tenantId, op.vnfId, op.id).catch((e: unknown) => ctx.logger.error({ err: e, opOccId: op.id }, 'lock not undone'));
+    }
+    throw err;
+  }
   try {
     await opts.prepare?.(vnf);
     await recordOpOcc(ctx, op);
   } catch (err) {
+    // what prepare charged is given back (the op occurrence, if its write went through, ends superseded)
+    await opts.undo?.().catch((e: unknown) => ctx.logger.error({ err: e, opOccId: op.id }, 'undo of a failed request failed'));
     await unlockVnf(ctx, op.tenantId, op.vnfId, op.id);
     throw err;
   }
@@ -229,10 +259,17 @@ export async function scale(ctx: ApiContext, tenantId: string, req: ScaleRequest
     params: { replicas: req.replicas },
     ...(req.requestId ? { requestId: req.requestId } : {}),
   });
+  let charged: ReturnType<typeof demandOf> | undefined;
   return startOperation(ctx, op, mustBeInstantiated, {
     prepare: async (vnf) => {
       const delta = demandOf(vnf.descriptor, req.replicas - vnf.desiredReplicas, 0);
-      if (delta.vcpus > 0 || delta.memoryMiB > 0 || delta.vfs > 0) await chargeQuota(ctx.store, tenantId, delta, ctx.now().toISOString());
+      if (delta.vcpus > 0 || delta.memoryMiB > 0 || delta.vfs > 0) {
+        charged = delta;
+        await chargeQuota(ctx.store, tenantId, delta, ctx.now().toISOString(), { forOp: op.id });
+      }
+    },
+    undo: async () => {
+      if (charged) await undoCharge(ctx.store, tenantId, op.id, charged, ctx.now().toISOString());
     },
   });
 }

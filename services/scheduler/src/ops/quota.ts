@@ -26,9 +26,9 @@ export async function chargeQuota(
   tenantId: string,
   delta: Usage,
   at: string,
-  opts: { missingOk?: boolean } = {},
+  opts: { missingOk?: boolean; forOp?: string } = {},
 ): Promise<Tenant | null> {
-  const res = await store.tenants.mutate(tenantId, (cur) => {
+  const res = await store.tenants.mutate(tenantId, (cur): StoredTenant | undefined => {
     if (!cur) {
       if (opts.missingOk) return undefined;
       throw new NotFoundError(`tenant "${tenantId}" not found`, { field: 'tenant' });
@@ -44,9 +44,24 @@ export async function chargeQuota(
         );
       }
     }
-    return { ...cur, usage: next, updatedAt: at };
+    const charged = opts.forOp ? { charged: [...(cur.charged ?? []), opts.forOp].slice(-REFUND_MEMORY) } : {};
+    return { ...cur, usage: next, ...charged, updatedAt: at };
   });
   return res?.value ?? null;
+}
+
+/**
+ * Takes back a charge made `forOp` when the request that made it failed afterwards: only if that charge is
+ * recorded on the tenant (a charge whose write failed, or was already undone, is not given back), so that an
+ * ambiguous failure (the write went through, its answer was lost) neither leaks nor gives back twice.
+ */
+export async function undoCharge(store: Store, tenantId: string, opOccId: string, delta: Usage, at: string): Promise<void> {
+  await store.tenants.mutate(tenantId, (cur): StoredTenant | undefined => {
+    if (!cur || !cur.charged?.includes(opOccId)) return undefined;
+    const usage: Usage = { ...cur.usage };
+    for (const k of QUOTA_KEYS) usage[k] = Math.max(0, cur.usage[k] - Math.max(0, delta[k]));
+    return { ...cur, usage, charged: cur.charged.filter((id) => id !== opOccId), updatedAt: at };
+  });
 }
 
 /** How many refunded op occurrence ids a tenant record remembers (a retry comes within seconds of the first). */

@@ -14,7 +14,8 @@ export interface SchedulerBuckets {
 }
 
 export async function openSchedulerBuckets(js: JetStreamClient, opts: { replicas?: number; maxBytes?: number } = {}): Promise<SchedulerBuckets> {
-  const o = { history: 1, replicas: opts.replicas ?? 1, max_bytes: opts.maxBytes ?? 256 * 1024 * 1024 };
+  // allow_direct off: reads from the stream leader only (see state/store.ts)
+  const o = { history: 1, replicas: opts.replicas ?? 1, max_bytes: opts.maxBytes ?? 256 * 1024 * 1024, allow_direct: false };
   const [nodes, ledger, allocs] = await Promise.all([
     js.views.kv('edgenfv_nodes', o),
     js.views.kv(LEDGER_BUCKET, o),

@@ -6,6 +6,7 @@
 import type { CredentialRecord } from '../api/credentials.js';
 import type { JetStreamClient, KV, KvOptions, NatsConnection } from 'nats';
 import {
+  asAppError,
   KV_BUCKETS,
   UnavailableError,
   EVENTS_STREAM,
@@ -156,8 +157,10 @@ export class Store {
     const js = nc.jetstream();
     const replicas = opts.replicas ?? 1;
     const max_bytes = opts.limits?.bucketMaxBytes ?? DEFAULT_BUCKET_MAX_BYTES;
+    // allow_direct off: a read goes to the stream leader, never to a replica still catching up (a restarted
+    // server of an R3 cluster would otherwise answer a read-modify-CAS with an old value, or none).
     const open = async <T>(name: string, extra: Partial<KvOptions> = {}): Promise<JsonBucket<T>> =>
-      new JsonBucket<T>(await js.views.kv(name, { history: 1, replicas, max_bytes, ...extra }), name);
+      new JsonBucket<T>(await js.views.kv(name, { history: 1, replicas, max_bytes, allow_direct: false, ...extra }), name);
     const [tenants, vnfs, opoccs, requests, names, nodes, allocs, status, credentials] = await Promise.all([
       open<StoredTenant>(KV_BUCKETS.tenants),
       open<Vnf>(KV_BUCKETS.vnfs),
@@ -178,6 +181,8 @@ export class Store {
 export interface StoredTenant extends Tenant {
   /** Op occurrence ids refunded (latest last, bounded): a refund retried by a new leader is not given twice. */
   refunded?: string[];
+  /** Op occurrence ids whose acceptance charged quota (latest last, bounded): what a failed request undoes. */
+  charged?: string[];
 }
 
 /** The first reply to a request that carried a requestId (or a marker while it is being handled). */
@@ -214,6 +219,21 @@ async function ensureEventsStream(nc: NatsConnection, replicas: number, maxBytes
     } catch (err) {
       // another replica created it at the same time
       if (!/already in use|already exists/i.test(String(err))) throw err;
+    }
+  }
+}
+
+/**
+ * Retries a store call through transient failures (a NATS server or stream leader away; about 15 s), for steps
+ * whose outcome must be known: the last failure is thrown.
+ */
+export async function persistently<T>(call: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (i >= 30 || !asAppError(err).retryable) throw err;
+      await new Promise((r) => setTimeout(r, 500));
     }
   }
 }

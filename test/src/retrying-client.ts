@@ -1,0 +1,69 @@
+/**
+ * An API client that behaves as a careful orchestrator does while the site has faults: a request that times out or
+ * is answered UNAVAILABLE / INTERNAL is sent again with the same requestId until it is answered; every answer to a
+ * requestId is kept, so a test can check that a retried request was never carried out twice (all answers alike).
+ */
+import type { NatsConnection } from 'nats';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const TERMINAL = ['COMPLETED', 'FAILED', 'ROLLED_BACK'];
+
+export class RetryingClient {
+  requests = 0;
+  retried = 0;
+  private readonly answers = new Map<string, string[]>();
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly opts: { giveUpMs?: number; timeoutMs?: number } = {},
+  ) {}
+
+  /** One request, retried while the answer is a timeout or a retryable error; the last envelope. */
+  async call(subject: string, body: unknown): Promise<any> {
+    this.requests++;
+    const until = Date.now() + (this.opts.giveUpMs ?? 120_000);
+    for (let attempt = 0; ; attempt++) {
+      if (attempt > 0) this.retried++;
+      try {
+        const m = await this.nc.request(subject, enc.encode(JSON.stringify(body)), { timeout: this.opts.timeoutMs ?? 5_000 });
+        const env = JSON.parse(dec.decode(m.data));
+        if (env.ok || !['UNAVAILABLE', 'INTERNAL'].includes(env.error?.code)) return env;
+        if (Date.now() > until) return env;
+      } catch (err) {
+        if (Date.now() > until) throw err;
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  /** A mutating request (its body carries a requestId); throws unless it is accepted; the result. */
+  async mutate(tenant: string, op: string, body: { requestId: string } & Record<string, unknown>): Promise<any> {
+    const env = await this.call(`nfv.v1.tenant.${tenant}.${op}`, body);
+    const key = `${tenant}/${body.requestId}`;
+    const seen = this.answers.get(key) ?? [];
+    seen.push(JSON.stringify(env));
+    this.answers.set(key, seen);
+    if (!env.ok) throw new Error(`${op} ${body.requestId} refused: ${JSON.stringify(env.error)}`);
+    // ask once more with the same requestId: the first answer again, nothing done twice
+    const again = await this.call(`nfv.v1.tenant.${tenant}.${op}`, body);
+    seen.push(JSON.stringify(again));
+    return env.result;
+  }
+
+  /** requestIds whose answers differ (the request was carried out more than once). */
+  answeredDifferently(): string[] {
+    return [...this.answers].filter(([, a]) => new Set(a).size > 1).map(([k]) => k);
+  }
+
+  /** Polls an op occurrence until it is terminal. */
+  async waitOp(tenant: string, id: string, timeoutMs = 300_000): Promise<any> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await this.call(`nfv.v1.tenant.${tenant}.opoccs.get`, { id }).catch(() => undefined);
+      if (r?.ok && TERMINAL.includes(r.result.operationState)) return r.result;
+      if (Date.now() > until) throw new Error(`op ${id} not terminal after ${timeoutMs} ms: ${JSON.stringify(r)}`);
+      await new Promise((res) => setTimeout(res, 200));
+    }
+  }
+}
