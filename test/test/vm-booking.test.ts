@@ -3,7 +3,7 @@
  * simulated node (speaks the node protocol, boots nothing) that reports a per-VM overhead. Each tenant's first
  * replica on the node books its VM's overhead, later replicas join the VM; a node filled exactly to its capacity
  * takes nothing more, and the reason names the overhead. (The real QEMU's memory and CPU pinning against the
- * ledger need a real VM: the node agent's pinning e2e test.)
+ * ledger: e2e-booking.test.ts, one real VM.)
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -200,6 +200,11 @@ export class QemuDriver implements HypervisorDriver {
     return vm;
   }
 
+  async vcpuThreads(vm: VmHandle): Promise<number[]> {
+    const cpus = await withQmp(vm.apiSocket, (qmp) => qmp.execute<{ 'cpu-index': number; 'thread-id': number }[]>('query-cpus-fast'));
+    return [...cpus].sort((a, b) => a['cpu-index'] - b['cpu-index']).map((c) => c['thread-id']);
+  }
+
   async resize(vm: VmHandle, target: { vcpus: number; memoryMiB: number }, spec: Pick<VmSpec, 'memory' | 'numaNode'>): Promise<void> {
     const q = vm as QemuVmHandle;
     if (vm.machine !== 'q35') throw new UnavailableError('vCPU/memory hotplug needs machine q35 (microvm has none): restart the VM');

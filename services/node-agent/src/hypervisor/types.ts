@@ -117,6 +117,8 @@ export interface HypervisorDriver {
   adopt(rec: VmRecord): Promise<VmHandle | null>;
   /** true while the process lives. */
   alive(vm: VmHandle): boolean;
+  /** Host thread id of each vCPU, by vCPU index (QMP `query-cpus-fast`); absent: the driver cannot say. */
+  vcpuThreads?(vm: VmHandle): Promise<number[]>;
   /** Grows/shrinks vCPUs and memory by hotplug; throws UnavailableError when the driver cannot. */
   resize(vm: VmHandle, target: { vcpus: number; memoryMiB: number }, spec: Pick<VmSpec, 'memory' | 'numaNode'>): Promise<void>;
   /** Hot-adds / removes a NIC. */

@@ -134,6 +134,13 @@ export class Cgroups {
     return { applied, skipped };
   }
 
+  /** Sets the sandbox's cpuset to `cpus` when this host has the cpuset controller there (a VM that grew or shrank). */
+  setCpus(sandboxId: string, cpus: readonly number[]): void {
+    const dir = this.dirFor(sandboxId);
+    const p = dir ? join(dir, 'cpuset.cpus') : null;
+    if (p && cpus.length > 0 && existsSync(p)) writeFileSync(p, formatCpuList([...cpus]));
+  }
+
   /** Kills every process left in the cgroup and removes it; safe to repeat. */
   async destroy(sandboxId: string): Promise<void> {
     const dir = this.dirFor(sandboxId);

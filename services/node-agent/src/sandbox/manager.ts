@@ -291,7 +291,8 @@ export class SandboxManager {
       rec.state = 'running';
       this.put(rec);
       const bootSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-      log.info({ pid: vm.pid, accel: vm.accel, machine: vm.machine, bootSeconds }, `VM booted (${this.driver.kind}, accel ${vm.accel})`);
+      const pinned = await this.vm.pin(rec);
+      log.info({ pid: vm.pid, accel: vm.accel, machine: vm.machine, bootSeconds, pinned }, `VM booted (${this.driver.kind}, accel ${vm.accel})`);
       await this.startInGuest(rec, replica);
       return { sandboxId, interfaces: interfaceStatus(replica), booted: true, ...digestOf(replica) };
     } catch (err) {
@@ -319,6 +320,8 @@ export class SandboxManager {
       const disk = await this.prepareImage(rec, replica, progress);
       const size = await this.vm.grow(rec, alloc);
       this.put(rec);
+      const pinned = await this.vm.pin(rec); // the new vCPUs run where the ledger says too
+      if (pinned.length) log.info({ pinned }, 'VM re-pinned after growing');
       if (signal.aborted) throw new UnavailableError('aborted');
       if (disk && !(rec.disks ?? []).includes(disk.serial)) {
         await this.vm.addDisk(rec, disk);

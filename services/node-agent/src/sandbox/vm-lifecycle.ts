@@ -12,6 +12,7 @@ import { AGENT_PORT_NAME, InvalidArgumentError, UnavailableError, type Allocatio
 import type { NodeAgentConfig } from '../config.js';
 import type { HypervisorDriver, MemoryBackend, NetDevice, DiskDevice, VmHandle, VmSpec } from '../hypervisor/types.js';
 import type { Cgroups } from './cgroup.js';
+import { applyPinPlan, pinPlan, processThreads, vmCores } from './pinning.js';
 import type { ReplicaRecord, SandboxRecord, Steps } from './records.js';
 
 const run = promisify(execFile);
@@ -154,6 +155,20 @@ export class VmLifecycle {
     return vm;
   }
 
+  /**
+   * Pins the VM's vCPU threads 1:1 to its replicas' dedicated cores and its other threads to all of them
+   * (`pinning.ts`); `except`: a replica on its way out. Returns the cores ([] when the VM has none: left alone).
+   */
+  async pin(rec: SandboxRecord, except?: ReplicaRecord): Promise<number[]> {
+    const vm = this.vms.get(rec.sandboxId);
+    const cores = vmCores(Object.values(rec.replicas).filter((r) => r !== except));
+    const driver = this.deps.driver;
+    if (!vm || cores.length === 0 || !driver.vcpuThreads) return [];
+    this.deps.cgroups.setCpus(rec.sandboxId, cores); // a cpuset (where the host has one) must hold the cores first
+    await applyPinPlan(pinPlan(await driver.vcpuThreads(vm), processThreads(vm.pid), cores));
+    return cores;
+  }
+
   /** Grows the running VM by the replica's vCPUs and memory (hotplug), within the boot spec's maxima. */
   async grow(rec: SandboxRecord, alloc: Allocation): Promise<{ vcpus: number; memoryMiB: number }> {
     const vm = this.vms.get(rec.sandboxId);
@@ -196,6 +211,7 @@ export class VmLifecycle {
       const memoryMiB = Math.max(spec.memoryMiB, vm.memoryMiB - this.roundMemory(replica.alloc.resources.memoryMiB, spec.memory));
       await steps.run('shrink', () => this.deps.driver.resize(vm, { vcpus, memoryMiB }, spec));
       rec.vm = this.deps.driver.record(vm);
+      await steps.run('re-pin', async () => void (await this.pin(rec, replica)));
     }
   }
 
