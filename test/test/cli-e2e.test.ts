@@ -63,6 +63,21 @@ test('tenants, instantiate --wait, opoccs, events and exit codes against the rea
   assert.equal(r.code, 0, r.err);
   const events = r.out.trim().split('\n').map((l) => JSON.parse(l));
   assert.ok(events.some((e) => e.type === 'OpOcc' && e.operationState === 'FAILED' && e.vnfId === vnf.id), r.out);
+  // day-2 commands: the op occurrence list; retry/rollback/fail only from FAILED_TEMP; OPERATE/logs need an instantiated VNF
+  r = cli('opoccs', 'list', '-t', 'clitest', '--vnf', vnf.id, '-o', 'json');
+  assert.equal(r.code, 0, r.err);
+  assert.deepEqual(JSON.parse(r.out).map((o: any) => `${o.operation}:${o.operationState}`), ['INSTANTIATE:FAILED']);
+  r = cli('opoccs', 'list', '-t', 'clitest');
+  assert.match(r.out, /INSTANTIATE\s+FAILED/);
+  r = cli('opoccs', 'retry', vnf.lastOpOccId, '-t', 'clitest');
+  assert.equal(r.code, 6, `CONFLICT: ${r.err}`);
+  assert.match(r.err, /needs FAILED_TEMP/);
+  r = cli('vnfs', 'operate', vnf.id, '-t', 'clitest', '--state', 'STOPPED');
+  assert.equal(r.code, 6, `CONFLICT: ${r.err}`);
+  r = cli('vnfs', 'logs', vnf.id, '-t', 'clitest');
+  assert.equal(r.code, 6, `CONFLICT (on no node): ${r.err}`);
+  r = cli('vnfs', 'exec', vnf.id, '-t', 'clitest', '--', 'cat', '/etc/hostname');
+  assert.equal(r.code, 6, `CONFLICT (on no node): ${r.err}`);
   r = cli('vnfs', 'get', 'vnf-000000000000', '-t', 'clitest');
   assert.equal(r.code, 4, 'NOT_FOUND');
   r = cli('nodes', 'cordon', 'cli-node', '-o', 'json');
