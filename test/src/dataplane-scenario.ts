@@ -82,8 +82,8 @@ export function setupProviderHosts(providerNetns: string, n: DataplaneNames, vnf
     [n.rightNs, n.rightNet, 'r'],
   ] as const) {
     const address = vnf === 'builtin:testpmd' ? `${BRIDGED_PREFIX}.${tag === 'l' ? 1 : 2}/24` : `${net.prefix}.2/24`;
-    const br = `pbr-${tag}`;
-    const end = `ph-${tag}`;
+    const br = `pb-${net.name}`.slice(0, 15);
+    const end = `ph-${net.name}`.slice(0, 15);
     ip('netns', 'add', ns);
     ip('-n', providerNetns, 'link', 'add', br, 'type', 'bridge');
     ip('-n', providerNetns, 'link', 'set', br, 'up');
@@ -273,4 +273,77 @@ export async function runDataplaneScenario(
   };
   log(`after terminate: ${after.received} frames crossed; ports ${result.switchPorts.afterTerminate.length}, sockets ${result.socketsAfterTerminate.length}, records ${result.recordsAfterTerminate.length}`);
   return result;
+}
+
+export interface VrouterResult {
+  sandboxId: string;
+  /** The VM's hypervisor pid after terminate (0: gone). */
+  qemuLeft: number;
+  framesSent: number;
+  framesReceived: number;
+  interfaces: { name: string; socketPath: string; portName: string }[];
+  portsWhileRunning: string[];
+  portsAfterTerminate: string[];
+  socketsLeft: string[];
+  opStates: string[];
+}
+
+/**
+ * The kernel `builtin:vrouter` on two vhost-user NICs (virtio-net in the guest) on two switch networks, its hosts on
+ * their provider side routed by the guest; terminated, its ports and sockets go.
+ */
+export async function runVrouterOnVhostUser(api: Api, nodeStateDir: string, n: DataplaneNames, opts: { frames?: number; log?: (msg: string) => void; opTimeoutMs?: number } = {}): Promise<VrouterResult> {
+  const log = opts.log ?? (() => undefined);
+  const t = n.tenant;
+  const descriptor = {
+    name: 'dp-router',
+    replicas: 1,
+    resources: { vcpus: 1, memoryMiB: 128 },
+    image: { ref: 'builtin:vrouter' },
+    interfaces: [
+      { name: 'west', type: 'vhostuser', network: n.leftNet.name },
+      { name: 'east', type: 'vhostuser', network: n.rightNet.name },
+    ],
+  };
+  log('builtin:vrouter with two vhost-user interfaces');
+  if (!(await api.admin('tenants.get', { id: t })).ok) await api.ok('nfv.v1.admin.tenants.create', { id: t, quota: { vcpus: 4, vnfs: 2 } });
+  const inst = await api.ok(`nfv.v1.tenant.${t}.vnfs.instantiate`, { descriptor, requestId: `dp-vr-${n.leftNs}` });
+  const op = await api.waitOp(t, inst.opOccId, opts.opTimeoutMs ?? 600_000);
+  if (op.operationState !== 'COMPLETED') throw new Error(`vrouter instantiate ended ${op.operationState}: ${JSON.stringify(op.error)}`);
+  const rep = (await api.ok(`nfv.v1.tenant.${t}.vnfs.get`, { id: inst.vnfId })).replicas[0];
+  const interfaces = rep.interfaces.map((i: any) => ({ name: i.name, socketPath: i.socketPath, portName: i.portName, ips: i.ips as string[] }));
+  const addr = (name: string): string => String(interfaces.find((i: any) => i.name === name)?.ips?.[0] ?? '').split('/')[0]!;
+  const portsWhileRunning = switchPorts(nodeStateDir, n);
+  await waitFor(
+    'the switch connected to the vrouter\'s NICs',
+    () => interfaces.every((i: { portName: string }) => {
+      try {
+        return vsctl(nodeStateDir, 'get', 'Interface', i.portName, 'status:status') === 'connected';
+      } catch {
+        return false;
+      }
+    }),
+    120_000,
+  );
+  ip('-n', n.leftNs, 'route', 'replace', `${n.rightNet.prefix}.0/24`, 'via', addr('west'));
+  ip('-n', n.rightNs, 'route', 'replace', `${n.leftNet.prefix}.0/24`, 'via', addr('east'));
+  const target = `${n.rightNet.prefix}.2`;
+  for (let i = 0; i < 20 && ping(n.leftNs, target, 1, 3).received === 0; i++);
+  const p = ping(n.leftNs, target, opts.frames ?? 5, 3);
+  log(`${n.leftNs} -> ${n.rightNs} routed by the vrouter: ${p.received}/${p.sent}`);
+  const term = await api.ok(`nfv.v1.tenant.${t}.vnfs.terminate`, { id: inst.vnfId });
+  const top = await api.waitOp(t, term.opOccId, opts.opTimeoutMs ?? 600_000);
+  const sandboxes = join(nodeStateDir, 'sandboxes');
+  await waitFor('the vrouter\'s ports and sandbox gone', () => switchPorts(nodeStateDir, n).length === 0 && qemuPidOf(rep.sandboxId) === 0 && (!existsSync(sandboxes) || readdirSync(sandboxes).length === 0), 60_000).catch(() => undefined);
+  return {
+    sandboxId: rep.sandboxId,
+    qemuLeft: qemuPidOf(rep.sandboxId),
+    framesSent: p.sent,
+    framesReceived: p.received,
+    interfaces,
+    portsWhileRunning,
+    portsAfterTerminate: switchPorts(nodeStateDir, n),
+    socketsLeft: interfaces.map((i: { socketPath: string }) => i.socketPath).filter((f: string) => existsSync(f)),
+    opStates: [op.operationState, top.operationState],
+  };
 }

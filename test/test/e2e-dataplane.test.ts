@@ -5,7 +5,9 @@
  * (QEMU the vhost-user server, OVS `dpdkvhostuserclient`) instantiated through the message API; frames from left
  * reach right only through OVS-DPDK -> vhost-user -> the guest's DPDK -> vhost-user -> OVS-DPDK; ovs-vswitchd killed: the
  * node agent restarts the switch, re-creates the ports from its records, the VM is not touched and traffic resumes;
- * terminate leaves no switch port, socket, netplugins record, sandbox or lease.
+ * terminate leaves no switch port, socket, netplugins record, sandbox or lease. Then, with the same appliance, the
+ * kernel builtin:vrouter on vhost-user NICs (a second VM boot: this 2-CPU node has no room for both VNFs at once)
+ * routes between two more switch networks.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +15,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startAppliance, type RunningAppliance } from '../src/appliance.js';
-import { dataplaneNetworks, runDataplaneScenario, setupProviderHosts, teardownProviderHosts, type DataplaneNames, type DataplaneVnf } from '../src/dataplane-scenario.js';
+import { dataplaneNetworks, runDataplaneScenario, runVrouterOnVhostUser, setupProviderHosts, teardownProviderHosts, type DataplaneNames, type DataplaneVnf } from '../src/dataplane-scenario.js';
 
 const OVS_DPDK = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
 const VNF: DataplaneVnf = 'builtin:testpmd';
@@ -25,6 +27,14 @@ const names: DataplaneNames = {
   leftNet: { name: 'dpwest', prefix: '10.64.1' },
   rightNet: { name: 'dpeast', prefix: '10.64.2' },
 };
+/** A second VNF of the tenant, the kernel builtin:vrouter, joins the same VM on two more switch networks. */
+const joined: DataplaneNames = {
+  tenant: names.tenant,
+  leftNs: `dp-l2-${tag}`,
+  rightNs: `dp-r2-${tag}`,
+  leftNet: { name: 'dpw2', prefix: '10.64.3' },
+  rightNet: { name: 'dpe2', prefix: '10.64.4' },
+};
 const cgroupParent = `edgenfv-dp${tag}`;
 let appliance: RunningAppliance | undefined;
 let home: string | undefined;
@@ -32,6 +42,7 @@ let home: string | undefined;
 after(async () => {
   await appliance?.stop();
   teardownProviderHosts(names);
+  teardownProviderHosts(joined);
   if (home) rmSync(home, { recursive: true, force: true });
 });
 
@@ -40,7 +51,7 @@ test('frames from left reach right through OVS-DPDK, vhost-user and the tenant V
   home = mkdtempSync(join(tmpdir(), 'enfv-dp-'));
   appliance = await startAppliance(home, {
     ports: { nats: await freePort(), dashboard: await freePort(), schedulerMetrics: await freePort(), nodeAgentMetrics: await freePort() },
-    networks: dataplaneNetworks(names),
+    networks: [...dataplaneNetworks(names), ...dataplaneNetworks(joined)],
     ovsDpdk: 'on',
     nodeAgent: { nodeId: `dp-node-${tag}`, heartbeatIntervalMs: 1000, isolation: { cgroupParent }, qemu: { maxVcpus: 2, maxMemoryMiB: 2048 } },
   });
@@ -49,8 +60,9 @@ test('frames from left reach right through OVS-DPDK, vhost-user and the tenant V
   const node = await appliance.api.ok('nfv.v1.admin.nodes.get', { id: `dp-node-${tag}` });
   const sw = node.inventory.dataplanes.find((d: any) => d.kind === 'ovs-dpdk');
   assert.equal(sw?.state, 'ready', `the node's switch: ${JSON.stringify(sw)}`);
-  assert.deepEqual([...sw.networks].sort(), ['dpeast', 'dpwest']);
+  assert.deepEqual([...sw.networks].sort(), ['dpe2', 'dpeast', 'dpw2', 'dpwest']);
   setupProviderHosts(providerNetns, names, VNF);
+  setupProviderHosts(providerNetns, joined, 'builtin:vrouter');
 
   const nodeState = join(home, 'node');
   const r = await runDataplaneScenario(appliance.api, nodeState, names, VNF, { frames: 5 });
@@ -74,6 +86,18 @@ test('frames from left reach right through OVS-DPDK, vhost-user and the tenant V
   const leases: string[] = [];
   for await (const k of await kv.keys()) if ((await kv.get(k))?.operation === 'PUT') leases.push(k);
   assert.deepEqual(leases, [], 'no IP lease');
+});
+
+test('the kernel builtin:vrouter on vhost-user NICs routes between two more switch networks; terminate leaves no port or socket', async () => {
+  assert.ok(appliance && home, 'the appliance of the test above');
+  const nodeState = join(home, 'node');
+  const v = await runVrouterOnVhostUser(appliance.api, nodeState, joined, { frames: 5 });
+  assert.deepEqual(v.opStates, ['COMPLETED', 'COMPLETED']);
+  assert.deepEqual([...v.portsWhileRunning].sort(), v.interfaces.map((i) => i.portName).sort());
+  assert.ok(v.framesReceived >= v.framesSent - 1, `routed by the vrouter: ${v.framesReceived}/${v.framesSent}`);
+  assert.deepEqual(v.portsAfterTerminate, [], 'its switch ports are gone');
+  assert.deepEqual(v.socketsLeft, [], 'its sockets are gone');
+  assert.equal(v.qemuLeft, 0, 'its VM is gone');
   assert.equal(await appliance.stop(), 0, 'the appliance stops cleanly');
   appliance = undefined;
 });
