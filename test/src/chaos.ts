@@ -1,0 +1,199 @@
+/**
+ * Chaos under load (issue 12, item 2): a steady workload of instantiate / scale / heal / terminate through the API
+ * (each request retried with its requestId until answered) while faults are injected, bounded in count and time:
+ * kill -9 of the scheduler leader (restarted), a nats-server restart (same store), a paused node (its heartbeats
+ * and KV view stop past the grace: fenced, healed elsewhere; then back: it tears its stale sandboxes down).
+ * Nodes here are simulated (test/src/sim-node.ts: the real node protocol, no VMs); the VM-level faults (node agent,
+ * guest agent, QEMU kill) are covered by the node agent's own restart tests, not by this run (realVms: 0).
+ * At the end: every op occurrence final, nothing double-booked, no orphan allocation or sandbox.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, type NatsConnection } from 'nats';
+import { KV_BUCKETS, type Allocation, type OpOcc, type Vnf } from '@edgenfv/contracts';
+import { startNatsServer, type NatsServerHandle } from '@edgenfv/nats-launcher';
+import { startScheduler, type SchedulerProc } from './harness.js';
+import { SimNode, simulatedNodeInventory } from './sim-node.js';
+import { waitNodeKnown } from './state-fixtures.js';
+import { RetryingClient } from './retrying-client.js';
+
+export interface ChaosOptions {
+  jobs: number;
+  nodes: number;
+  graceMs: number;
+  log?: (line: string) => void;
+}
+
+export interface ChaosResult {
+  faults: number;
+  requests: number;
+  lost: number;
+  answeredTwice: number;
+  doubleBooked: number;
+  orphans: number;
+  realVms: number;
+  simulatedNodes: number;
+  notFinal: number;
+  faultsByKind: Record<string, number>;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
+  const log = o.log ?? (() => undefined);
+  const dir = mkdtempSync(join(tmpdir(), 'edgenfv-chaos-'));
+  let nats: NatsServerHandle | undefined;
+  const scheds: (SchedulerProc | undefined)[] = [];
+  const nodes: SimNode[] = [];
+  const conns: NatsConnection[] = [];
+  const cleanups: (() => void)[] = [];
+  const faultsByKind: Record<string, number> = {};
+  const fault = (k: string): void => {
+    faultsByKind[k] = (faultsByKind[k] ?? 0) + 1;
+    log(`fault: ${k}`);
+  };
+  try {
+    nats = await startNatsServer({ storeDir: join(dir, 'js') });
+    const port = nats.port;
+    const config = join(dir, 'scheduler.json');
+    writeFileSync(config, JSON.stringify({ networks: [] }));
+    const env = (i: number): Record<string, string> => ({
+      EDGENFV_NATS_URL: `nats://127.0.0.1:${port}`,
+      EDGENFV_CONFIG: config,
+      EDGENFV_INSTANCE_ID: `chaos-${i}`,
+      EDGENFV_HEARTBEAT_GRACE_MS: String(o.graceMs),
+    });
+    for (const i of [0, 1]) scheds.push(await startScheduler(env(i)));
+    const nc = await connect({ servers: `nats://127.0.0.1:${port}`, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+    conns.push(nc);
+    for (let i = 0; i < o.nodes; i++) {
+      const id = `chaos-${i}`;
+      const { inventory, cleanup } = await simulatedNodeInventory(id, { numaNodes: 1, cpusPerNuma: 16, isolatedPerNuma: 8, vfsPerNuma: 4, physnet: 'physnet1' });
+      cleanups.push(cleanup);
+      const conn = await connect({ servers: `nats://127.0.0.1:${port}`, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+      conns.push(conn);
+      const n = new SimNode(conn, inventory, Math.max(100, Math.floor(o.graceMs / 4)));
+      await n.start();
+      nodes.push(n);
+      await waitNodeKnown(nc, id);
+    }
+    const client = new RetryingClient(nc, { giveUpMs: 180_000 });
+    await client.call('nfv.v1.admin.tenants.create', { id: 'chaos', quota: { vcpus: 1000 } });
+    let lost = 0;
+
+    const leaderIndex = async (): Promise<number> => {
+      const kv = await nc.jetstream().views.kv('edgenfv_leader');
+      const e = await kv.get('scheduler');
+      const holder = e && e.operation === 'PUT' ? (e.json<{ holder: string }>().holder ?? '') : '';
+      return holder === 'chaos-1' ? 1 : 0;
+    };
+
+    const job = async (i: number): Promise<void> => {
+      try {
+        const descriptor = { name: `cf-${i}`, replicas: 2, resources: { vcpus: 1, memoryMiB: 64 }, image: { ref: 'builtin:vrouter' } };
+        const inst = await client.mutate('chaos', 'vnfs.instantiate', { requestId: `ci-${i}`, descriptor });
+        await client.waitOp('chaos', inst.opOccId);
+        const sc = await client.mutate('chaos', 'vnfs.scale', { requestId: `cs-${i}`, id: inst.vnfId, replicas: 3 }).catch(() => undefined);
+        if (sc) await client.waitOp('chaos', sc.opOccId);
+        const h = await client.mutate('chaos', 'vnfs.heal', { requestId: `ch-${i}`, id: inst.vnfId }).catch(() => undefined);
+        if (h) await client.waitOp('chaos', h.opOccId);
+        if (i % 2 === 0) {
+          const t = await client.mutate('chaos', 'vnfs.terminate', { requestId: `ct-${i}`, id: inst.vnfId });
+          await client.waitOp('chaos', t.opOccId);
+        }
+      } catch (err) {
+        lost++;
+        log(`job ${i} lost: ${(err as Error).message}`);
+      }
+    };
+
+    const faults = (async () => {
+      await sleep(2000);
+      // 1. kill -9 of the leader, restarted
+      const li = await leaderIndex();
+      scheds[li]!.child.kill('SIGKILL');
+      await scheds[li]!.exited;
+      fault('scheduler-leader-kill9');
+      scheds[li] = await startScheduler(env(li));
+      await sleep(2000);
+      // 2. a paused node past the grace: fenced and healed elsewhere, then back
+      const paused = nodes[0]!;
+      paused.partition();
+      fault('node-paused-past-grace');
+      await sleep(o.graceMs + 3000);
+      await paused.rejoin();
+      // 3. nats-server restart (same store and port)
+      await nats!.stop();
+      fault('nats-server-restart');
+      await sleep(1000);
+      nats = await startNatsServer({ storeDir: join(dir, 'js'), port });
+    })();
+
+    const workers = 3;
+    let next = 0;
+    await Promise.all([
+      faults,
+      ...Array.from({ length: workers }, async () => {
+        while (next < o.jobs) await job(next++);
+      }),
+    ]);
+
+    // settle: the engine finishes what is open, stale sandboxes are torn down, fenced reservations freed
+    const js = nc.jetstream();
+    const readAll = async <T>(kv: Awaited<ReturnType<typeof js.views.kv>>): Promise<Map<string, T>> => {
+      const keys: string[] = [];
+      for await (const k of await kv.keys()) keys.push(k);
+      const out = new Map<string, T>();
+      for (const k of keys) {
+        const e = await kv.get(k);
+        if (e && e.operation === 'PUT' && e.value.length) out.set(k, e.json<T>());
+      }
+      return out;
+    };
+    let notFinal = 0;
+    let orphans = 0;
+    for (let attempt = 0; attempt < 120; attempt++) {
+      let ops: Map<string, OpOcc>;
+      let allocs: Map<string, Allocation>;
+      let vnfs: Map<string, Vnf>;
+      try {
+        ops = await readAll<OpOcc>(await js.views.kv(KV_BUCKETS.opoccs));
+        allocs = await readAll<Allocation>(await js.views.kv(KV_BUCKETS.allocs));
+        vnfs = await readAll<Vnf>(await js.views.kv(KV_BUCKETS.vnfs));
+      } catch (err) {
+        log(`settle read failed (retrying): ${(err as Error).message}`);
+        await sleep(500);
+        continue;
+      }
+      notFinal = [...ops.values()].filter((op) => !['COMPLETED', 'FAILED', 'ROLLED_BACK', 'FAILED_TEMP'].includes(op.operationState)).length;
+      const referenced = new Set([...vnfs.values()].flatMap((v) => v.replicas.map((r) => r.allocId).filter(Boolean) as string[]));
+      const allocIds = new Set([...allocs.values()].map((a) => a.allocId));
+      orphans = 0;
+      for (const a of allocIds) if (!referenced.has(a)) orphans++; // an allocation no replica owns
+      for (const n of nodes) for (const id of n.running.keys()) if (!allocIds.has(id)) orphans++; // a sandbox nobody wants
+      if (notFinal === 0 && orphans === 0) break;
+      await sleep(500);
+    }
+    const doubleBooked = nodes.reduce((s, n) => s + n.conflicts.length, 0);
+    return {
+      faults: Object.values(faultsByKind).reduce((a, b) => a + b, 0),
+      requests: client.requests,
+      lost,
+      answeredTwice: client.answeredDifferently().length,
+      doubleBooked,
+      orphans,
+      realVms: 0,
+      simulatedNodes: nodes.length,
+      notFinal,
+      faultsByKind,
+    };
+  } finally {
+    for (const n of nodes) n.stop();
+    for (const c of conns) await c.close().catch(() => undefined);
+    for (const s of scheds) await s?.stop().catch(() => undefined);
+    await nats?.stop();
+    for (const c of cleanups) c();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
