@@ -10,7 +10,7 @@
  * it made, also after a node agent was SIGKILLed (its tenant VMs are found from its sandbox records).
  */
 import type { ChildProcess } from 'node:child_process';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -149,6 +149,65 @@ function removeCgroup(dir: string): void {
   } catch {
     /* reported as a leftover */
   }
+}
+
+/**
+ * Sends 802.1Q frames (VLAN `vid`) out of one node namespace's uplink and says which VLAN id they arrived with on
+ * another's (raw AF_PACKET sockets through Debian's python3: this kernel may have no 8021q module for VLAN
+ * devices). Resolves with the VLAN id seen, or null when nothing arrived within 5 s.
+ */
+export async function vlanProbe(fromNs: string, toNs: string, vid: number): Promise<number | null> {
+  const marker = randomBytes(8).toString('hex');
+  const recv = `
+import socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind(('uplink0', 0))
+s.setsockopt(263, 8, 1)  # SOL_PACKET, PACKET_AUXDATA
+s.settimeout(0.5)
+print('ready', flush=True)
+end = time.time() + 5
+while time.time() < end:
+    try:
+        data, anc, _, _ = s.recvmsg(2048, socket.CMSG_SPACE(20))
+    except socket.timeout:
+        continue
+    if ${JSON.stringify(marker)}.encode() not in data:
+        continue
+    vid = None
+    for lvl, typ, d in anc:
+        if lvl == 263 and typ == 8 and len(d) >= 16:
+            status, _, _, _, _, tci = struct.unpack('IIIHHH', d[:18])
+            if status & 0x10:
+                vid = tci & 0xfff
+    if vid is None and data[12:14] == b'\\x81\\x00':
+        vid = struct.unpack('!H', data[14:16])[0] & 0xfff
+    print('vid', vid if vid is not None else 0, flush=True)
+    sys.exit(0)
+print('none', flush=True)
+`;
+  const send = `
+import socket, struct
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('uplink0', 0))
+src = s.getsockname()[4]
+frame = b'\\xff' * 6 + src + struct.pack('!HHH', 0x8100, ${vid}, 0x88b5) + ${JSON.stringify(marker)}.encode() + b'\\x00' * 30
+for _ in range(3):
+    s.send(frame)
+`;
+  const rx = spawn('ip', ['netns', 'exec', toNs, '/usr/bin/python3', '-c', recv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const done = new Promise<void>((r) => rx.once('exit', () => r()));
+  await new Promise<void>((resolve) => {
+    rx.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('ready')) resolve();
+    });
+    void done.then(() => resolve());
+  });
+  sh('ip', ['netns', 'exec', fromNs, '/usr/bin/python3', '-c', send]);
+  await done;
+  const m = /vid (\d+)/.exec(out);
+  return m ? Number(m[1]) : null;
 }
 
 export async function startSite(opts: SiteOptions): Promise<VirtualSite> {

@@ -1,0 +1,141 @@
+/**
+ * A virtual site (test/src/site.ts, docs/site.md) where more than one real node matters: three real node agents,
+ * each in its own network namespace with its own NATS principal, the scheduler and NATS on the host.
+ * - the site itself: every node Ready through nodes.list; 802.1Q-tagged frames pass the site's switch between two
+ *   node namespaces; a node's principal may not use another node's subjects or the admin API;
+ * - anti-affinity across real node agents (two `builtin:busybox` replicas, two TCG VM boots), then node loss with a
+ *   real agent: SIGKILL one agent, its node goes NotReady after the grace and its replica is healed onto the third
+ *   node by a HEAL op occurrence (one more boot); restarted, the lost agent is fenced and tears down its old VM;
+ * - teardown leaves no netns, veth, bridge, cgroup or process.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect, credsAuthenticator } from 'nats';
+import { startSite, vlanProbe, type VirtualSite } from '../src/site.js';
+
+const GRACE_MS = 3000;
+const T = 'sitet';
+let site: VirtualSite | undefined;
+
+before(async () => {
+  site = await startSite({ nodes: 3, heartbeatGraceMs: GRACE_MS });
+  await site.waitReady();
+});
+
+after(async () => {
+  await site?.teardown();
+});
+
+function inNs(ns: string, args: string[]): { status: number | null; out: string } {
+  const r = spawnSync('ip', ['netns', 'exec', ns, ...args], { encoding: 'utf8' });
+  return { status: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+test('the site: three real nodes Ready, VLAN-tagged frames pass the site switch, each node its own principal', async () => {
+  const s = site!;
+  const list = await s.api.ok<{ items: { id: string; health: string }[] }>('nfv.v1.admin.nodes.list');
+  for (const n of s.nodes) assert.equal(list.items.find((x) => x.id === n.id)?.health, 'Ready', n.id);
+
+  // 802.1Q frames cross the site switch with their tag: node1's uplink -> bridge -> node2's uplink
+  const [a, b] = [s.nodes[0]!, s.nodes[1]!];
+  assert.equal(await vlanProbe(a.netns, b.netns, 177), 177);
+
+  // node1's credentials: its own subjects only (not node2's heartbeats, not the admin API)
+  const creds = JSON.parse(readFileSync(a.configFile, 'utf8')).nats as { credsFile: string; inboxPrefix: string };
+  const nc = await connect({ servers: s.natsUrl, authenticator: credsAuthenticator(readFileSync(creds.credsFile)), inboxPrefix: creds.inboxPrefix });
+  try {
+    await assert.rejects(nc.request('nfv.v1.admin.nodes.list', new TextEncoder().encode('{}'), { timeout: 2000 }));
+    const errs: string[] = [];
+    void (async () => {
+      for await (const st of nc.status()) if (st.type === 'error') errs.push(String(st.data));
+    })();
+    nc.publish(`nfv.v1.internal.nodes.${b.id}.heartbeat`, new TextEncoder().encode('{}'));
+    await nc.flush();
+    await until('a permissions violation for another node\'s subject', 5000, async () => (errs.some((e) => /permission/i.test(e)) ? true : undefined));
+  } finally {
+    await nc.close();
+  }
+});
+
+test('anti-affinity across real node agents; a SIGKILLed agent\'s replica is healed onto another real node', async () => {
+  const s = site!;
+  await s.api.ok('nfv.v1.admin.tenants.create', { id: T });
+  const descriptor = {
+    name: 'spread',
+    replicas: 2,
+    placement: { antiAffinity: 'node' },
+    resources: { vcpus: 1, memoryMiB: 128 },
+    image: { ref: 'builtin:busybox' },
+  };
+  const inst = await s.api.ok<{ vnfId: string; opOccId: string }>(`nfv.v1.tenant.${T}.vnfs.instantiate`, { descriptor });
+  // two TCG boots at once on a shared 2-core machine
+  assert.equal((await s.api.waitOp(T, inst.opOccId, 15 * 60_000)).operationState, 'COMPLETED');
+  const placed = await s.api.ok(`nfv.v1.tenant.${T}.vnfs.get`, { id: inst.vnfId });
+  const ids = s.nodes.map((n) => n.id);
+  const [lostId, keptId] = [placed.replicas[0].nodeId as string, placed.replicas[1].nodeId as string];
+  assert.ok(ids.includes(lostId) && ids.includes(keptId), `placed on the site's real nodes: ${lostId}, ${keptId}`);
+  assert.notEqual(lostId, keptId, 'anti-affinity: one replica per node');
+  for (const r of placed.replicas) assert.equal(r.state, 'RUNNING');
+  for (const id of [lostId, keptId]) {
+    const n = await s.api.ok('nfv.v1.admin.nodes.get', { id });
+    assert.equal(n.allocated.replicas, 1, `${id}: ${JSON.stringify(n.allocated)}`);
+  }
+  const thirdId = ids.find((id) => id !== lostId && id !== keptId)!;
+
+  await s.killAgent(lostId);
+  await until(`${lostId} NotReady`, 60_000, async () => ((await s.api.ok('nfv.v1.admin.nodes.get', { id: lostId })).health === 'NotReady' ? true : undefined));
+  const healed = await until('replica 0 RUNNING on another node', 15 * 60_000, async () => {
+    const v = await s.api.ok(`nfv.v1.tenant.${T}.vnfs.get`, { id: inst.vnfId });
+    return v.replicas[0].state === 'RUNNING' && v.replicas[0].nodeId !== lostId ? v : undefined;
+  });
+  assert.equal(healed.replicas[0].nodeId, thirdId, 'healed onto the third node (anti-affinity still holds)');
+  assert.equal(healed.replicas[1].nodeId, keptId);
+  assert.equal(healed.replicas[1].state, 'RUNNING', 'the other replica was left alone');
+  const heal = await s.api.ok(`nfv.v1.tenant.${T}.opoccs.get`, { id: healed.lastOpOccId });
+  assert.equal(heal.operation, 'HEAL');
+  assert.equal(heal.operationState, 'COMPLETED');
+  assert.match(heal.steps[0].message, new RegExp(`node ${lostId} lost`));
+  const third = await s.api.ok('nfv.v1.admin.nodes.get', { id: thirdId });
+  assert.equal(third.allocated.replicas, 1);
+
+  // the lost agent comes back: fenced (new epoch), it tears down the VM it no longer owns
+  const lostNode = s.node(lostId);
+  const records = readdirSync(join(lostNode.stateDir, 'sandboxes')).filter((f) => f.endsWith('.json'));
+  assert.equal(records.length, 1, 'the lost node\'s one sandbox record');
+  const oldPid = JSON.parse(readFileSync(join(lostNode.stateDir, 'sandboxes', records[0]!), 'utf8')).vm?.pid as number | undefined;
+  assert.ok(oldPid && spawnSync('kill', ['-0', String(oldPid)]).status === 0, 'the killed agent left its VM running');
+  await s.startAgent(lostId);
+  await until(`${lostId} Ready with nothing allocated`, 5 * 60_000, async () => {
+    const n = await s.api.ok('nfv.v1.admin.nodes.get', { id: lostId });
+    return n.health === 'Ready' && n.allocated.replicas === 0 ? true : undefined;
+  });
+  await until('the old VM gone', 120_000, async () => (spawnSync('kill', ['-0', String(oldPid)]).status !== 0 ? true : undefined));
+
+  const term = await s.api.ok(`nfv.v1.tenant.${T}.vnfs.terminate`, { id: inst.vnfId });
+  assert.equal((await s.api.waitOp(T, term.opOccId, 5 * 60_000)).operationState, 'COMPLETED');
+});
+
+test('teardown leaves no netns, veth, bridge, cgroup or process', async () => {
+  const s = site!;
+  site = undefined;
+  const t = await s.teardown();
+  assert.deepEqual(t.leftovers, []);
+  assert.equal(t.clean, true);
+  const links = spawnSync('ip', ['-o', 'link'], { encoding: 'utf8' }).stdout;
+  assert.ok(!links.includes(`${s.prefix}-`), 'no link of the site is left');
+  const ns = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
+  assert.ok(!ns.includes(`${s.prefix}-`), 'no namespace of the site is left');
+});
