@@ -7,6 +7,7 @@
  */
 import { parseArgs } from 'node:util';
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { agentProtoPath } from '@edgenfv/contracts/internal/agent';
 import { DEFAULT_CONFIG, startAgent, type AgentConfig } from './app.js';
 import { createLog } from './log.js';
@@ -61,6 +62,12 @@ const exit = (powerOff: boolean): void => {
 
 startAgent(cfg, log, { exit }).then(
   (agent) => {
+    // the guest's uptime once the agent serves its port (`npm run bench:boot`'s breakdown)
+    try {
+      process.stdout.write(`EDGENFV_AGENT_READY uptime=${readFileSync('/proc/uptime', 'utf8').split(' ')[0]}\n`);
+    } catch {
+      /* no /proc (tests on the host's socket stand-in) */
+    }
     const stop = (sig: string) => {
       log.info({ signal: sig }, 'stopping');
       agent.stop().finally(leave);

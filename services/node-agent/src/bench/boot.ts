@@ -2,11 +2,14 @@
  * `npm run bench:boot`: boot figures of one tenant VM (median of BENCH_RUNS, default 3, runs alternating):
  *  (a) QEMU started directly (same kernel, initramfs, devices, command line) until the guest agent answers health;
  *  (b) the node agent's sandbox manager from the placement command (ensureReplica) to the guest agent ready;
- *  (c) from the command to the QEMU exec; plus QEMU RSS and the guest agent's RSS once ready.
+ *  (c) from the command to the QEMU exec; plus QEMU RSS and the guest agent's RSS once ready;
+ *  (floor) the same kernel and command line to a busybox `/init` in a tiny initramfs (`floorMs`: QEMU spawn ->
+ *  the init's first line on the console), in the same run;
+ *  and where (a)'s time goes, from the guest's own uptime stamps on its console (`breakdown`, below).
  * The last line is one JSON object.
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '@edgenfv/telemetry';
@@ -30,6 +33,41 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 const ms = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e6;
+const sleep = (n: number) => new Promise((r) => setTimeout(r, n));
+
+/** A tiny initramfs: static busybox and an /init that prints the guest's uptime and powers off. */
+function floorInitramfs(dir: string, busybox: string): string {
+  const root = join(dir, 'floor-root');
+  for (const d of ['bin', 'proc', 'dev']) mkdirSync(join(root, d), { recursive: true });
+  execFileSync('cp', [busybox, join(root, 'bin/busybox')]);
+  execFileSync('mknod', [join(root, 'dev/console'), 'c', '5', '1']);
+  writeFileSync(
+    join(root, 'init'),
+    '#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\necho "EDGENFV_FLOOR uptime=$(/bin/busybox cut -d\' \' -f1 /proc/uptime)"\n/bin/busybox poweroff -f\n',
+  );
+  chmodSync(join(root, 'init'), 0o755);
+  const out = join(dir, 'floor.cpio');
+  execFileSync('sh', ['-c', `find . | sort | cpio -o -H newc --reproducible --quiet > '${out}'`], { cwd: root });
+  return out;
+}
+
+/** Guest uptime stamps (`<TAG> uptime=<s>`) on a console log, in ms. */
+function stamps(consoleLog: string): Record<string, number> {
+  const text = existsSync(consoleLog) ? readFileSync(consoleLog, 'utf8') : '';
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/(EDGENFV_[A-Z_]+) uptime=([\d.]+)/g)) if (!(m[1]! in out)) out[m[1]!] = Number(m[2]) * 1000;
+  return out;
+}
+
+/** Polls a console log until `tag` appears; the host time it was seen. */
+async function seen(consoleLog: string, tag: string, timeoutMs: number, alive: () => boolean): Promise<bigint> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (existsSync(consoleLog) && readFileSync(consoleLog, 'utf8').includes(tag)) return process.hrtime.bigint();
+    if (!alive() || Date.now() > until) throw new Error(`${tag} not on ${consoleLog}`);
+    await sleep(5);
+  }
+}
 
 async function main(): Promise<void> {
   const runs = Number(process.env.BENCH_RUNS ?? 3);
@@ -63,6 +101,12 @@ async function main(): Promise<void> {
   const c: number[] = [];
   const qemuRss: number[] = [];
   const agentRss: number[] = [];
+  const floor: number[] = [];
+  const floorUptime: number[] = [];
+  const guest = { init: [] as number[], modules: [] as number[], node: [] as number[], agent: [] as number[], handshake: [] as number[], spawnToUptime0: [] as number[] };
+  const busybox = findBinary('busybox');
+  if (!busybox) throw new Error('busybox not found (the guest image needs it too)');
+  const floorCpio = floorInitramfs(dir, busybox);
   try {
     for (let i = 0; i < runs; i++) {
       // (b) + (c): through the node agent's sandbox manager
@@ -91,13 +135,43 @@ async function main(): Promise<void> {
       mkdirSync(runDir, { recursive: true });
       const t1 = process.hrtime.bigint();
       const child = spawn(qemu, cmd.args, { stdio: 'ignore' });
+      let exited = false;
+      child.once('exit', () => (exited = true));
       try {
+        const readySeen = seen(cmd.consoleLog, 'EDGENFV_AGENT_READY', 300_000, () => !exited).catch(() => undefined);
         const conn = await connectAgent({ chardevPath: cmd.agentSocket!, timeoutMs: 300_000, log });
+        const healthAt = process.hrtime.bigint();
         a.push(ms(t1));
         await conn.close();
+        const st = stamps(cmd.consoleLog);
+        const readyAt = await readySeen;
+        if (st.EDGENFV_INIT !== undefined) guest.init.push(st.EDGENFV_INIT);
+        if (st.EDGENFV_INIT !== undefined && st.EDGENFV_AGENT_START !== undefined) guest.modules.push(st.EDGENFV_AGENT_START - st.EDGENFV_INIT);
+        if (st.EDGENFV_AGENT_START !== undefined && st.EDGENFV_AGENT_JS !== undefined) guest.node.push(st.EDGENFV_AGENT_JS - st.EDGENFV_AGENT_START);
+        if (st.EDGENFV_AGENT_JS !== undefined && st.EDGENFV_AGENT_READY !== undefined) guest.agent.push(st.EDGENFV_AGENT_READY - st.EDGENFV_AGENT_JS);
+        if (readyAt !== undefined) guest.handshake.push(Math.max(0, Number(healthAt - readyAt) / 1e6));
+        if (st.EDGENFV_AGENT_READY !== undefined) guest.spawnToUptime0.push(Number(readyAt ?? healthAt) / 1e6 - Number(t1) / 1e6 - st.EDGENFV_AGENT_READY);
       } finally {
         killQuiet(child.pid!, 'SIGKILL');
         await waitGone(child.pid!, undefined, 5000);
+      }
+
+      // (floor): the same kernel and command line, a busybox /init in a tiny initramfs
+      const floorDir = join(dir, `floor${i}`);
+      mkdirSync(floorDir, { recursive: true });
+      const floorCmd = buildQemuArgs({ ...direct, sandboxId: `floor${i}`, runDir: floorDir, initrdPath: floorCpio, devices: direct.devices.map((d) => (d.kind === 'agent-channel' ? { ...d, socketPath: join(floorDir, 'agent.sock') } : d)) });
+      const t2 = process.hrtime.bigint();
+      const fchild = spawn(qemu, floorCmd.args, { stdio: 'ignore' });
+      let fexited = false;
+      fchild.once('exit', () => (fexited = true));
+      try {
+        const at = await seen(floorCmd.consoleLog, 'EDGENFV_FLOOR', 300_000, () => !fexited || existsSync(floorCmd.consoleLog));
+        floor.push(Number(at - t2) / 1e6);
+        const up = stamps(floorCmd.consoleLog).EDGENFV_FLOOR;
+        if (up !== undefined) floorUptime.push(up);
+      } finally {
+        killQuiet(fchild.pid!, 'SIGKILL');
+        await waitGone(fchild.pid!, undefined, 5000);
       }
     }
   } finally {
@@ -112,6 +186,8 @@ async function main(): Promise<void> {
     }
     rmSync(dir, { recursive: true, force: true });
   }
+  const med = (xs: number[]): number | null => (xs.length ? Math.round(median(xs)) : null);
+  const kernel = med(floorUptime);
   const out = {
     runs,
     accel,
@@ -121,8 +197,26 @@ async function main(): Promise<void> {
     ratioBOverA: Math.round((median(b) / median(a)) * 1000) / 1000,
     qemuRssMiB: Math.round(median(qemuRss) / 1048576),
     guestAgentRssMiB: Math.round((median(agentRss) / 1048576) * 10) / 10,
+    floorMs: Math.round(median(floor)),
+    agentToReadyOverFloor: Math.round((median(b) / median(floor)) * 1000) / 1000,
+    initrdBytes: readFileSync(image.initrdPath).length,
+    // (a) split by the guest's uptime stamps: QEMU + firmware until the kernel's clock starts (host time minus the
+    // guest's uptime), the kernel to a busybox /init (the floor's uptime), unpacking the big initramfs (the image's
+    // /init uptime minus the floor's), /init's own work (mounts, modprobe), Node.js start (agent process exec ->
+    // first statement of the bundle), the agent's start (-> its port served), the channel handshake (host: the
+    // ready line seen -> health answered; includes up to 5 ms of polling)
+    breakdown: {
+      qemuAndFirmwareMs: med(guest.spawnToUptime0),
+      kernelMs: kernel,
+      initramfsUnpackMs: kernel === null || guest.init.length === 0 ? null : Math.round(median(guest.init) - kernel),
+      initScriptMs: med(guest.modules),
+      nodeStartMs: med(guest.node),
+      agentStartMs: med(guest.agent),
+      handshakeMs: med(guest.handshake),
+    },
   };
-  console.log(`(a) QEMU direct -> guest agent health: ${out.directToHealthMs} ms; (b) node agent command -> guest ready: ${out.agentToReadyMs} ms; (c) command -> QEMU exec: ${out.commandToExecMs} ms`);
+  console.log(`(a) QEMU direct -> guest agent health: ${out.directToHealthMs} ms; (b) node agent command -> guest ready: ${out.agentToReadyMs} ms; (c) command -> QEMU exec: ${out.commandToExecMs} ms; floor (busybox /init): ${out.floorMs} ms`);
+  console.log(`(a) breakdown: ${JSON.stringify(out.breakdown)}`);
   console.log(JSON.stringify(out));
 }
 
