@@ -35,6 +35,7 @@ export interface ChaosResult {
   realVms: number;
   simulatedNodes: number;
   notFinal: number;
+  failedTemp: number;
   faultsByKind: Record<string, number>;
 }
 
@@ -166,7 +167,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         await sleep(500);
         continue;
       }
-      notFinal = [...ops.values()].filter((op) => !['COMPLETED', 'FAILED', 'ROLLED_BACK', 'FAILED_TEMP'].includes(op.operationState)).length;
+      notFinal = [...ops.values()].filter((op) => !['COMPLETED', 'FAILED', 'ROLLED_BACK'].includes(op.operationState)).length;
+      // operations the scheduler started itself (heals of a lost node's replicas) that wait in FAILED_TEMP are
+      // decided like the client's own: failed
+      for (const op of ops.values()) {
+        if (op.operationState === 'FAILED_TEMP' && !op.pendingAction) await client.call(`nfv.v1.tenant.${op.tenantId}.opoccs.fail`, { id: op.id }).catch(() => undefined);
+      }
       const referenced = new Set([...vnfs.values()].flatMap((v) => v.replicas.map((r) => r.allocId).filter(Boolean) as string[]));
       const allocIds = new Set([...allocs.values()].map((a) => a.allocId));
       orphans = 0;
@@ -186,6 +192,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       realVms: 0,
       simulatedNodes: nodes.length,
       notFinal,
+      failedTemp: client.failedTemp,
       faultsByKind,
     };
   } finally {

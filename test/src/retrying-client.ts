@@ -12,6 +12,8 @@ const TERMINAL = ['COMPLETED', 'FAILED', 'ROLLED_BACK'];
 export class RetryingClient {
   requests = 0;
   retried = 0;
+  /** Op occurrences seen waiting in FAILED_TEMP (then resolved). */
+  failedTemp = 0;
   private readonly answers = new Map<string, string[]>();
 
   constructor(
@@ -56,12 +58,19 @@ export class RetryingClient {
     return [...this.answers].filter(([, a]) => new Set(a).size > 1).map(([k]) => k);
   }
 
-  /** Polls an op occurrence until it is terminal. */
-  async waitOp(tenant: string, id: string, timeoutMs = 300_000): Promise<any> {
+  /**
+   * Polls an op occurrence until it is terminal. One that waits in FAILED_TEMP (a failure that may pass, e.g. its
+   * node was lost) is decided as a simple orchestrator would: `resolve` ('fail' by default) and waited for again.
+   */
+  async waitOp(tenant: string, id: string, timeoutMs = 300_000, resolve: 'fail' | 'retry' = 'fail'): Promise<any> {
     const until = Date.now() + timeoutMs;
     for (;;) {
       const r = await this.call(`nfv.v1.tenant.${tenant}.opoccs.get`, { id }).catch(() => undefined);
       if (r?.ok && TERMINAL.includes(r.result.operationState)) return r.result;
+      if (r?.ok && r.result.operationState === 'FAILED_TEMP' && !r.result.pendingAction) {
+        this.failedTemp++;
+        await this.call(`nfv.v1.tenant.${tenant}.opoccs.${resolve}`, { id }).catch(() => undefined);
+      }
       if (Date.now() > until) throw new Error(`op ${id} not terminal after ${timeoutMs} ms: ${JSON.stringify(r)}`);
       await new Promise((res) => setTimeout(res, 200));
     }
