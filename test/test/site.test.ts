@@ -6,6 +6,7 @@
  * - anti-affinity across real node agents (two `builtin:busybox` replicas, two TCG VM boots), then node loss with a
  *   real agent: SIGKILL one agent, its node goes NotReady after the grace and its replica is healed onto the third
  *   node by a HEAL op occurrence (one more boot); restarted, the lost agent is fenced and tears down its old VM;
+ *   draining another node moves its replica onto the agent that came back (one more boot);
  * - teardown leaves no netns, veth, bridge, cgroup or process.
  */
 import { after, before, test } from 'node:test';
@@ -70,7 +71,7 @@ test('the site: three real nodes Ready, VLAN-tagged frames pass the site switch,
   }
 });
 
-test('anti-affinity across real node agents; a SIGKILLed agent\'s replica is healed onto another real node', async () => {
+test('anti-affinity across real node agents; a SIGKILLed agent\'s replica is healed onto another real node; drain moves one', async () => {
   const s = site!;
   await s.api.ok('nfv.v1.admin.tenants.create', { id: T });
   const descriptor = {
@@ -123,6 +124,14 @@ test('anti-affinity across real node agents; a SIGKILLed agent\'s replica is hea
     return n.health === 'Ready' && n.allocated.replicas === 0 ? true : undefined;
   });
   await until('the old VM gone', 120_000, async () => (spawnSync('kill', ['-0', String(oldPid)]).status !== 0 ? true : undefined));
+
+  // drain a real node: its replica moves to the agent that came back (cold restart: HEAL with params.fromNode)
+  const drain = await s.api.ok<{ opOccIds: string[] }>('nfv.v1.admin.nodes.drain', { id: keptId });
+  assert.equal(drain.opOccIds.length, 1);
+  assert.equal((await s.api.waitOp(T, drain.opOccIds[0]!, 15 * 60_000)).operationState, 'COMPLETED');
+  const drained = await s.api.ok(`nfv.v1.tenant.${T}.vnfs.get`, { id: inst.vnfId });
+  assert.deepEqual(drained.replicas.map((r: { nodeId: string; state: string }) => [r.nodeId, r.state]), [[thirdId, 'RUNNING'], [lostId, 'RUNNING']]);
+  await until(`${keptId} empty after the drain`, 120_000, async () => ((await s.api.ok('nfv.v1.admin.nodes.get', { id: keptId })).allocated.replicas === 0 ? true : undefined));
 
   const term = await s.api.ok(`nfv.v1.tenant.${T}.vnfs.terminate`, { id: inst.vnfId });
   assert.equal((await s.api.waitOp(T, term.opOccId, 5 * 60_000)).operationState, 'COMPLETED');
