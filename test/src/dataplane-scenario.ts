@@ -8,7 +8,7 @@
  * is untouched, and traffic resumes. Terminate leaves no switch port, socket, netplugins record or sandbox.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Api } from './harness.js';
 
@@ -346,4 +346,36 @@ export async function runVrouterOnVhostUser(api: Api, nodeStateDir: string, n: D
     socketsLeft: interfaces.map((i: { socketPath: string }) => i.socketPath).filter((f: string) => existsSync(f)),
     opStates: [op.operationState, top.operationState],
   };
+}
+
+/**
+ * After a run that stopped half-way: the node agent leaves VMs running when it stops (a restarted agent re-adopts
+ * them), so a test's cleanup kills what the node's sandbox records still hold (QEMU, netns) and removes the cgroup
+ * parent. Never throws.
+ */
+export function cleanupNode(nodeStateDir: string, cgroupParent: string): void {
+  const dir = join(nodeStateDir, 'sandboxes');
+  for (const f of existsSync(dir) ? readdirSync(dir) : []) {
+    try {
+      const rec = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { sandboxId: string; netns: string };
+      const pid = qemuPidOf(rec.sandboxId);
+      if (pid) process.kill(pid, 'SIGKILL');
+      tryIp('netns', 'del', rec.netns);
+    } catch {
+      /* unreadable or gone */
+    }
+  }
+  for (const root of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
+    const d = join(root, cgroupParent);
+    if (!existsSync(d)) continue;
+    for (let i = 0; i < 50; i++) {
+      try {
+        for (const c of readdirSync(d, { withFileTypes: true })) if (c.isDirectory()) rmdirSync(join(d, c.name));
+        rmdirSync(d);
+        break;
+      } catch {
+        spawnSync('sleep', ['0.1']); // EBUSY while a killed QEMU is reaped
+      }
+    }
+  }
 }

@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startAppliance } from './appliance.js';
-import { dataplaneNetworks, runDataplaneScenario, setupProviderHosts, teardownProviderHosts, type DataplaneNames, type DataplaneVnf } from './dataplane-scenario.js';
+import { cleanupNode, dataplaneNetworks, runDataplaneScenario, setupProviderHosts, teardownProviderHosts, type DataplaneNames, type DataplaneVnf } from './dataplane-scenario.js';
 
 const OVS_DPDK = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
 const names: DataplaneNames = {
@@ -61,6 +61,7 @@ async function main(): Promise<number> {
   } finally {
     await appliance?.stop();
     teardownProviderHosts(names);
+    cleanupNode(join(home, 'node'), 'edgenfv-dpdemo');
     if (!process.env.EDGENFV_DEMO_HOME) rmSync(home, { recursive: true, force: true });
   }
 }

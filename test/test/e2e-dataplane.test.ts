@@ -15,7 +15,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startAppliance, type RunningAppliance } from '../src/appliance.js';
-import { dataplaneNetworks, runDataplaneScenario, runVrouterOnVhostUser, setupProviderHosts, teardownProviderHosts, type DataplaneNames, type DataplaneVnf } from '../src/dataplane-scenario.js';
+import { cleanupNode, dataplaneNetworks, runDataplaneScenario, runVrouterOnVhostUser, setupProviderHosts, teardownProviderHosts, type DataplaneNames, type DataplaneVnf } from '../src/dataplane-scenario.js';
 
 const OVS_DPDK = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
 const VNF: DataplaneVnf = 'builtin:testpmd';
@@ -43,6 +43,7 @@ after(async () => {
   await appliance?.stop();
   teardownProviderHosts(names);
   teardownProviderHosts(joined);
+  if (home) cleanupNode(join(home, 'node'), cgroupParent);
   if (home) rmSync(home, { recursive: true, force: true });
 });
 
