@@ -12,6 +12,8 @@ const TERMINAL = ['COMPLETED', 'FAILED', 'ROLLED_BACK'];
 export class RetryingClient {
   requests = 0;
   retried = 0;
+  /** Requests never answered (timeouts until the client gave up): lost. */
+  unanswered = 0;
   /** Op occurrences seen waiting in FAILED_TEMP (then resolved). */
   failedTemp = 0;
   private readonly answers = new Map<string, string[]>();
@@ -33,7 +35,10 @@ export class RetryingClient {
         if (env.ok || !['UNAVAILABLE', 'INTERNAL'].includes(env.error?.code)) return env;
         if (Date.now() > until) return env;
       } catch (err) {
-        if (Date.now() > until) throw err;
+        if (Date.now() > until) {
+          this.unanswered++;
+          throw err;
+        }
       }
       await new Promise((r) => setTimeout(r, 250));
     }
