@@ -4,13 +4,16 @@
  * `nodes.list`, instantiates one `builtin:busybox` VNF with a replica per node and `placement.antiAffinity: node`
  * (each replica boots its tenant VM on its own node agent, under TCG here), terminates it, tears the site down and
  * prints as its last line `{"nodes":N,"ready":N,"placedOnDistinctNodes":N,"running":N,"teardownClean":true}`.
- * `--no-vnf` skips the VNF (no VM boot).
+ * `--no-vnf` skips the VNF (no VM boot). `--keep` skips it too and keeps the site up until Ctrl-C, with an operator
+ * connect file for the `edgenfv` CLI (EDGENFV_CONNECT=<site dir>/connect.json).
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startSite, type VirtualSite } from './site.js';
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { nodes: { type: 'string', default: '3' }, 'no-vnf': { type: 'boolean', default: false }, echo: { type: 'boolean', default: false } } });
+  const { values } = parseArgs({ options: { nodes: { type: 'string', default: '3' }, keep: { type: 'boolean', default: false }, 'no-vnf': { type: 'boolean', default: false }, echo: { type: 'boolean', default: false } } });
   const n = Number(values.nodes);
   if (!Number.isInteger(n) || n < 1 || n > 16) {
     console.error(`demo:site: --nodes: an integer from 1 to 16, not ${JSON.stringify(values.nodes)}`);
@@ -31,7 +34,17 @@ async function main(): Promise<number> {
     const ours = list.items.filter((x) => site!.nodes.some((s) => s.id === x.id));
     out.ready = ours.filter((x) => x.health === 'Ready').length;
     for (const x of ours) log(`node ${x.id}: ${x.health}`);
-    if (!values['no-vnf']) {
+    if (values.keep) {
+      // the site stays up for the user's own commands until Ctrl-C
+      const file = join(site.dir, 'connect.json');
+      writeFileSync(file, JSON.stringify(site.connect, null, 2) + '\n', { mode: 0o600 });
+      log(`the site is up; in another terminal: EDGENFV_CONNECT=${file} npx edgenfv nodes list`);
+      log('Ctrl-C tears it down');
+      await new Promise<void>((r) => {
+        process.once('SIGINT', () => r());
+        process.once('SIGTERM', () => r());
+      });
+    } else if (!values['no-vnf']) {
       const t = 'site';
       await site.api.ok('nfv.v1.admin.tenants.create', { id: t });
       const descriptor = {
@@ -53,7 +66,7 @@ async function main(): Promise<number> {
       const term = await site.api.ok<{ opOccId: string }>(`nfv.v1.tenant.${t}.vnfs.terminate`, { id: inst.vnfId });
       log(`TERMINATE ${(await site.api.waitOp(t, term.opOccId, 5 * 60_000)).operationState}`);
     }
-    ok = out.ready === n && (values['no-vnf'] || (out.placedOnDistinctNodes === n && out.running === n));
+    ok = out.ready === n && (values['no-vnf'] || values.keep || (out.placedOnDistinctNodes === n && out.running === n));
   } finally {
     if (site) {
       log('tearing the site down');

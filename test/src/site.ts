@@ -63,6 +63,8 @@ export interface VirtualSite {
   /** Connected as the operator principal. */
   nc: NatsConnection;
   api: Api;
+  /** The operator's connect file content (`edgenfv` CLI: `EDGENFV_CONNECT=<file>`): servers, creds text, inbox prefix. */
+  connect: { servers: string[]; creds: string; inboxPrefix: string };
   node(id: string): SiteNode;
   /** Waits until nodes.list shows every (or the given) node Ready. */
   waitReady(ids?: string[], timeoutMs?: number): Promise<void>;
@@ -240,6 +242,7 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
   let nats: NatsServerHandle | undefined;
   let scheduler: SchedulerProc | undefined;
   let nc: NatsConnection | undefined;
+  let operatorCreds = { credsFile: '', inboxPrefix: '' };
 
   const teardown = async (): Promise<{ clean: boolean; leftovers: string[] }> => {
     const leftovers: string[] = [];
@@ -363,6 +366,7 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
       return { credsFile: join(auth, file), inboxPrefix: u.inboxPrefix };
     };
     const operator = await creds('operator.creds', { kind: 'operator' });
+    operatorCreds = operator;
     const schedulerCreds = await creds('scheduler.creds', { kind: 'scheduler', id: prefix });
     const issuerFile = join(auth, 'issuer.json');
     writePrivate(issuerFile, JSON.stringify(await issuerConfig(trust)));
@@ -433,6 +437,7 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
     scheduler,
     nc,
     api,
+    connect: { servers: [nats.url], creds: readFileSync(operatorCreds.credsFile, 'utf8'), inboxPrefix: operatorCreds.inboxPrefix },
     node: byId,
     async waitReady(ids = nodes.map((n) => n.id), timeoutMs = 120_000) {
       const until = Date.now() + timeoutMs;
