@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '@edgenfv/telemetry';
 import { AGENT_PORT_NAME } from '@edgenfv/contracts';
-import { buildGuestImage, connectAgent } from '../guest/index.js';
+import { AgentClient, buildGuestImage, HostChannel } from '../guest/index.js';
 import { parseConfig } from '../config.js';
 import { hostCpuKHz } from '../app.js';
 import { QemuDriver } from '../hypervisor/qemu.js';
@@ -103,7 +103,7 @@ async function main(): Promise<void> {
   const agentRss: number[] = [];
   const floor: number[] = [];
   const floorUptime: number[] = [];
-  const guest = { init: [] as number[], modules: [] as number[], node: [] as number[], agent: [] as number[], handshake: [] as number[], spawnToUptime0: [] as number[] };
+  const guest = { helloAck: [] as number[], rpc: [] as number[], init: [] as number[], modules: [] as number[], node: [] as number[], agent: [] as number[], handshake: [] as number[], spawnToUptime0: [] as number[] };
   const busybox = findBinary('busybox');
   if (!busybox) throw new Error('busybox not found (the guest image needs it too)');
   const floorCpio = floorInitramfs(dir, busybox);
@@ -139,10 +139,29 @@ async function main(): Promise<void> {
       child.once('exit', () => (exited = true));
       try {
         const readySeen = seen(cmd.consoleLog, 'EDGENFV_AGENT_READY', 300_000, () => !exited).catch(() => undefined);
-        const conn = await connectAgent({ chardevPath: cmd.agentSocket!, timeoutMs: 300_000, log });
-        const healthAt = process.hrtime.bigint();
-        a.push(ms(t1));
-        await conn.close();
+        // what connectAgent does (channel + client until Health and Version answer), with the channel's ack timed
+        const listenPath = `${cmd.agentSocket!}.mux`;
+        // BENCH_HELLO_MS: the HELLO interval of (a) only (to compare with the old 500 ms); default: the product's
+        const helloMs = process.env.BENCH_HELLO_MS ? Number(process.env.BENCH_HELLO_MS) : undefined;
+        const channel = new HostChannel({ chardevPath: cmd.agentSocket!, listenPath, log, ...(helloMs ? { helloIntervalMs: helloMs } : {}) });
+        await channel.start();
+        let ackAt: bigint | undefined;
+        void channel.waitReady().then(() => (ackAt = process.hrtime.bigint()), () => undefined);
+        const client = new AgentClient(`unix:${listenPath}`);
+        let healthAt: bigint;
+        try {
+          await client.waitReady({ timeoutMs: 300_000 });
+          healthAt = process.hrtime.bigint();
+          a.push(ms(t1));
+        } finally {
+          client.close();
+          await channel.close();
+        }
+        const readyAtHost = await readySeen;
+        if (readyAtHost !== undefined && ackAt !== undefined) {
+          guest.helloAck.push(Math.max(0, Number(ackAt - readyAtHost) / 1e6));
+          guest.rpc.push(Number(healthAt - ackAt) / 1e6);
+        }
         const st = stamps(cmd.consoleLog);
         const readyAt = await readySeen;
         if (st.EDGENFV_INIT !== undefined) guest.init.push(st.EDGENFV_INIT);
@@ -213,6 +232,9 @@ async function main(): Promise<void> {
       nodeStartMs: med(guest.node),
       agentStartMs: med(guest.agent),
       handshakeMs: med(guest.handshake),
+      // the handshake split: the ready line seen -> the channel's HELLO acknowledged; -> Health + Version answered
+      helloAckMs: med(guest.helloAck),
+      firstRpcsMs: med(guest.rpc),
     },
   };
   console.log(`(a) QEMU direct -> guest agent health: ${out.directToHealthMs} ms; (b) node agent command -> guest ready: ${out.agentToReadyMs} ms; (c) command -> QEMU exec: ${out.commandToExecMs} ms; floor (busybox /init): ${out.floorMs} ms`);
