@@ -5,7 +5,7 @@
  * further replica is UNSCHEDULABLE with the reason. On the host: each vCPU thread of the real QEMU (named
  * `CPU <i>/<accel>` with debug-threads=on) runs on exactly the core the ledger gave it, every other QEMU thread on the
  * VM's cores only, and QEMU's resident memory stays within what the ledger booked for the VM (replicas + overhead).
- * One VM boot.
+ * The joined VNF's terminate shrinks the VM: its threads are re-pinned onto the remaining core. One VM boot.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -128,11 +128,17 @@ test('a real node booked to its last core: the next replica is UNSCHEDULABLE, QE
   assert.ok(rss <= booked, `QEMU RSS ${rss.toFixed(0)} MiB > booked ${booked} MiB`);
   console.log(JSON.stringify({ cores: ledgerCores, vcpuAffinity: vcpu.map((t) => t.cpus), qemuRssMiB: Math.round(rss), bookedMiB: booked, vmOverhead: booking.vmOverhead }));
 
-  for (const v of [second.vnfId, first.vnfId]) {
+  const terminate = async (v: string) => {
     const t = await api.ok(`nfv.v1.tenant.${tenant}.vnfs.terminate`, { id: v });
     const op = await api.waitOp(tenant, t.opOccId, 10 * 60_000);
     assert.equal(op.operationState, 'COMPLETED', JSON.stringify(op.error));
-  }
+  };
+  // the joined VNF leaves, the VM shrinks: every QEMU thread left (a vCPU whose unplug the guest has not finished
+  // included) runs on the first VNF's core only
+  await terminate(second.vnfId);
+  const left = byVnf(first.vnfId).cpus as number[];
+  for (const t of threads(pid)) assert.deepEqual(t.cpus, left, `after the shrink, thread ${t.name} (${t.tid})`);
+  await terminate(first.vnfId);
   for (let i = 0; existsSync(`/proc/${pid}`); i++) {
     if (i > 600) throw new Error(`QEMU ${pid} still there after terminate`);
     await new Promise((res) => setTimeout(res, 200));
