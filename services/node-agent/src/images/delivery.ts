@@ -1,10 +1,11 @@
 /**
- * Delivering a resolved image into a tenant VM: the packed disk is copied into the sandbox's run folder, owned by
- * the hypervisor's unprivileged uid (a hotplugged disk is opened after QEMU dropped its privileges; and the shared
- * cache stays unreadable to every tenant's QEMU), and attached read-only with the disk's serial, by which the guest
- * agent finds it. One disk per image per VM: replicas of the same image share it.
+ * Delivering a resolved image into a tenant VM: the packed disk is copied into the sandbox's disk folder
+ * (`<runDir>.disks`, beside the run folder, which stays root's), readable by the hypervisor's unprivileged group and
+ * writable by nobody but root (a hotplugged disk is opened after QEMU dropped its privileges; the shared cache stays
+ * unreadable to every tenant's QEMU), and attached read-only with the disk's serial, by which the guest agent finds
+ * it. One disk per image per VM: replicas of the same image share it.
  */
-import { chown, copyFile, chmod, stat } from 'node:fs/promises';
+import { chown, copyFile, chmod, mkdir, stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { UnavailableError } from '@edgenfv/contracts';
@@ -29,14 +30,24 @@ export function replicaImage(r: ResolvedImage): ReplicaImage {
  */
 export async function stageImageDisk(r: ResolvedImage, runDir: string, owner: { uid: number; gid: number }, opts: { hotplug: boolean }): Promise<DiskDevice | null> {
   if (!r.disk) return null;
-  const path = join(runDir, `${r.disk.serial}.img`);
+  const dir = imageDiskDir(runDir);
+  const path = join(dir, `${r.disk.serial}.img`);
   if (opts.hotplug) await traversable(dirname(runDir));
+  // root's, the VM's group may enter and read (0750 / 0440): QEMU's uid reads its images and can change none of them
+  await mkdir(dir, { recursive: true, mode: 0o750 });
+  await chown(dir, 0, owner.gid);
+  await chmod(dir, 0o750);
   if (!existsSync(path)) {
     await copyFile(r.disk.path, path);
-    await chown(path, owner.uid, owner.gid);
-    await chmod(path, 0o400);
+    await chown(path, 0, owner.gid);
+    await chmod(path, 0o440);
   }
   return { kind: 'disk', id: `img-${r.disk.serial}`, path, serial: r.disk.serial };
+}
+
+/** The folder a sandbox's image disks are staged in: beside its run folder, removed with it. */
+export function imageDiskDir(runDir: string): string {
+  return `${runDir}.disks`;
 }
 
 /**

@@ -14,6 +14,7 @@ import type { HypervisorDriver, MemoryBackend, NetDevice, DiskDevice, VmHandle, 
 import type { Cgroups } from './cgroup.js';
 import { applyPinPlan, pinPlan, processThreads, vmCores } from './pinning.js';
 import type { ReplicaRecord, SandboxRecord, Steps } from './records.js';
+import { imageDiskDir } from '../images/delivery.js';
 
 const run = promisify(execFile);
 
@@ -230,6 +231,7 @@ export class VmLifecycle {
     });
     await steps.run('folders', () => {
       rmSync(rec.runDir, { recursive: true, force: true });
+      rmSync(imageDiskDir(rec.runDir), { recursive: true, force: true });
       if (existsSync(rec.tenantDir) && readdirSync(rec.tenantDir).length === 0) rmdirSync(rec.tenantDir);
     });
   }

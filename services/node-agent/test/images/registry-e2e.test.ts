@@ -164,4 +164,5 @@ test('registry image -> API -> node pull -> disk -> running in the guest; hotplu
   assert.deepEqual(app.manager.sandboxes(), []);
   assert.deepEqual(readdirSync(join(stateDir, 'sandboxes')), []);
   assert.equal(existsSync(sb.runDir), false);
+  assert.equal(existsSync(`${sb.runDir}.disks`), false, "the image disks go with the sandbox");
 });
