@@ -144,8 +144,9 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
   assert.ok(nic2, `hotplugged NIC seen by the guest: ${JSON.stringify(d2.nics)}`);
   assert.equal(nic2.name, 'mgmt1');
   const hostIf2 = manager.sandboxes()[0]!.replicas.g2!.hostIfNames.mgmt!;
-  assert.equal(pciPathOf(manager.vmOf(r1.sandboxId)!, hostIf2), '11.0/00.0', 'hotplugged NIC on the next root port');
-  const byPath2 = await s.updateInterfaces([{ mac: '02:00:00:00:0b:02', pciPath: '11.0/00.0', name: 'mgmt1', addresses: ['10.55.0.12/24'] }], 0);
+  // the boot NICs took root ports 00:10.0 (tap) and 00:11.0 (macvtap): the hotplugged one gets the next, 00:12.0
+  assert.equal(pciPathOf(manager.vmOf(r1.sandboxId)!, hostIf2), '12.0/00.0', 'hotplugged NIC on the next root port');
+  const byPath2 = await s.updateInterfaces([{ mac: '02:00:00:00:0b:02', pciPath: '12.0/00.0', name: 'mgmt1', addresses: ['10.55.0.12/24'] }], 0);
   assert.deepEqual(byPath2, [{ name: 'mgmt1', pciAddress: nic2.pciAddress }]);
   assert.ok(d2.memoryTotalBytes > d1.memoryTotalBytes, `guest memory grew: ${d1.memoryTotalBytes} -> ${d2.memoryTotalBytes}`);
   // the hotplugged vCPU is brought online by the guest agent (no udev in the guest)
