@@ -257,28 +257,6 @@ export function reservationFor(req: PlacementRequest, allocId: string, epoch: nu
   return r;
 }
 
-/** The reservation an allocation record holds (what the ledger must account for). */
-export function reservationOfAllocation(alloc: Allocation, at = alloc.createdAt): Reservation {
-  const res = alloc.resources;
-  const r: Reservation = {
-    allocId: alloc.allocId,
-    tenantId: alloc.tenantId,
-    vnfId: alloc.vnfId,
-    replica: alloc.replica,
-    epoch: alloc.epoch,
-    vcpus: res.vcpus,
-    memoryMiB: res.memoryMiB,
-    cpuPolicy: res.cpuPolicy ?? 'shared',
-    vfs: alloc.interfaces.flatMap((i) => (i.type === 'sriov' ? [i.sriov.vfPciAddress] : [])),
-    at,
-  };
-  if (res.numaNode !== undefined) r.numaNode = res.numaNode;
-  if (res.cpus) r.cpus = [...res.cpus];
-  if (res.hugepages) r.hugepages = { sizeKiB: res.hugepages.sizeKiB, count: res.hugepages.count, numaNode: res.hugepages.numaNode ?? res.numaNode ?? 0 };
-  if (res.vmOverhead) r.vmOverhead = res.vmOverhead;
-  return r;
-}
-
 /** What the API shows of a node's use (`NodeRecord.allocated` and `.sandboxes`), from its view. */
 export function summarizeView(view: NodeView): {
   allocated: { vcpus: number; memoryMiB: number; vfs: number; replicas: number };

@@ -8,7 +8,7 @@ import {
   getJson,
   sriovOf,
   simulatedInventory,
-  unfence,
+  unfenceReservations,
   type AllocationBuilder,
   type NodeLedger,
   type SchedulerBuckets,
@@ -153,7 +153,7 @@ test('release frees; on a lost node it fences; a ledger change by another writer
     await b.nodes.put('l0', encodeJson({ id: 'l0', inventory: inv, health: 'Ready', cordoned: false, epoch: 2, registeredAt: 'x' }));
     const lg = (await getJson<NodeLedger>(b.ledger, 'l0'))!;
     await b.ledger.update('l0', encodeJson({ ...lg.value, epoch: 2 }), lg.revision);
-    assert.deepEqual(await unfence(b, 'l0', new Set()), ['l2-0']);
+    assert.deepEqual((await unfenceReservations(b, 'l0', new Set())).map((r) => r.allocId), ['l2-0']);
     await waitFor('view sees the unfenced VF', () => (cs.node('l0')!.freeVfs.get('physnet1') ?? 0) === 1);
     const r3 = await cs.schedule(req('tl', 'l3', 0, d), 'l3-0', builder('l3-0'));
     assert.ok(r3.ok);
