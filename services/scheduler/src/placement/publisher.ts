@@ -15,6 +15,11 @@ interface Pending {
   deadline: number;
 }
 
+/** An Error with nats.js's `code` for the same condition (see isTransientNatsError in contracts). */
+function publishError(message: string, code: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
 export class KvPublisher {
   private readonly prefix: string;
   private readonly sub: Subscription;
@@ -38,7 +43,9 @@ export class KvPublisher {
         if (!p) return;
         this.pending.delete(token);
         if (msg.headers && msg.headers.code >= 300) {
-          p.reject(new Error(`JetStream publish failed: ${msg.headers.code} ${msg.headers.description}`));
+          // 503 (no responders: the stream's leader is away) and 408 carry nats.js's codes, so that they are
+          // transient (UNAVAILABLE, retried) like the same failure through nats.js's own KV calls
+          p.reject(publishError(`JetStream publish failed: ${msg.headers.code} ${msg.headers.description}`, String(msg.headers.code)));
           return;
         }
         try {
@@ -59,7 +66,7 @@ export class KvPublisher {
       for (const [t, p] of this.pending) {
         if (p.deadline <= now) {
           this.pending.delete(t);
-          p.reject(new Error(`JetStream publish timed out after ${this.timeoutMs} ms`));
+          p.reject(publishError(`JetStream publish timed out after ${this.timeoutMs} ms`, 'TIMEOUT'));
         }
       }
     }, Math.min(1000, this.timeoutMs));
