@@ -35,7 +35,8 @@ export class RetryingClient {
         if (env.ok || !['UNAVAILABLE', 'INTERNAL'].includes(env.error?.code)) return env;
         if (Date.now() > until) return env;
       } catch (err) {
-        if (Date.now() > until) {
+        // a closed connection does not come back: the test is over (a failed one must not wait out giveUpMs)
+        if (this.nc.isClosed() || Date.now() > until) {
           this.unanswered++;
           throw err;
         }
@@ -76,6 +77,7 @@ export class RetryingClient {
         this.failedTemp++;
         await this.call(`nfv.v1.tenant.${tenant}.opoccs.${resolve}`, { id }).catch(() => undefined);
       }
+      if (this.nc.isClosed()) throw new Error(`op ${id}: the connection is closed`);
       if (Date.now() > until) throw new Error(`op ${id} not terminal after ${timeoutMs} ms: ${JSON.stringify(r)}`);
       await new Promise((res) => setTimeout(res, 200));
     }
