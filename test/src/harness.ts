@@ -107,11 +107,11 @@ export const TEST_NETWORKS = [
 ];
 
 /** nats-server + one scheduler process + a client. */
-export async function startCluster(opts: { networks?: unknown[]; env?: Record<string, string> } = {}): Promise<Cluster> {
+export async function startCluster(opts: { networks?: unknown[]; env?: Record<string, string>; config?: Record<string, unknown> } = {}): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), 'edgenfv-test-'));
   const nats = await startNatsServer({ storeDir: join(dir, 'jetstream') });
   const configFile = join(dir, 'scheduler.yaml');
-  writeFileSync(configFile, JSON.stringify({ networks: opts.networks ?? TEST_NETWORKS }));
+  writeFileSync(configFile, JSON.stringify({ ...(opts.config ?? {}), networks: opts.networks ?? TEST_NETWORKS }));
   // nodes registered by tests never heartbeat: a long grace keeps them Ready unless a test asks otherwise
   const env = { EDGENFV_NATS_URL: nats.url, EDGENFV_CONFIG: configFile, EDGENFV_HEARTBEAT_GRACE_MS: '600000', ...(opts.env ?? {}) };
   const scheduler = await startScheduler(env);

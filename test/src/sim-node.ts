@@ -9,6 +9,7 @@ import type { KvEntry, NatsConnection, QueuedIterator, KV } from 'nats';
 import { internalSubjects, KV_BUCKETS, type Allocation, type NodeInventory, type ReplicaStatus } from '@edgenfv/contracts';
 import { collectInventory } from '@edgenfv/node-agent/internal/inventory';
 import { makeFakeSysfs } from '@edgenfv/node-agent/internal/testing/fake-sysfs';
+import { waitNodeKnown } from './state-fixtures.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -50,6 +51,16 @@ export async function simulatedNodeInventory(nodeId: string, shape: NodeShape): 
     { kvm: false, system: async () => ({ cpuCount: shape.numaNodes * shape.cpusPerNuma, memoryMiB: shape.numaNodes * 65536, hostname: nodeId }) },
   );
   return { inventory, cleanup: fake.cleanup };
+}
+
+/** A simulated node of the one-NUMA-node shape most tests use (8 CPUs, 4 isolated, 2 VFs on physnet1), started
+ * and known to the scheduler; `cleanup` removes its fake sysfs tree. */
+export async function startSimNode(nc: NatsConnection, nodeId: string, heartbeatMs: number): Promise<{ node: SimNode; cleanup: () => void }> {
+  const { inventory, cleanup } = await simulatedNodeInventory(nodeId, { numaNodes: 1, cpusPerNuma: 8, isolatedPerNuma: 4, vfsPerNuma: 2, physnet: 'physnet1' });
+  const node = new SimNode(nc, inventory, heartbeatMs);
+  await node.start();
+  await waitNodeKnown(nc, nodeId);
+  return { node, cleanup };
 }
 
 export class SimNode {

@@ -4,47 +4,33 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { connect, type NatsConnection } from 'nats';
+import type { NatsConnection } from 'nats';
 import { EVENTS_STREAM, KV_BUCKETS } from '@edgenfv/contracts';
-import { startNatsServer, type NatsServerHandle } from '@edgenfv/nats-launcher';
-import { Api, startScheduler, type SchedulerProc } from '../src/harness.js';
-import { SimNode, simulatedNodeInventory } from '../src/sim-node.js';
-import { waitNodeKnown } from '../src/state-fixtures.js';
+import { startCluster, type Api, type Cluster, type SchedulerProc } from '../src/harness.js';
+import { startSimNode, type SimNode } from '../src/sim-node.js';
 
-let dir: string;
-let nats: NatsServerHandle;
+let cluster: Cluster;
 let sched: SchedulerProc;
 let nc: NatsConnection;
 let api: Api;
 let node: SimNode;
-const cleanups: (() => void)[] = [];
+let cleanupNode: (() => void) | undefined;
 const RETENTION_MS = 1500;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'edgenfv-growth-'));
-  nats = await startNatsServer({ storeDir: join(dir, 'js') });
-  const config = join(dir, 'scheduler.json');
-  writeFileSync(config, JSON.stringify({ networks: [], bucketMaxBytes: 64 * 1024 * 1024, eventsMaxBytes: 128 * 1024 * 1024 }));
-  sched = await startScheduler({ EDGENFV_NATS_URL: nats.url, EDGENFV_CONFIG: config, EDGENFV_HEARTBEAT_GRACE_MS: '600000', EDGENFV_RETENTION_MS: String(RETENTION_MS) });
-  nc = await connect({ servers: nats.url });
-  api = new Api(nc);
-  const { inventory, cleanup } = await simulatedNodeInventory('gr-a', { numaNodes: 1, cpusPerNuma: 8, isolatedPerNuma: 4, vfsPerNuma: 2, physnet: 'physnet1' });
-  cleanups.push(cleanup);
-  node = new SimNode(nc, inventory, 500);
-  await node.start();
-  await waitNodeKnown(nc, 'gr-a');
+  cluster = await startCluster({
+    networks: [],
+    config: { bucketMaxBytes: 64 * 1024 * 1024, eventsMaxBytes: 128 * 1024 * 1024 },
+    env: { EDGENFV_RETENTION_MS: String(RETENTION_MS) },
+  });
+  ({ scheduler: sched, nc, api } = cluster);
+  ({ node, cleanup: cleanupNode } = await startSimNode(nc, 'gr-a', 500));
 }, { timeout: 90_000 });
 
 after(async () => {
   node?.stop();
-  await nc?.close();
-  await sched?.stop();
-  await nats?.stop();
-  for (const c of cleanups) c();
-  rmSync(dir, { recursive: true, force: true });
+  await cluster?.close();
+  cleanupNode?.();
 });
 
 test('every state bucket and the events stream are bounded in bytes', async () => {

@@ -13,8 +13,8 @@ import { connect, type NatsConnection } from 'nats';
 import { KV_BUCKETS } from '@edgenfv/contracts';
 import { startNatsServer, type NatsServerHandle } from '@edgenfv/nats-launcher';
 import { Api, startScheduler, type SchedulerProc } from '../src/harness.js';
-import { SimNode, simulatedNodeInventory } from '../src/sim-node.js';
-import { snapshotState, waitNodeKnown } from '../src/state-fixtures.js';
+import { startSimNode, type SimNode } from '../src/sim-node.js';
+import { snapshotState } from '../src/state-fixtures.js';
 
 let dir: string;
 let nats: NatsServerHandle;
@@ -44,11 +44,9 @@ before(async () => {
   const config = join(dir, 'scheduler.json');
   writeFileSync(config, JSON.stringify({ networks: [] }));
   sched = await startScheduler({ EDGENFV_NATS_URL: nats.url, EDGENFV_CONFIG: config, EDGENFV_HEARTBEAT_GRACE_MS: '600000' });
-  const { inventory, cleanup } = await simulatedNodeInventory('fp-a', { numaNodes: 1, cpusPerNuma: 8, isolatedPerNuma: 4, vfsPerNuma: 2, physnet: 'physnet1' });
-  cleanups.push(cleanup);
-  node = new SimNode(nc, inventory, 500);
-  await node.start();
-  await waitNodeKnown(nc, 'fp-a');
+  const sim = await startSimNode(nc, 'fp-a', 500);
+  cleanups.push(sim.cleanup);
+  node = sim.node;
 }, { timeout: 90_000 });
 
 after(async () => {

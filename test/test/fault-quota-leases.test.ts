@@ -8,47 +8,28 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { connect, type NatsConnection } from 'nats';
-import { startNatsServer, type NatsServerHandle } from '@edgenfv/nats-launcher';
+import type { NatsConnection } from 'nats';
 import { Store } from '@edgenfv/scheduler/internal/state/store';
 import { refundOnce } from '@edgenfv/scheduler/internal/ops/quota';
-import { Api, startScheduler, TEST_NETWORKS, type SchedulerProc } from '../src/harness.js';
-import { SimNode, simulatedNodeInventory } from '../src/sim-node.js';
-import { waitNodeKnown } from '../src/state-fixtures.js';
+import { startCluster, type Api, type Cluster } from '../src/harness.js';
+import { startSimNode, type SimNode } from '../src/sim-node.js';
 
-let dir: string;
-let nats: NatsServerHandle;
-let sched: SchedulerProc;
+let cluster: Cluster;
 let nc: NatsConnection;
 let api: Api;
 let node: SimNode;
-const cleanups: (() => void)[] = [];
+let cleanupNode: (() => void) | undefined;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'edgenfv-quota-leases-'));
-  nats = await startNatsServer({ storeDir: join(dir, 'js') });
-  const config = join(dir, 'scheduler.json');
-  writeFileSync(config, JSON.stringify({ networks: TEST_NETWORKS }));
-  sched = await startScheduler({ EDGENFV_NATS_URL: nats.url, EDGENFV_CONFIG: config, EDGENFV_HEARTBEAT_GRACE_MS: '600000' });
-  nc = await connect({ servers: nats.url });
-  api = new Api(nc);
-  const { inventory, cleanup } = await simulatedNodeInventory('ql-a', { numaNodes: 1, cpusPerNuma: 8, isolatedPerNuma: 4, vfsPerNuma: 2, physnet: 'physnet1' });
-  cleanups.push(cleanup);
-  node = new SimNode(nc, inventory, 300);
-  await node.start();
-  await waitNodeKnown(nc, 'ql-a');
+  cluster = await startCluster();
+  ({ nc, api } = cluster);
+  ({ node, cleanup: cleanupNode } = await startSimNode(nc, 'ql-a', 300));
 }, { timeout: 90_000 });
 
 after(async () => {
   node?.stop();
-  await nc?.close();
-  await sched?.stop();
-  await nats?.stop();
-  for (const c of cleanups) c();
-  rmSync(dir, { recursive: true, force: true });
+  await cluster?.close();
+  cleanupNode?.();
 });
 
 async function leaseOwners(): Promise<string[]> {
