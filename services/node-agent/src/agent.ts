@@ -322,8 +322,10 @@ export class NodeAgent {
     }
     await this.writeStatus(a, 'STARTING');
     const t0 = this.seenAt.get(a.allocId) ?? process.hrtime.bigint();
+    const progress = this.progressWriter(a);
     try {
-      const r = await this.o.manager.ensureReplica(a, undefined, this.progressWriter(a));
+      const r = await this.o.manager.ensureReplica(a, undefined, progress.report);
+      await progress.settle();
       const startMs = Math.round(Number(process.hrtime.bigint() - t0) / 1e6);
       // The allocation may have been removed while booting: then the next pass stops it.
       await this.writeStatus(a, 'RUNNING', { sandboxId: r.sandboxId, interfaces: r.interfaces, startMs, ...(r.imageDigest ? { imageDigest: r.imageDigest } : {}) });
@@ -334,6 +336,7 @@ export class NodeAgent {
       this.failed.add(a.allocId);
       this.o.metrics?.reconciles.inc({ action: 'start', result: 'error' });
       log.warn({ err }, 'replica failed to start');
+      await progress.settle();
       await this.writeStatus(a, 'FAILED', { error: e.toBody() });
     }
   }
@@ -357,24 +360,40 @@ export class NodeAgent {
     }
   }
 
-  /** STARTING status updates carrying what the node does (image pull progress), at most one a second. */
-  private progressWriter(a: Allocation): (message: string) => void {
+  /**
+   * STARTING status updates carrying what the node does (image pull progress), at most one a second, except the
+   * steps that must be seen (a layer verified, the image pulled): those are written as soon as the write before
+   * them is done. `settle()` writes what is still pending and ends the reports, before the replica's next state is
+   * written (so no STARTING overwrites RUNNING or FAILED).
+   */
+  private progressWriter(a: Allocation): { report: (message: string) => void; settle: () => Promise<void> } {
+    const mustShow = (m: string): boolean => /^pulled |verified/.test(m);
     let last = 0;
     let pending: string | undefined;
-    let writing = false;
+    let inflight: Promise<void> | undefined;
+    let settled = false;
     const flush = (): void => {
-      if (writing || pending === undefined) return;
+      if (inflight || pending === undefined) return;
       const progress = pending;
       pending = undefined;
-      writing = true;
       last = Date.now();
-      void this.writeStatus(a, 'STARTING', { progress }).finally(() => {
-        writing = false;
+      inflight = this.writeStatus(a, 'STARTING', { progress }).finally(() => {
+        inflight = undefined;
+        if (!settled && pending !== undefined && mustShow(pending)) flush();
       });
     };
-    return (message) => {
-      pending = message;
-      if (Date.now() - last >= 1000 || /^pulled |verified/.test(message)) flush();
+    return {
+      report: (message) => {
+        if (settled) return;
+        pending = message;
+        if (Date.now() - last >= 1000 || mustShow(message)) flush();
+      },
+      settle: async () => {
+        settled = true;
+        while (inflight) await inflight;
+        if (pending !== undefined && mustShow(pending)) await this.writeStatus(a, 'STARTING', { progress: pending });
+        pending = undefined;
+      },
     };
   }
 
