@@ -17,7 +17,7 @@ import { Notifier } from './ops/notifier.js';
 import { OperationsEngine, type EngineOptions } from './ops/engine.js';
 import { siteMetrics } from './site-metrics.js';
 import type { PlacementPort } from './ops/placement-port.js';
-import { drainNode } from './ops/drain.js';
+import { drainNode } from './api/drain.js';
 import { healIfIdle, healLostNode } from './ops/heal.js';
 import { SchedulerCore } from './leader/core.js';
 import { LedgerPlacement } from './placement/port.js';

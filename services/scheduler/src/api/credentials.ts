@@ -13,16 +13,7 @@ import { fromSeed } from 'nats-jwt';
 import { appAccountJwt, issueUser, type IssuerConfig } from '@edgenfv/nats-launcher/internal/auth';
 import { UnavailableError, type TenantCredentials } from '@edgenfv/contracts';
 import type { Logger } from '@edgenfv/telemetry';
-import type { JsonBucket } from '../state/store.js';
-
-/** One tenant's credential record (public keys and times only). */
-export interface CredentialRecord {
-  tenantId: string;
-  /** Users issued and not revoked: public key -> issued at (seconds). */
-  active: Record<string, number>;
-  /** Revoked users: public key -> revoked at (seconds); JWTs of that key issued at or before are refused. */
-  revoked: Record<string, number>;
-}
+import type { CredentialRecord, JsonBucket } from '../state/store.js';
 
 export class CredentialIssuer {
   private sys?: NatsConnection;

@@ -24,7 +24,8 @@ import {
   type Vnf,
 } from '@edgenfv/contracts';
 import type { ApiContext } from './context.js';
-import { getOpOcc, getVnf, newOpOcc, startOperation, vnfKey } from './vnfs.js';
+import { getOpOcc, getVnf } from './vnfs.js';
+import { newOpOcc, startOperation, vnfKey } from '../ops/op-occurrences.js';
 import { getTenant } from './tenants.js';
 
 export async function operate(ctx: ApiContext, tenantId: string, req: OperateRequest): Promise<{ opOccId: string }> {

@@ -1,17 +1,14 @@
 /** Tenant API: VNF lifecycle requests. Each mutating request records an op occurrence the leader carries out. */
 import {
-  asAppError,
   AlreadyExistsError,
   ConflictError,
   InvalidArgumentError,
   NotFoundError,
-  TERMINAL_OP_STATES,
   type FieldIssue,
   type HealRequest,
   type IdRequest,
   type InstantiateRequest,
   type OpOcc,
-  type Operation,
   type Replica,
   type ScaleRequest,
   type TerminateRequest,
@@ -21,12 +18,7 @@ import {
 import type { ApiContext } from './context.js';
 import { checkNetworkPolicy } from './network-policy.js';
 import { chargeQuota, demandOf, undoCharge } from '../ops/quota.js';
-import { persistently } from '../state/store.js';
-
-export function vnfKey(tenantId: string, vnfId: string): string {
-  return `${tenantId}.${vnfId}`;
-}
-
+import { newOpOcc, recordOpOcc, startOperation, vnfKey } from '../ops/op-occurrences.js';
 
 function checkNetworks(ctx: ApiContext, d: Vnfd): void {
   const issues: FieldIssue[] = [];
@@ -43,42 +35,6 @@ function checkNetworks(ctx: ApiContext, d: Vnfd): void {
     }
   });
   if (issues.length) throw new InvalidArgumentError(issues);
-}
-
-export function newOpOcc(ctx: ApiContext, tenantId: string, vnfId: string, operation: Operation, extra: Partial<OpOcc>): OpOcc {
-  const at = ctx.now().toISOString();
-  return {
-    id: ctx.newId('op'),
-    tenantId,
-    vnfId,
-    operation,
-    operationState: 'STARTING',
-    startTime: at,
-    stateEnteredTime: at,
-    steps: [{ at, message: `${operation} requested` }],
-    ...extra,
-  };
-}
-
-async function recordOpOcc(ctx: ApiContext, op: OpOcc): Promise<void> {
-  try {
-    await ctx.store.opoccs.create(vnfKey(op.tenantId, op.id), op);
-  } catch (err) {
-    // The write may have gone through although its answer was lost: then the operation is accepted (the leader
-    // is already carrying it out) and undoing the request's charge and lock would be wrong.
-    if (!asAppError(err).retryable) throw err;
-    const found = await persistently(() => ctx.store.opoccs.get(vnfKey(op.tenantId, op.id)));
-    if (!found) throw err;
-  }
-  await ctx.notifier.publish(op.tenantId, {
-    type: 'OpOcc',
-    opOccId: op.id,
-    vnfId: op.vnfId,
-    operation: op.operation,
-    operationState: op.operationState,
-    at: op.startTime,
-  });
-  ctx.onOpOccCreated(op);
 }
 
 export async function instantiate(
@@ -170,88 +126,10 @@ export async function getOpOcc(ctx: ApiContext, tenantId: string, req: IdRequest
   return o.value;
 }
 
-/**
- * Takes the VNF's one operation slot with CAS: a second operation while one is in progress is a CONFLICT
- * (SOL003: 409). `check` may reject the request from the current record.
- */
-async function lockVnf(
-  ctx: ApiContext,
-  tenantId: string,
-  vnfId: string,
-  opId: string,
-  check: (v: Vnf) => void,
-  opts: { force?: boolean } = {},
-): Promise<Vnf> {
-  const res = await ctx.store.vnfs.mutate(vnfKey(tenantId, vnfId), async (cur) => {
-    if (!cur) throw new NotFoundError(`VNF "${vnfId}" not found in tenant "${tenantId}"`, { field: 'id' });
-    check(cur);
-    if (cur.activeOpOccId && !opts.force && !(await isStaleLock(ctx, tenantId, cur.activeOpOccId, cur.updatedAt))) {
-      throw new ConflictError(`VNF "${vnfId}" has an operation in progress (${cur.activeOpOccId})`, {
-        opOccId: cur.activeOpOccId,
-      });
-    }
-    return { ...cur, activeOpOccId: opId, lastOpOccId: opId, updatedAt: ctx.now().toISOString() };
-  });
-  return res!.value;
-}
-
-/** A lock left by an operation that ended (its leader died between the two writes) does not block. */
-async function isStaleLock(ctx: ApiContext, tenantId: string, opOccId: string, lockedAt: string): Promise<boolean> {
-  const op = await ctx.store.opoccs.get(vnfKey(tenantId, opOccId));
-  if (op === null) {
-    // a lock whose op occurrence was never recorded (the request failed and could not undo it): stale after a minute
-    return Date.now() - Date.parse(lockedAt) > STALE_LOCK_MS;
-  }
-  return TERMINAL_OP_STATES.includes(op.value.operationState);
-}
-
-/** A lock naming an op occurrence that does not exist is taken over after this long. */
-const STALE_LOCK_MS = 60_000;
-
-async function unlockVnf(ctx: ApiContext, tenantId: string, vnfId: string, opId: string): Promise<void> {
-  await ctx.store.vnfs.mutate(vnfKey(tenantId, vnfId), (cur) => {
-    if (!cur || cur.activeOpOccId !== opId) return undefined;
-    const { activeOpOccId: _drop, ...rest } = cur;
-    return rest;
-  });
-}
-
 function mustBeInstantiated(v: Vnf): void {
   if (v.instantiationState !== 'INSTANTIATED') {
     throw new ConflictError(`VNF "${v.id}" is ${v.instantiationState}`, { instantiationState: v.instantiationState });
   }
-}
-
-/**
- * Starts an operation on an existing VNF: takes the VNF's operation slot (CAS), runs `prepare` (quota), records
- * the op occurrence for the leader; on any failure the slot is given back and nothing else was written.
- */
-export async function startOperation(
-  ctx: ApiContext,
-  op: OpOcc,
-  check: (v: Vnf) => void,
-  opts: { force?: boolean; prepare?: (v: Vnf) => Promise<void>; undo?: () => Promise<void> } = {},
-): Promise<{ opOccId: string }> {
-  let vnf: Vnf;
-  try {
-    vnf = await lockVnf(ctx, op.tenantId, op.vnfId, op.id, check, opts.force ? { force: true } : {});
-  } catch (err) {
-    // the lock may have been written although its answer was lost: a lock nobody will record an op for
-    if (asAppError(err).code === 'UNAVAILABLE') {
-      await unlockVnf(ctx, op.tenantId, op.vnfId, op.id).catch((e: unknown) => ctx.logger.error({ err: e, opOccId: op.id }, 'lock not undone'));
-    }
-    throw err;
-  }
-  try {
-    await opts.prepare?.(vnf);
-    await recordOpOcc(ctx, op);
-  } catch (err) {
-    // what prepare charged is given back (the op occurrence, if its write went through, ends superseded)
-    await opts.undo?.().catch((e: unknown) => ctx.logger.error({ err: e, opOccId: op.id }, 'undo of a failed request failed'));
-    await unlockVnf(ctx, op.tenantId, op.vnfId, op.id);
-    throw err;
-  }
-  return { opOccId: op.id };
 }
 
 export async function scale(ctx: ApiContext, tenantId: string, req: ScaleRequest): Promise<{ opOccId: string }> {

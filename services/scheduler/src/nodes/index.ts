@@ -1,3 +1,3 @@
-export * from './record.js';
+export * from '../placement/node-record.js';
 export * from './registry.js';
 export * from './metrics.js';

@@ -26,7 +26,7 @@ import {
 import { casPut, decodeEntry, encodeJson, getJson, isNodeRecord, type SchedulerBuckets } from '../placement/kv.js';
 import { bumpLedgerEpoch, listNodeAllocations, unfenceReservations } from '../placement/ledger.js';
 import type { Reservation } from '../placement/types.js';
-import type { StoredNode } from './record.js';
+import type { StoredNode } from '../placement/node-record.js';
 import { KvFollower, type WatchReport } from '../state/follow.js';
 
 export interface NodeRegistryOptions {

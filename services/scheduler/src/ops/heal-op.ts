@@ -1,10 +1,9 @@
 /** Creating a HEAL op occurrence outside a tenant's request (drain, node loss). */
 import type { OpOcc } from '@edgenfv/contracts';
-import type { ApiContext } from '../api/context.js';
-import { newOpOcc, startOperation } from '../api/vnfs.js';
+import { newOpOcc, startOperation, type OpContext } from './op-occurrences.js';
 
 export async function startHeal(
-  ctx: ApiContext,
+  ctx: OpContext,
   tenantId: string,
   vnfId: string,
   params: Record<string, unknown>,

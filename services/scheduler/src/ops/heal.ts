@@ -4,15 +4,21 @@
  * with an operation in progress is left to the engine's sweep, which heals it once that operation has ended.
  */
 import type { ErrorBody, Vnf } from '@edgenfv/contracts';
-import type { ApiContext } from '../api/context.js';
-import type { NodeLostEvent } from '../nodes/registry.js';
 import { startHeal } from './heal-op.js';
+import type { OpContext } from './op-occurrences.js';
+
+/** What healing needs of the node registry's node-lost event (nodes/registry.ts NodeLostEvent). */
+export interface LostNode {
+  nodeId: string;
+  reason: string;
+  allocations: { reservation: { tenantId: string; vnfId: string; replica: number } }[];
+}
 
 export function nodeLostError(nodeId: string, reason: string): ErrorBody {
   return { code: 'UNAVAILABLE', message: `node ${nodeId} lost: ${reason}`, details: { nodeLost: nodeId } };
 }
 
-export async function healLostNode(ctx: ApiContext, ev: NodeLostEvent): Promise<void> {
+export async function healLostNode(ctx: OpContext, ev: LostNode): Promise<void> {
   const byVnf = new Map<string, { tenantId: string; replicas: number[] }>();
   for (const { reservation: r } of ev.allocations) {
     const e = byVnf.get(r.vnfId) ?? { tenantId: r.tenantId, replicas: [] };
@@ -38,7 +44,7 @@ export async function healLostNode(ctx: ApiContext, ev: NodeLostEvent): Promise<
 }
 
 /** Starts a HEAL of the VNF's node-lost replicas unless an operation is in progress or it is not instantiated. */
-export async function healIfIdle(ctx: ApiContext, vnf: Vnf, why: string): Promise<boolean> {
+export async function healIfIdle(ctx: OpContext, vnf: Vnf, why: string): Promise<boolean> {
   if (vnf.activeOpOccId || vnf.instantiationState !== 'INSTANTIATED') return false;
   const lost = vnf.replicas.filter((r) => r.state === 'FAILED' && (r.error?.details as { nodeLost?: string } | undefined)?.nodeLost);
   if (!lost.length) return false;

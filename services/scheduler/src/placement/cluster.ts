@@ -12,7 +12,7 @@
 import type { KV, KvEntry, NatsConnection } from 'nats';
 import type { Logger } from 'pino';
 import { UnavailableError, allocKey, type Allocation, type SriovReservation } from '@edgenfv/contracts';
-import type { StoredNode } from '../nodes/record.js';
+import type { StoredNode } from './node-record.js';
 import { LEDGER_BUCKET, casPut, decodeEntry, encodeJson, getJson, isLedger, isNodeRecord, type SchedulerBuckets } from './kv.js';
 import { KvFollower, type WatchReport } from '../state/follow.js';
 import { KvPublisher } from './publisher.js';

@@ -21,18 +21,17 @@ import {
 } from '@edgenfv/contracts';
 import type { Ipam } from '@edgenfv/netplugins/internal/ipam';
 import type { PlacementPort, PlaceReplicaInput } from '../ops/placement-port.js';
-import type { NodeRegistry } from '../nodes/registry.js';
 import type { ClusterState, Decision } from './cluster.js';
 import { allocationResources, sriovOf } from './cluster.js';
 import { getJson } from './kv.js';
 import { buildPlacementRequest } from './request.js';
-import type { PlacementRequest } from './types.js';
+import type { PlacementRequest, Reservation } from './types.js';
 
 export interface LedgerPlacementOptions {
   ipam?: Ipam | null;
   logger?: Logger;
-  /** Frees the IP leases of fenced reservations when their node confirms the teardown. */
-  registry?: NodeRegistry;
+  /** Frees the IP leases of fenced reservations when their node confirms the teardown (the node registry). */
+  registry?: { onFencedFreed(hook: (nodeId: string, freed: Reservation[]) => void | Promise<void>): void };
 }
 
 export class LedgerPlacement implements PlacementPort {

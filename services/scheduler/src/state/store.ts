@@ -3,7 +3,6 @@
  * Every write is a compare-and-set on the entry's revision (`create` for new keys, `update` with the revision
  * read); `mutate` wraps the read-modify-CAS loop so that concurrent writers never lose an update.
  */
-import type { CredentialRecord } from '../api/credentials.js';
 import type { JetStreamClient, KV, KvOptions, NatsConnection } from 'nats';
 import {
   asAppError,
@@ -186,6 +185,15 @@ export interface StoredTenant extends Tenant {
 }
 
 /** The first reply to a request that carried a requestId (or a marker while it is being handled). */
+/** One tenant's credential record in `edgenfv_credentials` (public keys and times only). */
+export interface CredentialRecord {
+  tenantId: string;
+  /** Users issued and not revoked: public key -> issued at (seconds). */
+  active: Record<string, number>;
+  /** Revoked users: public key -> revoked at (seconds); JWTs of that key issued at or before are refused. */
+  revoked: Record<string, number>;
+}
+
 export interface StoredReply {
   op: string;
   state: 'pending' | 'done';

@@ -7,7 +7,7 @@ import type { Allocation, NodeInventory } from '@edgenfv/contracts';
 import { encodeJson, openSchedulerBuckets, type SchedulerBuckets } from '../../src/placement/kv.js';
 import { emptyLedger } from '../../src/placement/ledger.js';
 import type { Assignment } from '../../src/placement/types.js';
-import type { StoredNode } from '../../src/nodes/record.js';
+import type { StoredNode } from '../../src/placement/node-record.js';
 
 export interface NatsFixture {
   server: NatsServerHandle;

@@ -4,9 +4,9 @@
  * it to end (`params.after`). VNFs with an operation in progress are reported as skipped; drain again later.
  */
 import { NotFoundError } from '@edgenfv/contracts';
-import type { ApiContext } from '../api/context.js';
-import { setCordon } from '../api/nodes.js';
-import { startHeal } from './heal-op.js';
+import type { ApiContext } from './context.js';
+import { setCordon } from './nodes.js';
+import { startHeal } from '../ops/heal-op.js';
 
 export async function drainNode(
   ctx: ApiContext,
