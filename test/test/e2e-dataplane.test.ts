@@ -69,9 +69,11 @@ test('frames from left reach right through OVS-DPDK, vhost-user and the tenant V
   const r = await runDataplaneScenario(appliance.api, nodeState, names, VNF, { frames: 5 });
   assert.equal(r.vnf, VNF);
   assert.deepEqual(r.opStates, ['COMPLETED', 'COMPLETED']);
-  // what the replica reports: an absolute socket under the tenant's folder, and the switch's port
+  // what the replica reports: an absolute socket under the tenant's folder in the sandbox's VM root (the chrooted
+  // QEMU's own /: <stateDir>/vm/<id>/v/<tenant>/), and the switch's port
   for (const i of r.interfaces) {
-    assert.ok(i.socketPath.startsWith(join(nodeState, 'vhost-user', names.tenant) + '/'), JSON.stringify(i));
+    const rel = i.socketPath.startsWith(join(nodeState, 'vm') + '/') ? i.socketPath.slice(join(nodeState, 'vm').length + 1) : '';
+    assert.match(rel, new RegExp(`^[0-9a-f]{10}/v/${names.tenant}/[^/]+\\.sock$`), JSON.stringify(i));
     assert.match(i.portName, /^vhu[0-9a-f]+$/);
   }
   assert.deepEqual([...r.switchPorts.running].sort(), r.interfaces.map((i) => i.portName).sort(), 'one dpdkvhostuserclient port per interface');

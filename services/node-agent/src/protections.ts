@@ -38,7 +38,11 @@ export function hostProtections(f: ProtectionFacts): HostProtection[] {
   out.push({ name: 'vmm.uid', enforced: true, detail: `each sandbox's QEMU runs as a uid of its own from ${f.uidBase}` });
   out.push({ name: 'vmm.env', enforced: true, detail: "QEMU starts with an environment of its own (PATH only): nothing of the agent's" });
   out.push({ name: 'vmm.guest-files', enforced: true, detail: `console log reads refuse symlinks and non-regular files and read at most ${GUEST_FILE_MAX_BYTES} bytes` });
-  out.push({ name: 'vmm.chroot', enforced: false, detail: 'QEMU runs without -run-with chroot or a mount namespace of its own (not implemented yet)' });
+  out.push({
+    name: 'vmm.chroot',
+    enforced: true,
+    detail: "QEMU runs chrooted (-run-with chroot=) in its sandbox's own root (<stateDir>/vm/<id>: its tun device, image disks, vhost-user sockets): the host's / is out of its reach",
+  });
   out.push({ name: 'vmm.run-folder', enforced: true, detail: "a sandbox's run folder is root's (0700): QEMU makes its sockets before dropping to its uid, which can write nothing there" });
   out.push({
     name: 'bridge.antispoof',

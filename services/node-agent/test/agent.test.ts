@@ -111,7 +111,7 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
   const prot = new Map((inv.protections ?? []).map((p) => [p.name, p]));
   for (const name of ['cgroup.cpu', 'cgroup.memory', 'cgroup.cpuset', 'vmm.seccomp', 'vmm.env', 'vmm.chroot', 'bridge.antispoof']) assert.ok(prot.has(name), name);
   assert.equal(prot.get('vmm.env')!.enforced, true);
-  assert.equal(prot.get('vmm.chroot')!.enforced, false, 'not implemented: said so');
+  assert.equal(prot.get('vmm.chroot')!.enforced, true, 'QEMU runs chrooted');
 
   const a1 = makeAlloc({ allocId: 'a1', tenantId: 'acme', nodeId: 'n1', epoch: 3 }, [
     { name: 'mgmt', type: 'tap', mac: '02:00:00:00:0a:01', bridge, ips: ['10.66.0.5/24'] },

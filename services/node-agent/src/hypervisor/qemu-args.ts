@@ -47,9 +47,11 @@ export function nicDevice(dev: NetDevice, machine: VmSpec['machine'], bus?: stri
   const onBus = bus ? `,bus=${bus}` : '';
   if (dev.kind === 'vfio') return `vfio-pci,host=${dev.pci},id=${dev.id}${onBus}`;
   const model = machine === 'microvm' ? 'virtio-net-device' : 'virtio-net-pci';
-  let extra = '';
+  // romfile= (no option ROM): the guest boots its kernel directly, and a NIC hotplugged into a chrooted QEMU could
+  // not load efi-virtio.rom from /usr/share/qemu (boot and hotplug alike, so a migrated VM has the same devices)
+  let extra = machine === 'microvm' ? '' : ',romfile=';
   if (dev.kind === 'vhost-user-net' && dev.queues > 1) {
-    extra = `,mq=on${machine === 'microvm' ? '' : `,vectors=${2 * dev.queues + 2}`}`;
+    extra += `,mq=on${machine === 'microvm' ? '' : `,vectors=${2 * dev.queues + 2}`}`;
   }
   return `${model},netdev=${dev.id},mac=${dev.mac},id=${dev.id}-nic${machine === 'microvm' ? '' : onBus}${extra}`;
 }
@@ -102,6 +104,10 @@ export function validateSpec(spec: VmSpec): FieldIssue[] {
     issues.push({ field: 'tcgTbSizeMiB', message: 'a fixed TCG translation cache cannot take hotplugged vCPUs (QEMU aborts): leave it unset, or maxVcpus = vcpus' });
   }
   if (/,/.test(spec.runDir)) issues.push({ field: 'runDir', message: 'must not contain a comma' });
+  if (spec.chrootDir !== undefined) {
+    if (!spec.chrootDir.startsWith('/') || /,/.test(spec.chrootDir)) issues.push({ field: 'chrootDir', message: 'must be an absolute path without a comma' });
+    if (spec.runAs?.method === 'spawn') issues.push({ field: 'chrootDir', message: 'QEMU started as the uid (runAs.method spawn) cannot chroot: use method qemu' });
+  }
   if (spec.machine === 'microvm' && spec.accel === 'tcg' && !spec.hostCpuKHz) {
     issues.push({ field: 'hostCpuKHz', message: 'microvm under TCG needs the host TSC frequency (tsc_early_khz)' });
   }
@@ -134,7 +140,12 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
     const dropsItself = spec.runAs !== undefined && (spec.runAs.method ?? 'qemu') === 'qemu';
     a.push('-sandbox', dropsItself ? SECCOMP.replace('elevateprivileges=deny', 'elevateprivileges=allow') : SECCOMP);
   }
-  if (spec.runAs && (spec.runAs.method ?? 'qemu') === 'qemu') a.push('-run-with', `user=${spec.runAs.uid}:${spec.runAs.gid}`);
+  // -run-with: after opening everything on this command line, QEMU chroots (the host's / out of its reach) and
+  // drops to the sandbox's uid; what it opens later is named by its path in the root (vm-root.ts)
+  const runWith: string[] = [];
+  if (spec.chrootDir) runWith.push(`chroot=${spec.chrootDir}`);
+  if (spec.runAs && (spec.runAs.method ?? 'qemu') === 'qemu') runWith.push(`user=${spec.runAs.uid}:${spec.runAs.gid}`);
+  if (runWith.length) a.push('-run-with', runWith.join(','));
   a.push('-chardev', `socket,id=qmp,path=${files.qmpSocket},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control');
   // append=on (O_APPEND): the node agent rotates the log by copying and truncating it (console-log.ts)
   a.push('-chardev', `file,id=console,path=${files.consoleLog},append=on`, '-serial', 'chardev:console');

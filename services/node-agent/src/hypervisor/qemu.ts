@@ -14,6 +14,7 @@ import { killQuiet, procCmdline, processAlive, procStartTicks, waitGone } from '
 import { ROOT_PORT_SLOT0, buildQemuArgs, diskDevice, memoryObject, nicDevice } from './qemu-args.js';
 import { guestFileTail } from './guest-file.js';
 import { QmpClient, withQmp, type HotpluggableCpu } from './qmp.js';
+import { pathInVmRoot } from './vm-root.js';
 import type { Capabilities, DiskDevice, HypervisorDriver, NetDevice, StartOptions, VmHandle, VmRecord, VmSpec } from './types.js';
 
 export interface QemuDriverOptions {
@@ -34,6 +35,8 @@ export interface QemuVmHandle extends VmHandle {
   slots: Record<string, string | null>;
   /** id of each hotplugged DIMM -> MiB. */
   dimms: Record<string, number>;
+  /** QEMU's root (`-run-with chroot=`): paths given over QMP are paths in it. */
+  chrootDir?: string;
 }
 
 /**
@@ -116,6 +119,7 @@ export class QemuDriver implements HypervisorDriver {
       dimms: {},
     };
     if (cmd.agentSocket) Object.assign(vm, { agentSocket: cmd.agentSocket });
+    if (spec.chrootDir) vm.chrootDir = spec.chrootDir;
     // Root ports: the boot NICs occupy the first ones in device order.
     let port = 0;
     for (const d of spec.devices) if (d.kind !== 'agent-channel' && d.kind !== 'disk' && spec.machine === 'q35') vm.slots[`rp${port++}`] = d.id;
@@ -219,7 +223,7 @@ export class QemuDriver implements HypervisorDriver {
         for (const p of kv) {
           const [k, v] = p.split('=') as [string, string];
           if (k === 'id') continue;
-          props[k] = k === 'size' ? delta * 1024 * 1024 : k === 'hugetlbsize' ? (v.endsWith('G') ? parseInt(v) * 1024 ** 3 : parseInt(v) * 1024 ** 2) : k === 'host-nodes' ? [Number(v)] : v === 'on' ? true : v;
+          props[k] = k === 'mem-path' ? pathInVmRoot(q.chrootDir, v, 'the hugepage folder') : k === 'size' ? delta * 1024 * 1024 : k === 'hugetlbsize' ? (v.endsWith('G') ? parseInt(v) * 1024 ** 3 : parseInt(v) * 1024 ** 2) : k === 'host-nodes' ? [Number(v)] : v === 'on' ? true : v;
         }
         await qmp.objectAdd(type!, `${id}m`, props);
         try {
@@ -268,6 +272,8 @@ export class QemuDriver implements HypervisorDriver {
     const q = vm as QemuVmHandle;
     if (spec.machine !== 'q35') throw new UnavailableError('NIC hotplug needs machine q35: restart the VM');
     if (dev.kind === 'macvtap') throw new UnavailableError('macvtap NICs cannot be hotplugged (the fd would have to go over QMP): restart the VM');
+    if (dev.kind === 'vfio' && q.chrootDir) throw new UnavailableError('a VF cannot be hotplugged into a chrooted QEMU (/dev/vfio and /sys are outside its root): restart the VM');
+    const socketPath = dev.kind === 'vhost-user-net' ? pathInVmRoot(q.chrootDir, dev.socketPath, 'the vhost-user socket') : '';
     const port = Object.entries(q.slots).find(([, v]) => v === null)?.[0];
     if (!port) throw new UnavailableError('no free PCIe root port for NIC hotplug: restart the VM with more hotplugSlots');
     await withQmp(vm.apiSocket, async (qmp) => {
@@ -277,8 +283,8 @@ export class QemuDriver implements HypervisorDriver {
         await qmp.chardevAdd(`${dev.id}-chr`, {
           type: 'socket',
           data: dev.server
-            ? { addr: { type: 'unix', data: { path: dev.socketPath } }, server: true, wait: false }
-            : { addr: { type: 'unix', data: { path: dev.socketPath } }, server: false, 'reconnect-ms': 1000 },
+            ? { addr: { type: 'unix', data: { path: socketPath } }, server: true, wait: false }
+            : { addr: { type: 'unix', data: { path: socketPath } }, server: false, 'reconnect-ms': 1000 },
         });
         await qmp.netdevAdd('vhost-user', dev.id, { chardev: `${dev.id}-chr`, ...(dev.queues > 1 ? { queues: dev.queues } : {}) });
       }
@@ -301,8 +307,9 @@ export class QemuDriver implements HypervisorDriver {
     if (spec.machine !== 'q35') throw new UnavailableError('disk hotplug needs machine q35: restart the VM');
     const port = Object.entries(q.slots).find(([, v]) => v === null)?.[0];
     if (!port) throw new UnavailableError('no free PCIe root port for the image disk: restart the VM with more hotplugSlots');
+    const filename = pathInVmRoot(q.chrootDir, dev.path, 'the image disk');
     await withQmp(vm.apiSocket, async (qmp) => {
-      await qmp.execute('blockdev-add', { driver: 'raw', 'node-name': dev.id, 'read-only': true, file: { driver: 'file', filename: dev.path, 'read-only': true } });
+      await qmp.execute('blockdev-add', { driver: 'raw', 'node-name': dev.id, 'read-only': true, file: { driver: 'file', filename, 'read-only': true } });
       const [driver, ...kv] = diskDevice(dev, 'q35', port).split(',');
       const props: Record<string, unknown> = Object.fromEntries(kv.map((p) => p.split('=') as [string, string]));
       await qmp.execute('device_add', { driver, ...props });

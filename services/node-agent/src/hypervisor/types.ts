@@ -51,6 +51,11 @@ export interface VmSpec {
    * `spawn`: exec'd as uid:gid from the start (every device must already belong to that uid).
    */
   runAs?: { uid: number; gid: number; method?: 'qemu' | 'spawn' };
+  /**
+   * QEMU's root once started (`-run-with chroot=`, hypervisor/vm-root.ts): the host's / is out of its reach; what it
+   * opens after the start (hotplugged disks, vhost-user sockets, taps through dev/net/tun) must be inside.
+   */
+  chrootDir?: string;
   /** Network namespace (path, e.g. /var/run/netns/x) the hypervisor runs in: its taps live there. */
   netnsPath?: string;
   /** cgroup v2 folder the process is placed in before it executes the hypervisor. */

@@ -27,12 +27,14 @@ export function replicaImage(r: ResolvedImage): ReplicaImage {
 /**
  * The VM device for the image's disk, staged in `runDir` for `owner`; null when the image needs no disk.
  * `hotplug`: the running VM opens it (not QEMU as root at boot), so the folders above must let its uid through.
+ * `dir`: the folder to stage in instead of `<runDir>.disks` (the disks folder in a chrooted QEMU's root, which
+ * QEMU's uid reaches from its own /, so no folder on the host's path needs to let it through).
  */
-export async function stageImageDisk(r: ResolvedImage, runDir: string, owner: { uid: number; gid: number }, opts: { hotplug: boolean }): Promise<DiskDevice | null> {
+export async function stageImageDisk(r: ResolvedImage, runDir: string, owner: { uid: number; gid: number }, opts: { hotplug: boolean; dir?: string }): Promise<DiskDevice | null> {
   if (!r.disk) return null;
-  const dir = imageDiskDir(runDir);
+  const dir = opts.dir ?? imageDiskDir(runDir);
   const path = join(dir, `${r.disk.serial}.img`);
-  if (opts.hotplug) await traversable(dirname(runDir));
+  if (opts.hotplug && !opts.dir) await traversable(dirname(runDir));
   // root's, the VM's group may enter and read (0750 / 0440): QEMU's uid reads its images and can change none of them
   await mkdir(dir, { recursive: true, mode: 0o750 });
   await chown(dir, 0, owner.gid);

@@ -86,7 +86,7 @@ export class NetpluginsAttachments implements AttachmentPort {
           dataplane: 'ovs-dpdk',
           mode: 'server',
           queues: i.queues,
-          socketDir: sw.socketDir,
+          socketDir: req.socketDir ?? sw.socketDir,
           tenant: req.tenantId,
           ...(req.owner ? { owner: req.owner } : {}),
           ovs: where,

@@ -11,7 +11,9 @@ import {
   type AttachmentResult,
   type ReplicaInterfaceStatus,
 } from '@edgenfv/contracts';
+import { join } from 'node:path';
 import type { NetDevice } from '../hypervisor/types.js';
+import { VM_ROOT_SOCKETS } from '../hypervisor/vm-root.js';
 import type { AttachRequest, GuestNic } from './ports.js';
 import { hash, type ReplicaRecord, type SandboxRecord } from './records.js';
 
@@ -38,7 +40,9 @@ function hostIfNameOf(r: ReplicaRecord, name: string): string {
 
 /** What netplugins is asked for one interface of a replica. */
 export function attachRequest(rec: SandboxRecord, r: ReplicaRecord, iface: AllocInterface): AttachRequest {
-  return { sandboxId: rec.sandboxId, tenantId: rec.tenantId, hostIfName: hostIfNameOf(r, iface.name), netns: rec.netns, iface, owner: { uid: rec.uid, gid: rec.gid } };
+  const req: AttachRequest = { sandboxId: rec.sandboxId, tenantId: rec.tenantId, hostIfName: hostIfNameOf(r, iface.name), netns: rec.netns, iface, owner: { uid: rec.uid, gid: rec.gid } };
+  if (rec.vmRoot) req.socketDir = join(rec.vmRoot, VM_ROOT_SOCKETS);
+  return req;
 }
 
 /** The VM device of an attachment (its id is the host attachment name). */

@@ -25,6 +25,7 @@ import { StateStore } from './state.js';
 import { VmLifecycle, type VmLifecycleDeps } from './vm-lifecycle.js';
 import type { ImageStore, ProgressFn } from '../images/store.js';
 import { replicaImage, stageImageDisk } from '../images/delivery.js';
+import { VM_ROOT_DISKS } from '../hypervisor/vm-root.js';
 
 export type { ReplicaRecord, ReplicaResult, SandboxRecord, SandboxState, ReplicaState } from './records.js';
 export { interfaceStatus, toVmDevice } from './interfaces.js';
@@ -230,7 +231,7 @@ export class SandboxManager {
     const resolved = await this.deps.images.resolve(replica.alloc.image.ref, progress);
     replica.image = replicaImage(resolved);
     const hotplug = rec.state === 'running' && !(resolved.disk && (rec.disks ?? []).includes(resolved.disk.serial));
-    const disk = await stageImageDisk(resolved, rec.runDir, { uid: rec.uid, gid: rec.gid }, { hotplug });
+    const disk = await stageImageDisk(resolved, rec.runDir, { uid: rec.uid, gid: rec.gid }, { hotplug, ...(rec.vmRoot ? { dir: join(rec.vmRoot, VM_ROOT_DISKS) } : {}) });
     this.put(rec);
     return disk;
   }

@@ -65,6 +65,8 @@ export interface AttachRequest {
   iface: AllocInterface;
   /** The hypervisor's uid: a tap it must open after dropping privileges (hotplug) has to belong to it. */
   owner?: { uid: number; gid: number };
+  /** Where the sandbox's vhost-user sockets go (inside its VM root, so a chrooted QEMU reaches them); default: the switch's. */
+  socketDir?: string;
 }
 
 export interface AttachmentPort {

@@ -51,6 +51,8 @@ export interface SandboxRecord {
   tenantDir: string;
   runDir: string;
   netns: string;
+  /** QEMU's root (`-run-with chroot=`, hypervisor/vm-root.ts); absent in records of VMs started without one. */
+  vmRoot?: string;
   cgroupDir?: string;
   cgroupSkipped?: string[];
   spec?: VmSpec;

@@ -15,6 +15,8 @@ import type { Cgroups } from './cgroup.js';
 import { applyPinPlan, pinPlan, processThreads, vmCores } from './pinning.js';
 import type { ReplicaRecord, SandboxRecord, Steps } from './records.js';
 import { imageDiskDir } from '../images/delivery.js';
+import { prepareVmRoot } from '../hypervisor/vm-root.js';
+import { hash } from './records.js';
 
 const run = promisify(execFile);
 
@@ -91,6 +93,10 @@ export class VmLifecycle {
     mkdirSync(rec.runDir, { recursive: true, mode: 0o700 });
     chmodSync(rec.runDir, 0o700);
     await run('ip', ['netns', 'add', rec.netns]);
+    if (this.deps.driver.kind === 'qemu') {
+      rec.vmRoot = join(this.deps.cfg.stateDir, 'vm', hash(rec.sandboxId, 10));
+      await prepareVmRoot(rec.vmRoot, rec.gid);
+    }
     const { qemu } = this.deps.cfg;
     if (alloc.resources.vcpus > qemu.maxVcpus) throw new InvalidArgumentError([{ field: 'resources.vcpus', message: `at most ${qemu.maxVcpus} vCPUs per VM on this node` }]);
     const memory = this.memoryBackend(alloc);
@@ -140,6 +146,7 @@ export class VmLifecycle {
     if (cfg.qemu.tcgTbSizeMiB) spec.tcgTbSizeMiB = cfg.qemu.tcgTbSizeMiB;
     if (this.deps.hostCpuKHz) spec.hostCpuKHz = this.deps.hostCpuKHz;
     if (rec.cgroupDir) spec.cgroupDir = rec.cgroupDir;
+    if (rec.vmRoot) spec.chrootDir = rec.vmRoot;
     return spec;
   }
 
@@ -232,6 +239,7 @@ export class VmLifecycle {
     await steps.run('folders', () => {
       rmSync(rec.runDir, { recursive: true, force: true });
       rmSync(imageDiskDir(rec.runDir), { recursive: true, force: true });
+      if (rec.vmRoot) rmSync(rec.vmRoot, { recursive: true, force: true });
       if (existsSync(rec.tenantDir) && readdirSync(rec.tenantDir).length === 0) rmdirSync(rec.tenantDir);
     });
   }

@@ -82,8 +82,8 @@ test('tap (never vhost=on), macvtap by fd, each NIC on its own root port, spare 
   assert.ok(!nd.some((n) => n.includes('vhost=on')));
   assert.deepEqual(cmd.fds, [{ fd: 3, path: '/dev/tap42' }]);
   const dev = values(cmd.args, '-device');
-  assert.ok(dev.includes('virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,id=net0-nic,bus=rp0'));
-  assert.ok(dev.includes('virtio-net-pci,netdev=net1,mac=02:00:00:00:00:01,id=net1-nic,bus=rp1'));
+  assert.ok(dev.includes('virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,id=net0-nic,bus=rp0,romfile='));
+  assert.ok(dev.includes('virtio-net-pci,netdev=net1,mac=02:00:00:00:00:01,id=net1-nic,bus=rp1,romfile='));
   assert.equal(dev.filter((d) => d.startsWith('pcie-root-port')).length, 4);
 });
 
@@ -94,7 +94,7 @@ test('vhost-user: memfd or hugepage backend shared, multiqueue vectors, client r
   assert.deepEqual(values(memfd, '-numa'), ['node,nodeid=0,memdev=mem0']);
   assert.ok(values(memfd, '-chardev').includes('socket,id=dp0-chr,path=/run/vpp/sock1,reconnect-ms=1000'));
   assert.deepEqual(values(memfd, '-netdev'), ['vhost-user,id=dp0,chardev=dp0-chr,queues=2']);
-  assert.ok(values(memfd, '-device').includes('virtio-net-pci,netdev=dp0,mac=52:54:00:12:34:56,id=dp0-nic,bus=rp0,mq=on,vectors=6'));
+  assert.ok(values(memfd, '-device').includes('virtio-net-pci,netdev=dp0,mac=52:54:00:12:34:56,id=dp0-nic,bus=rp0,romfile=,mq=on,vectors=6'));
   const huge = buildQemuArgs(spec({ memory: { kind: 'hugepages', sizeKiB: 2048 }, numaNode: 1, devices: [{ ...vhu, queues: 1, server: true }] })).args;
   assert.deepEqual(values(huge, '-object'), ['memory-backend-memfd,id=mem0,size=512M,hugetlb=on,hugetlbsize=2M,share=on,prealloc=on,host-nodes=1,policy=bind']);
   assert.ok(values(huge, '-chardev').includes('socket,id=dp0-chr,path=/run/vpp/sock1,server=on,wait=off'));
@@ -119,6 +119,13 @@ test('privilege drop: -run-with user=uid:gid (seccomp allows the drop) or spawne
   const d = buildQemuArgs(spec({ tcgTbSizeMiB: 32, maxVcpus: 1 })).args;
   assert.throws(() => buildQemuArgs(spec({ tcgTbSizeMiB: 32 })), /tcgTbSizeMiB/);
   assert.deepEqual(values(d, '-accel'), ['tcg,tb-size=32']);
+});
+
+test('chroot: -run-with chroot=<root>,user=uid:gid; refused with a spawned uid or a relative path', () => {
+  const a = buildQemuArgs(spec({ runAs: { uid: 420001, gid: 420001 }, chrootDir: '/var/lib/edgenfv/vm/0123456789' })).args;
+  assert.deepEqual(values(a, '-run-with'), ['chroot=/var/lib/edgenfv/vm/0123456789,user=420001:420001']);
+  assert.throws(() => buildQemuArgs(spec({ runAs: { uid: 1, gid: 1, method: 'spawn' }, chrootDir: '/r' })), /chrootDir: QEMU started as the uid/);
+  assert.throws(() => buildQemuArgs(spec({ chrootDir: 'vm/r' })), /chrootDir: must be an absolute path/);
 });
 
 test('bad specs: every issue named, nothing built', () => {

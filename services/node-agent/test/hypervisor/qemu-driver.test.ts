@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -15,6 +15,7 @@ import { QemuDriver } from '../../src/hypervisor/qemu.js';
 import { withQmp } from '../../src/hypervisor/qmp.js';
 import type { VmSpec } from '../../src/hypervisor/types.js';
 import { killQuiet, processAlive, waitGone } from '../../src/proc.js';
+import { VM_ROOT_DISKS, prepareVmRoot } from '../../src/hypervisor/vm-root.js';
 import { cgroupV2Mount } from '../../src/sandbox/cgroup.js';
 
 function spec(runDir: string, over: Partial<VmSpec> = {}): VmSpec {
@@ -129,4 +130,58 @@ test('unprivileged uid via -run-with, seccomp on, placed in its cgroup before ex
   assert.equal(await driver.adopt(rec), null);
   pid = 0;
   assert.ok(existsSync(dir));
+});
+
+test('chrooted QEMU (-run-with chroot=): the host\'s / is out of its reach; tap and disk hotplug work from inside its root', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'na-qemu-'));
+  const root = join(dir, 'vm', 'root0');
+  const uid = 420000 + (process.pid % 700);
+  const tap = `tqc${process.pid % 100000}`;
+  const driver = new QemuDriver({ logger: silentLogger() });
+  let pid = 0;
+  t.after(async () => {
+    if (pid) {
+      killQuiet(pid, 'SIGKILL');
+      await waitGone(pid, undefined, 5000);
+    }
+    try {
+      execFileSync('ip', ['link', 'del', tap], { stdio: 'ignore' });
+    } catch {
+      /* gone */
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await prepareVmRoot(root, uid);
+  mkdirSync(join(root, VM_ROOT_DISKS), { mode: 0o750 });
+  chownSync(join(root, VM_ROOT_DISKS), 0, uid);
+  const disk = join(root, VM_ROOT_DISKS, 'img0.img');
+  writeFileSync(disk, Buffer.alloc(1 << 20));
+  chownSync(disk, 0, uid);
+  chmodSync(disk, 0o440);
+  const vm = await driver.start(spec(dir, { runAs: { uid, gid: uid }, chrootDir: root, hotplugSlots: 2 }), new AbortController().signal);
+  pid = vm.pid;
+  // the kernel's view: QEMU's / is its root folder, and what it holds is all it can find there
+  assert.equal(readlinkSync(`/proc/${pid}/root`), root);
+  assert.deepEqual(readdirSync(`/proc/${pid}/root`).sort(), ['dev', 'disks']);
+  assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), new RegExp(`^Uid:\\s+${uid}\\s+${uid}\\s+${uid}\\s+${uid}`, 'm'));
+  assert.equal((driver.record(vm) as { chrootDir?: string }).chrootDir, root, 'recorded: a re-adopted VM still hotplugs by paths in its root');
+  // QEMU asked over QMP to open host files: gone from its world
+  for (const host of ['/etc/hostname', dir, join(dir, 'qmp.sock')]) {
+    await assert.rejects(
+      withQmp(vm.apiSocket, (q) => q.execute('blockdev-add', { driver: 'raw', 'node-name': 'peek', 'read-only': true, file: { driver: 'file', filename: host, 'read-only': true } })),
+      /No such file or directory|Could not open/,
+      host,
+    );
+  }
+  // the driver refuses a path outside the root instead of handing QEMU a path it cannot resolve
+  await assert.rejects(driver.addDisk(vm, { kind: 'disk', id: 'img-out', path: '/etc/hostname', serial: 'out' }, { machine: 'q35' }), /outside the VM's root/);
+  // hotplug by paths in the root: the image disk, a tap through <root>/dev/net/tun (the tap is the uid's)
+  await driver.addDisk(vm, { kind: 'disk', id: 'img-0', path: disk, serial: 'img0' }, { machine: 'q35' });
+  execFileSync('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap', 'user', String(uid), 'group', String(uid)]);
+  await driver.addNic(vm, { kind: 'tap', id: 'hot0', ifName: tap, mac: parseMacAddress('02:00:00:00:10:02') }, { machine: 'q35' });
+  const periph = await withQmp(vm.apiSocket, (q) => q.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' }));
+  assert.ok(periph.some((p) => p.name === 'hot0-nic'), JSON.stringify(periph));
+  assert.ok(periph.some((p) => p.name === 'img-0-blk'), JSON.stringify(periph));
+  await driver.stop(vm, { graceMs: 0 });
+  pid = 0;
 });

@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -105,6 +105,9 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
   assert.equal(r1.booted, true);
   const vm = manager.vmOf(r1.sandboxId)!;
   pid = vm.pid;
+  // QEMU runs chrooted in the sandbox's VM root (docs/security.md): the hotplugs below go through paths in it
+  const vmRoot = manager.sandboxes()[0]!.vmRoot!;
+  assert.equal(readlinkSync(`/proc/${pid}/root`), vmRoot);
   const s = await manager.guestSession(r1.sandboxId);
   const d1 = await step('details 1', () => s.details());
   const nic = d1.nics.find((n) => n.mac === '02:00:00:00:0b:01');
@@ -164,6 +167,7 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
   assert.equal(processAlive(pid), false);
   assert.deepEqual(manager.sandboxes(), []);
   assert.deepEqual(readdirSync(join(stateDir, 'sandboxes')), []);
+  assert.equal(existsSync(vmRoot), false, 'the VM root goes with the sandbox');
   assert.equal(existsSync(join(stateDir, 'tenants', 'gamma')), false);
   const macvtaps = JSON.parse(execFileSync('ip', ['-d', '-j', 'link', 'show'], { encoding: 'utf8' })).filter((l: { linkinfo?: { info_kind?: string } }) => l.linkinfo?.info_kind === 'macvtap');
   assert.deepEqual(macvtaps.filter((l: { link?: string }) => l.link === mvParent), [], 'no macvtap left on the parent');
