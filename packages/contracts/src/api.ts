@@ -1,119 +1,176 @@
-/** Records and payloads of the message API v1 (shared API.md). Requests are validated by `schemas.ts`. */
+/**
+ * Records and replies of the message API v1 (shared API.md). The tenant-facing records (tenant, VNF, replica, op
+ * occurrence, notification) are JSON Schemas with their types derived from them; requests are in requests.ts.
+ */
 import type { ErrorBody } from './errors.js';
-import type { InterfaceType, Vnfd } from './vnfd.js';
+import { ErrorBodySchema } from './errors-schema.js';
+import { Closed, Enum, Type, type Static, type TSchema } from './schema-kit.js';
+import { OPERATIONAL_STATES, QuotaSchema, TERMINATE_MODES, type ApiOp } from './requests.js';
+import { INTERFACE_TYPES, VnfdSchema } from './vnfd.js';
 import type { NodeHealth, NodeInventory } from './node.js';
 
 export type Envelope<T> = { ok: true; result: T } | { ok: false; error: ErrorBody };
 
-export interface Quota {
-  vcpus?: number;
-  memoryMiB?: number;
-  vfs?: number;
-  vnfs?: number;
-}
-export interface Usage {
-  vcpus: number;
-  memoryMiB: number;
-  vfs: number;
-  vnfs: number;
-}
 export const QUOTA_KEYS = ['vcpus', 'memoryMiB', 'vfs', 'vnfs'] as const;
+const Timestamp = Type.String({ description: 'RFC 3339 time' });
 
-export interface Tenant {
-  id: string;
-  displayName?: string;
-  quota: Quota; // a missing key means unlimited
-  usage: Usage;
-  createdAt: string;
-  updatedAt: string;
-}
+export const UsageSchema = Closed({ vcpus: Type.Integer(), memoryMiB: Type.Integer(), vfs: Type.Integer(), vnfs: Type.Integer() });
+export type Usage = Static<typeof UsageSchema>;
 
-export type InstantiationState = 'NOT_INSTANTIATED' | 'INSTANTIATED';
-export type ReplicaState = 'PENDING' | 'SCHEDULED' | 'STARTING' | 'RUNNING' | 'FAILED' | 'STOPPING' | 'STOPPED';
-export type Operation = 'INSTANTIATE' | 'SCALE' | 'HEAL' | 'TERMINATE' | 'OPERATE';
-/** SOL003 OPERATE: whether the VNF's containers run (the VM, MACs and addresses are kept either way). */
-export type OperationalState = 'STARTED' | 'STOPPED';
-export type OperationState = 'STARTING' | 'PROCESSING' | 'COMPLETED' | 'FAILED_TEMP' | 'ROLLING_BACK' | 'ROLLED_BACK' | 'FAILED';
+export const TenantSchema = Closed({
+  id: Type.String(),
+  displayName: Type.Optional(Type.String()),
+  /** A missing key means unlimited. */
+  quota: QuotaSchema,
+  usage: UsageSchema,
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+});
+export type Tenant = Static<typeof TenantSchema>;
+
+export const INSTANTIATION_STATES = ['NOT_INSTANTIATED', 'INSTANTIATED'] as const;
+export type InstantiationState = (typeof INSTANTIATION_STATES)[number];
+export const REPLICA_STATES = ['PENDING', 'SCHEDULED', 'STARTING', 'RUNNING', 'FAILED', 'STOPPING', 'STOPPED'] as const;
+export type ReplicaState = (typeof REPLICA_STATES)[number];
+export const OPERATIONS = ['INSTANTIATE', 'SCALE', 'HEAL', 'TERMINATE', 'OPERATE'] as const;
+export type Operation = (typeof OPERATIONS)[number];
+export const OPERATION_STATES = ['STARTING', 'PROCESSING', 'COMPLETED', 'FAILED_TEMP', 'ROLLING_BACK', 'ROLLED_BACK', 'FAILED'] as const;
+export type OperationState = (typeof OPERATION_STATES)[number];
 export const TERMINAL_OP_STATES: readonly OperationState[] = ['COMPLETED', 'FAILED', 'ROLLED_BACK'];
 
-export interface ReplicaInterface {
-  name: string;
-  type: InterfaceType;
-  network?: string;
-  mac?: string;
-  ips: string[];
-  pciAddress?: string; // SR-IOV: the VF on the node
-  guestPciAddress?: string; // SR-IOV: the VF's PCI address inside the tenant VM, as the guest agent found it
-  socketPath?: string; // vhost-user: absolute, decided by the node
-  portName?: string; // vhost-user: the port's name on the node's DPDK switch
-}
+export const ReplicaInterfaceSchema = Closed({
+  name: Type.String(),
+  type: Enum(INTERFACE_TYPES),
+  network: Type.Optional(Type.String()),
+  mac: Type.Optional(Type.String()),
+  ips: Type.Array(Type.String()),
+  /** SR-IOV: the VF on the node. */
+  pciAddress: Type.Optional(Type.String()),
+  /** SR-IOV: the VF's PCI address inside the tenant VM, as the guest agent found it. */
+  guestPciAddress: Type.Optional(Type.String()),
+  /** vhost-user: absolute, decided by the node. */
+  socketPath: Type.Optional(Type.String()),
+  /** vhost-user: the port's name on the node's DPDK switch. */
+  portName: Type.Optional(Type.String()),
+});
+export type ReplicaInterface = Static<typeof ReplicaInterfaceSchema>;
 
-export interface Replica {
-  index: number;
-  state: ReplicaState;
-  nodeId?: string;
-  sandboxId?: string;
-  allocId?: string;
+export const ReplicaSchema = Closed({
+  index: Type.Integer({ minimum: 0 }),
+  state: Enum(REPLICA_STATES),
+  nodeId: Type.Optional(Type.String()),
+  sandboxId: Type.Optional(Type.String()),
+  allocId: Type.Optional(Type.String()),
   /** Bumped each time the replica gets a new allocation (heal, drain): allocation ids are `<vnfId>-<index>-<generation>`. */
-  generation?: number;
-  interfaces: ReplicaInterface[];
+  generation: Type.Optional(Type.Integer({ minimum: 0 })),
+  interfaces: Type.Array(ReplicaInterfaceSchema),
   /** The image the replica runs: the manifest digest (`sha256:...`) of a registry or OCI layout image. */
-  imageDigest?: string;
+  imageDigest: Type.Optional(Type.String()),
   /** Why the replica is where it is (placement explanation, failure reason). */
-  message?: string;
-  error?: ErrorBody;
-  updatedAt: string;
-}
+  message: Type.Optional(Type.String()),
+  error: Type.Optional(ErrorBodySchema),
+  updatedAt: Timestamp,
+});
+export type Replica = Static<typeof ReplicaSchema>;
 
-export interface Vnf {
-  id: string;
-  tenantId: string;
-  name: string;
-  descriptor: Vnfd;
-  instantiationState: InstantiationState;
+export const VnfSchema = Closed({
+  id: Type.String(),
+  tenantId: Type.String(),
+  name: Type.String(),
+  descriptor: VnfdSchema,
+  instantiationState: Enum(INSTANTIATION_STATES),
   /** Replicas asked for (scale changes it). */
-  desiredReplicas: number;
+  desiredReplicas: Type.Integer({ minimum: 0 }),
   /** SOL003 vnfState, changed by OPERATE; absent means STARTED. */
-  operationalState?: OperationalState;
-  replicas: Replica[];
-  lastOpOccId?: string;
+  operationalState: Type.Optional(Enum(OPERATIONAL_STATES)),
+  replicas: Type.Array(ReplicaSchema),
+  lastOpOccId: Type.Optional(Type.String()),
   /** The operation occurrence in progress on this VNF (one at a time); absent when none. */
-  activeOpOccId?: string;
+  activeOpOccId: Type.Optional(Type.String()),
   /**
    * How the last operation ended, written with the VNF's changes in the same CAS, so that a leader that takes
    * over between that write and the op occurrence's own update finishes the op occurrence the same way.
    */
-  lastOpOutcome?: { opOccId: string; state: 'COMPLETED' | 'FAILED' | 'ROLLED_BACK'; error?: ErrorBody };
-  createdAt: string;
-  updatedAt: string;
-}
+  lastOpOutcome: Type.Optional(
+    Closed({ opOccId: Type.String(), state: Enum(['COMPLETED', 'FAILED', 'ROLLED_BACK'] as const), error: Type.Optional(ErrorBodySchema) }),
+  ),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+});
+export type Vnf = Static<typeof VnfSchema>;
 
-export interface OpOccStep {
-  at: string;
-  message: string;
-}
+export const OpOccStepSchema = Closed({ at: Timestamp, message: Type.String() });
+export type OpOccStep = Static<typeof OpOccStepSchema>;
 
-export interface OpOcc {
-  id: string;
-  tenantId: string;
-  vnfId: string;
-  operation: Operation;
-  operationState: OperationState;
-  startTime: string;
-  stateEnteredTime: string;
-  requestId?: string;
-  /** Operation parameters (replicas for SCALE, replica for HEAL, mode for TERMINATE, changeStateTo for OPERATE). */
-  params?: Record<string, unknown>;
+// ---- op occurrence parameters, one shape per operation
+/** What the leader notes in any operation's params while it drives it. */
+const engineParams = {
+  /** How many `opoccs.retry` the leader has carried out (the op occurrence's `retries` counts the asked ones). */
+  retriesHandled: Type.Optional(Type.Integer({ minimum: 0 })),
+};
+export const InstantiateParamsSchema = Closed({ ...engineParams });
+export const ScaleParamsSchema = Closed({ ...engineParams, replicas: Type.Integer({ minimum: 0 }) });
+export const HealParamsSchema = Closed({
+  ...engineParams,
+  /** The replica a tenant's HEAL names (absent: every replica not RUNNING). */
+  replica: Type.Optional(Type.Integer({ minimum: 0 })),
+  /** The replicas a drain or a node loss moves. */
+  replicas: Type.Optional(Type.Array(Type.Integer({ minimum: 0 }))),
+  /** The node they leave (the new placement avoids it). */
+  fromNode: Type.Optional(Type.String()),
+  reason: Type.Optional(Type.String()),
+  /** A drain's previous HEAL: this one waits for it to end. */
+  after: Type.Optional(Closed({ tenantId: Type.String(), id: Type.String() })),
+  /** Fixed by the leader at its first drive: replica index -> the generation it gets. */
+  targets: Type.Optional(Type.Record(Type.String(), Type.Integer({ minimum: 0 }))),
+});
+export const TerminateParamsSchema = Closed({
+  ...engineParams,
+  mode: Enum(TERMINATE_MODES),
+  /** FORCEFUL: the operation in progress it took the VNF over from. */
+  supersedes: Type.Optional(Type.String()),
+});
+export const OperateParamsSchema = Closed({ ...engineParams, changeStateTo: Enum(OPERATIONAL_STATES) });
+export type InstantiateParams = Static<typeof InstantiateParamsSchema>;
+export type ScaleParams = Static<typeof ScaleParamsSchema>;
+export type HealParams = Static<typeof HealParamsSchema>;
+export type TerminateParams = Static<typeof TerminateParamsSchema>;
+export type OperateParams = Static<typeof OperateParamsSchema>;
+
+const opOccBase = {
+  id: Type.String(),
+  tenantId: Type.String(),
+  vnfId: Type.String(),
+  operationState: Enum(OPERATION_STATES),
+  startTime: Timestamp,
+  stateEnteredTime: Timestamp,
+  requestId: Type.Optional(Type.String()),
   /** How many times `opoccs.retry` sent it back to PROCESSING from FAILED_TEMP. */
-  retries?: number;
+  retries: Type.Optional(Type.Integer({ minimum: 0 })),
   /** When the last retry began (the start timeout counts from here). */
-  retriedAt?: string;
+  retriedAt: Type.Optional(Timestamp),
   /** Asked for while FAILED_TEMP and not yet carried out by the leader: `fail` (FAILED, releases what it held). */
-  pendingAction?: 'fail';
-  error?: ErrorBody;
+  pendingAction: Type.Optional(Enum(['fail'] as const)),
+  error: Type.Optional(ErrorBodySchema),
   /** A truthful log of what the operation did, in order. */
-  steps: OpOccStep[];
+  steps: Type.Array(OpOccStepSchema),
+};
+function opOccOf<O extends Operation, P extends TSchema>(operation: O, params: P) {
+  return Closed({ ...opOccBase, operation: Type.Literal(operation), params });
 }
+/** An operation occurrence: its `params` are the operation's own (narrow on `operation` to read them). */
+export const OpOccSchema = Type.Union([
+  opOccOf('INSTANTIATE', Type.Optional(InstantiateParamsSchema)),
+  opOccOf('SCALE', ScaleParamsSchema),
+  opOccOf('HEAL', HealParamsSchema),
+  opOccOf('TERMINATE', TerminateParamsSchema),
+  opOccOf('OPERATE', OperateParamsSchema),
+]);
+export type OpOcc = Static<typeof OpOccSchema>;
+/** The op occurrence of one operation. */
+export type OpOccOf<O extends Operation> = Extract<OpOcc, { operation: O }>;
+/** The params of one operation. */
+export type OpParamsOf<O extends Operation> = OpOccOf<O>['params'];
 
 export interface NodeRecord {
   id: string;
@@ -153,44 +210,33 @@ export interface VmOverheadBooking {
   hugepages?: { sizeKiB: number; count: number; numaNode: number };
 }
 
-export type EventPayload =
-  | {
-      type: 'OpOcc';
-      opOccId: string;
-      vnfId: string;
-      operation: Operation;
-      operationState: OperationState;
-      at: string;
-      error?: ErrorBody;
-    }
-  | { type: 'Replica'; vnfId: string; replica: number; state: ReplicaState; nodeId?: string; at: string };
+export const EventPayloadSchema = Type.Union([
+  Closed({
+    type: Type.Literal('OpOcc'),
+    opOccId: Type.String(),
+    vnfId: Type.String(),
+    operation: Enum(OPERATIONS),
+    operationState: Enum(OPERATION_STATES),
+    at: Timestamp,
+    error: Type.Optional(ErrorBodySchema),
+  }),
+  Closed({
+    type: Type.Literal('Replica'),
+    vnfId: Type.String(),
+    replica: Type.Integer({ minimum: 0 }),
+    state: Enum(REPLICA_STATES),
+    nodeId: Type.Optional(Type.String()),
+    at: Timestamp,
+  }),
+]);
+export type EventPayload = Static<typeof EventPayloadSchema>;
 
-// ---- requests (shapes enforced by schemas.ts) ----
-export interface TenantCreateRequest {
-  id: string;
-  displayName?: string;
-  quota?: Quota;
-}
-export interface IdRequest {
-  id: string;
-}
-/** `nfv.v1.admin.tenants.credentials`: a tenant's NATS credentials; `rotate` revokes the earlier ones. */
-export interface CredentialsRequest {
-  id: string;
-  rotate?: boolean;
-}
 /** A connect file (the CLI's connect.json format): servers, a creds file's text, the inbox prefix to use. */
 export interface TenantCredentials {
   servers: string[];
   creds: string;
   inboxPrefix: string;
   tenantId: string;
-}
-/** `nfv.v1.tenant.<t>.notifications.list`: the tenant's kept notifications, oldest first, after `afterSeq`. */
-export interface NotificationsListRequest {
-  vnfId?: string;
-  afterSeq?: number;
-  limit?: number;
 }
 export interface StoredNotification {
   seq: number;
@@ -202,37 +248,6 @@ export interface NotificationsList {
   /** The stream's last sequence when read: pass it as afterSeq to continue. */
   lastSeq: number;
 }
-export type EmptyRequest = Record<string, never>;
-export interface InstantiateRequest {
-  descriptor: Vnfd;
-  requestId?: string;
-}
-export interface ScaleRequest {
-  id: string;
-  replicas: number;
-  requestId?: string;
-}
-export interface HealRequest {
-  id: string;
-  replica?: number;
-  requestId?: string;
-}
-export interface OperateRequest {
-  id: string;
-  changeStateTo: OperationalState;
-  requestId?: string;
-}
-export interface LogsRequest {
-  id: string;
-  replica?: number;
-  tailLines?: number;
-}
-export interface ExecRequest {
-  id: string;
-  replica?: number;
-  command: string[];
-  timeoutMs?: number;
-}
 export interface ExecResult {
   exitCode: number;
   stdout: string;
@@ -240,19 +255,42 @@ export interface ExecResult {
   /** Output beyond the cap was cut (stdout and stderr are each at most EXEC_OUTPUT_CAP_BYTES). */
   truncated?: boolean;
 }
-export interface OpOccListRequest {
-  vnfId?: string;
-}
-/** Caps of vnfs.exec and vnfs.logs (a reply fits in a NATS message). */
-export const EXEC_OUTPUT_CAP_BYTES = 64 * 1024;
-export const EXEC_DEFAULT_TIMEOUT_MS = 10_000;
-export const EXEC_MAX_TIMEOUT_MS = 120_000;
-export const LOGS_DEFAULT_LINES = 100;
-export const LOGS_MAX_LINES = 5000;
-export const LOGS_MAX_BYTES = 256 * 1024;
 
-export interface TerminateRequest {
-  id: string;
-  mode?: 'GRACEFUL' | 'FORCEFUL';
-  requestId?: string;
+/** The reply of one `opOccId`-returning request (scale, heal, terminate, operate). */
+export interface OpAccepted {
+  opOccId: string;
 }
+
+/**
+ * What each operation answers (the `result` of its envelope). `ResultOf<S>` does not compile for an operation
+ * missing here, so a new subject needs its result named.
+ */
+export interface ApiResults {
+  'tenants.create': Tenant;
+  'tenants.get': Tenant;
+  'tenants.list': { items: Tenant[] };
+  'tenants.delete': Record<string, never>;
+  'nodes.list': { items: NodeRecord[] };
+  'nodes.get': NodeRecord;
+  'nodes.cordon': NodeRecord;
+  'nodes.uncordon': NodeRecord;
+  /** VNFs with an operation in progress are skipped (drain again later). */
+  'nodes.drain': { opOccIds: string[]; skipped?: { vnfId: string; reason: string }[] };
+  'tenants.credentials': TenantCredentials;
+  'vnfs.instantiate': { vnfId: string; opOccId: string };
+  'vnfs.get': Vnf;
+  'vnfs.list': { items: Vnf[] };
+  'vnfs.scale': OpAccepted;
+  'vnfs.heal': OpAccepted;
+  'vnfs.terminate': OpAccepted;
+  'opoccs.get': OpOcc;
+  'notifications.list': NotificationsList;
+  'vnfs.operate': OpAccepted;
+  'vnfs.logs': { lines: string[]; truncated?: boolean };
+  'vnfs.exec': ExecResult;
+  'opoccs.list': { items: OpOcc[] };
+  'opoccs.retry': OpOcc;
+  'opoccs.rollback': OpOcc;
+  'opoccs.fail': OpOcc;
+}
+export type ResultOf<S extends ApiOp> = ApiResults[S];

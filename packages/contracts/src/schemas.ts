@@ -1,214 +1,19 @@
 /**
- * JSON Schemas of every API v1 request: the machine-readable contract, used to validate each request.
- * Closed objects (unknown fields rejected), bounded strings and arrays (a 10 MB string is refused by name).
- * Semantic rules the schema language cannot say (unique interface names, CIDRs, route devices) follow in
- * `validateVnfdSemantics`.
+ * Validation of every API v1 request against its JSON Schema (requests.ts, vnfd.ts: the machine-readable contract,
+ * from which the request types are derived). Closed objects (unknown fields rejected), bounded strings and arrays
+ * (a 10 MB string is refused by name). Semantic rules the schema language cannot say (unique interface names,
+ * CIDRs, route devices) follow in `validateVnfdSemantics`.
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isIP } from 'node:net';
 import { InvalidArgumentError, type FieldIssue } from './errors.js';
-import type { AdminOp, TenantOp } from './subjects.js';
-import { DEFAULT_DATAPLANE_HUGEPAGES_MIB, GUEST_BASE_MEMORY_MIB, dataplaneInterfaces, type Vnfd } from './vnfd.js';
+import { DEFAULT_DATAPLANE_HUGEPAGES_MIB, GUEST_BASE_MEMORY_MIB, VnfdSchema, dataplaneInterfaces, type Vnfd } from './vnfd.js';
+import { requestSchemas, type ApiOp, type RequestOf } from './requests.js';
 import { IMAGE_REF_FORMS, parseImageRef } from './image-ref.js';
 
-const DNS_LABEL = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
-const IFNAME = '^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$';
-const MAC = '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$';
-const MAX_COUNT = 1_000_000_000;
-
-const dnsLabel = { type: 'string', minLength: 1, maxLength: 63, pattern: DNS_LABEL } as const;
-const id = { type: 'string', minLength: 1, maxLength: 128, pattern: '^[a-z0-9]([a-z0-9-]{0,126}[a-z0-9])?$' } as const;
-const requestId = { type: 'string', minLength: 1, maxLength: 128, pattern: '^[\\x21-\\x7e]+$' } as const;
-const ifname = { type: 'string', minLength: 1, maxLength: 15, pattern: IFNAME } as const;
-const shortText = { type: 'string', maxLength: 256 } as const;
-const count = { type: 'integer', minimum: 0, maximum: MAX_COUNT } as const;
-
-const interfaceBase = {
-  name: ifname,
-  network: dnsLabel,
-  mtuBytes: { type: 'integer', minimum: 68, maximum: 9216 },
-  mac: { type: 'string', maxLength: 17, pattern: MAC },
-} as const;
-
-function iface(type: string, props: Record<string, unknown>, required: string[] = []): object {
-  return {
-    type: 'object',
-    additionalProperties: false,
-    required: ['name', 'type', ...required],
-    properties: { ...interfaceBase, type: { const: type }, ...props },
-  };
-}
-
-export const vnfdSchema = {
-  $id: 'edgenfv:vnfd',
-  type: 'object',
-  additionalProperties: false,
-  required: ['name', 'replicas', 'resources', 'image'],
-  properties: {
-    name: dnsLabel,
-    replicas: { type: 'integer', minimum: 1, maximum: 1000 },
-    placement: {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        antiAffinity: { enum: ['node', 'none'] },
-        nodeSelector: {
-          type: 'object',
-          maxProperties: 32,
-          propertyNames: { maxLength: 63, pattern: '^[A-Za-z0-9]([A-Za-z0-9_./-]{0,61}[A-Za-z0-9])?$' },
-          additionalProperties: { type: 'string', maxLength: 63 },
-        },
-      },
-    },
-    resources: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['vcpus', 'memoryMiB'],
-      properties: {
-        vcpus: { type: 'integer', minimum: 1, maximum: 256 },
-        memoryMiB: { type: 'integer', minimum: 64, maximum: 4_194_304 },
-        cpuPolicy: { enum: ['dedicated', 'shared'] },
-        hugepages: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['sizeKiB', 'count'],
-          properties: {
-            sizeKiB: { enum: [2048, 1048576] },
-            count: { type: 'integer', minimum: 1, maximum: 1_048_576 },
-          },
-        },
-        numa: { enum: ['strict', 'preferred', 'none'] },
-        dataplane: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['kind'],
-          properties: {
-            kind: { enum: ['dpdk'] },
-            hugepagesMiB: { type: 'integer', minimum: 2, maximum: 1_048_576 },
-            interfaces: { type: 'array', minItems: 1, maxItems: 32, items: { type: 'string', minLength: 1, maxLength: 15 } },
-            driver: { enum: ['uio_pci_generic', 'vfio-pci'] },
-          },
-        },
-      },
-    },
-    image: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['ref'],
-      properties: {
-        // the forms (builtin:, oci:, a registry reference) are checked by parseImageRef in validateVnfdSemantics
-        ref: { type: 'string', minLength: 1, maxLength: 1024, pattern: '^\\S+$' },
-      },
-    },
-    command: { type: 'array', maxItems: 64, items: { type: 'string', maxLength: 4096 } },
-    args: { type: 'array', maxItems: 256, items: { type: 'string', maxLength: 4096 } },
-    env: {
-      type: 'object',
-      maxProperties: 128,
-      propertyNames: { maxLength: 256, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' },
-      additionalProperties: { type: 'string', maxLength: 4096 },
-    },
-    interfaces: {
-      type: 'array',
-      maxItems: 16,
-      items: {
-        type: 'object',
-        required: ['type'],
-        properties: { type: { enum: ['tap', 'macvtap', 'sriov', 'vhostuser'] } },
-        discriminator: { propertyName: 'type' },
-        oneOf: [
-          iface('tap', {}),
-          iface('macvtap', { parent: ifname }),
-          iface(
-            'sriov',
-            {
-              physnet: dnsLabel,
-              vlan: { type: 'integer', minimum: 0, maximum: 4094 },
-              vlanQos: { type: 'integer', minimum: 0, maximum: 7 },
-              spoofchk: { type: 'boolean' },
-              trust: { type: 'boolean' },
-            },
-            ['physnet'],
-          ),
-          iface(
-            'vhostuser',
-            { dataplane: { enum: ['vpp', 'ovs-dpdk', 'testpmd'] }, queues: { type: 'integer', minimum: 1, maximum: 16 } },
-          ),
-        ],
-      },
-    },
-    routes: {
-      type: 'array',
-      maxItems: 64,
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['dst'],
-        properties: {
-          dst: { type: 'string', maxLength: 64 },
-          via: { type: 'string', maxLength: 64 },
-          dev: ifname,
-        },
-      },
-    },
-  },
-} as const;
-
-const obj = (required: string[], properties: Record<string, unknown>): object => ({
-  type: 'object',
-  additionalProperties: false,
-  required,
-  properties,
-});
-const empty = obj([], {});
-const byId = obj(['id'], { id });
-const byNodeId = obj(['id'], { id: dnsLabel });
-
-export const requestSchemas: Record<AdminOp | TenantOp, object> = {
-  'tenants.create': obj(['id'], {
-    id: dnsLabel,
-    displayName: shortText,
-    quota: obj([], { vcpus: count, memoryMiB: count, vfs: count, vnfs: count }),
-  }),
-  'tenants.get': obj(['id'], { id: dnsLabel }),
-  'tenants.list': empty,
-  'tenants.delete': obj(['id'], { id: dnsLabel }),
-  'nodes.list': empty,
-  'nodes.get': byNodeId,
-  'nodes.cordon': byNodeId,
-  'nodes.uncordon': byNodeId,
-  'nodes.drain': byNodeId,
-  'tenants.credentials': obj(['id'], { id: dnsLabel, rotate: { type: 'boolean' } }),
-  'vnfs.instantiate': obj(['descriptor'], { descriptor: { $ref: 'edgenfv:vnfd' }, requestId }),
-  'vnfs.get': byId,
-  'vnfs.list': empty,
-  'vnfs.scale': obj(['id', 'replicas'], { id, replicas: { type: 'integer', minimum: 0, maximum: 1000 }, requestId }),
-  'vnfs.heal': obj(['id'], { id, replica: { type: 'integer', minimum: 0, maximum: 999 }, requestId }),
-  'vnfs.terminate': obj(['id'], { id, mode: { enum: ['GRACEFUL', 'FORCEFUL'] }, requestId }),
-  'opoccs.get': byId,
-  'notifications.list': obj([], {
-    vnfId: id,
-    afterSeq: { type: 'integer', minimum: 0 },
-    limit: { type: 'integer', minimum: 1, maximum: 1000 },
-  }),
-  'vnfs.operate': obj(['id', 'changeStateTo'], { id, changeStateTo: { enum: ['STARTED', 'STOPPED'] }, requestId }),
-  'vnfs.logs': obj(['id'], { id, replica: { type: 'integer', minimum: 0, maximum: 999 }, tailLines: { type: 'integer', minimum: 1, maximum: 5000 } }),
-  'vnfs.exec': obj(['id', 'command'], {
-    id,
-    replica: { type: 'integer', minimum: 0, maximum: 999 },
-    command: { type: 'array', minItems: 1, maxItems: 64, items: { type: 'string', minLength: 1, maxLength: 4096 } },
-    timeoutMs: { type: 'integer', minimum: 1, maximum: 120_000 },
-  }),
-  'opoccs.list': obj([], { vnfId: id }),
-  'opoccs.retry': byId,
-  'opoccs.rollback': byId,
-  'opoccs.fail': byId,
-};
-
 const ajv = new Ajv({ allErrors: true, strict: true, discriminator: true, allowUnionTypes: true });
-ajv.addSchema(vnfdSchema);
 const compiled = new Map<string, ValidateFunction>();
-function validatorFor(op: AdminOp | TenantOp): ValidateFunction {
+function validatorFor(op: ApiOp): ValidateFunction {
   let v = compiled.get(op);
   if (!v) {
     v = ajv.compile(requestSchemas[op]);
@@ -216,7 +21,7 @@ function validatorFor(op: AdminOp | TenantOp): ValidateFunction {
   }
   return v;
 }
-const vnfdValidator = ajv.getSchema('edgenfv:vnfd')!;
+const vnfdValidator = ajv.compile(VnfdSchema);
 
 /** `/descriptor/interfaces/0/vlan` -> `descriptor.interfaces[0].vlan` */
 function fieldOf(e: ErrorObject, prefix: string): string {
@@ -269,7 +74,7 @@ function issuesOf(errors: ErrorObject[] | null | undefined, prefix = ''): FieldI
 }
 
 /** Validates a decoded request body against its operation's schema; throws InvalidArgumentError listing every issue. */
-export function validateRequest<T>(op: AdminOp | TenantOp, body: unknown): T {
+export function validateRequest<S extends ApiOp>(op: S, body: unknown): RequestOf<S> {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
     throw new InvalidArgumentError([{ field: '(request)', message: 'must be a JSON object' }]);
   }
@@ -279,7 +84,7 @@ export function validateRequest<T>(op: AdminOp | TenantOp, body: unknown): T {
     const issues = validateVnfdSemantics((body as { descriptor: Vnfd }).descriptor, 'descriptor');
     if (issues.length) throw new InvalidArgumentError(issues);
   }
-  return body as T;
+  return body as RequestOf<S>;
 }
 
 /** Validates a VNFD alone (CLI, dashboard): schema then semantics. Returns every issue (empty when valid). */

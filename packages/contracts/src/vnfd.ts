@@ -1,40 +1,55 @@
-/** The VNF descriptor (VNFD) a tenant submits with `vnfs.instantiate` (see shared API.md, "VNFD"). */
-export type NumaPolicy = 'strict' | 'preferred' | 'none';
-export type CpuPolicy = 'dedicated' | 'shared';
-export type DataplaneKind = 'vpp' | 'ovs-dpdk' | 'testpmd';
-export type InterfaceType = 'tap' | 'macvtap' | 'sriov' | 'vhostuser';
+/**
+ * The VNF descriptor (VNFD) a tenant submits with `vnfs.instantiate` (see shared API.md, "VNFD"): the JSON Schema
+ * (`VnfdSchema`, validated by schemas.ts) and the types derived from it. Rules the schema language cannot say
+ * follow in schemas.ts `validateVnfdSemantics`.
+ */
+import { Closed, DnsLabel, Enum, IfName, Mac, TaggedUnion, BoundedMap, Type, type Static } from './schema-kit.js';
 
-export interface HugepagesRequest {
-  sizeKiB: 2048 | 1048576;
-  count: number;
-}
+export const NUMA_POLICIES = ['strict', 'preferred', 'none'] as const;
+export type NumaPolicy = (typeof NUMA_POLICIES)[number];
+export const CPU_POLICIES = ['dedicated', 'shared'] as const;
+export type CpuPolicy = (typeof CPU_POLICIES)[number];
+export const DATAPLANE_KINDS = ['vpp', 'ovs-dpdk', 'testpmd'] as const;
+export type DataplaneKind = (typeof DATAPLANE_KINDS)[number];
+export const INTERFACE_TYPES = ['tap', 'macvtap', 'sriov', 'vhostuser'] as const;
+export type InterfaceType = (typeof INTERFACE_TYPES)[number];
+
+export const HugepagesRequestSchema = Closed({
+  sizeKiB: Enum([2048, 1048576] as const),
+  count: Type.Integer({ minimum: 1, maximum: 1_048_576 }),
+});
+export type HugepagesRequest = Static<typeof HugepagesRequestSchema>;
 
 /**
  * A DPDK data plane in the guest (API.md "Data planes"): before the container starts, the guest agent binds the
  * named interfaces' virtio-net devices for DPDK and reserves guest hugepages (out of memoryMiB); the container gets
  * its EAL arguments (lcores, memory, PCI allow-list) in EDGENFV_EAL_ARGS.
  */
-export interface VnfdDataplane {
-  kind: 'dpdk';
+export const VnfdDataplaneSchema = Closed({
+  kind: Enum(['dpdk'] as const),
   /** Guest hugepages (2 MiB pages) for DPDK; default 128. */
-  hugepagesMiB?: number;
+  hugepagesMiB: Type.Optional(Type.Integer({ minimum: 2, maximum: 1_048_576 })),
   /** The interfaces handed to DPDK (default: every vhostuser interface). */
-  interfaces?: string[];
+  interfaces: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 15 }), { minItems: 1, maxItems: 32 })),
   /** Default uio_pci_generic (the cloud guest kernel has no vfio no-IOMMU mode). */
-  driver?: 'uio_pci_generic' | 'vfio-pci';
-}
+  driver: Type.Optional(Enum(['uio_pci_generic', 'vfio-pci'] as const)),
+});
+export type VnfdDataplane = Static<typeof VnfdDataplaneSchema>;
 export const DEFAULT_DATAPLANE_HUGEPAGES_MIB = 128;
 /** What the guest's own system (kernel, agent with Node.js) needs besides a data plane's hugepages. */
 export const GUEST_BASE_MEMORY_MIB = 384;
 
-export interface VnfdResources {
-  vcpus: number;
-  memoryMiB: number;
-  cpuPolicy?: CpuPolicy; // default shared
-  hugepages?: HugepagesRequest;
-  numa?: NumaPolicy; // default none
-  dataplane?: VnfdDataplane;
-}
+export const VnfdResourcesSchema = Closed({
+  vcpus: Type.Integer({ minimum: 1, maximum: 256 }),
+  memoryMiB: Type.Integer({ minimum: 64, maximum: 4_194_304 }),
+  /** Default shared. */
+  cpuPolicy: Type.Optional(Enum(CPU_POLICIES)),
+  hugepages: Type.Optional(HugepagesRequestSchema),
+  /** Default none. */
+  numa: Type.Optional(Enum(NUMA_POLICIES)),
+  dataplane: Type.Optional(VnfdDataplaneSchema),
+});
+export type VnfdResources = Static<typeof VnfdResourcesSchema>;
 
 /** The interfaces a DPDK data plane takes (named, or every vhostuser one). */
 export function dataplaneInterfaces(d: Pick<Vnfd, 'resources' | 'interfaces'>): string[] {
@@ -43,56 +58,80 @@ export function dataplaneInterfaces(d: Pick<Vnfd, 'resources' | 'interfaces'>): 
   return dp.interfaces ?? (d.interfaces ?? []).filter((i) => i.type === 'vhostuser').map((i) => i.name);
 }
 
-interface InterfaceBase {
-  name: string; // the interface's name inside the VNF (a Linux ifname)
-  network?: string; // a network of the deployment's config: the IPAM hands out the address
-  mtuBytes?: number;
-  mac?: string; // optional fixed MAC; otherwise the plan chooses one
-}
-export interface TapInterface extends InterfaceBase {
-  type: 'tap';
-}
-export interface MacvtapInterface extends InterfaceBase {
-  type: 'macvtap';
-  parent?: string; // host link; default: the network's parent
-}
-export interface SriovInterface extends InterfaceBase {
-  type: 'sriov';
-  physnet: string;
-  vlan?: number;
-  vlanQos?: number;
-  spoofchk?: boolean;
-  trust?: boolean;
-}
+const interfaceBase = {
+  /** The interface's name inside the VNF (a Linux ifname). */
+  name: IfName,
+  /** A network of the deployment's config: the IPAM hands out the address. */
+  network: Type.Optional(DnsLabel),
+  mtuBytes: Type.Optional(Type.Integer({ minimum: 68, maximum: 9216 })),
+  /** Optional fixed MAC; otherwise the plan chooses one. */
+  mac: Type.Optional(Mac),
+};
+export const TapInterfaceSchema = Closed({ ...interfaceBase, type: Type.Literal('tap') });
+export type TapInterface = Static<typeof TapInterfaceSchema>;
+export const MacvtapInterfaceSchema = Closed({
+  ...interfaceBase,
+  type: Type.Literal('macvtap'),
+  /** Host link; default: the network's parent. */
+  parent: Type.Optional(IfName),
+});
+export type MacvtapInterface = Static<typeof MacvtapInterfaceSchema>;
+export const SriovInterfaceSchema = Closed({
+  ...interfaceBase,
+  type: Type.Literal('sriov'),
+  physnet: DnsLabel,
+  vlan: Type.Optional(Type.Integer({ minimum: 0, maximum: 4094 })),
+  vlanQos: Type.Optional(Type.Integer({ minimum: 0, maximum: 7 })),
+  spoofchk: Type.Optional(Type.Boolean()),
+  trust: Type.Optional(Type.Boolean()),
+});
+export type SriovInterface = Static<typeof SriovInterfaceSchema>;
 /** A port on the node's DPDK switch for `network` (API.md "Data planes"); `dataplane` is the older form, still accepted. */
-export interface VhostUserInterface extends InterfaceBase {
-  type: 'vhostuser';
-  dataplane?: DataplaneKind;
-  queues?: number;
-}
-export type VnfdInterface = TapInterface | MacvtapInterface | SriovInterface | VhostUserInterface;
+export const VhostUserInterfaceSchema = Closed({
+  ...interfaceBase,
+  type: Type.Literal('vhostuser'),
+  dataplane: Type.Optional(Enum(DATAPLANE_KINDS)),
+  queues: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),
+});
+export type VhostUserInterface = Static<typeof VhostUserInterfaceSchema>;
+export const VnfdInterfaceSchema = TaggedUnion('type', INTERFACE_TYPES, [
+  TapInterfaceSchema,
+  MacvtapInterfaceSchema,
+  SriovInterfaceSchema,
+  VhostUserInterfaceSchema,
+]);
+export type VnfdInterface = Static<typeof VnfdInterfaceSchema>;
 
-export interface VnfdRoute {
-  dst: string;
-  via?: string;
-  dev?: string;
-}
+export const VnfdRouteSchema = Closed({
+  dst: Type.String({ maxLength: 64 }),
+  via: Type.Optional(Type.String({ maxLength: 64 })),
+  dev: Type.Optional(IfName),
+});
+export type VnfdRoute = Static<typeof VnfdRouteSchema>;
 
-export interface Vnfd {
-  name: string;
-  replicas: number;
-  placement?: {
-    antiAffinity?: 'node' | 'none';
-    nodeSelector?: Record<string, string>;
-  };
-  resources: VnfdResources;
-  image: { ref: string };
-  command?: string[];
-  args?: string[];
-  env?: Record<string, string>;
-  interfaces?: VnfdInterface[];
-  routes?: VnfdRoute[];
-}
+export const VnfdSchema = Closed({
+  name: DnsLabel,
+  replicas: Type.Integer({ minimum: 1, maximum: 1000 }),
+  placement: Type.Optional(
+    Closed({
+      antiAffinity: Type.Optional(Enum(['node', 'none'] as const)),
+      nodeSelector: Type.Optional(
+        BoundedMap({ maxLength: 63, pattern: '^[A-Za-z0-9]([A-Za-z0-9_./-]{0,61}[A-Za-z0-9])?$' }, Type.String({ maxLength: 63 }), 32),
+      ),
+    }),
+  ),
+  resources: VnfdResourcesSchema,
+  image: Closed({
+    // the forms (builtin:, oci:, a registry reference) are checked by parseImageRef in validateVnfdSemantics
+    ref: Type.String({ minLength: 1, maxLength: 1024, pattern: '^\\S+$' }),
+  }),
+  command: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 64 })),
+  args: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 256 })),
+  env: Type.Optional(BoundedMap({ maxLength: 256, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }, Type.String({ maxLength: 4096 }), 128)),
+  interfaces: Type.Optional(Type.Array(VnfdInterfaceSchema, { maxItems: 16 })),
+  routes: Type.Optional(Type.Array(VnfdRouteSchema, { maxItems: 64 })),
+});
+export type Vnfd = Static<typeof VnfdSchema>;
 
 /** What one replica of a VNFD asks of a node (and of a tenant's quota). */
 export function replicaDemand(d: Vnfd): { vcpus: number; memoryMiB: number; vfs: number } {

@@ -17,7 +17,6 @@ import { Notifier } from './ops/notifier.js';
 import { OperationsEngine, type EngineOptions } from './ops/engine.js';
 import { siteMetrics } from './site-metrics.js';
 import type { PlacementPort } from './ops/placement-port.js';
-import { drainNode } from './api/drain.js';
 import { healIfIdle, healLostNode } from './ops/heal.js';
 import { SchedulerCore } from './leader/core.js';
 import { LedgerPlacement } from './placement/port.js';
@@ -119,7 +118,7 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
     ...(credentials ? { credentials } : {}),
     nc: deps.nc,
   };
-  const api = new ApiServer(deps.nc, ctx, { drain: (nodeId) => drainNode(ctx, nodeId) }, deps.registry);
+  const api = new ApiServer(deps.nc, ctx, deps.registry);
   return {
     store,
     api,

@@ -133,7 +133,8 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
   };
   const newOpOcc = (t: string, vnfId: string, operation: Operation, requestId?: string, params?: Record<string, unknown>): OpOcc => {
     const at = now();
-    const o: OpOcc = {
+    // the fake keeps whatever params its caller gives (the scheduler types them per operation)
+    const o = {
       id: nextId('op'),
       tenantId: t,
       vnfId,
@@ -144,7 +145,7 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
       steps: [{ at, message: `${operation} accepted` }],
       ...(requestId ? { requestId } : {}),
       ...(params ? { params } : {}),
-    };
+    } as OpOcc;
     opoccs.set(`${t}.${o.id}`, o);
     return o;
   };
@@ -227,7 +228,7 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
     if (p.kind === 'admin') {
       switch (p.op) {
         case 'tenants.create': {
-          const req = validateRequest<{ id: string; displayName?: string; quota?: Tenant['quota'] }>(p.op, body);
+          const req = validateRequest(p.op, body);
           if (tenants.has(req.id)) throw new AlreadyExistsError(`tenant "${req.id}" already exists`);
           const at = now();
           const t: Tenant = {
@@ -242,14 +243,14 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
           return t;
         }
         case 'tenants.get': {
-          const req = validateRequest<{ id: string }>(p.op, body);
+          const req = validateRequest(p.op, body);
           return { ...tenantOf(req.id), usage: usage(req.id) };
         }
         case 'tenants.list':
           validateRequest(p.op, body);
           return { items: [...tenants.values()].map((t) => ({ ...t, usage: usage(t.id) })) };
         case 'tenants.delete': {
-          const req = validateRequest<{ id: string }>(p.op, body);
+          const req = validateRequest(p.op, body);
           tenantOf(req.id);
           if ([...vnfs.values()].some((v) => v.tenantId === req.id && v.instantiationState === 'INSTANTIATED')) {
             throw new ConflictError(`tenant "${req.id}" still has VNFs: terminate them first`);
@@ -263,7 +264,7 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
         case 'nodes.get':
         case 'nodes.cordon':
         case 'nodes.uncordon': {
-          const req = validateRequest<{ id: string }>(p.op, body);
+          const req = validateRequest(p.op, body);
           const n = nodes.get(req.id);
           if (!n) throw new NotFoundError(`node "${req.id}" not found`);
           if (p.op === 'nodes.cordon') n.cordoned = true;
@@ -271,7 +272,7 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
           return n;
         }
         case 'nodes.drain': {
-          const req = validateRequest<{ id: string }>(p.op, body);
+          const req = validateRequest(p.op, body);
           const n = nodes.get(req.id);
           if (!n) throw new NotFoundError(`node "${req.id}" not found`);
           n.cordoned = true;
@@ -292,7 +293,7 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
     const t = p.tenantId;
     switch (p.op) {
       case 'vnfs.instantiate': {
-        const req = validateRequest<{ descriptor: Vnfd; requestId?: string }>(p.op, body);
+        const req = validateRequest(p.op, body);
         tenantOf(t);
         return idempotent(t, req.requestId, async () => {
           if ([...vnfs.values()].some((v) => v.tenantId === t && v.name === req.descriptor.name && v.instantiationState === 'INSTANTIATED')) {
@@ -321,7 +322,7 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
         });
       }
       case 'vnfs.get': {
-        const req = validateRequest<{ id: string }>(p.op, body);
+        const req = validateRequest(p.op, body);
         tenantOf(t);
         return vnfOf(t, req.id);
       }
@@ -330,7 +331,7 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
         tenantOf(t);
         return { items: [...vnfs.values()].filter((v) => v.tenantId === t) };
       case 'vnfs.scale': {
-        const req = validateRequest<{ id: string; replicas: number; requestId?: string }>(p.op, body);
+        const req = validateRequest(p.op, body);
         tenantOf(t);
         return idempotent(t, req.requestId, async () => {
           const v = vnfOf(t, req.id);
@@ -346,7 +347,7 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
       }
       case 'vnfs.heal':
       case 'vnfs.terminate': {
-        const req = validateRequest<{ id: string; replica?: number; mode?: string; requestId?: string }>(p.op, body);
+        const req: { id: string; replica?: number; mode?: string; requestId?: string } = validateRequest(p.op, body);
         tenantOf(t);
         return idempotent(t, req.requestId, async () => {
           const v = vnfOf(t, req.id);
@@ -365,7 +366,7 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
         });
       }
       case 'opoccs.get': {
-        const req = validateRequest<{ id: string }>(p.op, body);
+        const req = validateRequest(p.op, body);
         tenantOf(t);
         const o = opoccs.get(`${t}.${req.id}`);
         if (!o) throw new NotFoundError(`operation occurrence "${req.id}" not found in tenant "${t}"`);
@@ -376,19 +377,19 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
         tenantOf(t);
         throw new UnavailableError('the fake API keeps no notifications to list');
       case 'opoccs.list': {
-        const req = validateRequest<{ vnfId?: string }>(p.op, body);
+        const req = validateRequest(p.op, body);
         tenantOf(t);
         return { items: [...opoccs.values()].filter((o) => o.tenantId === t && (!req.vnfId || o.vnfId === req.vnfId)) };
       }
       case 'vnfs.logs': {
-        const req = validateRequest<{ id: string; replica?: number; tailLines?: number }>(p.op, body);
+        const req = validateRequest(p.op, body);
         tenantOf(t);
         const v = vnfOf(t, req.id);
         const lines = [`${v.name} replica ${req.replica ?? 0}: started`, `${v.name} replica ${req.replica ?? 0}: serving`];
         return { lines: req.tailLines ? lines.slice(-req.tailLines) : lines };
       }
       case 'vnfs.operate': {
-        const req = validateRequest<{ id: string; changeStateTo: 'STARTED' | 'STOPPED'; requestId?: string }>(p.op, body);
+        const req = validateRequest(p.op, body);
         tenantOf(t);
         return idempotent(t, req.requestId, async () => {
           const v = vnfOf(t, req.id) as Vnf & { operationalState?: string };

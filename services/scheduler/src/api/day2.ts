@@ -29,10 +29,7 @@ import { newOpOcc, startOperation, vnfKey } from '../ops/op-occurrences.js';
 import { getTenant } from './tenants.js';
 
 export async function operate(ctx: ApiContext, tenantId: string, req: OperateRequest): Promise<{ opOccId: string }> {
-  const op = newOpOcc(ctx, tenantId, req.id, 'OPERATE', {
-    params: { changeStateTo: req.changeStateTo },
-    ...(req.requestId ? { requestId: req.requestId } : {}),
-  });
+  const op = newOpOcc(ctx, tenantId, req.id, 'OPERATE', { changeStateTo: req.changeStateTo }, { requestId: req.requestId });
   return startOperation(ctx, op, (v) => {
     if (v.instantiationState !== 'INSTANTIATED') throw new ConflictError(`VNF "${v.id}" is ${v.instantiationState}`, { instantiationState: v.instantiationState });
     const now = v.operationalState ?? 'STARTED';

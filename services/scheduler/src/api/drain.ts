@@ -3,7 +3,7 @@
  * that VNF's replicas on the node, `fromNode` set so the new placement avoids it), each waiting for the one before
  * it to end (`params.after`). VNFs with an operation in progress are reported as skipped; drain again later.
  */
-import { NotFoundError } from '@edgenfv/contracts';
+import { NotFoundError, type HealParams } from '@edgenfv/contracts';
 import type { ApiContext } from './context.js';
 import { setCordon } from './nodes.js';
 import { startHeal } from '../ops/heal-op.js';
@@ -25,8 +25,7 @@ export async function drainNode(
   const skipped: { vnfId: string; reason: string }[] = [];
   let after: { tenantId: string; id: string } | undefined;
   for (const [vnfId, { tenantId, replicas }] of byVnf) {
-    const params: Record<string, unknown> = { replicas: replicas.sort((x, y) => x - y), fromNode: nodeId, reason: 'drain' };
-    if (after) params.after = after;
+    const params: HealParams = { replicas: replicas.sort((x, y) => x - y), fromNode: nodeId, reason: 'drain', ...(after ? { after } : {}) };
     try {
       const op = await startHeal(ctx, tenantId, vnfId, params, `drain of node ${nodeId}`);
       opOccIds.push(op.id);

@@ -16,27 +16,17 @@ import {
   validateRequest,
   type AdminOp,
   type Envelope,
+  type ResultOf,
   type TenantOp,
 } from '@edgenfv/contracts';
 import type { ApiContext } from './context.js';
-import * as tenants from './tenants.js';
-import * as vnfs from './vnfs.js';
-import * as nodes from './nodes.js';
-import { listNotifications } from './notifications.js';
-import * as day2 from './day2.js';
+import { adminHandlers, MUTATING, tenantHandlers, type AdminHandler, type TenantHandler } from './handlers.js';
 import { bodyHash, once, requestKey } from './idempotency.js';
 
 export const API_QUEUE = 'edgenfv-api';
 /** The largest request body the API accepts: a VNFD with many interfaces is a few KiB; larger is refused. */
 export const MAX_REQUEST_BYTES = 1024 * 1024;
 const EVENTS_SUBJECT = /^nfv\.v1\.tenant\.[^.]+\.events\./;
-
-/** Admin operations the API server delegates to other parts (the node registry, the operations engine). */
-export interface AdminDelegates {
-  drain(nodeId: string): Promise<{ opOccIds: string[] }>;
-}
-
-const MUTATING = new Set<string>(['vnfs.instantiate', 'vnfs.scale', 'vnfs.heal', 'vnfs.terminate', 'vnfs.operate']);
 
 export class ApiServer {
   private subs: Subscription[] = [];
@@ -47,7 +37,6 @@ export class ApiServer {
   constructor(
     private readonly nc: NatsConnection,
     private readonly ctx: ApiContext,
-    private readonly delegates: AdminDelegates,
     registry: Registry,
   ) {
     this.requests = new Counter({
@@ -137,92 +126,41 @@ export class ApiServer {
       throw new InvalidArgumentError([{ field: '(request)', message: `is ${msg.data.length} bytes; at most ${MAX_REQUEST_BYTES} bytes are accepted` }]);
     }
     const body = decode(msg.data);
-    if (parsed.kind === 'admin') {
-      const req = validateRequest<Record<string, unknown>>(parsed.op, body);
-      return { ok: true, result: await this.admin(parsed.op, req) };
-    }
+    if (parsed.kind === 'admin') return { ok: true, result: await runAdmin(this.ctx, parsed.op, body) };
     const tenantId = parsed.tenantId;
     if (!isDnsLabel(tenantId)) {
       throw new InvalidArgumentError([{ field: '(subject).tenant', message: 'must be a DNS label' }]);
     }
-    const req = validateRequest<Record<string, unknown>>(parsed.op, body);
-    const run = async (): Promise<Envelope<unknown>> => {
-      try {
-        return { ok: true, result: await this.tenant(parsed.op, tenantId, req) };
-      } catch (err) {
-        return { ok: false, error: asAppError(err).toBody() };
-      }
-    };
-    const requestId = req.requestId;
-    if (MUTATING.has(parsed.op) && typeof requestId === 'string') {
-      return once(this.ctx.store.requests, requestKey(tenantId, requestId), parsed.op, run, bodyHash(req));
-    }
-    return run();
+    return runTenant(this.ctx, parsed.op, tenantId, body);
   }
+}
 
-  private async admin(op: AdminOp, req: Record<string, unknown>): Promise<unknown> {
-    const ctx = this.ctx;
-    switch (op) {
-      case 'tenants.create':
-        return tenants.createTenant(ctx, req as never);
-      case 'tenants.get':
-        return tenants.getTenant(ctx, req.id as string);
-      case 'tenants.list':
-        return tenants.listTenants(ctx);
-      case 'tenants.delete':
-        return tenants.deleteTenant(ctx, req as never);
-      case 'nodes.list':
-        return nodes.listNodes(ctx);
-      case 'nodes.get':
-        return nodes.getNode(ctx, req.id as string);
-      case 'nodes.cordon':
-        return nodes.setCordon(ctx, req.id as string, true);
-      case 'nodes.uncordon':
-        return nodes.setCordon(ctx, req.id as string, false);
-      case 'nodes.drain':
-        return this.delegates.drain(req.id as string);
-      case 'tenants.credentials':
-        return tenants.tenantCredentials(ctx, req as never);
-    }
-  }
+/** Validates the request of admin operation S and answers it with S's handler. */
+async function runAdmin<S extends AdminOp>(ctx: ApiContext, op: S, body: unknown): Promise<ResultOf<S>> {
+  const req = validateRequest(op, body);
+  const handler: AdminHandler<S> = adminHandlers[op];
+  return handler(ctx, req);
+}
 
-  private async tenant(op: TenantOp, tenantId: string, req: Record<string, unknown>): Promise<unknown> {
-    const ctx = this.ctx;
-    switch (op) {
-      case 'vnfs.instantiate':
-        return vnfs.instantiate(ctx, tenantId, req as never);
-      case 'vnfs.get':
-        return vnfs.getVnf(ctx, tenantId, req as never);
-      case 'vnfs.list':
-        await tenants.getTenant(ctx, tenantId);
-        return vnfs.listVnfs(ctx, tenantId);
-      case 'vnfs.scale':
-        return vnfs.scale(ctx, tenantId, req as never);
-      case 'vnfs.heal':
-        return vnfs.heal(ctx, tenantId, req as never);
-      case 'vnfs.terminate':
-        return vnfs.terminate(ctx, tenantId, req as never);
-      case 'opoccs.get':
-        return vnfs.getOpOcc(ctx, tenantId, req as never);
-      case 'notifications.list':
-        await tenants.getTenant(ctx, tenantId);
-        return listNotifications(ctx, tenantId, req as never);
-      case 'vnfs.operate':
-        return day2.operate(ctx, tenantId, req as never);
-      case 'vnfs.logs':
-        return day2.logs(ctx, tenantId, req as never);
-      case 'vnfs.exec':
-        return day2.exec(ctx, tenantId, req as never);
-      case 'opoccs.list':
-        return day2.listOpOccs(ctx, tenantId, req as never);
-      case 'opoccs.retry':
-        return day2.resolveFailedTemp(ctx, tenantId, req as never, 'retry');
-      case 'opoccs.rollback':
-        return day2.resolveFailedTemp(ctx, tenantId, req as never, 'rollback');
-      case 'opoccs.fail':
-        return day2.resolveFailedTemp(ctx, tenantId, req as never, 'fail');
+/**
+ * Validates the request of tenant operation S and answers it with S's handler; a mutating request with a
+ * `requestId` is answered once (the same requestId with another body is CONFLICT).
+ */
+async function runTenant<S extends TenantOp>(ctx: ApiContext, op: S, tenantId: string, body: unknown): Promise<Envelope<unknown>> {
+  const req = validateRequest(op, body);
+  const handler: TenantHandler<S> = tenantHandlers[op];
+  const run = async (): Promise<Envelope<unknown>> => {
+    try {
+      return { ok: true, result: await handler(ctx, tenantId, req) };
+    } catch (err) {
+      return { ok: false, error: asAppError(err).toBody() };
     }
+  };
+  const requestId = (req as { requestId?: unknown }).requestId;
+  if (MUTATING.has(op) && typeof requestId === 'string') {
+    return once(ctx.store.requests, requestKey(tenantId, requestId), op, run, bodyHash(req));
   }
+  return run();
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });

@@ -65,7 +65,7 @@ export async function instantiate(
   }
   // 2. the quota, with one CAS on the tenant
   const demand = demandOf(d, d.replicas, 1);
-  const op = newOpOcc(ctx, tenantId, vnfId, 'INSTANTIATE', req.requestId ? { requestId: req.requestId } : {});
+  const op = newOpOcc(ctx, tenantId, vnfId, 'INSTANTIATE', undefined, { requestId: req.requestId });
   try {
     await chargeQuota(ctx.store, tenantId, demand, at, { forOp: op.id });
   } catch (err) {
@@ -133,10 +133,7 @@ function mustBeInstantiated(v: Vnf): void {
 }
 
 export async function scale(ctx: ApiContext, tenantId: string, req: ScaleRequest): Promise<{ opOccId: string }> {
-  const op = newOpOcc(ctx, tenantId, req.id, 'SCALE', {
-    params: { replicas: req.replicas },
-    ...(req.requestId ? { requestId: req.requestId } : {}),
-  });
+  const op = newOpOcc(ctx, tenantId, req.id, 'SCALE', { replicas: req.replicas }, { requestId: req.requestId });
   let charged: ReturnType<typeof demandOf> | undefined;
   return startOperation(ctx, op, mustBeInstantiated, {
     prepare: async (vnf) => {
@@ -153,10 +150,7 @@ export async function scale(ctx: ApiContext, tenantId: string, req: ScaleRequest
 }
 
 export async function heal(ctx: ApiContext, tenantId: string, req: HealRequest): Promise<{ opOccId: string }> {
-  const op = newOpOcc(ctx, tenantId, req.id, 'HEAL', {
-    params: req.replica === undefined ? {} : { replica: req.replica },
-    ...(req.requestId ? { requestId: req.requestId } : {}),
-  });
+  const op = newOpOcc(ctx, tenantId, req.id, 'HEAL', req.replica === undefined ? {} : { replica: req.replica }, { requestId: req.requestId });
   return startOperation(ctx, op, (v) => {
     mustBeInstantiated(v);
     if (req.replica !== undefined && req.replica >= v.replicas.length) {
@@ -167,10 +161,7 @@ export async function heal(ctx: ApiContext, tenantId: string, req: HealRequest):
 
 export async function terminate(ctx: ApiContext, tenantId: string, req: TerminateRequest): Promise<{ opOccId: string }> {
   const mode = req.mode ?? 'GRACEFUL';
-  const op = newOpOcc(ctx, tenantId, req.id, 'TERMINATE', {
-    params: { mode },
-    ...(req.requestId ? { requestId: req.requestId } : {}),
-  });
+  const op = newOpOcc(ctx, tenantId, req.id, 'TERMINATE', { mode }, { requestId: req.requestId });
   let superseded: string | undefined;
   const check = (v: Vnf): void => {
     if (v.instantiationState !== 'INSTANTIATED' && !v.activeOpOccId) {

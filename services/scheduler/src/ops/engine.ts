@@ -12,6 +12,7 @@ import {
   UnavailableError,
   type ErrorBody,
   type OpOcc,
+  type OpOccOf,
   type OperationState,
   type Replica,
   type ReplicaState,
@@ -363,17 +364,17 @@ export class OperationsEngine {
         await this.driveRollback(op, vnf);
         return;
       }
-      if (op.retries && Number(op.params?.retriesHandled ?? 0) < op.retries) {
+      if (op.retries && (op.params?.retriesHandled ?? 0) < op.retries) {
         vnf = await this.prepareRetry(op, vnf);
         const handled = op.retries;
-        op = (await this.setOp(op.tenantId, op.id, (cur) => ({ ...cur, params: { ...cur.params, retriesHandled: handled } }))) ?? op;
+        op = (await this.setOp(op.tenantId, op.id, (cur) => withParams(cur, { retriesHandled: handled }))) ?? op;
       }
       switch (op.operation) {
         case 'INSTANTIATE':
           await this.driveStart(op, vnf, range(0, vnf.desiredReplicas));
           break;
         case 'SCALE': {
-          const target = Number(op.params?.replicas ?? vnf.desiredReplicas);
+          const target = op.params.replicas;
           if (target >= vnf.replicas.length) {
             vnf = await this.growReplicas(vnf, target);
             await this.driveStart(op, vnf, range(0, target));
@@ -389,7 +390,7 @@ export class OperationsEngine {
           await this.driveStop(op, vnf, range(0, vnf.replicas.length));
           break;
         case 'OPERATE':
-          await this.driveOperate(op, vnf, op.params?.changeStateTo === 'STOPPED' ? 'STOPPED' : 'STARTED', false);
+          await this.driveOperate(op, vnf, op.params.changeStateTo, false);
           break;
       }
     } catch (err) {
@@ -575,7 +576,7 @@ export class OperationsEngine {
       await refundOnce(this.store, vnf.tenantId, op.id, demandOf(vnf.descriptor, vnf.desiredReplicas, 1), at);
       await this.releaseName(vnf);
     } else if (op.operation === 'SCALE') {
-      const added = Number(op.params?.replicas) - vnf.desiredReplicas;
+      const added = op.params.replicas - vnf.desiredReplicas;
       if (added > 0) await refundOnce(this.store, vnf.tenantId, op.id, demandOf(vnf.descriptor, added, 0), at);
     }
     await this.setVnf(vnf.tenantId, vnf.id, (cur) => {
@@ -622,7 +623,7 @@ export class OperationsEngine {
     }
     const status = (await this.store.status.get(vkey(alloc.nodeId, alloc.allocId)))?.value;
     const ready = await this.placement.nodeReady(alloc.nodeId);
-    const forceful = op.params?.mode === 'FORCEFUL';
+    const forceful = op.operation === 'TERMINATE' && op.params.mode === 'FORCEFUL';
     // STOPPED by OPERATE (containers only) is not a stopped allocation: the node must still tear the replica down
     const stopped = !status || (status.state === 'STOPPED' && !status.containersStopped) || status.state === 'FAILED';
     const since = Date.parse(op.stateEnteredTime);
@@ -643,27 +644,26 @@ export class OperationsEngine {
     return false;
   }
 
-  private async driveHeal(op: OpOcc, vnf: Vnf): Promise<void> {
+  private async driveHeal(op: OpOccOf<'HEAL'>, vnf: Vnf): Promise<void> {
     // A drain moves replicas one at a time: this HEAL waits for the one before it to end.
-    const after = op.params?.after as { tenantId: string; id: string } | undefined;
+    const after = op.params.after;
     if (after) {
       const prev = (await this.store.opoccs.get(vkey(after.tenantId, after.id)))?.value;
       if (prev && !TERMINAL.includes(prev.operationState)) return;
     }
     // First drive: fix the targets (replica -> new generation) in the op record, so a new leader does the same.
-    let targets = op.params?.targets as Record<string, number> | undefined;
+    let targets = op.params.targets;
     if (!targets) {
       const which: number[] =
-        typeof op.params?.replica === 'number'
+        op.params.replica !== undefined
           ? [op.params.replica]
-          : Array.isArray(op.params?.replicas)
-            ? (op.params.replicas as number[])
-            : vnf.replicas.filter((r) => r.state !== 'RUNNING').map((r) => r.index);
+          : (op.params.replicas ?? vnf.replicas.filter((r) => r.state !== 'RUNNING').map((r) => r.index));
       targets = Object.fromEntries(which.map((i) => [String(i), (vnf.replicas[i]?.generation ?? 0) + 1]));
       const t = targets;
-      op = (await this.setOp(op.tenantId, op.id, (cur) => ({ ...cur, params: { ...cur.params, targets: t } }))) ?? op;
+      const next = await this.setOp(op.tenantId, op.id, (cur) => (cur.operation === 'HEAL' ? { ...cur, params: { ...cur.params, targets: t } } : undefined));
+      if (next?.operation === 'HEAL') op = next;
     }
-    const avoid = typeof op.params?.fromNode === 'string' ? [op.params.fromNode] : [];
+    const avoid = op.params.fromNode !== undefined ? [op.params.fromNode] : [];
     const indexes = Object.keys(targets).map(Number);
     for (const i of indexes) {
       const r = vnf.replicas[i];
@@ -726,8 +726,9 @@ export class OperationsEngine {
       return;
     }
     if (fresh) vnf = fresh;
-    if (op.operation === 'TERMINATE' || (op.operation === 'SCALE' && Number(op.params?.replicas) < vnf.replicas.length)) {
-      const target = op.operation === 'TERMINATE' ? 0 : Number(op.params?.replicas);
+    const scaleTo = op.operation === 'SCALE' ? op.params.replicas : undefined;
+    if (op.operation === 'TERMINATE' || (scaleTo !== undefined && scaleTo < vnf.replicas.length)) {
+      const target = scaleTo ?? 0;
       const removed = vnf.desiredReplicas - target;
       if (removed > 0 || op.operation === 'TERMINATE') {
         await refundOnce(this.store, vnf.tenantId, op.id, demandOf(vnf.descriptor, Math.max(0, removed), op.operation === 'TERMINATE' ? 1 : 0), at);
@@ -750,7 +751,7 @@ export class OperationsEngine {
           next.instantiationState = 'INSTANTIATED';
           break;
         case 'SCALE':
-          next.desiredReplicas = Number(op.params?.replicas);
+          next.desiredReplicas = op.params.replicas;
           next.replicas = cur.replicas.slice(0, next.desiredReplicas);
           break;
         case 'TERMINATE':
@@ -760,7 +761,7 @@ export class OperationsEngine {
         case 'HEAL':
           break;
         case 'OPERATE':
-          next.operationalState = op.params?.changeStateTo === 'STOPPED' ? 'STOPPED' : 'STARTED';
+          next.operationalState = op.params.changeStateTo;
           break;
       }
       return next;
@@ -783,11 +784,11 @@ export class OperationsEngine {
    * have given it back already.
    */
   private async refundSupersededScale(op: OpOcc, vnf: Vnf, at: string): Promise<void> {
-    const supersedes = op.params?.supersedes;
-    if (typeof supersedes !== 'string') return;
+    const supersedes = op.operation === 'TERMINATE' ? op.params.supersedes : undefined;
+    if (supersedes === undefined) return;
     const prev = (await this.store.opoccs.get(vkey(op.tenantId, supersedes)))?.value;
     if (!prev || prev.operation !== 'SCALE') return;
-    const extra = Number(prev.params?.replicas) - vnf.desiredReplicas;
+    const extra = prev.params.replicas - vnf.desiredReplicas;
     if (extra > 0) await refundOnce(this.store, vnf.tenantId, prev.id, demandOf(vnf.descriptor, extra, 0), at);
   }
 
@@ -801,7 +802,8 @@ export class OperationsEngine {
     if (vnf && vnf.activeOpOccId === op.id) {
       let keep = vnf.replicas.length;
       if (op.operation === 'INSTANTIATE') keep = 0;
-      if (op.operation === 'SCALE' && Number(op.params?.replicas) > vnf.desiredReplicas) keep = vnf.desiredReplicas;
+      const scaleTo = op.operation === 'SCALE' ? op.params.replicas : undefined;
+      if (scaleTo !== undefined && scaleTo > vnf.desiredReplicas) keep = vnf.desiredReplicas;
       for (const r of vnf.replicas.slice(keep)) {
         if (!r.allocId) continue;
         const alloc = await this.placement.findAllocation(r.allocId);
@@ -814,8 +816,8 @@ export class OperationsEngine {
       if (op.operation === 'INSTANTIATE') {
         await refundOnce(this.store, vnf.tenantId, op.id, demandOf(vnf.descriptor, vnf.desiredReplicas, 1), at);
         await this.releaseName(vnf);
-      } else if (op.operation === 'SCALE' && Number(op.params?.replicas) > vnf.desiredReplicas) {
-        await refundOnce(this.store, vnf.tenantId, op.id, demandOf(vnf.descriptor, Number(op.params?.replicas) - vnf.desiredReplicas, 0), at);
+      } else if (scaleTo !== undefined && scaleTo > vnf.desiredReplicas) {
+        await refundOnce(this.store, vnf.tenantId, op.id, demandOf(vnf.descriptor, scaleTo - vnf.desiredReplicas, 0), at);
       }
       await this.setVnf(vnf.tenantId, vnf.id, (cur) => {
         if (cur.activeOpOccId !== op.id) return undefined; // taken over meanwhile: the new operation owns it
@@ -848,6 +850,11 @@ export class OperationsEngine {
  */
 function nodeConfirmedGone(status: ReplicaStatus | undefined): boolean {
   return !status || (status.state === 'STOPPED' && !status.containersStopped);
+}
+
+/** The op occurrence with the leader's own notes added to its params (whatever its operation). */
+function withParams<T extends OpOcc>(op: T, notes: { retriesHandled?: number }): T {
+  return { ...op, params: { ...op.params, ...notes } };
 }
 
 function range(from: number, to: number): number[] {

@@ -9,6 +9,8 @@ import {
   NotFoundError,
   TERMINAL_OP_STATES,
   type OpOcc,
+  type OpOccOf,
+  type OpParamsOf,
   type Operation,
   type Vnf,
 } from '@edgenfv/contracts';
@@ -31,19 +33,30 @@ export function vnfKey(tenantId: string, vnfId: string): string {
   return `${tenantId}.${vnfId}`;
 }
 
-export function newOpOcc(ctx: OpContext, tenantId: string, vnfId: string, operation: Operation, extra: Partial<OpOcc>): OpOcc {
+/** A new op occurrence (STARTING) of `operation` with its params; `why` is said in its first step. */
+export function newOpOcc<O extends Operation>(
+  ctx: OpContext,
+  tenantId: string,
+  vnfId: string,
+  operation: O,
+  params: OpParamsOf<O>,
+  extra: { requestId?: string | undefined; why?: string } = {},
+): OpOccOf<O> {
   const at = ctx.now().toISOString();
-  return {
+  const op = {
     id: ctx.newId('op'),
     tenantId,
     vnfId,
     operation,
-    operationState: 'STARTING',
+    operationState: 'STARTING' as const,
     startTime: at,
     stateEnteredTime: at,
-    steps: [{ at, message: `${operation} requested` }],
-    ...extra,
+    steps: [{ at, message: extra.why ? `${operation} requested: ${extra.why}` : `${operation} requested` }],
+    ...(params ? { params } : {}),
+    ...(extra.requestId ? { requestId: extra.requestId } : {}),
   };
+  // one cast: TypeScript cannot relate a generic operation to its params (OpOccOf<O> is a union member per O)
+  return op as unknown as OpOccOf<O>;
 }
 
 /** Records a new op occurrence (its write may have gone through although the answer was lost), announces it, tells the leader. */
