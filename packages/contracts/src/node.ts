@@ -83,6 +83,27 @@ export interface NodeInventory {
   vmOverhead?: VmOverhead;
   /** What keeps tenants' sandboxes apart on this node, and what this host leaves unprotected (docs/security.md). */
   protections?: HostProtection[];
+  /**
+   * Warm pools: pre-booted idle tenant-less VMs per flavour (docs/node-agent.md "Warm pools"). Every VM booting or
+   * ready holds its flavour's vCPUs and memory plus the VM overhead: the scheduler counts them as used.
+   */
+  warmPool?: WarmPoolInfo[];
+}
+
+/** One warm pool of a node: its flavour, how many VMs it keeps, and how many it holds now. */
+export interface WarmPoolInfo {
+  vcpus: number;
+  memoryMiB: number;
+  /** The NUMA node the pool's VMs are placed on (cgroup cpuset); absent: any. */
+  numaNode?: number;
+  /** How many idle VMs the node keeps. */
+  count: number;
+  /** Idle VMs whose guest agent answers, ready to be claimed. */
+  ready: number;
+  /** VMs being booted (refill). */
+  booting: number;
+  /** Sandbox ids of the ready VMs (a claimed VM keeps its id as the tenant's sandbox). */
+  readyVms: string[];
 }
 
 /** Per-VM overhead a node reports (docs/scheduler.md "What a VM books"). */

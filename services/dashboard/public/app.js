@@ -114,6 +114,15 @@ function renderNodes() {
             d.error ? ` — ${d.error}` : '',
           ),
         ),
+        ...(n.inventory.warmPool || []).map((w) =>
+          el(
+            'div',
+            { class: 'small warm-pool', 'data-warm-pool': `${w.vcpus}c-${w.memoryMiB}m`, 'data-ready': String(w.ready) },
+            `warm pool ${w.vcpus} vCPU / ${w.memoryMiB} MiB${w.numaNode !== undefined ? ` (NUMA ${w.numaNode})` : ''}: `,
+            el('span', { class: w.ready >= w.count ? 'ok' : 'warn' }, `${w.ready}/${w.count} ready`),
+            w.booting ? `, ${w.booting} booting` : '',
+          ),
+        ),
         checks.length ? el('ul', { class: 'checks small' }, checks.map((c) => el('li', { class: c.status === 'fail' ? 'bad' : 'warn' }, `${c.name}: ${c.detail}`))) : null,
       );
     }),

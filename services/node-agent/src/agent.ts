@@ -21,6 +21,7 @@ import {
   type ReplicaStatus,
   type ErrorBody,
   type DataplaneInfo,
+  type WarmPoolInfo,
 } from '@edgenfv/contracts';
 import type { NodeAgentMetrics } from './metrics.js';
 import { recheck } from './recheck.js';
@@ -37,6 +38,8 @@ export interface NodeAgentOptions {
   inventory: () => Promise<NodeInventory>;
   /** The node's data planes as they are now (the agent's own switch changes state at run time): a change rides on the next heartbeat. */
   dataplanes?: () => DataplaneInfo[];
+  /** The node's warm pools as they are now: a change rides on the next heartbeat (the scheduler counts what they hold). */
+  warmPool?: () => WarmPoolInfo[];
   logger: Logger;
   metrics?: NodeAgentMetrics;
   heartbeatIntervalMs: number;
@@ -159,6 +162,10 @@ export class NodeAgent {
     const live = this.o.dataplanes?.();
     if (live && this.lastInventory && JSON.stringify(live) !== JSON.stringify(this.lastInventory.dataplanes)) {
       hb.inventory = { ...this.lastInventory, dataplanes: live };
+    }
+    const warm = this.o.warmPool?.();
+    if (warm && this.lastInventory && JSON.stringify(warm) !== JSON.stringify(this.lastInventory.warmPool)) {
+      hb.inventory = { ...(hb.inventory ?? this.lastInventory), warmPool: warm };
     }
     try {
       const msg = await this.o.nc.request(internalSubjects.heartbeat(this.o.nodeId), jc.encode(hb), { timeout: 2000 });
@@ -330,7 +337,7 @@ export class NodeAgent {
       // The allocation may have been removed while booting: then the next pass stops it.
       await this.writeStatus(a, 'RUNNING', { sandboxId: r.sandboxId, interfaces: r.interfaces, startMs, ...(r.imageDigest ? { imageDigest: r.imageDigest } : {}) });
       this.o.metrics?.reconciles.inc({ action: 'start', result: 'ok' });
-      log.info({ sandboxId: r.sandboxId, booted: r.booted, startMs }, 'replica running');
+      log.info({ sandboxId: r.sandboxId, booted: r.booted, ...(r.warm ? { warm: true } : {}), startMs }, 'replica running');
     } catch (err) {
       const e = asAppError(err);
       this.failed.add(a.allocId);

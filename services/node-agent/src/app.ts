@@ -84,6 +84,7 @@ export function buildApp(deps: AppDeps): App {
     ...(cfg.qemu.overheadMiB !== undefined ? { overheadMiB: cfg.qemu.overheadMiB } : {}),
     ...(cfg.qemu.tcgTbSizeMiB !== undefined ? { tcgTbSizeMiB: cfg.qemu.tcgTbSizeMiB } : {}),
   });
+  let capacity: Promise<{ memoryMiB: number; cpuCount: number }> | undefined;
   manager = new SandboxManager({
     cfg: { ...cfg, vmBaseMemoryMiB: guestBaseMiB },
     driver,
@@ -104,13 +105,20 @@ export function buildApp(deps: AppDeps): App {
     ...(deps.image.kernelArgs ? { kernelArgs: deps.image.kernelArgs } : {}),
     ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
     images: new ImageStore(cfg),
+    warmPool: {
+      flavours: cfg.warmPool,
+      cpuBudgetPercent: cfg.warmPoolCpuBudgetPercent,
+      overhead,
+      capacity: () => (capacity ??= collectInventory(cfg, { kvm, switches, ...deps.inventoryDeps }).then((i) => ({ memoryMiB: i.memoryMiB, cpuCount: i.cpuCount }))),
+    },
   });
   let nftBridge: Promise<boolean> | undefined;
   const inventory = async (): Promise<NodeInventory> => {
     const inv = await collectInventory(cfg, { kvm, switches, ...deps.inventoryDeps });
     nftBridge ??= nftBridgeUsable();
     const protections = hostProtections({ cgroupControllers: cgroups.enabledControllers(), seccomp: cfg.isolation.sandbox, uidBase: cfg.isolation.uidBase, nftBridge: await nftBridge });
-    return { ...inv, vmOverhead: overhead, ...(deps.hostChecks ? { checks: deps.hostChecks } : {}), protections };
+    const warmPool = manager.warm?.info();
+    return { ...inv, vmOverhead: overhead, ...(deps.hostChecks ? { checks: deps.hostChecks } : {}), protections, ...(warmPool ? { warmPool } : {}) };
   };
   const agent = new NodeAgent({
     nodeId: cfg.nodeId,
@@ -118,6 +126,7 @@ export function buildApp(deps: AppDeps): App {
     manager,
     inventory,
     dataplanes: () => detectDataplanes(cfg, switches),
+    ...(manager.warm ? { warmPool: () => manager.warm!.info() } : {}),
     logger,
     metrics,
     heartbeatIntervalMs: cfg.heartbeatIntervalMs,

@@ -112,6 +112,17 @@ export interface NodeAgentConfig {
     /** Folders whose OCI layouts `oci:` refs may name (none by default: `oci:` refs are refused). */
     ociLayoutRoots: readonly string[];
   }>;
+  /** Warm pools: idle tenant-less VMs kept booted per flavour (docs/node-agent.md "Warm pools"); [] = none. */
+  warmPool: readonly Readonly<WarmPoolFlavour>[];
+  /** Refills boot only while the host's CPU use is below this percentage (100: always); pool VMs run niced. */
+  warmPoolCpuBudgetPercent: number;
+}
+
+export interface WarmPoolFlavour {
+  vcpus: number;
+  memoryMiB: number;
+  numaNode?: number;
+  count: number;
 }
 
 const KEYS: Record<string, readonly string[]> = {
@@ -133,7 +144,10 @@ const KEYS: Record<string, readonly string[]> = {
     'vmBaseMemoryMiB',
     'registries',
     'images',
+    'warmPool',
+    'warmPoolCpuBudgetPercent',
   ],
+  warmPool: ['vcpus', 'memoryMiB', 'numaNode', 'count'],
   nats: ['url', 'user', 'pass', 'token', 'credsFile', 'inboxPrefix'],
   registry: ['host', 'plainHttp', 'username', 'password', 'passwordFile'],
   images: ['cacheDir', 'maxImageBytes', 'ociLayoutRoots'],
@@ -166,6 +180,7 @@ export const DEFAULTS = {
   ovsPmdMaxSleepUs: 1000,
   ovsStartTimeoutMs: 60_000,
   maxImageBytes: 2 * 1024 ** 3,
+  warmPoolCpuBudgetPercent: 50,
 };
 
 /** Env vars read by loadConfig (they win over the file). */
@@ -542,6 +557,28 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     ociLayoutRoots: Object.freeze(ociLayoutRoots),
   });
 
+  const warmPool: WarmPoolFlavour[] = [];
+  if (top.warmPool !== undefined) {
+    if (!Array.isArray(top.warmPool)) issues.push({ field: 'warmPool', message: 'must be a list of {vcpus, memoryMiB, numaNode?, count}' });
+    else
+      top.warmPool.forEach((w, i) => {
+        const f = `warmPool[${i}]`;
+        const o = closed(w, f, KEYS.warmPool!);
+        const fl: WarmPoolFlavour = {
+          vcpus: int(o, 'vcpus', `${f}.vcpus`, 1, 1, qemu.maxVcpus),
+          memoryMiB: int(o, 'memoryMiB', `${f}.memoryMiB`, 0, 16, Math.max(16, qemu.maxMemoryMiB - vmBaseMemoryMiB)),
+          count: int(o, 'count', `${f}.count`, 1, 0, 64),
+        };
+        if (o.memoryMiB === undefined) issues.push({ field: `${f}.memoryMiB`, message: 'required' });
+        if (o.numaNode !== undefined) fl.numaNode = int(o, 'numaNode', `${f}.numaNode`, 0, 0, 1023);
+        if (warmPool.some((x) => x.vcpus === fl.vcpus && x.memoryMiB === fl.memoryMiB && x.numaNode === fl.numaNode)) {
+          issues.push({ field: f, message: 'the same flavour (vcpus, memoryMiB, numaNode) is listed twice' });
+        }
+        warmPool.push(Object.freeze(fl));
+      });
+  }
+  const warmPoolCpuBudgetPercent = int(top, 'warmPoolCpuBudgetPercent', 'warmPoolCpuBudgetPercent', DEFAULTS.warmPoolCpuBudgetPercent, 1, 100);
+
   if (issues.length > 0) throw new InvalidArgumentError(issues);
   const cfg: NodeAgentConfig = {
     nodeId,
@@ -561,6 +598,8 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     vmBaseMemoryMiB,
     registries: Object.freeze(registries),
     images,
+    warmPool: Object.freeze(warmPool),
+    warmPoolCpuBudgetPercent,
   };
   return Object.freeze(cfg);
 }

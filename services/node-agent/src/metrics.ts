@@ -10,6 +10,11 @@ export interface NodeAgentMetrics {
   guestAgentRss: Gauge<'tenant'>;
   heartbeats: Counter<'result'>;
   reconciles: Counter<'action' | 'result'>;
+  /** Warm pools (sandbox/warm-pool.ts). */
+  warmPoolVms: Gauge<'flavour' | 'state'>;
+  warmClaims: Counter<'result'>;
+  warmBootDuration: Histogram<string>;
+  warmClaimDuration: Histogram<string>;
 }
 
 export function createMetrics(registry: Registry, rss?: () => Map<string, number>, guestRss?: () => Promise<Map<string, number>>): NodeAgentMetrics {
@@ -58,6 +63,30 @@ export function createMetrics(registry: Registry, rss?: () => Map<string, number
       name: 'edgenfv_node_reconciles_total',
       help: 'Allocation reconcile actions.',
       labelNames: ['action', 'result'],
+      registers,
+    }),
+    warmPoolVms: new Gauge({
+      name: 'edgenfv_warm_pool_vms',
+      help: 'Warm pool VMs by flavour (<vcpus>c-<MiB>m-numa<n|any>) and state: ready, booting, target (the configured count).',
+      labelNames: ['flavour', 'state'],
+      registers,
+    }),
+    warmClaims: new Counter({
+      name: 'edgenfv_warm_pool_claims_total',
+      help: "Tenants' first replicas on the node: claimed a warm VM, or none fitted (booted cold).",
+      labelNames: ['result'],
+      registers,
+    }),
+    warmBootDuration: new Histogram({
+      name: 'edgenfv_warm_pool_boot_duration_seconds',
+      help: 'A warm pool VM from boot to its guest agent answering (background refill, niced).',
+      buckets: [1, 2, 4, 8, 12, 20, 40, 90, 180],
+      registers,
+    }),
+    warmClaimDuration: new Histogram({
+      name: 'edgenfv_warm_claim_duration_seconds',
+      help: 'A replica claiming a warm VM: from the claim to its container running (NICs, image disk hot-plugged).',
+      buckets: [0.1, 0.25, 0.5, 1, 2, 4, 8, 16],
       registers,
     }),
   };

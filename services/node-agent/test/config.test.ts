@@ -192,3 +192,28 @@ test('dataplanes: every ovs-dpdk issue named', () => {
       e.issues.some((i) => i.field === 'dataplanes[0].ovs.uplinks.nowhere' && /no network/.test(i.message)),
   );
 });
+
+test('warmPool: flavours parsed and frozen; every bad entry named', () => {
+  const cfg = parseConfig({ warmPool: [{ vcpus: 1, memoryMiB: 512, count: 2 }, { vcpus: 2, memoryMiB: 1024, numaNode: 1, count: 1 }], warmPoolCpuBudgetPercent: 80 });
+  assert.deepEqual(cfg.warmPool, [{ vcpus: 1, memoryMiB: 512, count: 2 }, { vcpus: 2, memoryMiB: 1024, numaNode: 1, count: 1 }]);
+  assert.equal(cfg.warmPoolCpuBudgetPercent, 80);
+  assert.ok(Object.isFrozen(cfg.warmPool) && Object.isFrozen(cfg.warmPool[0]));
+  assert.deepEqual(parseConfig({}).warmPool, []);
+  assert.equal(parseConfig({}).warmPoolCpuBudgetPercent, DEFAULTS.warmPoolCpuBudgetPercent);
+  let err: unknown;
+  try {
+    parseConfig({
+      qemu: { maxVcpus: 2 },
+      warmPool: [{ vcpus: 3, memoryMiB: 512, count: 1 }, { vcpus: 1, count: -1, colour: 'red' }, { vcpus: 1, memoryMiB: 64 }, { vcpus: 1, memoryMiB: 64, count: 2 }],
+      warmPoolCpuBudgetPercent: 0,
+    });
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err instanceof InvalidArgumentError);
+  const fields = err.issues.map((i) => i.field);
+  for (const f of ['warmPool[0].vcpus', 'warmPool[1].memoryMiB', 'warmPool[1].count', 'warmPool[1].colour', 'warmPool[3]', 'warmPoolCpuBudgetPercent']) {
+    assert.ok(fields.includes(f), `missing issue for ${f}: ${fields.join(', ')}`);
+  }
+  assert.throws(() => parseConfig({ warmPool: { vcpus: 1 } }), (e: unknown) => e instanceof InvalidArgumentError && e.issues.some((i) => i.field === 'warmPool'));
+});

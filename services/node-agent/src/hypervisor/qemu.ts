@@ -81,6 +81,7 @@ export class QemuDriver implements HypervisorDriver {
       // Wrapper (as root): join the cgroup before exec (memory charged from the first page), enter the netns,
       // then exec QEMU (which drops to its uid), or setpriv to the uid first.
       const pre: string[] = [];
+      if (spec.nice) pre.push('nice', '-n', String(spec.nice));
       if (spec.netnsPath) pre.push('nsenter', `--net=${spec.netnsPath}`, '--');
       if (spec.runAs && spec.runAs.method === 'spawn') {
         pre.push('setpriv', `--reuid=${spec.runAs.uid}`, `--regid=${spec.runAs.gid}`, '--clear-groups', '--no-new-privs', '--');

@@ -69,6 +69,8 @@ export interface VmSpec {
   hostCpuKHz?: number;
   /** Spare hotplug slots (q35 PCIe root ports) for NICs of later replicas. */
   hotplugSlots?: number;
+  /** Niceness the hypervisor starts with (a warm pool's idle VM: its threads yield to tenants' VMs until claimed). */
+  nice?: number;
 }
 
 export interface VmHandle {

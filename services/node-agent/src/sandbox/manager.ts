@@ -26,6 +26,7 @@ import { VmLifecycle, type VmLifecycleDeps } from './vm-lifecycle.js';
 import type { ImageStore, ProgressFn } from '../images/store.js';
 import { replicaImage, stageImageDisk } from '../images/delivery.js';
 import { VM_ROOT_DISKS } from '../hypervisor/vm-root.js';
+import { WarmPool, type WarmPoolOptions } from './warm-pool.js';
 
 export type { ReplicaRecord, ReplicaResult, SandboxRecord, SandboxState, ReplicaState } from './records.js';
 export { interfaceStatus, toVmDevice } from './interfaces.js';
@@ -41,6 +42,8 @@ export interface SandboxManagerDeps extends VmLifecycleDeps {
   events?: { onExec?: (sandboxId: string) => void; onGuestReady?: (sandboxId: string) => void };
   /** Resolves image refs (registry pulls, OCI layouts) into disks; without it refs go to the guest unchanged. */
   images?: ImageStore;
+  /** Warm pools (warm-pool.ts): idle VMs per flavour that a tenant's first replica claims; absent or empty: none. */
+  warmPool?: Pick<WarmPoolOptions, 'flavours' | 'cpuBudgetPercent' | 'capacity' | 'overhead' | 'intervalMs'>;
 }
 
 export class SandboxManager {
@@ -50,6 +53,8 @@ export class SandboxManager {
   private readonly vm: VmLifecycle;
   private readonly nets: ReplicaAttachments;
   private readonly guest: GuestSync;
+  /** The node's warm pools, when configured. */
+  readonly warm?: WarmPool;
 
   constructor(private readonly deps: SandboxManagerDeps) {
     this.store = new StateStore<SandboxRecord>(deps.cfg.stateDir, deps.logger);
@@ -57,6 +62,10 @@ export class SandboxManager {
     this.vm = new VmLifecycle(deps);
     this.nets = new ReplicaAttachments(deps.attachments);
     this.guest = new GuestSync(deps.guest, (id) => this.vm.vmOf(id), this.log);
+    if (deps.warmPool?.flavours.some((f) => f.count > 0)) {
+      const host = { vm: this.vm, guest: this.guest, list: () => this.list(), put: (r: SandboxRecord) => this.put(r), teardown: (r: SandboxRecord) => this.teardown(r) };
+      this.warm = new WarmPool({ ...deps.warmPool, stateDir: deps.cfg.stateDir, bootTimeoutMs: deps.cfg.guest.bootTimeoutMs, logger: deps.logger, ...(deps.metrics ? { metrics: deps.metrics } : {}) }, host);
+    }
   }
 
   private get driver(): HypervisorDriver {
@@ -82,6 +91,7 @@ export class SandboxManager {
       }
     }
     this.refreshGauges();
+    await this.warm?.start();
     return { adopted, cleaned };
   }
 
@@ -122,20 +132,20 @@ export class SandboxManager {
         // The VM died under us: release everything, then boot again for this replica.
         this.log.warn({ sandboxId: existing.sandboxId, tenantId: alloc.tenantId }, 'tenant VM is gone: rebuilding');
         await this.teardown(existing);
-        return this.boot(alloc, signal, progress);
+        return this.claimOrBoot(alloc, signal, progress);
       }
-      if (!existing) return this.boot(alloc, signal, progress);
+      if (!existing) return this.claimOrBoot(alloc, signal, progress);
       if (existing.state === 'creating' || (r && Object.keys(existing.replicas).length === 1)) {
         // A boot interrupted (the agent restarted while the VM came up) or the VM's only replica half-done: the
         // whole sandbox goes and the replica boots again in a fresh one (growing the torn-down record would fail).
         this.log.warn({ sandboxId: existing.sandboxId, tenantId: alloc.tenantId, state: existing.state }, 'interrupted boot: booting again');
         await this.teardown(existing);
         if (this.store.get(existing.sandboxId)) throw new UnavailableError(`sandbox ${existing.sandboxId} could not be torn down yet; retry`);
-        return this.boot(alloc, signal, progress);
+        return this.claimOrBoot(alloc, signal, progress);
       }
       if (r) await this.removeReplicaLocked(existing, alloc.allocId); // half-done earlier: start it over
       const cur = this.store.get(existing.sandboxId);
-      if (!cur) return this.boot(alloc, signal, progress);
+      if (!cur) return this.claimOrBoot(alloc, signal, progress);
       return this.grow(upgradeRecord(cur), alloc, signal, progress);
     });
   }
@@ -167,11 +177,13 @@ export class SandboxManager {
 
   /** Stops every sandbox (operator shutdown of the node; a normal agent stop leaves VMs running). */
   async stopAll(): Promise<void> {
+    await this.warm?.stop();
     for (const rec of this.list()) await this.mutex.run(rec.tenantId, () => this.teardown(rec));
   }
 
   /** Closes guest sessions; VMs keep running (a restarted agent re-adopts them). */
   async close(): Promise<void> {
+    await this.warm?.stop();
     await this.guest.closeAll();
   }
 
@@ -310,6 +322,55 @@ export class SandboxManager {
     }
   }
 
+  /** A tenant's first replica on the node: claims a warm VM that fits, else boots one. */
+  private async claimOrBoot(alloc: Allocation, signal: AbortSignal, progress?: ProgressFn): Promise<ReplicaResult> {
+    const rec = this.warm?.take(alloc, this.deps.hotplugSlots ?? 4);
+    if (rec) return this.claim(upgradeRecord(rec), alloc, signal, progress);
+    await this.warm?.makeRoom(alloc);
+    return this.boot(alloc, signal, progress);
+  }
+
+  /**
+   * Gives a warm pool VM to the tenant: recorded as the tenant's first (its uid, netns and cgroup are the VM's own
+   * since boot), pinned, the replica's image disk and NICs hot-plugged, its container started. From the first
+   * record write on it is the tenant's sandbox: a failure tears it down, it never returns to the pool.
+   */
+  private async claim(rec: SandboxRecord, alloc: Allocation, signal: AbortSignal, progress?: ProgressFn): Promise<ReplicaResult> {
+    const t0 = process.hrtime.bigint();
+    const log = this.logFor(alloc, rec.sandboxId);
+    rec.tenantId = alloc.tenantId;
+    delete rec.warm;
+    rec.claimedAt = new Date().toISOString();
+    const replica = this.newReplica(alloc, rec, true);
+    rec.replicas[alloc.allocId] = replica;
+    this.put(rec);
+    this.warm!.claimed(rec.sandboxId);
+    try {
+      const disk = await this.prepareImage(rec, replica, progress);
+      const pinned = await this.vm.pin(rec);
+      if (signal.aborted) throw new UnavailableError('aborted');
+      if (disk) {
+        await this.vm.addDisk(rec, disk);
+        rec.disks = [disk.serial];
+        this.put(rec);
+      }
+      const nics = await this.nets.attach(rec, replica, () => this.put(rec));
+      for (const d of nics) {
+        await this.vm.addNic(rec, d);
+        this.put(rec);
+      }
+      await this.startInGuest(rec, replica);
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      this.deps.metrics?.warmClaimDuration.observe(seconds);
+      log.info({ claimSeconds: seconds, pinned }, 'warm VM claimed: replica running');
+      return { sandboxId: rec.sandboxId, interfaces: interfaceStatus(replica), booted: false, warm: true, ...digestOf(replica) };
+    } catch (err) {
+      log.warn({ err }, 'claiming the warm VM failed: tearing it down (it never returns to the pool)');
+      await this.teardown(rec);
+      throw err;
+    }
+  }
+
   private async grow(rec: SandboxRecord, alloc: Allocation, signal: AbortSignal, progress?: ProgressFn): Promise<ReplicaResult> {
     const log = this.logFor(alloc, rec.sandboxId);
     if (!this.vm.vmOf(rec.sandboxId) || !rec.spec) throw new UnavailableError(`sandbox ${rec.sandboxId} is not running`);
@@ -400,7 +461,7 @@ export class SandboxManager {
   refreshGauges(): void {
     const m = this.deps.metrics;
     if (!m) return;
-    const recs = this.store.list();
+    const recs = this.store.list().filter((r) => !r.warm);
     m.sandboxes.reset();
     for (const st of ['creating', 'running', 'stopping', 'failed'] as const) m.sandboxes.set({ state: st }, recs.filter((r) => r.state === st).length);
     m.replicas.reset();
@@ -412,7 +473,7 @@ export class SandboxManager {
   async guestAgentRssByTenant(): Promise<Map<string, number>> {
     const out = new Map<string, number>();
     for (const rec of this.list()) {
-      if (rec.state !== 'running' || !this.alive(rec.sandboxId)) continue;
+      if (rec.warm || rec.state !== 'running' || !this.alive(rec.sandboxId)) continue;
       const rss = await this.guest.agentRss(rec);
       if (rss !== undefined) out.set(rec.tenantId, rss);
     }
@@ -423,6 +484,7 @@ export class SandboxManager {
   rssByTenant(): Map<string, number> {
     const out = new Map<string, number>();
     for (const rec of this.list()) {
+      if (rec.warm) continue;
       const vm = this.vm.vmOf(rec.sandboxId);
       const rss = vm ? procRssBytes(vm.pid) : null;
       if (rss !== null) out.set(rec.tenantId, rss);

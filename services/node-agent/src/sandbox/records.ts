@@ -60,6 +60,10 @@ export interface SandboxRecord {
   replicas: Record<string, ReplicaRecord>;
   /** Serials of the image disks attached to the VM. */
   disks?: string[];
+  /** An idle VM of the node's warm pool (no tenant yet): its flavour (warm-pool.ts). */
+  warm?: { flavour: string };
+  /** The VM came from the warm pool: when a tenant claimed it. */
+  claimedAt?: string;
   createdAt: string;
   updatedAt: string;
 }
@@ -69,6 +73,8 @@ export interface ReplicaResult {
   interfaces: ReplicaInterfaceStatus[];
   /** The VM was booted for this replica (false: it joined a running VM). */
   booted: boolean;
+  /** The replica claimed a warm pool VM (warm-pool.ts). */
+  warm?: boolean;
   /** Manifest digest of the replica's image (registry and OCI layout images). */
   imageDigest?: string;
 }

@@ -70,7 +70,7 @@ export class VmLifecycle {
     throw new UnavailableError(`no free uid in ${uidBase}..${uidBase + uidCount - 1} for another sandbox`);
   }
 
-  memoryBackend(alloc: Allocation): MemoryBackend {
+  memoryBackend(alloc: Pick<Allocation, 'resources'>): MemoryBackend {
     const hp = alloc.resources.hugepages;
     if (hp && hp.count > 0) return { kind: 'hugepages', sizeKiB: hp.sizeKiB };
     // Shared memory always: a later replica may bring a vhost-user NIC, and memfd costs nothing more here.
@@ -87,7 +87,7 @@ export class VmLifecycle {
    * drops to the VM's uid, and the uid has nothing to write here afterwards), netns and cgroup of a new sandbox;
    * recorded in `rec`. The taps QEMU opens after dropping belong to its uid (interfaces.ts).
    */
-  async prepareHost(rec: SandboxRecord, alloc: Allocation, log: Logger): Promise<void> {
+  async prepareHost(rec: SandboxRecord, alloc: Pick<Allocation, 'resources'>, log: Logger): Promise<void> {
     mkdirSync(rec.tenantDir, { recursive: true, mode: 0o700 });
     chmodSync(rec.tenantDir, 0o700);
     mkdirSync(rec.runDir, { recursive: true, mode: 0o700 });
@@ -113,12 +113,12 @@ export class VmLifecycle {
     }
   }
 
-  private bootMemoryMiB(alloc: Allocation, memory: MemoryBackend): number {
+  private bootMemoryMiB(alloc: Pick<Allocation, 'resources'>, memory: MemoryBackend): number {
     return this.roundMemory(this.deps.cfg.vmBaseMemoryMiB + alloc.resources.memoryMiB, memory);
   }
 
   /** The boot spec of the sandbox's VM for its first replica and that replica's NICs. */
-  spec(rec: SandboxRecord, alloc: Allocation, nics: NetDevice[], disks: DiskDevice[] = []): VmSpec {
+  spec(rec: SandboxRecord, alloc: Pick<Allocation, 'resources'>, nics: NetDevice[], disks: DiskDevice[] = []): VmSpec {
     const { cfg } = this.deps;
     const vcpus = alloc.resources.vcpus;
     const memory = this.memoryBackend(alloc);

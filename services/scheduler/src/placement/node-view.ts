@@ -53,6 +53,7 @@ export function buildNodeView(meta: NodeMeta, reservations: Iterable<Reservation
   });
   let hugepageMiBTotal = 0;
   for (const n of numaInfos) for (const h of n.hugepages) hugepageMiBTotal += (h.sizeKiB * h.total) / 1024;
+  const warm = warmPoolHeld(inv);
   const view: NodeView = {
     nodeId: meta.nodeId,
     epoch: meta.epoch,
@@ -66,9 +67,9 @@ export function buildNodeView(meta: NodeMeta, reservations: Iterable<Reservation
     cpuAllocationRatio: opts.cpuAllocationRatio ?? 1,
     cpuCount: inv.cpuCount,
     pinnedCount: 0,
-    sharedVcpusUsed: 0,
+    sharedVcpusUsed: warm.vcpus,
     memoryMiBCapacity: Math.max(0, inv.memoryMiB - hugepageMiBTotal),
-    memoryMiBUsed: 0,
+    memoryMiBUsed: warm.memoryMiB,
     numa,
     vfByPci: new Map(),
     freeVfs: new Map(),
@@ -97,6 +98,23 @@ export function buildNodeView(meta: NodeMeta, reservations: Iterable<Reservation
   }
   for (const r of reservations) applyReservation(view, r);
   return view;
+}
+
+/**
+ * What the node's warm pools hold (docs/scheduler.md "Warm pools"): every pool VM booting or ready takes its
+ * flavour's vCPUs (shared) and memory plus the VM overhead, like a tenant VM; placement sees it as used. A replica
+ * that claims a pool VM books its own demand as usual, and the node refills the pool only where the room is left.
+ */
+export function warmPoolHeld(inv: NodeInventory): { vcpus: number; memoryMiB: number } {
+  const oh = inv.vmOverhead ? inv.vmOverhead.guestBaseMiB + inv.vmOverhead.hypervisorMiB : 0;
+  let vcpus = 0;
+  let memoryMiB = 0;
+  for (const p of inv.warmPool ?? []) {
+    const n = Math.max(0, (p.ready ?? 0) + (p.booting ?? 0));
+    vcpus += n * p.vcpus;
+    memoryMiB += n * (p.memoryMiB + oh);
+  }
+  return { vcpus, memoryMiB };
 }
 
 function findVf(view: NodeView, pci: string): VfSlot | undefined {

@@ -10,6 +10,20 @@ export const tenantPackingScorer: Scorer = {
   score: (req, node) => (node.tenants.has(req.tenantId) ? 100 : 0),
 };
 
+/**
+ * Warm pools: a node with a ready idle VM of exactly the replica's flavour (its tenant has no VM there yet, no
+ * hugepages) starts the replica in about a second instead of a boot (docs/node-agent.md "Warm pools").
+ */
+export const warmPoolScorer: Scorer = {
+  name: 'warm-pool',
+  weight: 6,
+  score: (req, node) => {
+    if (node.tenants.has(req.tenantId) || req.hugepages) return 0;
+    const fits = (node.inventory.warmPool ?? []).some((p) => p.ready > 0 && p.vcpus === req.vcpus && p.memoryMiB === req.memoryMiB);
+    return fits ? 100 : 0;
+  },
+};
+
 /** numa: preferred/none: a node that can align CPUs, hugepages and VFs on one NUMA node beats one that cannot. */
 export const numaAlignmentScorer: Scorer = {
   name: 'numa-alignment',
@@ -30,7 +44,7 @@ export const binpackScorer: Scorer = {
   },
 };
 
-export const DEFAULT_SCORERS: readonly Scorer[] = [tenantPackingScorer, numaAlignmentScorer, binpackScorer];
+export const DEFAULT_SCORERS: readonly Scorer[] = [tenantPackingScorer, warmPoolScorer, numaAlignmentScorer, binpackScorer];
 
 export function totalScore(scorers: readonly Scorer[], req: PlacementRequest, node: NodeView): number {
   let sum = 0;

@@ -1,0 +1,375 @@
+/**
+ * Warm pools (docs/node-agent.md "Warm pools"): per flavour (vCPUs, memory, NUMA node) a configured number of idle,
+ * tenant-less VMs, booted until their guest agent answers, with no NIC, disk or container of anyone. A tenant's first
+ * replica on the node whose demand is exactly a flavour claims one (SandboxManager.ensureReplica): the VM becomes the
+ * tenant's sandbox and never returns here. The pool refills in the background, one boot at a time, only while the
+ * host's CPU use is below `warmPoolCpuBudgetPercent` and the node has room beside what its allocations book; its VMs
+ * run niced until claimed.
+ *
+ * A pool VM is an ordinary sandbox record (state.ts) with `warm` set and no tenant: its uid (QEMU's `-run-with
+ * user=`), network namespace and cgroup are its own from boot, as for any sandbox (one per VM, never per tenant), and
+ * stay with it when it is claimed. Its folder stays under `<stateDir>/pool/` (QEMU made its sockets there at boot).
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync, readdirSync } from 'node:fs';
+import { setPriority } from 'node:os';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { Allocation, VmOverhead, WarmPoolInfo } from '@edgenfv/contracts';
+import type { WarmPoolFlavour } from '../config.js';
+import type { NodeAgentMetrics } from '../metrics.js';
+import type { GuestSync } from './guest-sync.js';
+import { hash, type SandboxRecord } from './records.js';
+import type { VmLifecycle } from './vm-lifecycle.js';
+
+/** Niceness of a pool VM's QEMU until it is claimed (its boot and idling yield to tenants' VMs). */
+export const POOL_NICE = 10;
+/** The tenant id a pool VM's record carries until it is claimed (never a valid tenant id: tenants are DNS labels). */
+export const POOL_TENANT = '';
+
+/** What the pool needs of the sandbox manager. */
+export interface WarmPoolHost {
+  vm: VmLifecycle;
+  guest: GuestSync;
+  list(): SandboxRecord[];
+  put(rec: SandboxRecord): void;
+  teardown(rec: SandboxRecord): Promise<void>;
+}
+
+export interface WarmPoolOptions {
+  flavours: readonly Readonly<WarmPoolFlavour>[];
+  cpuBudgetPercent: number;
+  stateDir: string;
+  bootTimeoutMs: number;
+  logger: Logger;
+  metrics?: NodeAgentMetrics;
+  /** The node's memory and CPUs (the inventory's): a refill needs room beside the allocations and other pool VMs. */
+  capacity?: () => Promise<{ memoryMiB: number; cpuCount: number }>;
+  /** Per-VM overhead the node books (inventory.vmOverhead). */
+  overhead?: VmOverhead;
+  /** How often the refill loop looks (default 2000 ms); a claim wakes it at once. */
+  intervalMs?: number;
+}
+
+export function flavourKey(f: Pick<WarmPoolFlavour, 'vcpus' | 'memoryMiB' | 'numaNode'>): string {
+  return `${f.vcpus}c-${f.memoryMiB}m-numa${f.numaNode ?? 'any'}`;
+}
+
+/** Interfaces that can be hot-plugged into a running VM (macvtap cannot: its fd would go over QMP). */
+const HOTPLUGGABLE = new Set(['tap', 'vhostuser', 'sriov']);
+
+/** Why an allocation cannot claim a VM of this flavour (undefined: it can). */
+export function claimMismatch(alloc: Allocation, f: Readonly<WarmPoolFlavour>, hotplugSlots: number): string | undefined {
+  const r = alloc.resources;
+  if (r.vcpus !== f.vcpus || r.memoryMiB !== f.memoryMiB) return 'vCPUs/memory differ from the flavour';
+  if (r.hugepages && r.hugepages.count > 0) return 'hugepage-backed (pool VMs have ordinary memory)';
+  if (f.numaNode !== undefined && r.numaNode !== undefined && r.numaNode !== f.numaNode) return `NUMA node ${r.numaNode}, the flavour's is ${f.numaNode}`;
+  const cold = alloc.interfaces.filter((i) => !HOTPLUGGABLE.has(i.type));
+  if (cold.length) return `${cold.map((i) => i.type).join(', ')} interfaces cannot be hot-plugged`;
+  if (alloc.interfaces.length > hotplugSlots) return `more interfaces than the VM's ${hotplugSlots} hotplug slots`;
+  return undefined;
+}
+
+/** CPU time counters of the host (aggregate line of /proc/stat): busy and total jiffies. */
+function cpuTimes(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = line.slice(0, 8).reduce((s, v) => s + v, 0);
+  const idle = (line[3] ?? 0) + (line[4] ?? 0);
+  return { busy: total - idle, total };
+}
+
+/** Sets every thread of a process to `nice` (a claimed VM runs at the tenants' priority again). */
+export function reniceProcess(pid: number, nice: number): void {
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return;
+  }
+  for (const t of tids) {
+    try {
+      setPriority(Number(t), nice);
+    } catch {
+      /* thread gone */
+    }
+  }
+}
+
+export class WarmPool {
+  private readonly log: Logger;
+  /** Pool VMs taken by a claim whose record is not yet the tenant's. */
+  private readonly taken = new Set<string>();
+  private timer?: NodeJS.Timeout;
+  private running = false;
+  private booting?: { key: string; abort: AbortController; done: Promise<void> };
+  private lastCpu = cpuTimes();
+  private lastCpuAt = Date.now();
+  private lastBusyPercent = 0;
+  private loopQueued = false;
+  /** No refill starts before this (a cold boot that needed the pool's room has not written its record yet). */
+  private quietUntil = 0;
+  private loop?: Promise<void>;
+
+  constructor(
+    private readonly o: WarmPoolOptions,
+    private readonly host: WarmPoolHost,
+  ) {
+    this.log = o.logger.child({ component: 'warm-pool' });
+  }
+
+  get configured(): boolean {
+    return this.o.flavours.some((f) => f.count > 0);
+  }
+
+  private pool(): SandboxRecord[] {
+    return this.host.list().filter((r) => r.warm && !this.taken.has(r.sandboxId));
+  }
+
+  /** Interrupted pool boots (the agent stopped while one came up) are torn down; then the refill loop starts. */
+  async start(): Promise<void> {
+    for (const rec of this.pool()) {
+      const live = this.host.vm.alive(rec.sandboxId);
+      const known = this.o.flavours.some((f) => flavourKey(f) === rec.warm!.flavour && f.count > 0);
+      if (rec.state !== 'running' || !live || !known) {
+        this.log.info({ sandboxId: rec.sandboxId, state: rec.state, live, known }, 'pool VM not kept (interrupted boot, gone, or flavour no longer configured): tearing down');
+        await this.host.teardown(rec);
+      }
+    }
+    this.running = true;
+    this.timer = setInterval(() => this.kick(), this.o.intervalMs ?? 2000);
+    this.kick();
+  }
+
+  /** Stops refilling; a boot in flight is aborted (its VM torn down). Ready VMs stay (re-adopted at the next start). */
+  async stop(): Promise<void> {
+    this.running = false;
+    if (this.timer) clearInterval(this.timer);
+    this.booting?.abort.abort();
+    await this.booting?.done;
+    await this.loop;
+  }
+
+  /** What nodes.get, the heartbeat and the dashboard show. */
+  info(): WarmPoolInfo[] {
+    const recs = this.pool();
+    return this.o.flavours.map((f) => {
+      const key = flavourKey(f);
+      const mine = recs.filter((r) => r.warm!.flavour === key);
+      const ready = mine.filter((r) => r.state === 'running');
+      return {
+        vcpus: f.vcpus,
+        memoryMiB: f.memoryMiB,
+        ...(f.numaNode !== undefined ? { numaNode: f.numaNode } : {}),
+        count: f.count,
+        ready: ready.length,
+        booting: mine.length - ready.length,
+        readyVms: ready.map((r) => r.sandboxId).sort(),
+      };
+    });
+  }
+
+  /**
+   * Takes a ready VM for the allocation when one fits (synchronous: two claims never get the same VM); undefined
+   * when none does. The caller makes it the tenant's sandbox; it never comes back.
+   */
+  take(alloc: Allocation, hotplugSlots: number): SandboxRecord | undefined {
+    for (const f of this.o.flavours) {
+      if (claimMismatch(alloc, f, hotplugSlots)) continue;
+      const key = flavourKey(f);
+      const rec = this.pool().find((r) => r.warm!.flavour === key && r.state === 'running' && this.host.vm.alive(r.sandboxId));
+      if (!rec) continue;
+      this.taken.add(rec.sandboxId);
+      reniceProcess(this.host.vm.vmOf(rec.sandboxId)!.pid, 0);
+      this.log.info({ sandboxId: rec.sandboxId, flavour: key, tenantId: alloc.tenantId, allocId: alloc.allocId }, 'warm VM claimed');
+      this.o.metrics?.warmClaims.inc({ result: 'claimed' });
+      return rec;
+    }
+    if (this.configured) this.o.metrics?.warmClaims.inc({ result: 'none' });
+    return undefined;
+  }
+
+  /** The claimed VM's record is the tenant's now: forget it and refill. */
+  claimed(sandboxId: string): void {
+    this.taken.delete(sandboxId);
+    this.refreshGauges();
+    this.kick();
+  }
+
+  /** Wakes the refill loop (coalesced). */
+  kick(): void {
+    if (!this.running) return;
+    if (this.loop) {
+      this.loopQueued = true;
+      return;
+    }
+    this.loop = this.refill()
+      .catch((err) => this.log.error({ err }, 'warm pool refill failed'))
+      .finally(() => {
+        this.loop = undefined;
+        if (this.loopQueued) {
+          this.loopQueued = false;
+          this.kick();
+        }
+      });
+  }
+
+  /** Host CPU use (%) since the last look. */
+  private busyPercent(): number {
+    const now = cpuTimes();
+    const dt = now.total - this.lastCpu.total;
+    if (dt > 0 && Date.now() - this.lastCpuAt >= 500) {
+      this.lastBusyPercent = ((now.busy - this.lastCpu.busy) / dt) * 100;
+      this.lastCpu = now;
+      this.lastCpuAt = Date.now();
+    }
+    return this.lastBusyPercent;
+  }
+
+  /** One boot at a time: the first flavour below its count, when the CPU budget and the node's room allow. */
+  private async refill(): Promise<void> {
+    this.refreshGauges();
+    if (this.booting || !this.running || Date.now() < this.quietUntil) return;
+    const recs = this.pool();
+    const f = this.o.flavours.find((fl) => recs.filter((r) => r.warm!.flavour === flavourKey(fl)).length < fl.count);
+    if (!f) return;
+    if (this.o.cpuBudgetPercent < 100) {
+      const busy = this.busyPercent();
+      if (busy >= this.o.cpuBudgetPercent) {
+        this.log.debug({ busyPercent: Math.round(busy), budget: this.o.cpuBudgetPercent }, 'refill waits: host CPU above the budget');
+        return;
+      }
+    }
+    const noRoom = await this.noRoom(f);
+    if (noRoom) {
+      this.log.debug({ flavour: flavourKey(f), reason: noRoom }, 'refill waits: no room on the node');
+      return;
+    }
+    const abort = new AbortController();
+    const key = flavourKey(f);
+    const done = this.bootOne(f, abort.signal).finally(() => {
+      this.booting = undefined;
+      this.kick();
+    });
+    this.booting = { key, abort, done };
+  }
+
+  /**
+   * A cold boot the scheduler placed into room a refill has taken meanwhile (the scheduler learns of pool VMs by
+   * heartbeat): idle pool VMs are torn down (a booting one first) until the new tenant VM fits beside them.
+   */
+  async makeRoom(alloc: Allocation): Promise<void> {
+    const r = alloc.resources;
+    const demand = { memoryMiB: r.memoryMiB, vcpus: r.cpus?.length ? 0 : r.vcpus, pinned: r.cpus?.length ?? 0 };
+    for (;;) {
+      const why = await this.noRoom(demand);
+      if (!why) return;
+      this.quietUntil = Date.now() + 5000;
+      if (this.booting) {
+        this.log.info({ reason: why, allocId: alloc.allocId }, 'a placed replica needs the room of the pool VM booting: aborting its boot');
+        this.booting.abort.abort();
+        await this.booting.done;
+        continue;
+      }
+      const victim = this.pool().find((x) => x.state === 'running');
+      if (!victim) return; // nothing of the pool's left to give: the boot goes ahead as placed
+      this.taken.add(victim.sandboxId);
+      this.log.info({ reason: why, sandboxId: victim.sandboxId, allocId: alloc.allocId }, 'a placed replica needs the room of an idle pool VM: tearing it down');
+      try {
+        await this.host.teardown(victim);
+      } finally {
+        this.taken.delete(victim.sandboxId);
+        this.refreshGauges();
+      }
+    }
+  }
+
+  /** Why the node has no room for one more VM of the given size beside everything it runs (undefined: it has). */
+  private async noRoom(f: { memoryMiB: number; vcpus: number; pinned?: number }): Promise<string | undefined> {
+    if (!this.o.capacity) return undefined;
+    const cap = await this.o.capacity();
+    const perVm = (this.o.overhead?.guestBaseMiB ?? 0) + (this.o.overhead?.hypervisorMiB ?? 0);
+    const recs = this.host.list().filter((x) => !this.taken.has(x.sandboxId));
+    let memory = f.memoryMiB + perVm;
+    let shared = f.vcpus;
+    let pinned = f.pinned ?? 0;
+    for (const rec of recs) {
+      if (rec.warm) {
+        const fl = this.o.flavours.find((x) => flavourKey(x) === rec.warm!.flavour);
+        memory += (fl?.memoryMiB ?? 0) + perVm;
+        shared += fl?.vcpus ?? 0;
+        continue;
+      }
+      memory += perVm;
+      for (const r of Object.values(rec.replicas)) {
+        memory += r.alloc.resources.memoryMiB;
+        if (r.alloc.resources.cpus?.length) pinned += r.alloc.resources.cpus.length;
+        else shared += r.alloc.resources.vcpus;
+      }
+    }
+    if (memory > cap.memoryMiB) return `memory: ${memory} MiB with it, the node has ${cap.memoryMiB} MiB`;
+    if (shared > cap.cpuCount - pinned) return `vCPUs: ${shared} shared with it, ${cap.cpuCount - pinned} unpinned CPUs`;
+    return undefined;
+  }
+
+  private async bootOne(f: Readonly<WarmPoolFlavour>, signal: AbortSignal): Promise<void> {
+    const t0 = process.hrtime.bigint();
+    const sandboxId = `sb-warm-${randomBytes(3).toString('hex')}`;
+    const log = this.log.child({ sandboxId, flavour: flavourKey(f) });
+    const poolDir = join(this.o.stateDir, 'pool');
+    const rec: SandboxRecord = {
+      version: 1,
+      sandboxId,
+      tenantId: POOL_TENANT,
+      hypervisor: this.host.vm.driver.kind,
+      state: 'creating',
+      uid: this.host.vm.allocUid(this.host.list().map((s) => s.uid)),
+      gid: 0,
+      tenantDir: poolDir,
+      runDir: join(poolDir, sandboxId),
+      netns: `enfv-${hash(sandboxId, 10)}`,
+      replicas: {},
+      warm: { flavour: flavourKey(f) },
+      createdAt: new Date().toISOString(),
+      updatedAt: new Date().toISOString(),
+    };
+    rec.gid = rec.uid;
+    const resources = { vcpus: f.vcpus, memoryMiB: f.memoryMiB, ...(f.numaNode !== undefined ? { numaNode: f.numaNode } : {}) };
+    this.host.put(rec); // written before acting: a crash from here on is cleaned up at the next start
+    this.refreshGauges();
+    try {
+      await this.host.vm.prepareHost(rec, { resources }, log);
+      rec.spec = { ...this.host.vm.spec(rec, { resources }, []), nice: POOL_NICE };
+      this.host.put(rec);
+      await this.host.vm.start(rec, rec.spec, signal, {
+        onSpawned: (h) => {
+          rec.vm = this.host.vm.driver.record(h);
+          this.host.put(rec);
+        },
+        waitReady: (h, sig) => this.host.guest.connectAtBoot(sandboxId, h.agentSocket!, { timeoutMs: this.o.bootTimeoutMs, signal: sig }),
+      });
+      if (!this.running) throw new Error('pool stopped');
+      rec.state = 'running';
+      this.host.put(rec);
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      this.o.metrics?.warmBootDuration.observe(seconds);
+      log.info({ bootSeconds: seconds }, 'warm VM ready');
+    } catch (err) {
+      log.warn({ err }, 'warm VM boot failed or aborted: tearing it down');
+      await this.host.teardown(rec);
+    } finally {
+      this.refreshGauges();
+    }
+  }
+
+  refreshGauges(): void {
+    const g = this.o.metrics?.warmPoolVms;
+    if (!g) return;
+    g.reset();
+    for (const p of this.info()) {
+      const flavour = flavourKey(p);
+      g.set({ flavour, state: 'ready' }, p.ready);
+      g.set({ flavour, state: 'booting' }, p.booting);
+      g.set({ flavour, state: 'target' }, p.count);
+    }
+  }
+}
