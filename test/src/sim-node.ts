@@ -80,6 +80,8 @@ export class SimNode {
   holdStarts = false;
   /** Allocations whose containers OPERATE stopped (the sandbox and what it holds stay). */
   readonly containersStopped = new Set<string>();
+  /** Allocations whose containers were ever started (a replica placed while its VNF is STOPPED is not, until STARTED). */
+  readonly containersStarted = new Set<string>();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -183,7 +185,10 @@ export class SimNode {
       const stop = alloc.operationalState === 'STOPPED';
       if (stop === this.containersStopped.has(allocId)) return;
       if (stop) this.containersStopped.add(allocId);
-      else this.containersStopped.delete(allocId);
+      else {
+        this.containersStopped.delete(allocId);
+        this.containersStarted.add(allocId);
+      }
       await this.report(alloc, stop ? 'STOPPED' : 'RUNNING', stop);
       return;
     }
@@ -197,7 +202,15 @@ export class SimNode {
       if (held.vnfId === alloc.vnfId && held.replica === alloc.replica) this.conflicts.push(`${allocId} and ${other} are the same replica`);
     }
     this.running.set(allocId, { cpus, vfs, vnfId: alloc.vnfId, replica: alloc.replica });
-    await this.report(alloc, this.holdStarts ? 'STARTING' : 'RUNNING');
+    if (this.holdStarts) await this.report(alloc, 'STARTING');
+    else if (alloc.operationalState === 'STOPPED') {
+      // placed while its VNF is OPERATEd STOPPED: the sandbox is made, the container created and not started
+      this.containersStopped.add(allocId);
+      await this.report(alloc, 'STOPPED', true);
+    } else {
+      this.containersStarted.add(allocId);
+      await this.report(alloc, 'RUNNING');
+    }
   }
 
   private async report(alloc: Allocation, state: ReplicaStatus['state'], containersStopped = false): Promise<void> {

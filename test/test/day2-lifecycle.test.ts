@@ -228,3 +228,42 @@ test('OPERATE STOPPED then STARTED keeps node, MAC, addresses and quota; CONFLIC
   assert.equal(nodes.get(r0.nodeId)!.running.has(r0.allocId), false);
   assert.equal((await api.ok('nfv.v1.admin.tenants.get', { id: 'op' })).usage.vcpus, 0);
 });
+
+test('SCALE and HEAL of a STOPPED VNF place replicas without starting their containers; OPERATE STARTED starts them', async () => {
+  for (const n of nodes.values()) n.holdStarts = false;
+  await api.ok('nfv.v1.admin.tenants.create', { id: 'opscale', quota: { vcpus: 4 } });
+  const inst = await api.ok('nfv.v1.tenant.opscale.vnfs.instantiate', { descriptor: descriptor('fw') });
+  assert.equal((await api.waitOp('opscale', inst.opOccId)).operationState, 'COMPLETED');
+  const stop = await api.ok('nfv.v1.tenant.opscale.vnfs.operate', { id: inst.vnfId, changeStateTo: 'STOPPED' });
+  assert.equal((await api.waitOp('opscale', stop.opOccId)).operationState, 'COMPLETED');
+  const started = (allocId: string): boolean => [...nodes.values()].some((n) => n.containersStarted.has(allocId));
+
+  const scale = await api.ok('nfv.v1.tenant.opscale.vnfs.scale', { id: inst.vnfId, replicas: 2 });
+  const scaleOp = await api.waitOp('opscale', scale.opOccId);
+  assert.equal(scaleOp.operationState, 'COMPLETED', JSON.stringify(scaleOp.steps));
+  let vnf = await api.ok('nfv.v1.tenant.opscale.vnfs.get', { id: inst.vnfId });
+  assert.equal(vnf.operationalState, 'STOPPED');
+  const r1 = vnf.replicas[1];
+  assert.equal(r1.state, 'STOPPED');
+  assert.ok(r1.nodeId && r1.allocId, 'the new replica is placed (VM, NICs, addresses)');
+  assert.ok(r1.interfaces[0].ips.length > 0);
+  assert.equal(started(r1.allocId), false, 'its container was never started');
+  assert.ok(nodes.get(r1.nodeId)!.containersStopped.has(r1.allocId));
+
+  const heal = await api.ok('nfv.v1.tenant.opscale.vnfs.heal', { id: inst.vnfId, replica: 0 });
+  const healOp = await api.waitOp('opscale', heal.opOccId);
+  assert.equal(healOp.operationState, 'COMPLETED', JSON.stringify(healOp.steps));
+  vnf = await api.ok('nfv.v1.tenant.opscale.vnfs.get', { id: inst.vnfId });
+  const h0 = vnf.replicas[0];
+  assert.equal(h0.state, 'STOPPED');
+  assert.equal(h0.generation, 1, 'replica 0 got a new allocation');
+  assert.equal(started(h0.allocId), false, 'the healed replica\'s container was never started');
+
+  const start = await api.ok('nfv.v1.tenant.opscale.vnfs.operate', { id: inst.vnfId, changeStateTo: 'STARTED' });
+  assert.equal((await api.waitOp('opscale', start.opOccId)).operationState, 'COMPLETED');
+  vnf = await api.ok('nfv.v1.tenant.opscale.vnfs.get', { id: inst.vnfId });
+  assert.deepEqual(vnf.replicas.map((r: any) => r.state), ['RUNNING', 'RUNNING']);
+  assert.ok(started(h0.allocId) && started(r1.allocId));
+  const term = await api.ok('nfv.v1.tenant.opscale.vnfs.terminate', { id: inst.vnfId });
+  assert.equal((await api.waitOp('opscale', term.opOccId)).operationState, 'COMPLETED');
+});

@@ -335,7 +335,10 @@ export class NodeAgent {
       await progress.settle();
       const startMs = Math.round(Number(process.hrtime.bigint() - t0) / 1e6);
       // The allocation may have been removed while booting: then the next pass stops it.
-      await this.writeStatus(a, 'RUNNING', { sandboxId: r.sandboxId, interfaces: r.interfaces, startMs, ...(r.imageDigest ? { imageDigest: r.imageDigest } : {}) });
+      const seen = { sandboxId: r.sandboxId, interfaces: r.interfaces, startMs, ...(r.imageDigest ? { imageDigest: r.imageDigest } : {}) };
+      // a replica placed while its VNF is OPERATEd STOPPED has its VM and NICs, its container created, not started
+      if (a.operationalState === 'STOPPED') await this.writeStatus(a, 'STOPPED', { ...seen, containersStopped: true });
+      else await this.writeStatus(a, 'RUNNING', seen);
       this.o.metrics?.reconciles.inc({ action: 'start', result: 'ok' });
       log.info({ sandboxId: r.sandboxId, booted: r.booted, ...(r.warm ? { warm: true } : {}), startMs }, 'replica running');
     } catch (err) {

@@ -40,6 +40,7 @@ export class GrpcGuestSession implements GuestSession {
     } catch (err) {
       if (!(err instanceof AppError && err.code === 'ALREADY_EXISTS')) throw err;
     }
+    if (c.start === false) return;
     const st = await rpc('StartContainer', () => this.conn.client.startContainer(c.id)).catch(async (err: unknown) => {
       // already running is fine (idempotent)
       const list = await this.conn.client.listContainers();

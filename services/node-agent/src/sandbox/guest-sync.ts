@@ -97,6 +97,7 @@ export class GuestSync {
       env,
       memoryLimitMiB: a.resources.memoryMiB,
       ...(a.resources.dataplane ? { dataplane: true } : {}),
+      ...(a.operationalState === 'STOPPED' ? { start: false } : {}),
     });
   }
 

@@ -410,6 +410,8 @@ export class SandboxManager {
   private async startInGuest(rec: SandboxRecord, replica: ReplicaRecord): Promise<void> {
     await this.guest.startReplica(rec, replica);
     replica.state = 'running';
+    // placed while its VNF is OPERATEd STOPPED: the container was created, not started
+    if (replica.alloc.operationalState === 'STOPPED') replica.containersStopped = true;
     this.put(rec);
   }
 

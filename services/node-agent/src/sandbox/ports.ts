@@ -21,6 +21,8 @@ export interface GuestContainer {
   memoryLimitMiB: number;
   /** Gets what prepareDataplane prepared (device nodes, hugepages); removing it releases them. */
   dataplane?: boolean;
+  /** false: created, not started (a replica placed while its VNF is OPERATEd STOPPED; OPERATE STARTED starts it). */
+  start?: boolean;
 }
 
 export interface GuestSession {

@@ -26,7 +26,10 @@ export class RecordingGuest implements GuestPort {
         return nics.map((n) => ({ name: n.name, pciAddress: n.pciPath ? `0000:${n.pciPath.slice(0, 2)}:00.0` : '' }));
       },
       updateRoutes: async (routes) => void this.routes.set(agentSocket, routes),
-      runContainer: async (c) => void containers.set(c.id, c),
+      runContainer: async (c) => {
+        containers.set(c.id, c);
+        if (c.start === false) stopped.add(c.id);
+      },
       prepareDataplane: async (req) => void this.dataplanes.push(req),
       removeContainer: async (id) => void containers.delete(id),
       stopContainer: async (id) => void stopped.add(id),

@@ -72,7 +72,8 @@ test('one VM per tenant: boot, a second replica joins by hotplug, restart re-ado
 
   const tapIf = (name: string, mac: string, ip: string) => ({ name, type: 'tap' as const, mac, bridge, ips: [ip], gateway: '10.77.0.1' });
   const a1 = makeAlloc({ allocId: 'a1', tenantId: 'acme', routes: [{ dst: '10.99.0.0/16', via: '10.77.0.1', dev: 'mgmt' }] }, [tapIf('mgmt', '02:00:00:00:00:a1', '10.77.0.11/24')]);
-  const a2 = makeAlloc({ allocId: 'a2', tenantId: 'acme' }, [tapIf('mgmt', '02:00:00:00:00:a2', '10.77.0.12/24')]);
+  // a2 is placed while its VNF is OPERATEd STOPPED (a scale-out of a stopped VNF): its container is created, not started
+  const a2 = makeAlloc({ allocId: 'a2', tenantId: 'acme', operationalState: 'STOPPED' }, [tapIf('mgmt', '02:00:00:00:00:a2', '10.77.0.12/24')]);
 
   const m1 = mk();
   await m1.init();
@@ -114,6 +115,12 @@ test('one VM per tenant: boot, a second replica joins by hotplug, restart re-ado
   assert.equal(vm.memoryMiB, 128 + 128 + 128);
   assert.deepEqual(guest.nics.get(vm.agentSocket!)!.map((n) => n.name), ['mgmt', 'mgmt1']);
   assert.equal(guest.containers.get(vm.agentSocket!)!.size, 2);
+  const c2 = m1.sandboxes()[0]!.replicas.a2!;
+  assert.deepEqual([...guest.stopped.get(vm.agentSocket!)!], [c2.containerId], 'the STOPPED replica\'s container was created, never started');
+  assert.equal(c2.containersStopped, true);
+  await m1.setOperationalState('acme', 'a2', 'STARTED');
+  assert.deepEqual([...guest.stopped.get(vm.agentSocket!)!], [], 'OPERATE STARTED starts it');
+  assert.equal(m1.sandboxes()[0]!.replicas.a2!.containersStopped, undefined);
   const periph = await withQmp(vm.apiSocket, (q) => q.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' }));
   assert.equal(periph.filter((p) => p.name.endsWith('-nic')).length, 2);
 

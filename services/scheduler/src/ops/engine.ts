@@ -452,6 +452,7 @@ export class OperationsEngine {
 
   private async evaluateStart(op: OpOcc, vnf: Vnf, indexes: number[]): Promise<void> {
     const rs = indexes.map((i) => vnf.replicas[i]!);
+    const up = (r: Replica): boolean => isUp(vnf, r);
     const failed = rs.find((r) => r.state === 'FAILED');
     if (failed) {
       const error = failed.error ?? { code: 'INTERNAL', message: `replica ${failed.index} failed` };
@@ -461,18 +462,18 @@ export class OperationsEngine {
       else await this.fail(op, error, message);
       return;
     }
-    if (rs.every((r) => r.state === 'RUNNING')) {
+    if (rs.every(up)) {
       await this.complete(op, vnf);
       return;
     }
     for (const r of rs) {
-      if (r.nodeId && r.state !== 'RUNNING' && !(await this.placement.nodeReady(r.nodeId))) {
+      if (r.nodeId && !up(r) && !(await this.placement.nodeReady(r.nodeId))) {
         await this.failTemp(op, new UnavailableError(`node ${r.nodeId} is not Ready (replica ${r.index} ${r.state})`, { details: { nodeId: r.nodeId } }).toBody(), `replica ${r.index}: node ${r.nodeId} stopped answering`);
         return;
       }
     }
     if (Date.now() - Date.parse(op.retriedAt ?? op.startTime) > this.startTimeoutMs) {
-      const waiting = rs.filter((r) => r.state !== 'RUNNING').map((r) => `${r.index}@${r.nodeId ?? '?'}:${r.state}`);
+      const waiting = rs.filter((r) => !up(r)).map((r) => `${r.index}@${r.nodeId ?? '?'}:${r.state}`);
       await this.failTemp(op, new UnavailableError(`replicas not running after ${this.startTimeoutMs} ms: ${waiting.join(', ')}`).toBody(), 'timed out waiting for replicas to run');
     }
   }
@@ -657,7 +658,7 @@ export class OperationsEngine {
       const which: number[] =
         op.params.replica !== undefined
           ? [op.params.replica]
-          : (op.params.replicas ?? vnf.replicas.filter((r) => r.state !== 'RUNNING').map((r) => r.index));
+          : (op.params.replicas ?? vnf.replicas.filter((r) => !isUp(vnf, r)).map((r) => r.index));
       targets = Object.fromEntries(which.map((i) => [String(i), (vnf.replicas[i]?.generation ?? 0) + 1]));
       const t = targets;
       const next = await this.setOp(op.tenantId, op.id, (cur) => (cur.operation === 'HEAL' ? { ...cur, params: { ...cur.params, targets: t } } : undefined));
@@ -850,6 +851,14 @@ export class OperationsEngine {
  */
 function nodeConfirmedGone(status: ReplicaStatus | undefined): boolean {
   return !status || (status.state === 'STOPPED' && !status.containersStopped);
+}
+
+/**
+ * Whether a replica is where its VNF wants it: RUNNING, or, while the VNF is OPERATEd STOPPED, on its node with its
+ * container stopped (a scale-out or heal of a STOPPED VNF places replicas without starting them).
+ */
+function isUp(vnf: Vnf, r: Replica): boolean {
+  return vnf.operationalState === 'STOPPED' ? r.state === 'STOPPED' && r.allocId !== undefined : r.state === 'RUNNING';
 }
 
 /** The op occurrence with the leader's own notes added to its params (whatever its operation). */

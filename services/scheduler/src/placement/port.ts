@@ -138,6 +138,8 @@ export class LedgerPlacement implements PlacementPort {
       interfaces,
       ...(desc.routes ? { routes: desc.routes } : {}),
       desired: 'running',
+      // a replica placed while the VNF is OPERATEd STOPPED (scale-out, heal) gets its VM and NICs, not a running container
+      ...(vnf.operationalState === 'STOPPED' ? { operationalState: 'STOPPED' as const } : {}),
       createdAt: new Date().toISOString(),
     };
   }
