@@ -30,6 +30,8 @@ export interface SiteOptions {
   /** The scheduler's heartbeat grace (how long a silent node stays Ready). */
   heartbeatGraceMs?: number;
   heartbeatIntervalMs?: number;
+  /** Merged into every node agent's config (e.g. `fencing`). */
+  nodeConfig?: Record<string, unknown>;
   /** Progress lines. */
   log?: (m: string) => void;
   /** Copy the services' logs to stderr. */
@@ -408,6 +410,7 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
           qemu: { accel: 'tcg', maxVcpus: 2, maxMemoryMiB: 2048 },
           guest: { kernelPath: image.kernelPath, initrdPath: image.initrdPath },
           isolation: { uidBase: n.uidBase, uidCount: 100, cgroupParent: n.cgroupParent },
+          ...opts.nodeConfig,
         }),
       );
     }

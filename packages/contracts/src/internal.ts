@@ -6,7 +6,7 @@
 import type { VmOverheadBooking } from './api.js';
 import type { ErrorBody } from './errors.js';
 import type { NodeInventory } from './node.js';
-import type { DataplaneKind, VnfdDataplane, VnfdRoute } from './vnfd.js';
+import type { DataplaneKind, PartitionPolicy, VnfdDataplane, VnfdRoute } from './vnfd.js';
 
 export const INTERNAL_PREFIX = 'nfv.v1.internal';
 
@@ -145,6 +145,8 @@ export interface Allocation {
   desired?: 'running' | 'stopped';
   /** OPERATE: STOPPED stops the replica's container and keeps everything else (VM, NICs, addresses); default STARTED. */
   operationalState?: 'STARTED' | 'STOPPED';
+  /** The VNFD's `onPartition` (absent: `stop`): what the node does with the replica while it is fenced off NATS. */
+  onPartition?: PartitionPolicy;
   createdAt: string;
 }
 
@@ -195,6 +197,8 @@ export interface RegisterRequest {
 export interface RegisterReply {
   epoch: number;
   heartbeatIntervalMs?: number;
+  /** The scheduler's heartbeat grace: a node that cannot reach NATS for longer fences itself (it is declared lost). */
+  graceMs?: number;
 }
 
 /** `nfv.v1.internal.nodes.<n>.heartbeat` publish. */

@@ -109,6 +109,9 @@ export const VnfdRouteSchema = Closed({
 });
 export type VnfdRoute = Static<typeof VnfdRouteSchema>;
 
+export const PartitionPolicySchema = Type.Union([Type.Literal('stop'), Type.Literal('keep')]);
+export type PartitionPolicy = Static<typeof PartitionPolicySchema>;
+
 export const VnfdSchema = Closed({
   name: DnsLabel,
   replicas: Type.Integer({ minimum: 1, maximum: 1000 }),
@@ -130,6 +133,13 @@ export const VnfdSchema = Closed({
   env: Type.Optional(BoundedMap({ maxLength: 256, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }, Type.String({ maxLength: 4096 }), 128)),
   interfaces: Type.Optional(Type.Array(VnfdInterfaceSchema, { maxItems: 16 })),
   routes: Type.Optional(Type.Array(VnfdRouteSchema, { maxItems: 64 })),
+  /**
+   * What a node that lost NATS for longer than the grace (fenced itself) does with this VNF's replicas: `stop`
+   * (default) removes them once the node's `fencing.stopAfterMs` passed (Nomad's `stop_on_client_after`), `keep`
+   * keeps them running until the node is back. Either way the scheduler heals them elsewhere after the grace and
+   * the returning node tears down what was healed away: after healing, one copy serves.
+   */
+  onPartition: Type.Optional(PartitionPolicySchema),
 });
 export type Vnfd = Static<typeof VnfdSchema>;
 

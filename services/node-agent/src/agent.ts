@@ -3,6 +3,14 @@
  * keys `<nodeId>.>`, re-check each allocation, converge the sandboxes on them, and write what it observes into
  * `edgenfv_status` `<nodeId>.<allocId>`. Allocations made under an older epoch than the node's are fenced: their
  * replicas are torn down.
+ *
+ * Fencing (a partitioned node, after Nomad's `stop_on_client_after`): when neither a heartbeat answer nor a NATS
+ * round trip came back for longer than the grace (the scheduler's, told at register, or `fencing.graceMs`), the
+ * agent fences itself: it acts on no allocation change, since the scheduler has declared it lost and heals its
+ * replicas elsewhere. `fencing.stopAfterMs` after its last contact it removes the replicas of VNFs with
+ * `onPartition: stop` (the default); `keep` ones stay. Once NATS answers again it registers (learning its new epoch)
+ * and re-reads its allocations from a fresh watch before acting: what was healed away is torn down, so after healing
+ * one copy of each replica serves.
  */
 import { JSONCodec, type KV, type KvEntry, type NatsConnection } from 'nats';
 import type { Logger } from 'pino';
@@ -49,7 +57,11 @@ export interface NodeAgentOptions {
   retryMs?: number;
   /** Each VM's console and QEMU log are rotated past this size (default 1 MiB; one older generation kept). */
   guestLogMaxBytes?: number;
+  /** Self-fencing when NATS is out of reach (config `fencing`); default: the scheduler's grace, stop after 60 s. */
+  fencing?: { graceMs?: number; stopAfterMs: number };
 }
+
+const now = (): number => performance.now();
 
 type Envelope<T> = { ok: true; result: T } | { ok: false; error: ErrorBody };
 
@@ -71,6 +83,12 @@ export class NodeAgent {
   private reconciling?: Promise<void>;
   private readonly log: Logger;
   private lastInventory?: NodeInventory;
+  /** When NATS last answered this agent (a register or heartbeat reply, a round trip). */
+  private lastContact = now();
+  private schedulerGraceMs?: number;
+  private fenced = false;
+  private unfencing?: Promise<void>;
+  private watchGen = 0;
 
   constructor(private readonly o: NodeAgentOptions) {
     this.log = o.logger.child({ component: 'agent', nodeId: o.nodeId });
@@ -79,6 +97,15 @@ export class NodeAgent {
 
   get currentEpoch(): number {
     return this.epoch;
+  }
+
+  /** True while the agent is fenced off NATS (acting on no allocation change). */
+  get isFenced(): boolean {
+    return this.fenced;
+  }
+
+  private get graceMs(): number {
+    return this.o.fencing?.graceMs ?? this.schedulerGraceMs ?? 10_000;
   }
 
   /** Registers, opens the buckets, starts heartbeats and the allocation watch. Resolves once registered. */
@@ -100,6 +127,7 @@ export class NodeAgent {
     this.hbTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
     this.timers.push(setInterval(() => this.kick(), this.o.resyncIntervalMs ?? 10_000));
     this.timers.push(setInterval(() => this.rotateLogs(), 15_000));
+    this.timers.push(setInterval(() => this.checkFence(), Math.min(1000, Math.max(100, this.graceMs / 4))));
     void this.heartbeat();
     void this.watchConnection();
   }
@@ -108,6 +136,10 @@ export class NodeAgent {
     for await (const s of this.o.nc.status()) {
       if (this.stopped) return;
       if (s.type === 'reconnect') {
+        if (this.fenced) {
+          void this.unfence();
+          continue;
+        }
         this.log.info('NATS reconnected: registering again');
         await this.register().catch((err) => this.log.warn({ err }, 'register after reconnect failed'));
       }
@@ -129,6 +161,8 @@ export class NodeAgent {
         const env = jc.decode(msg.data) as Envelope<RegisterReply>;
         if (!env.ok) throw Object.assign(new Error(`register refused: ${env.error.code}: ${env.error.message}`), { refused: true });
         this.epoch = env.result.epoch;
+        if (env.result.graceMs) this.schedulerGraceMs = env.result.graceMs;
+        this.contact();
         const hbMs = env.result.heartbeatIntervalMs;
         if (hbMs && hbMs >= 100 && hbMs !== this.heartbeatMs) {
           this.heartbeatMs = hbMs;
@@ -171,8 +205,10 @@ export class NodeAgent {
       const msg = await this.o.nc.request(internalSubjects.heartbeat(this.o.nodeId), jc.encode(hb), { timeout: 2000 });
       if (hb.inventory) this.lastInventory = hb.inventory;
       this.o.metrics?.heartbeats.inc({ result: 'ok' });
+      this.contact();
       const env = jc.decode(msg.data) as Envelope<HeartbeatReply>;
-      if (env.ok && env.result.reregister) {
+      // while fenced, unfence() registers
+      if (env.ok && env.result.reregister && !this.fenced) {
         this.log.warn({ epoch: this.epoch, leaderEpoch: env.result.epoch }, 'the scheduler asks this node to register again');
         await this.register();
       }
@@ -180,7 +216,82 @@ export class NodeAgent {
       // No responder (no scheduler yet) or timeout: the heartbeat was still published.
       this.o.metrics?.heartbeats.inc({ result: 'unanswered' });
       this.log.debug({ err: (err as Error).message }, 'heartbeat unanswered');
+      // no scheduler answering is not a partition: NATS itself answering a round trip is contact
+      if (await this.natsAnswers()) this.contact();
     }
+  }
+
+  private async natsAnswers(): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        this.o.nc.rtt().then(() => true),
+        new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 2000))),
+      ]);
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private contact(): void {
+    this.lastContact = now();
+    if (this.fenced) void this.unfence();
+  }
+
+  /** Fences the agent once NATS was out of reach past the grace; past `stopAfterMs`, removes `onPartition: stop` replicas. */
+  private checkFence(): void {
+    if (this.stopped) return;
+    const silentMs = now() - this.lastContact;
+    if (!this.fenced && silentMs > this.graceMs) {
+      this.fenced = true;
+      this.o.metrics?.fenced.set(1);
+      this.log.warn({ silentMs: Math.round(silentMs), graceMs: this.graceMs, stopAfterMs: this.o.fencing?.stopAfterMs ?? 60_000 }, 'NATS out of reach for longer than the grace: fenced (no allocation change acted on until registered again)');
+    }
+    if (this.fenced && !this.unfencing && silentMs > (this.o.fencing?.stopAfterMs ?? 60_000)) {
+      for (const [id, { sandbox, replica }] of this.o.manager.replicas()) {
+        if (this.inFlight.has(id) || replica.alloc.onPartition === 'keep') continue;
+        this.track(id, this.removeFenced(sandbox.tenantId, id, replica.alloc, silentMs));
+      }
+    }
+  }
+
+  private async removeFenced(tenantId: string, allocId: string, a: Allocation, silentMs: number): Promise<void> {
+    const log = this.log.child({ tenantId, vnfId: a.vnfId, allocId });
+    try {
+      await this.o.manager.removeReplica(tenantId, allocId);
+      this.o.metrics?.reconciles.inc({ action: 'fence-stop', result: 'ok' });
+      log.warn({ silentMs: Math.round(silentMs) }, 'fenced past fencing.stopAfterMs: replica removed (onPartition: stop)');
+    } catch (err) {
+      this.o.metrics?.reconciles.inc({ action: 'fence-stop', result: 'error' });
+      log.error({ err }, 'removing the replica of a fenced node failed');
+    }
+  }
+
+  /** NATS answers again: register (the new epoch), re-read the allocations from a fresh watch, then act on them. */
+  private unfence(): Promise<void> {
+    this.unfencing ??= (async () => {
+      this.log.info('NATS reachable again: registering and re-reading the allocations before acting');
+      try {
+        await this.register();
+        await this.rewatch();
+        this.fenced = false;
+        this.o.metrics?.fenced.set(0);
+        this.log.info({ epoch: this.epoch }, 'unfenced');
+        this.kick();
+      } catch (err) {
+        if (!this.stopped) this.log.warn({ err }, 'unfencing failed: tried again at the next contact');
+      }
+    })().finally(() => (this.unfencing = undefined));
+    return this.unfencing;
+  }
+
+  private async rewatch(): Promise<void> {
+    this.watchStop?.();
+    this.synced = false;
+    this.desired.clear();
+    await this.watch();
   }
 
   private async watch(): Promise<void> {
@@ -196,8 +307,9 @@ export class NodeAgent {
       },
     });
     this.watchStop = () => w.stop();
+    const gen = ++this.watchGen;
     void (async () => {
-      for await (const e of w) this.onEntry(e);
+      for await (const e of w) if (gen === this.watchGen) this.onEntry(e);
     })().catch((err) => {
       if (!this.stopped) this.log.error({ err }, 'allocation watch ended');
     });
@@ -234,7 +346,7 @@ export class NodeAgent {
 
   /** Schedules a reconcile pass (coalesced). */
   kick(): void {
-    if (this.stopped || !this.allocs || !this.synced) return;
+    if (this.stopped || this.fenced || !this.allocs || !this.synced) return;
     if (this.reconciling) {
       this.reconcileQueued = true;
       return;
@@ -259,6 +371,7 @@ export class NodeAgent {
   }
 
   private async reconcile(): Promise<void> {
+    if (this.fenced) return;
     const actual = this.o.manager.replicas();
     const wanted = new Map<string, Allocation>();
     for (const [id, a] of this.desired) {

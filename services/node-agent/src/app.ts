@@ -130,6 +130,7 @@ export function buildApp(deps: AppDeps): App {
     logger,
     metrics,
     heartbeatIntervalMs: cfg.heartbeatIntervalMs,
+    fencing: cfg.fencing,
   });
   const requests = new ReplicaRequests(cfg.nodeId, deps.nc, manager, logger.child({ component: 'replica-requests' }));
   return {

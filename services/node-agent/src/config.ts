@@ -78,6 +78,12 @@ export interface NodeAgentConfig {
   nats: Readonly<{ url: string; user?: string; pass?: string; token?: string; credsFile?: string; inboxPrefix?: string }>;
   metrics: Readonly<{ host: string; port: number }>;
   heartbeatIntervalMs: number;
+  /**
+   * A node that cannot reach NATS for longer than `graceMs` (default: the scheduler's grace, told at register) fences
+   * itself: it acts on no allocation change until it is back and registered again. `stopAfterMs` after its last
+   * contact it removes the replicas of VNFs with `onPartition: stop` (the default; `keep` ones stay).
+   */
+  fencing: Readonly<{ graceMs?: number; stopAfterMs: number }>;
   qemu: Readonly<{
     binary?: string;
     machine: MachineType;
@@ -138,6 +144,7 @@ const KEYS: Record<string, readonly string[]> = {
     'nats',
     'metrics',
     'heartbeatIntervalMs',
+    'fencing',
     'qemu',
     'guest',
     'isolation',
@@ -149,6 +156,7 @@ const KEYS: Record<string, readonly string[]> = {
   ],
   warmPool: ['vcpus', 'memoryMiB', 'numaNode', 'count'],
   nats: ['url', 'user', 'pass', 'token', 'credsFile', 'inboxPrefix'],
+  fencing: ['graceMs', 'stopAfterMs'],
   registry: ['host', 'plainHttp', 'username', 'password', 'passwordFile'],
   images: ['cacheDir', 'maxImageBytes', 'ociLayoutRoots'],
   metrics: ['host', 'port'],
@@ -167,6 +175,7 @@ export const DEFAULTS = {
   metricsHost: '127.0.0.1',
   metricsPort: 9464,
   heartbeatIntervalMs: 5000,
+  fenceStopAfterMs: 60_000,
   machine: 'q35' as MachineType,
   maxVcpus: 8,
   maxMemoryMiB: 8192,
@@ -455,6 +464,9 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
   const metrics = { host: str(m, 'host', 'metrics.host', DEFAULTS.metricsHost)!, port: int(m, 'port', 'metrics.port', DEFAULTS.metricsPort, 0, 65535) };
 
   const heartbeatIntervalMs = int(top, 'heartbeatIntervalMs', 'heartbeatIntervalMs', DEFAULTS.heartbeatIntervalMs, 100, 600_000);
+  const fc = closed(top.fencing, 'fencing', KEYS.fencing!);
+  const fencing: NodeAgentConfig['fencing'] = { stopAfterMs: int(fc, 'stopAfterMs', 'fencing.stopAfterMs', DEFAULTS.fenceStopAfterMs, 100, 86_400_000) };
+  if (fc.graceMs !== undefined) Object.assign(fencing, { graceMs: int(fc, 'graceMs', 'fencing.graceMs', 0, 100, 3_600_000) });
 
   const q = closed(top.qemu, 'qemu', KEYS.qemu!);
   const machine = q.machine ?? DEFAULTS.machine;
@@ -592,6 +604,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     nats: Object.freeze(nats),
     metrics: Object.freeze(metrics),
     heartbeatIntervalMs,
+    fencing: Object.freeze(fencing),
     qemu: Object.freeze(qemu),
     guest: Object.freeze(guest),
     isolation: Object.freeze(isolation),

@@ -15,6 +15,8 @@ export interface NodeAgentMetrics {
   warmClaims: Counter<'result'>;
   warmBootDuration: Histogram<string>;
   warmClaimDuration: Histogram<string>;
+  /** 1 while the agent is fenced off NATS. */
+  fenced: Gauge;
 }
 
 export function createMetrics(registry: Registry, rss?: () => Map<string, number>, guestRss?: () => Promise<Map<string, number>>): NodeAgentMetrics {
@@ -58,6 +60,7 @@ export function createMetrics(registry: Registry, rss?: () => Map<string, number
         for (const [tenant, bytes] of m) this.set({ tenant }, bytes);
       },
     }),
+    fenced: new Gauge({ name: 'edgenfv_node_fenced', help: '1 while this node agent is fenced: NATS out of reach for longer than the grace.', registers }),
     heartbeats: new Counter({ name: 'edgenfv_node_heartbeats_total', help: 'Heartbeats sent.', labelNames: ['result'], registers }),
     reconciles: new Counter({
       name: 'edgenfv_node_reconciles_total',

@@ -217,3 +217,17 @@ test('warmPool: flavours parsed and frozen; every bad entry named', () => {
   }
   assert.throws(() => parseConfig({ warmPool: { vcpus: 1 } }), (e: unknown) => e instanceof InvalidArgumentError && e.issues.some((i) => i.field === 'warmPool'));
 });
+
+test('fencing: stopAfterMs defaults to 60 s, graceMs follows the scheduler unless set; bad values named', () => {
+  const d = parseConfig({}, { EDGENFV_NODE_ID: 'edge-1' });
+  assert.deepEqual({ ...d.fencing }, { stopAfterMs: 60_000 });
+  const c = parseConfig({ fencing: { stopAfterMs: 5000, graceMs: 2000 } }, { EDGENFV_NODE_ID: 'edge-1' });
+  assert.deepEqual({ ...c.fencing }, { stopAfterMs: 5000, graceMs: 2000 });
+  assert.throws(
+    () => parseConfig({ fencing: { stopAfterMs: -1, graceMs: 'soon', after: 1 } }, { EDGENFV_NODE_ID: 'edge-1' }),
+    (e: unknown) => {
+      const fields = (e as InvalidArgumentError).issues.map((i) => i.field);
+      return ['fencing.stopAfterMs', 'fencing.graceMs', 'fencing.after'].every((f) => fields.includes(f));
+    },
+  );
+});

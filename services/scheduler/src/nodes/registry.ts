@@ -273,7 +273,7 @@ export class NodeRegistry {
     this.lastSeen.set(nodeId, this.now());
     this.lastUnfence.delete(nodeId);
     this.log?.info({ nodeId, epoch: rec.epoch, running: running.length, freed: freed.length }, 'node registered');
-    const out: RegisterReply = { epoch: rec.epoch, heartbeatIntervalMs: this.opts.heartbeatIntervalMs ?? Math.max(100, Math.floor(this.graceMs / 4)) };
+    const out: RegisterReply = { epoch: rec.epoch, heartbeatIntervalMs: this.opts.heartbeatIntervalMs ?? Math.max(100, Math.floor(this.graceMs / 4)), graceMs: this.graceMs };
     return out;
   }
 

@@ -137,6 +137,7 @@ export class LedgerPlacement implements PlacementPort {
       ...(desc.env ? { env: desc.env } : {}),
       interfaces,
       ...(desc.routes ? { routes: desc.routes } : {}),
+      ...(desc.onPartition ? { onPartition: desc.onPartition } : {}),
       desired: 'running',
       // a replica placed while the VNF is OPERATEd STOPPED (scale-out, heal) gets its VM and NICs, not a running container
       ...(vnf.operationalState === 'STOPPED' ? { operationalState: 'STOPPED' as const } : {}),
