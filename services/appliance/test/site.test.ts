@@ -1,13 +1,15 @@
 /**
  * `npm run nats:site`: the generated multi-node NATS config runs as it is. Three nats-servers (one host, its own
  * ports) form a JetStream cluster from the generated files; the generated operator creds make an R3 bucket; a
- * node's creds write its own keys only; the committed deploy/nats sample is valid nats-server config.
+ * node's creds write its own keys only; a route without the generated route credentials is refused; the committed
+ * deploy/nats sample is valid nats-server config.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect, credsAuthenticator, type NatsConnection } from 'nats';
@@ -50,7 +52,20 @@ test('three nats-servers run the generated site config: a JetStream cluster with
   assert.equal(statSync(r.secrets).mode & 0o777, 0o700);
   for (const f of readdirSync(r.secrets)) assert.equal(statSync(join(r.secrets, f)).mode & 0o777, 0o600, f);
   for (const c of r.configs) assert.doesNotMatch(readFileSync(c, 'utf8'), /SO[A-Z0-9]{50,}|SA[A-Z0-9]{50,}|SU[A-Z0-9]{50,}/, 'no seed in a server config');
+  // the routes' credentials: in their own 0600 file, included by each server's cluster block, in no server config
+  assert.ok(r.routes);
+  assert.equal(statSync(r.routes).mode & 0o777, 0o600);
+  const password = readFileSync(join(r.secrets, 'route-password'), 'utf8').trim();
+  assert.ok(password.length >= 24);
+  assert.match(readFileSync(r.routes, 'utf8'), new RegExp(`password: "${password}"`));
+  for (const c of r.configs) {
+    const text = readFileSync(c, 'utf8');
+    assert.ok(!text.includes(password), 'no route password in a server config');
+    assert.match(text, /cluster \{[^}]*include "cluster-routes.conf"/s);
+  }
   await Promise.all(r.configs.map((c) => startServer(c)));
+  // a route that does not know the password is refused on every cluster port
+  for (let i = 0; i < 3; i++) assert.match(await routeHandshake(clusterPort + i, 'edgenfv-route', 'guessed'), /Authorization Violation/);
 
   const creds = (f: string): ReturnType<typeof credsAuthenticator> => credsAuthenticator(readFileSync(join(r.secrets, f)));
   const servers = ports.map((p) => `nats://127.0.0.1:${p}`);
@@ -78,8 +93,37 @@ test('three nats-servers run the generated site config: a JetStream cluster with
   assert.ok(JSON.parse(readFileSync(join(r.secrets, 'issuer.json'), 'utf8')).accountSigningSeed);
 });
 
+/** Opens a route connection to a cluster port with these credentials; resolves with what the server answers. */
+function routeHandshake(port: number, user: string, pass: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = tcpConnect(port, '127.0.0.1');
+    let got = '';
+    const timer = setTimeout(() => {
+      sock.destroy();
+      resolve(got);
+    }, 5000);
+    sock.on('data', (d) => {
+      got += d.toString();
+      if (got.startsWith('INFO') && !got.includes('CONNECT_SENT')) {
+        got += 'CONNECT_SENT\n';
+        sock.write(`CONNECT ${JSON.stringify({ verbose: false, pedantic: false, user, pass, name: 'intruder', cluster: 'edgenfv' })}\r\nPING\r\n`);
+      }
+      if (/-ERR/.test(got)) {
+        clearTimeout(timer);
+        sock.destroy();
+        resolve(got);
+      }
+    });
+    sock.on('error', (err) => {
+      clearTimeout(timer);
+      if (got) resolve(got);
+      else reject(err);
+    });
+  });
+}
+
 test('the committed deploy/nats sample is valid nats-server config', () => {
-  const confs = readdirSync(join(REPO, 'deploy/nats')).filter((f) => f.endsWith('.conf'));
+  const confs = readdirSync(join(REPO, 'deploy/nats')).filter((f) => /^nats-\d+\.conf$/.test(f)); // cluster-routes.conf is included by them
   assert.ok(confs.length >= 3, confs.join(','));
   for (const c of confs) execFileSync(findNatsServer()!, ['-t', '-c', join(REPO, 'deploy/nats', c)], { stdio: 'pipe' });
 });
