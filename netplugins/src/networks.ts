@@ -59,6 +59,7 @@ function parseOne(raw: unknown, issues: Issues, at: string): ParsedNetwork | und
   const dataplane = f.oneOf('dataplane', ['ovs-dpdk'] as const);
   const spoofchk = f.bool('spoofchk');
   const trust = f.bool('trust');
+  const antispoof = f.bool('antispoof');
   f.closed();
 
   let family: 4 | 6 = 4;
@@ -111,6 +112,7 @@ function parseOne(raw: unknown, issues: Issues, at: string): ParsedNetwork | und
   if (dataplane) config.dataplane = dataplane;
   if (spoofchk !== undefined) config.spoofchk = spoofchk;
   if (trust !== undefined) config.trust = trust;
+  if (antispoof !== undefined) config.antispoof = antispoof;
   const net: ParsedNetwork = {
     config: Object.freeze(config),
     family,

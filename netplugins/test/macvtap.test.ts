@@ -1,6 +1,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { MacvtapPlugin } from '../src/macvtap.js';
 import { IpBatchNetlink } from '../src/netlink.js';
 import { ip, linkNames, tempState, tryIp, uniq } from './helpers.js';
@@ -38,13 +39,18 @@ test('add creates a macvtap in the netns; twice gives the same result; check; de
   assert.equal(l.linkinfo.info_kind, 'macvtap');
   assert.equal(l.address, '02:aa:bb:cc:dd:01');
   assert.equal(r1.ifIndex, l.ifindex);
-  assert.equal(r1.tapDevice, `/dev/tap${l.ifindex}`);
+  // a node of the plugin's own (/dev/tap<ifindex> is not unique across netns), with the macvtap's device number
+  assert.match(r1.tapDevice, /^\/dev\/edgenfv-macvtap\/[0-9a-f]{16}$/);
+  const devt = execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/mv0/macvtap/tap${l.ifindex}/dev`], { encoding: 'utf8' }).trim();
+  const rdev = statSync(r1.tapDevice).rdev;
+  assert.equal(`${(rdev >> 8) & 0xfff}:${(rdev & 0xff) | ((rdev >> 12) & 0xfff00)}`, devt);
   assert.ok(existsSync(r1.tapDevice), 'the tap character device exists');
   await plugin.check(ctx, r1);
   await assert.rejects(plugin.check(ctx, { ...r1, mac: '02:00:00:00:00:09' as typeof r1.mac }), /prevResult.mac/);
   await plugin.del(ctx);
   await plugin.del(ctx);
   assert.deepEqual(linkNames(ns), ['lo']);
+  assert.equal(existsSync(r1.tapDevice), false, 'the device node goes with the attachment');
   assert.deepEqual(st.leftovers(), []);
 });
 

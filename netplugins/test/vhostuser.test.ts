@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, statSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VhostUserPlugin } from '../src/vhostuser/vhostuser.js';
+import { portCookie } from '../src/vhostuser/ovs-antispoof.js';
 import { TestpmdTelemetry, VppBackend, OvsDpdkBackend } from '../src/vhostuser/backends.js';
 import type { ExecResult } from '../src/exec.js';
 import { tempState } from './helpers.js';
@@ -107,6 +108,7 @@ test('VPP and OVS-DPDK back ends issue the documented commands', async () => {
   await untagged.createPort({ portName: 'vhu2', socketPath: '/run/t/c.sock', vmMode: 'server', queues: 1 });
   assert.deepEqual(calls, [
     'ovs-vsctl --db=unix:/run/t/db.sock --timeout=30 --may-exist add-port br-int vhu1 -- set Interface vhu1 type=dpdkvhostuserclient options:vhost-server-path="/run/t/b.sock" options:n_rxq=4 -- set Port vhu1 tag=100',
+    `ovs-ofctl del-flows unix:/run/t/br-int.mgmt cookie=${portCookie('vhu1')}/-1`, // its anti-spoofing flows (none here)
     'ovs-vsctl --db=unix:/run/t/db.sock --timeout=30 --if-exists del-port br-int vhu1',
     'ovs-vsctl --timeout=30 --may-exist add-port br-int vhu2 -- set Interface vhu2 type=dpdkvhostuserclient options:vhost-server-path="/run/t/c.sock" -- clear Port vhu2 tag',
   ]);

@@ -55,12 +55,17 @@ export interface DataplaneResult {
 }
 
 /** The appliance's networks: both on the OVS-DPDK switch (no VLAN: this kernel has no 8021q for a host end). */
-export function dataplaneNetworks(n: DataplaneNames): unknown[] {
+/**
+ * The two switch networks of a scenario. `l2`: the VNF forwards the hosts' frames as they are (builtin:testpmd's io
+ * forwarding), so the operator turns port anti-spoofing off on them (`antispoof: false`, docs/security.md).
+ */
+export function dataplaneNetworks(n: DataplaneNames, opts: { l2?: boolean } = {}): unknown[] {
   return [n.leftNet, n.rightNet].map((net) => ({
     name: net.name,
     cidr: `${net.prefix}.0/24`,
     range: { start: `${net.prefix}.10`, end: `${net.prefix}.99` },
     dataplane: 'ovs-dpdk',
+    ...(opts.l2 ? { antispoof: false } : {}),
   }));
 }
 

@@ -42,7 +42,7 @@ async function main(): Promise<number> {
     log('starting the appliance with OVS-DPDK (the first run builds the guest image: a few minutes)');
     appliance = await startAppliance(home, {
       ports,
-      networks: dataplaneNetworks(names),
+      networks: dataplaneNetworks(names, { l2: vnf === 'builtin:testpmd' }),
       ovsDpdk: 'on',
       nodeAgent: { nodeId: 'dpdemo-node', heartbeatIntervalMs: 1000, isolation: { cgroupParent: 'edgenfv-dpdemo' }, qemu: { maxVcpus: 2, maxMemoryMiB: 2048 } },
     });

@@ -52,7 +52,7 @@ test('frames from left reach right through OVS-DPDK, vhost-user and the tenant V
   home = mkdtempSync(join(tmpdir(), 'enfv-dp-'));
   appliance = await startAppliance(home, {
     ports: { nats: await freePort(), dashboard: await freePort(), schedulerMetrics: await freePort(), nodeAgentMetrics: await freePort() },
-    networks: [...dataplaneNetworks(names), ...dataplaneNetworks(joined)],
+    networks: [...dataplaneNetworks(names, { l2: VNF === 'builtin:testpmd' }), ...dataplaneNetworks(joined)],
     ovsDpdk: 'on',
     nodeAgent: { nodeId: `dp-node-${tag}`, heartbeatIntervalMs: 1000, isolation: { cgroupParent }, qemu: { maxVcpus: 2, maxMemoryMiB: 2048 } },
   });

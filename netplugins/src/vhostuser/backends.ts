@@ -5,6 +5,7 @@
  *   - ovs-dpdk: `ovs-vsctl add-port <br> <name> -- set Interface <name> type=dpdkvhostuserclient options:vhost-server-path=<path>`
  *     `-- set Port <name> tag=<vlan>` (the node agent's switch; its ovsdb socket, bridge and VLAN come from the node)
  */
+import { addPortGuard, delPortGuard, hasPortGuard, type PortGuard } from './ovs-antispoof.js';
 import { openSync, writeSync, closeSync, constants } from 'node:fs';
 import { AppError, UnavailableError } from '@edgenfv/contracts';
 import { mustRun, runProcess, type Runner } from '../exec.js';
@@ -17,6 +18,8 @@ export interface PortSpec {
   vmMode: 'server' | 'client';
   queues: number;
   mtuBytes?: number;
+  /** The port's MAC and addresses: a back end that can (OVS) lets only these leave the port (ovs-antispoof.ts). */
+  guard?: PortGuard;
 }
 
 export interface VhostBackend {
@@ -228,6 +231,7 @@ export class OvsDpdkBackend implements VhostBackend {
     // VLAN: an access port of the network's VLAN (tag), or untagged; set either way so a repeat converges.
     args.push('--', ...(vlan !== undefined ? ['set', 'Port', name, `tag=${vlan}`] : ['clear', 'Port', name, 'tag']));
     await mustRun(this.run, args);
+    if (spec.guard) await addPortGuard(bridge, this.target.db, name, spec.guard, this.run);
     return name;
   }
   async hasPort(name: string): Promise<boolean> {
@@ -235,6 +239,11 @@ export class OvsDpdkBackend implements VhostBackend {
     return r.code === 0 && r.stdout.trim() === this.target.bridge;
   }
   async deletePort(name: string): Promise<void> {
+    await delPortGuard(this.target.bridge, this.target.db, name, this.run);
     await mustRun(this.run, this.vsctl('--if-exists', 'del-port', this.target.bridge, name));
+  }
+  /** Whether the port's anti-spoofing flows are there. */
+  hasGuard(name: string): Promise<boolean> {
+    return hasPortGuard(this.target.bridge, this.target.db, name, this.run);
   }
 }

@@ -30,6 +30,11 @@ export interface VhostUserConfig {
   ovs?: OvsDpdkTarget;
   vpp?: { cliSocket?: string };
   ips: AttachmentIp[];
+  /**
+   * On OVS-DPDK, only the port's MAC and addresses may leave it, and no RA (ovs-antispoof.ts). On unless `false` (an
+   * operator's L2 VNF).
+   */
+  antispoof?: false;
 }
 
 export type VhostUserRecord = AttachmentRecord<VhostUserConfig, VhostUserAttachmentResult, { folderExisted: boolean }>;
@@ -69,6 +74,7 @@ export class VhostUserPlugin extends RecordedPlugin<
     const cliSocket = vp?.string('cliSocket');
     vp?.closed();
     const ips = readIps(f);
+    const antispoof = f.bool('antispoof');
     f.closed();
     if (dataplane === 'testpmd' && !t) issues.add('testpmd', 'is required when dataplane is testpmd ({controlPath, telemetryPath})');
     if (dataplane === 'ovs-dpdk' && !ov) issues.add('ovs', 'is required when dataplane is ovs-dpdk ({bridge, vlan?, db?})');
@@ -77,6 +83,7 @@ export class VhostUserPlugin extends RecordedPlugin<
       issues.add('socketDir', `is too long: socket paths must fit in ${SUN_PATH_MAX} bytes`);
     issues.throwIfAny();
     const cfg: VhostUserConfig = { dataplane: dataplane!, mode, queues, socketDir: socketDir!, tenant: tenant!, ips };
+    if (antispoof === false) cfg.antispoof = false;
     if (mtuBytes !== undefined) cfg.mtuBytes = mtuBytes;
     if (mac) cfg.mac = mac;
     if (owner) cfg.owner = owner;
@@ -129,6 +136,7 @@ export class VhostUserPlugin extends RecordedPlugin<
         } });
         const dpName = await backend.createPort({
           portName, socketPath, vmMode: cfg.mode, queues: cfg.queues, ...(cfg.mtuBytes !== undefined ? { mtuBytes: cfg.mtuBytes } : {}),
+          ...guardOf(cfg, cfg.mac ?? derivedMac(ctx)),
         });
         const result: VhostUserAttachmentResult = {
           kind: 'vhostuser', id: attachmentId(ctx), ifName: ctx.ifName, mac: cfg.mac ?? derivedMac(ctx), ips: cfg.ips,
@@ -173,6 +181,7 @@ export class VhostUserPlugin extends RecordedPlugin<
           await backend.createPort({
             portName: now.result.portName, socketPath: now.result.socketPath, vmMode: now.config.mode, queues: now.config.queues,
             ...(now.config.mtuBytes !== undefined ? { mtuBytes: now.config.mtuBytes } : {}),
+            ...guardOf(now.config, now.result.mac),
           });
           restored.push(now.result.portName);
         } catch (err) {
@@ -192,9 +201,18 @@ export class VhostUserPlugin extends RecordedPlugin<
     } catch {
       problems.push(`socket folder ${folder} is missing`);
     }
-    if (!(await this.backend(rec.config).hasPort(rec.result.portName))) problems.push(`${rec.config.dataplane} has no port ${rec.result.portName}`);
+    const backend = this.backend(rec.config);
+    if (!(await backend.hasPort(rec.result.portName))) problems.push(`${rec.config.dataplane} has no port ${rec.result.portName}`);
+    else if (guardOf(rec.config, rec.result.mac).guard && backend instanceof OvsDpdkBackend && !(await backend.hasGuard(rec.result.portName))) {
+      problems.push(`the anti-spoofing flows of port ${rec.result.portName} are missing`);
+    }
     if (rec.config.mode === 'client' && !exists(rec.result.socketPath)) problems.push(`socket ${rec.result.socketPath} is missing`);
   }
+}
+
+/** The port guard the back end applies (OVS-DPDK ports, unless the operator turned it off). */
+function guardOf(cfg: VhostUserConfig, mac: string): { guard?: { mac: string; ips: AttachmentIp[] } } {
+  return cfg.dataplane === 'ovs-dpdk' && cfg.antispoof !== false ? { guard: { mac, ips: cfg.ips } } : {};
 }
 
 function exists(p: string): boolean {

@@ -39,6 +39,12 @@ export interface NetworkConfig {
    * gets PERMISSION_DENIED (docs/security.md).
    */
   tenants?: string[];
+  /**
+   * Anti-spoofing of the tap, macvtap and OVS-DPDK vhost-user ports on this network (a port may only send its own MAC
+   * and addresses; no router advertisement): on unless `false`, for an operator's L2 VNF that forwards others'
+   * frames as they are (a bump in the wire). Operator-owned (docs/security.md).
+   */
+  antispoof?: boolean;
   /** A fixed MAC a VNFD asks for on this network must start with this prefix (e.g. `02:ed:`); default: any unicast. */
   macPrefix?: string;
 }

@@ -47,7 +47,9 @@ export function hostProtections(f: ProtectionFacts): HostProtection[] {
   out.push({
     name: 'bridge.antispoof',
     enforced: f.nftBridge,
-    detail: f.nftBridge ? 'tap ports on shared bridges may only send their own MAC and addresses (nftables bridge family)' : 'nftables bridge family unusable here: tap ports could spoof MAC/IP',
+    detail: f.nftBridge
+      ? 'tap ports (nftables bridge family), macvtap ports (netdev egress hook) and OVS-DPDK vhost-user ports (OpenFlow rules) may only send their own MAC and addresses; no IPv6 router advertisement or redirect, neighbour advertisements only for their own addresses (networks with antispoof: false excepted)'
+      : 'nftables bridge family unusable here: tap ports could spoof MAC/IP',
   });
   return out;
 }

@@ -53,15 +53,17 @@ export class NetpluginsAttachments implements AttachmentPort {
     const i = req.iface;
     const common: Record<string, unknown> = { mac: i.mac, ips: ipsOf(req) };
     if (i.mtuBytes) common.mtuBytes = i.mtuBytes;
+    // port anti-spoofing is on unless the operator turned it off for the network (an L2 VNF's: docs/security.md)
+    const guard = i.network !== undefined && this.opts.networks?.find((n) => n.name === i.network)?.antispoof === false ? { antispoof: false } : {};
     switch (i.type) {
       case 'tap': {
         const bridge = (i.bridge ?? `enfv-${i.network ?? 'default'}`).slice(0, 15);
-        const res = await this.plugins.tap.add(ctx, this.plugins.tap.parseConfig({ ...common, bridge }));
+        const res = await this.plugins.tap.add(ctx, this.plugins.tap.parseConfig({ ...common, ...guard, bridge }));
         if (req.owner) await this.ownTap(req, res.tapName, i.mtuBytes);
         return res;
       }
       case 'macvtap':
-        return this.plugins.macvtap.add(ctx, this.plugins.macvtap.parseConfig({ ...common, parent: i.parent, mode: 'bridge' }));
+        return this.plugins.macvtap.add(ctx, this.plugins.macvtap.parseConfig({ ...common, ...guard, parent: i.parent, mode: 'bridge' }));
       case 'sriov': {
         const s = i.sriov;
         // the operator's VF settings come from the interface's network (VLAN, spoofchk, trust); what the tenant's
@@ -83,6 +85,7 @@ export class NetpluginsAttachments implements AttachmentPort {
         }
         const cfg = this.plugins.vhostuser.parseConfig({
           ...common,
+          ...guard,
           dataplane: 'ovs-dpdk',
           mode: 'server',
           queues: i.queues,
