@@ -36,6 +36,17 @@ export interface SiteOptions {
   log?: (m: string) => void;
   /** Copy the services' logs to stderr. */
   echo?: boolean;
+  /**
+   * Tenant networks carried across the site's nodes (docs/site.md "Tenant networks"): each gets a provider bridge on
+   * the host, and in every node namespace the network's bridge with an uplink into it; the scheduler gets them as
+   * its `networks`. `prefix`: a /24 (`10.61.1` -> 10.61.1.0/24, pool .10-.99, hosts on .2-.9).
+   */
+  networks?: SiteNetwork[];
+}
+
+export interface SiteNetwork {
+  name: string;
+  prefix: string;
 }
 
 export interface SiteNode {
@@ -68,6 +79,13 @@ export interface VirtualSite {
   /** The operator's connect file content (`edgenfv` CLI: `EDGENFV_CONNECT=<file>`): servers, creds text, inbox prefix. */
   connect: { servers: string[]; creds: string; inboxPrefix: string };
   node(id: string): SiteNode;
+  /** The host-side provider bridge of each tenant network (the site switch's segment for it). */
+  providerBridges: Record<string, string>;
+  /**
+   * A provider host on a tenant network: namespace `<prefix>-<name>` with `eth0` at `<net prefix>.<hostNo>/24` on the
+   * network's provider bridge (removed by teardown). Returns the namespace.
+   */
+  addHost(name: string, network: string, hostNo?: number): string;
   /** Waits until nodes.list shows every (or the given) node Ready. */
   waitReady(ids?: string[], timeoutMs?: number): Promise<void>;
   /** SIGKILL the node agent's process (its VMs keep running, as on a host whose agent crashed). */
@@ -245,6 +263,12 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
   let scheduler: SchedulerProc | undefined;
   let nc: NatsConnection | undefined;
   let operatorCreds = { credsFile: '', inboxPrefix: '' };
+  const networks = opts.networks ?? [];
+  for (const n of networks) if (!/^[a-z][a-z0-9-]{0,9}$/.test(n.name) || !/^\d+\.\d+\.\d+$/.test(n.prefix)) throw new Error(`networks: bad network ${JSON.stringify(n)}`);
+  /** network name -> host provider bridge; the network's bridge in each node namespace is `enfv-<name>`. */
+  const providerBridges: Record<string, string> = Object.fromEntries(networks.map((n, k) => [n.name, `${prefix}-p${k}`]));
+  const nodeBridge = (name: string): string => `enfv-${name}`.slice(0, 15);
+  const hosts: string[] = [];
 
   const teardown = async (): Promise<{ clean: boolean; leftovers: string[] }> => {
     const leftovers: string[] = [];
@@ -285,6 +309,8 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
       if (linkExists(n.hostVeth)) sh('ip', ['link', 'del', n.hostVeth], true);
     }
     if (linkExists(bridge)) sh('ip', ['link', 'del', bridge], true);
+    for (const ns of hosts) sh('ip', ['netns', 'del', ns], true);
+    for (const b of Object.values(providerBridges)) if (linkExists(b)) sh('ip', ['link', 'del', b], true);
     rmSync(dir, { recursive: true, force: true });
     // verify
     const nsNow = netnsList();
@@ -296,6 +322,11 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
     }
     for (const ns of nsNow) if (ns.startsWith(`${prefix}-`)) leftovers.push(`netns ${ns}`);
     if (linkExists(bridge)) leftovers.push(`bridge ${bridge}`);
+    for (const b of Object.values(providerBridges)) if (linkExists(b)) leftovers.push(`bridge ${b}`);
+    for (const l of sh('ip', ['-o', 'link'], true).split('\n')) {
+      const m = /^\d+: ([^:@]+)/.exec(l);
+      if (m && m[1]!.startsWith(`${prefix}-`)) leftovers.push(`link ${m[1]}`);
+    }
     if (nats && alive(nats.pid)) leftovers.push(`nats-server pid ${nats.pid}`);
     if (scheduler?.child.pid && alive(scheduler.child.pid)) leftovers.push(`scheduler pid ${scheduler.child.pid}`);
     if (existsSync(dir)) leftovers.push(`folder ${dir}`);
@@ -357,6 +388,23 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
       sh('ip', ['-n', n.netns, 'link', 'set', 'uplink0', 'up']);
       sh('ip', ['-n', n.netns, 'route', 'add', 'default', 'via', hostAddr]);
     }
+    // tenant networks: a provider bridge per network on the host (this kernel has no 8021q, no bridge VLAN filtering
+    // and no tc classifiers, so a network is its own segment rather than a VLAN of the site bridge); in each node
+    // namespace the network's bridge, with a veth uplink into the provider bridge
+    networks.forEach((net, k) => {
+      const pb = providerBridges[net.name]!;
+      sh('ip', ['link', 'add', pb, 'type', 'bridge']);
+      sh('ip', ['link', 'set', pb, 'up']);
+      for (const n of nodes) {
+        const br = nodeBridge(net.name);
+        const hostEnd = `${prefix}-${n.index}p${k}`;
+        sh('ip', ['-n', n.netns, 'link', 'add', br, 'type', 'bridge']);
+        sh('ip', ['-n', n.netns, 'link', 'set', br, 'up']);
+        sh('ip', ['link', 'add', hostEnd, 'type', 'veth', 'peer', 'name', `prov${k}`, 'netns', n.netns]);
+        sh('ip', ['link', 'set', hostEnd, 'master', pb, 'up']);
+        sh('ip', ['-n', n.netns, 'link', 'set', `prov${k}`, 'master', br, 'up']);
+      }
+    });
 
     // NATS trust and a principal per role: the operator (this process), the scheduler, one per node agent
     const auth = join(dir, 'nats-auth');
@@ -379,7 +427,7 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
     writePrivate(
       schedConfig,
       JSON.stringify({
-        networks: [],
+        networks: networks.map((n) => ({ name: n.name, cidr: `${n.prefix}.0/24`, range: { start: `${n.prefix}.10`, end: `${n.prefix}.99` }, bridge: nodeBridge(n.name) })),
         nats: { servers: [nats.url], ...schedulerCreds },
         credentials: { issuerFile },
         heartbeatGraceMs: opts.heartbeatGraceMs ?? 5000,
@@ -442,6 +490,21 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
     api,
     connect: { servers: [nats.url], creds: readFileSync(operatorCreds.credsFile, 'utf8'), inboxPrefix: operatorCreds.inboxPrefix },
     node: byId,
+    providerBridges,
+    addHost(name, network, hostNo = 2) {
+      const net = networks.find((x) => x.name === network);
+      if (!net) throw new Error(`no network ${network} in site ${prefix}`);
+      const ns = `${prefix}-${name}`;
+      const hostEnd = `${prefix}-x${hosts.length}`;
+      sh('ip', ['netns', 'add', ns]);
+      hosts.push(ns);
+      sh('ip', ['link', 'add', hostEnd, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+      sh('ip', ['link', 'set', hostEnd, 'master', providerBridges[network]!, 'up']);
+      sh('ip', ['-n', ns, 'addr', 'add', `${net.prefix}.${hostNo}/24`, 'dev', 'eth0']);
+      sh('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+      sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+      return ns;
+    },
     async waitReady(ids = nodes.map((n) => n.id), timeoutMs = 120_000) {
       const until = Date.now() + timeoutMs;
       for (;;) {

@@ -110,6 +110,19 @@ const engineParams = {
 };
 export const InstantiateParamsSchema = Closed({ ...engineParams });
 export const ScaleParamsSchema = Closed({ ...engineParams, replicas: Type.Integer({ minimum: 0 }) });
+/** One replica's live migration, as the leader records it in the HEAL's params (ops/migrate.ts). */
+export const MigrationRecordSchema = Closed({
+  gen: Type.Integer({ minimum: 0 }),
+  phase: Enum(['place', 'incoming', 'switched', 'stopping', 'done'] as const),
+  from: Type.Optional(Type.String()),
+  to: Type.Optional(Type.String()),
+  allocId: Type.Optional(Type.String()),
+  /** The allocation the replica ran as on the source. */
+  source: Type.Optional(Type.String()),
+  downtimeMs: Type.Optional(Type.Number({ minimum: 0 })),
+  totalMs: Type.Optional(Type.Number({ minimum: 0 })),
+});
+export type MigrationRecord = Static<typeof MigrationRecordSchema>;
 export const HealParamsSchema = Closed({
   ...engineParams,
   /** The replica a tenant's HEAL names (absent: every replica not RUNNING). */
@@ -123,6 +136,17 @@ export const HealParamsSchema = Closed({
   after: Type.Optional(Closed({ tenantId: Type.String(), id: Type.String() })),
   /** Fixed by the leader at its first drive: replica index -> the generation it gets. */
   targets: Type.Optional(Type.Record(Type.String(), Type.Integer({ minimum: 0 }))),
+  /** Live migration (docs/migration.md): asked by `vnfs.heal {migrate}` and `nodes.drain`. */
+  migrate: Type.Optional(Type.Boolean()),
+  /** The leader's choice at its first drive: migrate, or restart (and why: VFIO NICs, a shared tenant VM, ...). */
+  mode: Type.Optional(Enum(['migrate', 'restart'] as const)),
+  restartReason: Type.Optional(Type.String()),
+  /** Per replica: the migration's phase and what it recorded (ops/migrate.ts). */
+  migrations: Type.Optional(Type.Record(Type.String(), MigrationRecordSchema)),
+  /** QEMU's reported downtime (the largest of the replicas'), ms. */
+  qemuDowntimeMs: Type.Optional(Type.Number({ minimum: 0 })),
+  /** A drain's deadline: a migration not switched over by then is cancelled and the replica restarted. */
+  deadlineAt: Type.Optional(Timestamp),
 });
 export const TerminateParamsSchema = Closed({
   ...engineParams,
@@ -275,7 +299,7 @@ export interface ApiResults {
   'nodes.cordon': NodeRecord;
   'nodes.uncordon': NodeRecord;
   /** VNFs with an operation in progress are skipped (drain again later). */
-  'nodes.drain': { opOccIds: string[]; skipped?: { vnfId: string; reason: string }[] };
+  'nodes.drain': { opOccIds: string[]; skipped?: { vnfId: string; reason: string }[]; vnfs?: DrainVnfReport[] };
   'tenants.credentials': TenantCredentials;
   'vnfs.instantiate': { vnfId: string; opOccId: string };
   'vnfs.get': Vnf;
@@ -294,3 +318,15 @@ export interface ApiResults {
   'opoccs.fail': OpOcc;
 }
 export type ResultOf<S extends ApiOp> = ApiResults[S];
+
+/** What `nodes.drain` does with each VNF on the node (its op occurrence says how it ended). */
+export interface DrainVnfReport {
+  vnfId: string;
+  tenantId: string;
+  replicas: number[];
+  opOccId?: string;
+  /** migrate: live migration; restart: a cold restart elsewhere (VFIO NICs, a tenant VM shared with other replicas). */
+  mode?: 'migrate' | 'restart';
+  reason?: string;
+  skipped?: string;
+}

@@ -29,6 +29,8 @@ export const internalSubjects = {
   logs: (nodeId: string): string => `${INTERNAL_PREFIX}.nodes.${nodeId}.logs`,
   /** request: NodeExecRequest -> envelope with ExecResult */
   exec: (nodeId: string): string => `${INTERNAL_PREFIX}.nodes.${nodeId}.exec`,
+  /** request: NodeMigrateRequest -> envelope with NodeMigrateReply (live migration, driven by the scheduler's leader) */
+  migrate: (nodeId: string): string => `${INTERNAL_PREFIX}.nodes.${nodeId}.migrate`,
   /** request: RegisterRequest -> envelope with RegisterReply */
   register: (nodeId: string): string => `${INTERNAL_PREFIX}.nodes.${nodeId}.register`,
   /** publish: Heartbeat */
@@ -147,7 +149,37 @@ export interface Allocation {
   operationalState?: 'STARTED' | 'STOPPED';
   /** The VNFD's `onPartition` (absent: `stop`): what the node does with the replica while it is fenced off NATS. */
   onPartition?: PartitionPolicy;
+  /**
+   * Live migration: this allocation is the destination of the replica running as `fromAllocId` on `fromNodeId`.
+   * The node starts the tenant VM from the same spec waiting for the incoming state (QEMU `-incoming`) instead of
+   * booting it, and reports `migration.state: incoming` with the URI the source is to send to.
+   */
+  migration?: { fromNodeId: string; fromAllocId: string };
+  /** IP lease owners the replica's addresses are held under when not `<allocId>.<ifName>` (a migrated replica keeps its source's). */
+  leaseOwners?: string[];
   createdAt: string;
+}
+
+/** `nfv.v1.internal.nodes.<n>.migrate` request (scheduler -> node agent). */
+export interface NodeMigrateRequest {
+  tenantId: string;
+  allocId: string;
+  /**
+   * Source node: `start` (send the VM's state to `uri`, stop before the switchover), `continue` (switch over: the
+   * destination runs, this VM stays paused until its allocation is released), `cancel` (the VM runs on here).
+   * Destination node: `check` (the incoming VM is alive and waiting).
+   */
+  action: 'start' | 'continue' | 'cancel' | 'check';
+  uri?: string;
+}
+export interface NodeMigrateReply {
+  /** QEMU's migration status (`pre-switchover`, `completed`, `cancelled`, `failed`, ...), or `inmigrate` for check. */
+  state: string;
+  /** QEMU's reported downtime of a completed migration (ms). */
+  downtimeMs?: number;
+  totalMs?: number;
+  /** Bytes of RAM sent. */
+  transferredBytes?: number;
 }
 
 export type ReplicaRunState = 'STARTING' | 'RUNNING' | 'FAILED' | 'STOPPING' | 'STOPPED';
@@ -182,6 +214,8 @@ export interface ReplicaStatus {
   progress?: string;
   /** Milliseconds from the allocation seen to the replica running (when RUNNING). */
   startMs?: number;
+  /** A migration destination: `incoming` (QEMU waits for the state at `uri`), then RUNNING once it has switched over. */
+  migration?: { state: 'incoming'; uri: string };
   updatedAt: string;
 }
 

@@ -47,7 +47,19 @@ export const NotificationsListRequestSchema = Closed({
 });
 export const InstantiateRequestSchema = Closed({ descriptor: VnfdSchema, requestId: Type.Optional(RequestId) });
 export const ScaleRequestSchema = Closed({ id: Id, replicas: Type.Integer({ minimum: 0, maximum: 1000 }), requestId: Type.Optional(RequestId) });
-export const HealRequestSchema = Closed({ id: Id, replica: Type.Optional(replicaIndex), requestId: Type.Optional(RequestId) });
+export const HealRequestSchema = Closed({
+  id: Id,
+  replica: Type.Optional(replicaIndex),
+  /** Live-migrate the replica's VM to another node instead of restarting it (docs/migration.md); needs `replica`. */
+  migrate: Type.Optional(Type.Boolean()),
+  requestId: Type.Optional(RequestId),
+});
+/** `nodes.drain` with a budget (the extension in docs/api.md): VNFs moved at once, and a deadline for migrations. */
+export const DrainRequestSchema = Closed({
+  id: DnsLabel,
+  maxParallel: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+  deadlineS: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })),
+});
 export const TerminateRequestSchema = Closed({ id: Id, mode: Type.Optional(Enum(TERMINATE_MODES)), requestId: Type.Optional(RequestId) });
 export const OperateRequestSchema = Closed({ id: Id, changeStateTo: Enum(OPERATIONAL_STATES), requestId: Type.Optional(RequestId) });
 export const LogsRequestSchema = Closed({ id: Id, replica: Type.Optional(replicaIndex), tailLines: Type.Optional(Type.Integer({ minimum: 1, maximum: LOGS_MAX_LINES })) });
@@ -67,6 +79,7 @@ export type EmptyRequest = Static<typeof Empty>;
 export type InstantiateRequest = Static<typeof InstantiateRequestSchema>;
 export type ScaleRequest = Static<typeof ScaleRequestSchema>;
 export type HealRequest = Static<typeof HealRequestSchema>;
+export type DrainRequest = Static<typeof DrainRequestSchema>;
 export type TerminateRequest = Static<typeof TerminateRequestSchema>;
 export type OperateRequest = Static<typeof OperateRequestSchema>;
 export type LogsRequest = Static<typeof LogsRequestSchema>;
@@ -83,7 +96,7 @@ export const requestSchemas = {
   'nodes.get': ByNodeId,
   'nodes.cordon': ByNodeId,
   'nodes.uncordon': ByNodeId,
-  'nodes.drain': ByNodeId,
+  'nodes.drain': DrainRequestSchema,
   'tenants.credentials': CredentialsRequestSchema,
   'vnfs.instantiate': InstantiateRequestSchema,
   'vnfs.get': ById,

@@ -440,6 +440,8 @@ export class NodeAgent {
       await this.writeStatus(a, 'FAILED', { error: { code: 'UNSCHEDULABLE', message: `node re-check: ${verdict.reason}` } });
       return;
     }
+    const known = this.o.manager.replicas().get(a.allocId);
+    if (a.migration && (!known || known.replica.state !== 'running')) return this.migrateIn(a);
     await this.writeStatus(a, 'STARTING');
     const t0 = this.seenAt.get(a.allocId) ?? process.hrtime.bigint();
     const progress = this.progressWriter(a);
@@ -461,6 +463,32 @@ export class NodeAgent {
       log.warn({ err }, 'replica failed to start');
       await progress.settle();
       await this.writeStatus(a, 'FAILED', { error: e.toBody() });
+    }
+  }
+
+  /**
+   * Live migration destination (sandbox/migration.ts): the sandbox is made and QEMU waits with `-incoming`; the
+   * status says `migration: {state: incoming, uri}` for the scheduler, then RUNNING once the VM has switched over.
+   */
+  private async migrateIn(a: Allocation): Promise<void> {
+    const log = this.log.child({ tenantId: a.tenantId, vnfId: a.vnfId, allocId: a.allocId, from: a.migration!.fromNodeId });
+    const t0 = this.seenAt.get(a.allocId) ?? process.hrtime.bigint();
+    await this.writeStatus(a, 'STARTING', { progress: `preparing an incoming VM (live migration from node ${a.migration!.fromNodeId})` });
+    try {
+      const r = await this.o.manager.migration.incoming(
+        a,
+        (uri) => this.writeStatus(a, 'STARTING', { progress: `incoming VM waits for the migration (${uri})`, migration: { state: 'incoming', uri } }),
+        () => (this.desired.get(a.allocId)?.desired ?? 'running') === 'running' && this.desired.has(a.allocId) && !this.stopped,
+      );
+      const startMs = Math.round(Number(process.hrtime.bigint() - t0) / 1e6);
+      await this.writeStatus(a, 'RUNNING', { sandboxId: r.sandboxId, interfaces: r.interfaces, startMs });
+      this.o.metrics?.reconciles.inc({ action: 'migrate-in', result: 'ok' });
+      log.info({ sandboxId: r.sandboxId, startMs }, 'replica running (migrated in)');
+    } catch (err) {
+      this.failed.add(a.allocId);
+      this.o.metrics?.reconciles.inc({ action: 'migrate-in', result: 'error' });
+      log.warn({ err }, 'incoming migration failed');
+      await this.writeStatus(a, 'FAILED', { error: asAppError(err).toBody() });
     }
   }
 

@@ -19,6 +19,7 @@ import {
   type ExecResult,
   type NodeExecRequest,
   type NodeLogsRequest,
+  type NodeMigrateRequest,
 } from '@edgenfv/contracts';
 import type { SandboxManager } from './sandbox/manager.js';
 
@@ -41,6 +42,8 @@ export class ReplicaRequests {
   start(): void {
     this.serve(internalSubjects.logs(this.nodeId), (req) => this.logs(req as NodeLogsRequest));
     this.serve(internalSubjects.exec(this.nodeId), (req) => this.exec(req as NodeExecRequest));
+    // live migration, driven by the scheduler's leader (sandbox/migration.ts)
+    this.serve(internalSubjects.migrate(this.nodeId), (req) => this.manager.migration.handle(req as NodeMigrateRequest));
   }
 
   stop(): void {

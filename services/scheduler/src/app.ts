@@ -18,6 +18,7 @@ import { OperationsEngine, type EngineOptions } from './ops/engine.js';
 import { siteMetrics } from './site-metrics.js';
 import type { PlacementPort } from './ops/placement-port.js';
 import { healIfIdle, healLostNode } from './ops/heal.js';
+import { natsNodeRequest } from './ops/migrate.js';
 import { SchedulerCore } from './leader/core.js';
 import { LedgerPlacement } from './placement/port.js';
 import { ledgerMetrics, placementMetrics } from './placement/metrics.js';
@@ -104,6 +105,7 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
     onIdleVnf: (vnf) => healIfIdle(ctx, vnf, 'replicas lost with their node'),
     watchReport,
     onOpEnded: site.opEnded,
+    nodeRequest: natsNodeRequest(deps.nc),
   });
   const credentials = deps.issuer ? new CredentialIssuer(deps.issuer.config, deps.issuer.servers, store.credentials, logger) : undefined;
   ctx = {

@@ -150,6 +150,10 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
   // append=on (O_APPEND): the node agent rotates the log by copying and truncating it (console-log.ts)
   a.push('-chardev', `file,id=console,path=${files.consoleLog},append=on`, '-serial', 'chardev:console');
   a.push('-pidfile', files.pidFile);
+  if (spec.incoming !== undefined) {
+    if (!/^unix:\/[^,\s]+$|^tcp:[^,\s]+:\d+$/.test(spec.incoming)) throw new InvalidArgumentError([{ field: 'incoming', message: 'must be unix:/abs/path or tcp:host:port' }]);
+    a.push('-incoming', spec.incoming);
+  }
   const kernelArgs = ['console=ttyS0', 'panic=-1'];
   if (spec.machine === 'microvm' && spec.hostCpuKHz) kernelArgs.push(`tsc_early_khz=${spec.hostCpuKHz}`);
   if (hotMem) kernelArgs.push('memhp_default_state=online');

@@ -150,7 +150,7 @@ export class QemuDriver implements HypervisorDriver {
       if (existsSync(vm.apiSocket)) {
         try {
           const st = await withQmp(vm.apiSocket, (q) => q.queryStatus(), 2000);
-          if (st.status === 'running' || st.status === 'prelaunch' || st.status === 'paused') return;
+          if (st.status === 'running' || st.status === 'prelaunch' || st.status === 'paused' || st.status === 'inmigrate') return;
         } catch {
           /* not yet */
         }

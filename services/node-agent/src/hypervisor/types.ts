@@ -71,6 +71,8 @@ export interface VmSpec {
   hotplugSlots?: number;
   /** Niceness the hypervisor starts with (a warm pool's idle VM: its threads yield to tenants' VMs until claimed). */
   nice?: number;
+  /** Live migration destination: QEMU waits for the VM's state at this URI (`-incoming`) instead of booting it. */
+  incoming?: string;
 }
 
 export interface VmHandle {

@@ -23,6 +23,7 @@ import { ReplicaAttachments } from './replica-attachments.js';
 import { KeyedMutex, Steps, hash, upgradeRecord, validateAlloc, type ReplicaRecord, type ReplicaResult, type SandboxRecord } from './records.js';
 import { StateStore } from './state.js';
 import { VmLifecycle, type VmLifecycleDeps } from './vm-lifecycle.js';
+import { SandboxMigration } from './migration.js';
 import type { ImageStore, ProgressFn } from '../images/store.js';
 import { replicaImage, stageImageDisk } from '../images/delivery.js';
 import { VM_ROOT_DISKS } from '../hypervisor/vm-root.js';
@@ -180,6 +181,28 @@ export class SandboxManager {
     await this.warm?.stop();
     for (const rec of this.list()) await this.mutex.run(rec.tenantId, () => this.teardown(rec));
   }
+
+  /** Live migration (migration.ts): the destination's incoming VM and the source's QMP actions. */
+  get migration(): SandboxMigration {
+    this.migrationParts ??= new SandboxMigration({
+      stateDir: this.deps.cfg.stateDir,
+      driver: this.driver,
+      vm: this.vm,
+      log: this.log,
+      findTenant: (t) => this.findTenant(t),
+      replicas: () => this.replicas(),
+      put: (rec) => this.put(rec),
+      allocUid: () => this.vm.allocUid(this.list().map((s) => s.uid)),
+      attach: (rec, replica) => this.nets.attach(rec, replica, () => this.put(rec)),
+      prepareImage: (rec, replica) => this.prepareImage(rec, replica),
+      teardown: (rec) => this.teardown(rec),
+      dropGuest: (id) => this.guest.drop(id),
+      reconnectGuest: async (rec) => void (await this.guest.session(rec)),
+      tenantLock: (t, fn) => this.mutex.run(t, fn),
+    });
+    return this.migrationParts;
+  }
+  private migrationParts?: SandboxMigration;
 
   /** Closes guest sessions; VMs keep running (a restarted agent re-adopts them). */
   async close(): Promise<void> {

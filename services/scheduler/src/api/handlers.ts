@@ -24,7 +24,7 @@ export const adminHandlers: { [S in AdminOp]: AdminHandler<S> } = {
   'nodes.get': (ctx, req) => nodes.getNode(ctx, req.id),
   'nodes.cordon': (ctx, req) => nodes.setCordon(ctx, req.id, true),
   'nodes.uncordon': (ctx, req) => nodes.setCordon(ctx, req.id, false),
-  'nodes.drain': (ctx, req) => drainNode(ctx, req.id),
+  'nodes.drain': (ctx, req) => drainNode(ctx, req.id, { ...(req.maxParallel !== undefined ? { maxParallel: req.maxParallel } : {}), ...(req.deadlineS !== undefined ? { deadlineS: req.deadlineS } : {}) }),
   'tenants.credentials': tenants.tenantCredentials,
 };
 

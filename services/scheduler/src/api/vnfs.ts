@@ -150,12 +150,16 @@ export async function scale(ctx: ApiContext, tenantId: string, req: ScaleRequest
 }
 
 export async function heal(ctx: ApiContext, tenantId: string, req: HealRequest): Promise<{ opOccId: string }> {
-  const op = newOpOcc(ctx, tenantId, req.id, 'HEAL', req.replica === undefined ? {} : { replica: req.replica }, { requestId: req.requestId });
+  if (req.migrate && req.replica === undefined) throw new InvalidArgumentError([{ field: 'replica', message: 'migrate: true moves one replica: name it' }]);
+  const op = newOpOcc(ctx, tenantId, req.id, 'HEAL', req.replica === undefined ? {} : { replica: req.replica, ...(req.migrate ? { migrate: true } : {}) }, { requestId: req.requestId });
   return startOperation(ctx, op, (v) => {
     mustBeInstantiated(v);
     if (req.replica !== undefined && req.replica >= v.replicas.length) {
       throw new InvalidArgumentError([{ field: 'replica', message: `VNF "${v.id}" has replicas 0..${v.replicas.length - 1}` }]);
     }
+    // a migration moves the replica off its node; so does its restart when it cannot migrate
+    const from = req.migrate && req.replica !== undefined ? v.replicas[req.replica]?.nodeId : undefined;
+    if (from) op.params = { ...op.params, fromNode: from };
   });
 }
 

@@ -25,6 +25,7 @@ import type { Notifier } from './notifier.js';
 import type { PlacementPort } from './placement-port.js';
 import { demandOf, refundOnce } from './quota.js';
 import { KvFollower, entryJson, hasStrings, type WatchReport } from '../state/follow.js';
+import { Migrator, type MigratorDeps } from './migrate.js';
 
 export interface EngineOptions {
   /** An operation whose replicas are not RUNNING by then fails (TCG boots are slow: minutes, not seconds). */
@@ -51,6 +52,8 @@ export interface EngineDeps {
   watchReport?: WatchReport;
   /** Called when an op occurrence this engine drives enters COMPLETED, FAILED_TEMP, FAILED or ROLLED_BACK (metrics). */
   onOpEnded?: (operation: OpOcc['operation'], state: OperationState) => void;
+  /** Live migration's requests to node agents (migrate.ts); absent: a migrating HEAL restarts instead. */
+  nodeRequest?: MigratorDeps['nodeRequest'];
 }
 
 const isOpOcc = (v: unknown): boolean => hasStrings(v, 'tenantId', 'vnfId', 'id', 'operationState', 'operation');
@@ -92,6 +95,7 @@ export class OperationsEngine {
   private readonly purgeIntervalMs: number;
   private readonly onIdleVnf: ((vnf: Vnf) => Promise<unknown>) | undefined;
   private readonly onOpEnded: EngineDeps['onOpEnded'];
+  private readonly migrator: Migrator;
 
   constructor(deps: EngineDeps) {
     this.store = deps.store;
@@ -107,6 +111,21 @@ export class OperationsEngine {
     this.onIdleVnf = deps.onIdleVnf;
     this.watchReport = deps.watchReport;
     this.onOpEnded = deps.onOpEnded;
+    this.migrator = new Migrator({
+      store: this.store,
+      placement: this.placement,
+      ...(deps.nodeRequest ? { nodeRequest: deps.nodeRequest } : {}),
+      note: (op, m) => this.note(op, m),
+      setParams: async (op, patch) => {
+        const next = await this.setOp(op.tenantId, op.id, (cur) => (cur.operation === 'HEAL' ? { ...cur, params: { ...cur.params, ...patch } } : undefined));
+        return next?.operation === 'HEAL' ? next : op;
+      },
+      setReplica: (vnf, i, patch) => this.setReplica(vnf, i, patch),
+      failTemp: (op, e, m) => this.failTemp(op, e, m),
+      complete: (op, vnf) => this.complete(op, vnf),
+      stopTimeoutMs: this.stopTimeoutMs,
+      startTimeoutMs: this.startTimeoutMs,
+    });
   }
 
   /** The op occurrences not yet terminal (as the watch last showed them; empty unless this replica leads). */
@@ -651,6 +670,13 @@ export class OperationsEngine {
     if (after) {
       const prev = (await this.store.opoccs.get(vkey(after.tenantId, after.id)))?.value;
       if (prev && !TERMINAL.includes(prev.operationState)) return;
+    }
+    // Live migration (migrate.ts): the VM moves and keeps running; what cannot migrate is restarted below.
+    if (op.params.migrate === true && op.params.mode !== 'restart') {
+      if ((await this.migrator.drive(op, vnf)) !== 'restart') return;
+      const fresh = (await this.store.opoccs.get(vkey(op.tenantId, op.id)))?.value;
+      if (fresh?.operation === 'HEAL') op = fresh;
+      vnf = (await this.store.vnfs.get(vkey(vnf.tenantId, vnf.id)))?.value ?? vnf;
     }
     // First drive: fix the targets (replica -> new generation) in the op record, so a new leader does the same.
     let targets = op.params.targets;

@@ -11,6 +11,11 @@ export interface PlaceReplicaInput {
   allocId: string;
   /** Nodes not to use (drain: the node being drained; heal: the node that failed). */
   avoidNodeIds?: readonly string[];
+  /**
+   * Live migration: the allocation the replica runs as now. The new one is its destination: same MACs and addresses
+   * (the guest keeps them; the leases stay under the source's owners, carried as `leaseOwners`), `migration` set.
+   */
+  migrateFrom?: Allocation;
 }
 
 export interface PlacementPort {
@@ -23,7 +28,7 @@ export interface PlacementPort {
    * sandbox is gone (it reported the replica STOPPED), the reservation is fenced instead: its CPUs, VFs and IP
    * leases stay booked until the node's heartbeat or register shows it no longer runs it.
    */
-  releaseAllocation(alloc: Allocation, opts?: { confirmed?: boolean }): Promise<void>;
+  releaseAllocation(alloc: Allocation, opts?: { confirmed?: boolean; keepLeases?: boolean }): Promise<void>;
   /** Whether the node is Ready (a NotReady node's allocations are released without waiting for it). */
   nodeReady(nodeId: string): Promise<boolean>;
 }

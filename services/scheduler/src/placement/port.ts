@@ -61,7 +61,8 @@ export class LedgerPlacement implements PlacementPort {
       otherReplicaNodeIds: others,
       excludeNodeIds: input.avoidNodeIds ?? [],
     });
-    const r = await this.cluster.schedule(req, allocId, (d, q) => this.allocationFor(vnf, allocId, d, q));
+    const from = input.migrateFrom;
+    const r = await this.cluster.schedule(req, allocId, (d, q) => (from ? migrationTarget(from, allocId, d, q) : this.allocationFor(vnf, allocId, d, q)));
     if (!r.ok) throw new UnschedulableError(r.explanation.message, r.explanation);
     this.log?.info(
       { tenantId: vnf.tenantId, vnfId: vnf.id, nodeId: r.decision.nodeId, allocId, numaAligned: r.decision.assignment.numaAligned, attempts: r.attempts },
@@ -76,12 +77,13 @@ export class LedgerPlacement implements PlacementPort {
     return (await getJson<Allocation>(this.cluster.buckets.allocs, allocKey(found.nodeId, allocId)))?.value ?? null;
   }
 
-  async releaseAllocation(alloc: Allocation, opts: { confirmed?: boolean } = {}): Promise<void> {
+  async releaseAllocation(alloc: Allocation, opts: { confirmed?: boolean; keepLeases?: boolean } = {}): Promise<void> {
     const res = this.cluster.findReservation(alloc.allocId)?.reservation;
+    if (opts.keepLeases && res) delete res.ipOwners; // a migrated replica's addresses moved with it
     const r = await this.cluster.release(alloc.allocId, { nodeId: alloc.nodeId, ...(opts.confirmed === false ? { fence: true } : {}) });
-    if (r.fenced) return; // leases stay held until the node confirms (onFencedFreed)
+    if (r.fenced || opts.keepLeases) return; // leases stay held until the node confirms (onFencedFreed)
     if (this.ipam) {
-      const owners = new Set([...(res?.ipOwners ?? []), ...alloc.interfaces.filter((i) => i.network).map((i) => `${alloc.allocId}.${i.name}`)]);
+      const owners = new Set([...(res?.ipOwners ?? []), ...(alloc.leaseOwners ?? []), ...alloc.interfaces.filter((i) => i.network).map((i) => `${alloc.allocId}.${i.name}`)]);
       for (const o of owners) {
         const freed = await this.ipam.release(o);
         this.log?.debug({ owner: o, freed: freed.map((l) => l.cidr) }, 'addresses released');
@@ -144,6 +146,27 @@ export class LedgerPlacement implements PlacementPort {
       createdAt: new Date().toISOString(),
     };
   }
+}
+
+/**
+ * The destination allocation of a live migration: the source's interfaces (MACs, addresses, bridges: the guest keeps
+ * them), image and command, on the new node's resources; the leases stay with the source's owners.
+ */
+function migrationTarget(from: Allocation, allocId: string, d: Decision, req: PlacementRequest): Allocation {
+  if (from.interfaces.some((i) => i.type === 'sriov' || i.type === 'macvtap')) throw new InternalError(`allocation ${from.allocId} has VFIO/macvtap NICs: it cannot migrate`);
+  const owners = from.leaseOwners ?? from.interfaces.filter((i) => i.network && (i.ips?.length ?? 0) > 0).map((i) => `${from.allocId}.${i.name}`);
+  const { migration: _m, leaseOwners: _l, ...rest } = from;
+  return {
+    ...rest,
+    allocId,
+    nodeId: d.nodeId,
+    epoch: d.epoch,
+    resources: allocationResources(req, d),
+    desired: 'running',
+    migration: { fromNodeId: from.nodeId, fromAllocId: from.allocId },
+    ...(owners.length ? { leaseOwners: owners } : {}),
+    createdAt: new Date().toISOString(),
+  };
 }
 
 /** The type-specific part of one allocation interface (the node decides sockets, bridges and VLANs of vhost-user). */

@@ -1,0 +1,104 @@
+/**
+ * QEMU live migration over QMP (docs/migration.md). The source sends with `pause-before-switchover`: the RAM is
+ * copied while the guest runs, then QEMU stops in `pre-switchover` (guest paused, nothing switched yet) until it is
+ * told to `continue` (the destination takes over) or to `cancel` (the guest runs on here). The destination is a
+ * QEMU started with `-incoming` from the same spec; once the state has arrived it runs, and `announce-self` sends
+ * gratuitous RARPs from every NIC so that the switches learn the new port.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { UnavailableError } from '@edgenfv/contracts';
+import type { VmHandle } from './types.js';
+import { withQmp, type QmpClient } from './qmp.js';
+
+/** What `query-migrate` says (the fields used here). */
+export interface MigrationInfo {
+  status?: string;
+  /** ms the guest was stopped for the switchover (completed migrations). */
+  downtime?: number;
+  'total-time'?: number;
+  'expected-downtime'?: number;
+  ram?: { transferred?: number; remaining?: number; total?: number; 'dirty-pages-rate'?: number };
+  'error-desc'?: string;
+}
+
+const ACTIVE = new Set(['setup', 'active', 'device', 'wait-unplug', 'pre-switchover', 'cancelling', 'postcopy-active']);
+
+export async function queryMigrate(vm: VmHandle): Promise<MigrationInfo> {
+  return withQmp(vm.apiSocket, (q) => q.execute<MigrationInfo>('query-migrate'));
+}
+
+/** Polls `query-migrate` until its status is one of `until` (or not active any more). */
+export async function waitMigration(vm: VmHandle, until: readonly string[], timeoutMs: number, alive: () => boolean): Promise<MigrationInfo> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (!alive()) throw new UnavailableError(`QEMU of ${vm.sandboxId} exited during the migration`);
+    const info = await queryMigrate(vm);
+    if (info.status && (until.includes(info.status) || !ACTIVE.has(info.status))) return info;
+    if (Date.now() > end) throw new UnavailableError(`migration of ${vm.sandboxId} still ${info.status} after ${timeoutMs} ms`);
+    await sleep(100);
+  }
+}
+
+/**
+ * Starts sending the VM to `uri` with pause-before-switchover; idempotent (a migration already under way is left
+ * alone). The bandwidth is not capped (QEMU's default is 128 MiB/s); `downtimeLimitMs` is QEMU's target.
+ */
+export async function startMigration(vm: VmHandle, uri: string, downtimeLimitMs = 300): Promise<void> {
+  await withQmp(vm.apiSocket, async (q: QmpClient) => {
+    const cur = await q.execute<MigrationInfo>('query-migrate');
+    if (cur.status && ACTIVE.has(cur.status)) return;
+    await q.execute('migrate-set-capabilities', { capabilities: [{ capability: 'pause-before-switchover', state: true }] });
+    await q.execute('migrate-set-parameters', { 'max-bandwidth': 8 * 1024 ** 3, 'downtime-limit': downtimeLimitMs });
+    await q.execute('migrate', { uri });
+  });
+}
+
+/** Lets a migration waiting in pre-switchover finish (the destination runs; this VM stays paused). */
+export async function continueMigration(vm: VmHandle): Promise<void> {
+  await withQmp(vm.apiSocket, (q) => q.execute('migrate-continue', { state: 'pre-switchover' }));
+}
+
+/** Cancels an outgoing migration and makes sure the VM runs here again. */
+export async function cancelMigration(vm: VmHandle, alive: () => boolean): Promise<string> {
+  await withQmp(vm.apiSocket, async (q) => {
+    const cur = await q.execute<MigrationInfo>('query-migrate');
+    if (cur.status && ACTIVE.has(cur.status)) await q.execute('migrate_cancel');
+  });
+  const info = await waitMigration(vm, ['cancelled', 'failed', 'completed'], 30_000, alive);
+  await withQmp(vm.apiSocket, async (q) => {
+    const st = await q.queryStatus();
+    if (!st.running) await q.cont();
+  });
+  return info.status ?? 'cancelled';
+}
+
+/** Waits until a VM started with `-incoming` has received its state and runs (it exits when the stream fails). */
+export async function waitIncomingDone(vm: VmHandle, timeoutMs: number, alive: () => boolean, stillWanted: () => boolean): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (!alive()) throw new UnavailableError(`the incoming VM ${vm.sandboxId} exited (the migration stream failed or was cancelled)`);
+    if (!stillWanted()) throw new UnavailableError(`the incoming VM ${vm.sandboxId} is no longer wanted`);
+    try {
+      const st = await withQmp(vm.apiSocket, (q) => q.queryStatus(), 2000);
+      if (st.status === 'running') return;
+      if (st.status !== 'inmigrate' && st.status !== 'paused' && st.status !== 'prelaunch') throw new UnavailableError(`the incoming VM ${vm.sandboxId} is ${st.status}`);
+    } catch (err) {
+      if (!alive()) continue;
+      if (err instanceof UnavailableError && /is \w+$/.test(err.message)) throw err;
+      // QMP is busy while the state loads: ask again
+    }
+    if (Date.now() > end) throw new UnavailableError(`the incoming VM ${vm.sandboxId} did not run within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+/** Whether a VM started with `-incoming` still waits for (or is loading) its state. */
+export async function incomingWaiting(vm: VmHandle): Promise<boolean> {
+  const st = await withQmp(vm.apiSocket, (q) => q.queryStatus(), 3000);
+  return st.status === 'inmigrate';
+}
+
+/** Gratuitous RARPs from every NIC of the guest (QEMU's `announce-self`), so that the switches learn the new port. */
+export async function announceSelf(vm: VmHandle): Promise<void> {
+  await withQmp(vm.apiSocket, (q) => q.execute('announce-self', { initial: 50, max: 550, rounds: 5, step: 100 }));
+}

@@ -1,0 +1,216 @@
+/**
+ * Live migration of a tenant VM between nodes (docs/migration.md), the node agent's half. The scheduler's leader
+ * drives it; the two node agents never talk to each other:
+ * - destination (an allocation with `migration`): the tenant's sandbox is made as for a boot (folders, netns,
+ *   cgroup, the image, the NICs on this node's networks with the replica's MACs and addresses), then QEMU starts
+ *   from the same spec with `-incoming` and waits; the node reports `migration: {state: incoming, uri}`. Once the
+ *   state has arrived QEMU runs: `announce-self`, the guest agent's channel is connected again (the guest's
+ *   virtio-serial port sees the host side close on the source and open here), and the replica is RUNNING.
+ * - source (`nfv.v1.internal.nodes.<n>.migrate`): `start` sends the VM to the URI and stops before the
+ *   switchover, `continue` switches over (QEMU's downtime is reported), `cancel` lets the VM run on here.
+ * Only a VM with a single replica and no VFIO NIC migrates (the scheduler restarts the others).
+ *
+ * The URI on this virtual site is a unix socket in the destination node's state folder (every node shares the
+ * host's file system; a QEMU in a sandbox netns reaches no TCP address): `<stateDir>/migrate/<sandboxId>/in.sock`.
+ */
+import { chmodSync, chownSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { InvalidArgumentError, NotFoundError, UnavailableError, type Allocation, type NodeMigrateReply, type NodeMigrateRequest, type ReplicaInterfaceStatus } from '@edgenfv/contracts';
+import type { HypervisorDriver, NetDevice, VmHandle, VmSpec } from '../hypervisor/types.js';
+import { announceSelf, cancelMigration, continueMigration, incomingWaiting, startMigration, waitIncomingDone, waitMigration } from '../hypervisor/migration.js';
+import { interfaceStatus, nameInterfaces } from './interfaces.js';
+import { hash, type ReplicaRecord, type SandboxRecord } from './records.js';
+import type { VmLifecycle } from './vm-lifecycle.js';
+import type { DiskDevice } from '../hypervisor/types.js';
+
+/** What the sandbox manager lends the migration (its own parts; nothing else reaches them). */
+export interface MigrationHost {
+  stateDir: string;
+  driver: HypervisorDriver;
+  vm: VmLifecycle;
+  log: Logger;
+  findTenant(tenantId: string): SandboxRecord | undefined;
+  replicas(): Map<string, { sandbox: SandboxRecord; replica: ReplicaRecord }>;
+  put(rec: SandboxRecord): void;
+  allocUid(): number;
+  attach(rec: SandboxRecord, replica: ReplicaRecord): Promise<NetDevice[]>;
+  prepareImage(rec: SandboxRecord, replica: ReplicaRecord): Promise<DiskDevice | null>;
+  teardown(rec: SandboxRecord): Promise<void>;
+  dropGuest(sandboxId: string): Promise<void>;
+  /** Connects the guest agent session again (after the switchover). */
+  reconnectGuest(rec: SandboxRecord): Promise<void>;
+  tenantLock<T>(tenantId: string, fn: () => Promise<T>): Promise<T>;
+}
+
+/** Why a sandbox cannot be live-migrated (undefined: it can). */
+export function migrationBlocker(rec: SandboxRecord): string | undefined {
+  const reps = Object.values(rec.replicas);
+  if (reps.length !== 1) return `the tenant VM holds ${reps.length} replicas (only single-replica VMs migrate)`;
+  if (reps[0]!.alloc.interfaces.some((i) => i.type === 'sriov' || i.type === 'macvtap')) return 'VFIO/macvtap NICs cannot migrate';
+  if ((rec.vm?.hotplugged.length ?? 0) > 0) return 'the VM has hotplugged devices';
+  if (!rec.spec) return 'the VM has no recorded spec';
+  return undefined;
+}
+
+export function incomingDir(stateDir: string, sandboxId: string): string {
+  return join(stateDir, 'migrate', sandboxId);
+}
+
+export class SandboxMigration {
+  constructor(private readonly h: MigrationHost) {}
+
+  /**
+   * Destination: makes the sandbox and starts QEMU waiting for the state; `onIncoming(uri)` is called once it
+   * listens; resolves when the VM runs here (replica running, guest agent connected again).
+   */
+  incoming(
+    alloc: Allocation,
+    onIncoming: (uri: string) => Promise<void>,
+    stillWanted: () => boolean,
+    timeoutMs = 15 * 60_000,
+  ): Promise<{ sandboxId: string; interfaces: ReplicaInterfaceStatus[] }> {
+    const from = alloc.migration;
+    if (!from) return Promise.reject(new InvalidArgumentError([{ field: 'migration', message: 'required' }]));
+    return this.h.tenantLock(alloc.tenantId, async () => {
+      let rec = this.h.findTenant(alloc.tenantId);
+      const mine = rec?.replicas[alloc.allocId];
+      if (rec && mine && mine.state === 'running' && this.h.vm.alive(rec.sandboxId)) return { sandboxId: rec.sandboxId, interfaces: interfaceStatus(mine) };
+      if (rec && mine) {
+        // an incoming VM from before an agent restart: the stream it waited for is gone; start over
+        await this.h.teardown(rec);
+        rec = this.h.findTenant(alloc.tenantId);
+      }
+      if (rec) throw new UnavailableError(`tenant ${alloc.tenantId} already has a VM on this node: a live migration cannot merge into it`);
+      const sandboxId = `sb-${alloc.tenantId}-${randomBytes(3).toString('hex')}`;
+      const log = this.h.log.child({ tenantId: alloc.tenantId, vnfId: alloc.vnfId, sandboxId, allocId: alloc.allocId, from: from.fromNodeId });
+      const uid = this.h.allocUid();
+      const tenantDir = join(this.h.stateDir, 'tenants', alloc.tenantId);
+      const r: SandboxRecord = {
+        version: 1,
+        sandboxId,
+        tenantId: alloc.tenantId,
+        hypervisor: this.h.driver.kind,
+        state: 'creating',
+        uid,
+        gid: uid,
+        tenantDir,
+        runDir: join(tenantDir, sandboxId),
+        netns: `enfv-${hash(sandboxId, 10)}`,
+        replicas: {},
+        createdAt: new Date().toISOString(),
+        updatedAt: new Date().toISOString(),
+      };
+      // Device ids (= host attachment names) as the source named them: the same spec, device for device.
+      const names = nameInterfaces({ ...alloc, allocId: from.fromAllocId }, []);
+      const replica: ReplicaRecord = { allocId: alloc.allocId, alloc, state: 'starting', attachments: {}, ...names, containerId: `r-${hash(from.fromAllocId, 12)}`, hotplugged: false };
+      r.replicas[alloc.allocId] = replica;
+      this.h.put(r);
+      const dir = incomingDir(this.h.stateDir, sandboxId);
+      try {
+        await this.h.vm.prepareHost(r, alloc, log);
+        this.h.put(r);
+        const disk = await this.h.prepareImage(r, replica);
+        if (disk) r.disks = [disk.serial];
+        const nics = await this.h.attach(r, replica);
+        mkdirSync(join(this.h.stateDir, 'migrate'), { recursive: true, mode: 0o711 });
+        chmodSync(join(this.h.stateDir, 'migrate'), 0o711);
+        mkdirSync(dir, { recursive: true, mode: 0o711 });
+        chownSync(dir, uid, uid);
+        chmodSync(dir, 0o711);
+        const sock = join(dir, 'in.sock');
+        const spec: VmSpec = { ...this.h.vm.spec(r, alloc, nics, disk ? [disk] : []), incoming: `unix:${sock}` };
+        r.spec = spec;
+        this.h.put(r);
+        const vm = await this.h.vm.start(r, spec, new AbortController().signal, {
+          onSpawned: (v) => {
+            r.vm = this.h.driver.record(v);
+            this.h.put(r);
+          },
+          waitReady: async () => undefined,
+        });
+        // the source's QEMU runs as another uid: it may connect to the socket, nothing else
+        for (let i = 0; i < 100 && !existsSync(sock); i++) await sleep(50);
+        if (!existsSync(sock)) throw new UnavailableError(`the incoming VM did not listen on ${sock}`);
+        chmodSync(sock, 0o666);
+        log.info({ pid: vm.pid, uri: spec.incoming }, 'incoming VM waits for the migration');
+        await onIncoming(spec.incoming!);
+        await waitIncomingDone(vm, timeoutMs, () => this.h.vm.alive(sandboxId), stillWanted);
+        r.state = 'running';
+        delete r.spec.incoming; // a later rebuild boots normally
+        this.h.put(r);
+        await announceSelf(vm).catch((err: unknown) => log.warn({ err }, 'announce-self failed'));
+        await this.h.reconnectGuest(r);
+        replica.state = 'running';
+        this.h.put(r);
+        log.info('migrated VM runs here');
+        return { sandboxId, interfaces: interfaceStatus(replica) };
+      } catch (err) {
+        log.warn({ err }, 'incoming migration failed: releasing the sandbox');
+        await this.h.teardown(r);
+        throw err;
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+
+  /** `nfv.v1.internal.nodes.<n>.migrate`: the source's actions and the destination's check. */
+  async handle(req: NodeMigrateRequest): Promise<NodeMigrateReply> {
+    if (!req || typeof req.tenantId !== 'string' || typeof req.allocId !== 'string') throw new InvalidArgumentError('tenantId and allocId are required');
+    const found = this.h.replicas().get(req.allocId);
+    if (!found || found.sandbox.tenantId !== req.tenantId) throw new NotFoundError(`replica ${req.allocId} is not on this node`);
+    const rec = found.sandbox;
+    const vm = this.h.vm.vmOf(rec.sandboxId);
+    if (!vm || !this.h.vm.alive(rec.sandboxId)) throw new UnavailableError(`the VM of ${req.allocId} does not run`);
+    const alive = (): boolean => this.h.vm.alive(rec.sandboxId);
+    const log = this.h.log.child({ sandboxId: rec.sandboxId, allocId: req.allocId, action: req.action });
+    switch (req.action) {
+      case 'check': {
+        if (found.replica.state === 'running') return { state: 'running' };
+        if (!(await incomingWaiting(vm))) throw new UnavailableError(`the incoming VM of ${req.allocId} is not waiting`);
+        return { state: 'inmigrate' };
+      }
+      case 'start': {
+        const why = migrationBlocker(rec);
+        if (why) throw new UnavailableError(`cannot migrate: ${why}`);
+        if (typeof req.uri !== 'string' || !/^unix:\/[^,\s]+$|^tcp:[^,\s]+:\d+$/.test(req.uri)) throw new InvalidArgumentError([{ field: 'uri', message: 'must be unix:/abs/path or tcp:host:port' }]);
+        // the host side of the guest channel closes here and opens on the destination
+        await this.h.dropGuest(rec.sandboxId);
+        await startMigration(vm, req.uri);
+        log.info({ uri: req.uri }, 'migration started');
+        const info = await waitMigration(vm, ['pre-switchover'], 10 * 60_000, alive);
+        if (info.status !== 'pre-switchover') {
+          await cancelMigration(vm, alive).catch(() => undefined);
+          throw new UnavailableError(`migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
+        }
+        log.info({ transferred: info.ram?.transferred }, 'migration waits for the switchover');
+        return { state: 'pre-switchover', ...(info.ram?.transferred ? { transferredBytes: info.ram.transferred } : {}) };
+      }
+      case 'continue': {
+        const cur = await waitMigration(vm, ['pre-switchover', 'completed'], 60_000, alive);
+        if (cur.status === 'pre-switchover') await continueMigration(vm);
+        const info = await waitMigration(vm, ['completed'], 5 * 60_000, alive);
+        if (info.status !== 'completed') throw new UnavailableError(`migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
+        log.info({ downtimeMs: info.downtime, totalMs: info['total-time'] }, 'migration completed: the VM runs on the destination');
+        return {
+          state: 'completed',
+          ...(info.downtime !== undefined ? { downtimeMs: info.downtime } : {}),
+          ...(info['total-time'] !== undefined ? { totalMs: info['total-time'] } : {}),
+          ...(info.ram?.transferred ? { transferredBytes: info.ram.transferred } : {}),
+        };
+      }
+      case 'cancel': {
+        const state = await cancelMigration(vm, alive);
+        log.info({ state }, 'migration cancelled: the VM runs on here');
+        return { state };
+      }
+      default:
+        throw new InvalidArgumentError([{ field: 'action', message: 'must be start, continue, cancel or check' }]);
+    }
+  }
+}
+
+export type { VmHandle };

@@ -1,0 +1,133 @@
+/**
+ * Live migration on a 2-node virtual site (docs/migration.md; test/src/migrate-scenario.ts), one TCG VM boot:
+ * - `vnfs.heal {replica, migrate: true}` moves the `builtin:vrouter` VM from A to B with QEMU migration: the replica
+ *   is RUNNING throughout, ends on B with its MACs and addresses, the op occurrence records QEMU's downtime, the
+ *   ping from `left` to `right` through the VM goes on, the source VM is gone and A holds nothing;
+ * - migrating back, the destination node agent (A's) is SIGKILLed while the destination waits for the state: the
+ *   switchover is refused (the destination did not confirm), the migration is cancelled on B where the VNF keeps
+ *   running, the op occurrence ends FAILED_TEMP; A's agent restarted (fenced or not, it drops the stale incoming VM),
+ *   `opoccs.retry` completes the migration onto A; exactly one QEMU of the tenant runs at the end.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { NETS, Pinger, pingOnce, startMigrateSite, type MigrateSite } from '../src/migrate-scenario.js';
+
+let ms: MigrateSite | undefined;
+
+before(async () => {
+  ms = await startMigrateSite({ heartbeatGraceMs: 3000, tenant: 'migt' });
+});
+
+after(async () => {
+  await ms?.site.teardown();
+});
+
+async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Live QEMU pids named in a node's sandbox records. */
+function qemuPids(stateDir: string): number[] {
+  const dir = join(stateDir, 'sandboxes');
+  if (!existsSync(dir)) return [];
+  const out: number[] = [];
+  for (const f of readdirSync(dir).filter((n) => n.endsWith('.json'))) {
+    try {
+      const pid = JSON.parse(readFileSync(join(dir, f), 'utf8')).vm?.pid as number | undefined;
+      if (pid && spawnSync('kill', ['-0', String(pid)]).status === 0) out.push(pid);
+    } catch {
+      /* being rewritten */
+    }
+  }
+  return out;
+}
+
+test('vnfs.heal {migrate: true}: the VM moves A -> B with QEMU migration, RUNNING throughout, the ping goes on', async () => {
+  const { site, tenant, vnfId, a, b, leftNs } = ms!;
+  const target = `${NETS.right}.2`;
+  assert.ok(pingOnce(leftNs, target), 'left reaches right through the vrouter on A');
+  const before = await site.api.ok(`nfv.v1.tenant.${tenant}.vnfs.get`, { id: vnfId });
+  const pinger = new Pinger(leftNs, target);
+  pinger.start();
+  const states = new Set<string>();
+  const watch = setInterval(() => {
+    void site.api.ok(`nfv.v1.tenant.${tenant}.vnfs.get`, { id: vnfId }).then((v) => states.add(v.replicas[0].state), () => undefined);
+  }, 200);
+  const heal = await site.api.ok<{ opOccId: string }>(`nfv.v1.tenant.${tenant}.vnfs.heal`, { id: vnfId, replica: 0, migrate: true });
+  const op = await site.api.waitOp(tenant, heal.opOccId, 10 * 60_000);
+  clearInterval(watch);
+  const steps = (op.steps as { message: string }[]).map((s) => s.message).join('\n');
+  assert.equal(op.operationState, 'COMPLETED', steps);
+  assert.match(steps, /switched over to node .*QEMU reported downtime \d+ ms/);
+  assert.equal(typeof op.params.qemuDowntimeMs, 'number');
+  const vnf = await site.api.ok(`nfv.v1.tenant.${tenant}.vnfs.get`, { id: vnfId });
+  const r = vnf.replicas[0];
+  assert.equal(r.nodeId, b);
+  assert.equal(r.state, 'RUNNING');
+  assert.deepEqual([...states], ['RUNNING'], 'RUNNING throughout');
+  assert.deepEqual(
+    r.interfaces.map((i: { mac: string; ips: string[] }) => [i.mac, i.ips]),
+    before.replicas[0].interfaces.map((i: { mac: string; ips: string[] }) => [i.mac, i.ips]),
+    'the same MACs and addresses',
+  );
+  // the ping goes on through the VM on B
+  const n = pinger.replies.length;
+  await until('ping replies through B', 30_000, async () => (pinger.replies.length > n + 5 ? true : undefined));
+  const p = await pinger.stop();
+  assert.ok(p.received > 0);
+  // A holds nothing: its source VM is gone, its ledger empty
+  await until(`${a} empty`, 120_000, async () => ((await site.api.ok('nfv.v1.admin.nodes.get', { id: a })).allocated.replicas === 0 && qemuPids(site.node(a).stateDir).length === 0 ? true : undefined));
+  assert.equal(qemuPids(site.node(b).stateDir).length, 1, 'one QEMU of the tenant, on B');
+});
+
+test('the destination agent killed mid-migration: the VNF keeps running on the source, FAILED_TEMP, retry completes it', async () => {
+  const { site, tenant, vnfId, a, b, leftNs } = ms!;
+  const heal = await site.api.ok<{ opOccId: string }>(`nfv.v1.tenant.${tenant}.vnfs.heal`, { id: vnfId, replica: 0, migrate: true });
+  // the destination (A) waits for the state: kill its agent before the switchover
+  await until('the destination waiting', 5 * 60_000, async () => {
+    const op = await site.api.ok(`nfv.v1.tenant.${tenant}.opoccs.get`, { id: heal.opOccId });
+    return (op.steps as { message: string }[]).some((s) => /waits for the VM's state/.test(s.message)) ? true : undefined;
+  });
+  await site.killAgent(a);
+  const op = await site.api.waitOp(tenant, heal.opOccId, 10 * 60_000);
+  const steps = (op.steps as { message: string }[]).map((s) => s.message).join('\n');
+  assert.equal(op.operationState, 'FAILED_TEMP', steps);
+  assert.match(steps, /did not confirm the incoming VM: migration cancelled/);
+  const vnf = await site.api.ok(`nfv.v1.tenant.${tenant}.vnfs.get`, { id: vnfId });
+  assert.equal(vnf.replicas[0].nodeId, b, 'still on the source');
+  assert.equal(vnf.replicas[0].state, 'RUNNING');
+  assert.ok(pingOnce(leftNs, `${NETS.right}.2`), 'the VNF forwards on the source');
+
+  // the destination's agent comes back: it drops the incoming VM nobody wants; retry completes the migration
+  await site.startAgent(a);
+  await site.waitReady([a], 120_000);
+  await until(`${a} has no VM`, 120_000, async () => (qemuPids(site.node(a).stateDir).length === 0 ? true : undefined));
+  await site.api.ok(`nfv.v1.tenant.${tenant}.opoccs.retry`, { id: heal.opOccId });
+  const done = await site.api.waitOp(tenant, heal.opOccId, 10 * 60_000);
+  assert.equal(done.operationState, 'COMPLETED', (done.steps as { message: string }[]).map((s) => s.message).join('\n'));
+  const moved = await site.api.ok(`nfv.v1.tenant.${tenant}.vnfs.get`, { id: vnfId });
+  assert.equal(moved.replicas[0].nodeId, a);
+  assert.equal(moved.replicas[0].state, 'RUNNING');
+  await until(`${b} empty`, 120_000, async () => (qemuPids(site.node(b).stateDir).length === 0 ? true : undefined));
+  assert.equal(qemuPids(site.node(a).stateDir).length, 1, 'exactly one running copy');
+  assert.ok(pingOnce(leftNs, `${NETS.right}.2`), 'the VNF forwards on A again');
+
+  const term = await site.api.ok<{ opOccId: string }>(`nfv.v1.tenant.${tenant}.vnfs.terminate`, { id: vnfId });
+  assert.equal((await site.api.waitOp(tenant, term.opOccId, 5 * 60_000)).operationState, 'COMPLETED');
+});
+
+test('teardown leaves nothing', async () => {
+  const s = ms!.site;
+  ms = undefined;
+  const t = await s.teardown();
+  assert.deepEqual(t.leftovers, []);
+});
