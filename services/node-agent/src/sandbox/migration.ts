@@ -10,10 +10,11 @@
  *   switchover, `continue` switches over (QEMU's downtime is reported), `cancel` lets the VM run on here.
  * Only a VM with a single replica and no VFIO NIC migrates (the scheduler restarts the others).
  *
- * The URI on this virtual site is a unix socket in the destination node's state folder (every node shares the
- * host's file system; a QEMU in a sandbox netns reaches no TCP address): `<stateDir>/migrate/<sandboxId>/in.sock`.
+ * The URI on this virtual site is a unix socket in the destination VM's root (`<vmRoot>/in.sock`, bound by QEMU
+ * before it chroots; every node shares the host's file system, and a QEMU in a sandbox netns reaches no TCP
+ * address); the source hard-links it into its own VM's root, where its chrooted QEMU can reach it.
  */
-import { chmodSync, chownSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, linkSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -115,12 +116,17 @@ export class SandboxMigration {
         const disk = await this.h.prepareImage(r, replica);
         if (disk) r.disks = [disk.serial];
         const nics = await this.h.attach(r, replica);
-        mkdirSync(join(this.h.stateDir, 'migrate'), { recursive: true, mode: 0o711 });
-        chmodSync(join(this.h.stateDir, 'migrate'), 0o711);
-        mkdirSync(dir, { recursive: true, mode: 0o711 });
-        chownSync(dir, uid, uid);
-        chmodSync(dir, 0o711);
-        const sock = join(dir, 'in.sock');
+        // the socket inside the VM's root when QEMU runs chrooted (vm-root.ts): it binds it before the chroot
+        let sock: string;
+        if (r.vmRoot) sock = join(r.vmRoot, 'in.sock');
+        else {
+          mkdirSync(join(this.h.stateDir, 'migrate'), { recursive: true, mode: 0o711 });
+          chmodSync(join(this.h.stateDir, 'migrate'), 0o711);
+          mkdirSync(dir, { recursive: true, mode: 0o711 });
+          chownSync(dir, uid, uid);
+          chmodSync(dir, 0o711);
+          sock = join(dir, 'in.sock');
+        }
         const spec: VmSpec = { ...this.h.vm.spec(r, alloc, nics, disk ? [disk] : []), incoming: `unix:${sock}` };
         r.spec = spec;
         this.h.put(r);
@@ -157,6 +163,18 @@ export class SandboxMigration {
     });
   }
 
+  /**
+   * A chrooted QEMU (vm-root.ts) reaches only paths in its root: the destination's socket is hard-linked into it
+   * (`<root>/out.sock`; every node of the virtual site shares the host's file system) and named by its path there.
+   */
+  private uriInRoot(rec: SandboxRecord, uri: string): string {
+    if (!rec.vmRoot || !uri.startsWith('unix:')) return uri;
+    const link = join(rec.vmRoot, 'out.sock');
+    rmSync(link, { force: true });
+    linkSync(uri.slice('unix:'.length), link);
+    return 'unix:/out.sock';
+  }
+
   /** `nfv.v1.internal.nodes.<n>.migrate`: the source's actions and the destination's check. */
   async handle(req: NodeMigrateRequest): Promise<NodeMigrateReply> {
     if (!req || typeof req.tenantId !== 'string' || typeof req.allocId !== 'string') throw new InvalidArgumentError('tenantId and allocId are required');
@@ -179,7 +197,7 @@ export class SandboxMigration {
         if (typeof req.uri !== 'string' || !/^unix:\/[^,\s]+$|^tcp:[^,\s]+:\d+$/.test(req.uri)) throw new InvalidArgumentError([{ field: 'uri', message: 'must be unix:/abs/path or tcp:host:port' }]);
         // the host side of the guest channel closes here and opens on the destination
         await this.h.dropGuest(rec.sandboxId);
-        await startMigration(vm, req.uri);
+        await startMigration(vm, this.uriInRoot(rec, req.uri));
         log.info({ uri: req.uri }, 'migration started');
         const info = await waitMigration(vm, ['pre-switchover'], 10 * 60_000, alive);
         if (info.status !== 'pre-switchover') {
