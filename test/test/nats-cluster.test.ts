@@ -17,6 +17,7 @@ import { NatsCluster } from '../src/nats-cluster.js';
 import { SimNode, simulatedNodeInventory } from '../src/sim-node.js';
 import { waitNodeKnown } from '../src/state-fixtures.js';
 import { RetryingClient } from '../src/retrying-client.js';
+import { Store } from '@edgenfv/scheduler/internal/state/store';
 
 let dir: string;
 let cluster: NatsCluster;
@@ -119,11 +120,33 @@ test('a server of three is SIGKILLed and restarted mid-workload: no request lost
   }
   const live = results.filter((r) => !r.terminated).length;
   const tenant = (await client.call('nfv.v1.admin.tenants.get', { id: 'cl' })).result;
-  // Known open problem (docs/reliability.md): under a server kill the tenant's usage can drift by a replica or two
-  // (a charge not found on the tenant record although its request succeeded). Reported, not asserted, until fixed.
+  // the tenant's usage is exactly what runs (it drifted by 2-6 units while two charges from one revision could both
+  // be stored: see the CAS test below)
   const quotaDrift = Math.abs(tenant.usage.vcpus - 2 * live) + Math.abs(tenant.usage.vnfs - live);
   const running = nodes.reduce((n, s) => n + s.running.size, 0);
   assert.equal(running, 2 * live, 'the nodes run exactly the live replicas');
   for (const n of nodes) assert.deepEqual(n.conflicts, []);
   console.log(JSON.stringify({ servers: 3, killed: 1, requests: client.requests, retried: client.retried, lost: 0, answeredTwice: client.answeredDifferently().length, quotaDrift }));
+  assert.equal(quotaDrift, 0, `usage ${JSON.stringify(tenant.usage)} for ${live} live VNFs of 2 replicas`);
+});
+
+test('a compare-and-set on an R3 bucket is serializable: of many writes from one revision, exactly one is stored', async () => {
+  const nc = conns[0]!;
+  const store = await Store.open(nc, { replicas: 3 });
+  const key = 'cas-probe';
+  const first = await store.tenants.create(key, { n: 0 } as never);
+  assert.ok(first);
+  let lost = 0;
+  for (let round = 0; round < 20; round++) {
+    const cur = (await store.tenants.get(key))!;
+    // eight writers read the same revision and write at once (nats-server 2.9 stored several of them before casMsgId)
+    const revs = await Promise.all(Array.from({ length: 8 }, (_, w) => store.tenants.update(key, { n: round, w } as never, cur.revision)));
+    const won = revs.filter((r) => r !== null);
+    if (won.length !== 1) lost++;
+    // and the bucket holds the winner's value
+    const after = (await store.tenants.get(key))!;
+    assert.equal(after.revision, won[0]);
+  }
+  assert.equal(lost, 0, 'rounds where more (or fewer) than one write from the same revision was stored');
+  await store.tenants.delete(key);
 });

@@ -19,6 +19,7 @@ import type { ApiContext } from './context.js';
 import { checkNetworkPolicy } from './network-policy.js';
 import { chargeQuota, demandOf, undoCharge } from '../ops/quota.js';
 import { newOpOcc, recordOpOcc, startOperation, vnfKey } from '../ops/op-occurrences.js';
+import { persistently } from '../state/store.js';
 
 function checkNetworks(ctx: ApiContext, d: Vnfd): void {
   const issues: FieldIssue[] = [];
@@ -70,8 +71,10 @@ export async function instantiate(
     await chargeQuota(ctx.store, tenantId, demand, at, { forOp: op.id });
   } catch (err) {
     // the charge may have been written although its answer was lost (a NATS server going away)
-    await undoCharge(ctx.store, tenantId, op.id, demand, at).catch((e: unknown) => ctx.logger.error({ err: e, tenantId, opOccId: op.id }, 'quota charge not undone'));
-    await ctx.store.names.delete(nameKey);
+    await undoSteps(ctx, { tenantId, opOccId: op.id }, {
+      'quota charge': () => undoCharge(ctx.store, tenantId, op.id, demand, at),
+      'name claim': () => ctx.store.names.delete(nameKey),
+    });
     throw err;
   }
   // 3. the records
@@ -98,13 +101,28 @@ export async function instantiate(
     await ctx.store.vnfs.create(vnfKey(tenantId, vnfId), vnf);
     await recordOpOcc(ctx, op);
   } catch (err) {
-    await ctx.store.vnfs.delete(vnfKey(tenantId, vnfId));
-    await undoCharge(ctx.store, tenantId, op.id, demand, at).catch((e: unknown) => ctx.logger.error({ err: e, tenantId, opOccId: op.id }, 'quota charge not undone'));
-    await ctx.store.names.delete(nameKey);
+    await undoSteps(ctx, { tenantId, opOccId: op.id }, {
+      'VNF record': () => ctx.store.vnfs.delete(vnfKey(tenantId, vnfId)),
+      'quota charge': () => undoCharge(ctx.store, tenantId, op.id, demand, at),
+      'name claim': () => ctx.store.names.delete(nameKey),
+    });
     throw err;
   }
   ctx.logger.info({ tenantId, vnfId, opOccId: op.id, name: d.name }, 'instantiate accepted');
   return { vnfId, opOccId: op.id };
+}
+
+/**
+ * Undoes what a request that failed half-way had written. The failure is often a NATS server going away, and the
+ * first undo attempt meets the same outage: each step is retried while the error is transient (`persistently`,
+ * ~15 s), and each runs even when one before it failed. Before, one failed step (the VNF record's delete) skipped
+ * the quota undo, and an undo that met the outage was dropped: the tenant kept a charge nothing held (the
+ * cluster test's `quotaDrift`).
+ */
+async function undoSteps(ctx: ApiContext, ids: { tenantId: string; opOccId: string }, steps: Record<string, () => Promise<unknown>>): Promise<void> {
+  for (const [what, step] of Object.entries(steps)) {
+    await persistently(step).catch((err: unknown) => ctx.logger.error({ err, ...ids }, `${what} not undone`));
+  }
 }
 
 export async function getVnf(ctx: ApiContext, tenantId: string, req: IdRequest): Promise<Vnf> {
@@ -144,7 +162,8 @@ export async function scale(ctx: ApiContext, tenantId: string, req: ScaleRequest
       }
     },
     undo: async () => {
-      if (charged) await undoCharge(ctx.store, tenantId, op.id, charged, ctx.now().toISOString());
+      const delta = charged;
+      if (delta) await undoSteps(ctx, { tenantId, opOccId: op.id }, { 'quota charge': () => undoCharge(ctx.store, tenantId, op.id, delta, ctx.now().toISOString()) });
     },
   });
 }

@@ -6,6 +6,7 @@
  * one shared inbox subscription, parses the PubAck, and sweeps timeouts with one interval timer.
  */
 import { createInbox, headers, type NatsConnection, type Subscription } from 'nats';
+import { casMsgId } from '../state/store.js';
 
 const dec = new TextDecoder();
 
@@ -49,12 +50,13 @@ export class KvPublisher {
           return;
         }
         try {
-          const ack = JSON.parse(dec.decode(msg.data)) as { seq?: number; error?: { err_code?: number; description?: string } };
+          const ack = JSON.parse(dec.decode(msg.data)) as { seq?: number; duplicate?: boolean; error?: { err_code?: number; description?: string } };
           if (ack.error) {
             // 10071: wrong last sequence (the CAS lost)
             if (ack.error.err_code === 10071 || /wrong last sequence/i.test(ack.error.description ?? '')) p.resolve(null);
             else p.reject(new Error(`JetStream publish failed: ${ack.error.description ?? 'unknown error'}`));
-          } else if (typeof ack.seq === 'number') p.resolve(ack.seq);
+          } else if (ack.duplicate) p.resolve(null); // another write from the same revision won
+          else if (typeof ack.seq === 'number') p.resolve(ack.seq);
           else p.reject(new Error('JetStream publish: malformed ack'));
         } catch (e) {
           p.reject(e as Error);
@@ -81,6 +83,8 @@ export class KvPublisher {
     const token = (this.next++).toString(36);
     const h = headers();
     h.set('Nats-Expected-Last-Subject-Sequence', String(expected));
+    // the same CAS made serializable on a NATS cluster (see casMsgId in state/store.ts)
+    h.set('Nats-Msg-Id', casMsgId(bucket, key, expected));
     return new Promise<number | null>((resolve, reject) => {
       this.pending.set(token, { resolve, reject, deadline: Date.now() + this.timeoutMs });
       this.outbox.push({ subject: `$KV.${bucket}.${key}`, data, h, token });

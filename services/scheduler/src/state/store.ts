@@ -33,10 +33,24 @@ export function isCasConflict(err: unknown): boolean {
   return /wrong last sequence|key exists/i.test(msg);
 }
 
+/**
+ * The message id that makes a compare-and-set serializable on a NATS cluster: nats-server before 2.9.21 checks
+ * `Nats-Expected-Last-Subject-Sequence` of a replicated stream only before proposing the write, so two writes based
+ * on the same revision that arrive together can both be stored (nats-server issue #4320) — the second overwriting
+ * the first (the 3-server cluster test lost quota charges that way). Duplicate detection by `Nats-Msg-Id` does
+ * count the writes in flight: with the id `<bucket>/<key>@<revision read>`, at most one write per revision read is
+ * stored; the other gets `duplicate` in its ack and is a lost CAS. Within the stream's duplicate window (2 min);
+ * writes from one revision further apart than that are caught by the sequence check itself.
+ */
+export function casMsgId(bucket: string, key: string, expected: number): string {
+  return `${bucket}/${key}@${expected}`;
+}
+
 export class JsonBucket<T> {
   constructor(
     readonly kv: KV,
     readonly name: string,
+    private readonly js?: JetStreamClient,
   ) {}
 
   async get(key: string): Promise<Versioned<T> | null> {
@@ -58,6 +72,13 @@ export class JsonBucket<T> {
   /** CAS-update: resolves to the new revision, or null when the revision is stale. */
   async update(key: string, value: T, revision: number): Promise<number | null> {
     try {
+      if (this.js) {
+        const ack = await this.js.publish(`$KV.${this.name}.${key}`, enc.encode(JSON.stringify(value)), {
+          expect: { lastSubjectSequence: revision },
+          msgID: casMsgId(this.name, key, revision),
+        });
+        return ack.duplicate ? null : ack.seq;
+      }
       return await this.kv.update(key, enc.encode(JSON.stringify(value)), revision);
     } catch (err) {
       if (isCasConflict(err)) return null;
@@ -159,7 +180,7 @@ export class Store {
     // allow_direct off: a read goes to the stream leader, never to a replica still catching up (a restarted
     // server of an R3 cluster would otherwise answer a read-modify-CAS with an old value, or none).
     const open = async <T>(name: string, extra: Partial<KvOptions> = {}): Promise<JsonBucket<T>> =>
-      new JsonBucket<T>(await js.views.kv(name, { history: 1, replicas, max_bytes, allow_direct: false, ...extra }), name);
+      new JsonBucket<T>(await js.views.kv(name, { history: 1, replicas, max_bytes, allow_direct: false, ...extra }), name, js);
     const [tenants, vnfs, opoccs, requests, names, nodes, allocs, status, credentials] = await Promise.all([
       open<StoredTenant>(KV_BUCKETS.tenants),
       open<Vnf>(KV_BUCKETS.vnfs),
