@@ -1,10 +1,12 @@
 /**
  * A real OCI distribution registry for tests and `npm run demo:image` (Debian's docker-registry, filesystem storage, a config file in a
- * temporary folder, a random loopback port, optional htpasswd basic auth), and images pushed to it with skopeo
- * from an OCI layout made here from a small busybox rootfs.
+ * temporary folder, a random loopback port, optional htpasswd basic auth or token auth against a small token
+ * service made here), and images pushed to it with skopeo from an OCI layout made here from a small busybox rootfs.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
+import { X509Certificate, createHash, randomBytes, sign } from 'node:crypto';
+import { createServer as createHttpServer, type IncomingMessage } from 'node:http';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -26,11 +28,83 @@ async function freePort(): Promise<number> {
   });
 }
 
-export async function startRegistry(dir: string, auth?: { user: string; pass: string }): Promise<TestRegistry> {
+/**
+ * A token service as docker-registry's `auth: token` expects one (the distribution token spec): GET
+ * `<realm>?service=...&scope=repository:<name>:<actions>` with the user's Basic credentials answers
+ * `{token, access_token, expires_in}`, an RS256 JWT whose x5c names a self-signed certificate the registry trusts
+ * (`rootcertbundle`). Anonymous or wrong credentials: 401. `requests` records what it was asked.
+ */
+export interface TokenService {
+  realm: string;
+  issuer: string;
+  service: string;
+  rootCertBundle: string;
+  requests: { scope: string; user?: string; granted: boolean }[];
+  stop(): Promise<void>;
+}
+
+const b64url = (b: Buffer | string): string => Buffer.from(b).toString('base64url');
+
+export async function startTokenService(dir: string, user: { user: string; pass: string }): Promise<TokenService> {
+  mkdirSync(dir, { recursive: true });
+  const key = join(dir, 'token.key');
+  const cert = join(dir, 'token.crt');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=edgenfv-test-token'], { stdio: 'pipe' });
+  const keyPem = readFileSync(key, 'utf8');
+  const x5c = new X509Certificate(readFileSync(cert)).raw.toString('base64');
+  const issuer = 'edgenfv-test-issuer';
+  const service = 'edgenfv-test-registry';
+  const requests: TokenService['requests'] = [];
+  const who = (req: IncomingMessage): string | undefined => {
+    const m = /^Basic (.+)$/.exec(req.headers.authorization ?? '');
+    if (!m) return undefined;
+    const [u, ...p] = Buffer.from(m[1]!, 'base64').toString('utf8').split(':');
+    return u === user.user && p.join(':') === user.pass ? u : `!${u ?? ''}`;
+  };
+  const server = createHttpServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const scope = url.searchParams.get('scope') ?? '';
+    const u = who(req);
+    const granted = u !== undefined && !u.startsWith('!') && url.searchParams.get('service') === service;
+    requests.push({ scope, ...(u ? { user: u } : {}), granted });
+    if (!granted) {
+      res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify({ details: 'credentials needed' }));
+      return;
+    }
+    const access = scope
+      .split(' ')
+      .filter(Boolean)
+      .map((sc) => {
+        const [type, name, actions] = sc.split(':');
+        return { type, name, actions: (actions ?? '').split(',').filter((a) => a === 'pull' || a === 'push') };
+      });
+    const now = Math.floor(Date.now() / 1000);
+    const header = b64url(JSON.stringify({ typ: 'JWT', alg: 'RS256', x5c: [x5c] }));
+    const claims = b64url(JSON.stringify({ iss: issuer, sub: u, aud: service, exp: now + 300, nbf: now - 10, iat: now, jti: randomBytes(8).toString('hex'), access }));
+    const token = `${header}.${claims}.${b64url(sign('sha256', Buffer.from(`${header}.${claims}`), keyPem))}`;
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token, access_token: token, expires_in: 300 }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  return {
+    realm: `http://127.0.0.1:${port}/token`,
+    issuer,
+    service,
+    rootCertBundle: cert,
+    requests,
+    stop: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+/** `auth`: htpasswd basic auth with one user, or token auth against a token service (startTokenService). */
+export async function startRegistry(dir: string, auth?: { user: string; pass: string } | { token: TokenService }): Promise<TestRegistry> {
   mkdirSync(join(dir, 'storage'), { recursive: true });
   const port = await freePort();
   let authBlock = '';
-  if (auth) {
+  if (auth && 'token' in auth) {
+    const t = auth.token;
+    authBlock = `auth:\n  token:\n    realm: ${t.realm}\n    service: ${t.service}\n    issuer: ${t.issuer}\n    rootcertbundle: ${t.rootCertBundle}\n`;
+  } else if (auth) {
     const hash = execFileSync('python3', ['-c', 'import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))', auth.pass], { stderr: 'ignore' } as never)
       .toString()
       .trim();
@@ -66,6 +140,7 @@ export async function startRegistry(dir: string, auth?: { user: string; pass: st
   };
 }
 
+const execFileAsync = promisify(execFile);
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 /**
@@ -141,10 +216,25 @@ export function addIndexTag(layout: string, manifestDigest: string, tag: string)
   return `sha256:${d}`;
 }
 
+function skopeoArgs(layout: string, tag: string, host: string, repo: string, creds?: { user: string; pass: string }): { copy: string[]; inspect: string[] } {
+  const auth = creds ? ['--dest-creds', `${creds.user}:${creds.pass}`] : [];
+  const src = creds ? ['--creds', `${creds.user}:${creds.pass}`] : [];
+  return {
+    copy: ['copy', '--quiet', '--multi-arch', 'all', '--dest-tls-verify=false', ...auth, `oci:${layout}:${tag}`, `docker://${host}/${repo}:${tag}`],
+    inspect: ['inspect', '--tls-verify=false', ...src, '--format', '{{.Digest}}', `docker://${host}/${repo}:${tag}`],
+  };
+}
+
 /** skopeo copy of the layout's `tag` to `<host>/<repo>:<tag>` (plain HTTP); returns the digest the registry holds. */
 export function pushLayout(layout: string, tag: string, host: string, repo: string, creds?: { user: string; pass: string }): string {
-  const auth = creds ? ['--dest-creds', `${creds.user}:${creds.pass}`] : [];
-  execFileSync('skopeo', ['copy', '--quiet', '--multi-arch', 'all', '--dest-tls-verify=false', ...auth, `oci:${layout}:${tag}`, `docker://${host}/${repo}:${tag}`], { stdio: 'pipe' });
-  const src = creds ? ['--creds', `${creds.user}:${creds.pass}`] : [];
-  return execFileSync('skopeo', ['inspect', '--tls-verify=false', ...src, '--format', '{{.Digest}}', `docker://${host}/${repo}:${tag}`]).toString().trim();
+  const a = skopeoArgs(layout, tag, host, repo, creds);
+  execFileSync('skopeo', a.copy, { stdio: 'pipe' });
+  return execFileSync('skopeo', a.inspect).toString().trim();
+}
+
+/** pushLayout without blocking this process (needed when this process serves the registry's token service). */
+export async function pushLayoutAsync(layout: string, tag: string, host: string, repo: string, creds?: { user: string; pass: string }): Promise<string> {
+  const a = skopeoArgs(layout, tag, host, repo, creds);
+  await execFileAsync('skopeo', a.copy);
+  return (await execFileAsync('skopeo', a.inspect)).stdout.trim();
 }
