@@ -51,6 +51,24 @@ function qemuPids(stateDir: string): number[] {
   return out;
 }
 
+test('bad migration requests are refused naming the field, and change nothing', async () => {
+  const { site, tenant, vnfId, a } = ms!;
+  const noReplica = await site.api.tenant(tenant, 'vnfs.heal', { id: vnfId, migrate: true });
+  assert.equal(noReplica.ok, false);
+  assert.equal(noReplica.error.code, 'INVALID_ARGUMENT');
+  assert.match(JSON.stringify(noReplica.error), /replica/);
+  for (const bad of [{ maxParallel: 0 }, { deadlineS: 'soon' }, { maxParallel: 1.5 }]) {
+    const r = await site.api.admin('nodes.drain', { id: a, ...bad });
+    assert.equal(r.ok, false, JSON.stringify(bad));
+    assert.equal(r.error.code, 'INVALID_ARGUMENT');
+    assert.match(JSON.stringify(r.error), new RegExp(Object.keys(bad)[0]!));
+  }
+  const node = await site.api.ok('nfv.v1.admin.nodes.get', { id: a });
+  assert.equal(node.cordoned, false, 'a refused drain does not cordon');
+  const vnf = await site.api.ok(`nfv.v1.tenant.${tenant}.vnfs.get`, { id: vnfId });
+  assert.equal(vnf.activeOpOccId, undefined, 'no operation started');
+});
+
 test('vnfs.heal {migrate: true}: the VM moves A -> B with QEMU migration, RUNNING throughout, the ping goes on', async () => {
   const { site, tenant, vnfId, a, b, leftNs } = ms!;
   const target = `${NETS.right}.2`;

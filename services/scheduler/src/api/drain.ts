@@ -47,6 +47,7 @@ export async function drainNode(
     const sorted = replicas.sort((x, y) => x - y);
     const params: HealParams = { replicas: sorted, fromNode: nodeId, reason: 'drain' };
     if (!restart) params.migrate = true;
+    else Object.assign(params, { mode: 'restart', restartReason: restart });
     if (deadlineAt) params.deadlineAt = deadlineAt;
     const after = started[started.length - parallel];
     if (after) params.after = after;

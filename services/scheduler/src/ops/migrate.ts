@@ -93,6 +93,12 @@ export class Migrator {
       if (a.interfaces.some((x) => x.type === 'macvtap')) return `replica ${i} has macvtap NICs (their fd cannot be handed over)`;
       const shared = (await this.d.store.allocs.list(`${a.nodeId}.>`)).map((e) => e.value).filter((o) => o.tenantId === a.tenantId && o.allocId !== a.allocId);
       if (shared.length) return `replica ${i} shares its tenant VM on node ${a.nodeId} with ${shared.length} other replica(s) (only single-replica VMs migrate)`;
+      // the source's node agent must serve live migration (an older or simulated agent does not answer)
+      try {
+        await this.d.nodeRequest(a.nodeId, { tenantId: a.tenantId, allocId: a.allocId, action: 'check' }, 5000);
+      } catch (err) {
+        return `the node agent of ${a.nodeId} does not serve live migration (${(err as Error).message})`;
+      }
     }
     return undefined;
   }
@@ -176,6 +182,10 @@ export class Migrator {
       const to = m.to!;
       const st = await this.status(to, m.allocId!);
       if (st?.state === 'FAILED') return this.abort(op, i, m, st.error ?? { code: 'UNAVAILABLE', message: 'the destination failed' }, `the destination node ${to} failed to prepare the incoming VM`);
+      if (st && !st.migration && st.state === 'RUNNING') {
+        // a destination agent that does not know `migration` booted a fresh copy: that is a restart
+        return this.abortToRestart(op, i, m, `the node agent of ${to} does not take incoming migrations`);
+      }
       if (!st?.migration) {
         if (!(await this.d.placement.nodeReady(to))) return this.abort(op, i, m, { code: 'UNAVAILABLE', message: `node ${to} is not Ready` }, `the destination node ${to} stopped answering`);
         if (pastDeadline) return this.abortToRestart(op, i, m, `the drain's deadline passed while node ${to} prepared the incoming VM`);
