@@ -22,6 +22,7 @@ import type { Logger } from 'pino';
 import { InvalidArgumentError, NotFoundError, UnavailableError, type Allocation, type NodeMigrateReply, type NodeMigrateRequest, type ReplicaInterfaceStatus } from '@edgenfv/contracts';
 import type { HypervisorDriver, NetDevice, VmHandle, VmSpec } from '../hypervisor/types.js';
 import { announceSelf, cancelMigration, continueMigration, incomingWaiting, startMigration, waitIncomingDone, waitMigration } from '../hypervisor/migration.js';
+import { withQmp } from '../hypervisor/qmp.js';
 import { interfaceStatus, nameInterfaces } from './interfaces.js';
 import { hash, type ReplicaRecord, type SandboxRecord } from './records.js';
 import type { VmLifecycle } from './vm-lifecycle.js';
@@ -44,6 +45,14 @@ export interface MigrationHost {
   /** Connects the guest agent session again (after the switchover). */
   reconnectGuest(rec: SandboxRecord): Promise<void>;
   tenantLock<T>(tenantId: string, fn: () => Promise<T>): Promise<T>;
+}
+
+async function vmRuns(vm: VmHandle): Promise<boolean> {
+  try {
+    return (await withQmp(vm.apiSocket, (q) => q.queryStatus(), 3000)).status === 'running';
+  } catch {
+    return false;
+  }
 }
 
 /** Why a sandbox cannot be live-migrated (undefined: it can). */
@@ -79,8 +88,20 @@ export class SandboxMigration {
       let rec = this.h.findTenant(alloc.tenantId);
       const mine = rec?.replicas[alloc.allocId];
       if (rec && mine && mine.state === 'running' && this.h.vm.alive(rec.sandboxId)) return { sandboxId: rec.sandboxId, interfaces: interfaceStatus(mine) };
+      if (rec && mine && this.h.vm.alive(rec.sandboxId) && (await vmRuns(this.h.vm.vmOf(rec.sandboxId)!))) {
+        // the agent restarted after the switchover: this VM is the replica now (the source's is paused): finish it
+        const done = rec;
+        done.state = 'running';
+        if (done.spec) delete done.spec.incoming;
+        await announceSelf(this.h.vm.vmOf(done.sandboxId)!).catch(() => undefined);
+        await this.h.reconnectGuest(done);
+        mine.state = 'running';
+        this.h.put(done);
+        this.h.log.info({ sandboxId: done.sandboxId, allocId: alloc.allocId }, 'migrated VM found running after an agent restart: adopted');
+        return { sandboxId: done.sandboxId, interfaces: interfaceStatus(mine) };
+      }
       if (rec && mine) {
-        // an incoming VM from before an agent restart: the stream it waited for is gone; start over
+        // an incoming VM from before an agent restart whose state never arrived: the stream is gone; start over
         await this.h.teardown(rec);
         rec = this.h.findTenant(alloc.tenantId);
       }
