@@ -104,7 +104,8 @@ export function buildApp(deps: AppDeps): App {
     image: { ...(deps.image.kernelPath ? { kernelPath: deps.image.kernelPath } : {}), ...(deps.image.initrdPath ? { initrdPath: deps.image.initrdPath } : {}) },
     ...(deps.image.kernelArgs ? { kernelArgs: deps.image.kernelArgs } : {}),
     ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
-    images: new ImageStore(cfg),
+    // pruning keeps the images the node's replicas run (read when a pull prunes, after the manager exists)
+    images: new ImageStore(cfg, undefined, { inUse: () => [...manager.replicas().values()].flatMap((r) => (r.replica.image?.digest ? [r.replica.image.digest] : [])), logger }),
     warmPool: {
       flavours: cfg.warmPool,
       cpuBudgetPercent: cfg.warmPoolCpuBudgetPercent,

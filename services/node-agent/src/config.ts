@@ -115,6 +115,11 @@ export interface NodeAgentConfig {
     cacheDir: string;
     /** Largest image (config + layers, compressed) a pull may fetch. */
     maxImageBytes: number;
+    /**
+     * What the pulled images' cache may hold (blobs and packed disks); past it, images no replica on the node uses
+     * are removed, least recently used first. Default 10 GiB.
+     */
+    cacheMaxBytes: number;
     /** Folders whose OCI layouts `oci:` refs may name (none by default: `oci:` refs are refused). */
     ociLayoutRoots: readonly string[];
   }>;
@@ -158,7 +163,7 @@ const KEYS: Record<string, readonly string[]> = {
   nats: ['url', 'user', 'pass', 'token', 'credsFile', 'inboxPrefix'],
   fencing: ['graceMs', 'stopAfterMs'],
   registry: ['host', 'plainHttp', 'username', 'password', 'passwordFile'],
-  images: ['cacheDir', 'maxImageBytes', 'ociLayoutRoots'],
+  images: ['cacheDir', 'maxImageBytes', 'cacheMaxBytes', 'ociLayoutRoots'],
   metrics: ['host', 'port'],
   qemu: ['binary', 'machine', 'accel', 'tcgTbSizeMiB', 'overheadMiB', 'maxVcpus', 'maxMemoryMiB'],
   guest: ['kernelPath', 'initrdPath', 'bootTimeoutMs', 'extraKernelArgs'],
@@ -189,6 +194,7 @@ export const DEFAULTS = {
   ovsPmdMaxSleepUs: 1000,
   ovsStartTimeoutMs: 60_000,
   maxImageBytes: 2 * 1024 ** 3,
+  imageCacheMaxBytes: 10 * 1024 ** 3,
   warmPoolCpuBudgetPercent: 50,
 };
 
@@ -566,6 +572,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
   const images: NodeAgentConfig['images'] = Object.freeze({
     cacheDir: absPath(im, 'cacheDir', 'images.cacheDir', `${stateDir}/images`)!,
     maxImageBytes: int(im, 'maxImageBytes', 'images.maxImageBytes', DEFAULTS.maxImageBytes, 1024, Number.MAX_SAFE_INTEGER),
+    cacheMaxBytes: int(im, 'cacheMaxBytes', 'images.cacheMaxBytes', DEFAULTS.imageCacheMaxBytes, 0, Number.MAX_SAFE_INTEGER),
     ociLayoutRoots: Object.freeze(ociLayoutRoots),
   });
 

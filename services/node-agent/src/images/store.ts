@@ -7,11 +7,15 @@
  *
  * cacheDir/
  *   blobs/sha256/<hex>          verified blobs (config, layers, manifests)
- *   layouts/<manifest hex>/     OCI layout of one image (index.json, oci-layout, blobs -> hard links)
+ *   layouts/<manifest hex>/     OCI layout of one image (index.json, oci-layout, blobs -> hard links, last-used)
  *   disks/<serial>.tar          packed layouts (the VM disks); disks/<manifest hex>.json -> {serial}
+ *
+ * Pruning: past `images.cacheMaxBytes` (blobs and packed disks), after each pull, the pulled images no replica on
+ * the node uses (and not used in the last minute) are removed least recently used first, with the blobs no other
+ * image shares, until the cache fits; blobs no image holds go first. Pulls and pruning never overlap.
  */
 import { existsSync } from 'node:fs';
-import { copyFile, link, mkdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, link, mkdir, readFile, readdir, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { IMAGE_REF_FORMS, InvalidArgumentError, NotFoundError, UnavailableError, parseImageRef } from '@edgenfv/contracts';
@@ -30,18 +34,46 @@ export interface ResolvedImage {
 
 export type ProgressFn = (message: string) => void;
 
+export interface ImageStoreOptions {
+  /** Manifest digests of the images the node's replicas use now: never pruned. */
+  inUse?: () => Iterable<string>;
+  /** Where pruning says what it removed (and a failed prune, which never fails a pull). */
+  logger?: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void };
+  now?: () => number;
+}
+
+/** What one prune removed. */
+export interface PruneReport {
+  removedImages: string[];
+  removedBlobs: number;
+  bytesBefore: number;
+  bytesAfter: number;
+}
+
+/** An image used this recently is kept even when nothing records its use yet (a replica being started). */
+const RECENT_USE_MS = 60_000;
+
 const MiB = 1024 * 1024;
 const fmt = (n: number): string => `${(n / MiB).toFixed(1)} MiB`;
 
 export class ImageStore {
   private readonly client: RegistryClient;
   private readonly inflight = new Map<string, Promise<void>>();
+  /** Pulls under way, and the prune under way: they exclude each other (a prune never removes a blob being linked). */
+  private pulls = 0;
+  private pruning: Promise<PruneReport> | undefined;
+  private readonly idle: (() => void)[] = [];
 
   constructor(
     private readonly cfg: Pick<NodeAgentConfig, 'registries' | 'images'>,
     client?: RegistryClient,
+    private readonly opts: ImageStoreOptions = {},
   ) {
     this.client = client ?? new RegistryClient(cfg.registries);
+  }
+
+  private now(): number {
+    return this.opts.now?.() ?? Date.now();
   }
 
   private get dir(): string {
@@ -56,9 +88,82 @@ export class ImageStore {
         return { guestRef: ref };
       case 'oci':
         return this.fromLayout(ref, parsed.layoutDir, parsed.tag);
-      case 'registry':
-        return this.pull({ host: parsed.host, repository: parsed.repository, ref }, parsed.tag, parsed.digest, progress);
+      case 'registry': {
+        while (this.pruning) await this.pruning.catch(() => undefined);
+        this.pulls++;
+        let image: ResolvedImage;
+        try {
+          image = await this.pull({ host: parsed.host, repository: parsed.repository, ref }, parsed.tag, parsed.digest, progress);
+        } finally {
+          if (--this.pulls === 0) for (const wake of this.idle.splice(0)) wake();
+        }
+        await this.prune().catch((err: unknown) => this.opts.logger?.warn({ err }, 'image cache prune failed'));
+        return image;
+      }
     }
+  }
+
+  /**
+   * Removes pulled images nothing uses, least recently used first, until the cache (blobs and packed disks) fits
+   * `images.cacheMaxBytes`. Waits for pulls under way; one prune at a time.
+   */
+  prune(): Promise<PruneReport> {
+    this.pruning ??= (async () => {
+      while (this.pulls > 0) await new Promise<void>((r) => this.idle.push(r));
+      return this.pruneNow();
+    })().finally(() => (this.pruning = undefined));
+    return this.pruning;
+  }
+
+  private async pruneNow(): Promise<PruneReport> {
+    const blobsDir = join(this.dir, 'blobs', 'sha256');
+    const layoutsDir = join(this.dir, 'layouts');
+    const sizeOf = async (p: string): Promise<number> => (await stat(p).catch(() => null))?.size ?? 0;
+    const blobs = new Map<string, number>();
+    for (const name of await readdir(blobsDir).catch(() => [] as string[])) {
+      if (/^[a-f0-9]{64}$/.test(name)) blobs.set(name, await sizeOf(join(blobsDir, name)));
+    }
+    const images: { hex: string; lastUsed: number; blobs: string[]; disk?: string; note: string; diskBytes: number }[] = [];
+    for (const hex of await readdir(layoutsDir).catch(() => [] as string[])) {
+      if (!/^[a-f0-9]{64}$/.test(hex)) continue;
+      const dir = join(layoutsDir, hex);
+      const used = Number(await readFile(join(dir, 'last-used'), 'utf8').catch(() => 'NaN'));
+      const lastUsed = Number.isFinite(used) ? used : ((await stat(join(dir, 'index.json')).catch(() => null))?.mtimeMs ?? 0);
+      const note = join(this.dir, 'disks', `${hex}.json`);
+      const disk = (JSON.parse(await readFile(note, 'utf8').catch(() => 'null')) as OciDisk | null)?.path;
+      images.push({ hex, lastUsed, blobs: await readdir(join(dir, 'blobs', 'sha256')).catch(() => []), ...(disk ? { disk } : {}), note, diskBytes: disk ? await sizeOf(disk) : 0 });
+    }
+    const total = (): number => [...blobs.values()].reduce((a, b) => a + b, 0) + images.reduce((a, i) => a + i.diskBytes, 0);
+    const report: PruneReport = { removedImages: [], removedBlobs: 0, bytesBefore: total(), bytesAfter: 0 };
+    const limit = this.cfg.images.cacheMaxBytes;
+    const held = (): Set<string> => new Set(images.flatMap((i) => i.blobs));
+    const dropUnheld = async (): Promise<void> => {
+      const keep = held();
+      for (const hex of [...blobs.keys()]) {
+        if (keep.has(hex)) continue;
+        await rm(join(blobsDir, hex), { force: true });
+        blobs.delete(hex);
+        report.removedBlobs++;
+      }
+    };
+    if (total() > limit) {
+      await dropUnheld(); // blobs of no image (a pull that failed half-way) go first
+      const inUse = new Set([...(this.opts.inUse?.() ?? [])].map((d) => d.replace(/^sha256:/, '')));
+      const now = this.now();
+      const candidates = images.filter((i) => !inUse.has(i.hex) && now - i.lastUsed >= RECENT_USE_MS).sort((a, b) => a.lastUsed - b.lastUsed);
+      for (const img of candidates) {
+        if (total() <= limit) break;
+        await rm(join(layoutsDir, img.hex), { recursive: true, force: true });
+        if (img.disk) await rm(img.disk, { force: true });
+        await rm(img.note, { force: true });
+        images.splice(images.indexOf(img), 1);
+        report.removedImages.push(`sha256:${img.hex}`);
+        await dropUnheld();
+      }
+    }
+    report.bytesAfter = total();
+    if (report.removedImages.length || report.removedBlobs) this.opts.logger?.info({ ...report, limit }, 'image cache pruned');
+    return report;
   }
 
   /** An OCI layout on the node (only under images.ociLayoutRoots: tenants must not name the node's other files). */
@@ -114,6 +219,7 @@ export class ImageStore {
     }
     const layoutDir = await this.layout(top.digest, top.mediaType, top.bytes.length, blobs);
     const disk = await this.disk(top.digest, layoutDir);
+    await writeFile(join(layoutDir, 'last-used'), String(this.now()));
     progress(`pulled ${t.ref}: ${top.digest}`);
     return { guestRef: `oci-disk:${disk.serial}`, digest: top.digest, disk };
   }
