@@ -40,7 +40,7 @@ function runCni(exe: string, env: Record<string, string>, conf: unknown): Promis
     const t0 = performance.now();
     const p = spawn(exe, [], { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, stdio: ['pipe', 'pipe', 'inherit'] });
     let out = '';
-    p.stdout.on('data', (b: Buffer) => (out += b));
+    p.stdout.on('data', (b: Buffer) => (out += b.toString()));
     p.on('error', reject);
     p.on('close', (code) => resolve({ ms: performance.now() - t0, code, out }));
     p.stdin.end(JSON.stringify(conf));
@@ -49,9 +49,9 @@ function runCni(exe: string, env: Record<string, string>, conf: unknown): Promis
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
-const p90 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.9))]!;
+const p90 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.9))];
 const r2 = (x: number) => Math.round(x * 100) / 100;
 
 interface Contender {

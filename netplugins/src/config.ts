@@ -151,7 +151,7 @@ export class Fields {
       this.issues.add(this.path(k), 'must be an array');
       return undefined;
     }
-    return v;
+    return v as unknown[];
   }
   raw(k: string): unknown {
     return this.get(k);

@@ -39,7 +39,7 @@ async function acquireFile(path: string, timeoutMs: number): Promise<void> {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
-    let holder = NaN;
+    let holder: number;
     try {
       holder = Number(readFileSync(path, 'utf8'));
     } catch {

@@ -118,7 +118,7 @@ export function compareResult(rec: unknown, prev: unknown, problems: string[]): 
   const r = rec as Record<string, unknown>;
   const p = prev as Record<string, unknown>;
   for (const k of ['mac', 'ifName', 'pciAddress', 'socketPath', 'tapName']) {
-    if (p[k] !== undefined && p[k] !== r[k]) problems.push(`prevResult.${k} is ${String(p[k])}, the record says ${String(r[k])}`);
+    if (p[k] !== undefined && p[k] !== r[k]) problems.push(`prevResult.${k} is ${JSON.stringify(p[k])}, the record says ${JSON.stringify(r[k])}`);
   }
 }
 

@@ -33,10 +33,10 @@ export function runExe(exe: string, env: Record<string, string>, stdin: unknown)
   return new Promise((resolve, reject) => {
     const p = spawn(exe, [], { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, stdio: ['pipe', 'pipe', 'inherit'] });
     let out = '';
-    p.stdout.on('data', (b: Buffer) => (out += b));
+    p.stdout.on('data', (b: Buffer) => (out += b.toString()));
     p.on('error', reject);
     p.on('close', (code) => {
-      let json: Record<string, unknown> | null = null;
+      let json: Record<string, unknown> | null;
       try {
         json = out.trim() ? (JSON.parse(out) as Record<string, unknown>) : null;
       } catch {
@@ -63,7 +63,7 @@ export function cniResultProblems(r: unknown, version = '1.0.0'): string[] {
   for (const [i, x] of (Array.isArray(ifs) ? ifs : []).entries()) {
     const f = x as Record<string, unknown>;
     if (typeof f.name !== 'string' || !f.name) p.push(`interfaces[${i}].name missing`);
-    if (f.mac !== undefined && (typeof f.mac !== 'string' || !MAC.test(f.mac))) p.push(`interfaces[${i}].mac ${String(f.mac)}`);
+    if (f.mac !== undefined && (typeof f.mac !== 'string' || !MAC.test(f.mac))) p.push(`interfaces[${i}].mac ${JSON.stringify(f.mac)}`);
     if (f.sandbox !== undefined && typeof f.sandbox !== 'string') p.push(`interfaces[${i}].sandbox`);
     if (f.mtu !== undefined && typeof f.mtu !== 'number') p.push(`interfaces[${i}].mtu`);
     const extra = Object.keys(f).filter((k) => !['name', 'mac', 'sandbox', 'mtu', ...(version === '1.1.0' ? ['pciID', 'socketPath'] : [])].includes(k));
@@ -74,7 +74,7 @@ export function cniResultProblems(r: unknown, version = '1.0.0'): string[] {
     const ip = x as Record<string, unknown>;
     if (typeof ip.address !== 'string' || !/^[0-9a-f.:]+\/\d+$/i.test(ip.address)) p.push(`ips[${i}].address ${String(ip.address)}`);
     if (ip.gateway !== undefined && typeof ip.gateway !== 'string') p.push(`ips[${i}].gateway`);
-    if (ip.interface !== undefined && (!Number.isInteger(ip.interface) || (ip.interface as number) < 0 || (ip.interface as number) >= n)) p.push(`ips[${i}].interface ${String(ip.interface)}`);
+    if (ip.interface !== undefined && (!Number.isInteger(ip.interface) || (ip.interface as number) < 0 || (ip.interface as number) >= n)) p.push(`ips[${i}].interface ${JSON.stringify(ip.interface)}`);
   }
   return p;
 }

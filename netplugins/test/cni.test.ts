@@ -70,11 +70,11 @@ test('tap: ADD (with host-local IPAM) / ADD again / CHECK / DEL / DEL, CNI 1.0 r
   assert.equal(add.exitCode, 0, add.stdout);
   assert.deepEqual(cniResultProblems(add.json), []);
   const res = add.json as { interfaces: Array<{ name: string; mac: string; sandbox: string; mtu: number }>; ips: Array<{ address: string; gateway: string }> };
-  assert.equal(res.interfaces[0]!.name, 'eth0');
-  assert.equal(res.interfaces[0]!.sandbox, `/var/run/netns/${ns}`);
-  assert.equal(res.interfaces[0]!.mtu, 1450);
-  assert.match(res.ips[0]!.address, /^10\.77\.0\.\d+\/24$/);
-  assert.equal(res.ips[0]!.gateway, '10.77.0.1');
+  assert.equal(res.interfaces[0].name, 'eth0');
+  assert.equal(res.interfaces[0].sandbox, `/var/run/netns/${ns}`);
+  assert.equal(res.interfaces[0].mtu, 1450);
+  assert.match(res.ips[0].address, /^10\.77\.0\.\d+\/24$/);
+  assert.equal(res.ips[0].gateway, '10.77.0.1');
   assert.ok(linkNames(ns).includes('eth0'));
   const again = await runExe(exe('tap'), env('ADD'), conf);
   assert.equal(again.exitCode, 0, again.stdout);
@@ -203,7 +203,7 @@ test('vhostuser: ADD / CHECK / DEL through the executable on a real dpdk-testpmd
     const add = await runExe(exe('vhostuser'), e, conf);
     assert.equal(add.exitCode, 0, add.stdout);
     assert.deepEqual(cniResultProblems(add.json, '1.1.0'), []);
-    const sock = (add.json as { interfaces: Array<{ socketPath: string }> }).interfaces[0]!.socketPath;
+    const sock = (add.json as { interfaces: Array<{ socketPath: string }> }).interfaces[0].socketPath;
     assert.ok(statSync(sock).isSocket());
     const check = await runExe(exe('vhostuser'), { ...e, CNI_COMMAND: 'CHECK' }, { ...conf, prevResult: add.json });
     assert.equal(check.exitCode, 0, check.stdout);
@@ -221,7 +221,7 @@ test('edgenfv-cnid serves the shims as its own process', async () => {
   const d = spawn(join(binDir, 'edgenfv-cnid'), [], { env: { ...process.env, EDGENFV_CNI_SOCKET: sock }, stdio: ['ignore', 'ignore', 'pipe'] });
   try {
     let err = '';
-    d.stderr!.on('data', (b: Buffer) => (err += b));
+    d.stderr.on('data', (b: Buffer) => (err += b.toString()));
     for (let i = 0; i < 200 && !err.includes('serving'); i++) await new Promise((r) => setTimeout(r, 25));
     assert.match(err, /edgenfv-cnid: serving CNI calls on/);
     const v = await runExe(exe('macvtap', 'shim'), { CNI_COMMAND: 'VERSION', EDGENFV_CNI_SOCKET: sock }, { cniVersion: '1.0.0' });

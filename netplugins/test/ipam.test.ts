@@ -42,7 +42,7 @@ test('parseNetworks: table of bad configs, every issue named', () => {
   // several issues in one error
   assert.throws(() => parseNetworks([{ name: 'a', cidr: 'x', vlan: 0, bridge: 'a b' }]), /vlan: must be in 1..4094 \(got 0\); networks\[0\]\.bridge: must match .*; networks\[0\]\.cidr: must be/);
   const [n] = parseNetworks([{ name: 'm', cidr: '10.1.0.0/22', gateway: '10.1.0.1' }]);
-  assert.equal(capacity(n!), 1021n);
+  assert.equal(capacity(n), 1021n);
 });
 
 test('allocate: distinct addresses, idempotent per owner, gateway never handed out, release and gc', async () => {
@@ -128,7 +128,7 @@ test('1,000 concurrent allocations from 3 processes on one /22 give 1,000 distin
     new Promise<string[]>((resolve, reject) => {
       const p = spawn(process.execPath, [worker, server.url, JSON.stringify(nets), prefix, String(count)], { stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
-      p.stdout.on('data', (b: Buffer) => (out += b));
+      p.stdout.on('data', (b: Buffer) => (out += b.toString()));
       p.on('error', reject);
       p.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as string[]) : reject(new Error(`worker ${prefix} exited ${code}`))));
     });

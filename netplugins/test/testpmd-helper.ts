@@ -23,8 +23,8 @@ export async function startTestpmd(dir: string): Promise<Testpmd> {
     { stdio: [fd, 'pipe', 'pipe'] },
   );
   let out = '';
-  child.stdout!.on('data', (b: Buffer) => (out += b));
-  child.stderr!.on('data', (b: Buffer) => (out += b));
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
   const telemetryPath = `/var/run/dpdk/${prefix}/dpdk_telemetry.v2`;
   const deadline = Date.now() + 60_000;

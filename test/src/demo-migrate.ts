@@ -18,7 +18,7 @@ async function main(): Promise<number> {
   const log = (m: string): void => console.log(`demo:migrate: ${m}`);
   const out = { from: '', to: '', pingsSent: 0, pingsLost: 0, gapMs: 0, qemuDowntimeMs: null as number | null, state: '' };
   let ms: MigrateSite | undefined;
-  let ok = false;
+  let ok: boolean;
   try {
     ms = await startMigrateSite({ log, echo: values.echo });
     const { site, tenant, vnfId, a } = ms;

@@ -26,7 +26,7 @@ async function main(): Promise<number> {
   const log = (m: string): void => console.log(`demo:site: ${m}`);
   const out = { nodes: n, ready: 0, placedOnDistinctNodes: 0, running: 0, teardownClean: false };
   let site: VirtualSite | undefined;
-  let ok = false;
+  let ok: boolean;
   try {
     site = await startSite({ nodes: n, log, echo: values.echo });
     await site.waitReady();

@@ -262,7 +262,7 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
   let nats: NatsServerHandle | undefined;
   let scheduler: SchedulerProc | undefined;
   let nc: NatsConnection | undefined;
-  let operatorCreds = { credsFile: '', inboxPrefix: '' };
+  let operatorCreds: { credsFile: string; inboxPrefix: string };
   const networks = opts.networks ?? [];
   for (const n of networks) if (!/^[a-z][a-z0-9-]{0,9}$/.test(n.name) || !/^\d+\.\d+\.\d+$/.test(n.prefix)) throw new Error(`networks: bad network ${JSON.stringify(n)}`);
   /** network name -> host provider bridge; the network's bridge in each node namespace is `enfv-<name>`. */

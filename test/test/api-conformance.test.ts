@@ -191,7 +191,7 @@ async function waitState(t: string, opId: string, states: string[]): Promise<any
     if (r.ok && states.includes(r.result.operationState)) return r.result;
     await new Promise((res) => setTimeout(res, 50));
   }
-  throw new Error(`op ${opId} never reached ${states}`);
+  throw new Error(`op ${opId} never reached ${states.join(' or ')}`);
 }
 
 describe('requestId idempotency', () => {

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect, credsAuthenticator } from 'nats';
+import { connect, credsAuthenticator, Events } from 'nats';
 import { startSite, vlanProbe, type VirtualSite } from '../src/site.js';
 
 const GRACE_MS = 3000;
@@ -29,11 +29,6 @@ before(async () => {
 after(async () => {
   await site?.teardown();
 });
-
-function inNs(ns: string, args: string[]): { status: number | null; out: string } {
-  const r = spawnSync('ip', ['netns', 'exec', ns, ...args], { encoding: 'utf8' });
-  return { status: r.status, out: `${r.stdout}${r.stderr}` };
-}
 
 async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
   const end = Date.now() + timeoutMs;
@@ -51,7 +46,7 @@ test('the site: three real nodes Ready, VLAN-tagged frames pass the site switch,
   for (const n of s.nodes) assert.equal(list.items.find((x) => x.id === n.id)?.health, 'Ready', n.id);
 
   // 802.1Q frames cross the site switch with their tag: node1's uplink -> bridge -> node2's uplink
-  const [a, b] = [s.nodes[0]!, s.nodes[1]!];
+  const [a, b] = [s.nodes[0], s.nodes[1]];
   assert.equal(await vlanProbe(a.netns, b.netns, 177), 177);
 
   // node1's credentials: its own subjects only (not node2's heartbeats, not the admin API)
@@ -61,7 +56,7 @@ test('the site: three real nodes Ready, VLAN-tagged frames pass the site switch,
     await assert.rejects(nc.request('nfv.v1.admin.nodes.list', new TextEncoder().encode('{}'), { timeout: 2000 }));
     const errs: string[] = [];
     void (async () => {
-      for await (const st of nc.status()) if (st.type === 'error') errs.push(String(st.data));
+      for await (const st of nc.status()) if (st.type === Events.Error) errs.push(typeof st.data === 'string' ? st.data : JSON.stringify(st.data));
     })();
     nc.publish(`nfv.v1.internal.nodes.${b.id}.heartbeat`, new TextEncoder().encode('{}'));
     await nc.flush();
@@ -116,7 +111,7 @@ test('anti-affinity across real node agents; a SIGKILLed agent\'s replica is hea
   const lostNode = s.node(lostId);
   const records = readdirSync(join(lostNode.stateDir, 'sandboxes')).filter((f) => f.endsWith('.json'));
   assert.equal(records.length, 1, 'the lost node\'s one sandbox record');
-  const oldPid = JSON.parse(readFileSync(join(lostNode.stateDir, 'sandboxes', records[0]!), 'utf8')).vm?.pid as number | undefined;
+  const oldPid = JSON.parse(readFileSync(join(lostNode.stateDir, 'sandboxes', records[0]), 'utf8')).vm?.pid as number | undefined;
   assert.ok(oldPid && spawnSync('kill', ['-0', String(oldPid)]).status === 0, 'the killed agent left its VM running');
   await s.startAgent(lostId);
   await until(`${lostId} Ready with nothing allocated`, 5 * 60_000, async () => {
@@ -128,7 +123,7 @@ test('anti-affinity across real node agents; a SIGKILLed agent\'s replica is hea
   // drain a real node: its replica moves to the agent that came back (cold restart: HEAL with params.fromNode)
   const drain = await s.api.ok<{ opOccIds: string[] }>('nfv.v1.admin.nodes.drain', { id: keptId });
   assert.equal(drain.opOccIds.length, 1);
-  assert.equal((await s.api.waitOp(T, drain.opOccIds[0]!, 15 * 60_000)).operationState, 'COMPLETED');
+  assert.equal((await s.api.waitOp(T, drain.opOccIds[0], 15 * 60_000)).operationState, 'COMPLETED');
   const drained = await s.api.ok(`nfv.v1.tenant.${T}.vnfs.get`, { id: inst.vnfId });
   assert.deepEqual(drained.replicas.map((r: { nodeId: string; state: string }) => [r.nodeId, r.state]), [[thirdId, 'RUNNING'], [lostId, 'RUNNING']]);
   await until(`${keptId} empty after the drain`, 120_000, async () => ((await s.api.ok('nfv.v1.admin.nodes.get', { id: keptId })).allocated.replicas === 0 ? true : undefined));

@@ -70,9 +70,9 @@ export async function execIpam(type: string, env: NodeJS.ProcessEnv, stdin: stri
   const r = shell
     ? await shell.runWith([bin], stdin, { env: cniEnv, discardStderr: true }).then((x) => ({ code: x.code, out: x.stdout }))
     : await new Promise<{ code: number | null; out: string }>((resolve, reject) => {
-    const p = spawn(bin!, [], { env, stdio: ['pipe', 'pipe', 'inherit'] });
+    const p = spawn(bin, [], { env, stdio: ['pipe', 'pipe', 'inherit'] });
     let out = '';
-    p.stdout.on('data', (b: Buffer) => (out += b));
+    p.stdout.on('data', (b: Buffer) => (out += b.toString()));
     p.on('error', reject);
     p.on('close', (code) => resolve({ code, out }));
     p.stdin.end(stdin);

@@ -120,7 +120,7 @@ export class ApiClient {
     if (e.ok) return e.result as T;
     const error = e.error ?? {};
     throw new ApiError(subject, {
-      code: (error.code ?? 'INTERNAL') as ErrorCode,
+      code: (error.code ?? 'INTERNAL'),
       message: typeof error.message === 'string' ? error.message : 'the server gave no message',
       ...(error.details !== undefined ? { details: error.details } : {}),
     });
@@ -289,7 +289,7 @@ export class ApiClient {
 
   async *events(tenantId: string | undefined, opts: EventsOptions = {}): AsyncGenerator<StoredEvent> {
     const filter = `nfv.v1.tenant.${tenantId ?? '*'}.events.${opts.vnfId ?? '>'}`;
-    let matching = 0;
+    let matching: number;
     try {
       const jsm = await this.#nc.jetstreamManager();
       const info = await jsm.streams.info(EVENTS_STREAM, { subjects_filter: filter });

@@ -201,7 +201,7 @@ export interface GuestMetrics {
 }
 export interface DataplaneNic {
   pciAddress: string;
-  driver: 'vfio-pci' | 'uio_pci_generic' | string;
+  driver: 'vfio-pci' | 'uio_pci_generic' | (string & {});
 }
 export interface ConfigFile {
   path: string;

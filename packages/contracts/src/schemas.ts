@@ -34,7 +34,7 @@ function fieldOf(e: ErrorObject, prefix: string): string {
   if (e.keyword === 'required') path = path ? `${path}.${String(params.missingProperty)}` : String(params.missingProperty);
   if (e.keyword === 'additionalProperties')
     path = path ? `${path}.${String(params.additionalProperty)}` : String(params.additionalProperty);
-  if (e.keyword === 'propertyNames' && params.propertyName !== undefined) path = `${path}.${String(params.propertyName)}`;
+  if (e.keyword === 'propertyNames' && typeof params.propertyName === 'string') path = `${path}.${params.propertyName}`;
   return path || '(request)';
 }
 
@@ -84,13 +84,13 @@ export function validateRequest<S extends ApiOp>(op: S, body: unknown): RequestO
     const issues = validateVnfdSemantics((body as { descriptor: Vnfd }).descriptor, 'descriptor');
     if (issues.length) throw new InvalidArgumentError(issues);
   }
-  return body as RequestOf<S>;
+  return body;
 }
 
 /** Validates a VNFD alone (CLI, dashboard): schema then semantics. Returns every issue (empty when valid). */
 export function checkVnfd(d: unknown, prefix = ''): FieldIssue[] {
   if (!vnfdValidator(d)) return issuesOf(vnfdValidator.errors, prefix);
-  return validateVnfdSemantics(d as Vnfd, prefix);
+  return validateVnfdSemantics(d, prefix);
 }
 
 function isCidr(s: string): boolean {

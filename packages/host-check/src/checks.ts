@@ -56,10 +56,17 @@ const defaultExec: Exec = (file, args, timeoutMs = 10_000) =>
 
 /** The promises of a node agent config file's content (JSON/YAML already parsed), as the node agent reads them. */
 export function promisesFromNodeConfig(raw: unknown): HostPromises {
-  const o = (raw && typeof raw === 'object' ? raw : {}) as Record<string, any>;
+  const o = (raw && typeof raw === 'object' ? raw : {}) as {
+    physnets?: Record<string, unknown>;
+    dataplanes?: unknown;
+    qemu?: { accel?: unknown; binary?: unknown };
+    isolation?: { requireCgroups?: unknown };
+  };
   const physnets: Record<string, string[]> = {};
-  for (const [pci, pn] of Object.entries((o.physnets ?? {}) as Record<string, unknown>)) if (typeof pn === 'string') (physnets[pn] ??= []).push(pci);
-  const kinds: string[] = Array.isArray(o.dataplanes) ? o.dataplanes.map((d: any) => String(d?.kind ?? '')) : [];
+  for (const [pci, pn] of Object.entries(o.physnets ?? {})) if (typeof pn === 'string') (physnets[pn] ??= []).push(pci);
+  const kinds: string[] = Array.isArray(o.dataplanes)
+    ? (o.dataplanes as unknown[]).map((d) => (d as { kind?: unknown } | null)?.kind).filter((k): k is string => typeof k === 'string')
+    : [];
   return {
     kvm: o.qemu?.accel === 'kvm',
     physnets,

@@ -9,7 +9,19 @@
  * and nobody else. The same claims are built here for the appliance, the deploy/ tool and the scheduler (which
  * re-signs the account with the operator signing key when it revokes).
  */
-import { createAccount, createOperator, createUser, encodeAccount, encodeOperator, encodeUser, fmtCreds, fromSeed, type Account, type Permissions } from 'nats-jwt';
+import * as natsJwt from 'nats-jwt';
+import { encodeAccount, encodeOperator, encodeUser, fmtCreds, type Account, type KeyPair, type Permissions } from 'nats-jwt';
+
+// nats-jwt 0.0.9's key functions, typed: its lib/nkeys.d.ts declares them `any` (its KeyPair type is right).
+const createOperator = natsJwt.createOperator as () => KeyPair;
+const createAccount = natsJwt.createAccount as () => KeyPair;
+const createUser = natsJwt.createUser as () => KeyPair;
+const fromSeed = natsJwt.fromSeed as (seed: Uint8Array) => KeyPair;
+
+/** The public key of an nkey seed (`SA...` -> `A...`). */
+export function publicKeyOfSeed(seed: string): string {
+  return fromSeed(new TextEncoder().encode(seed)).getPublicKey();
+}
 
 export const APP_ACCOUNT_NAME = 'EDGENFV';
 export const SYS_ACCOUNT_NAME = 'SYS';
@@ -207,7 +219,7 @@ export async function issueUser(accountPublicKey: string, accountSigningSeed: st
   const jwt = await encodeUser(roleName(role), u, accountPublicKey, perms ?? {}, {
     signer: fromSeed(new TextEncoder().encode(accountSigningSeed)),
   });
-  const iat = JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString('utf8')).iat as number;
+  const iat = (JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8')) as { iat: number }).iat;
   return { creds: s(fmtCreds(jwt, u)), publicKey: u.getPublicKey(), inboxPrefix: inboxPrefix(role), issuedAt: iat };
 }
 
@@ -219,7 +231,7 @@ export async function issueSystemUser(trust: TrustBundle): Promise<IssuedUser> {
     pub: { allow: ['$SYS.REQ.CLAIMS.UPDATE', '$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE'], deny: [] },
     sub: { allow: [`${prefix}.>`], deny: [] },
   });
-  const iat = JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString('utf8')).iat as number;
+  const iat = (JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8')) as { iat: number }).iat;
   return { creds: s(fmtCreds(jwt, u)), publicKey: u.getPublicKey(), inboxPrefix: prefix, issuedAt: iat };
 }
 

@@ -8,8 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, credsAuthenticator } from 'nats';
-import { fromSeed } from 'nats-jwt';
-import { appAccountJwt, createTrust, issueRole, issuerConfig, startNatsServer } from '../src/index.js';
+import { appAccountJwt, createTrust, issueRole, issuerConfig, publicKeyOfSeed, startNatsServer } from '../src/index.js';
 
 const te = new TextEncoder();
 
@@ -48,7 +47,7 @@ test('a revocation pushed on $SYS.REQ.CLAIMS.UPDATE closes that user only', asyn
     const ncA = await connect({ servers: srv.url, authenticator: credsAuthenticator(te.encode(a.creds)), inboxPrefix: a.inboxPrefix, maxReconnectAttempts: 0 });
     const ncB = await connect({ servers: srv.url, authenticator: credsAuthenticator(te.encode(b.creds)), inboxPrefix: b.inboxPrefix, maxReconnectAttempts: 0 });
     const issuer = await issuerConfig(trust);
-    const signing = fromSeed(te.encode(trust.app.signingSeed)).getPublicKey();
+    const signing = publicKeyOfSeed(trust.app.signingSeed);
     const jwt = await appAccountJwt(trust.app.publicKey, signing, issuer.operatorSigningSeed, { [a.publicKey]: a.issuedAt });
     const sys = await connect({ servers: srv.url, authenticator: credsAuthenticator(te.encode(issuer.systemCreds)), inboxPrefix: issuer.systemInboxPrefix });
     const r = JSON.parse(new TextDecoder().decode((await sys.request('$SYS.REQ.CLAIMS.UPDATE', te.encode(jwt), { timeout: 5000 })).data));

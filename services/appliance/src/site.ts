@@ -31,7 +31,7 @@ export interface SiteOptions {
 
 export function serverConfig(trust: TrustBundle, o: SiteOptions, i: number): string {
   const q = (x: string): string => JSON.stringify(x);
-  const [host, port] = splitHostPort(o.servers[i]!);
+  const [host, port] = splitHostPort(o.servers[i]);
   // servers sharing a host (a lab) each need a store of their own
   const store = sameHost(o) ? join(o.storeDir, String(i + 1)) : o.storeDir;
   const lines = [
@@ -81,7 +81,7 @@ function sameHost(o: SiteOptions): boolean {
 
 function splitHostPort(s: string): [string, number] {
   const m = /^(.+):(\d+)$/.exec(s);
-  return m ? [m[1]!, Number(m[2])] : [s, 4222];
+  return m ? [m[1], Number(m[2])] : [s, 4222];
 }
 
 export async function generateSite(o: SiteOptions): Promise<{ configs: string[]; secrets: string; routes?: string }> {
@@ -137,7 +137,7 @@ export function parseSiteArgs(argv: string[]): SiteOptions {
   const problems: string[] = [];
   if (!out) problems.push('--out <dir> is required');
   if (servers.length === 0) problems.push('--servers host:port[,host:port...] is required');
-  for (const n of nodes) if (!isDnsLabel(n)) problems.push(`--nodes: "${n}" is not a DNS label`);
+  for (const n of nodes.filter((x): boolean => !isDnsLabel(x))) problems.push(`--nodes: "${n}" is not a DNS label`);
   const schedulers = Number(get('schedulers') ?? 1);
   if (!Number.isInteger(schedulers) || schedulers < 1 || schedulers > 9) problems.push('--schedulers must be 1..9');
   const clusterPort = Number(get('cluster-port') ?? 6222);

@@ -13,7 +13,7 @@ export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string =>
     cells
-      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i])))
       .join('  ')
       .trimEnd();
   return [line(header), ...rows.map(line)].join('\n') + '\n';
@@ -89,7 +89,7 @@ function formatList(xs: number[]): string {
   const parts: string[] = [];
   for (let i = 0; i < s.length; i++) {
     let j = i;
-    while (j + 1 < s.length && s[j + 1] === s[j]! + 1) j++;
+    while (j + 1 < s.length && s[j + 1] === s[j] + 1) j++;
     parts.push(i === j ? String(s[i]) : `${s[i]}-${s[j]}`);
     i = j;
   }
@@ -141,10 +141,13 @@ function opoccDetail(o: OpOcc): string {
   return out;
 }
 
+/** A value from an error's details as text: strings as they are, anything else as JSON (never `[object Object]`). */
+const text = (v: unknown): string => (typeof v === 'string' ? v : JSON.stringify(v));
+
 /** `[filter] reason (N nodes)` for one rejection of a placement explanation. */
 export function rejectionLine(r: Record<string, unknown>): string {
   const n = typeof r.nodes === 'number' ? ` (${r.nodes} node${r.nodes === 1 ? '' : 's'})` : '';
-  return `${r.filter !== undefined ? `[${String(r.filter)}] ` : ''}${String(r.reason ?? JSON.stringify(r))}${n}`;
+  return `${r.filter !== undefined ? `[${text(r.filter)}] ` : ''}${text(r.reason ?? r)}${n}`;
 }
 
 /** Error details as readable lines: issues as `field: message`, reasons per node, anything else as JSON. */
@@ -158,7 +161,7 @@ export function detailLines(details: unknown): string[] {
   if (Array.isArray(d.reasons)) {
     for (const r of d.reasons as Array<Record<string, unknown>>) {
       const who = r.node ?? r.nodeClass ?? r.nodeId ?? '';
-      lines.push(`- ${who ? `${String(who)}: ` : ''}${r.filter ? `[${String(r.filter)}] ` : ''}${String(r.reason ?? JSON.stringify(r))}`);
+      lines.push(`- ${who ? `${text(who)}: ` : ''}${r.filter ? `[${text(r.filter)}] ` : ''}${text(r.reason ?? r)}`);
     }
   }
   if (Array.isArray(d.rejected)) {

@@ -10,7 +10,6 @@ import {
   AppError,
   InvalidArgumentError,
   PermissionDeniedError,
-  TERMINAL_OP_STATES,
   UnavailableError,
   checkVnfd,
   type OpOcc,

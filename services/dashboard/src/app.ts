@@ -67,6 +67,9 @@ const CONTENT_TYPE: Record<string, string> = {
 };
 
 /** UNSCHEDULABLE details as sentences: `node-a: [cordon] node is cordoned`, or whatever shape the server sends. */
+/** A value from an error's details as text: strings as they are, anything else as JSON (never `[object Object]`). */
+const text = (v: unknown): string => (typeof v === 'string' ? v : JSON.stringify(v));
+
 export function explainUnschedulable(error: ErrorBody): { message: string; reasons: string[] } {
   const reasons: string[] = [];
   const d = error.details;
@@ -79,7 +82,7 @@ export function explainUnschedulable(error: ErrorBody): { message: string; reaso
         if (!r || typeof r !== 'object') continue;
         const o = r as Record<string, unknown>;
         const n = typeof o.nodes === 'number' ? ` (${o.nodes} node${o.nodes === 1 ? '' : 's'})` : '';
-        reasons.push(`${o.filter !== undefined ? `[${String(o.filter)}] ` : ''}${String(o.reason ?? JSON.stringify(o))}${n}`);
+        reasons.push(`${o.filter !== undefined ? `[${text(o.filter)}] ` : ''}${text(o.reason ?? o)}${n}`);
       }
     } else if (Array.isArray(list)) {
       for (const r of list) {
@@ -87,7 +90,7 @@ export function explainUnschedulable(error: ErrorBody): { message: string; reaso
         else if (r && typeof r === 'object') {
           const o = r as Record<string, unknown>;
           const who = o.node ?? o.nodeClass ?? o.nodeId;
-          reasons.push(`${who !== undefined ? `${String(who)}: ` : ''}${o.filter !== undefined ? `[${String(o.filter)}] ` : ''}${String(o.reason ?? JSON.stringify(o))}`);
+          reasons.push(`${who !== undefined ? `${text(who)}: ` : ''}${o.filter !== undefined ? `[${text(o.filter)}] ` : ''}${text(o.reason ?? o)}`);
         }
       }
     } else if (!Array.isArray(d)) {
@@ -116,7 +119,7 @@ export async function buildApp(deps: DashboardDeps): Promise<FastifyInstance> {
   const publicDir = deps.publicDir ?? new URL('../../public/', import.meta.url);
   const files = new Map<string, { body: Buffer; type: string }>();
   for (const [route, name] of Object.entries(STATIC)) {
-    files.set(route, { body: readFileSync(new URL(name, publicDir)), type: CONTENT_TYPE[name.split('.').pop()!]! });
+    files.set(route, { body: readFileSync(new URL(name, publicDir)), type: CONTENT_TYPE[name.split('.').pop()!] });
   }
   const tokens = new TokenAuthority(deps.operatorToken, async (id) => {
     try {
@@ -153,7 +156,7 @@ export async function buildApp(deps: DashboardDeps): Promise<FastifyInstance> {
   // Guards, in order: Host header (not for /metrics and /healthz, which Prometheus and probes reach by any
   // address), then for /api: rate limit per client address, then the token.
   app.addHook('onRequest', async (request) => {
-    const path = request.url.split('?')[0]!;
+    const path = request.url.split('?')[0];
     if (path === '/metrics' || path === '/healthz') return;
     if (!hostAllowed(request.headers.host, allowedHosts)) {
       throw new HttpStatusError(421, 'PERMISSION_DENIED', `Host "${request.headers.host ?? ''}" is not one this dashboard serves (set EDGENFV_DASHBOARD_ALLOWED_HOSTS)`);

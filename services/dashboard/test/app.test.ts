@@ -1,6 +1,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connect } from 'nats';
 import { silentLogger, createRegistry } from '@edgenfv/telemetry';
 import { buildApp, explainUnschedulable, type Overview } from '../src/index.js';
@@ -23,7 +26,7 @@ test('overview: nodes, tenants, VNFs with replicas and interfaces, and why a VNF
   assert.deepEqual(o.errors, []);
   const vr = o.vnfs.find((v) => v.id === f.vnfId)!;
   assert.equal(vr.replicas.length, 2);
-  assert.deepEqual(vr.replicas[0]!.interfaces.map((i) => i.name), ['mgmt', 'dp0']);
+  assert.deepEqual(vr.replicas[0].interfaces.map((i) => i.name), ['mgmt', 'dp0']);
   assert.equal(vr.lastOpOcc?.operationState, 'COMPLETED');
   assert.equal(vr.unschedulable, undefined);
   const fw = o.vnfs.find((v) => v.id === f.blockedVnfId)!;
@@ -88,9 +91,6 @@ test('no API server: 503 UNAVAILABLE; /healthz still answers while NATS is conne
   // a connection to the same NATS under a separate app, after the responder of a *different* subject space:
   // simplest real case is a second nats-server with nobody answering
   const { startNatsServer } = await import('@edgenfv/nats-launcher');
-  const { mkdtempSync, rmSync } = await import('node:fs');
-  const { join } = await import('node:path');
-  const { tmpdir } = await import('node:os');
   const dir = mkdtempSync(join(tmpdir(), 'edgenfv-dash-empty-'));
   const server = await startNatsServer({ storeDir: join(dir, 'js') });
   const nc = await connect({ servers: server.url });
@@ -315,7 +315,7 @@ test('live stream: notifications as SSE with the stream sequence as id; Last-Eve
   // 3. reconnect with Last-Event-ID: every event after it, in order, none twice
   const s2 = await openSse(`${base}api/events/stream`, { ...OP, 'last-event-id': first.id! });
   const seqs: number[] = [];
-  while (seqs.length === 0 || seqs[seqs.length - 1]! < bounds.state.last_seq) seqs.push(Number((await s2.next('notification')).id));
+  while (seqs.length === 0 || seqs[seqs.length - 1] < bounds.state.last_seq) seqs.push(Number((await s2.next('notification')).id));
   assert.deepEqual(seqs, Array.from({ length: bounds.state.last_seq - Number(first.id) }, (_, i) => Number(first.id) + 1 + i), 'no gap, no repeat');
   s2.close();
   // the tenant's stream: only its own tenant's notifications
@@ -364,7 +364,7 @@ async function openSse(url: string, headers: Record<string, string>): Promise<{ 
     async next(type) {
       for (;;) {
         const i = queue.findIndex((e) => e.event === type);
-        if (i >= 0) return queue.splice(i, 1)[0]!;
+        if (i >= 0) return queue.splice(i, 1)[0];
         await pull();
       }
     },

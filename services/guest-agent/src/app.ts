@@ -119,7 +119,7 @@ export async function startAgent(cfg: AgentConfig, log: Log, hooks: { exit?: (po
   })());
   async function shutdown(powerOff: boolean): Promise<void> {
     log.info({ powerOff }, 'shutdown requested');
-    await stop().catch((err) => log.error({ err }, 'stop failed'));
+    await stop().catch((err: unknown) => log.error({ err }, 'stop failed'));
     hooks.exit!(powerOff);
   }
   const port = await openPort(cfg, log);

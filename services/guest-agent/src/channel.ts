@@ -28,7 +28,7 @@ export interface SerialPort {
 /** `/dev/vportNpM` whose name (from /sys/class/virtio-ports/<p>/name) is `name`. */
 export function findVirtioPort(name: string, sysRoot = '/sys'): string | undefined {
   const dir = `${sysRoot}/class/virtio-ports`;
-  let ports: string[] = [];
+  let ports: string[];
   try {
     ports = readdirSync(dir);
   } catch {

@@ -70,12 +70,15 @@ startAgent(cfg, log, { exit }).then(
     }
     const stop = (sig: string) => {
       log.info({ signal: sig }, 'stopping');
-      agent.stop().finally(leave);
+      agent.stop().then(leave, (err: unknown) => {
+        log.error({ err }, 'stop failed');
+        leave();
+      });
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   },
-  (err) => {
+  (err: unknown) => {
     log.error({ err }, 'guest agent failed to start');
     process.exit(1);
   },

@@ -13,7 +13,17 @@ import {
   AGENT_PROTOCOL_MINOR,
   errorCodeToGrpcStatus,
   isCompatibleProtocol,
+  type AddArpNeighborsRequest,
+  type ContainerRef,
+  type CreateContainerRequest,
+  type DeleteContainerRequest,
+  type ExecProcessRequest,
+  type PrepareDataplaneRequest,
+  type SetSysctlsRequest,
   type ShutdownRequest,
+  type SignalContainerRequest,
+  type UpdateInterfacesRequest,
+  type UpdateRoutesRequest,
   type VersionRequest,
 } from '@edgenfv/contracts/internal/agent';
 import type { Log } from './log.js';
@@ -52,19 +62,21 @@ export function toServiceError(err: unknown): Partial<grpc.StatusObject> {
   return { code: errorCodeToGrpcStatus(app.code), details: app.message, metadata };
 }
 
-type Unary = (req: any) => Promise<unknown>; // eslint-disable-line @typescript-eslint/no-explicit-any
+// A handler takes its RPC's request type (from contracts/agent, which mirrors the .proto); `never` here makes
+// a handler that does not name its request type fail to compile when it reads a field.
+type Unary = (req: never) => Promise<unknown>;
 
 export function agentHandlers(deps: AgentDeps): grpc.UntypedServiceImplementation {
   const started = Date.now();
   const log = deps.log;
   const unary = (name: string, fn: Unary): grpc.handleUnaryCall<unknown, unknown> => (call, cb) => {
-    fn(call.request).then(
+    fn(call.request as never).then(
       (res) => cb(null, res),
-      (err) => {
+      (err: unknown) => {
         const app = asAppError(err);
         if (app.code === 'INTERNAL') log.error({ err, rpc: name }, 'rpc failed');
         else log.info({ rpc: name, code: app.code, message: app.message }, 'rpc refused');
-        cb(toServiceError(app) as grpc.ServiceError);
+        cb(toServiceError(app));
       },
     );
   };
@@ -91,31 +103,31 @@ export function agentHandlers(deps: AgentDeps): grpc.UntypedServiceImplementatio
       };
     },
     GetGuestDetails: () => guestDetails(deps.net, AGENT_VERSION),
-    UpdateInterfaces: async (req) => ({ interfaces: await updateInterfaces(deps.net, req) }),
-    UpdateRoutes: async (req) => ({ routes: await updateRoutes(deps.net.ip, req?.routes) }),
-    AddArpNeighbors: async (req) => {
+    UpdateInterfaces: async (req: UpdateInterfacesRequest) => ({ interfaces: await updateInterfaces(deps.net, req) }),
+    UpdateRoutes: async (req: UpdateRoutesRequest) => ({ routes: await updateRoutes(deps.net.ip, req?.routes) }),
+    AddArpNeighbors: async (req: AddArpNeighborsRequest) => {
       await addArpNeighbors(deps.net.ip, req?.neighbors);
       return {};
     },
-    SetSysctls: async (req) => {
+    SetSysctls: async (req: SetSysctlsRequest) => {
       await deps.sysctl.set(req?.sysctls);
       return {};
     },
-    CreateContainer: (req) => deps.containers.create(req),
-    StartContainer: (req) => deps.containers.start(req?.id),
-    SignalContainer: async (req) => {
+    CreateContainer: (req: CreateContainerRequest) => deps.containers.create(req),
+    StartContainer: (req: ContainerRef) => deps.containers.start(req?.id),
+    SignalContainer: async (req: SignalContainerRequest) => {
       await deps.containers.signal(req?.id, req?.signal);
       return {};
     },
-    WaitContainer: (req) => deps.containers.wait(req?.id),
-    DeleteContainer: async (req) => {
+    WaitContainer: (req: ContainerRef) => deps.containers.wait(req?.id),
+    DeleteContainer: async (req: DeleteContainerRequest) => {
       await deps.containers.delete(req?.id, req?.force);
       return {};
     },
     ListContainers: async () => ({ containers: deps.containers.list() }),
-    ExecProcess: (req) => deps.containers.exec(req?.id, req?.argv, req?.timeoutMs),
+    ExecProcess: (req: ExecProcessRequest) => deps.containers.exec(req?.id, req?.argv, req?.timeoutMs),
     GetMetrics: () => guestMetrics(deps.net, deps.containers.list().filter((c) => c.state === 'RUNNING').length, deps.procRoot),
-    PrepareDataplane: (req) => prepareDataplane(deps.dataplane, req),
+    PrepareDataplane: (req: PrepareDataplaneRequest) => prepareDataplane(deps.dataplane, req),
     Shutdown: async (req: ShutdownRequest) => {
       const grace = req?.graceMs ?? 5000;
       if (!Number.isInteger(grace) || grace < 0 || grace > 600_000) throw new InvalidArgumentError([{ field: 'graceMs', message: 'must be 0..600000' }]);

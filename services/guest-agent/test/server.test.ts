@@ -14,7 +14,7 @@ import { ContainerRuntime } from '../src/containers/runtime.js';
 import { silentLog } from '../src/log.js';
 import { makeNetns, fakeSysfs } from './netns-helper.js';
 
-type Client = grpc.Client & Record<string, Function>;
+type Client = grpc.Client & Record<string, (...args: any[]) => any>;
 let ns: ReturnType<typeof makeNetns>;
 let sys: ReturnType<typeof fakeSysfs>;
 let dir: string;
@@ -22,7 +22,7 @@ let server: RunningServer;
 let client: Client;
 
 function call<T>(method: string, req: object): Promise<T> {
-  return new Promise((resolve, reject) => client[method]!(req, { deadline: Date.now() + 10_000 }, (e: Error | null, r: T) => (e ? reject(e) : resolve(r))));
+  return new Promise((resolve, reject) => client[method](req, { deadline: Date.now() + 10_000 }, (e: Error | null, r: T) => (e ? reject(e) : resolve(r))));
 }
 
 before(async () => {
@@ -74,7 +74,7 @@ test('GetGuestDetails lists the NICs with MAC and PCI path; UpdateInterfaces ove
   const [nic] = await call<{ interfaces: Array<{ name: string; pciAddress: string; addresses: string[] }> }>('UpdateInterfaces', {
     interfaces: [{ pciAddress: '0000:00:03.0', mac: '02:00:00:00:01:02', name: 'eth0', addresses: ['192.168.7.1/24'] }],
   }).then((r) => r.interfaces);
-  assert.deepEqual([nic!.name, nic!.pciAddress, nic!.addresses], ['eth0', '0000:00:03.0', ['192.168.7.1/24']]);
+  assert.deepEqual([nic.name, nic.pciAddress, nic.addresses], ['eth0', '0000:00:03.0', ['192.168.7.1/24']]);
   const d = await call<{ cpus: number; memoryTotalBytes: number; nics: Array<{ name: string; mac: string; pciAddress: string }> }>('GetGuestDetails', {});
   assert.ok(d.cpus >= 1 && d.memoryTotalBytes > 0);
   const eth0 = d.nics.find((n) => n.name === 'eth0');

@@ -12,7 +12,7 @@
  * and re-reads its allocations from a fresh watch before acting: what was healed away is torn down, so after healing
  * one copy of each replica serves.
  */
-import { JSONCodec, type KV, type KvEntry, type NatsConnection } from 'nats';
+import { Events, JSONCodec, type KV, type KvEntry, type NatsConnection } from 'nats';
 import type { Logger } from 'pino';
 import {
   KV_BUCKETS,
@@ -135,7 +135,7 @@ export class NodeAgent {
   private async watchConnection(): Promise<void> {
     for await (const s of this.o.nc.status()) {
       if (this.stopped) return;
-      if (s.type === 'reconnect') {
+      if (s.type === Events.Reconnect) {
         if (this.fenced) {
           void this.unfence();
           continue;

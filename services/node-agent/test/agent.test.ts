@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -102,10 +102,10 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
   await app.start();
   assert.equal(app.agent.currentEpoch, 3);
   assert.equal(registers.length, 1);
-  assert.equal(registers[0]!.inventory.nodeId, 'n1');
-  const inv = registers[0]!.inventory;
+  assert.equal(registers[0].inventory.nodeId, 'n1');
+  const inv = registers[0].inventory;
   assert.ok(inv.hypervisors.some((h) => h.kind === 'qemu' && h.accel === (inv.kvm ? 'kvm' : 'tcg')));
-  assert.deepEqual(registers[0]!.running, []);
+  assert.deepEqual(registers[0].running, []);
   assert.deepEqual(inv.checks, hostChecks, 'the host checks run at start are published with the inventory (nodes.get)');
   // what keeps sandboxes apart here, and what this host leaves unprotected (docs/security.md)
   const prot = new Map((inv.protections ?? []).map((p) => [p.name, p]));
@@ -123,7 +123,7 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
   assert.equal(running.epoch, 3);
   assert.ok(running.sandboxId);
   assert.deepEqual(running.interfaces, [{ name: 'mgmt', mac: '02:00:00:00:0a:01', ips: ['10.66.0.5/24'] }]);
-  const vm = app.manager.vmOf(running.sandboxId!)!;
+  const vm = app.manager.vmOf(running.sandboxId)!;
   pids.push(vm.pid);
   assert.ok(processAlive(vm.pid));
 
@@ -143,7 +143,7 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
   await allocs.create('n1.a2', jc.encode(bad));
   const refused = await waitStatus(status, 'n1.a2', (s) => s.state === 'FAILED', 'FAILED');
   assert.equal(refused.error?.code, 'UNSCHEDULABLE');
-  assert.match(refused.error!.message, /0000:99:10.0/);
+  assert.match(refused.error.message, /0000:99:10.0/);
 
   // heartbeats carry the epoch and what runs
   const hbEnd = Date.now() + 10_000;

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { connect } from 'nats';
 import { startNatsServer } from '@edgenfv/nats-launcher';
-import type { Allocation, Vnfd } from '@edgenfv/contracts';
+import type { Vnfd } from '@edgenfv/contracts';
 import {
   ClusterState,
   allocationResources,
@@ -33,7 +33,7 @@ const SEED = Number(process.env.BENCH_SEED ?? 1);
 
 function pct(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
 
@@ -43,7 +43,7 @@ async function pool<T>(items: T[], n: number, fn: (t: T, i: number) => Promise<v
     Array.from({ length: Math.min(n, items.length) }, async () => {
       while (next < items.length) {
         const i = next++;
-        await fn(items[i]!, i);
+        await fn(items[i], i);
       }
     }),
   );
@@ -144,7 +144,7 @@ async function scenario(nodeCount: number): Promise<Scenario> {
     // nodes of the earlier ones), different VNFs concurrently, INFLIGHT at a time.
     const ds = descriptors();
     const vnfs: { tenantId: string; vnfId: string; d: Vnfd }[] = [];
-    for (let n = 0; vnfs.length * 2 < REPLICAS; n++) vnfs.push({ tenantId: `t${n % 500}`, vnfId: `vnf-${n}`, d: ds[n % ds.length]! });
+    for (let n = 0; vnfs.length * 2 < REPLICAS; n++) vnfs.push({ tenantId: `t${n % 500}`, vnfId: `vnf-${n}`, d: ds[n % ds.length] });
     const schedMs: number[] = [];
     let placed = 0;
     let unschedulable = 0;
@@ -159,7 +159,7 @@ async function scenario(nodeCount: number): Promise<Scenario> {
       replica: req.replica,
       resources: allocationResources(req, dec),
       image: { ref: 'builtin:bench' },
-      interfaces: dec.assignment.vfs.map((v) => ({ name: v.interface, type: 'sriov', mac: '02:00:00:00:00:01', sriov: sriovOf(v) })) as Allocation['interfaces'],
+      interfaces: dec.assignment.vfs.map((v) => ({ name: v.interface, type: 'sriov', mac: '02:00:00:00:00:01', sriov: sriovOf(v) })),
       createdAt: now,
     });
     const t1 = performance.now();
@@ -230,7 +230,7 @@ for (const n of NODE_COUNTS) {
       `schedule+commit p50 ${s.scheduleP50Ms} ms p99 ${s.scheduleP99Ms} ms; over-committed: ${s.overcommitted}`,
   );
 }
-const last = results[results.length - 1]!;
+const last = results[results.length - 1];
 console.log(
   JSON.stringify({
     bench: 'scheduler-placement',

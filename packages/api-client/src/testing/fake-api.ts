@@ -26,7 +26,6 @@ import {
   type Replica,
   type Tenant,
   type Vnf,
-  type Vnfd,
 } from '@edgenfv/contracts';
 
 const jc = JSONCodec<unknown>();
@@ -189,7 +188,7 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
       return { code: 'UNSCHEDULABLE', message, details: { nodes: nodes.size, rejected, message } };
     }
     for (let i = from; i < to; i++) {
-      const node = ready[i % ready.length]!;
+      const node = ready[i % ready.length];
       const r: Replica = {
         index: i,
         state: 'RUNNING',
@@ -394,7 +393,7 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
         return idempotent(t, req.requestId, async () => {
           const v = vnfOf(t, req.id) as Vnf & { operationalState?: string };
           if ((v.operationalState ?? 'STARTED') === req.changeStateTo) throw new ConflictError(`VNF ${v.id} is already ${req.changeStateTo}`);
-          const o = newOpOcc(t, v.id, 'OPERATE' as OpOcc['operation'], req.requestId, { changeStateTo: req.changeStateTo });
+          const o = newOpOcc(t, v.id, 'OPERATE', req.requestId, { changeStateTo: req.changeStateTo });
           v.lastOpOccId = o.id;
           v.operationalState = req.changeStateTo;
           for (const r of v.replicas) r.state = req.changeStateTo === 'STOPPED' ? 'STOPPED' : 'RUNNING';
@@ -402,6 +401,13 @@ export async function startFakeApi(nc: NatsConnection, opts: FakeApiOptions = {}
           return { opOccId: o.id };
         });
       }
+      case 'vnfs.exec':
+      case 'opoccs.retry':
+      case 'opoccs.rollback':
+      case 'opoccs.fail':
+        // Not simulated here: a clear error rather than a success without a result, which no server gives.
+        validateRequest(p.op, body);
+        throw new UnavailableError(`the fake API does not implement ${p.op}`);
     }
   }
 

@@ -6,7 +6,7 @@
  * tar or tar+gzip) that the node agent shipped into the guest (`oci-disk:<serial>`: on a read-only disk). Archives
  * are unpacked by unpack.ts: nothing lands outside the root, whiteouts are applied; each blob's digest is checked.
  */
-import { mkdir, writeFile, copyFile, symlink, readFile, rm, rename, access, chmod, readdir, open, link } from 'node:fs/promises';
+import { mkdir, writeFile, copyFile, symlink, readFile, rm, rename, access, chmod, readdir, link } from 'node:fs/promises';
 import { join, isAbsolute, dirname } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -39,9 +39,9 @@ export function parseImageRef(ref: unknown, field = 'image'): ImageRef {
   if (typeof ref !== 'string' || ref.length === 0) throw new InvalidArgumentError([{ field, message: 'must be a non-empty image reference' }]);
   if ((BUILTIN_IMAGES as readonly string[]).includes(ref)) return { kind: 'builtin', name: ref.slice('builtin:'.length), ref };
   const m = /^oci:(\/[^:]+)(?::([A-Za-z0-9_.-]+))?$/.exec(ref);
-  if (m && isAbsolute(m[1]!) && !m[1]!.split('/').includes('..')) return { kind: 'oci', name: m[1]!, ...(m[2] ? { tag: m[2] } : {}), ref };
+  if (m && isAbsolute(m[1]) && !m[1].split('/').includes('..')) return { kind: 'oci', name: m[1], ...(m[2] ? { tag: m[2] } : {}), ref };
   const d = /^oci-disk:([A-Za-z0-9_-]{1,20})(?::([A-Za-z0-9_.-]+))?$/.exec(ref);
-  if (d) return { kind: 'oci-disk', name: d[1]!, ...(d[2] ? { tag: d[2] } : {}), ref };
+  if (d) return { kind: 'oci-disk', name: d[1], ...(d[2] ? { tag: d[2] } : {}), ref };
   throw new InvalidArgumentError([
     { field, message: `unknown image ${JSON.stringify(ref)} (builtin:vrouter, builtin:busybox, builtin:testpmd, oci:/abs/layout[:tag] or oci-disk:<serial>[:tag])` },
   ]);
@@ -170,7 +170,7 @@ export class ImageStore {
     const links: Array<[string, string]> = [];
     for (const line of text.split('\n').filter(Boolean)) {
       const l = /^L (\/\S+) (\S+)$/.exec(line);
-      if (l) links.push([l[1]!, l[2]!]);
+      if (l) links.push([l[1], l[2]]);
       else if (line.startsWith('/') && !line.split('/').includes('..')) files.push(line);
     }
     return { files, links };
@@ -203,7 +203,7 @@ export class ImageStore {
 }
 
 async function findDiskBySerial(sysRoot: string, serial: string): Promise<string | undefined> {
-  let devs: string[] = [];
+  let devs: string[];
   try {
     devs = await readdir(join(sysRoot, 'block'));
   } catch {

@@ -348,7 +348,7 @@ export class ContainerRuntime {
 
   /** Kills and deletes everything (agent shutdown, tests). */
   async close(): Promise<void> {
-    for (const id of [...this.entries.keys()]) await this.delete(id, true).catch((err) => this.opts.log.warn({ err, containerId: id }, 'delete failed'));
+    for (const id of [...this.entries.keys()]) await this.delete(id, true).catch((err: unknown) => this.opts.log.warn({ err, containerId: id }, 'delete failed'));
   }
 }
 
@@ -363,7 +363,14 @@ function signalNumber(sig: NodeJS.Signals): number {
  * A data plane container: the bound NICs' device nodes (allowed in its device cgroup), the hugepage mount bound
  * in, /sys writable (DPDK maps the PCI BARs through resourceN files) and DPDK's capabilities.
  */
-async function exposeDataplane(config: any, x: { devices: string[]; hugepageMount?: string }): Promise<void> {
+/** The parts of an OCI runtime config.json a data plane container changes. */
+interface OciConfigParts {
+  process: { capabilities: Record<string, string[]> };
+  mounts: Array<{ destination: string; type?: string; source?: string; options?: string[] }>;
+  linux: { devices?: object[]; resources: { memory?: { limit: number }; devices?: object[] } };
+}
+
+async function exposeDataplane(config: OciConfigParts, x: { devices: string[]; hugepageMount?: string }): Promise<void> {
   const devices: object[] = [];
   const allow: object[] = [];
   for (const path of x.devices) {
@@ -375,7 +382,7 @@ async function exposeDataplane(config: any, x: { devices: string[]; hugepageMoun
   }
   config.linux.devices = devices;
   config.linux.resources.devices = allow;
-  config.mounts = config.mounts.map((m: { destination: string; options?: string[] }) =>
+  config.mounts = config.mounts.map((m) =>
     m.destination === '/sys' ? { ...m, options: (m.options ?? []).filter((o) => o !== 'ro') } : m,
   );
   if (x.hugepageMount) config.mounts.push({ destination: x.hugepageMount, type: 'bind', source: x.hugepageMount, options: ['rbind', 'rw'] });

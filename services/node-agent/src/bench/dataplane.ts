@@ -29,7 +29,7 @@ const MAC_B = '02:00:00:00:0b:0b';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? 0 : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+  return s.length === 0 ? 0 : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
 interface Pmd {
@@ -43,8 +43,8 @@ function testpmd(eal: string[], app: string[]): Pmd {
   const child = spawn('stdbuf', ['-o0', 'dpdk-testpmd', ...eal, '--in-memory', '--no-pci', '--', ...app], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const keep = (b: Buffer) => (out = (out + b.toString()).slice(-200_000));
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   return {
     child,
@@ -82,7 +82,7 @@ async function measure(fe: Pmd, seconds: number): Promise<number> {
   await sleep((seconds + 3) * 1000);
   const per = [...fe.out().slice(from).matchAll(/Rx-pps:\s+(\d+)/g)].map((m) => Number(m[1]));
   const sums: number[] = [];
-  for (let i = 0; i + 1 < per.length; i += 2) sums.push(per[i]! + per[i + 1]!); // port 0 and port 1 of one period
+  for (let i = 0; i + 1 < per.length; i += 2) sums.push(per[i] + per[i + 1]); // port 0 and port 1 of one period
   return median(sums.slice(3));
 }
 
@@ -134,13 +134,13 @@ async function ovsRun(dir: string, seconds: number): Promise<number> {
     const ovs = sw.bridgeFor('bench')!;
     const ports = [];
     for (const ctx of ctxs) ports.push(await vhu.add(ctx, vhu.parseConfig({ dataplane: 'ovs-dpdk', mode: 'server', socketDir: sw.socketDir, tenant: 'bench', ovs })));
-    const fe = frontEnd(ports[0]!.socketPath, ports[1]!.socketPath);
+    const fe = frontEnd(ports[0].socketPath, ports[1].socketPath);
     procs.push(fe);
     try {
       await waitOutput(fe, /Rx-pps:\s+[1-9]/, 'ovs: frames looping');
     } catch (err) {
       const log = readFileSync(join(sw.runDir, 'ovs-vswitchd.log'), 'utf8').trim().split('\n').slice(-30).join('\n');
-      throw new Error(`${(err as Error).message}\novs-vswitchd.log:\n${log}`);
+      throw new Error(`${(err as Error).message}\novs-vswitchd.log:\n${log}`, { cause: err });
     }
     return await measure(fe, seconds);
   } finally {

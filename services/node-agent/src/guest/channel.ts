@@ -68,7 +68,7 @@ export class HostChannel {
   async waitReady(signal?: AbortSignal): Promise<void> {
     if (this.state === 'ready') return;
     await new Promise<void>((resolve, reject) => {
-      const onAbort = () => reject(signal!.reason ?? new Error('aborted'));
+      const onAbort = () => reject(signal!.reason instanceof Error ? signal!.reason : new Error('aborted', { cause: signal!.reason }));
       signal?.addEventListener('abort', onAbort, { once: true });
       this.readyWaiters.push(() => {
         signal?.removeEventListener('abort', onAbort);

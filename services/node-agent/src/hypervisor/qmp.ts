@@ -8,7 +8,7 @@ import { UnavailableError, InternalError } from '@edgenfv/contracts';
 export interface QmpGreeting {
   QMP: { version: { qemu: { major: number; minor: number; micro: number }; package: string }; capabilities: string[] };
 }
-export type RunState = 'running' | 'paused' | 'prelaunch' | 'shutdown' | 'inmigrate' | 'internal-error' | 'guest-panicked' | string;
+export type RunState = 'running' | 'paused' | 'prelaunch' | 'shutdown' | 'inmigrate' | 'internal-error' | 'guest-panicked' | (string & {});
 export interface QueryStatus {
   running: boolean;
   status: RunState;

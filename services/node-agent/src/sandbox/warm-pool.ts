@@ -72,7 +72,7 @@ export function claimMismatch(alloc: Allocation, f: Readonly<WarmPoolFlavour>, h
 
 /** CPU time counters of the host (aggregate line of /proc/stat): busy and total jiffies. */
 function cpuTimes(): { busy: number; total: number } {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
   const total = line.slice(0, 8).reduce((s, v) => s + v, 0);
   const idle = (line[3] ?? 0) + (line[4] ?? 0);
   return { busy: total - idle, total };
@@ -80,7 +80,7 @@ function cpuTimes(): { busy: number; total: number } {
 
 /** Sets every thread of a process to `nice` (a claimed VM runs at the tenants' priority again). */
 export function reniceProcess(pid: number, nice: number): void {
-  let tids: string[] = [];
+  let tids: string[];
   try {
     tids = readdirSync(`/proc/${pid}/task`);
   } catch {

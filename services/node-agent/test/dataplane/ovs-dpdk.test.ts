@@ -24,7 +24,7 @@ test('the switch starts; bridge per network with its VLAN; ports from the record
   assert.deepEqual(t.sw.health(), { state: 'ready' }, JSON.stringify(t.sw.health()));
   assert.deepEqual(t.sw.bridgeFor('prov'), { bridge: 'br-prov', vlan: 100, db: t.sw.db });
   assert.equal(t.sw.bridgeFor('mgmt'), undefined, 'a network that does not ask for the switch has no bridge');
-  assert.deepEqual(t.sw.info(), { kind: 'ovs-dpdk', socketDir: t.cfg.dataplanes[0]!.socketDir, state: 'ready', networks: ['prov'], numaNode: 0 });
+  assert.deepEqual(t.sw.info(), { kind: 'ovs-dpdk', socketDir: t.cfg.dataplanes[0].socketDir, state: 'ready', networks: ['prov'], numaNode: 0 });
 
   assert.equal(await t.vsctl('get', 'Open_vSwitch', '.', 'dpdk_initialized'), 'true');
   assert.equal(await t.vsctl('get', 'Bridge', 'br-prov', 'datapath_type'), 'netdev');
@@ -98,7 +98,7 @@ test('frames from a DPDK virtio-user peer cross the switch into the provider nam
     });
     assert.ok(again.total > 0);
   } catch (err) {
-    throw new Error(`${(err as Error).message}\ntestpmd: ${sender.output().slice(-1500)}`);
+    throw new Error(`${(err as Error).message}\ntestpmd: ${sender.output().slice(-1500)}`, { cause: err });
   } finally {
     await sender.stop();
   }

@@ -55,7 +55,7 @@ async function logsOf(id: string): Promise<string> {
 function lastCounter(logs: string, port: number, counter: 'RX-packets' | 'TX-packets'): number | undefined {
   const blocks = logs.split(`NIC statistics for port ${port} `);
   if (blocks.length < 2) return undefined;
-  const m = new RegExp(`${counter}: (\\d+)`).exec(blocks[blocks.length - 1]!);
+  const m = new RegExp(`${counter}: (\\d+)`).exec(blocks[blocks.length - 1]);
   return m ? Number(m[1]) : undefined;
 }
 
@@ -67,7 +67,7 @@ before(async () => {
   try {
     conn = await connectAgent({ chardevPath: vm.chardevPath, timeoutMs: 240_000, log: silentLogger() });
   } catch (err) {
-    throw new Error(`guest agent did not come up: ${(err as Error).message}\n--- console ---\n${vm.console().slice(-3000)}`);
+    throw new Error(`guest agent did not come up: ${(err as Error).message}\n--- console ---\n${vm.console().slice(-3000)}`, { cause: err });
   }
   // QEMU holds the taps open: one into each network, no IPv6 (its own frames would be counted)
   for (const [tap, ns] of [['tap0', NS.left], ['tap1', NS.right]] as const) {

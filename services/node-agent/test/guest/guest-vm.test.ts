@@ -49,7 +49,7 @@ before(async () => {
   try {
     conn = await connectAgent({ chardevPath: vm.chardevPath, timeoutMs: 180_000, log: silentLogger() });
   } catch (err) {
-    throw new Error(`guest agent did not come up: ${(err as Error).message}\n--- console ---\n${vm.console().slice(-3000)}`);
+    throw new Error(`guest agent did not come up: ${(err as Error).message}\n--- console ---\n${vm.console().slice(-3000)}`, { cause: err });
   }
   // QEMU holds the taps open: move each into its network, as the tap attachment would
   ip('-n', NS.vm, 'link', 'set', 'tapl', 'netns', NS.left);
@@ -176,8 +176,8 @@ test('a NIC hotplugged while UpdateInterfaces waits is found and configured', as
   await sleep(500); // the agent has looked once and is waiting
   await vm!.hotplugTap('taph', MAC_H);
   const [nic] = (await pending).interfaces;
-  assert.deepEqual([nic!.name, nic!.mac, nic!.mtu, nic!.addresses], ['hot0', MAC_H, 1400, ['10.61.3.2/24']]);
-  assert.match(nic!.pciAddress, /^0000:[0-9a-f]{2}:00\.0$/);
+  assert.deepEqual([nic.name, nic.mac, nic.mtu, nic.addresses], ['hot0', MAC_H, 1400, ['10.61.3.2/24']]);
+  assert.match(nic.pciAddress, /^0000:[0-9a-f]{2}:00\.0$/);
 });
 
 test('the agent restarts (Shutdown without power-off): the host is told its session is gone and recovers', async () => {

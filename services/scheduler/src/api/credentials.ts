@@ -9,8 +9,7 @@
  * never a seed), so every scheduler replica builds the same account JWT, and a restarted one pushes it again.
  */
 import { connect, credsAuthenticator, type NatsConnection } from 'nats';
-import { fromSeed } from 'nats-jwt';
-import { appAccountJwt, issueUser, type IssuerConfig } from '@edgenfv/nats-launcher/internal/auth';
+import { appAccountJwt, issueUser, publicKeyOfSeed, type IssuerConfig } from '@edgenfv/nats-launcher/internal/auth';
 import { UnavailableError, type TenantCredentials } from '@edgenfv/contracts';
 import type { Logger } from '@edgenfv/telemetry';
 import type { CredentialRecord, JsonBucket } from '../state/store.js';
@@ -25,7 +24,7 @@ export class CredentialIssuer {
     private readonly bucket: JsonBucket<CredentialRecord>,
     private readonly logger: Logger,
   ) {
-    this.signingPublicKey = fromSeed(new TextEncoder().encode(cfg.accountSigningSeed)).getPublicKey();
+    this.signingPublicKey = publicKeyOfSeed(cfg.accountSigningSeed);
   }
 
   /** Connects the system-account user and pushes the account JWT (every replica, at start: converges after a restart). */
@@ -84,7 +83,7 @@ export class CredentialIssuer {
     let reply: { data?: { code?: number; message?: string }; error?: { code?: number; description?: string } };
     try {
       const m = await this.sys.request('$SYS.REQ.CLAIMS.UPDATE', new TextEncoder().encode(jwt), { timeout: 5000 });
-      reply = JSON.parse(new TextDecoder().decode(m.data));
+      reply = JSON.parse(new TextDecoder().decode(m.data)) as typeof reply;
     } catch (err) {
       throw new UnavailableError(`nats-server did not take the account update: ${(err as Error).message}`, { cause: err });
     }

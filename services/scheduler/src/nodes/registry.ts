@@ -340,8 +340,8 @@ export class NodeRegistry {
    * epoch (so no commit made under the old epoch can land any more), then `onNodeLost` with its allocations.
    */
   async markLost(nodeId: string, reason: string): Promise<NodeLostEvent | undefined> {
-    let prev = 0;
-    let epoch = 0;
+    let prev: number;
+    let epoch: number;
     for (;;) {
       const cur = await getJson<StoredNode>(this.b.nodes, nodeId);
       if (!cur || cur.value.health !== 'Ready') return undefined;

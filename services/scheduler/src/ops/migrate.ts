@@ -21,7 +21,6 @@ import {
   UnavailableError,
   asAppError,
   internalSubjects,
-  type Allocation,
   type Envelope,
   type ErrorBody,
   type NodeMigrateReply,

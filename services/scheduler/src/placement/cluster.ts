@@ -251,7 +251,7 @@ export class ClusterState {
     await Promise.all(
       Array.from({ length: Math.min(16, ids.length) }, async () => {
         while (i < ids.length) {
-          const id = ids[i++]!;
+          const id = ids[i++];
           await this.refreshLedger(id).catch((err) => {
             this.dirty.add(id);
             this.log?.warn({ err, nodeId: id }, 'ledger catch-up failed');
@@ -433,7 +433,7 @@ export class ClusterState {
 
   private reserveLocal(nodeId: string, res: Reservation): void {
     let p = this.pending.get(nodeId);
-    if (!p) this.pending.set(nodeId, (p = new Map()));
+    if (!p) this.pending.set(nodeId, (p = new Map<string, Reservation>()));
     p.set(res.allocId, res);
     this.allocIndex.set(res.allocId, nodeId);
     const view = this.views.get(nodeId)!;
@@ -470,7 +470,7 @@ export class ClusterState {
     }
     let q = this.queues.get(nodeId);
     if (!q) this.queues.set(nodeId, (q = { items: [], running: false }));
-    const p = new Promise<void>((resolve, reject) => q.items.push({ ...item, resolve, reject } as QueueItem));
+    const p = new Promise<void>((resolve, reject) => q.items.push({ ...item, resolve, reject }));
     if (!q.running) void this.flush(nodeId, q);
     return p;
   }
@@ -623,7 +623,7 @@ export class ClusterState {
       pend.delete(res.allocId);
       this.allocIndex.delete(res.allocId);
       const qi = queued.findIndex((it) => it.kind === 'reserve' && it.res.allocId === res.allocId);
-      if (qi >= 0) queued.splice(qi, 1)[0]!.reject(new LedgerConflictError(nodeId, why));
+      if (qi >= 0) queued.splice(qi, 1)[0].reject(new LedgerConflictError(nodeId, why));
       else this.doomed.set(res.allocId, why);
     }
     this.install(nodeId, view);

@@ -2,7 +2,7 @@
  * Node views: a node's inventory with precomputed free counts (CPUs, hugepages, VFs per NUMA node), kept up to
  * date incrementally as reservations are applied and removed, so that filters only compare numbers.
  */
-import type { Allocation, NodeHealth, NodeInventory, NodeReservation } from '@edgenfv/contracts';
+import type { NodeHealth, NodeInventory, NodeReservation } from '@edgenfv/contracts';
 import type { VmOverheadBooking } from '@edgenfv/contracts';
 import { defaultOverhead, ordinaryMiB } from './overhead.js';
 import type { Assignment, NodeView, NumaView, PlacementRequest, Reservation, Verdict, VfSlot } from './types.js';

@@ -28,7 +28,7 @@ class RejectionCounter {
   private readonly byFilter = new Map<string, Map<string, Rejection>>();
   add(filter: string, reason: string, n = 1): void {
     let m = this.byFilter.get(filter);
-    if (!m) this.byFilter.set(filter, (m = new Map()));
+    if (!m) this.byFilter.set(filter, (m = new Map<string, Rejection>()));
     const r = m.get(reason);
     if (r) r.nodes += n;
     else m.set(reason, { filter, reason, nodes: n });
@@ -58,7 +58,7 @@ export function place(req: PlacementRequest, nodes: readonly NodeView[], opts: P
       perNode.push(f);
       continue;
     }
-    const v = f.filter(req, nodes[0]!);
+    const v = f.filter(req, nodes[0]);
     if (!v.ok) {
       counter.add(f.name, v.reason, nodes.length);
       return { ok: false, explanation: explain(nodes.length, counter.list(filters)) };
@@ -99,7 +99,7 @@ export function place(req: PlacementRequest, nodes: readonly NodeView[], opts: P
   }
   if (!done) {
     for (const i of seededOrder(nodes.length, rng)) {
-      const node = nodes[i]!;
+      const node = nodes[i];
       if (visited.size > 0 && visited.has(node)) continue;
       if (consider(node)) break;
     }

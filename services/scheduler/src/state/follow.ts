@@ -115,7 +115,7 @@ export function entryJson<T>(e: KvEntry, valid: (v: unknown) => boolean, what: s
   try {
     v = JSON.parse(new TextDecoder().decode(e.value));
   } catch (err) {
-    throw new Error(`${what} ${e.key} is not JSON: ${(err as Error).message}`);
+    throw new Error(`${what} ${e.key} is not JSON: ${(err as Error).message}`, { cause: err });
   }
   if (!valid(v)) throw new Error(`${what} ${e.key} does not have the expected shape`);
   return v as T;
