@@ -166,10 +166,11 @@ export interface NodeMigrateRequest {
   allocId: string;
   /**
    * Source node: `start` (send the VM's state to `uri`, stop before the switchover), `continue` (switch over: the
-   * destination runs, this VM stays paused until its allocation is released), `cancel` (the VM runs on here).
-   * Destination node: `check` (the incoming VM is alive and waiting).
+   * destination runs, this VM stays paused until its allocation is released), `cancel` (the VM runs on here, unless
+   * it switched over already: `completed`), `resume` (after a switchover whose destination failed and is gone: the
+   * paused VM runs on here). Destination node: `check` (the incoming VM is alive and waiting).
    */
-  action: 'start' | 'continue' | 'cancel' | 'check';
+  action: 'start' | 'continue' | 'cancel' | 'check' | 'resume';
   uri?: string;
 }
 export interface NodeMigrateReply {
@@ -214,8 +215,11 @@ export interface ReplicaStatus {
   progress?: string;
   /** Milliseconds from the allocation seen to the replica running (when RUNNING). */
   startMs?: number;
-  /** A migration destination: `incoming` (QEMU waits for the state at `uri`), then RUNNING once it has switched over. */
-  migration?: { state: 'incoming'; uri: string };
+  /**
+   * A migration destination: `incoming` (QEMU waits for the state at `uri`), then RUNNING with `completed` once the
+   * VM has switched over to it (a RUNNING destination without it booted a fresh copy).
+   */
+  migration?: { state: 'incoming' | 'completed'; uri: string };
   updatedAt: string;
 }
 

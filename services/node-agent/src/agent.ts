@@ -475,13 +475,17 @@ export class NodeAgent {
     const t0 = this.seenAt.get(a.allocId) ?? process.hrtime.bigint();
     await this.writeStatus(a, 'STARTING', { progress: `preparing an incoming VM (live migration from node ${a.migration!.fromNodeId})` });
     try {
+      let incomingUri = '';
       const r = await this.o.manager.migration.incoming(
         a,
-        (uri) => this.writeStatus(a, 'STARTING', { progress: `incoming VM waits for the migration (${uri})`, migration: { state: 'incoming', uri } }),
+        (uri) => {
+          incomingUri = uri;
+          return this.writeStatus(a, 'STARTING', { progress: `incoming VM waits for the migration (${uri})`, migration: { state: 'incoming', uri } });
+        },
         () => (this.desired.get(a.allocId)?.desired ?? 'running') === 'running' && this.desired.has(a.allocId) && !this.stopped,
       );
       const startMs = Math.round(Number(process.hrtime.bigint() - t0) / 1e6);
-      await this.writeStatus(a, 'RUNNING', { sandboxId: r.sandboxId, interfaces: r.interfaces, startMs });
+      await this.writeStatus(a, 'RUNNING', { sandboxId: r.sandboxId, interfaces: r.interfaces, startMs, migration: { state: 'completed', uri: incomingUri } });
       this.o.metrics?.reconciles.inc({ action: 'migrate-in', result: 'ok' });
       log.info({ sandboxId: r.sandboxId, startMs }, 'replica running (migrated in)');
     } catch (err) {

@@ -58,18 +58,28 @@ export async function continueMigration(vm: VmHandle): Promise<void> {
   await withQmp(vm.apiSocket, (q) => q.execute('migrate-continue', { state: 'pre-switchover' }));
 }
 
-/** Cancels an outgoing migration and makes sure the VM runs here again. */
+/** Cancels an outgoing migration and makes sure the VM runs here again, unless it already switched over ('completed'). */
 export async function cancelMigration(vm: VmHandle, alive: () => boolean): Promise<string> {
   await withQmp(vm.apiSocket, async (q) => {
     const cur = await q.execute<MigrationInfo>('query-migrate');
     if (cur.status && ACTIVE.has(cur.status)) await q.execute('migrate_cancel');
   });
   const info = await waitMigration(vm, ['cancelled', 'failed', 'completed'], 30_000, alive);
+  // switched over already: the destination runs the VM, this copy must stay paused
+  if (info.status === 'completed') return 'completed';
   await withQmp(vm.apiSocket, async (q) => {
     const st = await q.queryStatus();
     if (!st.running) await q.cont();
   });
   return info.status ?? 'cancelled';
+}
+
+/** Runs a paused VM again (a source whose destination failed after the switchover). */
+export async function resumeVm(vm: VmHandle): Promise<void> {
+  await withQmp(vm.apiSocket, async (q) => {
+    const st = await q.queryStatus();
+    if (!st.running) await q.cont();
+  });
 }
 
 /** Waits until a VM started with `-incoming` has received its state and runs (it exits when the stream fails). */

@@ -21,7 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { InvalidArgumentError, NotFoundError, UnavailableError, type Allocation, type NodeMigrateReply, type NodeMigrateRequest, type ReplicaInterfaceStatus } from '@edgenfv/contracts';
 import type { HypervisorDriver, NetDevice, VmHandle, VmSpec } from '../hypervisor/types.js';
-import { announceSelf, cancelMigration, continueMigration, incomingWaiting, startMigration, waitIncomingDone, waitMigration } from '../hypervisor/migration.js';
+import { announceSelf, resumeVm, cancelMigration, continueMigration, incomingWaiting, startMigration, waitIncomingDone, waitMigration } from '../hypervisor/migration.js';
 import { withQmp } from '../hypervisor/qmp.js';
 import { interfaceStatus, nameInterfaces } from './interfaces.js';
 import { hash, type ReplicaRecord, type SandboxRecord } from './records.js';
@@ -241,13 +241,18 @@ export class SandboxMigration {
           ...(info.ram?.transferred ? { transferredBytes: info.ram.transferred } : {}),
         };
       }
+      case 'resume': {
+        await resumeVm(vm);
+        log.info('the destination failed after the switchover: the VM runs on here');
+        return { state: 'running' };
+      }
       case 'cancel': {
         const state = await cancelMigration(vm, alive);
         log.info({ state }, 'migration cancelled: the VM runs on here');
         return { state };
       }
       default:
-        throw new InvalidArgumentError([{ field: 'action', message: 'must be start, continue, cancel or check' }]);
+        throw new InvalidArgumentError([{ field: 'action', message: 'must be start, continue, cancel, resume or check' }]);
     }
   }
 }

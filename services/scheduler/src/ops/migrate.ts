@@ -177,15 +177,24 @@ export class Migrator {
     }
     const srcAllocId = m.source ?? r.allocId!;
     if (m.phase === 'incoming') {
-      const from = m.from!;
       const to = m.to!;
       const st = await this.status(to, m.allocId!);
       if (st?.state === 'FAILED') return this.abort(op, i, m, st.error ?? { code: 'UNAVAILABLE', message: 'the destination failed' }, `the destination node ${to} failed to prepare the incoming VM`);
-      if (st && !st.migration && st.state === 'RUNNING') {
+      if (st?.state === 'RUNNING' && st.migration?.state === 'completed') {
+        // switched over already (a previous leader's continue went through before it recorded it)
+        m = { ...m, phase: 'switched' };
+        op = await this.save(op, i, m);
+        await this.d.note(op, `replica ${i}: node ${to} already runs the migrated VM`);
+      } else if (st?.state === 'RUNNING' && !st.migration) {
         // a destination agent that does not know `migration` booted a fresh copy: that is a restart
         return this.abortToRestart(op, i, m, `the node agent of ${to} does not take incoming migrations`);
       }
-      if (!st?.migration) {
+    }
+    if (m.phase === 'incoming') {
+      const from = m.from!;
+      const to = m.to!;
+      const st = await this.status(to, m.allocId!);
+      if (!st?.migration || st.migration.state !== 'incoming') {
         if (!(await this.d.placement.nodeReady(to))) return this.abort(op, i, m, { code: 'UNAVAILABLE', message: `node ${to} is not Ready` }, `the destination node ${to} stopped answering`);
         if (pastDeadline) return this.abortToRestart(op, i, m, `the drain's deadline passed while node ${to} prepared the incoming VM`);
         if (Date.now() - Date.parse(op.retriedAt ?? op.startTime) > this.d.startTimeoutMs) {
@@ -220,8 +229,10 @@ export class Migrator {
       try {
         done = await req('continue', from, srcAllocId, 5 * 60_000);
       } catch (err) {
+        // the answer may be lost although QEMU switched over: `cancel` says `completed` then (and resumes nothing)
         const cancelled = await req('cancel', from, srcAllocId, 60_000).then((x) => x.state, (e: unknown) => `not confirmed (${(e as Error).message})`);
-        return this.abort(op, i, m, asAppError(err).toBody(), `the switchover failed: migration cancelled (${cancelled})`);
+        if (cancelled !== 'completed') return this.abort(op, i, m, asAppError(err).toBody(), `the switchover failed: migration cancelled (${cancelled})`);
+        done = { state: 'completed' };
       }
       m = { ...m, phase: 'switched', ...(done.downtimeMs !== undefined ? { downtimeMs: done.downtimeMs } : {}), ...(done.totalMs !== undefined ? { totalMs: done.totalMs } : {}) };
       op = await this.save(op, i, m);
@@ -231,7 +242,7 @@ export class Migrator {
       const st = await this.status(m.to!, m.allocId!);
       if (st?.state === 'FAILED') {
         // the state moved but the destination could not take over: the source's paused VM runs on
-        await this.d.nodeRequest!(m.from!, { tenantId: vnf.tenantId, allocId: srcAllocId, action: 'cancel' }, 60_000).catch(() => undefined);
+        await this.d.nodeRequest!(m.from!, { tenantId: vnf.tenantId, allocId: srcAllocId, action: 'resume' }, 60_000).catch(() => undefined);
         return this.abort(op, i, m, st.error ?? { code: 'UNAVAILABLE', message: 'the destination failed' }, `the destination on node ${m.to} failed after the switchover; the source VM was resumed`);
       }
       if (st?.state !== 'RUNNING') return 'wait';
