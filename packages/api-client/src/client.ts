@@ -20,7 +20,13 @@ import {
   type LogsRequest,
   type ExecRequest,
   type ExecResult,
-  type Quota,
+  type HealRequest,
+  type OpAccepted,
+  type RequestOf,
+  type ResultOf,
+  type ScaleRequest,
+  type TenantCreateRequest,
+  type TerminateRequest,
   type Tenant,
   type TenantOp,
   type Vnf,
@@ -126,28 +132,29 @@ export class ApiClient {
     });
   }
 
-  #admin<T>(op: AdminOp, body: unknown): Promise<T> {
-    return this.request<T>(subjects.admin(op), op, body);
+  // typed by the contract: each operation's request and result (packages/contracts RequestOf / ResultOf)
+  #admin<S extends AdminOp>(op: S, body: RequestOf<S>): Promise<ResultOf<S>> {
+    return this.request<ResultOf<S>>(subjects.admin(op), op, body);
   }
-  #tenant<T>(tenantId: string, op: TenantOp, body: unknown): Promise<T> {
-    return this.request<T>(subjects.tenant(tenantId, op), op, body);
+  #tenant<S extends TenantOp>(tenantId: string, op: S, body: RequestOf<S>): Promise<ResultOf<S>> {
+    return this.request<ResultOf<S>>(subjects.tenant(tenantId, op), op, body);
   }
 
   // ---- operator API ----
-  createTenant(req: { id: string; displayName?: string; quota?: Quota }): Promise<Tenant> {
+  createTenant(req: TenantCreateRequest): Promise<Tenant> {
     return this.#admin('tenants.create', req);
   }
   getTenant(id: string): Promise<Tenant> {
     return this.#admin('tenants.get', { id });
   }
   async listTenants(): Promise<Tenant[]> {
-    return (await this.#admin<{ items: Tenant[] }>('tenants.list', {})).items;
+    return (await this.#admin('tenants.list', {})).items;
   }
   async deleteTenant(id: string): Promise<void> {
     await this.#admin('tenants.delete', { id });
   }
   async listNodes(): Promise<NodeRecord[]> {
-    return (await this.#admin<{ items: NodeRecord[] }>('nodes.list', {})).items;
+    return (await this.#admin('nodes.list', {})).items;
   }
   getNode(id: string): Promise<NodeRecord> {
     return this.#admin('nodes.get', { id });
@@ -158,7 +165,7 @@ export class ApiClient {
   uncordonNode(id: string): Promise<NodeRecord> {
     return this.#admin('nodes.uncordon', { id });
   }
-  drainNode(id: string): Promise<{ opOccIds: string[] }> {
+  drainNode(id: string): Promise<ResultOf<'nodes.drain'>> {
     return this.#admin('nodes.drain', { id });
   }
   /** New NATS credentials for a tenant (a connect file); `rotate` revokes the earlier ones. */
@@ -174,15 +181,15 @@ export class ApiClient {
     return this.#tenant(tenantId, 'vnfs.get', { id });
   }
   async listVnfs(tenantId: string): Promise<Vnf[]> {
-    return (await this.#tenant<{ items: Vnf[] }>(tenantId, 'vnfs.list', {})).items;
+    return (await this.#tenant(tenantId, 'vnfs.list', {})).items;
   }
-  scale(tenantId: string, req: { id: string; replicas: number; requestId?: string }): Promise<{ opOccId: string }> {
+  scale(tenantId: string, req: ScaleRequest): Promise<OpAccepted> {
     return this.#tenant(tenantId, 'vnfs.scale', req);
   }
-  heal(tenantId: string, req: { id: string; replica?: number; requestId?: string }): Promise<{ opOccId: string }> {
+  heal(tenantId: string, req: HealRequest): Promise<OpAccepted> {
     return this.#tenant(tenantId, 'vnfs.heal', req);
   }
-  terminate(tenantId: string, req: { id: string; mode?: 'GRACEFUL' | 'FORCEFUL'; requestId?: string }): Promise<{ opOccId: string }> {
+  terminate(tenantId: string, req: TerminateRequest): Promise<OpAccepted> {
     return this.#tenant(tenantId, 'vnfs.terminate', req);
   }
   getOpOcc(tenantId: string, id: string): Promise<OpOcc> {
@@ -193,7 +200,7 @@ export class ApiClient {
     return this.#tenant(tenantId, 'notifications.list', req);
   }
   // ---- day-2 ----
-  operate(tenantId: string, req: OperateRequest): Promise<{ opOccId: string }> {
+  operate(tenantId: string, req: OperateRequest): Promise<OpAccepted> {
     return this.#tenant(tenantId, 'vnfs.operate', req);
   }
   logs(tenantId: string, req: LogsRequest): Promise<{ lines: string[]; truncated?: boolean }> {
@@ -203,7 +210,7 @@ export class ApiClient {
     return this.#tenant(tenantId, 'vnfs.exec', req);
   }
   async listOpOccs(tenantId: string, vnfId?: string): Promise<OpOcc[]> {
-    return (await this.#tenant<{ items: OpOcc[] }>(tenantId, 'opoccs.list', vnfId ? { vnfId } : {})).items;
+    return (await this.#tenant(tenantId, 'opoccs.list', vnfId ? { vnfId } : {})).items;
   }
   /** SOL003 retry / rollback / fail of a FAILED_TEMP operation occurrence. */
   resolveOpOcc(tenantId: string, id: string, action: 'retry' | 'rollback' | 'fail'): Promise<OpOcc> {
