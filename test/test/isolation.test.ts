@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, credsAuthenticator, type NatsConnection } from 'nats';
 import { issueRole, type TrustBundle } from '@edgenfv/nats-launcher';
+import { fromClient } from '@edgenfv/contracts';
 import { freePort, startAppliance, type RunningAppliance } from '../src/appliance.js';
 import { Api, REPO_ROOT } from '../src/harness.js';
 import { SimNode, simulatedNodeInventory } from '../src/sim-node.js';
@@ -269,4 +270,46 @@ test("the data plane's settings are the operator's: a tenant-scoped network, MAC
   assert.equal((await apiA.waitOp(A, inst.opOccId)).operationState, 'COMPLETED');
   const term = await apiA.ok(`nfv.v1.tenant.${A}.vnfs.terminate`, { id: inst.vnfId });
   assert.equal((await apiA.waitOp(A, term.opOccId)).operationState, 'COMPLETED');
+});
+
+test("a JetStream push consumer a node points at another node's subjects writes no status and is no heartbeat", async () => {
+  const other = await issueRole(trust, { kind: 'node', nodeId: `pusher${tag}` });
+  const nc = await connectWith({ servers: app.info.servers, creds: other.creds, inboxPrefix: other.inboxPrefix }, 'pusher-node');
+  extra.push(nc);
+  const jsm = await app.nc.jetstreamManager();
+  const allocs = await app.nc.jetstream().views.kv('edgenfv_allocs');
+  const statusKey = `$KV.edgenfv_status.${NODE}.forged${tag}`;
+  const heartbeat = `nfv.v1.internal.nodes.${NODE}.heartbeat`;
+  const seen: { subject: string; reply?: string; code?: number }[] = [];
+  const spy = app.nc.subscribe(heartbeat, { callback: (_e, m) => seen.push({ subject: m.subject, reply: m.reply, code: m.headers?.code }) });
+  await app.nc.flush();
+  const answers: string[] = [];
+  for (const [i, deliver] of [statusKey, heartbeat].entries()) {
+    // a consumer of its own allocations (the subject form its KV watch uses), delivering onto another node's subject
+    const name = `push${tag}x${i}`;
+    const body = {
+      stream_name: 'KV_edgenfv_allocs',
+      config: { name, filter_subject: `$KV.edgenfv_allocs.pusher${tag}.>`, deliver_subject: deliver, idle_heartbeat: 100_000_000, ack_policy: 'none', deliver_policy: 'last_per_subject' },
+    };
+    answers.push(
+      await nc.request(`$JS.API.CONSUMER.CREATE.KV_edgenfv_allocs.${name}.$KV.edgenfv_allocs.pusher${tag}.>`, te.encode(JSON.stringify(body)), { timeout: 5000 }).then(
+        (m) => m.string(),
+        (e: Error) => e.message,
+      ),
+    );
+  }
+  // something to deliver: an allocation of its own (written as the scheduler would)
+  await allocs.put(`pusher${tag}.a1`, te.encode(JSON.stringify({ nodeId: NODE, epoch: 99 })));
+  await new Promise((res) => setTimeout(res, 1500));
+  await allocs.delete(`pusher${tag}.a1`);
+  spy.unsubscribe();
+  const info = await jsm.streams.info('KV_edgenfv_status', { subjects_filter: statusKey });
+  assert.deepEqual(info.state.subjects ?? {}, {}, `nothing written as ${NODE}'s status (${answers[0]})`);
+  // subject permissions cannot see a delivery subject: the server does deliver onto NODE's heartbeat subject (under
+  // the allocation's own subject, with a `$JS.ACK.` reply or as a status message), and the scheduler and the node
+  // agents take no such message for a request or a heartbeat (fromClient: registry.test.ts shows a silent node is
+  // still declared lost)
+  const pushed = seen.filter((m) => !(m.reply ?? '').startsWith(`_INBOX_n_${NODE}.`)); // not NODE's own heartbeats
+  assert.ok(pushed.length > 0, `the consumer was created and delivered (${answers[1]})`);
+  assert.deepEqual(pushed.filter((m) => fromClient(m.subject, m.reply, m.code)), [], JSON.stringify(pushed.slice(0, 3)));
 });

@@ -86,3 +86,14 @@ export function replyAllowed(requestSubject: string, reply: string): boolean {
   const parsed = parseApiSubject(requestSubject);
   return parsed.kind === 'tenant' && parsed.tenantId === m[1];
 }
+
+/**
+ * Whether a message on a service's subject may be taken for a client's request or report: it carries no reply, or
+ * a reply into an inbox (replyAllowed), and it is no status message. A JetStream push consumer's deliveries fail
+ * this (their reply is `$JS.ACK.…` / `$JS.FC.…`; idle heartbeats carry status 100): a principal that may create a
+ * consumer names its delivery subject in the request body, where subject permissions cannot look, and could
+ * otherwise make the server publish onto another node's subjects for it (docs/security.md).
+ */
+export function fromClient(subject: string, reply: string | undefined, statusCode = 0): boolean {
+  return statusCode === 0 && (!reply || replyAllowed(subject, reply));
+}

@@ -14,6 +14,7 @@ import {
   LOGS_MAX_LINES,
   NotFoundError,
   asAppError,
+  fromClient,
   internalSubjects,
   type Envelope,
   type ExecResult,
@@ -55,7 +56,8 @@ export class ReplicaRequests {
     this.subs.push(
       this.nc.subscribe(subject, {
         callback: (err, msg) => {
-          if (err || !msg.reply) return;
+          // a request has an inbox reply (a JetStream delivery pointed here by some consumer has not: docs/security.md)
+          if (err || !msg.reply || !fromClient(msg.subject, msg.reply, msg.headers?.code)) return;
           void (async () => {
             let reply: Envelope<unknown>;
             try {

@@ -17,6 +17,7 @@ import {
   internalSubjects,
   isDnsLabel,
   replyAllowed,
+  fromClient,
   type Allocation,
   type Heartbeat,
   type HeartbeatReply,
@@ -213,6 +214,7 @@ export class NodeRegistry {
   // ---- protocol ----
 
   private async onRegister(msg: Msg): Promise<void> {
+    if (!fromClient(msg.subject, msg.reply, msg.headers?.code)) return; // a JetStream delivery, not the node (docs/security.md)
     try {
       const nodeId = msg.subject.split('.')[4] ?? '';
       let body: RegisterRequest;
@@ -278,6 +280,9 @@ export class NodeRegistry {
   }
 
   private async onHeartbeat(msg: Msg): Promise<void> {
+    // a JetStream push consumer of another node could deliver its allocations ({nodeId, epoch, ...}) here: not a
+    // heartbeat of this node, which would keep a silent node "alive" (docs/security.md)
+    if (!fromClient(msg.subject, msg.reply, msg.headers?.code)) return;
     let hb: Heartbeat;
     try {
       hb = JSON.parse(dec.decode(msg.data)) as Heartbeat;

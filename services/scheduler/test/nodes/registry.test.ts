@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { internalSubjects, type Envelope, type HeartbeatReply } from '@edgenfv/contracts';
-import type { NatsConnection } from 'nats';
+import { AckPolicy, nanos, type NatsConnection } from 'nats';
 import { NodeRegistry, type NodeLostEvent, type StoredNode } from '../../src/nodes/index.js';
 import {
   ClusterState,
@@ -58,6 +58,48 @@ test('register: epoch 1, same epoch on re-register, malformed requests get one I
     assert.equal(await getJson(b.nodes, 'reg-b'), null, 'no state change');
   } finally {
     agent.stop();
+    await reg.stop();
+  }
+});
+
+test("a JetStream push consumer's deliveries onto a node's heartbeat subject do not keep the silent node alive", async () => {
+  // what a node principal could do: a consumer of a stream it may read, its delivery subject another node's
+  // heartbeat. Deliveries arrive under their stream subject (here one naming the node, the worst case) with a
+  // `$JS.ACK.` reply: the registry takes no such message for a heartbeat (fromClient)
+  const reg = new NodeRegistry(nc, b, { graceMs: GRACE, checkIntervalMs: 100 });
+  await reg.start();
+  reg.setActive(true);
+  const agent = new SimAgent(nc, b, simulatedInventory({ nodeId: 'push-a' }), 100);
+  const lost: NodeLostEvent[] = [];
+  reg.onNodeLost((ev) => void lost.push(ev));
+  const jsm = await nc.jetstreamManager();
+  const stream = `PUSHHB${process.pid}`;
+  await jsm.streams.add({ name: stream, subjects: [`nfv.v1.internal.nodes.push-a.pushed${process.pid}`] });
+  const js = nc.jetstream();
+  let pumping = true;
+  const delivered: string[] = [];
+  const spy = nc.subscribe(internalSubjects.heartbeat('push-a'), { callback: (_e, m) => void delivered.push(`${m.reply ?? ''} ${m.string()}`) });
+  try {
+    await agent.start();
+    agent.stopHeartbeats();
+    await jsm.consumers.add(stream, { deliver_subject: internalSubjects.heartbeat('push-a'), ack_policy: AckPolicy.None, idle_heartbeat: nanos(100) });
+    const pump = (async () => {
+      // a fresh "heartbeat" body every 100 ms: {nodeId, epoch} as an allocation record carries them
+      while (pumping) {
+        await js.publish(`nfv.v1.internal.nodes.push-a.pushed${process.pid}`, enc.encode(JSON.stringify({ nodeId: 'push-a', epoch: 1, at: new Date().toISOString() })));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    const ev = await waitFor('node lost despite the deliveries', () => lost.find((e) => e.nodeId === 'push-a'), GRACE + 5000);
+    assert.match(ev.reason, /no heartbeat/);
+    pumping = false;
+    await pump;
+    assert.ok(delivered.length > 5, `the consumer delivered onto the heartbeat subject: ${delivered.slice(0, 3).join(' | ')}`);
+  } finally {
+    pumping = false;
+    spy.unsubscribe();
+    agent.stop();
+    await jsm.streams.delete(stream).catch(() => undefined);
     await reg.stop();
   }
 });
