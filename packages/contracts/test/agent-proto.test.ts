@@ -96,8 +96,10 @@ function keyTypeOf(f: protobuf.Field): string {
   return (f as unknown as protobuf.MapField).keyType;
 }
 
+/** Every member of a union satisfies `ok`; an intersection (`string & {}`, an open string union) when one part does. */
 function allOf(t: ts.Type, ok: (p: ts.Type) => boolean): boolean {
-  return t.isUnion() ? t.types.every(ok) : ok(t);
+  const one = (p: ts.Type): boolean => (p.isIntersection() ? p.types.some(ok) : ok(p));
+  return t.isUnion() ? t.types.every(one) : one(t);
 }
 
 test('agent.proto: every message has a TypeScript type in contracts/src/agent.ts with the same fields and types', () => {
