@@ -172,6 +172,8 @@ export interface NodeMigrateRequest {
    */
   action: 'start' | 'continue' | 'cancel' | 'check' | 'resume';
   uri?: string;
+  /** The destination's one-time token for a `tcp:` URI (its agent relays only the connection that presents it). */
+  token?: string;
 }
 export interface NodeMigrateReply {
   /** QEMU's migration status (`pre-switchover`, `completed`, `cancelled`, `failed`, ...), or `inmigrate` for check. */
@@ -219,7 +221,7 @@ export interface ReplicaStatus {
    * A migration destination: `incoming` (QEMU waits for the state at `uri`), then RUNNING with `completed` once the
    * VM has switched over to it (a RUNNING destination without it booted a fresh copy).
    */
-  migration?: { state: 'incoming' | 'completed'; uri: string };
+  migration?: { state: 'incoming' | 'completed'; uri: string; token?: string };
   updatedAt: string;
 }
 

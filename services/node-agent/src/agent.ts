@@ -36,6 +36,7 @@ import { recheck } from './recheck.js';
 import { rotateGuestLogs } from './console-log.js';
 import type { SandboxManager } from './sandbox/manager.js';
 import { interfaceStatus } from './sandbox/interfaces.js';
+import { sourceAddressTowards } from './sandbox/migration-relay.js';
 
 const jc = JSONCodec();
 
@@ -476,13 +477,17 @@ export class NodeAgent {
     await this.writeStatus(a, 'STARTING', { progress: `preparing an incoming VM (live migration from node ${a.migration!.fromNodeId})` });
     try {
       let incomingUri = '';
+      // the stream comes over TCP to the address this node reaches the control plane from (migration-relay.ts)
+      const server = this.o.nc.getServer();
+      const listenAddress = await sourceAddressTowards(server.replace(/^\[?([^\]]*?)\]?:\d+$/, '$1'));
       const r = await this.o.manager.migration.incoming(
         a,
-        (uri) => {
+        (uri, token) => {
           incomingUri = uri;
-          return this.writeStatus(a, 'STARTING', { progress: `incoming VM waits for the migration (${uri})`, migration: { state: 'incoming', uri } });
+          return this.writeStatus(a, 'STARTING', { progress: `incoming VM waits for the migration (${uri})`, migration: { state: 'incoming', uri, ...(token ? { token } : {}) } });
         },
         () => (this.desired.get(a.allocId)?.desired ?? 'running') === 'running' && this.desired.has(a.allocId) && !this.stopped,
+        listenAddress,
       );
       const startMs = Math.round(Number(process.hrtime.bigint() - t0) / 1e6);
       await this.writeStatus(a, 'RUNNING', { sandboxId: r.sandboxId, interfaces: r.interfaces, startMs, migration: { state: 'completed', uri: incomingUri } });

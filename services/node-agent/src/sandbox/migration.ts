@@ -21,8 +21,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { InvalidArgumentError, NotFoundError, UnavailableError, type Allocation, type NodeMigrateReply, type NodeMigrateRequest, type ReplicaInterfaceStatus } from '@edgenfv/contracts';
 import type { HypervisorDriver, NetDevice, VmHandle, VmSpec } from '../hypervisor/types.js';
-import { announceSelf, resumeVm, cancelMigration, continueMigration, incomingWaiting, startMigration, waitIncomingDone, waitMigration } from '../hypervisor/migration.js';
+import { announceSelf, queryMigrate, resumeVm, cancelMigration, continueMigration, incomingWaiting, startMigration, waitIncomingDone, waitMigration } from '../hypervisor/migration.js';
 import { withQmp } from '../hypervisor/qmp.js';
+import { incomingRelay, outgoingRelay, type Relay } from './migration-relay.js';
 import { interfaceStatus, nameInterfaces } from './interfaces.js';
 import { hash, type ReplicaRecord, type SandboxRecord } from './records.js';
 import type { VmLifecycle } from './vm-lifecycle.js';
@@ -78,8 +79,9 @@ export class SandboxMigration {
    */
   incoming(
     alloc: Allocation,
-    onIncoming: (uri: string) => Promise<void>,
+    onIncoming: (uri: string, token?: string) => Promise<void>,
     stillWanted: () => boolean,
+    listenAddress?: string,
     timeoutMs = 15 * 60_000,
   ): Promise<{ sandboxId: string; interfaces: ReplicaInterfaceStatus[] }> {
     const from = alloc.migration;
@@ -131,6 +133,7 @@ export class SandboxMigration {
       r.replicas[alloc.allocId] = replica;
       this.h.put(r);
       const dir = incomingDir(this.h.stateDir, sandboxId);
+      let relay: (Relay & { uri: string; token: string }) | undefined;
       try {
         await this.h.vm.prepareHost(r, alloc, log);
         this.h.put(r);
@@ -162,8 +165,10 @@ export class SandboxMigration {
         for (let i = 0; i < 100 && !existsSync(sock); i++) await sleep(50);
         if (!existsSync(sock)) throw new UnavailableError(`the incoming VM did not listen on ${sock}`);
         chmodSync(sock, 0o666);
-        log.info({ pid: vm.pid, uri: spec.incoming }, 'incoming VM waits for the migration');
-        await onIncoming(spec.incoming!);
+        // between nodes: a TCP listener on this node's address relays the stream into QEMU's socket
+        relay = listenAddress ? await incomingRelay(listenAddress, sock) : undefined;
+        log.info({ pid: vm.pid, uri: relay?.uri ?? spec.incoming }, 'incoming VM waits for the migration');
+        await onIncoming(relay?.uri ?? spec.incoming!, relay?.token);
         await waitIncomingDone(vm, timeoutMs, () => this.h.vm.alive(sandboxId), stillWanted);
         r.state = 'running';
         delete r.spec.incoming; // a later rebuild boots normally
@@ -179,20 +184,36 @@ export class SandboxMigration {
         await this.h.teardown(r);
         throw err;
       } finally {
+        relay?.close();
         rmSync(dir, { recursive: true, force: true });
       }
     });
   }
 
+  private readonly relays = new Map<string, Relay>();
+
+  private closeRelay(sandboxId: string): void {
+    this.relays.get(sandboxId)?.close();
+    this.relays.delete(sandboxId);
+  }
+
   /**
-   * A chrooted QEMU (vm-root.ts) reaches only paths in its root: the destination's socket is hard-linked into it
-   * (`<root>/out.sock`; every node of the virtual site shares the host's file system) and named by its path there.
+   * What the source's QEMU sends to. A chrooted QEMU (vm-root.ts) in a sandbox netns reaches only paths in its root:
+   * for a `tcp:` URI this agent listens on `<root>/out.sock` and relays to the destination (migration-relay.ts); a
+   * `unix:` URI (a destination on the same host) is hard-linked into the root.
    */
-  private uriInRoot(rec: SandboxRecord, uri: string): string {
-    if (!rec.vmRoot || !uri.startsWith('unix:')) return uri;
-    const link = join(rec.vmRoot, 'out.sock');
-    rmSync(link, { force: true });
-    linkSync(uri.slice('unix:'.length), link);
+  private async uriForQemu(rec: SandboxRecord, req: NodeMigrateRequest): Promise<string> {
+    const uri = req.uri!;
+    if (!rec.vmRoot) return uri;
+    const out = join(rec.vmRoot, 'out.sock');
+    this.closeRelay(rec.sandboxId);
+    if (uri.startsWith('tcp:')) {
+      if (!req.token) throw new InvalidArgumentError([{ field: 'token', message: 'a tcp: URI needs the destination\'s token' }]);
+      this.relays.set(rec.sandboxId, await outgoingRelay(out, uri, req.token));
+      return 'unix:/out.sock';
+    }
+    rmSync(out, { force: true });
+    linkSync(uri.slice('unix:'.length), out);
     return 'unix:/out.sock';
   }
 
@@ -218,11 +239,13 @@ export class SandboxMigration {
         if (typeof req.uri !== 'string' || !/^unix:\/[^,\s]+$|^tcp:[^,\s]+:\d+$/.test(req.uri)) throw new InvalidArgumentError([{ field: 'uri', message: 'must be unix:/abs/path or tcp:host:port' }]);
         // the host side of the guest channel closes here and opens on the destination
         await this.h.dropGuest(rec.sandboxId);
-        await startMigration(vm, this.uriInRoot(rec, req.uri));
+        const already = (await queryMigrate(vm)).status;
+        if (!already || ['none', 'cancelled', 'failed', 'completed'].includes(already)) await startMigration(vm, await this.uriForQemu(rec, req));
         log.info({ uri: req.uri }, 'migration started');
         const info = await waitMigration(vm, ['pre-switchover'], 10 * 60_000, alive);
         if (info.status !== 'pre-switchover') {
           await cancelMigration(vm, alive).catch(() => undefined);
+          this.closeRelay(rec.sandboxId);
           throw new UnavailableError(`migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
         }
         log.info({ transferred: info.ram?.transferred }, 'migration waits for the switchover');
@@ -232,6 +255,7 @@ export class SandboxMigration {
         const cur = await waitMigration(vm, ['pre-switchover', 'completed'], 60_000, alive);
         if (cur.status === 'pre-switchover') await continueMigration(vm);
         const info = await waitMigration(vm, ['completed'], 5 * 60_000, alive);
+        this.closeRelay(rec.sandboxId);
         if (info.status !== 'completed') throw new UnavailableError(`migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
         log.info({ downtimeMs: info.downtime, totalMs: info['total-time'] }, 'migration completed: the VM runs on the destination');
         return {
@@ -248,6 +272,7 @@ export class SandboxMigration {
       }
       case 'cancel': {
         const state = await cancelMigration(vm, alive);
+        this.closeRelay(rec.sandboxId);
         log.info({ state }, 'migration cancelled: the VM runs on here');
         return { state };
       }

@@ -202,12 +202,12 @@ export class Migrator {
         }
         return 'wait';
       }
-      const req = (action: NodeMigrateRequest['action'], nodeId: string, allocId: string, timeoutMs: number, uri?: string): Promise<NodeMigrateReply> =>
-        this.d.nodeRequest!(nodeId, { tenantId: vnf.tenantId, allocId, action, ...(uri ? { uri } : {}) }, timeoutMs);
+      const req = (action: NodeMigrateRequest['action'], nodeId: string, allocId: string, timeoutMs: number, uri?: string, token?: string): Promise<NodeMigrateReply> =>
+        this.d.nodeRequest!(nodeId, { tenantId: vnf.tenantId, allocId, action, ...(uri ? { uri } : {}), ...(token ? { token } : {}) }, timeoutMs);
       await this.d.note(op, `replica ${i}: node ${to} waits for the VM's state (${st.migration.uri}); node ${from} sends it`);
       let sent: NodeMigrateReply;
       try {
-        sent = await req('start', from, srcAllocId, 10 * 60_000, st.migration.uri);
+        sent = await req('start', from, srcAllocId, 10 * 60_000, st.migration.uri, st.migration.token);
       } catch (err) {
         await req('cancel', from, srcAllocId, 60_000).catch(() => undefined);
         return this.abort(op, i, m, asAppError(err).toBody(), `sending the VM from node ${from} failed`);
