@@ -3,25 +3,31 @@
  * (each request retried with its requestId until answered) while faults are injected, bounded in count and time:
  * kill -9 of the scheduler leader (restarted), a nats-server restart (same store), a paused node (its heartbeats
  * and KV view stop past the grace: fenced, healed elsewhere; then back: it tears its stale sandboxes down).
- * Nodes here are simulated (test/src/sim-node.ts: the real node protocol, no VMs); the VM-level faults (node agent,
- * guest agent, QEMU kill) are covered by the node agent's own restart tests, not by this run (realVms: 0).
- * At the end: every op occurrence final, nothing double-booked, no orphan allocation or sandbox.
+ * Most nodes are simulated (test/src/sim-node.ts: the real node protocol, no VMs); with `realNodes` the run also
+ * has real node agents with real QEMU VMs (a virtual site, test/src/site.ts; their faults in chaos-real.ts): kill -9
+ * of a node agent, of a QEMU process, SIGSTOP of a node agent past the grace. At the end: every op occurrence final,
+ * nothing double-booked, no orphan allocation or sandbox (on a real node: no record, QEMU process or cgroup that no
+ * allocation owns; after its VNF's terminate, nothing at all; the site's teardown leaves nothing behind).
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, type NatsConnection } from 'nats';
+import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from 'nats';
 import { KV_BUCKETS, type Allocation, type OpOcc, type Vnf } from '@edgenfv/contracts';
 import { startNatsServer, type NatsServerHandle } from '@edgenfv/nats-launcher';
 import { startScheduler, type SchedulerProc } from './harness.js';
 import { SimNode, simulatedNodeInventory } from './sim-node.js';
 import { waitNodeKnown } from './state-fixtures.js';
 import { RetryingClient } from './retrying-client.js';
+import { startSite, type VirtualSite } from './site.js';
+import { realChaos, realOrphans, type RealChaos } from './chaos-real.js';
 
 export interface ChaosOptions {
   jobs: number;
   nodes: number;
   graceMs: number;
+  /** Real node agents with real VMs (a virtual site; needs root, QEMU and the guest image). */
+  realNodes?: number;
   log?: (line: string) => void;
 }
 
@@ -34,6 +40,10 @@ export interface ChaosResult {
   orphans: number;
   realVms: number;
   simulatedNodes: number;
+  /** Node ids: which were real node agents (with real VMs) and which simulated. */
+  nodeIds: { real: string[]; simulated: string[] };
+  /** What a real-VM fault did not do as it should (empty when all went as expected). */
+  realProblems: string[];
   notFinal: number;
   failedTemp: number;
   faultsByKind: Record<string, number>;
@@ -45,6 +55,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const log = o.log ?? (() => undefined);
   const dir = mkdtempSync(join(tmpdir(), 'edgenfv-chaos-'));
   let nats: NatsServerHandle | undefined;
+  let site: VirtualSite | undefined;
+  let real: RealChaos | undefined;
+  let realNodeIds: string[] = [];
   const scheds: (SchedulerProc | undefined)[] = [];
   const nodes: SimNode[] = [];
   const conns: NatsConnection[] = [];
@@ -55,24 +68,43 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     log(`fault: ${k}`);
   };
   try {
-    nats = await startNatsServer({ storeDir: join(dir, 'js') });
-    const port = nats.port;
-    const config = join(dir, 'scheduler.json');
-    writeFileSync(config, JSON.stringify({ networks: [] }));
-    const env = (i: number): Record<string, string> => ({
-      EDGENFV_NATS_URL: `nats://127.0.0.1:${port}`,
-      EDGENFV_CONFIG: config,
-      EDGENFV_INSTANCE_ID: `chaos-${i}`,
-      EDGENFV_HEARTBEAT_GRACE_MS: String(o.graceMs),
-    });
-    for (const i of [0, 1]) scheds.push(await startScheduler(env(i)));
-    const nc = await connect({ servers: `nats://127.0.0.1:${port}`, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+    // where NATS and the schedulers run: plain, or the virtual site of the real nodes (JWT auth, its own scheduler
+    // config; the second scheduler replica joins it)
+    let url: string;
+    let connOpts: ConnectionOptions;
+    let startSched: (i: number) => Promise<SchedulerProc>;
+    let restartNats: () => Promise<void>;
+    if (o.realNodes) {
+      site = await startSite({ nodes: o.realNodes, heartbeatGraceMs: o.graceMs, heartbeatIntervalMs: Math.max(250, Math.floor(o.graceMs / 4)), nodeConfig: { fencing: { stopAfterMs: 600_000 } }, log: (l) => log(`site: ${l}`) });
+      await site.waitReady();
+      url = site.natsUrl;
+      connOpts = { servers: url, authenticator: credsAuthenticator(new TextEncoder().encode(site.connect.creds)), inboxPrefix: site.connect.inboxPrefix };
+      startSched = (i) => site!.startScheduler(`chaos-${i}`);
+      restartNats = () => site!.restartNats(1000);
+      scheds.push(site.scheduler, await startSched(1));
+    } else {
+      nats = await startNatsServer({ storeDir: join(dir, 'js') });
+      const port = nats.port;
+      const config = join(dir, 'scheduler.json');
+      writeFileSync(config, JSON.stringify({ networks: [] }));
+      url = `nats://127.0.0.1:${port}`;
+      connOpts = { servers: url };
+      startSched = (i) =>
+        startScheduler({ EDGENFV_NATS_URL: url, EDGENFV_CONFIG: config, EDGENFV_INSTANCE_ID: `chaos-${i}`, EDGENFV_HEARTBEAT_GRACE_MS: String(o.graceMs) });
+      restartNats = async () => {
+        await nats!.stop();
+        await sleep(1000);
+        nats = await startNatsServer({ storeDir: join(dir, 'js'), port });
+      };
+      for (const i of [0, 1]) scheds.push(await startSched(i));
+    }
+    const nc = await connect({ ...connOpts, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
     conns.push(nc);
     for (let i = 0; i < o.nodes; i++) {
       const id = `chaos-${i}`;
       const { inventory, cleanup } = await simulatedNodeInventory(id, { numaNodes: 1, cpusPerNuma: 16, isolatedPerNuma: 8, vfsPerNuma: 4, physnet: 'physnet1' });
       cleanups.push(cleanup);
-      const conn = await connect({ servers: `nats://127.0.0.1:${port}`, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+      const conn = await connect({ ...connOpts, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
       conns.push(conn);
       const n = new SimNode(conn, inventory, Math.max(100, Math.floor(o.graceMs / 4)));
       await n.start();
@@ -81,6 +113,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     }
     const client = new RetryingClient(nc, { giveUpMs: 180_000 });
     await client.call('nfv.v1.admin.tenants.create', { id: 'chaos', quota: { vcpus: 1000 } });
+    if (site) {
+      realNodeIds = site.nodes.map((n) => n.id);
+      real = realChaos(site, client, nodes.map((n) => n.nodeId), o.graceMs, log);
+      await real.setup();
+    }
 
     const leaderIndex = async (): Promise<number> => {
       const kv = await nc.jetstream().views.kv('edgenfv_leader');
@@ -110,6 +147,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       }
     };
 
+    let faultsDone = false;
     const faults = (async () => {
       await sleep(2000);
       // 1. kill -9 of the leader, restarted
@@ -117,7 +155,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       scheds[li]!.child.kill('SIGKILL');
       await scheds[li]!.exited;
       fault('scheduler-leader-kill9');
-      scheds[li] = await startScheduler(env(li));
+      scheds[li] = await startSched(li);
       await sleep(2000);
       // 2. a paused node past the grace: fenced and healed elsewhere, then back
       const paused = nodes[0]!;
@@ -126,18 +164,20 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       await sleep(o.graceMs + 3000);
       await paused.rejoin();
       // 3. nats-server restart (same store and port)
-      await nats!.stop();
       fault('nats-server-restart');
-      await sleep(1000);
-      nats = await startNatsServer({ storeDir: join(dir, 'js'), port });
+      await restartNats();
+      // 4. the real VMs' faults (node agent, QEMU, paused real node)
+      await real?.inject(fault);
+      faultsDone = true;
     })();
 
     const workers = 3;
     let next = 0;
+    // the workload goes on while faults are injected (the real VMs' take minutes), at least `jobs`, at most 4x
     await Promise.all([
       faults,
       ...Array.from({ length: workers }, async () => {
-        while (next < o.jobs) await job(next++);
+        while (next < o.jobs || (!faultsDone && next < 4 * o.jobs)) await job(next++);
       }),
     ]);
 
@@ -155,6 +195,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     };
     let notFinal = 0;
     let orphans = 0;
+    let realLeft: string[] = [];
     for (let attempt = 0; attempt < 120; attempt++) {
       let ops: Map<string, OpOcc>;
       let allocs: Map<string, Allocation>;
@@ -179,9 +220,23 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       orphans = 0;
       for (const a of allocIds) if (!referenced.has(a)) orphans++; // an allocation no replica owns
       for (const n of nodes) for (const id of n.running.keys()) if (!allocIds.has(id)) orphans++; // a sandbox nobody wants
+      realLeft = site ? site.nodes.flatMap((n) => realOrphans(n, new Set([...allocs.values()].filter((a) => a.nodeId === n.id).map((a) => a.allocId)))) : [];
+      orphans += realLeft.length;
       if (notFinal === 0 && orphans === 0) break;
       await sleep(500);
     }
+    for (const l of realLeft) log(`orphan: ${l}`);
+    // the real VNF terminated: nothing of it may be left on the real nodes; then the site's teardown checks the rest
+    if (real) {
+      const left = await real.finish();
+      for (const l of left) log(`orphan after terminate: ${l}`);
+      orphans += left.length;
+      const t = await site!.teardown();
+      site = undefined;
+      for (const l of t.leftovers) log(`orphan after teardown: ${l}`);
+      orphans += t.leftovers.length;
+    }
+    const realIds = real ? realNodeIds : [];
     const doubleBooked = nodes.reduce((s, n) => s + n.conflicts.length, 0);
     return {
       faults: Object.values(faultsByKind).reduce((a, b) => a + b, 0),
@@ -190,8 +245,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       answeredTwice: client.answeredDifferently().length,
       doubleBooked,
       orphans,
-      realVms: 0,
+      realVms: real?.vms() ?? 0,
       simulatedNodes: nodes.length,
+      nodeIds: { real: realIds, simulated: nodes.map((n) => n.nodeId) },
+      realProblems: real?.problems ?? [],
       notFinal,
       failedTemp: client.failedTemp,
       faultsByKind,
@@ -201,6 +258,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     for (const c of conns) await c.close().catch(() => undefined);
     for (const s of scheds) await s?.stop().catch(() => undefined);
     await nats?.stop();
+    await site?.teardown().catch(() => undefined);
     for (const c of cleanups) c();
     rmSync(dir, { recursive: true, force: true });
   }

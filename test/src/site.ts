@@ -92,6 +92,10 @@ export interface VirtualSite {
   killAgent(id: string): Promise<void>;
   /** Starts the node agent again (same config: it re-adopts or, once fenced, tears down what it no longer owns). */
   startAgent(id: string): Promise<void>;
+  /** Stops nats-server (SIGTERM) and, `downMs` later, starts it again on the same address, trust and store. */
+  restartNats(downMs: number): Promise<void>;
+  /** Starts one more scheduler replica on the site's scheduler config (HA); the caller stops it. */
+  startScheduler(instanceId: string): Promise<SchedulerProc>;
   /** Stops everything; `clean` is true when nothing the site made is left (`leftovers` names what is). */
   teardown(): Promise<{ clean: boolean; leftovers: string[] }>;
 }
@@ -260,6 +264,7 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
     });
   }
   let nats: NatsServerHandle | undefined;
+  let trustForRestart: TrustBundle | undefined;
   let scheduler: SchedulerProc | undefined;
   let nc: NatsConnection | undefined;
   let operatorCreds: { credsFile: string; inboxPrefix: string };
@@ -410,6 +415,7 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
     const auth = join(dir, 'nats-auth');
     mkdirSync(auth, { mode: 0o700 });
     const trust: TrustBundle = await createTrust();
+    trustForRestart = trust;
     const creds = async (file: string, role: Role): Promise<{ credsFile: string; inboxPrefix: string }> => {
       const u = await issueRole(trust, role);
       writePrivate(join(auth, file), u.creds);
@@ -524,6 +530,13 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
       await exited;
     },
     startAgent: (id) => startAgent(byId(id)),
+    async restartNats(downMs) {
+      const port = nats!.port;
+      await nats!.stop();
+      await new Promise((r) => setTimeout(r, downMs));
+      nats = await startNatsServer({ storeDir: join(dir, 'nats'), host: hostAddr, port, jwtAuth: trustForRestart!, serverName: `edgenfv-${prefix}` });
+    },
+    startScheduler: (instanceId) => startScheduler({ EDGENFV_CONFIG: join(dir, 'scheduler.json'), EDGENFV_INSTANCE_ID: instanceId }),
     teardown,
   };
 }

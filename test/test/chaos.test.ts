@@ -1,12 +1,19 @@
-/** The chaos run (test/src/chaos.ts) in its CI size: faults under a steady workload, invariants at the end. */
+/**
+ * The chaos run (test/src/chaos.ts) in its CI size: faults under a steady workload, invariants at the end. One real
+ * node agent with a real VM (TCG: two boots, the first and the one after its QEMU is killed) besides three
+ * simulated nodes.
+ */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runChaos } from '../src/chaos.js';
 
-test('chaos (CI size): leader kill -9, paused node past the grace, nats-server restart under load; invariants hold', { timeout: 600_000 }, async () => {
-  const r = await runChaos({ jobs: 8, nodes: 3, graceMs: 2000 });
+test('chaos (CI size): leader kill -9, paused nodes (simulated and real) past the grace, nats-server restart, node agent and QEMU kill -9 under load; invariants hold', { timeout: 30 * 60_000 }, async () => {
+  const r = await runChaos({ jobs: 8, nodes: 3, realNodes: 1, graceMs: 10_000, log: (l) => console.error(l) });
+  console.log(JSON.stringify({ realNodes: r.nodeIds.real, simulatedNodes: r.nodeIds.simulated, realProblems: r.realProblems, faultsByKind: r.faultsByKind }));
   console.log(JSON.stringify({ faults: r.faults, requests: r.requests, lost: r.lost, answeredTwice: r.answeredTwice, doubleBooked: r.doubleBooked, orphans: r.orphans, realVms: r.realVms }));
-  assert.equal(r.faults, 3, JSON.stringify(r.faultsByKind));
+  assert.equal(r.faults, 6, JSON.stringify(r.faultsByKind));
+  assert.deepEqual(r.realProblems, []);
+  assert.ok(r.realVms >= 2, 'the real VM and the one booted after its QEMU was killed');
   assert.equal(r.notFinal, 0, 'every op occurrence final');
   assert.equal(r.lost, 0);
   assert.equal(r.answeredTwice, 0);
