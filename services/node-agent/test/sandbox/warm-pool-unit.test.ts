@@ -1,0 +1,65 @@
+/**
+ * Warm pool rules without QEMU: which allocations may claim a flavour, and the room a cold boot takes back from idle
+ * pool VMs (a fake host: records in memory, teardown removes them).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { silentLogger } from '@edgenfv/telemetry';
+import type { Allocation } from '@edgenfv/contracts';
+import { WarmPool, claimMismatch, flavourKey, type WarmPoolHost } from '../../src/sandbox/warm-pool.js';
+import type { SandboxRecord } from '../../src/sandbox/records.js';
+
+const alloc = (over: Partial<Allocation['resources']> = {}, interfaces: Allocation['interfaces'] = []): Allocation => ({
+  allocId: 'a1', nodeId: 'n', epoch: 1, tenantId: 't1', vnfId: 'v1', replica: 0,
+  resources: { vcpus: 1, memoryMiB: 512, ...over }, image: { ref: 'builtin:vrouter' }, interfaces, createdAt: '',
+});
+const flavour = { vcpus: 1, memoryMiB: 512, count: 2 };
+
+test('claimMismatch: exactly the flavour, ordinary memory, its NUMA node, hot-pluggable NICs within the slots', () => {
+  assert.equal(claimMismatch(alloc(), flavour, 4), undefined);
+  assert.match(claimMismatch(alloc({ memoryMiB: 256 }), flavour, 4)!, /differ/);
+  assert.match(claimMismatch(alloc({ vcpus: 2 }), flavour, 4)!, /differ/);
+  assert.match(claimMismatch(alloc({ hugepages: { sizeKiB: 2048, count: 256 } }), flavour, 4)!, /hugepage/);
+  assert.equal(claimMismatch(alloc({ numaNode: 1 }), { ...flavour, numaNode: 1 }, 4), undefined);
+  assert.match(claimMismatch(alloc({ numaNode: 0 }), { ...flavour, numaNode: 1 }, 4)!, /NUMA node 0/);
+  const tap = (name: string) => ({ name, type: 'tap' as const, mac: '02:00:00:00:00:01' });
+  assert.equal(claimMismatch(alloc({}, [tap('a')]), flavour, 4), undefined);
+  assert.match(claimMismatch(alloc({}, [{ name: 'm', type: 'macvtap', mac: '02:00:00:00:00:02', parent: 'eth0' }]), flavour, 4)!, /macvtap/);
+  assert.match(claimMismatch(alloc({}, [tap('a'), tap('b')]), flavour, 1)!, /hotplug slots/);
+});
+
+function fakePool(records: SandboxRecord[], capacity: { memoryMiB: number; cpuCount: number }) {
+  const torn: string[] = [];
+  const host = {
+    vm: { alive: () => true, vmOf: () => ({ pid: 1 }), driver: { kind: 'qemu' }, allocUid: () => 1 },
+    guest: {},
+    list: () => records.filter((r) => !torn.includes(r.sandboxId)),
+    put: () => undefined,
+    teardown: async (r: SandboxRecord) => void torn.push(r.sandboxId),
+  } as unknown as WarmPoolHost;
+  const pool = new WarmPool(
+    { flavours: [flavour], cpuBudgetPercent: 100, stateDir: '/nonexistent', bootTimeoutMs: 1000, logger: silentLogger(), capacity: async () => capacity, overhead: { guestBaseMiB: 512, hypervisorMiB: 128 } },
+    host,
+  );
+  return { pool, torn };
+}
+const warmRec = (id: string): SandboxRecord => ({
+  version: 1, sandboxId: id, tenantId: '', hypervisor: 'qemu', state: 'running', uid: 1, gid: 1, tenantDir: '/x', runDir: `/x/${id}`, netns: id,
+  replicas: {}, warm: { flavour: flavourKey(flavour) }, createdAt: '', updatedAt: '',
+});
+
+test('makeRoom: a cold boot placed into the room of idle pool VMs tears down as many as it needs, no more', async () => {
+  // 2 CPUs: two idle 1-vCPU pool VMs leave no vCPU for a 1-vCPU tenant VM: one goes
+  const a = fakePool([warmRec('sb-warm-1'), warmRec('sb-warm-2')], { memoryMiB: 16_384, cpuCount: 2 });
+  await a.pool.makeRoom(alloc({ memoryMiB: 256 }));
+  assert.equal(a.torn.length, 1);
+  assert.equal(a.pool.info()[0]!.ready, 1);
+  // enough room: nothing goes
+  const b = fakePool([warmRec('sb-warm-1'), warmRec('sb-warm-2')], { memoryMiB: 16_384, cpuCount: 8 });
+  await b.pool.makeRoom(alloc({ memoryMiB: 256 }));
+  assert.deepEqual(b.torn, []);
+  // memory: each pool VM holds 512 + 640 MiB; a 2048 MiB tenant VM (+640) on a 3500 MiB node needs both gone
+  const c = fakePool([warmRec('sb-warm-1'), warmRec('sb-warm-2')], { memoryMiB: 3500, cpuCount: 8 });
+  await c.pool.makeRoom(alloc({ memoryMiB: 2048 }));
+  assert.equal(c.torn.length, 2);
+});
