@@ -55,8 +55,11 @@ export function flavourKey(f: Pick<WarmPoolFlavour, 'vcpus' | 'memoryMiB' | 'num
   return `${f.vcpus}c-${f.memoryMiB}m-numa${f.numaNode ?? 'any'}`;
 }
 
-/** Interfaces that can be hot-plugged into a running VM (macvtap cannot: its fd would go over QMP). */
-const HOTPLUGGABLE = new Set(['tap', 'vhostuser', 'sriov']);
+/**
+ * Interfaces that can be hot-plugged into a running VM: macvtap cannot (its fd would go over QMP), nor a VF into a
+ * chrooted QEMU (/dev/vfio is outside its root): those replicas boot their own VM.
+ */
+const HOTPLUGGABLE = new Set(['tap', 'vhostuser']);
 
 /** Why an allocation cannot claim a VM of this flavour (undefined: it can). */
 export function claimMismatch(alloc: Allocation, f: Readonly<WarmPoolFlavour>, hotplugSlots: number): string | undefined {

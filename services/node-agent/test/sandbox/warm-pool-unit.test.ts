@@ -26,6 +26,8 @@ test('claimMismatch: exactly the flavour, ordinary memory, its NUMA node, hot-pl
   assert.equal(claimMismatch(alloc({}, [tap('a')]), flavour, 4), undefined);
   assert.match(claimMismatch(alloc({}, [{ name: 'm', type: 'macvtap', mac: '02:00:00:00:00:02', parent: 'eth0' }]), flavour, 4)!, /macvtap/);
   assert.match(claimMismatch(alloc({}, [tap('a'), tap('b')]), flavour, 1)!, /hotplug slots/);
+  const vf = { name: 'vf', type: 'sriov' as const, mac: '02:00:00:00:00:03', sriov: { pfPciAddress: '0000:3b:00.0', vfPciAddress: '0000:3b:02.0', vfIndex: 0, physnet: 'p' } };
+  assert.match(claimMismatch(alloc({}, [vf]), flavour, 4)!, /sriov/);
 });
 
 function fakePool(records: SandboxRecord[], capacity: { memoryMiB: number; cpuCount: number }) {
