@@ -81,15 +81,20 @@ export class GuestSync {
   async startReplica(rec: SandboxRecord, replica: ReplicaRecord): Promise<void> {
     const s = await this.session(rec);
     const dpNames = replica.alloc.resources.dataplane?.interfaces ?? [];
+    const t0 = Date.now();
     const found = await s.updateInterfaces(this.nics(rec, replica), replica.hotplugged ? 30_000 : 10_000);
+    this.log.debug({ sandboxId: rec.sandboxId, ms: Date.now() - t0 }, 'guest: interfaces updated');
     for (const [name, a] of Object.entries(replica.attachments)) {
       const seen = a.kind === 'sriov' || dpNames.includes(name) ? found.find((n) => n.name === (replica.guestIfNames[name] ?? name)) : undefined;
       if (seen?.pciAddress) (replica.guestPciAddresses ??= {})[name] = seen.pciAddress;
     }
-    await s.updateRoutes(this.routes(rec));
+    // a VM's first replica with no routes: the fresh guest has none of ours to remove (one guest RPC less)
+    const routes = this.routes(rec);
+    if (routes.length > 0 || Object.keys(rec.replicas).length > 1) await s.updateRoutes(routes);
     const a = replica.alloc;
     const env = Object.entries(a.env ?? {}).map(([k, v]) => `${k}=${v}`);
     if (a.resources.dataplane) env.push(`${EAL_ARGS_ENV}=${(await prepareGuestDataplane(s, replica)).join(' ')}`);
+    const t1 = Date.now();
     await s.runContainer({
       id: replica.containerId,
       image: replica.image?.guestRef ?? a.image.ref,
@@ -99,6 +104,7 @@ export class GuestSync {
       ...(a.resources.dataplane ? { dataplane: true } : {}),
       ...(a.operationalState === 'STOPPED' ? { start: false } : {}),
     });
+    this.log.debug({ sandboxId: rec.sandboxId, ms: Date.now() - t1 }, 'guest: container running');
   }
 
   async removeContainer(rec: SandboxRecord, replica: ReplicaRecord): Promise<void> {

@@ -367,8 +367,8 @@ export class SandboxManager {
     const replica = this.newReplica(alloc, rec, true);
     rec.replicas[alloc.allocId] = replica;
     this.put(rec);
-    this.warm!.claimed(rec.sandboxId);
     try {
+      const ms = (): number => Math.round(Number(process.hrtime.bigint() - t0) / 1e6);
       const disk = await this.prepareImage(rec, replica, progress);
       const pinned = await this.vm.pin(rec);
       if (signal.aborted) throw new UnavailableError('aborted');
@@ -377,11 +377,14 @@ export class SandboxManager {
         rec.disks = [disk.serial];
         this.put(rec);
       }
+      log.debug({ ms: ms() }, 'claim: image and pinning done');
       const nics = await this.nets.attach(rec, replica, () => this.put(rec));
+      log.debug({ ms: ms() }, 'claim: attachments made');
       for (const d of nics) {
         await this.vm.addNic(rec, d);
         this.put(rec);
       }
+      log.debug({ ms: ms() }, 'claim: NICs hot-plugged');
       await this.startInGuest(rec, replica);
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
       this.deps.metrics?.warmClaimDuration.observe(seconds);
@@ -391,6 +394,8 @@ export class SandboxManager {
       log.warn({ err }, 'claiming the warm VM failed: tearing it down (it never returns to the pool)');
       await this.teardown(rec);
       throw err;
+    } finally {
+      this.warm!.claimed(rec.sandboxId); // the refill boots after the claim: it does not take the claim's CPU
     }
   }
 

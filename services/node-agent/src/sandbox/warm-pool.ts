@@ -51,6 +51,9 @@ export interface WarmPoolOptions {
   intervalMs?: number;
 }
 
+/** Builtin images a pool VM runs once before it is ready (see WarmPool.prewarm). */
+const PREWARM_IMAGES = ['builtin:vrouter', 'builtin:busybox'];
+
 export function flavourKey(f: Pick<WarmPoolFlavour, 'vcpus' | 'memoryMiB' | 'numaNode'>): string {
   return `${f.vcpus}c-${f.memoryMiB}m-numa${f.numaNode ?? 'any'}`;
 }
@@ -231,7 +234,8 @@ export class WarmPool {
   /** One boot at a time: the first flavour below its count, when the CPU budget and the node's room allow. */
   private async refill(): Promise<void> {
     this.refreshGauges();
-    if (this.booting || !this.running || Date.now() < this.quietUntil) return;
+    // a claim in progress first: its VM needs the CPU more than a refill
+    if (this.booting || !this.running || this.taken.size > 0 || Date.now() < this.quietUntil) return;
     const recs = this.pool();
     const f = this.o.flavours.find((fl) => recs.filter((r) => r.warm!.flavour === flavourKey(fl)).length < fl.count);
     if (!f) return;
@@ -351,6 +355,7 @@ export class WarmPool {
         waitReady: (h, sig) => this.host.guest.connectAtBoot(sandboxId, h.agentSocket!, { timeoutMs: this.o.bootTimeoutMs, signal: sig }),
       });
       if (!this.running) throw new Error('pool stopped');
+      await this.prewarm(sandboxId, rec, log);
       rec.state = 'running';
       this.host.put(rec);
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -361,6 +366,30 @@ export class WarmPool {
       await this.host.teardown(rec);
     } finally {
       this.refreshGauges();
+    }
+  }
+
+  /**
+   * Runs what a claim will run once, with nothing of anyone's: a throwaway container of each builtin image (command
+   * `true`: the image's own program does not run) and the NIC/route listing, then removes the container. Under TCG
+   * the first run of guest code is translated (QEMU's translation cache) and a builtin image's rootfs is made on its
+   * first use; both are then done before a claim instead of during it. What stays in the guest is the node's own
+   * builtin rootfs, the same in every VM.
+   */
+  private async prewarm(sandboxId: string, rec: SandboxRecord, log: Logger): Promise<void> {
+    const t0 = Date.now();
+    try {
+      const s = await this.host.guest.session(rec);
+      await s.updateInterfaces([], 0);
+      await s.updateRoutes([]);
+      for (const image of PREWARM_IMAGES) {
+        const id = `warmup-${image.slice('builtin:'.length)}`;
+        await s.runContainer({ id, image, command: ['true'], env: [], memoryLimitMiB: 16 });
+        await s.removeContainer(id, 0);
+      }
+      log.debug({ sandboxId, ms: Date.now() - t0 }, 'warm VM pre-warmed');
+    } catch (err) {
+      log.warn({ err, sandboxId }, 'pre-warming the warm VM failed (a claim will do that work itself)');
     }
   }
 
