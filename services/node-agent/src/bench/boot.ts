@@ -5,7 +5,9 @@
  *  (c) from the command to the QEMU exec; plus QEMU RSS and the guest agent's RSS once ready;
  *  (floor) the same kernel and command line to a busybox `/init` in a tiny initramfs (`floorMs`: QEMU spawn ->
  *  the init's first line on the console), in the same run;
- *  and where (a)'s time goes, from the guest's own uptime stamps on its console (`breakdown`, below).
+ *  and where (a)'s time goes, from the guest's own uptime stamps on its console (`breakdown`, below);
+ *  (warm) BENCH_WARM_RUNS (default 5; 0 skips) VNFs claiming a warm pool VM through the real node agent, from the
+ *  placement's commit to RUNNING (`warmClaimP50Ms`, `warmClaimP95Ms`; boot-warm.ts).
  * The last line is one JSON object.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -27,10 +29,16 @@ import { NetpluginsAttachments } from '../sandbox/attachments.js';
 import { GrpcGuestPort } from '../sandbox/grpc-guest.js';
 import { SandboxManager } from '../sandbox/manager.js';
 import type { VmSpec } from '../hypervisor/types.js';
+import { benchWarmClaims, type WarmClaimFigures } from './boot-warm.js';
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+/** Nearest-rank percentile. */
+const pct = (xs: number[], p: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 };
 const ms = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e6;
 const sleep = (n: number) => new Promise((r) => setTimeout(r, n));
@@ -107,6 +115,8 @@ async function main(): Promise<void> {
   const busybox = findBinary('busybox');
   if (!busybox) throw new Error('busybox not found (the guest image needs it too)');
   const floorCpio = floorInitramfs(dir, busybox);
+  const warmRuns = Number(process.env.BENCH_WARM_RUNS ?? 5);
+  let warm: WarmClaimFigures | undefined;
   try {
     for (let i = 0; i < runs; i++) {
       // (b) + (c): through the node agent's sandbox manager
@@ -129,6 +139,7 @@ async function main(): Promise<void> {
       delete direct.cgroupDir;
       delete direct.netnsPath;
       delete direct.runAs;
+      delete direct.chrootDir; // the sandbox's VM root went with it (and QEMU run by hand has no uid to confine)
       const cmd = buildQemuArgs(direct);
       rmSync(runDir, { recursive: true, force: true });
       const { mkdirSync } = await import('node:fs');
@@ -193,6 +204,10 @@ async function main(): Promise<void> {
         await waitGone(fchild.pid!, undefined, 5000);
       }
     }
+    await manager.stopAll();
+    if (warmRuns > 0) {
+      warm = await benchWarmClaims({ runs: warmRuns, dir, accel, image: { kernelPath: image.kernelPath, initrdPath: image.initrdPath, kernelArgs: image.kernelArgs }, log });
+    }
   } finally {
     await manager.stopAll().catch(() => undefined);
     await manager.close();
@@ -236,9 +251,16 @@ async function main(): Promise<void> {
       helloAckMs: med(guest.helloAck),
       firstRpcsMs: med(guest.rpc),
     },
+    // (warm): placement commit -> RUNNING for a VNF that claims a warm pool VM (nearest-rank percentiles)
+    warmClaimP50Ms: warm?.claimMs.length ? Math.round(pct(warm.claimMs, 50)) : null,
+    warmClaimP95Ms: warm?.claimMs.length ? Math.round(pct(warm.claimMs, 95)) : null,
+    warmClaimRuns: warm?.claimMs.length ?? 0,
+    warmClaimMissed: warm?.missed ?? 0,
+    warmRefillMs: warm?.refillMs.length ? Math.round(median(warm.refillMs)) : null,
   };
   console.log(`(a) QEMU direct -> guest agent health: ${out.directToHealthMs} ms; (b) node agent command -> guest ready: ${out.agentToReadyMs} ms; (c) command -> QEMU exec: ${out.commandToExecMs} ms; floor (busybox /init): ${out.floorMs} ms`);
   console.log(`(a) breakdown: ${JSON.stringify(out.breakdown)}`);
+  if (warm) console.log(`(warm) commit -> RUNNING claiming a warm VM: ${JSON.stringify(warm.claimMs.map(Math.round))} ms; missed ${warm.missed}; refill ${JSON.stringify(warm.refillMs)} ms`);
   console.log(JSON.stringify(out));
 }
 
