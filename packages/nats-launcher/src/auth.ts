@@ -44,6 +44,11 @@ export interface IssuerConfig {
   /** Text of a creds file for the system account (publish on $SYS.REQ.CLAIMS.UPDATE only). */
   systemCreds: string;
   systemInboxPrefix: string;
+  /**
+   * Service users replaced by a rotation (public key -> time of the revocation, seconds): the scheduler puts them in
+   * the account JWT's revocations with the tenants' (docs/security.md, "Service credentials").
+   */
+  revoked?: Record<string, number>;
 }
 
 export type Role =
@@ -212,12 +217,16 @@ export interface IssuedUser {
   issuedAt: number;
 }
 
-/** A user of the application account for a role, signed by the account signing key. */
-export async function issueUser(accountPublicKey: string, accountSigningSeed: string, role: Role): Promise<IssuedUser> {
+/**
+ * A user of the application account for a role, signed by the account signing key; `expiresAt` (seconds since the
+ * epoch): nats-server refuses it from then on and closes its connections.
+ */
+export async function issueUser(accountPublicKey: string, accountSigningSeed: string, role: Role, opts: { expiresAt?: number } = {}): Promise<IssuedUser> {
   const u = createUser();
   const perms = permissionsOf(role);
   const jwt = await encodeUser(roleName(role), u, accountPublicKey, perms ?? {}, {
     signer: fromSeed(new TextEncoder().encode(accountSigningSeed)),
+    ...(opts.expiresAt !== undefined ? { exp: opts.expiresAt } : {}),
   });
   const iat = (JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8')) as { iat: number }).iat;
   return { creds: s(fmtCreds(jwt, u)), publicKey: u.getPublicKey(), inboxPrefix: inboxPrefix(role), issuedAt: iat };
@@ -246,8 +255,16 @@ export async function issuerConfig(trust: TrustBundle): Promise<IssuerConfig> {
   };
 }
 
-export function issueRole(trust: TrustBundle, role: Role): Promise<IssuedUser> {
-  return issueUser(trust.app.publicKey, trust.app.signingSeed, role);
+export function issueRole(trust: TrustBundle, role: Role, opts: { expiresAt?: number } = {}): Promise<IssuedUser> {
+  return issueUser(trust.app.publicKey, trust.app.signingSeed, role, opts);
+}
+
+/** The user public key and the expiry (seconds, if any) of a creds file's JWT. */
+export function credsClaims(creds: string): { publicKey: string; issuedAt: number; expiresAt?: number } {
+  const jwt = /-----BEGIN NATS USER JWT-----\s*(\S+)\s*------END NATS USER JWT------/.exec(creds)?.[1];
+  if (!jwt) throw new Error('not a NATS creds file (no user JWT)');
+  const c = JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString('utf8')) as { sub: string; iat: number; exp?: number };
+  return { publicKey: c.sub, issuedAt: c.iat, ...(c.exp !== undefined ? { expiresAt: c.exp } : {}) };
 }
 
 /** The nats-server config lines of the JWT model (operator, system account, full resolver with both accounts preloaded). */

@@ -79,6 +79,7 @@ export class CredentialIssuer {
     if (!this.sys) throw new UnavailableError('the credential issuer is not connected');
     const revocations: Record<string, number> = {};
     for (const r of await this.bucket.list()) Object.assign(revocations, r.value.revoked);
+    Object.assign(revocations, this.cfg.revoked ?? {}); // service users replaced by the appliance's rotation
     const jwt = await appAccountJwt(this.cfg.accountPublicKey, this.signingPublicKey, this.cfg.operatorSigningSeed, revocations);
     let reply: { data?: { code?: number; message?: string }; error?: { code?: number; description?: string } };
     try {
