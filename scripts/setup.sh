@@ -14,6 +14,7 @@ need=(
   "crun:crun"
   "ip:iproute2"
   "cpio:cpio"
+  "mkfs.erofs:erofs-utils"   # the guest image's read-only system disk (docs/guest-image.md)
   "modprobe:kmod"
   "dpdk-testpmd:dpdk-dev"
   "chromium:chromium"

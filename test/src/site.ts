@@ -462,7 +462,7 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
           metrics: { host: '127.0.0.1', port: 9464 },
           heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 1000,
           qemu: { accel: 'tcg', maxVcpus: 2, maxMemoryMiB: 2048 },
-          guest: { kernelPath: image.kernelPath, initrdPath: image.initrdPath },
+          guest: { kernelPath: image.kernelPath, initrdPath: image.initrdPath, systemDiskPath: image.systemDisk.path },
           isolation: { uidBase: n.uidBase, uidCount: 100, cgroupParent: n.cgroupParent },
           ...opts.nodeConfig,
         }),

@@ -4,11 +4,12 @@
  * module that owns it and translates errors to gRPC status codes in one place (toServiceError).
  */
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+import protobuf from 'protobufjs';
 import { release } from 'node:os';
 import { asAppError, ConflictError, InvalidArgumentError } from '@edgenfv/contracts/internal/errors';
 import {
   AGENT_PROTO_LOADER_OPTIONS,
+  AGENT_SERVICE,
   AGENT_PROTOCOL_MAJOR,
   AGENT_PROTOCOL_MINOR,
   errorCodeToGrpcStatus,
@@ -47,12 +48,38 @@ export interface AgentDeps {
   log: Log;
 }
 
+/**
+ * AgentService's definition for grpc-js, straight from protobufjs: what @grpc/proto-loader's loadSync gives a
+ * server (paths, streaming flags, serializers with AGENT_PROTO_LOADER_OPTIONS' conversions, the same calls), without
+ * the reflection descriptors it also builds for every message (encoding FileDescriptorProtos: most of the agent's
+ * start in an emulated guest; docs/guest-image.md). The host's client keeps proto-loader; both meet on the wire.
+ */
 export function loadAgentService(protoPath: string): grpc.ServiceDefinition {
-  const def = protoLoader.loadSync(protoPath, { ...AGENT_PROTO_LOADER_OPTIONS });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as {
-    edgenfv: { agent: { v1: { AgentService: grpc.ServiceClientConstructor } } };
+  const { keepCase, ...conversion } = AGENT_PROTO_LOADER_OPTIONS;
+  const root = new protobuf.Root().loadSync(protoPath, { keepCase });
+  root.resolveAll();
+  const service = root.lookupService(AGENT_SERVICE);
+  const serializer = (type: protobuf.Type) => (arg: unknown): Buffer => {
+    if (Array.isArray(arg)) throw new Error(`Failed to serialize message: expected object with ${type.name} structure, got array instead`);
+    return type.encode(type.fromObject(arg as Record<string, unknown>)).finish() as Buffer;
   };
-  return pkg.edgenfv.agent.v1.AgentService.service;
+  const deserializer = (type: protobuf.Type) => (buf: Buffer): unknown => type.toObject(type.decode(buf), conversion);
+  const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const m of service.methodsArray) {
+    const req = m.resolvedRequestType!;
+    const res = m.resolvedResponseType!;
+    def[m.name] = {
+      path: `/${AGENT_SERVICE}/${m.name}`,
+      requestStream: !!m.requestStream,
+      responseStream: !!m.responseStream,
+      requestSerialize: serializer(req),
+      requestDeserialize: deserializer(req),
+      responseSerialize: serializer(res),
+      responseDeserialize: deserializer(res),
+      originalName: m.name.charAt(0).toLowerCase() + m.name.slice(1),
+    };
+  }
+  return def;
 }
 
 export function toServiceError(err: unknown): Partial<grpc.StatusObject> {

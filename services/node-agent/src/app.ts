@@ -31,7 +31,7 @@ export interface AppDeps {
   registry: Registry;
   nc: NatsConnection;
   /** Guest kernel + initramfs (+ the kernel arguments the image expects). */
-  image: { kernelPath?: string; initrdPath?: string; kernelArgs?: string; minMemoryMiB?: number };
+  image: { kernelPath?: string; initrdPath?: string; systemDisk?: { path: string; serial: string }; kernelArgs?: string; minMemoryMiB?: number };
   driver?: HypervisorDriver;
   guest?: GuestPort;
   attachments?: AttachmentPort;
@@ -101,7 +101,11 @@ export function buildApp(deps: AppDeps): App {
     cgroups,
     logger,
     metrics,
-    image: { ...(deps.image.kernelPath ? { kernelPath: deps.image.kernelPath } : {}), ...(deps.image.initrdPath ? { initrdPath: deps.image.initrdPath } : {}) },
+    image: {
+      ...(deps.image.kernelPath ? { kernelPath: deps.image.kernelPath } : {}),
+      ...(deps.image.initrdPath ? { initrdPath: deps.image.initrdPath } : {}),
+      ...(deps.image.systemDisk ? { systemDisk: deps.image.systemDisk } : {}),
+    },
     ...(deps.image.kernelArgs ? { kernelArgs: deps.image.kernelArgs } : {}),
     ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
     // pruning keeps the images the node's replicas run (read when a pull prunes, after the manager exists)

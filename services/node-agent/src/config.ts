@@ -97,7 +97,8 @@ export interface NodeAgentConfig {
     maxVcpus: number;
     maxMemoryMiB: number;
   }>;
-  guest: Readonly<{ kernelPath?: string; initrdPath?: string; bootTimeoutMs: number; extraKernelArgs: string }>;
+  /** systemDiskPath: the image's read-only system disk (`system.erofs` beside the initrd of a built image). */
+  guest: Readonly<{ kernelPath?: string; initrdPath?: string; systemDiskPath?: string; bootTimeoutMs: number; extraKernelArgs: string }>;
   isolation: Readonly<{
     /** First uid/gid handed to QEMU processes (one per sandbox). */
     uidBase: number;
@@ -166,7 +167,7 @@ const KEYS: Record<string, readonly string[]> = {
   images: ['cacheDir', 'maxImageBytes', 'cacheMaxBytes', 'ociLayoutRoots'],
   metrics: ['host', 'port'],
   qemu: ['binary', 'machine', 'accel', 'tcgTbSizeMiB', 'overheadMiB', 'maxVcpus', 'maxMemoryMiB'],
-  guest: ['kernelPath', 'initrdPath', 'bootTimeoutMs', 'extraKernelArgs'],
+  guest: ['kernelPath', 'initrdPath', 'systemDiskPath', 'bootTimeoutMs', 'extraKernelArgs'],
   isolation: ['uidBase', 'uidCount', 'cgroupRoot', 'cgroupParent', 'sandbox'],
   dataplane: ['kind', 'socketDir', 'probePath', 'numaNode', 'ovs'],
   ovs: ['socketMemMiB', 'lcoreCpu', 'pmdCpus', 'pmdMaxSleepUs', 'netns', 'ealArgs', 'uplinks', 'vswitchdBinary', 'startTimeoutMs'],
@@ -212,6 +213,7 @@ export const ENV_VARS = {
   EDGENFV_METRICS_PORT: 'metrics.port',
   EDGENFV_GUEST_KERNEL: 'guest.kernelPath',
   EDGENFV_GUEST_INITRD: 'guest.initrdPath',
+  EDGENFV_GUEST_SYSTEM_DISK: 'guest.systemDiskPath',
   EDGENFV_QEMU: 'qemu.binary',
 } as const;
 
@@ -500,6 +502,9 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
   const initrdPath = absPath(g, 'initrdPath', 'guest.initrdPath');
   if (kernelPath !== undefined) Object.assign(guest, { kernelPath });
   if (initrdPath !== undefined) Object.assign(guest, { initrdPath });
+  const systemDiskPath = absPath(g, 'systemDiskPath', 'guest.systemDiskPath');
+  if (systemDiskPath !== undefined) Object.assign(guest, { systemDiskPath });
+  if (systemDiskPath !== undefined && initrdPath === undefined) issues.push({ field: 'guest.systemDiskPath', message: 'goes with guest.kernelPath and guest.initrdPath' });
   if ((kernelPath === undefined) !== (initrdPath === undefined)) {
     issues.push({ field: 'guest.initrdPath', message: 'guest.kernelPath and guest.initrdPath go together' });
   }

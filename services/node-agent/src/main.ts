@@ -9,7 +9,7 @@ import { connect, credsAuthenticator, type ConnectionOptions } from 'nats';
 import { createLogger, createRegistry } from '@edgenfv/telemetry';
 import { loadConfig } from './config.js';
 import { buildApp } from './app.js';
-import { buildGuestImage } from './guest/index.js';
+import { buildGuestImage, SYSTEM_DISK_SERIAL } from './guest/index.js';
 import { probeKvm } from './hypervisor/kvm-probe.js';
 import { promisesFromNodeConfig, runHostChecks } from '@edgenfv/host-check';
 import { findBinary } from './inventory.js';
@@ -30,7 +30,11 @@ async function main(): Promise<void> {
   const nc = await connect(opts);
   const image =
     cfg.guest.kernelPath && cfg.guest.initrdPath
-      ? { kernelPath: cfg.guest.kernelPath, initrdPath: cfg.guest.initrdPath }
+      ? {
+          kernelPath: cfg.guest.kernelPath,
+          initrdPath: cfg.guest.initrdPath,
+          ...(cfg.guest.systemDiskPath ? { systemDisk: { path: cfg.guest.systemDiskPath, serial: SYSTEM_DISK_SERIAL } } : {}),
+        }
       : // a node with SR-IOV PFs needs the VF drivers (igbvf, iavf, i40e, ice are only in the generic kernel)
         await buildGuestImage({ log: logger, kernelFlavor: Object.keys(cfg.physnets).length > 0 ? 'generic' : 'cloud' });
   let kvm = false;

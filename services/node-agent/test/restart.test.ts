@@ -89,7 +89,7 @@ test('kill -9 of the agent with two VMs running: the restarted agent re-adopts b
     metrics: { port: 0 },
     heartbeatIntervalMs: 300,
     qemu: { accel: 'tcg', maxVcpus: 2, maxMemoryMiB: 1024 },
-    guest: { kernelPath: image.kernelPath, initrdPath: image.initrdPath, bootTimeoutMs: 240_000 },
+    guest: { kernelPath: image.kernelPath, initrdPath: image.initrdPath, systemDiskPath: image.systemDisk.path, bootTimeoutMs: 240_000 },
     isolation: { cgroupParent: `edgenfv-r${tag}` },
   }));
   const startAgent = (): ChildProcess => {

@@ -56,7 +56,7 @@ export async function benchWarmClaims(o: {
   runs: number;
   dir: string;
   accel: 'kvm' | 'tcg';
-  image: { kernelPath: string; initrdPath: string; kernelArgs?: string };
+  image: { kernelPath: string; initrdPath: string; systemDisk?: { path: string; serial: string }; kernelArgs?: string };
   log: Logger;
 }): Promise<WarmClaimFigures> {
   const nats = await startNatsServer({ storeDir: join(o.dir, 'warm-nats') });

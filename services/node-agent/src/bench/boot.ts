@@ -98,7 +98,7 @@ async function main(): Promise<void> {
     attachments: new NetpluginsAttachments({ stateDir, sysfsRoot: '/sys', physnets: {}, logger: log }),
     cgroups,
     logger: log,
-    image: { kernelPath: image.kernelPath, initrdPath: image.initrdPath },
+    image: { kernelPath: image.kernelPath, initrdPath: image.initrdPath, systemDisk: image.systemDisk },
     kernelArgs: image.kernelArgs,
     ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
     events: { onExec: () => (events.exec = process.hrtime.bigint()), onGuestReady: () => (events.ready = process.hrtime.bigint()) },
@@ -111,6 +111,7 @@ async function main(): Promise<void> {
   const agentRss: number[] = [];
   const floor: number[] = [];
   const floorUptime: number[] = [];
+  const codeCache: string[] = [];
   const guest = { helloAck: [] as number[], rpc: [] as number[], init: [] as number[], modules: [] as number[], node: [] as number[], agent: [] as number[], handshake: [] as number[], spawnToUptime0: [] as number[] };
   const busybox = findBinary('busybox');
   if (!busybox) throw new Error('busybox not found (the guest image needs it too)');
@@ -174,6 +175,8 @@ async function main(): Promise<void> {
           guest.rpc.push(Number(healthAt - ackAt) / 1e6);
         }
         const st = stamps(cmd.consoleLog);
+        const cc = /EDGENFV_AGENT_CACHE (\w+)/.exec(readFileSync(cmd.consoleLog, 'utf8'));
+        if (cc) codeCache.push(cc[1]!);
         const readyAt = await readySeen;
         if (st.EDGENFV_INIT !== undefined) guest.init.push(st.EDGENFV_INIT);
         if (st.EDGENFV_INIT !== undefined && st.EDGENFV_AGENT_START !== undefined) guest.modules.push(st.EDGENFV_AGENT_START - st.EDGENFV_INIT);
@@ -206,7 +209,7 @@ async function main(): Promise<void> {
     }
     await manager.stopAll();
     if (warmRuns > 0) {
-      warm = await benchWarmClaims({ runs: warmRuns, dir, accel, image: { kernelPath: image.kernelPath, initrdPath: image.initrdPath, kernelArgs: image.kernelArgs }, log });
+      warm = await benchWarmClaims({ runs: warmRuns, dir, accel, image: { kernelPath: image.kernelPath, initrdPath: image.initrdPath, systemDisk: image.systemDisk, kernelArgs: image.kernelArgs }, log });
     }
   } finally {
     await manager.stopAll().catch(() => undefined);
@@ -234,6 +237,7 @@ async function main(): Promise<void> {
     floorMs: Math.round(median(floor)),
     agentToReadyOverFloor: Math.round((median(b) / median(floor)) * 1000) / 1000,
     initrdBytes: readFileSync(image.initrdPath).length,
+    systemDiskBytes: existsSync(image.systemDisk.path) ? readFileSync(image.systemDisk.path).length : 0,
     // (a) split by the guest's uptime stamps: QEMU + firmware until the kernel's clock starts (host time minus the
     // guest's uptime), the kernel to a busybox /init (the floor's uptime), unpacking the big initramfs (the image's
     // /init uptime minus the floor's), /init's own work (mounts, modprobe), Node.js start (agent process exec ->
@@ -257,6 +261,8 @@ async function main(): Promise<void> {
     warmClaimRuns: warm?.claimMs.length ?? 0,
     warmClaimMissed: warm?.missed ?? 0,
     warmRefillMs: warm?.refillMs.length ? Math.round(median(warm.refillMs)) : null,
+    // the guest agent's V8 code cache (deploy/guest-image/agent-loader.cjs): accepted / rejected / none, per run
+    agentCodeCache: [...new Set(codeCache)].join(',') || null,
   };
   console.log(`(a) QEMU direct -> guest agent health: ${out.directToHealthMs} ms; (b) node agent command -> guest ready: ${out.agentToReadyMs} ms; (c) command -> QEMU exec: ${out.commandToExecMs} ms; floor (busybox /init): ${out.floorMs} ms`);
   console.log(`(a) breakdown: ${JSON.stringify(out.breakdown)}`);

@@ -9,7 +9,7 @@
  * libraries, bundle, proto, init, module list, builder version); an image whose hash exists is reused, a changed
  * input makes a new one. Archives are written with sorted names, zero mtimes and `cpio --reproducible`.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, writeFile, lstat, stat, utimes, lutimes } from 'node:fs/promises';
@@ -17,14 +17,19 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { AGENT_PORT_NAME, agentProtoPath, InternalError, InvalidArgumentError } from '@edgenfv/contracts';
-import type { Logger } from '@edgenfv/telemetry';
+import { silentLogger, type Logger } from '@edgenfv/telemetry';
 import { DPDK_MANIFEST, dpdkFileSet, dpdkManifest } from './dpdk-files.js';
 
 const pexec = promisify(execFile);
-export const IMAGE_BUILDER_VERSION = '1';
+export const IMAGE_BUILDER_VERSION = '2';
 export const REPO_ROOT = fileURLToPath(new URL('../../../../../', import.meta.url));
 
 export type KernelFlavor = 'cloud' | 'generic';
+
+/** The system disk (read-only erofs: Node.js, the agent, crun, ip, DPDK, modules) in the image folder. */
+export const SYSTEM_DISK_FILE = 'system.erofs';
+/** Its virtio-blk serial: /init finds it by this (deploy/guest-image/init). */
+export const SYSTEM_DISK_SERIAL = 'edgenfv-system';
 
 export interface GuestImageOptions {
   /** Cache root: `$EDGENFV_CACHE`, else `<repo>/.cache`. */
@@ -70,7 +75,12 @@ export interface GuestImage {
   agentPortName: string;
   /** Kernel command line the image expects (add `tsc_early_khz=` for microvm under TCG). */
   kernelArgs: string;
-  /** Guest RAM the image needs at least (Node.js in an initramfs). */
+  /**
+   * The read-only system disk every VM of this image gets (virtio-blk, serial `systemDisk.serial`): /init mounts
+   * it at /sysroot; the initramfs holds only busybox, /init, /etc and the modules that reach the disk.
+   */
+  systemDisk: { path: string; serial: string };
+  /** Guest RAM the image needs at least. */
   minMemoryMiB: number;
 }
 
@@ -198,6 +208,8 @@ async function ensureKernel(cache: string, pkg: string, dirs: string[], offline:
 }
 
 interface ModuleList {
+  /** Loaded by /init before the system disk is mounted (they are in the initramfs): must exist. */
+  early: string[];
   required: string[];
   optional: string[];
   /** VF drivers: carried when the kernel has them, loaded by the guest agent when a VF appears (not at boot). */
@@ -205,12 +217,12 @@ interface ModuleList {
 }
 
 export async function readModuleList(path = join(REPO_ROOT, 'deploy/guest-image/modules')): Promise<ModuleList> {
-  const out: ModuleList = { required: [], optional: [], vf: [] };
+  const out: ModuleList = { early: [], required: [], optional: [], vf: [] };
   for (const line of (await readFile(path, 'utf8')).split('\n')) {
     const t = line.replace(/#.*/, '').trim();
     if (!t) continue;
     const [kind, name] = t.split(/\s+/);
-    if ((kind === 'required' || kind === 'optional' || kind === 'vf') && name) out[kind].push(name);
+    if ((kind === 'early' || kind === 'required' || kind === 'optional' || kind === 'vf') && name) out[kind].push(name);
   }
   return out;
 }
@@ -244,9 +256,32 @@ async function moduleClosure(kroot: string, release: string, names: string[]): P
   return { files: [...files].sort(), found, missing };
 }
 
+/** Module files (paths in modules.dep) of `names` and their dependencies, each after what it depends on. */
+async function loadOrder(kroot: string, release: string, names: string[]): Promise<string[]> {
+  const { files } = await moduleClosure(kroot, release, names);
+  const dep = await readFile(join(kroot, 'lib', 'modules', release, 'modules.dep'), 'utf8');
+  const deps = new Map<string, string[]>();
+  for (const line of dep.split('\n')) {
+    const [p, rest] = line.split(':');
+    if (p) deps.set(p, (rest ?? '').trim().split(/\s+/).filter(Boolean));
+  }
+  const order: string[] = [];
+  const visit = (p: string): void => {
+    if (order.includes(p)) return;
+    for (const d of deps.get(p) ?? []) visit(d);
+    order.push(p);
+  };
+  for (const f of files) visit(f);
+  return order;
+}
+
 // ---- agent bundle
 
-/** One-file ESM bundle of the guest agent (esbuild), with a `require` for the CommonJS parts (grpc-js). */
+/**
+ * One-file CommonJS bundle of the guest agent (esbuild). CommonJS, not ESM: the guest starts it through
+ * deploy/guest-image/agent-loader.cjs with V8's code cache (vm.Script cachedData), which needs a classic script;
+ * it also skips Node's ESM loader (measured on the host: ~30 % less CPU to the bundle's first statement).
+ */
 export async function bundleGuestAgent(entry: string): Promise<Buffer> {
   if (!existsSync(entry)) throw new InternalError(`guest agent entry ${entry} missing: build services/guest-agent first (npx tsc -b)`);
   const esbuild = await import('esbuild');
@@ -255,20 +290,77 @@ export async function bundleGuestAgent(entry: string): Promise<Buffer> {
     bundle: true,
     platform: 'node',
     target: 'node20',
-    format: 'esm',
+    format: 'cjs',
     minify: true,
     legalComments: 'none',
     write: false,
     logLevel: 'silent',
+    // import.meta.url of the ESM sources (a default path the guest overrides, e.g. agent.proto's): the bundle's own URL
+    define: { 'import.meta.url': '__edgImportMetaUrl' },
     // The first statement of the bundle: the guest's uptime once Node.js has started and compiled the bundle
     // (`npm run bench:boot` reads it off the console to split Node.js start from the agent's own start).
     banner: {
       js:
-        "import { createRequire as __edgCreateRequire } from 'node:module'; const require = __edgCreateRequire(import.meta.url);" +
-        " try { process.stdout.write('EDGENFV_AGENT_JS uptime=' + require('node:fs').readFileSync('/proc/uptime', 'utf8').split(' ')[0] + '\\n'); } catch {}",
+        "var __edgImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" +
+        " try { require('node:fs').writeSync(1, 'EDGENFV_AGENT_JS uptime=' + require('node:fs').readFileSync('/proc/uptime', 'utf8').split(' ')[0] + '\\n'); } catch {}",
     },
   });
-  return Buffer.from(res.outputFiles[0]!.contents);
+  // the entry's #! line: the loader compiles the bundle inside a function wrapper, where it is a syntax error
+  return Buffer.from(res.outputFiles[0]!.text.replace(/^#![^\n]*\n/, ''));
+}
+
+/** Node.js flags of the guest agent (/etc/edgenfv/node-flags, read by /init); the code cache is made with the same. */
+export function agentNodeFlags(imageHash: string): string[] {
+  // --hash-seed: V8 otherwise picks a random string-hash seed per process, and the code cache's bytes (not its
+  // use) depend on it; fixed per image (from its hash), the same inputs give the same cache bytes. The agent hashes
+  // only what its host sends it (docs/guest-image.md).
+  return ['--jitless', '--no-expose-wasm', '--max-semi-space-size=1', '--max-old-space-size=48', `--hash-seed=${parseInt(imageHash.slice(0, 8), 16)}`];
+}
+
+/**
+ * The code cache of the guest agent bundle, "trained" on this host: the image's own (stripped) node runs the
+ * image's loader and bundle with the guest's flags on a socket stand-in of the virtio port until the agent is
+ * ready, then the loader writes the cache of every function compiled so far (the whole start path). Not further (the
+ * first RPCs): what runs then depends on timing, and the cache's bytes would differ from build to build.
+ * undefined when that fails (the guest then compiles the bundle as before).
+ */
+async function trainAgentCache(root: string, work: string, flags: string[], log?: Logger): Promise<Buffer | undefined> {
+  const dir = join(work, 'train');
+  await mkdir(dir, { recursive: true });
+  const out = join(dir, 'agent.cache');
+  const chardevPath = join(dir, 'agent.sock');
+  const child = spawn(
+    join(root, 'usr/bin/node'),
+    [...flags, join(root, 'opt/edgenfv/agent-loader.cjs'), '--port', `socket:${chardevPath}`, '--state-dir', join(dir, 'state'), '--proto', join(root, 'opt/edgenfv/agent.proto')],
+    { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, EDGENFV_AGENT_CACHE_OUT: out }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const ready = new Promise<boolean>((resolve) => {
+    const onData = (d: Buffer) => {
+      output = (output + d.toString()).slice(-4096);
+      if (output.includes('EDGENFV_AGENT_READY')) resolve(true);
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    void exited.then(() => resolve(false));
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  try {
+    if (!(await ready)) throw new Error(`the agent did not start: ${output.trim().split('\n').slice(-3).join(' | ')}`);
+    child.kill('SIGUSR2');
+    for (let i = 0; i < 200 && !existsSync(out); i++) await new Promise((r) => setTimeout(r, 25));
+    if (!existsSync(out)) throw new Error(`the loader wrote no cache (exit ${child.exitCode ?? child.signalCode ?? 'none'}): ${output.trim().split('\n').slice(-3).join(' | ')}`);
+    return await readFile(out);
+  } catch (err) {
+    log?.warn({ err }, 'guest image: no code cache for the agent (the guest compiles it at start)');
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+    child.kill('SIGKILL');
+    await exited;
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 // ---- image
@@ -292,12 +384,16 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
   if (req.missing.length > 0) throw new InvalidArgumentError([{ field: 'modules', message: `not in ${pkg}: ${req.missing.join(', ')}` }]);
   const opt = await moduleClosure(kernel.root, kernel.release, list.optional);
   const vf = await moduleClosure(kernel.root, kernel.release, list.vf);
-  const modFiles = [...new Set([...req.files, ...opt.files, ...vf.files])].sort();
+  const early = await moduleClosure(kernel.root, kernel.release, list.early);
+  if (early.missing.length > 0) throw new InvalidArgumentError([{ field: 'modules', message: `not in ${pkg}: ${early.missing.join(', ')}` }]);
+  const earlyOrder = await loadOrder(kernel.root, kernel.release, early.found);
+  const modFiles = [...new Set([...early.files, ...req.files, ...opt.files, ...vf.files])].sort();
   const moduleNames = [...req.found, ...opt.found];
 
   const bundle = await bundleGuestAgent(opts.guestAgentEntry ?? join(REPO_ROOT, 'services/guest-agent/dist/src/main.js'));
   const protoPath = agentProtoPath();
   const initPath = join(REPO_ROOT, 'deploy/guest-image/init');
+  const loaderPath = join(REPO_ROOT, 'deploy/guest-image/agent-loader.cjs');
   const bins = {
     '/usr/bin/node': opts.nodeBinary ?? (await which('node')),
     '/usr/bin/crun': await which('crun'),
@@ -312,14 +408,19 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
   // binutils' strip (for node's debug info); its version is an input of the image like the binaries'
   const stripTool = await which('strip').catch(() => undefined);
   const stripVersion = stripTool ? (await run([stripTool, '--version'])).split('\n')[0] : 'none';
+  // erofs-utils' mkfs.erofs writes the system disk (scripts/setup.sh installs it); its version is an input too
+  const mkfsErofs = await which('mkfs.erofs').catch(() => {
+    throw new InternalError('mkfs.erofs not found on this host: the guest image\'s system disk needs erofs-utils (scripts/setup.sh installs it)');
+  });
+  const mkfsVersion = await sha256File(mkfsErofs); // 1.5 has no --version
 
   // content hash of every input
   const h = createHash('sha256');
-  h.update(`strip ${stripVersion}\n`);
+  h.update(`strip ${stripVersion}\nmkfs.erofs ${mkfsVersion}\nearly ${earlyOrder.join(',')}\n`);
   h.update(`builder ${IMAGE_BUILDER_VERSION}\nflavor ${flavor}\nmodules ${moduleNames.join(',')}\nvf ${vf.found.join(',')}\n`);
   h.update(`kernel ${await sha256File(kernel.deb)}\n`);
   h.update(`bundle ${createHash('sha256').update(bundle).digest('hex')}\n`);
-  for (const f of [protoPath, initPath]) h.update(`${basename(f)} ${await sha256File(f)}\n`);
+  for (const f of [protoPath, initPath, loaderPath]) h.update(`${basename(f)} ${await sha256File(f)}\n`);
   for (const [dst, src] of Object.entries(bins)) h.update(`${dst} ${await sha256File(src)}\n`);
   for (const l of [...libs].sort()) h.update(`${l} ${await sha256File(l)}\n`);
   for (const f of dpdk.files) h.update(`dpdk ${f} ${await sha256File(f)}\n`);
@@ -331,6 +432,7 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
     dir,
     kernelPath: join(dir, 'vmlinuz'),
     initrdPath: join(dir, 'initrd.cpio'),
+    systemDisk: { path: join(dir, SYSTEM_DISK_FILE), serial: SYSTEM_DISK_SERIAL },
     kernelRelease: kernel.release,
     kernelPackage: pkg,
     flavor,
@@ -348,40 +450,44 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
   await mkdir(join(cache, 'images'), { recursive: true });
   const work = await mkdtemp(join(cache, 'images', `.build-${hash}-`));
   try {
+    // root: the initramfs (busybox, /init, /etc, the modules that reach the system disk); sys: the system disk
+    // (everything else), mounted read-only at /sysroot, its top-level folders linked from the initramfs' root
     const root = join(work, 'root');
-    for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'proc', 'sys', 'dev', 'tmp', 'run', 'root', 'mnt', 'etc/edgenfv', 'opt/edgenfv', 'var/log']) {
+    const sys = join(work, 'sys');
+    for (const d of ['bin', 'sbin', 'proc', 'sys', 'dev', 'tmp', 'run', 'root', 'mnt', 'etc/edgenfv', 'var/log', 'sysroot', 'early']) {
       await mkdir(join(root, d), { recursive: true });
     }
+    for (const d of ['usr/bin', 'usr/sbin', 'opt/edgenfv', 'lib']) await mkdir(join(sys, d), { recursive: true });
     await copyFile(bins['/bin/busybox'], join(root, 'bin/busybox'));
     const applets = (await run([bins['/bin/busybox'], '--list'])).split('\n').filter((a) => a && a !== 'busybox');
     for (const a of applets) await symlink('busybox', join(root, 'bin', a));
     for (const [dst, src] of Object.entries(bins)) {
       if (dst === '/bin/busybox') continue;
-      await mkdir(join(root, dirname(dst)), { recursive: true });
-      await copyFile(src, join(root, dst));
-      await chmod(join(root, dst), 0o755);
+      await mkdir(join(sys, dirname(dst)), { recursive: true });
+      await copyFile(src, join(sys, dst));
+      await chmod(join(sys, dst), 0o755);
     }
     // The host's node carries debug info and a symbol table (~12.6 MB of the 99 MB here) the guest never reads
-    // (dynamic symbols stay: native addons link against them): stripped, the kernel
-    // unpacks that much less at every boot and each VM holds that much less RAM (docs/guest-image.md).
-    if (stripTool) await run([stripTool, '--strip-unneeded', join(root, '/usr/bin/node')]);
+    // (dynamic symbols stay: native addons link against them): stripped, the guest reads less and each VM
+    // holds less in its page cache (docs/guest-image.md).
+    if (stripTool) await run([stripTool, '--strip-unneeded', join(sys, '/usr/bin/node')]);
+    // /lib64/ld-linux-x86-64.so.2 is how binaries name the loader
     for (const l of libs) {
-      await mkdir(join(root, dirname(l)), { recursive: true });
-      await copyFile(l, join(root, l));
+      await mkdir(join(sys, dirname(l)), { recursive: true });
+      await copyFile(l, join(sys, l));
     }
     for (const f of dpdk.files) {
-      await mkdir(join(root, dirname(f)), { recursive: true });
-      if (!existsSync(join(root, f))) await copyFile(f, join(root, f));
+      await mkdir(join(sys, dirname(f)), { recursive: true });
+      if (!existsSync(join(sys, f))) await copyFile(f, join(sys, f));
     }
     for (const [p, t] of dpdk.links) {
-      await mkdir(join(root, dirname(p)), { recursive: true });
-      await symlink(t, join(root, p)).catch((err: NodeJS.ErrnoException) => {
+      await mkdir(join(sys, dirname(p)), { recursive: true });
+      await symlink(t, join(sys, p)).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'EEXIST') throw err;
       });
     }
     if (dpdk.files.length > 0) await writeFile(join(root, DPDK_MANIFEST.slice(1)), dpdkManifest(dpdk));
-    // /lib64/ld-linux-x86-64.so.2 is how binaries name the loader
-    const mdir = join(root, 'lib', 'modules', kernel.release);
+    const mdir = join(sys, 'lib', 'modules', kernel.release);
     for (const f of modFiles) {
       await mkdir(join(mdir, dirname(f)), { recursive: true });
       await copyFile(join(kernel.root, 'lib', 'modules', kernel.release, f), join(mdir, f));
@@ -390,18 +496,28 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
       const src = join(kernel.root, 'lib', 'modules', kernel.release, f);
       if (existsSync(src)) await copyFile(src, join(mdir, f));
     }
-    await run(['busybox', 'depmod', '-b', root, kernel.release]);
+    await run(['busybox', 'depmod', '-b', sys, kernel.release]);
+    // the modules /init needs before the system disk is mounted: insmod'ed in dependency order from /early
+    for (const f of earlyOrder) await copyFile(join(kernel.root, 'lib', 'modules', kernel.release, f), join(root, 'early', basename(f)));
+    await writeFile(join(root, 'etc/edgenfv/early-modules'), earlyOrder.map((f) => basename(f)).join('\n') + '\n');
     await writeFile(join(root, 'etc/edgenfv/modules'), moduleNames.join('\n') + '\n');
     await writeFile(join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
     await writeFile(join(root, 'etc/group'), 'root:x:0:\n');
     await writeFile(join(root, 'etc/hosts'), '127.0.0.1 localhost\n');
     await writeFile(join(root, 'etc/edgenfv/image'), JSON.stringify({ hash, kernel: pkg, builder: IMAGE_BUILDER_VERSION }) + '\n');
-    await writeFile(join(root, 'opt/edgenfv/guest-agent.mjs'), bundle);
-    await copyFile(protoPath, join(root, 'opt/edgenfv/agent.proto'));
+    await writeFile(join(sys, 'opt/edgenfv/guest-agent.cjs'), bundle);
+    await copyFile(loaderPath, join(sys, 'opt/edgenfv/agent-loader.cjs'));
+    await copyFile(protoPath, join(sys, 'opt/edgenfv/agent.proto'));
+    const nodeFlags = agentNodeFlags(hash);
+    await writeFile(join(root, 'etc/edgenfv/node-flags'), nodeFlags.join(' ') + '\n');
+    const codeCache = await trainAgentCache(sys, work, nodeFlags, log);
+    if (codeCache) await writeFile(join(sys, 'opt/edgenfv/guest-agent.cjs.cache'), codeCache);
+    for (const top of (await readdir(sys)).sort()) await symlink(`sysroot/${top}`, join(root, top));
     await copyFile(initPath, join(root, 'init'));
     await chmod(join(root, 'init'), 0o755);
-    // reproducible: zero mtimes, sorted names, no inode/device numbers
+    // reproducible: zero mtimes, sorted names, no inode/device numbers; the disk with a UUID from the hash
     await zeroMtimes(root);
+    await zeroMtimes(sys);
     const names = (await run(['find', '.', '-mindepth', '1'], { cwd: root })).split('\n').filter(Boolean).sort();
     await new Promise<void>((resolve, reject) => {
       const child = execFile('sh', ['-c', `cpio -o -H newc --reproducible --quiet > "${join(work, 'initrd.cpio')}"`], { cwd: root }, (err) =>
@@ -409,6 +525,9 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
       );
       child.stdin!.end(names.join('\n') + '\n');
     });
+    const uuid = `${hash.slice(0, 8)}-${hash.slice(8, 12)}-4${hash.slice(13, 16)}-8${hash.slice(17, 20)}-${hash.slice(12, 13)}${hash.slice(16, 17)}${hash.slice(20, 24)}000000`;
+    await run([mkfsErofs, '--quiet', '-T0', `-U${uuid}`, '--all-root', '-x-1', join(work, SYSTEM_DISK_FILE), sys]);
+    await rm(sys, { recursive: true, force: true });
     await copyFile(join(kernel.root, 'boot', `vmlinuz-${kernel.release}`), join(work, 'vmlinuz'));
     await rm(root, { recursive: true, force: true });
     await writeFile(join(work, 'image.json'), JSON.stringify({ ...image, dir: undefined }, null, 2));

@@ -108,6 +108,9 @@ export function validateSpec(spec: VmSpec): FieldIssue[] {
     if (!spec.chrootDir.startsWith('/') || /,/.test(spec.chrootDir)) issues.push({ field: 'chrootDir', message: 'must be an absolute path without a comma' });
     if (spec.runAs?.method === 'spawn') issues.push({ field: 'chrootDir', message: 'QEMU started as the uid (runAs.method spawn) cannot chroot: use method qemu' });
   }
+  if (spec.systemDisk && (/,/.test(spec.systemDisk.path) || !/^[A-Za-z0-9_-]{1,20}$/.test(spec.systemDisk.serial))) {
+    issues.push({ field: 'systemDisk', message: 'its path must not contain a comma; its serial is 1..20 of [A-Za-z0-9_-]' });
+  }
   if (spec.machine === 'microvm' && spec.accel === 'tcg' && !spec.hostCpuKHz) {
     issues.push({ field: 'hostCpuKHz', message: 'microvm under TCG needs the host TSC frequency (tsc_early_khz)' });
   }
@@ -215,6 +218,11 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
     if (d.kind !== 'disk') continue;
     a.push('-drive', `file=${d.path},format=raw,if=none,readonly=on,id=${d.id}`);
     a.push('-device', diskDevice(d, spec.machine));
+  }
+  // last, so that it moves no other device's address (q35: on the root bus, not on a hot-pluggable root port)
+  if (spec.systemDisk) {
+    a.push('-drive', `file=${spec.systemDisk.path},format=raw,if=none,readonly=on,id=sysdisk`);
+    a.push('-device', diskDevice({ kind: 'disk', id: 'sysdisk', ...spec.systemDisk }, spec.machine));
   }
   const cmd: QemuCommand = { args: a, fds, ...files };
   if (agentSocket) cmd.agentSocket = agentSocket;

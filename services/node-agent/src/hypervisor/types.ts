@@ -41,6 +41,11 @@ export interface VmSpec {
   /** Guest kernel and initramfs; absent: the VM idles in its firmware (tests of the driver without a guest). */
   kernelPath?: string;
   initrdPath?: string;
+  /**
+   * The guest image's read-only system disk (Node.js, the agent...: see guest/image-builder.ts), a virtio-blk disk
+   * the guest's /init finds by its serial; absent for an image that carries everything in its initramfs.
+   */
+  systemDisk?: { path: string; serial: string };
   kernelArgs: string;
   devices: VmDevice[];
   /** Folder for QMP socket, agent socket, pid file, console log (0700, owned by runAs). */

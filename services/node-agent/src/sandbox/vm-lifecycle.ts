@@ -27,7 +27,7 @@ export interface VmLifecycleDeps {
   cgroups: Cgroups;
   hostCpuKHz?: number;
   /** Guest kernel/initrd (from the config, or built by buildGuestImage()). */
-  image: { kernelPath?: string; initrdPath?: string };
+  image: { kernelPath?: string; initrdPath?: string; systemDisk?: { path: string; serial: string } };
   /** Extra kernel arguments (the guest image's). */
   kernelArgs?: string;
   /** Spare PCIe slots for NICs of later replicas. */
@@ -132,6 +132,7 @@ export class VmLifecycle {
       memory,
       ...(this.deps.image.kernelPath ? { kernelPath: this.deps.image.kernelPath } : {}),
       ...(this.deps.image.initrdPath ? { initrdPath: this.deps.image.initrdPath } : {}),
+      ...(this.deps.image.systemDisk ? { systemDisk: this.deps.image.systemDisk } : {}),
       kernelArgs: [this.deps.kernelArgs ?? '', cfg.guest.extraKernelArgs].filter(Boolean).join(' '),
       devices: [{ kind: 'agent-channel', id: 'agent', socketPath: join(rec.runDir, 'agent.sock'), name: AGENT_PORT_NAME }, ...nics, ...disks],
       runDir: rec.runDir,

@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '@edgenfv/telemetry';
@@ -16,6 +16,14 @@ let first: GuestImage;
 const fileIn = (initrd: string, path: string) =>
   execFileSync('sh', ['-c', 'cpio -i --quiet --to-stdout "$1" < "$2"', 'sh', path, initrd], { encoding: 'utf8', maxBuffer: 16 << 20 });
 const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
+/** Every path on an image's system disk (erofs), extracted with erofs-utils' fsck.erofs. */
+function systemDiskFiles(img: GuestImage): { dir: string; names: string[] } {
+  const dir = mkdtempSync(join(tmpdir(), 'na-img-sys-'));
+  rmSync(dir, { recursive: true });
+  execFileSync('fsck.erofs', [`--extract=${dir}`, img.systemDisk.path]);
+  const names = execFileSync('find', ['.', '-mindepth', '1'], { cwd: dir, encoding: 'utf8', maxBuffer: 64 << 20 }).split('\n').map((n) => n.replace(/^\.\//, ''));
+  return { dir, names };
+}
 
 before(async () => {
   const shared = await buildGuestImage({ log: silentLogger() }); // makes sure the shared cache has the .deb
@@ -27,10 +35,24 @@ before(async () => {
 });
 after(() => rmSync(cache, { recursive: true, force: true }));
 
-test('the image holds init, the agent bundle and proto, node, crun, ip, busybox and the modules, with modules.dep', () => {
-  const names = execFileSync('sh', ['-c', `cpio -it --quiet < "${first.initrdPath}"`], { encoding: 'utf8', maxBuffer: 64 << 20 }).split('\n');
-  for (const f of ['init', 'opt/edgenfv/guest-agent.mjs', 'opt/edgenfv/agent.proto', 'usr/bin/node', 'usr/bin/crun', 'usr/sbin/ip', 'bin/busybox', 'etc/edgenfv/modules']) {
-    assert.ok(names.includes(f), `${f} in the image`);
+test('a small initramfs (init, busybox, the modules that reach the disk) and a system disk with the agent bundle, its code cache and proto, node, crun, ip and the modules, with modules.dep', () => {
+  const initrd = execFileSync('sh', ['-c', `cpio -it --quiet < "${first.initrdPath}"`], { encoding: 'utf8', maxBuffer: 64 << 20 }).split('\n');
+  for (const f of ['init', 'bin/busybox', 'etc/edgenfv/modules', 'etc/edgenfv/early-modules', 'etc/edgenfv/node-flags', 'early/virtio_blk.ko', 'early/erofs.ko', 'usr', 'lib', 'opt']) {
+    assert.ok(initrd.includes(f), `${f} in the initramfs`);
+  }
+  assert.ok(!initrd.includes('usr/bin/node'), 'node is on the system disk, not in the initramfs');
+  assert.ok(statSync(first.initrdPath).size < 8 << 20, `initramfs of ${statSync(first.initrdPath).size} bytes`);
+  // dependencies before the modules that need them (insmod, no modprobe before the disk is mounted)
+  const early = fileIn(first.initrdPath, 'etc/edgenfv/early-modules').trim().split('\n');
+  for (const m of ['virtio_pci.ko', 'virtio_blk.ko', 'erofs.ko']) assert.ok(early.includes(m), `${m} in ${early.join(',')}`);
+  assert.ok(early.indexOf('virtio_pci_modern_dev.ko') < early.indexOf('virtio_pci.ko'), early.join(','));
+  assert.ok(early.indexOf('libcrc32c.ko') < early.indexOf('erofs.ko'), early.join(','));
+  assert.equal(first.systemDisk.serial, 'edgenfv-system');
+  const sys = systemDiskFiles(first);
+  const names = sys.names;
+  rmSync(sys.dir, { recursive: true, force: true });
+  for (const f of ['opt/edgenfv/guest-agent.cjs', 'opt/edgenfv/guest-agent.cjs.cache', 'opt/edgenfv/agent-loader.cjs', 'opt/edgenfv/agent.proto', 'usr/bin/node', 'usr/bin/crun', 'usr/sbin/ip']) {
+    assert.ok(names.includes(f), `${f} on the system disk`);
   }
   assert.ok(names.includes(`lib/modules/${first.kernelRelease}/modules.dep`));
   assert.ok(names.some((n) => n.endsWith('/virtio_console.ko')));
@@ -39,6 +61,7 @@ test('the image holds init, the agent bundle and proto, node, crun, ip, busybox 
   assert.deepEqual(first.vfDrivers, ['ixgbevf', 'mlx5_core']);
   assert.ok(names.some((n) => n.endsWith('/ixgbevf.ko')));
   const bootList = fileIn(first.initrdPath, 'etc/edgenfv/modules');
+  assert.doesNotMatch(fileIn(first.initrdPath, 'init'), /guest-agent\.mjs/);
   assert.match(bootList, /^virtio_pci$/m);
   assert.ok(!/ixgbevf|mlx5_core/.test(bootList), bootList);
   // the cloud kernel has no igbvf/iavf/i40e/ice: said, not hidden
@@ -50,10 +73,12 @@ test('reproducible and cached by content hash: a rebuild gives the same bytes; a
   const again = await buildGuestImage({ cacheDir: cache, log: silentLogger() });
   assert.equal(again.hash, first.hash);
   const before = sha(first.initrdPath);
+  const diskBefore = sha(first.systemDisk.path);
   rmSync(first.dir, { recursive: true, force: true });
   const rebuilt = await buildGuestImage({ cacheDir: cache, log: silentLogger() });
   assert.equal(rebuilt.hash, first.hash);
   assert.equal(sha(rebuilt.initrdPath), before, 'same inputs, same initramfs bytes');
+  assert.equal(sha(rebuilt.systemDisk.path), diskBefore, 'same inputs, same system disk bytes (incl. the agent code cache)');
 
   const entry = join(cache, 'other-agent.mjs');
   writeFileSync(entry, 'console.log("another agent build");\n');
@@ -89,9 +114,11 @@ test('the generic flavor carries all six VF drivers with modules.alias, none loa
   const g = await buildGuestImage({ kernelFlavor: 'generic', log: silentLogger() });
   assert.deepEqual(g.vfDrivers, ['igbvf', 'iavf', 'ixgbevf', 'i40e', 'mlx5_core', 'ice']);
   assert.deepEqual(g.missingOptionalModules, []);
-  const names = execFileSync('sh', ['-c', `cpio -it --quiet < "${g.initrdPath}"`], { encoding: 'utf8', maxBuffer: 64 << 20 }).split('\n');
+  const sys = systemDiskFiles(g);
+  const names = sys.names;
+  const alias = readFileSync(join(sys.dir, `lib/modules/${g.kernelRelease}/modules.alias`), 'utf8');
+  rmSync(sys.dir, { recursive: true, force: true });
   for (const m of ['igbvf', 'iavf', 'ixgbevf', 'i40e', 'mlx5_core', 'ice']) assert.ok(names.some((n) => n.endsWith(`/${m}.ko`)), `${m}.ko in the image`);
-  const alias = fileIn(g.initrdPath, `lib/modules/${g.kernelRelease}/modules.alias`);
   // igb's VF (QEMU igb, 82576: 8086:10ca) and iavf's adaptive VF
   assert.match(alias, /^alias pci:v00008086d000010CAsv\*sd\*bc\*sc\*i\* igbvf$/m);
   assert.match(alias, /^alias pci:v00008086d00001889sv\*sd\*bc\*sc\*i\* iavf$/m);

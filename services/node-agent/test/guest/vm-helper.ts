@@ -47,6 +47,8 @@ export function bootTestVm(o: {
   (o.disks ?? []).forEach((d, i) => {
     args.push('-drive', `file=${d.path},format=raw,if=none,readonly=on,id=d${i}`, '-device', `virtio-blk-pci,drive=d${i},serial=${d.serial}`);
   });
+  // the image's system disk (Node.js, the agent...), last like the node agent's QEMU command line
+  args.push('-drive', `file=${o.image.systemDisk.path},format=raw,if=none,readonly=on,id=sysdisk`, '-device', `virtio-blk-pci,drive=sysdisk,serial=${o.image.systemDisk.serial}`);
   const proc = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d) => (out += d.toString('latin1')));

@@ -107,6 +107,16 @@ test('vfio-pci passthrough by host BDF on q35', () => {
   assert.ok(values(args, '-device').includes('vfio-pci,host=0000:3b:10.2,id=vf0,bus=rp0'));
 });
 
+test('the guest image system disk: read-only, by serial, after every other device (q35: root bus; microvm: mmio)', () => {
+  const disk = { kind: 'disk' as const, id: 'img0', path: '/c/img.tar', serial: 'oci-0123' };
+  const { args } = buildQemuArgs(spec({ systemDisk: { path: '/c/system.erofs', serial: 'edgenfv-system' }, devices: [...spec().devices, disk] }));
+  assert.deepEqual(values(args, '-drive'), ['file=/c/img.tar,format=raw,if=none,readonly=on,id=img0', 'file=/c/system.erofs,format=raw,if=none,readonly=on,id=sysdisk']);
+  assert.equal(values(args, '-device').at(-1), 'virtio-blk-pci,drive=sysdisk,serial=edgenfv-system,id=sysdisk-blk');
+  const m = buildQemuArgs(spec({ machine: 'microvm', hostCpuKHz: 2_000_000, systemDisk: { path: '/c/system.erofs', serial: 'edgenfv-system' } })).args;
+  assert.equal(values(m, '-device').at(-1), 'virtio-blk-device,drive=sysdisk,serial=edgenfv-system,id=sysdisk-blk');
+  assert.throws(() => buildQemuArgs(spec({ systemDisk: { path: '/c/a,b', serial: 'edgenfv-system' } })), /systemDisk/);
+});
+
 test('privilege drop: -run-with user=uid:gid (seccomp allows the drop) or spawned as the uid (seccomp denies set*id)', () => {
   const a = buildQemuArgs(spec({ runAs: { uid: 420001, gid: 420001 } })).args;
   assert.deepEqual(values(a, '-run-with'), ['user=420001:420001']);

@@ -55,7 +55,7 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
     attachments: new NetpluginsAttachments({ stateDir, sysfsRoot: '/sys', physnets: {}, logger: log }),
     cgroups: new Cgroups(cfg.isolation.cgroupRoot, cgParent, log),
     logger: log,
-    image: { kernelPath: image.kernelPath, initrdPath: image.initrdPath },
+    image: { kernelPath: image.kernelPath, initrdPath: image.initrdPath, systemDisk: image.systemDisk },
     kernelArgs: image.kernelArgs,
     ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
     hotplugSlots: 2,
