@@ -17,7 +17,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { AGENT_PORT_NAME, agentProtoPath, InternalError, InvalidArgumentError } from '@edgenfv/contracts';
-import { silentLogger, type Logger } from '@edgenfv/telemetry';
+import type { Logger } from '@edgenfv/telemetry';
 import { DPDK_MANIFEST, dpdkFileSet, dpdkManifest } from './dpdk-files.js';
 
 const pexec = promisify(execFile);
