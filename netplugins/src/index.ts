@@ -16,25 +16,19 @@ import type { VhostBackend } from './vhostuser/backends.js';
 import type { VhostUserConfig } from './vhostuser/vhostuser.js';
 import type { Logger } from 'pino';
 
-export { ConfigError, Issues, Fields, type AttachCtx } from './config.js';
 export { DeviceLocks } from './lock.js';
 export { RecordStore } from './records.js';
-export { IpNetlink, IpBatchNetlink, BatchError, type BatchResult, type BatchFailure, type Netlink, type LinkInfo, type VfSettings, type VfState } from './netlink.js';
-export { CheckError, type AttachmentPlugin, type AttachmentRecord, type PluginDeps } from './plugin.js';
-export { TapPlugin, tapNames, type TapConfig } from './tap.js';
-export { MacvtapPlugin, type MacvtapConfig, MACVTAP_MODES } from './macvtap.js';
-export { SriovPlugin, type SriovConfig, defaultClaimsDir } from './sriov/sriov.js';
+export { IpNetlink, type Netlink } from './netlink.js';
+export { TapPlugin, tapNames } from './tap.js';
+export { MacvtapPlugin } from './macvtap.js';
+export { SriovPlugin } from './sriov/sriov.js';
 export { RealSysfs, type Sysfs } from './sriov/sysfs.js';
-export { SysfsPciBind, VFIO_PCI, type PciBind } from './sriov/pci-bind.js';
-export { discoverPfs, readPf, ensureVfs, resolvePf, VfClaims, type PfRef, type VfInfo, type PfInfo } from './sriov/pools.js';
-export { FakeSysfs, FakeVfNetlink, type FakePfSpec } from './sriov/fake.js';
-export { VhostUserPlugin, type VhostUserConfig, DATAPLANES } from './vhostuser/vhostuser.js';
-export { TestpmdBackend, VppBackend, OvsDpdkBackend, TestpmdTelemetry, type VhostBackend, type PortSpec } from './vhostuser/backends.js';
-export { Ipam, IpPoolExhaustedError, IPAM_BUCKET, OWNER_RE, type AllocateOptions } from './ipam.js';
-export { parseNetworks, capacity, formatIp, type ParsedNetwork } from './networks.js';
-export { runCni, CniCode, CniError, SUPPORTED_VERSIONS, type CniOutput } from './cni/cni.js';
-export { startCniServer, DEFAULT_CNI_SOCKET, type CniServerHandle } from './cni/server.js';
-export { DEFAULT_STATE_DIR } from './cni/factory.js';
+export { type PciBind } from './sriov/pci-bind.js';
+export { discoverPfs } from './sriov/pools.js';
+export { FakeSysfs, FakeVfNetlink } from './sriov/fake.js';
+export { VhostUserPlugin, type VhostUserConfig } from './vhostuser/vhostuser.js';
+export { type VhostBackend } from './vhostuser/backends.js';
+export { parseNetworks } from './networks.js';
 
 export interface Attachments {
   tap: TapPlugin;

@@ -89,7 +89,3 @@ export function cniErrorProblems(r: unknown): string[] {
   if (o.details !== undefined && typeof o.details !== 'string') p.push('details');
   return p;
 }
-
-export function ipJson(...args: string[]): unknown {
-  return JSON.parse(execFileSync('ip', ['-j', ...args], { encoding: 'utf8' }));
-}

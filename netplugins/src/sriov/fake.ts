@@ -8,7 +8,7 @@
  */
 import { mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, existsSync, readlinkSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
-import { RealSysfs, pciDev } from './sysfs.js';
+import { RealSysfs } from './sysfs.js';
 import type { BatchResult, LinkInfo, Netlink, VfSettings, VfState } from '../netlink.js';
 
 export interface FakePfSpec {
@@ -280,4 +280,3 @@ export class FakeVfNetlink implements Netlink {
   }
 }
 
-export { pciDev };

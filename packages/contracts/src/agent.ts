@@ -44,7 +44,6 @@ export function isCompatibleProtocol(peerMajor: number, _peerMinor: number): boo
 }
 
 // ---- messages (as loaded with AGENT_PROTO_LOADER_OPTIONS)
-export type Empty = Record<string, never>;
 export interface HealthResponse {
   status: 'UNKNOWN' | 'SERVING' | 'NOT_SERVING';
   agentVersion: string;
@@ -146,7 +145,6 @@ export interface ContainerStatus {
   finishedAtMs: number;
 }
 export const CONTAINER_SIGNALS = ['SIGTERM', 'SIGKILL', 'SIGHUP', 'SIGINT', 'SIGUSR1', 'SIGUSR2'] as const;
-export type ContainerSignal = (typeof CONTAINER_SIGNALS)[number];
 export interface SignalContainerRequest {
   id: string;
   signal: string;

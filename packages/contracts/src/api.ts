@@ -29,7 +29,6 @@ export const TenantSchema = Closed({
 export type Tenant = Static<typeof TenantSchema>;
 
 export const INSTANTIATION_STATES = ['NOT_INSTANTIATED', 'INSTANTIATED'] as const;
-export type InstantiationState = (typeof INSTANTIATION_STATES)[number];
 export const REPLICA_STATES = ['PENDING', 'SCHEDULED', 'STARTING', 'RUNNING', 'FAILED', 'STOPPING', 'STOPPED'] as const;
 export type ReplicaState = (typeof REPLICA_STATES)[number];
 export const OPERATIONS = ['INSTANTIATE', 'SCALE', 'HEAL', 'TERMINATE', 'OPERATE'] as const;
@@ -53,7 +52,6 @@ export const ReplicaInterfaceSchema = Closed({
   /** vhost-user: the port's name on the node's DPDK switch. */
   portName: Type.Optional(Type.String()),
 });
-export type ReplicaInterface = Static<typeof ReplicaInterfaceSchema>;
 
 export const ReplicaSchema = Closed({
   index: Type.Integer({ minimum: 0 }),
@@ -100,7 +98,6 @@ export const VnfSchema = Closed({
 export type Vnf = Static<typeof VnfSchema>;
 
 export const OpOccStepSchema = Closed({ at: Timestamp, message: Type.String() });
-export type OpOccStep = Static<typeof OpOccStepSchema>;
 
 // ---- op occurrence parameters, one shape per operation
 /** What the leader notes in any operation's params while it drives it. */
@@ -155,11 +152,7 @@ export const TerminateParamsSchema = Closed({
   supersedes: Type.Optional(Type.String()),
 });
 export const OperateParamsSchema = Closed({ ...engineParams, changeStateTo: Enum(OPERATIONAL_STATES) });
-export type InstantiateParams = Static<typeof InstantiateParamsSchema>;
-export type ScaleParams = Static<typeof ScaleParamsSchema>;
 export type HealParams = Static<typeof HealParamsSchema>;
-export type TerminateParams = Static<typeof TerminateParamsSchema>;
-export type OperateParams = Static<typeof OperateParamsSchema>;
 
 const opOccBase = {
   id: Type.String(),

@@ -31,10 +31,7 @@ const ByTenantId = Closed({ id: DnsLabel });
 const Empty = Closed({});
 
 export const OPERATIONAL_STATES = ['STARTED', 'STOPPED'] as const;
-/** SOL003 OPERATE: whether the VNF's containers run (the VM, MACs and addresses are kept either way). */
-export type OperationalState = (typeof OPERATIONAL_STATES)[number];
 export const TERMINATE_MODES = ['GRACEFUL', 'FORCEFUL'] as const;
-export type TerminateMode = (typeof TERMINATE_MODES)[number];
 
 export const TenantCreateRequestSchema = Closed({ id: DnsLabel, displayName: Type.Optional(ShortText), quota: Type.Optional(QuotaSchema) });
 /** `nfv.v1.admin.tenants.credentials`: a tenant's NATS credentials; `rotate` revokes the earlier ones. */
@@ -75,11 +72,9 @@ export type TenantCreateRequest = Static<typeof TenantCreateRequestSchema>;
 export type CredentialsRequest = Static<typeof CredentialsRequestSchema>;
 export type NotificationsListRequest = Static<typeof NotificationsListRequestSchema>;
 export type IdRequest = Static<typeof ById>;
-export type EmptyRequest = Static<typeof Empty>;
 export type InstantiateRequest = Static<typeof InstantiateRequestSchema>;
 export type ScaleRequest = Static<typeof ScaleRequestSchema>;
 export type HealRequest = Static<typeof HealRequestSchema>;
-export type DrainRequest = Static<typeof DrainRequestSchema>;
 export type TerminateRequest = Static<typeof TerminateRequestSchema>;
 export type OperateRequest = Static<typeof OperateRequestSchema>;
 export type LogsRequest = Static<typeof LogsRequestSchema>;

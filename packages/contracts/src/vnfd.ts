@@ -12,13 +12,11 @@ export type CpuPolicy = (typeof CPU_POLICIES)[number];
 export const DATAPLANE_KINDS = ['vpp', 'ovs-dpdk', 'testpmd'] as const;
 export type DataplaneKind = (typeof DATAPLANE_KINDS)[number];
 export const INTERFACE_TYPES = ['tap', 'macvtap', 'sriov', 'vhostuser'] as const;
-export type InterfaceType = (typeof INTERFACE_TYPES)[number];
 
 export const HugepagesRequestSchema = Closed({
   sizeKiB: Enum([2048, 1048576] as const),
   count: Type.Integer({ minimum: 1, maximum: 1_048_576 }),
 });
-export type HugepagesRequest = Static<typeof HugepagesRequestSchema>;
 
 /**
  * A DPDK data plane in the guest (API.md "Data planes"): before the container starts, the guest agent binds the
@@ -49,7 +47,6 @@ export const VnfdResourcesSchema = Closed({
   numa: Type.Optional(Enum(NUMA_POLICIES)),
   dataplane: Type.Optional(VnfdDataplaneSchema),
 });
-export type VnfdResources = Static<typeof VnfdResourcesSchema>;
 
 /** The interfaces a DPDK data plane takes (named, or every vhostuser one). */
 export function dataplaneInterfaces(d: Pick<Vnfd, 'resources' | 'interfaces'>): string[] {
@@ -68,14 +65,12 @@ const interfaceBase = {
   mac: Type.Optional(Mac),
 };
 export const TapInterfaceSchema = Closed({ ...interfaceBase, type: Type.Literal('tap') });
-export type TapInterface = Static<typeof TapInterfaceSchema>;
 export const MacvtapInterfaceSchema = Closed({
   ...interfaceBase,
   type: Type.Literal('macvtap'),
   /** Host link; default: the network's parent. */
   parent: Type.Optional(IfName),
 });
-export type MacvtapInterface = Static<typeof MacvtapInterfaceSchema>;
 export const SriovInterfaceSchema = Closed({
   ...interfaceBase,
   type: Type.Literal('sriov'),
@@ -85,7 +80,6 @@ export const SriovInterfaceSchema = Closed({
   spoofchk: Type.Optional(Type.Boolean()),
   trust: Type.Optional(Type.Boolean()),
 });
-export type SriovInterface = Static<typeof SriovInterfaceSchema>;
 /** A port on the node's DPDK switch for `network` (API.md "Data planes"); `dataplane` is the older form, still accepted. */
 export const VhostUserInterfaceSchema = Closed({
   ...interfaceBase,
@@ -93,7 +87,6 @@ export const VhostUserInterfaceSchema = Closed({
   dataplane: Type.Optional(Enum(DATAPLANE_KINDS)),
   queues: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),
 });
-export type VhostUserInterface = Static<typeof VhostUserInterfaceSchema>;
 export const VnfdInterfaceSchema = TaggedUnion('type', INTERFACE_TYPES, [
   TapInterfaceSchema,
   MacvtapInterfaceSchema,

@@ -1,1 +1,1 @@
-export { runHostChecks, promisesFromNodeConfig, type CheckStatus, type HostCheck, type HostCheckReport, type HostCheckOptions, type HostPromises, type Exec } from './checks.js';
+export { runHostChecks, promisesFromNodeConfig, type HostCheckReport, type Exec } from './checks.js';

@@ -1,4 +1,1 @@
-export { buildApp, explainUnschedulable, type DashboardDeps, type Overview, type VnfView } from './app.js';
-export { HTTP_STATUS } from './errors.js';
-export { loadDashboardConfig, type DashboardConfig } from './main.js';
-export { createMetrics } from './metrics.js';
+export { buildApp, explainUnschedulable, type Overview } from './app.js';

@@ -35,7 +35,6 @@ import type { NodeAgentMetrics } from './metrics.js';
 import { recheck } from './recheck.js';
 import { rotateGuestLogs } from './console-log.js';
 import type { SandboxManager } from './sandbox/manager.js';
-import { interfaceStatus } from './sandbox/interfaces.js';
 import { sourceAddressTowards } from './sandbox/migration-relay.js';
 
 const jc = JSONCodec();
@@ -583,4 +582,3 @@ export class NodeAgent {
   }
 }
 
-export { interfaceStatus };

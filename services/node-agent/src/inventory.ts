@@ -159,11 +159,6 @@ export function readSriovPfs(sysfsRoot: string, physnets: Readonly<Record<string
   return pfs;
 }
 
-/** Free VFs of a PF: created VFs not reserved by anyone (the caller passes the reserved set). */
-export function freeVfs(pf: SriovPfInfo, reserved: ReadonlySet<string>): SriovVfInfo[] {
-  return pf.vfs.filter((vf) => !reserved.has(vf.pciAddress));
-}
-
 export function findBinary(name: string, env: NodeJS.ProcessEnv = process.env): string | null {
   const dirs = [...(env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/bin', '/usr/local/bin'];
   for (const d of dirs) {

@@ -9,8 +9,7 @@ import type { NodeAgentConfig } from '../config.js';
 import { OvsDpdkSwitch } from './ovs-dpdk.js';
 import type { DataplaneSwitch } from './switch.js';
 
-export type { DataplaneSwitch, SwitchBridge, SwitchHealth } from './switch.js';
-export { OvsDpdkSwitch, bridgeName, uplinkPortName } from './ovs-dpdk.js';
+export type { DataplaneSwitch } from './switch.js';
 
 export function createSwitches(cfg: Pick<NodeAgentConfig, 'dataplanes' | 'networks' | 'stateDir' | 'sysfsRoot'>, logger: Logger): DataplaneSwitch[] {
   const out: DataplaneSwitch[] = [];

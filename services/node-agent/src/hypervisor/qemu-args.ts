@@ -229,9 +229,4 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
   return cmd;
 }
 
-/** Root ports named in args (`rpN`) that hold no device yet: the free hotplug slots. */
-export function rootPortIds(args: readonly string[]): string[] {
-  return args.filter((x) => x.startsWith('pcie-root-port,')).map((x) => /id=([^,]+)/.exec(x)![1]!);
-}
-
 export type { VmDevice };

@@ -29,9 +29,7 @@ import { replicaImage, stageImageDisk } from '../images/delivery.js';
 import { VM_ROOT_DISKS } from '../hypervisor/vm-root.js';
 import { WarmPool, type WarmPoolOptions } from './warm-pool.js';
 
-export type { ReplicaRecord, ReplicaResult, SandboxRecord, SandboxState, ReplicaState } from './records.js';
-export { interfaceStatus, toVmDevice } from './interfaces.js';
-export { validateAlloc } from './records.js';
+export type { ReplicaRecord, ReplicaResult, SandboxRecord } from './records.js';
 
 export interface SandboxManagerDeps extends VmLifecycleDeps {
   guest: GuestPort;

@@ -282,4 +282,3 @@ export class SandboxMigration {
   }
 }
 
-export type { VmHandle };

@@ -7,9 +7,8 @@
  * left alone; vCPUs beyond its dedicated cores (a shared replica in the same VM) float over the VM's cores.
  */
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { parseCpuList } from '../inventory.js';
 
 const run = promisify(execFile);
 
@@ -42,12 +41,6 @@ export function pinPlan(vcpuTids: readonly number[], processTids: readonly numbe
 
 export function processThreads(pid: number): number[] {
   return readdirSync(`/proc/${pid}/task`).map(Number).filter((n) => Number.isInteger(n));
-}
-
-/** A thread's allowed CPUs (`Cpus_allowed_list` of /proc/<pid>/task/<tid>/status). */
-export function threadAffinity(pid: number, tid: number): number[] {
-  const m = /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'));
-  return m ? parseCpuList(m[1]!) : [];
 }
 
 /** Applies the plan: `taskset -p -c <cores> <tid>` per thread (numbers only: nothing reaches a shell). */

@@ -1,7 +1,6 @@
 /** Test cleanup helpers: remove a cgroup tree (retrying while zombies are reaped) and a netns, never throwing. */
 import { existsSync, readdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export async function removeCgroupParent(name: string): Promise<void> {
@@ -17,13 +16,5 @@ export async function removeCgroupParent(name: string): Promise<void> {
         await sleep(50); // EBUSY while an exited QEMU waits to be reaped
       }
     }
-  }
-}
-
-export function delNetns(name: string): void {
-  try {
-    execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
-  } catch {
-    /* gone */
   }
 }

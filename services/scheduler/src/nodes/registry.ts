@@ -24,7 +24,7 @@ import {
   type RegisterReply,
   type RegisterRequest,
 } from '@edgenfv/contracts';
-import { casPut, decodeEntry, encodeJson, getJson, isNodeRecord, type SchedulerBuckets } from '../placement/kv.js';
+import { casPut, decodeEntry, getJson, isNodeRecord, type SchedulerBuckets } from '../placement/kv.js';
 import { bumpLedgerEpoch, listNodeAllocations, unfenceReservations } from '../placement/ledger.js';
 import type { Reservation } from '../placement/types.js';
 import type { StoredNode } from '../placement/node-record.js';
@@ -373,9 +373,4 @@ export class NodeRegistry {
     }
     return ev;
   }
-}
-
-/** Encodes a heartbeat or register payload (node agents and tests). */
-export function encodePayload(v: unknown): Uint8Array {
-  return encodeJson(v);
 }

@@ -12,10 +12,6 @@ export function demandOf(d: Vnfd, replicas: number, vnfs: number): Usage {
   return { vcpus: r.vcpus * replicas, memoryMiB: r.memoryMiB * replicas, vfs: r.vfs * replicas, vnfs };
 }
 
-export function negate(d: Usage): Usage {
-  return { vcpus: -d.vcpus, memoryMiB: -d.memoryMiB, vfs: -d.vfs, vnfs: -d.vnfs };
-}
-
 /**
  * Takes (positive) or gives back (negative) quota. Taking checks the limits and throws QuotaExceededError naming
  * the first resource over quota; giving back never exceeds one. A missing tenant is NOT_FOUND, unless

@@ -18,7 +18,6 @@ import {
   type Vnf,
 } from '@edgenfv/contracts';
 
-export type BucketName = keyof typeof KV_BUCKETS;
 
 export interface Versioned<T> {
   value: T;
