@@ -133,7 +133,4 @@ export class Pinger {
     return { sent, received: seqs.size, lost: Math.max(0, sent - seqs.size), gapMs: gap };
   }
 
-  lastReplyAt(): number {
-    return this.replies[this.replies.length - 1]?.at ?? 0;
-  }
 }

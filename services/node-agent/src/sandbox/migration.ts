@@ -57,7 +57,7 @@ async function vmRuns(vm: VmHandle): Promise<boolean> {
 }
 
 /** Why a sandbox cannot be live-migrated (undefined: it can). */
-export function migrationBlocker(rec: SandboxRecord): string | undefined {
+function migrationBlocker(rec: SandboxRecord): string | undefined {
   const reps = Object.values(rec.replicas);
   if (reps.length !== 1) return `the tenant VM holds ${reps.length} replicas (only single-replica VMs migrate)`;
   if (reps[0]!.alloc.interfaces.some((i) => i.type === 'sriov' || i.type === 'macvtap')) return 'VFIO/macvtap NICs cannot migrate';
@@ -66,7 +66,7 @@ export function migrationBlocker(rec: SandboxRecord): string | undefined {
   return undefined;
 }
 
-export function incomingDir(stateDir: string, sandboxId: string): string {
+function incomingDir(stateDir: string, sandboxId: string): string {
   return join(stateDir, 'migrate', sandboxId);
 }
 
