@@ -125,7 +125,12 @@ export class NodeAgent {
     }
     await this.watch();
     this.hbTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
-    this.timers.push(setInterval(() => this.kick(), this.o.resyncIntervalMs ?? 10_000));
+    this.timers.push(
+      setInterval(() => {
+        this.kick();
+        void this.checkWatch();
+      }, this.o.resyncIntervalMs ?? 10_000),
+    );
     this.timers.push(setInterval(() => this.rotateLogs(), 15_000));
     this.timers.push(setInterval(() => this.checkFence(), Math.min(1000, Math.max(100, this.graceMs / 4))));
     void this.heartbeat();
@@ -140,8 +145,10 @@ export class NodeAgent {
           void this.unfence();
           continue;
         }
-        this.log.info('NATS reconnected: registering again');
+        this.log.info('NATS reconnected: registering again and re-reading the allocations');
         await this.register().catch((err) => this.log.warn({ err }, 'register after reconnect failed'));
+        // the allocation watch may not survive the server's restart: a fresh one, from the current state
+        if (!this.fenced) await this.rewatch().catch((err) => this.log.warn({ err }, 'allocation watch not reopened after reconnect'));
       }
     }
   }
@@ -285,6 +292,35 @@ export class NodeAgent {
       }
     })().finally(() => (this.unfencing = undefined));
     return this.unfencing;
+  }
+
+  /**
+   * The watch is the agent's only view of its allocations: one that went silent (seen in the chaos run on a real node
+   * after a nats-server restart: a deleted allocation's VM ran on) is found by listing the keys, and reopened when
+   * they differ from what the watch delivered at two checks in a row (one difference can be an update in flight).
+   */
+  private watchSuspect = false;
+  private async checkWatch(): Promise<void> {
+    if (this.stopped || this.fenced || this.unfencing || !this.allocs || !this.synced) return;
+    try {
+      const keys = new Set<string>();
+      for await (const k of await this.allocs.keys(`${this.o.nodeId}.>`)) keys.add(k.slice(this.o.nodeId.length + 1));
+      const same = keys.size === this.desired.size && [...keys].every((k) => this.desired.has(k));
+      if (same) {
+        this.watchSuspect = false;
+        return;
+      }
+      if (!this.watchSuspect) {
+        this.watchSuspect = true;
+        return;
+      }
+      this.watchSuspect = false;
+      this.log.warn({ listed: keys.size, watched: this.desired.size }, 'allocation watch out of date: reopened');
+      await this.rewatch();
+      this.kick();
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'allocation listing failed');
+    }
   }
 
   private async rewatch(): Promise<void> {

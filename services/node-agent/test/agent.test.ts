@@ -42,7 +42,7 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
   const stateDir = join(dir, 'state');
   const cgParent = `edgenfv-a${process.pid}`;
   const bridge = `enfva${process.pid % 100000}`;
-  const nats = await startNatsServer({ storeDir: join(dir, 'nats') });
+  let nats = await startNatsServer({ storeDir: join(dir, 'nats') });
   const nc = await connect({ servers: nats.url });
   const sched = await connect({ servers: nats.url });
   let app: ReturnType<typeof buildApp> | undefined;
@@ -161,6 +161,16 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
   assert.equal(promtool.status, 0, `promtool check metrics: ${promtool.stdout}${promtool.stderr}`);
   assert.equal((promtool.stdout + promtool.stderr).trim(), '', `promtool has something to say: ${promtool.stdout}${promtool.stderr}`);
   assert.match(page, /edgenfv_sandbox_hypervisor_rss_bytes\{(?=[^}]*tenant="acme")[^}]*\} \d+/);
+
+  // a nats-server restart (same port and store): the agent reconnects, registers again and re-reads its allocations
+  // from a fresh watch (before, its watch went silent after the restart and a deleted allocation's VM ran on)
+  const registered = registers.length;
+  await nats.stop();
+  nats = await startNatsServer({ storeDir: join(dir, 'nats'), port: nats.port });
+  const regEnd = Date.now() + 60_000;
+  while (registers.length === registered && Date.now() < regEnd) await sleep(100);
+  assert.ok(registers.length > registered, 'registered again after the restart');
+  assert.ok(processAlive(vm.pid), 'the VM kept running through the restart');
 
   // allocation deleted -> replica stopped, VM gone, nothing left
   await allocs.delete('n1.a1');
