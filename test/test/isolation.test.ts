@@ -4,7 +4,9 @@
  * denies (or the scheduler ignores) everything that is not A's: B's API subjects, B's notifications live and
  * replayed, publishing into an events subject, other inboxes, admin and internal subjects, `$KV.>`, `$JS.API.>`, a
  * reply subject pointing into KV or B's subjects. A node's credentials cannot act for another node. Rotating or
- * deleting a tenant closes its old connections while every other client stays connected. And A's orchestrator
+ * deleting a tenant closes its old connections while every other client stays connected, and a rotated tenant's
+ * old dashboard token is refused by the (real) dashboard while the one issued with the new credentials works.
+ * And A's orchestrator
  * does its whole lifecycle with A's credentials (instantiate, get, list, notifications, terminate) against a
  * simulated node that itself runs with a node principal.
  */
@@ -73,8 +75,8 @@ async function closedByServer(nc: NatsConnection): Promise<Error | void> {
 before(async () => {
   home = mkdtempSync(join(tmpdir(), 'edgenfv-iso-'));
   app = await startAppliance(home, {
-    ports: { nats: await freePort(), schedulerMetrics: await freePort() },
-    services: { nodeAgent: false, dashboard: false },
+    ports: { nats: await freePort(), schedulerMetrics: await freePort(), dashboard: await freePort() },
+    services: { nodeAgent: false },
     scheduler: { heartbeatGraceMs: 600000 },
     networks: [
       { name: 'a-only', cidr: '10.98.1.0/24', tenants: [A] },
@@ -210,8 +212,30 @@ test("a node's credentials cannot write another node's status or heartbeat for i
 test('rotating A and deleting a tenant close their old connections; every other client stays connected', async () => {
   const oldA = ncA;
   const closedA = closedByServer(oldA);
-  const rotated = await op.ok('nfv.v1.admin.tenants.credentials', { id: A, rotate: true });
+  // A's dashboard token (the operator's CLI hands it out) works until A's credentials are rotated
+  const cliOp = { ...process.env, EDGENFV_HOME: home };
+  const dashboard = (token: string): Promise<number> =>
+    fetch(`${app.info.dashboardUrl!}api/tenants/${A}`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.status);
+  const oldDash = JSON.parse(execFileSync(process.execPath, [CLI, 'tenants', 'dashboard-token', A, '-o', 'json'], { env: cliOp, encoding: 'utf8' })).dashboardToken as string;
+  assert.equal(await dashboard(oldDash), 200, "A's dashboard token works before the rotation");
+  // the rotation as the operator does it: `edgenfv tenants credentials A --rotate > a.json` (NATS creds + dashboard token)
+  const rotated = JSON.parse(execFileSync(process.execPath, [CLI, 'tenants', 'credentials', A, '--rotate'], { env: cliOp, encoding: 'utf8' })) as typeof credsA & { dashboardToken: string };
   await closedA;
+  assert.match(rotated.dashboardToken, new RegExp(`^edt\\.${A}\\.`));
+  assert.notEqual(rotated.dashboardToken, oldDash, 'the rotated connect file carries a new dashboard token');
+  // the dashboard caches a tenant for a few seconds (TokenAuthority cacheMs; a token that does not match is looked
+  // up again after 1 s): the new token works and the old one is refused once the dashboard has seen the rotation
+  const settled = async (token: string, want: number): Promise<number> => {
+    let status = await dashboard(token);
+    for (let i = 0; i < 60 && status !== want; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      status = await dashboard(token);
+    }
+    return status;
+  };
+  assert.equal(await settled(rotated.dashboardToken, 200), 200, 'the new dashboard token works');
+  assert.equal(await settled(oldDash, 403), 403, "A's old dashboard token is refused after the rotation");
+  assert.equal(await dashboard(rotated.dashboardToken), 200, 'the new one still works');
   assert.equal(oldA.isClosed(), true, "A's old connection was closed");
   await assert.rejects(connectWith(credsA, 'old-a'), /Authorization Violation|authentication|revoked/i);
   ncA = await connectWith(rotated, 'tenant-a-rotated');

@@ -25,6 +25,8 @@ export const TenantSchema = Closed({
   usage: UsageSchema,
   createdAt: Timestamp,
   updatedAt: Timestamp,
+  /** When `tenants.credentials {rotate: true}` last revoked the tenant's credentials (its dashboard token with them). */
+  credentialsRotatedAt: Type.Optional(Timestamp),
 });
 export type Tenant = Static<typeof TenantSchema>;
 

@@ -174,8 +174,9 @@ export function buildProgram(io: CliIo): Command {
       const dash = operatorDashboard();
       const { creds, dashboardToken } = await withClient(cmd, async (c) => ({
         creds: await c.tenantCredentials(id, o.rotate === true),
-        // the tenant's dashboard token, issued alongside (when this connect file has the operator's dashboard token)
-        dashboardToken: dash ? tenantDashboardToken(dash.token, id, (await c.getTenant(id)).createdAt) : undefined,
+        // the tenant's dashboard token, issued alongside (when this connect file has the operator's dashboard token);
+        // read after the rotation: a rotated tenant's earlier token no longer works
+        dashboardToken: dash ? tenantDashboardToken(dash.token, await c.getTenant(id)) : undefined,
       }));
       // always the connect-file JSON, whatever --output says: it is meant for `> acme.json`
       io.stdout.write(JSON.stringify({ ...creds, ...(dash && dashboardToken ? { dashboardUrl: dash.url, dashboardToken } : {}) }, null, 2) + '\n');
@@ -187,7 +188,7 @@ export function buildProgram(io: CliIo): Command {
       const dash = operatorDashboard();
       if (!dash) throw new InvalidArgumentError([{ field: 'connect.json', message: 'has no dashboardToken/dashboardUrl: use the operator\'s connect.json of an appliance with a dashboard' }]);
       const tenant = await withClient(cmd, (c) => c.getTenant(id));
-      const token = tenantDashboardToken(dash.token, id, tenant.createdAt);
+      const token = tenantDashboardToken(dash.token, tenant);
       const out = { tenantId: id, dashboardUrl: dash.url, dashboardToken: token, open: `${dash.url}#token=${token}` };
       io.stdout.write(globals(cmd).output === 'table' ? `${out.open}\n` : JSON.stringify(out) + '\n');
     });

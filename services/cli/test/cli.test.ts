@@ -282,7 +282,7 @@ test("tenants dashboard-token: the tenant's own dashboard token, derived from th
   const r = json(await cli(['tenants', 'dashboard-token', 'dash', '-o', 'json']));
   assert.equal(r.tenantId, 'dash');
   assert.match(r.dashboardToken, /^edt\.dash\.[A-Za-z0-9_-]{43}$/);
-  assert.equal(r.dashboardToken, tenantDashboardToken('operator-dash-token', 'dash', t.createdAt), 'the same derivation the dashboard checks');
+  assert.equal(r.dashboardToken, tenantDashboardToken('operator-dash-token', t), 'the same derivation the dashboard checks');
   assert.equal(r.open, `http://127.0.0.1:8080/#token=${r.dashboardToken as string}`);
   const table = await cli(['tenants', 'dashboard-token', 'dash']);
   assert.equal(table.stdout, `${r.open as string}\n`);

@@ -123,7 +123,7 @@ export async function buildApp(deps: DashboardDeps): Promise<FastifyInstance> {
   }
   const tokens = new TokenAuthority(deps.operatorToken, async (id) => {
     try {
-      return (await api.getTenant(id)).createdAt;
+      return await api.getTenant(id);
     } catch (err) {
       if (err instanceof ApiError && err.code === 'NOT_FOUND') return null;
       throw err;

@@ -2,12 +2,12 @@
  * Who is asking: every `/api/*` request carries `Authorization: Bearer <token>`. The operator's token (the
  * dashboard's own secret, `dashboardToken` in connect.json) sees and does everything; a tenant token sees and acts
  * on its own tenant only. Tenant tokens are derived, not stored: `edt.<tenant>.<HMAC-SHA256(operator token,
- * "tenant:<id>:<createdAt>")>`, so deleting (and re-creating) a tenant revokes its token, and rotating the operator
- * token rotates them all. Also here: the Host header check (DNS rebinding) and a per-client rate limit.
+ * "tenant:<id>:<createdAt>[:<credentialsRotatedAt>]")>`, so rotating a tenant's credentials or deleting (and
+ * re-creating) the tenant revokes its token (within `cacheMs`), and rotating the operator token rotates them all. Also here: the Host header check (DNS rebinding) and a per-client rate limit.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { DNS_LABEL_RE } from '@edgenfv/contracts';
-import { TENANT_DASHBOARD_TOKEN_RE, tenantDashboardToken } from '@edgenfv/api-client';
+import { TENANT_DASHBOARD_TOKEN_RE, tenantDashboardToken, type TenantTokenBasis } from '@edgenfv/api-client';
 import { HttpAuthError } from './errors.js';
 
 export type Principal = { role: 'operator' } | { role: 'tenant'; tenantId: string };
@@ -19,13 +19,13 @@ function digest(s: string): Buffer {
 export class TokenAuthority {
   readonly #key: string | undefined;
   readonly #keyDigest: Buffer | undefined;
-  /** tenant id -> createdAt (or null: no such tenant), cached briefly so a burst of requests asks once. */
-  readonly #tenants = new Map<string, { createdAt: string | null; until: number }>();
+  /** tenant id -> what its token is bound to (or null: no such tenant), cached briefly so a burst of requests asks once. */
+  readonly #tenants = new Map<string, { basis: TenantTokenBasis | null; at: number }>();
 
   constructor(
     operatorToken: string | undefined,
-    /** The tenant's createdAt, or null when the tenant does not exist. */
-    private readonly tenantCreatedAt: (tenantId: string) => Promise<string | null>,
+    /** The tenant (its id, createdAt, credentialsRotatedAt), or null when the tenant does not exist. */
+    private readonly tenantBasis: (tenantId: string) => Promise<TenantTokenBasis | null>,
     private readonly cacheMs = 5_000,
   ) {
     this.#key = operatorToken || undefined;
@@ -39,8 +39,8 @@ export class TokenAuthority {
   /** The dashboard token of a tenant (for the operator to hand out). */
   async tenantToken(tenantId: string): Promise<string | null> {
     if (!this.#key) return null;
-    const createdAt = await this.#createdAt(tenantId);
-    return createdAt === null ? null : tenantDashboardToken(this.#key, tenantId, createdAt);
+    const basis = await this.#basis(tenantId);
+    return basis === null ? null : tenantDashboardToken(this.#key, basis);
   }
 
   /** The principal behind an Authorization header value; throws HttpAuthError 401/403. */
@@ -55,23 +55,25 @@ export class TokenAuthority {
     const t = TENANT_DASHBOARD_TOKEN_RE.exec(token);
     if (t) {
       const tenantId = t[1]!;
-      const createdAt = await this.#createdAt(tenantId);
-      if (createdAt !== null && timingSafeEqual(digest(token), digest(tenantDashboardToken(this.#key, tenantId, createdAt)))) {
-        return { role: 'tenant', tenantId };
-      }
+      const matches = (b: TenantTokenBasis | null): boolean =>
+        b !== null && b.id === tenantId && timingSafeEqual(digest(token), digest(tenantDashboardToken(this.#key!, b)));
+      // a token that does not match the cached tenant may be a newer one (its credentials were just rotated): look
+      // the tenant up again (at most once a second per tenant)
+      if (matches(await this.#basis(tenantId)) || matches(await this.#basis(tenantId, 1_000))) return { role: 'tenant', tenantId };
     }
     throw new HttpAuthError(403, 'the token is not valid');
   }
 
-  async #createdAt(tenantId: string): Promise<string | null> {
+  /** The tenant from the cache, or looked up when the cached one is older than `maxAgeMs` (default `cacheMs`). */
+  async #basis(tenantId: string, maxAgeMs = this.cacheMs): Promise<TenantTokenBasis | null> {
     if (!DNS_LABEL_RE.test(tenantId)) return null;
     const now = Date.now();
     const hit = this.#tenants.get(tenantId);
-    if (hit && hit.until > now) return hit.createdAt;
-    const createdAt = await this.tenantCreatedAt(tenantId);
+    if (hit && now - hit.at < maxAgeMs) return hit.basis;
+    const basis = await this.tenantBasis(tenantId);
     if (this.#tenants.size > 10_000) this.#tenants.clear();
-    this.#tenants.set(tenantId, { createdAt, until: now + this.cacheMs });
-    return createdAt;
+    this.#tenants.set(tenantId, { basis, at: now });
+    return basis;
   }
 }
 

@@ -87,5 +87,11 @@ export async function tenantCredentials(ctx: ApiContext, req: CredentialsRequest
   if (!ctx.credentials) {
     throw new UnavailableError('this scheduler issues no NATS credentials: it runs without an issuer (credentials.issuerFile in its config)');
   }
-  return ctx.credentials.issue(req.id, req.rotate === true);
+  const creds = await ctx.credentials.issue(req.id, req.rotate === true);
+  if (req.rotate === true) {
+    // a new generation: the tenant's dashboard token is derived from it (docs/security.md), so the old one stops working
+    const at = ctx.now().toISOString();
+    await ctx.store.tenants.mutate(req.id, (cur) => (cur ? { ...cur, credentialsRotatedAt: at, updatedAt: at } : undefined));
+  }
+  return creds;
 }
