@@ -5,8 +5,8 @@
  * books the allocation's pinned CPUs and VFs in its own ledger, so that a double booking shows as a conflict here,
  * on the node, whatever the scheduler believed.
  */
-import type { KvEntry, NatsConnection, QueuedIterator, KV } from 'nats';
-import { internalSubjects, KV_BUCKETS, type Allocation, type NodeInventory, type ReplicaStatus } from '@edgenfv/contracts';
+import type { KvEntry, NatsConnection, QueuedIterator, KV, Subscription } from 'nats';
+import { internalSubjects, KV_BUCKETS, type Allocation, type NodeMigrateReply, type NodeMigrateRequest, type NodeInventory, type ReplicaStatus } from '@edgenfv/contracts';
 import { collectInventory } from '@edgenfv/node-agent/internal/inventory';
 import { makeFakeSysfs } from '@edgenfv/node-agent/internal/testing/fake-sysfs';
 import { waitNodeKnown } from './state-fixtures.js';
@@ -82,6 +82,18 @@ export class SimNode {
   readonly containersStopped = new Set<string>();
   /** Allocations whose containers were ever started (a replica placed while its VNF is STOPPED is not, until STARTED). */
   readonly containersStarted = new Set<string>();
+  /**
+   * Serve `nodes.<n>.migrate` as a node agent with live migration does (set before start()): an allocation with
+   * `migration` waits as an incoming VM (STARTING, `migration.state: incoming`) until its source node is asked to
+   * `continue`, then runs (RUNNING, `completed`). Off: the node does not answer, as an agent without migration.
+   */
+  serveMigration = false;
+  /** While true, an allocation set `desired: stopped` is not torn down (a slow teardown): a test can lose the node then. */
+  holdStops = false;
+  private migrateSub: Subscription | undefined;
+  /** incoming allocations: allocId -> the allocation (waiting for the source's switchover) */
+  private readonly incoming = new Map<string, Allocation>();
+  private static readonly byId = new Map<string, SimNode>();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -112,11 +124,54 @@ export class SimNode {
       for await (const e of this.watch!) await this.onAlloc(e);
     })().catch(() => undefined);
     this.timer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
+    if (this.serveMigration) {
+      SimNode.byId.set(this.nodeId, this);
+      this.migrateSub = this.nc.subscribe(internalSubjects.migrate(this.nodeId), {
+        callback: (_err, m) => {
+          if (this.partitioned) return; // cut off: no answer
+          const req = JSON.parse(dec.decode(m.data)) as NodeMigrateRequest;
+          void this.onMigrate(req).then(
+            (result) => m.respond(enc.encode(JSON.stringify({ ok: true, result }))),
+            (e: unknown) => m.respond(enc.encode(JSON.stringify({ ok: false, error: { code: 'UNAVAILABLE', message: (e as Error).message, retryable: true } }))),
+          );
+        },
+      });
+    }
   }
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.watch?.stop();
+    this.migrateSub?.unsubscribe();
+    SimNode.byId.delete(this.nodeId);
+  }
+
+  /** One `nodes.<n>.migrate` request, as a node agent with live migration answers it. */
+  private async onMigrate(req: NodeMigrateRequest): Promise<NodeMigrateReply> {
+    const mine = this.running.has(req.allocId);
+    switch (req.action) {
+      case 'check':
+        if (!mine) throw new Error(`no VM of allocation ${req.allocId} here`);
+        return { state: this.incoming.has(req.allocId) ? 'inmigrate' : 'running' };
+      case 'start':
+        if (!mine) throw new Error(`no VM of allocation ${req.allocId} here`);
+        return { state: 'pre-switchover', transferredBytes: 1 << 20 };
+      case 'continue': {
+        // the switchover: the destination holding the incoming copy of this allocation runs it
+        for (const n of SimNode.byId.values()) {
+          for (const [id, a] of n.incoming) {
+            if (a.migration?.fromAllocId !== req.allocId) continue;
+            n.incoming.delete(id);
+            await n.report(a, 'RUNNING', false, { state: 'completed', uri: `sim:${n.nodeId}` });
+          }
+        }
+        return { state: 'completed', downtimeMs: 1, totalMs: 2 };
+      }
+      case 'cancel':
+        return { state: 'cancelled' };
+      case 'resume':
+        return { state: 'running' };
+    }
   }
 
   private async register(): Promise<void> {
@@ -174,7 +229,9 @@ export class SimNode {
     if (this.partitioned) return;
     const allocId = e.key.slice(this.nodeId.length + 1);
     const alloc = e.operation === 'PUT' && e.value.length ? (JSON.parse(dec.decode(e.value)) as Allocation) : null;
+    if (alloc?.desired === 'stopped' && this.holdStops && this.running.has(allocId)) return;
     if (!alloc || alloc.desired === 'stopped') {
+      this.incoming.delete(allocId);
       const had = this.running.get(allocId);
       this.running.delete(allocId);
       if (alloc && had) await this.report(alloc, 'STOPPED');
@@ -202,7 +259,10 @@ export class SimNode {
       if (held.vnfId === alloc.vnfId && held.replica === alloc.replica) this.conflicts.push(`${allocId} and ${other} are the same replica`);
     }
     this.running.set(allocId, { cpus, vfs, vnfId: alloc.vnfId, replica: alloc.replica });
-    if (this.holdStarts) await this.report(alloc, 'STARTING');
+    if (alloc.migration && this.serveMigration) {
+      this.incoming.set(allocId, alloc);
+      await this.report(alloc, 'STARTING', false, { state: 'incoming', uri: `sim:${this.nodeId}` });
+    } else if (this.holdStarts) await this.report(alloc, 'STARTING');
     else if (alloc.operationalState === 'STOPPED') {
       // placed while its VNF is OPERATEd STOPPED: the sandbox is made, the container created and not started
       this.containersStopped.add(allocId);
@@ -213,7 +273,7 @@ export class SimNode {
     }
   }
 
-  private async report(alloc: Allocation, state: ReplicaStatus['state'], containersStopped = false): Promise<void> {
+  private async report(alloc: Allocation, state: ReplicaStatus['state'], containersStopped = false, migration?: ReplicaStatus['migration']): Promise<void> {
     const st: ReplicaStatus = {
       allocId: alloc.allocId,
       nodeId: this.nodeId,
@@ -226,6 +286,7 @@ export class SimNode {
       interfaces: alloc.interfaces.map((i) => ({ name: i.name, mac: i.mac, ips: i.ips ?? [], ...(i.type === 'sriov' ? { pciAddress: i.sriov.vfPciAddress } : {}) })),
       updatedAt: new Date().toISOString(),
       ...(containersStopped ? { containersStopped } : {}),
+      ...(migration ? { migration } : {}),
     };
     await this.status.put(`${this.nodeId}.${alloc.allocId}`, enc.encode(JSON.stringify(st)));
   }

@@ -84,7 +84,7 @@ export class LedgerConflictError extends Error {
 
 type QueueItem =
   | { kind: 'reserve'; res: Reservation; alloc: Allocation; resolve: () => void; reject: (e: unknown) => void }
-  | { kind: 'release'; allocId: string; fence: boolean; resolve: () => void; reject: (e: unknown) => void };
+  | { kind: 'release'; allocId: string; fence: boolean; leasesMoved?: boolean; resolve: () => void; reject: (e: unknown) => void };
 
 interface NodeQueue {
   items: QueueItem[];
@@ -317,6 +317,13 @@ export class ClusterState {
     const r = this.ledgers.get(nodeId)?.value.reservations[allocId];
     return r ? { nodeId, reservation: r, committed: true } : undefined;
   }
+  /** Whether a reservation other than `except` (fenced or not) holds the IP lease owner. */
+  leaseHeld(owner: string, except: ReadonlySet<string>): boolean {
+    for (const l of this.ledgers.values()) {
+      for (const r of Object.values(l.value.reservations)) if (!except.has(r.allocId) && r.ipOwners?.includes(owner)) return true;
+    }
+    return false;
+  }
   /** Nodes where the tenant already has a VM. */
   tenantNodes(tenantId: string): NodeView[] {
     const ids = this.tenantIndex.get(tenantId);
@@ -375,7 +382,8 @@ export class ClusterState {
         this.unreserveLocal(r.nodeId, allocId);
         throw err;
       }
-      const owners = alloc.interfaces.filter((i) => i.network && (i.ips?.length ?? 0) > 0).map((i) => `${allocId}.${i.name}`);
+      // the leases the allocation holds: its own, or those it carries (a migrated replica keeps its source's)
+      const owners = alloc.leaseOwners ?? alloc.interfaces.filter((i) => i.network && (i.ips?.length ?? 0) > 0).map((i) => `${allocId}.${i.name}`);
       if (owners.length > 0) res.ipOwners = owners;
       try {
         await this.enqueue(r.nodeId, { kind: 'reserve', res, alloc });
@@ -391,9 +399,11 @@ export class ClusterState {
 
   /**
    * Releases an allocation idempotently: deletes its allocation record, then drops its reservation from the
-   * ledger, or fences it (keeps it booked) when its node is lost or moved to a newer epoch.
+   * ledger, or fences it (keeps it booked) when its node is lost or moved to a newer epoch. `leasesMoved`: its IP
+   * leases belong to another allocation now (a live migration's other end): a fenced reservation keeps none of them,
+   * so freeing it later frees no address.
    */
-  async release(allocId: string, opts: { nodeId?: string; fence?: boolean } = {}): Promise<{ released: boolean; fenced: boolean }> {
+  async release(allocId: string, opts: { nodeId?: string; fence?: boolean; leasesMoved?: boolean } = {}): Promise<{ released: boolean; fenced: boolean }> {
     const found = this.findReservation(allocId);
     const nodeId = opts.nodeId ?? found?.nodeId;
     if (!nodeId) return { released: false, fenced: false };
@@ -402,8 +412,8 @@ export class ClusterState {
     if (!res) return { released: false, fenced: false };
     const view = this.views.get(nodeId);
     const fence = opts.fence ?? (!view || view.health !== 'Ready' || view.epoch > res.epoch);
-    if (fence && res.fenced) return { released: false, fenced: true };
-    await this.enqueue(nodeId, { kind: 'release', allocId, fence });
+    if (fence && res.fenced && !(opts.leasesMoved && res.ipOwners)) return { released: false, fenced: true };
+    await this.enqueue(nodeId, { kind: 'release', allocId, fence, ...(opts.leasesMoved ? { leasesMoved: true } : {}) });
     return { released: true, fenced: fence };
   }
 
@@ -497,7 +507,7 @@ export class ClusterState {
             if (it.kind === 'reserve') reservations[it.res.allocId] = it.res;
             else if (it.fence) {
               const r = reservations[it.allocId];
-              if (r) reservations[it.allocId] = { ...r, fenced: true };
+              if (r) reservations[it.allocId] = { ...(it.leasesMoved ? withoutLeases(r) : r), fenced: true };
             } else delete reservations[it.allocId];
           }
           const stale = batch.filter((it) => it.kind === 'reserve' && it.res.epoch !== base.epoch);
@@ -556,6 +566,7 @@ export class ClusterState {
             } else {
               const r = view?.reservations.get(it.allocId);
               if (r) r.fenced = true;
+              if (r && it.leasesMoved) delete r.ipOwners;
             }
             this.stats.released++;
             it.resolve();
@@ -723,4 +734,9 @@ export class ClusterState {
     else this.ledgers.delete(nodeId);
     this.rebuild(nodeId);
   }
+}
+
+function withoutLeases(r: Reservation): Reservation {
+  const { ipOwners: _o, ...rest } = r;
+  return rest;
 }

@@ -45,7 +45,14 @@ export class LedgerPlacement implements PlacementPort {
     this.ipam = opts.ipam ?? null;
     this.log = opts.logger?.child({ component: 'placement' });
     opts.registry?.onFencedFreed(async (nodeId, freed) => {
-      for (const r of freed) for (const owner of r.ipOwners ?? []) await this.ipam?.release(owner);
+      const ids = new Set(freed.map((r) => r.allocId));
+      for (const r of freed) {
+        for (const owner of r.ipOwners ?? []) {
+          // leases follow their owner: one another reservation holds (a migrated replica's) is not freed here
+          if (this.cluster.leaseHeld(owner, ids)) this.log?.info({ nodeId, owner }, 'lease kept: another allocation holds it');
+          else await this.ipam?.release(owner);
+        }
+      }
       this.log?.info({ nodeId, allocIds: freed.map((r) => r.allocId) }, 'fenced reservations and their IP leases freed');
     });
   }
@@ -79,8 +86,8 @@ export class LedgerPlacement implements PlacementPort {
 
   async releaseAllocation(alloc: Allocation, opts: { confirmed?: boolean; keepLeases?: boolean } = {}): Promise<void> {
     const res = this.cluster.findReservation(alloc.allocId)?.reservation;
-    if (opts.keepLeases && res) delete res.ipOwners; // a migrated replica's addresses moved with it
-    const r = await this.cluster.release(alloc.allocId, { nodeId: alloc.nodeId, ...(opts.confirmed === false ? { fence: true } : {}) });
+    // keepLeases: a live migration's other end holds the addresses (they moved with the guest, or stay with it)
+    const r = await this.cluster.release(alloc.allocId, { nodeId: alloc.nodeId, ...(opts.confirmed === false ? { fence: true } : {}), ...(opts.keepLeases ? { leasesMoved: true } : {}) });
     if (r.fenced || opts.keepLeases) return; // leases stay held until the node confirms (onFencedFreed)
     if (this.ipam) {
       const owners = new Set([...(res?.ipOwners ?? []), ...(alloc.leaseOwners ?? []), ...alloc.interfaces.filter((i) => i.network).map((i) => `${alloc.allocId}.${i.name}`)]);
