@@ -123,8 +123,8 @@ export async function benchWarmClaims(o: {
       await waitStatus(status, key, (s) => s.state === 'STOPPED', 120_000);
     }
   } finally {
+    await app.stop({ stopVms: true }).catch(() => undefined); // the agent first: nothing reconciles a VM back
     await app.manager.stopAll().catch(() => undefined);
-    await app.stop().catch(() => undefined);
     await nc.close().catch(() => undefined);
     await nats.stop();
     try {

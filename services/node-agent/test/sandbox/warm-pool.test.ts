@@ -51,8 +51,9 @@ test('warm pool: tenant A claims the warm VM, the pool refills, tenant B gets a 
   const registry = createRegistry('node-agent', { defaultMetrics: false });
   let app: ReturnType<typeof buildApp> | undefined;
   t.after(async () => {
+    // the agent first (no reconcile may boot B's replica again once its VM is gone), then every VM
+    await app?.stop({ stopVms: true }).catch(() => undefined);
     await app?.manager.stopAll().catch(() => undefined);
-    await app?.stop().catch(() => undefined);
     if (sched.exitCode === null) sched.kill('SIGKILL');
     await nc.close();
     await api.close();
