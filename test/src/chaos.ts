@@ -231,6 +231,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       const left = await real.finish();
       for (const l of left) log(`orphan after terminate: ${l}`);
       orphans += left.length;
+      // clients and the extra scheduler replicas first: a nats.js connection still writing while the site's
+      // nats-server stops can throw from its socket (write after end) and end this process
+      for (const n of nodes) n.stop();
+      for (const c of conns.splice(1)) await c.close().catch(() => undefined);
+      for (const sc of scheds) if (sc !== site!.scheduler) await sc?.stop().catch(() => undefined);
+      await nc.close().catch(() => undefined);
       const t = await site!.teardown();
       site = undefined;
       for (const l of t.leftovers) log(`orphan after teardown: ${l}`);
