@@ -27,6 +27,11 @@ export interface NatsServerOptions {
   /** Called with each line nats-server writes (its log). */
   onLog?: (line: string) => void;
   startTimeoutMs?: number;
+  /**
+   * Seconds a client has from the server's INFO to its CONNECT (nats-server's `authorization.timeout`, default 2):
+   * a client on a slow machine signing its JWT nonce can need more (a node agent in an emulated TCG edge node did).
+   */
+  authTimeoutS?: number;
 }
 
 export interface NatsServerHandle {
@@ -124,8 +129,10 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
     conf.push(...resolverConfig(opts.jwtAuth, jwtDir));
     adoptGlobalStreams(opts.storeDir, opts.jwtAuth.app.publicKey);
   } else if (opts.user !== undefined) {
-    conf.push(`authorization { user: ${quote(opts.user)}, password: ${quote(opts.pass ?? '')} }`);
+    conf.push(`authorization { user: ${quote(opts.user)}, password: ${quote(opts.pass ?? '')}${opts.authTimeoutS ? `, timeout: ${opts.authTimeoutS}` : ''} }`);
   }
+  if (opts.authTimeoutS !== undefined && (!Number.isFinite(opts.authTimeoutS) || opts.authTimeoutS <= 0)) throw new Error('nats-launcher: authTimeoutS must be a positive number of seconds');
+  if (opts.authTimeoutS && opts.user === undefined) conf.push(`authorization { timeout: ${opts.authTimeoutS} }`);
   const confPath = join(opts.storeDir, 'nats-server.conf');
   writeFileSync(confPath, conf.join('\n') + '\n', { mode: 0o600 });
 

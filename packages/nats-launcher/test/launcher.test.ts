@@ -91,3 +91,33 @@ test('a nats-server dies with the process that started it (no orphan after a kil
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** Whether a client that got INFO and sends nothing is still connected after `waitMs` (nats-server's auth timeout). */
+async function stillConnectedAfter(url: string, waitMs: number): Promise<boolean> {
+  const { connect: tcp } = await import('node:net');
+  const u = new URL(url);
+  const s = tcp(Number(u.port), u.hostname);
+  let closed = false;
+  s.on('close', () => (closed = true));
+  s.on('error', () => (closed = true));
+  s.on('data', () => undefined);
+  await new Promise((r) => setTimeout(r, waitMs));
+  s.destroy();
+  return !closed;
+}
+
+test('authTimeoutS: a slow client gets longer than the 2 s default to send CONNECT', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nats-launcher-'));
+  const slow = await startNatsServer({ storeDir: join(dir, 'a'), user: 'u', pass: 'p', authTimeoutS: 30 });
+  const dflt = await startNatsServer({ storeDir: join(dir, 'b'), user: 'u', pass: 'p' });
+  try {
+    const [a, b] = await Promise.all([stillConnectedAfter(slow.url, 3500), stillConnectedAfter(dflt.url, 3500)]);
+    assert.equal(a, true, 'still connected after 3.5 s with authTimeoutS: 30');
+    assert.equal(b, false, 'closed by the 2 s default');
+    await assert.rejects(startNatsServer({ storeDir: join(dir, 'c'), authTimeoutS: -1 }), /authTimeoutS/);
+  } finally {
+    await slow.stop();
+    await dflt.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -3,7 +3,7 @@
  * QEMU runs detached from the agent (own session, stdio to its log), so a killed agent leaves the VM running and a
  * restarted agent re-adopts it by pid + start time + QMP.
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
@@ -82,6 +82,10 @@ export class QemuDriver implements HypervisorDriver {
       // then exec QEMU (which drops to its uid), or setpriv to the uid first.
       const pre: string[] = [];
       if (spec.nice) pre.push('nice', '-n', String(spec.nice));
+      if (spec.devices.some((d) => d.kind === 'vfio')) {
+        const b = vfioMemlockBytes(spec.maxMemoryMiB);
+        pre.push('prlimit', `--memlock=${b}:${b}`, '--');
+      }
       if (spec.netnsPath) pre.push('nsenter', `--net=${spec.netnsPath}`, '--');
       if (spec.runAs && spec.runAs.method === 'spawn') {
         pre.push('setpriv', `--reuid=${spec.runAs.uid}`, `--regid=${spec.runAs.gid}`, '--clear-groups', '--no-new-privs', '--');
@@ -269,7 +273,7 @@ export class QemuDriver implements HypervisorDriver {
     vm.vcpus = target;
   }
 
-  async addNic(vm: VmHandle, dev: NetDevice, spec: Pick<VmSpec, 'machine'>): Promise<void> {
+  async addNic(vm: VmHandle, dev: NetDevice, spec: Pick<VmSpec, 'machine'> & Partial<Pick<VmSpec, 'maxMemoryMiB'>>): Promise<void> {
     const q = vm as QemuVmHandle;
     if (spec.machine !== 'q35') throw new UnavailableError('NIC hotplug needs machine q35: restart the VM');
     if (dev.kind === 'macvtap') throw new UnavailableError('macvtap NICs cannot be hotplugged (the fd would have to go over QMP): restart the VM');
@@ -277,6 +281,7 @@ export class QemuDriver implements HypervisorDriver {
     const socketPath = dev.kind === 'vhost-user-net' ? pathInVmRoot(q.chrootDir, dev.socketPath, 'the vhost-user socket') : '';
     const port = Object.entries(q.slots).find(([, v]) => v === null)?.[0];
     if (!port) throw new UnavailableError('no free PCIe root port for NIC hotplug: restart the VM with more hotplugSlots');
+    if (dev.kind === 'vfio') await raiseMemlock(q.pid, vfioMemlockBytes(spec.maxMemoryMiB ?? q.memoryMiB));
     await withQmp(vm.apiSocket, async (qmp) => {
       if (dev.kind === 'tap') {
         await qmp.netdevAdd('tap', dev.id, { ifname: dev.ifName, script: 'no', downscript: 'no' });
@@ -344,4 +349,23 @@ export class QemuDriver implements HypervisorDriver {
     if (port) q.slots[port] = null;
     vm.hotplugged = vm.hotplugged.filter((h) => h !== `nic:${id}`);
   }
+}
+
+/**
+ * vfio pins all of a guest's RAM (hotpluggable memory included) in the host, so QEMU's RLIMIT_MEMLOCK must cover
+ * the VM's maximum memory, plus room for the IOMMU's own mappings (libvirt's rule: maximum memory + 1 GiB). Without
+ * it a QEMU that dropped root dies at the first DMA mapping ("vfio: DMA mapping failed, unable to continue": seen in
+ * the emulated edge node, docs/sriov.md). Only VMs with a VF get the raised limit.
+ */
+export function vfioMemlockBytes(maxMemoryMiB: number): number {
+  return (maxMemoryMiB + 1024) * 1024 * 1024;
+}
+
+/** prlimit(2) on a running QEMU (as root) before a VF is hotplugged into it. */
+async function raiseMemlock(pid: number, bytes: number): Promise<void> {
+  await new Promise<void>((resolve, reject) =>
+    execFile('prlimit', ['--pid', String(pid), `--memlock=${bytes}:${bytes}`], (err, _out, stderr) =>
+      err ? reject(new UnavailableError(`cannot raise the locked-memory limit of QEMU ${pid} for vfio: ${(stderr || err.message).trim()}`)) : resolve(),
+    ),
+  );
 }

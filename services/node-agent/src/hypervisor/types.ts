@@ -136,7 +136,7 @@ export interface HypervisorDriver {
   /** Grows/shrinks vCPUs and memory by hotplug; throws UnavailableError when the driver cannot. */
   resize(vm: VmHandle, target: { vcpus: number; memoryMiB: number }, spec: Pick<VmSpec, 'memory' | 'numaNode'>): Promise<void>;
   /** Hot-adds / removes a NIC. */
-  addNic(vm: VmHandle, dev: NetDevice, spec: Pick<VmSpec, 'machine'>): Promise<void>;
+  addNic(vm: VmHandle, dev: NetDevice, spec: Pick<VmSpec, 'machine'> & Partial<Pick<VmSpec, 'maxMemoryMiB'>>): Promise<void>;
   removeNic(vm: VmHandle, id: string): Promise<void>;
   /** Hot-adds a read-only disk (a later replica's image); the file must be readable by the hypervisor's uid. */
   addDisk(vm: VmHandle, dev: DiskDevice, spec: Pick<VmSpec, 'machine'>): Promise<void>;

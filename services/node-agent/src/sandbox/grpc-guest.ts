@@ -14,6 +14,14 @@ async function rpc<T>(name: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * The guest loads a VF's driver on demand (modprobe, then up to 30 s for its netdev: docs/sriov.md), which in a
+ * nested TCG guest alone outlasts the default 30 s deadline: a call with a VF waits for that on top of the hotplug.
+ */
+function vfCallOptions(nics: GuestNic[], hotplugTimeoutMs: number): { timeoutMs: number } | undefined {
+  return nics.some((n) => n.pciPath) ? { timeoutMs: hotplugTimeoutMs + 120_000 } : undefined;
+}
+
 export class GrpcGuestSession implements GuestSession {
   constructor(readonly conn: AgentConnection) {}
   async updateInterfaces(nics: GuestNic[], hotplugTimeoutMs: number): Promise<{ name: string; pciAddress: string }[]> {
@@ -26,7 +34,7 @@ export class GrpcGuestSession implements GuestSession {
         addresses: n.addresses,
       })),
       hotplugTimeoutMs,
-    }));
+    }, vfCallOptions(nics, hotplugTimeoutMs)));
     return res.interfaces.map((n) => ({ name: n.name, pciAddress: n.pciAddress }));
   }
   async updateRoutes(routes: { dst: string; via?: string; dev?: string }[]): Promise<void> {

@@ -1,0 +1,102 @@
+// The CI-sized part of issue 10 in an emulated edge node (test/src/edge-node.ts, docs/sriov.md): our node agent,
+// from the built tree, in a q35 TCG machine with intel-iommu and an igb PF, joins the scheduler on this host over
+// NATS with its node credentials. Through the message API a VNF with one `sriov` interface on physnet1 gets a VF:
+// the node agent binds it to vfio-pci with the operator's VLAN/spoofchk/trust (network `radio`), and starts the
+// tenant VM with that VF on its own root port. Then the node agent is killed with SIGKILL, the VNF is terminated
+// through the API, the agent comes back (as a service manager would restart it): the VF is back on igbvf with the
+// MAC, VLAN, spoofchk and trust it had before. The nested tenant VM's boot (many minutes: TCG inside TCG) and the
+// data path are `npm run demo:sriov`'s; this test does not wait for them.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EDGE_PF_PCI, startEdgeNode, type EdgeNode } from '../src/edge-node.js';
+
+const NETWORK = { name: 'radio', cidr: '10.79.0.0/24', gateway: '10.79.0.1', range: { start: '10.79.0.10', end: '10.79.0.50' }, vlan: 100, spoofchk: true, trust: false };
+let node: EdgeNode | undefined;
+
+before(async () => {
+  node = await startEdgeNode({ networks: [NETWORK], log: (m) => console.log(`edge-node: ${m}`), testpmd: false });
+});
+
+after(async () => {
+  if (!node) return;
+  const t = await node.teardown();
+  assert.deepEqual(t.leftovers, [], 'the emulated node left nothing behind');
+});
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`${what}: not seen after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+test('an emulated edge node joins over NATS; a VF through the API to vfio-pci and the tenant VM; VF restored after the node agent is SIGKILLed and the VNF terminated', { timeout: 1_500_000 }, async () => {
+  const n = node!;
+  await n.waitReady();
+  // the node's inventory, as the scheduler got it over NATS: the real igb PF, its VFs, their IOMMU groups
+  const got = await n.api.ok<{ inventory: { sriovPfs: Array<{ pciAddress: string; physnet?: string; numVfs: number; totalVfs: number; vfs: Array<{ pciAddress: string; driver?: string; iommuGroup?: number }> }> } }>('nfv.v1.admin.nodes.get', { id: n.nodeId });
+  const pf = got.inventory.sriovPfs.find((p) => p.pciAddress === EDGE_PF_PCI);
+  assert.ok(pf, `the igb PF in the inventory: ${JSON.stringify(got.inventory.sriovPfs)}`);
+  assert.equal(pf.physnet, 'physnet1');
+  assert.equal(pf.numVfs, 2);
+  assert.equal(pf.totalVfs, 7);
+  assert.ok(pf.vfs.every((v) => v.driver === 'igbvf' && typeof v.iommuGroup === 'number'), JSON.stringify(pf.vfs));
+  const before = await n.vfTable();
+  assert.equal(before.length, 2);
+
+  await n.api.ok('nfv.v1.admin.tenants.create', { id: 'radio' });
+  // the tenant may repeat the operator's VLAN, never change it (PERMISSION_DENIED naming the field, nothing placed)
+  const denied = await n.api.tenant('radio', 'vnfs.instantiate', {
+    descriptor: { name: 'du-bad', replicas: 1, resources: { vcpus: 1, memoryMiB: 128 }, image: { ref: 'builtin:busybox' }, interfaces: [{ name: 'up', type: 'sriov', physnet: 'physnet1', network: 'radio', vlan: 200 }] },
+  });
+  if (!denied.ok) {
+    assert.equal(denied.error.code, 'PERMISSION_DENIED');
+    assert.match(JSON.stringify(denied.error), /vlan/);
+  } else {
+    const op = await n.api.waitOp('radio', denied.result.opOccId, 300_000);
+    assert.notEqual(op.operationState, 'COMPLETED', 'another VLAN than the operator\'s is refused');
+    assert.match(JSON.stringify(op.error ?? op), /vlan/);
+    const term = await n.api.tenant('radio', 'vnfs.terminate', { id: denied.result.vnfId });
+    if (term.ok) await n.api.waitOp('radio', term.result.opOccId, 300_000);
+  }
+  assert.deepEqual(await n.vfTable(), before, 'the refused request changed no VF');
+
+  const inst = await n.api.ok<{ vnfId: string; opOccId: string }>('nfv.v1.tenant.radio.vnfs.instantiate', {
+    descriptor: { name: 'du', replicas: 1, resources: { vcpus: 1, memoryMiB: 128 }, image: { ref: 'builtin:busybox' }, interfaces: [{ name: 'up', type: 'sriov', physnet: 'physnet1', network: 'radio' }] },
+  });
+  // the node agent's SR-IOV attachment in the node's real kernel: vfio-pci, the operator's VLAN 100, the plan's MAC
+  const bound = await until('a VF on vfio-pci', async () => (await n.vfTable()).find((v) => v.driver === 'vfio-pci'), 600_000);
+  assert.equal(bound.vlan, 100);
+  assert.equal(bound.spoofchk, true);
+  assert.equal(bound.trust, false);
+  const orig = before.find((v) => v.pciAddress === bound.pciAddress);
+  assert.ok(orig, `the bound VF ${bound.pciAddress} is one of the PF's`);
+  assert.notEqual(bound.mac, orig.mac, 'the allocation\'s MAC is set on the PF');
+  const group = (await n.exec(['readlink', `/sys/bus/pci/devices/${bound.pciAddress}/iommu_group`])).stdout.trim().split('/').pop();
+  assert.equal((await n.exec(['test', '-e', `/dev/vfio/${group}`])).code, 0, `/dev/vfio/${group} exists`);
+  // the tenant VM's QEMU in the node has the VF on a root port at the fixed slot (PCI path 10.0/00.0)
+  const args = await until('the tenant VM\'s QEMU with the VF', async () => {
+    const ps = (await n.exec(['sh', '-c', 'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline 2>/dev/null; echo; done | grep -- "-name guest=" | grep -v grep || true'])).stdout.trim();
+    return ps.includes(`vfio-pci,host=${bound.pciAddress}`) ? ps : undefined;
+  }, 600_000);
+  assert.match(args, new RegExp(`vfio-pci,host=${bound.pciAddress},id=[^, ]+,bus=rp0\\b`));
+  assert.match(args, /pcie-root-port,[^ ]*id=rp0[^ ]*addr=0x10\b|pcie-root-port,[^ ]*addr=0x10[^ ]*id=rp0/);
+
+  // kill -9 of the node agent (the VM keeps booting), a FORCEFUL terminate through the API (it takes over from the
+  // instantiate still waiting for the nested boot), the agent comes back
+  await n.killAgent();
+  const term = await n.api.ok<{ opOccId: string }>('nfv.v1.tenant.radio.vnfs.terminate', { id: inst.vnfId, mode: 'FORCEFUL' });
+  await n.startAgent();
+  const op = await n.api.waitOp('radio', term.opOccId, 900_000);
+  assert.equal(op.operationState, 'COMPLETED', JSON.stringify(op));
+  const back = await until('the VF back on igbvf', async () => {
+    const vf = (await n.vfTable()).find((v) => v.pciAddress === bound.pciAddress);
+    return vf?.driver === 'igbvf' ? vf : undefined;
+  }, 300_000);
+  assert.deepEqual(back, orig, 'driver, MAC, VLAN, spoofchk and trust as before');
+  const left = (await n.exec(['sh', '-c', 'ls /run/edge/node-agent/netplugins/records/sriov 2>/dev/null; pgrep -c qemu-system || true'])).stdout.trim();
+  assert.equal(left, '0', 'no SR-IOV record and no tenant VM left in the node');
+});
