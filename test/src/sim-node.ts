@@ -90,6 +90,8 @@ export class SimNode {
   serveMigration = false;
   /** While true, an allocation set `desired: stopped` is not torn down (a slow teardown): a test can lose the node then. */
   holdStops = false;
+  /** While true, an incoming allocation (`migration`) is taken but never reported (a destination stuck preparing). */
+  holdIncoming = false;
   private migrateSub: Subscription | undefined;
   /** incoming allocations: allocId -> the allocation (waiting for the source's switchover) */
   private readonly incoming = new Map<string, Allocation>();
@@ -261,6 +263,7 @@ export class SimNode {
     this.running.set(allocId, { cpus, vfs, vnfId: alloc.vnfId, replica: alloc.replica });
     if (alloc.migration && this.serveMigration) {
       this.incoming.set(allocId, alloc);
+      if (this.holdIncoming) return;
       await this.report(alloc, 'STARTING', false, { state: 'incoming', uri: `sim:${this.nodeId}` });
     } else if (this.holdStarts) await this.report(alloc, 'STARTING');
     else if (alloc.operationalState === 'STOPPED') {

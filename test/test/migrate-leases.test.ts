@@ -124,3 +124,42 @@ test('leases follow a migrated replica: a lost source frees none of them, a lost
   await until('the migrated replica\'s old address freed once B confirmed', async () => JSON.stringify(await leaseOwners()) === JSON.stringify([`${alloc2}.m`]));
   for (const n of nodes.values()) assert.deepEqual(n.conflicts, []);
 });
+
+test('an aborted migration whose destination node is lost: the destination\'s fenced reservation frees none of the source\'s leases', async () => {
+  const b = nodes.get('ml-b')!;
+  await api.ok('nfv.v1.admin.nodes.uncordon', { id: 'ml-a' });
+  await api.ok('nfv.v1.admin.nodes.cordon', { id: 'ml-b' });
+  await api.ok('nfv.v1.admin.nodes.cordon', { id: 'ml-c' });
+  await api.ok('nfv.v1.admin.tenants.create', { id: 'ml2' });
+  const descriptor = { name: 'fw', replicas: 1, resources: { vcpus: 1, memoryMiB: 256 }, image: { ref: 'builtin:vrouter' }, interfaces: [{ name: 'm', type: 'tap', network: 'mgmt' }] };
+  const inst = await api.ok('nfv.v1.tenant.ml2.vnfs.instantiate', { descriptor });
+  assert.equal((await api.waitOp('ml2', inst.opOccId, 30_000)).operationState, 'COMPLETED');
+  const v0 = await api.ok('nfv.v1.tenant.ml2.vnfs.get', { id: inst.vnfId });
+  assert.equal(v0.replicas[0].nodeId, 'ml-a');
+  const alloc0 = v0.replicas[0].allocId as string;
+  await api.ok('nfv.v1.admin.nodes.uncordon', { id: 'ml-b' });
+
+  // B takes the incoming allocation and gets stuck preparing it; then B is lost: the migration is given up
+  b.holdIncoming = true;
+  const runningBefore = new Set(b.running.keys());
+  const heal = await api.ok('nfv.v1.tenant.ml2.vnfs.heal', { id: inst.vnfId, replica: 0, migrate: true });
+  await until('B took the incoming allocation', async () => [...b.running.keys()].some((k) => !runningBefore.has(k)));
+  const incoming = [...b.running.keys()].find((k) => !runningBefore.has(k))!;
+  b.partition();
+  const ended = await api.waitOp('ml2', heal.opOccId, 60_000);
+  assert.equal(ended.operationState, 'FAILED_TEMP', steps(ended));
+  assert.match(steps(ended), /stopped answering/);
+  const v1 = await api.ok('nfv.v1.tenant.ml2.vnfs.get', { id: inst.vnfId });
+  assert.equal(v1.replicas[0].allocId, alloc0, 'the replica stays on A');
+  assert.equal(v1.replicas[0].state, 'RUNNING');
+
+  b.holdIncoming = false;
+  await b.rejoin(); // tears the stale incoming VM down; its fenced reservation is freed
+  assert.ok(b.tornDown.includes(incoming), `B tore down ${JSON.stringify(b.tornDown)}`);
+  await until('the fenced destination reservation freed', async () => {
+    const rec = await api.ok('nfv.v1.admin.nodes.get', { id: 'ml-b' });
+    return rec.health === 'Ready' && rec.allocated.replicas === 0;
+  });
+  await new Promise((r) => setTimeout(r, 500)); // the registry's hook frees leases right after the ledger write
+  assert.ok((await leaseOwners()).includes(`${alloc0}.m`), 'the replica on A keeps its address');
+});
