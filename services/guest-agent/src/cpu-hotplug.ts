@@ -1,7 +1,7 @@
 /**
  * Brings hotplugged vCPUs online. The node agent grows a tenant's VM by vCPU hotplug (QMP device_add); the kernel
  * adds the CPU offline and, with no udev in the guest, nothing onlines it. Memory is onlined by the kernel itself
- * (`memhp_default_state=online`); CPUs have no such switch, so the agent does it.
+ * (`memhp_default_state=online_movable`); CPUs have no such switch, so the agent does it.
  */
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -159,7 +159,9 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
   }
   const kernelArgs = ['console=ttyS0', 'panic=-1'];
   if (spec.machine === 'microvm' && spec.hostCpuKHz) kernelArgs.push(`tsc_early_khz=${spec.hostCpuKHz}`);
-  if (hotMem) kernelArgs.push('memhp_default_state=online');
+  // online_movable: hotplugged memory goes to ZONE_MOVABLE, so the guest can offline it again when the VM shrinks
+  // (onlined as normal memory the kernel places its own pages there and refuses the unplug)
+  if (hotMem) kernelArgs.push('memhp_default_state=online_movable');
   if (spec.kernelArgs) kernelArgs.push(spec.kernelArgs);
   if (spec.kernelPath) {
     a.push('-kernel', spec.kernelPath);

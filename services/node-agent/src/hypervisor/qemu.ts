@@ -221,7 +221,11 @@ export class QemuDriver implements HypervisorDriver {
       if (target.vcpus !== vm.vcpus) await this.resizeCpus(q, qmp, target.vcpus);
       if (target.memoryMiB > vm.memoryMiB) {
         const delta = target.memoryMiB - vm.memoryMiB;
-        const id = `dimm${Object.keys(q.dimms).length + q.hotplugged.filter((h) => h.startsWith('dimm')).length}`;
+        // a fresh id: an unplugged DIMM's backend (or a DIMM the guest has not released yet) keeps its name
+        const objects = new Set((await qmp.execute<{ name: string }[]>('qom-list', { path: '/objects' })).map((o) => o.name));
+        let n = 0;
+        while (q.dimms[`dimm${n}`] !== undefined || objects.has(`dimm${n}m`)) n++;
+        const id = `dimm${n}`;
         const obj = memoryObject(spec.memory, `${id}m`, delta, spec.numaNode);
         const [type, ...kv] = obj.split(',');
         const props: Record<string, unknown> = {};
@@ -243,7 +247,13 @@ export class QemuDriver implements HypervisorDriver {
         // Unplug whole DIMMs, newest first, while they fit; the guest must offline them (it may refuse).
         for (const [id, mib] of Object.entries(q.dimms).reverse()) {
           if (vm.memoryMiB - mib < target.memoryMiB) continue;
-          await qmp.deviceDel(id);
+          await qmp.deviceDel(id).catch((err: unknown) => this.log.debug({ err, id }, 'device_del of the DIMM (already pending?)'));
+          // the DIMM is gone once the guest has offlined and ejected it; only then its backend can go
+          if (!(await this.waitDeviceGone(qmp, 'query-memory-devices', id, 30_000))) {
+            this.log.warn({ sandboxId: vm.sandboxId, id }, 'the guest did not release the DIMM: the VM keeps that memory');
+            continue;
+          }
+          await qmp.objectDel(`${id}m`).catch((err: unknown) => this.log.warn({ err, id }, 'object-del of the DIMM backend failed'));
           delete q.dimms[id];
           vm.memoryMiB -= mib;
         }
@@ -263,7 +273,10 @@ export class QemuDriver implements HypervisorDriver {
         await qmp.deviceAdd(s.type, id, { ...s.props });
         vm.hotplugged.push(id);
       }
-    } else if (target < plugged.length) {
+    } else if (target < plugged.length && vm.accel !== 'tcg') {
+      // Under TCG an unplugged vCPU is never plugged again: each vCPU thread QEMU starts takes one of maxcpus TCG
+      // contexts for good (QEMU 10 aborts in tcg_register_thread, `n < tcg_max_ctxs`, when a grow after a shrink
+      // starts one more). So a TCG VM keeps its vCPUs plugged when it shrinks and the next grow reuses them.
       const hot = vm.hotplugged.filter((h) => h.startsWith('cpu-'));
       for (const id of hot.slice(-(plugged.length - target))) {
         await qmp.deviceDel(id);
@@ -322,6 +335,17 @@ export class QemuDriver implements HypervisorDriver {
     });
     q.slots[port] = dev.id;
     vm.hotplugged.push(`disk:${dev.id}`);
+  }
+
+  /** Waits until `id` no longer appears in a query-memory-devices answer; false when it is still there at the end. */
+  private async waitDeviceGone(qmp: QmpClient, query: 'query-memory-devices', id: string, timeoutMs: number): Promise<boolean> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const list = await qmp.execute<{ data?: { id?: string } }[]>(query);
+      if (!list.some((d) => d.data?.id === id)) return true;
+      if (Date.now() > end) return false;
+      await sleep(200);
+    }
   }
 
   async removeNic(vm: VmHandle, id: string): Promise<void> {

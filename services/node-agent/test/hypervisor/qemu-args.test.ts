@@ -45,7 +45,7 @@ test('q35 under TCG: hotplug-ready smp/m, QMP, console, agent port on virtio-ser
   assert.ok(dev.includes('virtio-serial-pci,id=vser0'));
   assert.ok(dev.includes('virtserialport,chardev=agent,name=agent.0'));
   assert.deepEqual(values(args, '-sandbox'), ['on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny']);
-  assert.match(values(args, '-append')[0]!, /console=ttyS0 panic=-1 memhp_default_state=online quiet/);
+  assert.match(values(args, '-append')[0]!, /console=ttyS0 panic=-1 memhp_default_state=online_movable quiet/);
   assert.ok(!values(args, '-append')[0]!.includes('tsc_early_khz'));
   assert.ok(args.includes('-nodefaults') && args.includes('-no-user-config'));
 });

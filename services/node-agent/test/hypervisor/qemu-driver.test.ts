@@ -17,6 +17,7 @@ import type { VmSpec } from '../../src/hypervisor/types.js';
 import { killQuiet, processAlive, waitGone } from '../../src/proc.js';
 import { VM_ROOT_DISKS, prepareVmRoot } from '../../src/hypervisor/vm-root.js';
 import { cgroupV2Mount } from '../../src/sandbox/cgroup.js';
+import { buildGuestImage } from '../../src/guest/index.js';
 
 function spec(runDir: string, over: Partial<VmSpec> = {}): VmSpec {
   return {
@@ -182,6 +183,61 @@ test('chrooted QEMU (-run-with chroot=): the host\'s / is out of its reach; tap 
   const periph = await withQmp(vm.apiSocket, (q) => q.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' }));
   assert.ok(periph.some((p) => p.name === 'hot0-nic'), JSON.stringify(periph));
   assert.ok(periph.some((p) => p.name === 'img-0-blk'), JSON.stringify(periph));
+  await driver.stop(vm, { graceMs: 0 });
+  pid = 0;
+});
+
+test('grow after shrink (guest image, chrooted, TCG): vCPU + memory added, removed, added again; QEMU lives, the devices are there', async (t) => {
+  // QEMU 10 under TCG aborted here (`tcg_register_thread: assertion failed: (n < tcg_max_ctxs)`: a re-plugged vCPU
+  // took a context beyond maxcpus) and the second DIMM's backend id collided with the unplugged first one's
+  const image = await buildGuestImage({ log: silentLogger() });
+  const dir = mkdtempSync(join(tmpdir(), 'na-qemu-'));
+  const root = join(dir, 'vm', 'root0');
+  const uid = 420000 + ((process.pid + 1) % 700);
+  const driver = new QemuDriver({ logger: silentLogger() });
+  let pid = 0;
+  t.after(async () => {
+    if (pid) {
+      killQuiet(pid, 'SIGKILL');
+      await waitGone(pid, undefined, 5000);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await prepareVmRoot(root, uid);
+  const s = spec(dir, {
+    maxVcpus: 2,
+    memoryMiB: 512,
+    maxMemoryMiB: 768,
+    kernelPath: image.kernelPath,
+    initrdPath: image.initrdPath,
+    systemDisk: image.systemDisk,
+    kernelArgs: image.kernelArgs,
+    runAs: { uid, gid: uid },
+    chrootDir: root,
+  });
+  const vm = await driver.start(s, new AbortController().signal);
+  pid = vm.pid;
+  // the guest's kernel must be up to take the hot-unplugs (ACPI eject)
+  for (let i = 0; i < 1200 && !/EDGENFV_AGENT_JS/.test(readFileSync(vm.consoleLog, 'utf8')); i++) await new Promise((r) => setTimeout(r, 250));
+  assert.match(readFileSync(vm.consoleLog, 'utf8'), /EDGENFV_AGENT_JS/, 'the guest booted');
+  const plugged = async (): Promise<{ cpus: number; dimms: string[] }> => ({
+    cpus: (await withQmp(vm.apiSocket, (q) => q.queryCpusFast())).length,
+    dimms: (await withQmp(vm.apiSocket, (q) => q.execute<{ data: { id: string } }[]>('query-memory-devices'))).map((d) => d.data.id),
+  });
+
+  await driver.resize(vm, { vcpus: 2, memoryMiB: 768 }, s);
+  assert.deepEqual(await plugged(), { cpus: 2, dimms: ['dimm0'] });
+  await driver.resize(vm, { vcpus: 1, memoryMiB: 512 }, s);
+  assert.deepEqual([vm.vcpus, vm.memoryMiB], [1, 512]);
+  assert.deepEqual((await plugged()).dimms, [], 'the guest released the DIMM (memory onlined movable)');
+  assert.equal((await plugged()).cpus, 2, 'under TCG the vCPU stays plugged for the next grow');
+  await driver.resize(vm, { vcpus: 2, memoryMiB: 768 }, s);
+  assert.ok(driver.alive(vm), `QEMU died: ${readFileSync(join(dir, 'qemu.log'), 'utf8')}`);
+  assert.deepEqual(await plugged(), { cpus: 2, dimms: ['dimm0'] });
+  const mem = await withQmp(vm.apiSocket, (q) => q.queryMemorySizeSummary());
+  assert.equal(mem['plugged-memory'], 256 * 1024 * 1024);
+  assert.deepEqual([vm.vcpus, vm.memoryMiB], [2, 768]);
+  assert.doesNotMatch(readFileSync(join(dir, 'qemu.log'), 'utf8'), /assertion|ERROR/);
   await driver.stop(vm, { graceMs: 0 });
   pid = 0;
 });
