@@ -3,8 +3,8 @@
  * image pushed with skopeo, instantiated through the message API (real nats-server, the scheduler's main.js, the
  * node agent with everything real, QEMU). The op occurrence shows the pull, the replica records the digest, the
  * container runs in the guest from the image's own files; a second image of the same tenant arrives by disk
- * hotplug into the running VM; a pinned digest that does not match is refused naming the image; terminate leaves
- * nothing behind.
+ * hotplug into the running VM; a pinned digest that does not match is refused naming the image; a scale-out of the
+ * OPERATEd-STOPPED VNF joins the VM without starting its container; terminate leaves nothing behind.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -155,6 +155,26 @@ test('registry image -> API -> node pull -> disk -> running in the guest; hotplu
   const failed = await ok(`nfv.v1.tenant.${tenant}.opoccs.fail`, { id: i3.opOccId });
   assert.equal(failed.operationState, 'FAILED');
   assert.equal((await ok(`nfv.v1.tenant.${tenant}.vnfs.get`, { id: i3.vnfId })).instantiationState, 'NOT_INSTANTIATED');
+
+  // 4. a scale-out of a STOPPED VNF: the new replica joins the VM with its container created, never started
+  // (once the failed replica's CPU is free: its release waits for the node's next heartbeat to confirm it is gone)
+  for (let i = 0; i < 200; i++) {
+    const node = await ok('nfv.v1.admin.nodes.get', { id: 'reg-node' });
+    if (!(node.reservations ?? []).some((r: any) => r.vnfId === i3.vnfId)) break;
+    await sleep(100);
+  }
+  const stop2 = await ok(`${t1}.vnfs.operate`, { id: i1.vnfId, changeStateTo: 'STOPPED' });
+  assert.equal((await waitOp(stop2.opOccId)).operationState, 'COMPLETED');
+  const out = await ok(`${t1}.vnfs.scale`, { id: i1.vnfId, replicas: 2 });
+  const outOp = await waitOp(out.opOccId);
+  assert.equal(outOp.operationState, 'COMPLETED', JSON.stringify(outOp.steps));
+  assert.deepEqual((await ok(`${t1}.vnfs.get`, { id: i1.vnfId })).replicas.map((r: any) => r.state), ['STOPPED', 'STOPPED']);
+  assert.equal(app.manager.vmOf(sb.sandboxId)!.pid, pid, 'it joined the same VM');
+  assert.deepEqual((await ok(`${t1}.vnfs.logs`, { id: i1.vnfId, replica: 1 })).lines, [], 'replica 1 never ran');
+  const start2 = await ok(`${t1}.vnfs.operate`, { id: i1.vnfId, changeStateTo: 'STARTED' });
+  assert.equal((await waitOp(start2.opOccId)).operationState, 'COMPLETED');
+  assert.deepEqual((await ok(`${t1}.vnfs.get`, { id: i1.vnfId })).replicas.map((r: any) => r.state), ['RUNNING', 'RUNNING']);
+  assert.ok((await ok(`${t1}.vnfs.logs`, { id: i1.vnfId, replica: 1 })).lines.includes('vfw 1.2 up'), 'STARTED starts it');
 
   const tr1 = await ok(`nfv.v1.tenant.${tenant}.vnfs.terminate`, { id: i1.vnfId });
   assert.equal((await waitOp(tr1.opOccId)).operationState, 'COMPLETED');
