@@ -132,8 +132,10 @@ async function ovsRun(dir: string, seconds: number): Promise<number> {
     await sw.start();
     if (sw.health().state !== 'ready') throw new Error(`OVS-DPDK did not start: ${sw.health().error}`);
     const ovs = sw.bridgeFor('bench')!;
+    // macswap sends the frames back with the MACs swapped (another source than the port's): the ports run without
+    // anti-spoofing flows, as an operator's L2-forwarding network does (`antispoof: false`)
     const ports = [];
-    for (const ctx of ctxs) ports.push(await vhu.add(ctx, vhu.parseConfig({ dataplane: 'ovs-dpdk', mode: 'server', socketDir: sw.socketDir, tenant: 'bench', ovs })));
+    for (const ctx of ctxs) ports.push(await vhu.add(ctx, vhu.parseConfig({ dataplane: 'ovs-dpdk', mode: 'server', socketDir: sw.socketDir, tenant: 'bench', ovs, antispoof: false })));
     const fe = frontEnd(ports[0].socketPath, ports[1].socketPath);
     procs.push(fe);
     try {

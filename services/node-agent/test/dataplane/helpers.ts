@@ -135,11 +135,12 @@ export async function countFrames(netns: string, ifName: string, seconds: number
  * frames: `dpdk-testpmd --in-memory --single-file-segments` (virtio-user needs both for its memory table).
  * `--stats-period` keeps it running with stdin on /dev/null; it ignores SIGTERM, so stop() kills it.
  */
-export function startVirtioUserSender(socketPath: string): { stop(): Promise<void>; output(): string } {
+/** `mac`: the sender's source MAC: a guarded (anti-spoofing) port lets only its own MAC leave it. */
+export function startVirtioUserSender(socketPath: string, mac: string): { stop(): Promise<void>; output(): string } {
   rmSync(socketPath, { force: true });
   const child = spawn(
     'dpdk-testpmd',
-    ['-l', '0-1', '-m', '64', '--in-memory', '--single-file-segments', '--no-pci', `--vdev=net_virtio_user0,path=${socketPath},server=1,queues=1`,
+    ['-l', '0-1', '-m', '64', '--in-memory', '--single-file-segments', '--no-pci', `--vdev=net_virtio_user0,path=${socketPath},server=1,queues=1,mac=${mac}`,
       '--', '--forward-mode=txonly', '--auto-start', '--txpkts=64', '--eth-peer=0,ff:ff:ff:ff:ff:ff', '--stats-period=3600', '--total-num-mbufs=4096'],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );

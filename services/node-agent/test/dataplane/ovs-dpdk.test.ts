@@ -78,7 +78,8 @@ test('frames from a DPDK virtio-user peer cross the switch into the provider nam
   const ctx = { containerId: 'sbx-ovs-2', ifName: 'vhu-net0' };
   const res = await t.vhostuser.add(ctx, t.vhostuser.parseConfig({ dataplane: 'ovs-dpdk', mode: 'server', socketDir: t.sw.socketDir, tenant: 'acme', ovs: t.sw.bridgeFor('prov') }));
   await reserveHugepages({ sysfsRoot: '/sys', numaNode: 0, pages: 32 }); // the sender's 64 MiB
-  const sender = startVirtioUserSender(res.socketPath);
+  // the sender sends as the port's own MAC: the port's anti-spoofing flows (on by default) drop any other source
+  const sender = startVirtioUserSender(res.socketPath, res.mac);
   try {
     const first = await waitFor('frames in the provider namespace', async () => {
       const c = await countFrames(t.provider, 'eth0', 2);
