@@ -309,7 +309,9 @@ async function ctlCall(host: string, req: Record<string, unknown>, timeoutMs: nu
       const nl = buf.indexOf('\n');
       if (nl >= 0) {
         clearTimeout(timer);
-        s.end();
+        // destroy, not end(): a half-closed socket whose peer (L1) is killed before it closes its side never ends,
+        // and kept the test file's process alive after its tests passed
+        s.destroy();
         resolve(JSON.parse(buf.slice(0, nl)));
       }
     });
