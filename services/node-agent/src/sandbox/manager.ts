@@ -11,7 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { AppError, UnavailableError, asAppError, type Allocation, type HypervisorKind } from '@edgenfv/contracts';
+import { AppError, UnavailableError, asAppError, type Allocation } from '@edgenfv/contracts';
 import type { HypervisorDriver, VmHandle } from '../hypervisor/types.js';
 import { killQuiet, procRssBytes } from '../proc.js';
 import type { NodeAgentMetrics } from '../metrics.js';
@@ -20,7 +20,7 @@ import { GuestSync } from './guest-sync.js';
 import { interfaceStatus, nameInterfaces } from './interfaces.js';
 import type { AttachmentPort, GuestPort, GuestSession } from './ports.js';
 import { ReplicaAttachments } from './replica-attachments.js';
-import { KeyedMutex, Steps, hash, upgradeRecord, validateAlloc, type ReplicaRecord, type ReplicaResult, type SandboxRecord } from './records.js';
+import { KeyedMutex, Steps, hash, newSandboxRecord, upgradeRecord, validateAlloc, type ReplicaRecord, type ReplicaResult, type SandboxRecord } from './records.js';
 import { StateStore } from './state.js';
 import { VmLifecycle, type VmLifecycleDeps } from './vm-lifecycle.js';
 import { SandboxMigration } from './migration.js';
@@ -274,23 +274,7 @@ export class SandboxManager {
     const sandboxId = `sb-${alloc.tenantId}-${randomBytes(3).toString('hex')}`;
     const log = this.logFor(alloc, sandboxId);
     const uid = this.vm.allocUid(this.list().map((s) => s.uid));
-    const tenantDir = join(this.deps.cfg.stateDir, 'tenants', alloc.tenantId);
-    const hypervisor: HypervisorKind = this.driver.kind;
-    const rec: SandboxRecord = {
-      version: 1,
-      sandboxId,
-      tenantId: alloc.tenantId,
-      hypervisor,
-      state: 'creating',
-      uid,
-      gid: uid,
-      tenantDir,
-      runDir: join(tenantDir, sandboxId),
-      netns: `enfv-${hash(sandboxId, 10)}`,
-      replicas: {},
-      createdAt: new Date().toISOString(),
-      updatedAt: new Date().toISOString(),
-    };
+    const rec = newSandboxRecord({ sandboxId, tenantId: alloc.tenantId, hypervisor: this.driver.kind, uid, parentDir: join(this.deps.cfg.stateDir, 'tenants', alloc.tenantId) });
     const replica = this.newReplica(alloc, rec, false);
     rec.replicas[alloc.allocId] = replica;
     this.put(rec); // written before acting: a crash from here on is cleaned up by init()

@@ -25,7 +25,7 @@ import { announceSelf, queryMigrate, resumeVm, cancelMigration, continueMigratio
 import { withQmp } from '../hypervisor/qmp.js';
 import { incomingRelay, outgoingRelay, type Relay } from './migration-relay.js';
 import { interfaceStatus, nameInterfaces } from './interfaces.js';
-import { hash, type ReplicaRecord, type SandboxRecord } from './records.js';
+import { hash, newSandboxRecord, type ReplicaRecord, type SandboxRecord } from './records.js';
 import type { VmLifecycle } from './vm-lifecycle.js';
 import type { DiskDevice } from '../hypervisor/types.js';
 
@@ -111,22 +111,7 @@ export class SandboxMigration {
       const sandboxId = `sb-${alloc.tenantId}-${randomBytes(3).toString('hex')}`;
       const log = this.h.log.child({ tenantId: alloc.tenantId, vnfId: alloc.vnfId, sandboxId, allocId: alloc.allocId, from: from.fromNodeId });
       const uid = this.h.allocUid();
-      const tenantDir = join(this.h.stateDir, 'tenants', alloc.tenantId);
-      const r: SandboxRecord = {
-        version: 1,
-        sandboxId,
-        tenantId: alloc.tenantId,
-        hypervisor: this.h.driver.kind,
-        state: 'creating',
-        uid,
-        gid: uid,
-        tenantDir,
-        runDir: join(tenantDir, sandboxId),
-        netns: `enfv-${hash(sandboxId, 10)}`,
-        replicas: {},
-        createdAt: new Date().toISOString(),
-        updatedAt: new Date().toISOString(),
-      };
+      const r = newSandboxRecord({ sandboxId, tenantId: alloc.tenantId, hypervisor: this.h.driver.kind, uid, parentDir: join(this.h.stateDir, 'tenants', alloc.tenantId) });
       // Device ids (= host attachment names) as the source named them: the same spec, device for device.
       const names = nameInterfaces({ ...alloc, allocId: from.fromAllocId }, []);
       const replica: ReplicaRecord = { allocId: alloc.allocId, alloc, state: 'starting', attachments: {}, ...names, containerId: `r-${hash(from.fromAllocId, 12)}`, hotplugged: false };

@@ -3,6 +3,7 @@
  * passes before anything is touched.
  */
 import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import {
   InvalidArgumentError,
   parseMacAddress,
@@ -66,6 +67,29 @@ export interface SandboxRecord {
   claimedAt?: string;
   createdAt: string;
   updatedAt: string;
+}
+
+/**
+ * A new VM's record before anything is done for it (state `creating`, no replica): the one place its uid, folders
+ * and netns name are derived. `parentDir`: the tenant's folder, or the warm pool's for a tenant-less VM.
+ */
+export function newSandboxRecord(p: { sandboxId: string; tenantId: string; hypervisor: HypervisorKind; uid: number; parentDir: string }): SandboxRecord {
+  const now = new Date().toISOString();
+  return {
+    version: 1,
+    sandboxId: p.sandboxId,
+    tenantId: p.tenantId,
+    hypervisor: p.hypervisor,
+    state: 'creating',
+    uid: p.uid,
+    gid: p.uid,
+    tenantDir: p.parentDir,
+    runDir: join(p.parentDir, p.sandboxId),
+    netns: `enfv-${hash(p.sandboxId, 10)}`,
+    replicas: {},
+    createdAt: now,
+    updatedAt: now,
+  };
 }
 
 export interface ReplicaResult {

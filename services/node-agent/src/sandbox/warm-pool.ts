@@ -19,7 +19,7 @@ import type { Allocation, VmOverhead, WarmPoolInfo } from '@edgenfv/contracts';
 import type { WarmPoolFlavour } from '../config.js';
 import type { NodeAgentMetrics } from '../metrics.js';
 import type { GuestSync } from './guest-sync.js';
-import { hash, type SandboxRecord } from './records.js';
+import { newSandboxRecord, type SandboxRecord } from './records.js';
 import type { VmLifecycle } from './vm-lifecycle.js';
 
 /** Niceness of a pool VM's QEMU until it is claimed (its boot and idling yield to tenants' VMs). */
@@ -324,22 +324,9 @@ export class WarmPool {
     const log = this.log.child({ sandboxId, flavour: flavourKey(f) });
     const poolDir = join(this.o.stateDir, 'pool');
     const rec: SandboxRecord = {
-      version: 1,
-      sandboxId,
-      tenantId: POOL_TENANT,
-      hypervisor: this.host.vm.driver.kind,
-      state: 'creating',
-      uid: this.host.vm.allocUid(this.host.list().map((s) => s.uid)),
-      gid: 0,
-      tenantDir: poolDir,
-      runDir: join(poolDir, sandboxId),
-      netns: `enfv-${hash(sandboxId, 10)}`,
-      replicas: {},
+      ...newSandboxRecord({ sandboxId, tenantId: POOL_TENANT, hypervisor: this.host.vm.driver.kind, uid: this.host.vm.allocUid(this.host.list().map((s) => s.uid)), parentDir: poolDir }),
       warm: { flavour: flavourKey(f) },
-      createdAt: new Date().toISOString(),
-      updatedAt: new Date().toISOString(),
     };
-    rec.gid = rec.uid;
     const resources = { vcpus: f.vcpus, memoryMiB: f.memoryMiB, ...(f.numaNode !== undefined ? { numaNode: f.numaNode } : {}) };
     this.host.put(rec); // written before acting: a crash from here on is cleaned up at the next start
     this.refreshGauges();
