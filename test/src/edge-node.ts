@@ -184,7 +184,11 @@ echo "EDGE_INIT $(cut -d' ' -f1 /proc/uptime)"
 while read -r m args; do modprobe $m $args || echo "EDGE_MODPROBE_FAIL $m"; done < /etc/modules
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=524288 hostroot /host || { echo EDGE_9P_FAIL; poweroff -f; }
 mount -t proc proc /host/proc; mount -t sysfs sys /host/sys; mount -t devtmpfs dev /host/dev
+REPO=$(sed -n 's/.*edge\\.repo=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+# a tree checked out under /tmp (a CI clone) would vanish under L1's own /tmp: it is bound back over it
+case "$REPO" in /tmp/*) mkdir -p /repo; mount --bind "/host$REPO" /repo || { echo EDGE_REPO_FAIL; poweroff -f; };; *) REPO= ;; esac
 mount -t tmpfs -o mode=755 run /host/run; mount -t tmpfs -o mode=1777 tmp /host/tmp
+if [ -n "$REPO" ]; then mkdir -p "/host$REPO"; mount --bind /repo "/host$REPO" || { echo EDGE_REPO_FAIL; poweroff -f; }; fi
 DIR=$(sed -n 's/.*edge\\.dir=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
 echo "EDGE_CHROOT $(cut -d' ' -f1 /proc/uptime)"
 exec chroot /host /bin/sh "$DIR/l1-init.sh"
@@ -474,7 +478,7 @@ export async function startEdgeNode(opts: EdgeNodeOptions): Promise<EdgeNode> {
       '-M', 'q35,accel=tcg', '-cpu', 'max', '-smp', '1', '-m', `${opts.memMiB ?? 2048}M`,
       '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', '-name', `edgenfv-edge-${prefix}`,
       '-kernel', vmlinux, '-initrd', initrd,
-      '-append', `console=ttyS0 intel_iommu=on panic=-1 quiet cryptomgr.notests edge.dir=${dir}`,
+      '-append', `console=ttyS0 intel_iommu=on panic=-1 quiet cryptomgr.notests edge.dir=${dir} edge.repo=${REPO_ROOT.replace(/\/+$/, '')}`,
       '-device', 'intel-iommu,intremap=off,caching-mode=on',
       '-device', 'pcie-root-port,id=rp0,chassis=1',
       '-netdev', 'user,id=pf0,restrict=on', '-device', 'igb,bus=rp0,netdev=pf0,mac=52:54:00:12:34:56',
