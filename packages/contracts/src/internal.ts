@@ -153,11 +153,21 @@ export interface Allocation {
    * Live migration: this allocation is the destination of the replica running as `fromAllocId` on `fromNodeId`.
    * The node starts the tenant VM from the same spec waiting for the incoming state (QEMU `-incoming`) instead of
    * booting it, and reports `migration.state: incoming` with the URI the source is to send to.
+   * `group`: the source VM holds several replicas (one per VNF of the tenant) that move as one: it lists EVERY member
+   * (this allocation included) as source allocation -> destination allocation; the leader writes all the group's
+   * destination allocations (same node, same tenant) with the same `group`, and the destination starts one VM for
+   * them once all are in its watch. Absent: a VM holding this one replica.
    */
-  migration?: { fromNodeId: string; fromAllocId: string };
+  migration?: { fromNodeId: string; fromAllocId: string; group?: MigrationGroupMember[] };
   /** IP lease owners the replica's addresses are held under when not `<allocId>.<ifName>` (a migrated replica keeps its source's). */
   leaseOwners?: string[];
   createdAt: string;
+}
+
+/** One replica of a tenant VM that migrates as a group: its allocation on the source and on the destination. */
+export interface MigrationGroupMember {
+  fromAllocId: string;
+  allocId: string;
 }
 
 /** `nfv.v1.internal.nodes.<n>.migrate` request (scheduler -> node agent). */
@@ -168,7 +178,8 @@ export interface NodeMigrateRequest {
    * Source node: `start` (send the VM's state to `uri`, stop before the switchover), `continue` (switch over: the
    * destination runs, this VM stays paused until its allocation is released), `cancel` (the VM runs on here, unless
    * it switched over already: `completed`), `resume` (after a switchover whose destination failed and is gone: the
-   * paused VM runs on here). Destination node: `check` (the incoming VM is alive and waiting).
+   * paused VM runs on here). Destination node: `check` (the incoming VM is alive and waiting). Every action acts on
+   * the VM `allocId` is in (a group's members share one VM: any member's allocId names it).
    */
   action: 'start' | 'continue' | 'cancel' | 'check' | 'resume';
   uri?: string;
@@ -183,6 +194,11 @@ export interface NodeMigrateReply {
   totalMs?: number;
   /** Bytes of RAM sent. */
   transferredBytes?: number;
+  /**
+   * The source's answer to `check`: the allocIds of every replica in the VM the asked allocation is in (itself
+   * included); the leader migrates them as one group. Absent: an agent that does not report it (one replica).
+   */
+  members?: string[];
 }
 
 export type ReplicaRunState = 'STARTING' | 'RUNNING' | 'FAILED' | 'STOPPING' | 'STOPPED';
