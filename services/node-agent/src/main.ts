@@ -5,9 +5,10 @@
  */
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
-import { connect, credsAuthenticator, type ConnectionOptions } from 'nats';
+import { credsAuthenticator, type ConnectionOptions } from 'nats';
 import { createLogger, createRegistry } from '@edgenfv/telemetry';
 import { loadConfig } from './config.js';
+import { connectWithRetry } from './nats-connect.js';
 import { buildApp } from './app.js';
 import { buildGuestImage, SYSTEM_DISK_SERIAL } from './guest/index.js';
 import { probeKvm } from './hypervisor/kvm-probe.js';
@@ -27,7 +28,8 @@ async function main(): Promise<void> {
   if (cfg.nats.credsFile) opts.authenticator = credsAuthenticator(readFileSync(cfg.nats.credsFile));
   // a node's credentials may only subscribe below its own inbox prefix (docs/security.md)
   if (cfg.nats.inboxPrefix) opts.inboxPrefix = cfg.nats.inboxPrefix;
-  const nc = await connect(opts);
+  // a service waits for its server: the first connect is retried with backoff (nats-connect.ts), never fatal
+  const nc = await connectWithRetry(opts, logger);
   const image =
     cfg.guest.kernelPath && cfg.guest.initrdPath
       ? {
