@@ -2,7 +2,9 @@
  * The real-VM side of the chaos run (test/src/chaos.ts): real node agents of a virtual site (test/src/site.ts: own
  * netns, NATS principal, cgroup parent and state folder each) running real QEMU VMs (TCG here), and the faults only
  * they can have: kill -9 of a node agent (its VMs keep running and are re-adopted), kill -9 of a QEMU process (the
- * agent finds the VM gone and boots the replica again), and SIGSTOP of a node agent past the grace (the scheduler
+ * agent finds the VM gone and boots the replica again), kill -9 of the guest agent inside a VM (through the VM's
+ * operator-only debug console: the node agent's guest liveness watch finds the replica's container gone with the
+ * old agent, tears the VM down and reports the replica FAILED; the engine heals it), and SIGSTOP of a node agent past the grace (the scheduler
  * fences the node and heals its replica elsewhere), then SIGCONT (the agent registers, learns its new epoch and
  * tears its stale VM down). What is left on a real node is checked against the allocations: every sandbox record,
  * QEMU process and cgroup must belong to an allocation of that node.
@@ -11,6 +13,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VirtualSite, SiteNode } from './site.js';
 import type { RetryingClient } from './retrying-client.js';
+import { killGuestAgent } from './guest-debug.js';
 
 /** Two tenants, so two VMs per real node: one for the QEMU kill, one that goes stale while its node is paused. */
 export const REAL_TENANTS = ['chaosr', 'chaosq'] as const;
@@ -21,6 +24,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 interface RecordView {
   sandboxId: string;
   tenantId: string;
+  runDir?: string;
   pid?: number;
   cgroupDir?: string;
   allocIds: string[];
@@ -34,8 +38,8 @@ export function sandboxRecords(n: SiteNode): RecordView[] {
     .filter((f) => f.endsWith('.json'))
     .flatMap((f) => {
       try {
-        const r = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { sandboxId: string; tenantId: string; vm?: { pid?: number }; cgroupDir?: string; replicas?: Record<string, unknown> };
-        return [{ sandboxId: r.sandboxId, tenantId: r.tenantId, ...(r.vm?.pid ? { pid: r.vm.pid } : {}), ...(r.cgroupDir ? { cgroupDir: r.cgroupDir } : {}), allocIds: Object.keys(r.replicas ?? {}) }];
+        const r = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { sandboxId: string; tenantId: string; runDir?: string; vm?: { pid?: number }; cgroupDir?: string; replicas?: Record<string, unknown> };
+        return [{ sandboxId: r.sandboxId, tenantId: r.tenantId, ...(r.runDir ? { runDir: r.runDir } : {}), ...(r.vm?.pid ? { pid: r.vm.pid } : {}), ...(r.cgroupDir ? { cgroupDir: r.cgroupDir } : {}), allocIds: Object.keys(r.replicas ?? {}) }];
       } catch {
         return []; // being rewritten
       }
@@ -174,7 +178,33 @@ export function realChaos(site: VirtualSite, client: RetryingClient, simNodes: s
           return rebooted || healedAway ? r : undefined;
         }).then((r) => r && log(`real: ${last.id} QEMU ${victim.pid} killed; replica running again on ${r.nodeId} (${r.allocId})`));
       }
-      // 2. kill -9 of a node agent: its VM keeps running and is re-adopted by the restarted agent
+      // 2. kill -9 of the guest agent inside a VM (the debug console's shell): /init starts a new agent that knows
+      // no container; the node agent's liveness watch tears the VM down and reports the replica FAILED
+      // (`replicaLost`), the engine heals it (onto a simulated node: the real ones are cordoned)
+      const gvictim = sandboxRecords(last).find((r) => r.tenantId === 'chaosq') ?? sandboxRecords(last).find((r) => r.tenantId === 'chaosr');
+      const gtenant = gvictim?.tenantId as RealTenant | undefined;
+      const grep = gtenant ? await replicaOn(gtenant, last.id) : undefined;
+      if (!gvictim?.runDir || !gtenant || !grep) problems.push(`${last.id}: no VM to kill the guest agent of`);
+      else {
+        const killed = await killGuestAgent(gvictim.runDir).catch((err: Error) => {
+          problems.push(`${last.id}: guest agent of ${gvictim.sandboxId} not killed: ${err.message}`);
+          return undefined;
+        });
+        if (killed !== undefined) {
+          fault('real-guest-agent-kill9');
+          await until(`${last.id}: ${gtenant} replica ${grep.index} healed after its guest agent was killed`, 15 * 60_000, async () => {
+            note();
+            const r = (await vnf(gtenant))?.replicas?.find((x: any) => x.index === grep.index);
+            const vmGone = !sandboxRecords(last).some((x) => x.sandboxId === gvictim.sandboxId) && !(gvictim.pid && qemuPidsOf(last).includes(gvictim.pid));
+            return r?.state === 'RUNNING' && r.allocId !== grep.allocId && vmGone ? r : undefined;
+          }).then((r) => {
+            const lost = last.logs.some((l) => l.includes('"msg":"replicas lost: guest agent restarted') && l.includes(gvictim.sandboxId));
+            if (r && !lost) problems.push(`${last.id}: ${gvictim.sandboxId} healed but the node agent never logged its replicas lost (guest agent restarted)`);
+            if (r) log(`real: ${last.id} guest agent (pid ${killed} in ${gvictim.sandboxId}) killed; replica FAILED, VM torn down, healed onto ${r.nodeId} (${r.allocId})`);
+          });
+        }
+      }
+      // 3. kill -9 of a node agent: its VM keeps running and is re-adopted by the restarted agent
       const before = sandboxRecords(first).map((r) => r.sandboxId);
       await site.killAgent(first.id);
       fault('real-node-agent-kill9');
@@ -189,7 +219,7 @@ export function realChaos(site: VirtualSite, client: RetryingClient, simNodes: s
       }).find((l) => l.msg === 're-adoption done');
       if (!before.every((id) => adoption?.adopted?.includes(id))) problems.push(`${first.id}: VMs ${before.join(',')} not re-adopted: ${JSON.stringify(adoption)}`);
       else log(`real: ${first.id} agent killed and restarted, VM(s) ${before.join(',')} re-adopted`);
-      // 3. SIGSTOP of a node agent past the grace: the node is declared lost, its replica healed onto a simulated
+      // 4. SIGSTOP of a node agent past the grace: the node is declared lost, its replica healed onto a simulated
       // node; SIGCONT: the agent tears its stale VM down
       const paused = first;
       const pid = paused.child!.pid!;

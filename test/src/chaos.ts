@@ -5,7 +5,8 @@
  * and KV view stop past the grace: fenced, healed elsewhere; then back: it tears its stale sandboxes down).
  * Most nodes are simulated (test/src/sim-node.ts: the real node protocol, no VMs); with `realNodes` the run also
  * has real node agents with real QEMU VMs (a virtual site, test/src/site.ts; their faults in chaos-real.ts): kill -9
- * of a node agent, of a QEMU process, SIGSTOP of a node agent past the grace. At the end: every op occurrence final,
+ * of a node agent, of a QEMU process, of a guest agent inside a VM (through the operator-only debug console),
+ * SIGSTOP of a node agent past the grace. At the end: every op occurrence final,
  * nothing double-booked, no orphan allocation or sandbox (on a real node: no record, QEMU process or cgroup that no
  * allocation owns; after its VNF's terminate, nothing at all; the site's teardown leaves nothing behind).
  */
@@ -75,7 +76,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     let startSched: (i: number) => Promise<SchedulerProc>;
     let restartNats: () => Promise<void>;
     if (o.realNodes) {
-      site = await startSite({ nodes: o.realNodes, heartbeatGraceMs: o.graceMs, heartbeatIntervalMs: Math.max(250, Math.floor(o.graceMs / 4)), nodeConfig: { fencing: { stopAfterMs: 600_000 } }, log: (l) => log(`site: ${l}`) });
+      site = await startSite({ nodes: o.realNodes, heartbeatGraceMs: o.graceMs, heartbeatIntervalMs: Math.max(250, Math.floor(o.graceMs / 4)), nodeConfig: { fencing: { stopAfterMs: 600_000 }, guest: { debugConsole: true, livenessIntervalMs: 5000 } }, log: (l) => log(`site: ${l}`) });
       await site.waitReady();
       url = site.natsUrl;
       connOpts = { servers: url, authenticator: credsAuthenticator(new TextEncoder().encode(site.connect.creds)), inboxPrefix: site.connect.inboxPrefix };

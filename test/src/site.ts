@@ -30,7 +30,7 @@ export interface SiteOptions {
   /** The scheduler's heartbeat grace (how long a silent node stays Ready). */
   heartbeatGraceMs?: number;
   heartbeatIntervalMs?: number;
-  /** Merged into every node agent's config (e.g. `fencing`). */
+  /** Merged into every node agent's config (its `guest` into the site's guest image settings). */
   nodeConfig?: Record<string, unknown>;
   /** Progress lines. */
   log?: (m: string) => void;
@@ -462,9 +462,10 @@ export async function startSite(opts: SiteOptions): Promise<VirtualSite> {
           metrics: { host: '127.0.0.1', port: 9464 },
           heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 1000,
           qemu: { accel: 'tcg', maxVcpus: 2, maxMemoryMiB: 2048 },
-          guest: { kernelPath: image.kernelPath, initrdPath: image.initrdPath, systemDiskPath: image.systemDisk.path },
           isolation: { uidBase: n.uidBase, uidCount: 100, cgroupParent: n.cgroupParent },
           ...opts.nodeConfig,
+          // the site's image; the caller's guest settings (liveness, debug console) beside it
+          guest: { kernelPath: image.kernelPath, initrdPath: image.initrdPath, systemDiskPath: image.systemDisk.path, ...(opts.nodeConfig?.guest as object | undefined) },
         }),
       );
     }

@@ -50,6 +50,8 @@ export interface HealthResponse {
   protocolMajor: number;
   protocolMinor: number;
   uptimeSeconds: number;
+  /** Random per agent process: changes when the agent restarted. */
+  instanceId: string;
 }
 export interface VersionRequest {
   hostVersion: string;

@@ -213,6 +213,23 @@ export interface ReplicaInterfaceStatus {
   portName?: string; // vhost-user: the port's name on the node's switch
 }
 
+/**
+ * The error of a replica that ran and was lost on its node while the node lives (its guest agent restarted and its
+ * container with it): reported FAILED with this by the node agent, healed by the scheduler like a lost node's
+ * replicas (`details.replicaLost` names the node; the new placement may use it again).
+ */
+export function replicaLostError(nodeId: string, message: string): ErrorBody {
+  return { code: 'UNAVAILABLE', message, details: { replicaLost: nodeId } };
+}
+
+/** The node a replica's error says it was lost with (`nodeLost`: the node itself; `replicaLost`: only the replica). */
+export function lostOn(error: ErrorBody | undefined): { nodeId: string; nodeLost: boolean } | undefined {
+  const d = error?.details as { nodeLost?: unknown; replicaLost?: unknown } | undefined;
+  if (typeof d?.nodeLost === 'string') return { nodeId: d.nodeLost, nodeLost: true };
+  if (typeof d?.replicaLost === 'string') return { nodeId: d.replicaLost, nodeLost: false };
+  return undefined;
+}
+
 /** What a node agent observes of one allocation, written into `edgenfv_status` `<nodeId>.<allocId>`. */
 export interface ReplicaStatus {
   allocId: string;

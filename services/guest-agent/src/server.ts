@@ -6,6 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
 import { release } from 'node:os';
+import { randomUUID } from 'node:crypto';
 import { asAppError, ConflictError, InvalidArgumentError } from '@edgenfv/contracts/internal/errors';
 import {
   AGENT_PROTO_LOADER_OPTIONS,
@@ -95,6 +96,7 @@ type Unary = (req: never) => Promise<unknown>;
 
 export function agentHandlers(deps: AgentDeps): grpc.UntypedServiceImplementation {
   const started = Date.now();
+  const instanceId = randomUUID();
   const log = deps.log;
   const unary = (name: string, fn: Unary): grpc.handleUnaryCall<unknown, unknown> => (call, cb) => {
     fn(call.request as never).then(
@@ -114,6 +116,7 @@ export function agentHandlers(deps: AgentDeps): grpc.UntypedServiceImplementatio
       protocolMajor: AGENT_PROTOCOL_MAJOR,
       protocolMinor: AGENT_PROTOCOL_MINOR,
       uptimeSeconds: (Date.now() - started) / 1000,
+      instanceId,
     }),
     Version: async (req: VersionRequest) => {
       if (!isCompatibleProtocol(req.protocolMajor, req.protocolMinor)) {

@@ -18,6 +18,7 @@ import {
   KV_BUCKETS,
   allocKey,
   asAppError,
+  replicaLostError,
   internalSubjects,
   type Allocation,
   type Heartbeat,
@@ -59,6 +60,8 @@ export interface NodeAgentOptions {
   guestLogMaxBytes?: number;
   /** Self-fencing when NATS is out of reach (config `fencing`); default: the scheduler's grace, stop after 60 s. */
   fencing?: { graceMs?: number; stopAfterMs: number };
+  /** Guest liveness (config `guest.livenessIntervalMs`): every running VM's guest agent looked at this often; 0: never. */
+  guestLivenessIntervalMs?: number;
 }
 
 const now = (): number => performance.now();
@@ -132,6 +135,8 @@ export class NodeAgent {
       }, this.o.resyncIntervalMs ?? 10_000),
     );
     this.timers.push(setInterval(() => this.rotateLogs(), 15_000));
+    const livenessMs = this.o.guestLivenessIntervalMs ?? 10_000;
+    if (livenessMs > 0) this.timers.push(setInterval(() => void this.checkGuests(), livenessMs));
     this.timers.push(setInterval(() => this.checkFence(), Math.min(1000, Math.max(100, this.graceMs / 4))));
     void this.heartbeat();
     void this.watchConnection();
@@ -369,6 +374,43 @@ export class NodeAgent {
       }
     }
     this.kick();
+  }
+
+  /**
+   * Guest liveness (sandbox/guest-liveness.ts): a replica whose guest agent restarted (its container gone with the
+   * old agent) or stopped answering is removed from the node (its VM torn down when it was the VM's last) and
+   * reported FAILED with contracts' `replicaLostError`, which the scheduler's engine heals; until its allocation
+   * changes the node does not start it again. A replica something acts on is looked at next time.
+   */
+  private checkingGuests = false;
+  private async checkGuests(): Promise<void> {
+    if (this.stopped || this.fenced || this.checkingGuests) return;
+    this.checkingGuests = true;
+    try {
+      for (const v of await this.o.manager.checkGuests()) {
+        if (this.stopped || this.fenced || v.lost.some((r) => this.inFlight.has(r.allocId))) continue;
+        const log = this.log.child({ tenantId: v.tenantId, sandboxId: v.sandboxId });
+        log.warn({ reason: v.reason, allocIds: v.lost.map((r) => r.allocId) }, `replicas lost: ${v.message}`);
+        this.o.metrics?.guestReplicasLost.inc({ reason: v.reason }, v.lost.length);
+        for (const r of v.lost) this.failed.add(r.allocId);
+        const done = (async () => {
+          try {
+            await this.o.manager.removeLost(v);
+          } catch (err) {
+            log.error({ err }, 'removing the lost replicas failed');
+          }
+          for (const r of v.lost) {
+            const a = this.desired.get(r.allocId) ?? r.alloc;
+            await this.writeStatus(a, 'FAILED', { sandboxId: v.sandboxId, error: replicaLostError(this.o.nodeId, v.message) });
+          }
+        })();
+        for (const r of v.lost) this.track(r.allocId, done);
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'guest liveness check failed');
+    } finally {
+      this.checkingGuests = false;
+    }
   }
 
   private rotateLogs(): void {

@@ -136,6 +136,7 @@ export function buildApp(deps: AppDeps): App {
     metrics,
     heartbeatIntervalMs: cfg.heartbeatIntervalMs,
     fencing: cfg.fencing,
+    guestLivenessIntervalMs: cfg.guest.livenessIntervalMs,
   });
   const requests = new ReplicaRequests(cfg.nodeId, deps.nc, manager, logger.child({ component: 'replica-requests' }));
   return {

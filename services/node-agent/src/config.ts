@@ -98,7 +98,22 @@ export interface NodeAgentConfig {
     maxMemoryMiB: number;
   }>;
   /** systemDiskPath: the image's read-only system disk (`system.erofs` beside the initrd of a built image). */
-  guest: Readonly<{ kernelPath?: string; initrdPath?: string; systemDiskPath?: string; bootTimeoutMs: number; extraKernelArgs: string }>;
+  guest: Readonly<{
+    kernelPath?: string;
+    initrdPath?: string;
+    systemDiskPath?: string;
+    bootTimeoutMs: number;
+    extraKernelArgs: string;
+    /** Guest liveness (sandbox/guest-liveness.ts): each running VM's guest agent asked this often; 0: never. */
+    livenessIntervalMs: number;
+    /** A guest agent that has not answered for this long has lost its VM's replicas. */
+    livenessFailAfterMs: number;
+    /**
+     * Operator-only debugging (docs/security.md): every VM gets a root shell on a virtio-serial port whose host side
+     * is `<run folder>/debug.sock` (root only). Off by default; nothing a tenant sends reaches it.
+     */
+    debugConsole: boolean;
+  }>;
   isolation: Readonly<{
     /** First uid/gid handed to QEMU processes (one per sandbox). */
     uidBase: number;
@@ -167,7 +182,7 @@ const KEYS: Record<string, readonly string[]> = {
   images: ['cacheDir', 'maxImageBytes', 'cacheMaxBytes', 'ociLayoutRoots'],
   metrics: ['host', 'port'],
   qemu: ['binary', 'machine', 'accel', 'tcgTbSizeMiB', 'overheadMiB', 'maxVcpus', 'maxMemoryMiB'],
-  guest: ['kernelPath', 'initrdPath', 'systemDiskPath', 'bootTimeoutMs', 'extraKernelArgs'],
+  guest: ['kernelPath', 'initrdPath', 'systemDiskPath', 'bootTimeoutMs', 'extraKernelArgs', 'livenessIntervalMs', 'livenessFailAfterMs', 'debugConsole'],
   isolation: ['uidBase', 'uidCount', 'cgroupRoot', 'cgroupParent', 'sandbox'],
   dataplane: ['kind', 'socketDir', 'probePath', 'numaNode', 'ovs'],
   ovs: ['socketMemMiB', 'lcoreCpu', 'pmdCpus', 'pmdMaxSleepUs', 'netns', 'ealArgs', 'uplinks', 'vswitchdBinary', 'startTimeoutMs'],
@@ -186,6 +201,9 @@ export const DEFAULTS = {
   maxVcpus: 8,
   maxMemoryMiB: 8192,
   bootTimeoutMs: 120_000,
+  guestLivenessIntervalMs: 10_000,
+  // generous: a guest agent in an emulated (TCG) VM on a loaded host can be slow to answer for a while
+  guestLivenessFailAfterMs: 120_000,
   uidBase: 420_000,
   uidCount: 1000,
   cgroupRoot: '/sys/fs/cgroup',
@@ -496,7 +514,11 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
   const guest: NodeAgentConfig['guest'] = {
     bootTimeoutMs: int(g, 'bootTimeoutMs', 'guest.bootTimeoutMs', DEFAULTS.bootTimeoutMs, 1000, 3_600_000),
     extraKernelArgs: typeof g.extraKernelArgs === 'string' ? g.extraKernelArgs : '',
+    livenessIntervalMs: int(g, 'livenessIntervalMs', 'guest.livenessIntervalMs', DEFAULTS.guestLivenessIntervalMs, 0, 3_600_000),
+    livenessFailAfterMs: int(g, 'livenessFailAfterMs', 'guest.livenessFailAfterMs', DEFAULTS.guestLivenessFailAfterMs, 1000, 3_600_000),
+    debugConsole: g.debugConsole === true,
   };
+  if (g.debugConsole !== undefined && typeof g.debugConsole !== 'boolean') issues.push({ field: 'guest.debugConsole', message: 'must be a boolean' });
   if (g.extraKernelArgs !== undefined && typeof g.extraKernelArgs !== 'string') issues.push({ field: 'guest.extraKernelArgs', message: 'must be a string' });
   const kernelPath = absPath(g, 'kernelPath', 'guest.kernelPath');
   const initrdPath = absPath(g, 'initrdPath', 'guest.initrdPath');

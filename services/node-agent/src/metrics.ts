@@ -17,6 +17,8 @@ export interface NodeAgentMetrics {
   warmClaimDuration: Histogram<string>;
   /** 1 while the agent is fenced off NATS. */
   fenced: Gauge;
+  /** Replicas found lost by the guest liveness watch (sandbox/guest-liveness.ts), by reason. */
+  guestReplicasLost: Counter<'reason'>;
 }
 
 export function createMetrics(registry: Registry, rss?: () => Map<string, number>, guestRss?: () => Promise<Map<string, number>>): NodeAgentMetrics {
@@ -61,6 +63,12 @@ export function createMetrics(registry: Registry, rss?: () => Map<string, number
       },
     }),
     fenced: new Gauge({ name: 'edgenfv_node_fenced', help: '1 while this node agent is fenced: NATS out of reach for longer than the grace.', registers }),
+    guestReplicasLost: new Counter({
+      name: 'edgenfv_guest_replicas_lost_total',
+      help: 'Replicas reported FAILED by the guest liveness watch: their guest agent restarted (restarted), their container vanished (container-gone) or the agent stopped answering (silent).',
+      labelNames: ['reason'],
+      registers,
+    }),
     heartbeats: new Counter({ name: 'edgenfv_node_heartbeats_total', help: 'Heartbeats sent.', labelNames: ['result'], registers }),
     reconciles: new Counter({
       name: 'edgenfv_node_reconciles_total',

@@ -102,7 +102,7 @@ export async function buildApp(deps: SchedulerDeps): Promise<SchedulerApp> {
     logger,
     placement,
     ...(deps.engine ? { options: deps.engine } : {}),
-    onIdleVnf: (vnf) => healIfIdle(ctx, vnf, 'replicas lost with their node'),
+    onIdleVnf: (vnf) => healIfIdle(ctx, vnf, 'replicas lost (with their node, or their guest agent restarted)'),
     watchReport,
     onOpEnded: site.opEnded,
     nodeRequest: natsNodeRequest(deps.nc),

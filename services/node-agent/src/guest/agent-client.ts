@@ -114,6 +114,8 @@ type Raw = grpc.Client & Record<string, (...a: unknown[]) => unknown>;
 export class AgentClient {
   private readonly raw: Raw;
   readonly target: string;
+  /** The agent's instance id (Health) when waitReady saw it ready: a later other one means it was restarted. */
+  readyInstanceId?: string;
 
   /** target: `unix:/path` (the host channel's listen socket). */
   constructor(target: string, opts: { protoPath?: string } = {}) {
@@ -238,7 +240,11 @@ export class AgentClient {
       if (opts.signal?.aborted) throw opts.signal.reason ?? new UnavailableError('aborted');
       try {
         const h = await this.health({ timeoutMs: Math.max(100, Math.min(5000, deadline - Date.now())), ...(opts.signal ? { signal: opts.signal } : {}) });
-        if (h.status === 'SERVING') return await this.version({ timeoutMs: 10_000 });
+        if (h.status === 'SERVING') {
+          const v = await this.version({ timeoutMs: 10_000 });
+          this.readyInstanceId = h.instanceId;
+          return v;
+        }
       } catch (err) {
         if (err instanceof ConflictError) throw err;
         last = err;

@@ -18,6 +18,8 @@ export interface QemuCommand {
 
 export const SECCOMP = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
 export const MEM_ID = 'mem0';
+/** The virtio-serial port of the operator-only debug console (deploy/guest-image/init runs a shell on it). */
+export const DEBUG_CONSOLE_PORT_NAME = 'edgenfv.debug.0';
 
 export function runFiles(runDir: string): { qmpSocket: string; consoleLog: string; pidFile: string } {
   return { qmpSocket: join(runDir, 'qmp.sock'), consoleLog: join(runDir, 'console.log'), pidFile: join(runDir, 'qemu.pid') };
@@ -96,6 +98,9 @@ export function validateSpec(spec: VmSpec): FieldIssue[] {
     }
     if ((d.kind === 'agent-channel' || d.kind === 'vhost-user-net') && /,/.test(d.socketPath)) {
       issues.push({ field: `${f}.socketPath`, message: 'must not contain a comma' });
+    }
+    if (d.kind === 'agent-channel' && d.debugConsoleSocket !== undefined && (/,/.test(d.debugConsoleSocket) || !d.debugConsoleSocket.startsWith('/'))) {
+      issues.push({ field: `${f}.debugConsoleSocket`, message: 'must be an absolute path without a comma' });
     }
   });
   if (spec.devices.filter((d) => d.kind === 'agent-channel').length > 1) issues.push({ field: 'devices', message: 'at most one agent-channel' });
@@ -190,6 +195,11 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
         a.push('-device', q35 ? 'virtio-serial-pci,id=vser0' : 'virtio-serial-device,id=vser0');
         a.push('-chardev', `socket,id=${d.id},path=${d.socketPath},server=on,wait=off`);
         a.push('-device', `virtserialport,chardev=${d.id},name=${d.name}`);
+        if (d.debugConsoleSocket) {
+          // operator-only (node config guest.debugConsole): the guest's /init runs a root shell on this port
+          a.push('-chardev', `socket,id=${d.id}-debug,path=${d.debugConsoleSocket},server=on,wait=off`);
+          a.push('-device', `virtserialport,chardev=${d.id}-debug,name=${DEBUG_CONSOLE_PORT_NAME}`);
+        }
         break;
       case 'tap':
         // Never vhost=on: hosts without /dev/vhost-net abort with it (and it is only a speed-up).

@@ -13,8 +13,12 @@ export type VmDevice =
   | { kind: 'macvtap'; id: string; tapDevPath: string; mac: MacAddress }
   | { kind: 'vhost-user-net'; id: string; socketPath: string; mac: MacAddress; queues: number; server?: boolean }
   | { kind: 'vfio'; id: string; pci: PciAddress }
-  /** The guest agent's channel: a virtio-serial port named `name` on a unix socket the host connects to. */
-  | { kind: 'agent-channel'; id: string; socketPath: string; name: string }
+  /**
+   * The guest agent's channel: a virtio-serial port named `name` on a unix socket the host connects to. With
+   * `debugConsoleSocket` (operator-only, node config `guest.debugConsole`) a second port, DEBUG_CONSOLE_PORT_NAME,
+   * on the same controller: the guest's /init runs a root shell on it (docs/security.md).
+   */
+  | { kind: 'agent-channel'; id: string; socketPath: string; name: string; debugConsoleSocket?: string }
   /** A read-only raw disk the guest finds by its serial (a VNF image: see src/images/). */
   | { kind: 'disk'; id: string; path: string; serial: string };
 

@@ -114,6 +114,17 @@ export class GrpcGuestSession implements GuestSession {
     const d = await this.conn.client.guestDetails();
     return { cpus: d.cpus, memoryTotalBytes: d.memoryTotalBytes, nics: d.nics.map((n) => ({ name: n.name, mac: n.mac, pciAddress: n.pciAddress, addresses: n.addresses })) };
   }
+  get instanceIdAtConnect(): string | undefined {
+    return this.conn.client.readyInstanceId;
+  }
+  async health(timeoutMs: number): Promise<{ instanceId: string }> {
+    const h = await rpc('Health', () => this.conn.client.health({ timeoutMs }));
+    return { instanceId: h.instanceId };
+  }
+  async containers(timeoutMs: number): Promise<{ id: string; state: string }[]> {
+    const res = await rpc('ListContainers', () => this.conn.client.listContainers({ timeoutMs }));
+    return res.containers.map((c) => ({ id: c.id, state: c.state }));
+  }
   async close(): Promise<void> {
     await this.conn.close();
   }

@@ -28,8 +28,10 @@ import type { ImageStore, ProgressFn } from '../images/store.js';
 import { replicaImage, stageImageDisk } from '../images/delivery.js';
 import { VM_ROOT_DISKS } from '../hypervisor/vm-root.js';
 import { WarmPool, type WarmPoolOptions } from './warm-pool.js';
+import { GuestLiveness, type GuestVerdict } from './guest-liveness.js';
 
 export type { ReplicaRecord, ReplicaResult, SandboxRecord } from './records.js';
+export type { GuestVerdict } from './guest-liveness.js';
 
 export interface SandboxManagerDeps extends VmLifecycleDeps {
   guest: GuestPort;
@@ -52,6 +54,7 @@ export class SandboxManager {
   private readonly vm: VmLifecycle;
   private readonly nets: ReplicaAttachments;
   private readonly guest: GuestSync;
+  private readonly liveness: GuestLiveness;
   /** The node's warm pools, when configured. */
   readonly warm?: WarmPool;
 
@@ -61,6 +64,7 @@ export class SandboxManager {
     this.vm = new VmLifecycle(deps);
     this.nets = new ReplicaAttachments(deps.attachments);
     this.guest = new GuestSync(deps.guest, (id) => this.vm.vmOf(id), this.log);
+    this.liveness = new GuestLiveness({ callTimeoutMs: 10_000, failAfterMs: deps.cfg.guest.livenessFailAfterMs ?? 120_000 });
     if (deps.warmPool?.flavours.some((f) => f.count > 0)) {
       const host = { vm: this.vm, guest: this.guest, list: () => this.list(), put: (r: SandboxRecord) => this.put(r), teardown: (r: SandboxRecord) => this.teardown(r) };
       this.warm = new WarmPool({ ...deps.warmPool, stateDir: deps.cfg.stateDir, bootTimeoutMs: deps.cfg.guest.bootTimeoutMs, logger: deps.logger, ...(deps.metrics ? { metrics: deps.metrics } : {}) }, host);
@@ -171,6 +175,51 @@ export class SandboxManager {
       else delete r.containersStopped;
       this.put(rec);
       return { sandboxId: rec.sandboxId, interfaces: interfaceStatus(r), booted: false, ...digestOf(r) };
+    });
+  }
+
+  /**
+   * Guest liveness (guest-liveness.ts): one look at the guest agent of every running tenant VM that nothing acts on
+   * now (a busy tenant is looked at next time). Changes nothing: the verdicts name the replicas lost and why; the
+   * caller reports them and calls removeLost.
+   */
+  async checkGuests(): Promise<GuestVerdict[]> {
+    const out: GuestVerdict[] = [];
+    const recs = this.list().filter((r) => !r.warm && r.state === 'running');
+    this.liveness.prune(new Set(recs.map((r) => r.sandboxId)));
+    for (const rec of recs) {
+      if (this.mutex.busy(rec.tenantId) || !this.alive(rec.sandboxId)) continue;
+      const v = await this.mutex.run(rec.tenantId, async () => {
+        const cur = this.store.get(rec.sandboxId);
+        // a dead VM is the resync's (ensureReplica boots it again)
+        if (!cur || cur.state !== 'running' || !this.alive(cur.sandboxId)) return undefined;
+        const fresh = upgradeRecord(cur);
+        return this.liveness.check(fresh, () => this.guest.session(fresh));
+      });
+      if (v) out.push(v);
+    }
+    return out;
+  }
+
+  /**
+   * Removes the replicas a guest liveness verdict found lost: the whole sandbox when they are all its replicas (a
+   * restarted guest agent: the VM's containers run on out of reach, so the VM goes), else each replica.
+   */
+  removeLost(v: GuestVerdict): Promise<void> {
+    return this.mutex.run(v.tenantId, async () => {
+      const ids = v.lost.map((r) => r.allocId);
+      const cur = this.store.get(v.sandboxId);
+      if (!cur) return;
+      const rec = upgradeRecord(cur);
+      if (Object.keys(rec.replicas).every((id) => ids.includes(id))) {
+        await this.teardown(rec);
+        this.liveness.forget(v.sandboxId);
+        return;
+      }
+      for (const id of ids) {
+        const now = this.store.get(v.sandboxId);
+        if (now?.replicas[id]) await this.removeReplicaLocked(upgradeRecord(now), id);
+      }
     });
   }
 

@@ -49,6 +49,12 @@ export interface GuestSession {
   exec(containerId: string, argv: string[], timeoutMs?: number): Promise<{ exitCode: number; stdout: string; stderr: string }>;
   /** What the guest sees (for checks and status). */
   details(): Promise<{ cpus: number; memoryTotalBytes: number; nics: { name: string; mac: string; pciAddress: string; addresses: string[] }[] }>;
+  /** The agent's instance id when the session was made ('' or undefined: not known). */
+  readonly instanceIdAtConnect?: string;
+  /** The agent's Health: `instanceId` changes when the agent was restarted (guest-liveness.ts). */
+  health(timeoutMs: number): Promise<{ instanceId: string }>;
+  /** The containers the agent knows (a restarted agent knows none of its predecessor's). */
+  containers(timeoutMs: number): Promise<{ id: string; state: string }[]>;
   close(): Promise<void>;
 }
 

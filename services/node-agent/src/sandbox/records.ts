@@ -128,6 +128,10 @@ export function upgradeRecord(rec: SandboxRecord): SandboxRecord {
 /** Serializes work per key (one tenant's sandbox is changed by one operation at a time). */
 export class KeyedMutex {
   private readonly tails = new Map<string, Promise<unknown>>();
+  /** true while something runs or waits under the key. */
+  busy(key: string): boolean {
+    return this.tails.has(key);
+  }
   run<T>(key: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.tails.get(key) ?? Promise.resolve();
     const next = prev.then(fn, fn);

@@ -20,6 +20,9 @@ import { hash } from './records.js';
 
 const run = promisify(execFile);
 
+/** The debug console's socket in a VM's run folder (node config `guest.debugConsole`; operator-only). */
+export const DEBUG_CONSOLE_SOCKET = 'debug.sock';
+
 export interface VmLifecycleDeps {
   cfg: Pick<NodeAgentConfig, 'stateDir' | 'qemu' | 'guest' | 'isolation' | 'vmBaseMemoryMiB'>;
   driver: HypervisorDriver;
@@ -134,7 +137,18 @@ export class VmLifecycle {
       ...(this.deps.image.initrdPath ? { initrdPath: this.deps.image.initrdPath } : {}),
       ...(this.deps.image.systemDisk ? { systemDisk: this.deps.image.systemDisk } : {}),
       kernelArgs: [this.deps.kernelArgs ?? '', cfg.guest.extraKernelArgs].filter(Boolean).join(' '),
-      devices: [{ kind: 'agent-channel', id: 'agent', socketPath: join(rec.runDir, 'agent.sock'), name: AGENT_PORT_NAME }, ...nics, ...disks],
+      devices: [
+        {
+          kind: 'agent-channel',
+          id: 'agent',
+          socketPath: join(rec.runDir, 'agent.sock'),
+          name: AGENT_PORT_NAME,
+          // operator-only (docs/security.md): opened by QEMU before it chroots, root-only like the run folder
+          ...(cfg.guest.debugConsole ? { debugConsoleSocket: join(rec.runDir, DEBUG_CONSOLE_SOCKET) } : {}),
+        },
+        ...nics,
+        ...disks,
+      ],
       runDir: rec.runDir,
       runAs: { uid: rec.uid, gid: rec.gid },
       netnsPath: `/var/run/netns/${rec.netns}`,

@@ -13,6 +13,8 @@ export class RecordingGuest implements GuestPort {
   /** Containers stopped by OPERATE, by agent socket. */
   readonly stopped = new Map<string, Set<string>>();
   connects = 0;
+  /** What Health says the agent's instance is, by agent socket (a test changes it to play a restarted agent). */
+  readonly instanceIds = new Map<string, string>();
   async connect(agentSocket: string): Promise<GuestSession> {
     this.connects++;
     const containers = this.containers.get(agentSocket) ?? new Map<string, GuestContainer>();
@@ -39,6 +41,8 @@ export class RecordingGuest implements GuestPort {
       addArpNeighbors: async () => undefined,
       exec: async () => ({ exitCode: 0, stdout: '', stderr: '' }),
       details: async () => ({ cpus: 0, memoryTotalBytes: 0, nics: (this.nics.get(agentSocket) ?? []).map((n) => ({ name: n.name, mac: n.mac, pciAddress: n.pciPath ? `0000:${n.pciPath.slice(0, 2)}:00.0` : '', addresses: n.addresses })) }),
+      health: async () => ({ instanceId: this.instanceIds.get(agentSocket) ?? 'recording' }),
+      containers: async () => [...containers.keys()].map((id) => ({ id, state: stopped.has(id) ? 'STOPPED' : 'RUNNING' })),
       close: async () => undefined,
     };
   }

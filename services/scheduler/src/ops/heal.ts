@@ -3,7 +3,7 @@
  * until the node confirms teardown), and each VNF gets a HEAL op occurrence that places them elsewhere. A VNF
  * with an operation in progress is left to the engine's sweep, which heals it once that operation has ended.
  */
-import type { ErrorBody, Vnf } from '@edgenfv/contracts';
+import { lostOn, type ErrorBody, type Vnf } from '@edgenfv/contracts';
 import { startHeal } from './heal-op.js';
 import type { OpContext } from './op-occurrences.js';
 
@@ -43,14 +43,15 @@ export async function healLostNode(ctx: OpContext, ev: LostNode): Promise<void> 
   }
 }
 
-/** Starts a HEAL of the VNF's node-lost replicas unless an operation is in progress or it is not instantiated. */
+/** Starts a HEAL of the VNF's lost replicas (with their node, or alone: contracts' `lostOn`) unless an operation is in progress or it is not instantiated. */
 export async function healIfIdle(ctx: OpContext, vnf: Vnf, why: string): Promise<boolean> {
   if (vnf.activeOpOccId || vnf.instantiationState !== 'INSTANTIATED') return false;
-  const lost = vnf.replicas.filter((r) => r.state === 'FAILED' && (r.error?.details as { nodeLost?: string } | undefined)?.nodeLost);
+  // lost with their node, or alone on a node that lives (its guest agent restarted: the node may take it again)
+  const lost = vnf.replicas.filter((r) => r.state === 'FAILED' && lostOn(r.error));
   if (!lost.length) return false;
-  const fromNode = (lost[0]!.error!.details as { nodeLost: string }).nodeLost;
+  const nodeLost = lost.map((r) => lostOn(r.error)!).find((l) => l.nodeLost);
   try {
-    await startHeal(ctx, vnf.tenantId, vnf.id, { replicas: lost.map((r) => r.index), fromNode, reason: 'node lost' }, why);
+    await startHeal(ctx, vnf.tenantId, vnf.id, { replicas: lost.map((r) => r.index), ...(nodeLost ? { fromNode: nodeLost.nodeId } : {}), reason: nodeLost ? 'node lost' : 'replica lost' }, why);
     return true;
   } catch (err) {
     ctx.logger.info({ vnfId: vnf.id, err }, 'heal deferred: VNF busy');
