@@ -66,7 +66,7 @@ export async function startSimNode(nc: NatsConnection, nodeId: string, heartbeat
 export class SimNode {
   epoch = 0;
   /** allocId -> what it holds */
-  readonly running = new Map<string, { cpus: number[]; vfs: string[]; vnfId: string; replica: number }>();
+  readonly running = new Map<string, { cpus: number[]; vfs: string[]; vnfId: string; replica: number; tenantId?: string }>();
   /** Every double booking the node saw (must stay empty). */
   readonly conflicts: string[] = [];
   private watch: QueuedIterator<KvEntry> | undefined;
@@ -86,8 +86,14 @@ export class SimNode {
    * Serve `nodes.<n>.migrate` as a node agent with live migration does (set before start()): an allocation with
    * `migration` waits as an incoming VM (STARTING, `migration.state: incoming`) until its source node is asked to
    * `continue`, then runs (RUNNING, `completed`). Off: the node does not answer, as an agent without migration.
+   * A tenant's allocations on one node stand for one tenant VM: `check` on the source lists them (`members`), and an
+   * incoming group (`migration.group`) is reported `incoming` once every member is here, switched over as one.
    */
   serveMigration = false;
+  /** Every `nodes.<n>.migrate` request this node answered or was asked (in order). */
+  readonly migrateLog: NodeMigrateRequest[] = [];
+  /** Called before a `nodes.<n>.migrate` request is answered (a test can hold the answer, e.g. to kill the leader). */
+  beforeMigrateReply: ((req: NodeMigrateRequest) => Promise<void>) | undefined;
   /** While true, an allocation set `desired: stopped` is not torn down (a slow teardown): a test can lose the node then. */
   holdStops = false;
   /** While true, an incoming allocation (`migration`) is taken but never reported (a destination stuck preparing). */
@@ -132,7 +138,8 @@ export class SimNode {
         callback: (_err, m) => {
           if (this.partitioned) return; // cut off: no answer
           const req = JSON.parse(dec.decode(m.data)) as NodeMigrateRequest;
-          void this.onMigrate(req).then(
+          this.migrateLog.push(req);
+          void (this.beforeMigrateReply ?? (async () => undefined))(req).then(() => this.onMigrate(req)).then(
             (result) => m.respond(enc.encode(JSON.stringify({ ok: true, result }))),
             (e: unknown) => m.respond(enc.encode(JSON.stringify({ ok: false, error: { code: 'UNAVAILABLE', message: (e as Error).message, retryable: true } }))),
           );
@@ -152,9 +159,13 @@ export class SimNode {
   private async onMigrate(req: NodeMigrateRequest): Promise<NodeMigrateReply> {
     const mine = this.running.has(req.allocId);
     switch (req.action) {
-      case 'check':
+      case 'check': {
         if (!mine) throw new Error(`no VM of allocation ${req.allocId} here`);
-        return { state: this.incoming.has(req.allocId) ? 'inmigrate' : 'running' };
+        if (this.incoming.has(req.allocId)) return { state: 'inmigrate' };
+        // the tenant VM's replicas: the tenant's allocations here (the incoming ones are another VM)
+        const members = [...this.running].filter(([id, r]) => r.tenantId === req.tenantId && !this.incoming.has(id)).map(([id]) => id);
+        return { state: 'running', members };
+      }
       case 'start':
         if (!mine) throw new Error(`no VM of allocation ${req.allocId} here`);
         return { state: 'pre-switchover', transferredBytes: 1 << 20 };
@@ -162,7 +173,8 @@ export class SimNode {
         // the switchover: the destination holding the incoming copy of this allocation runs it
         for (const n of SimNode.byId.values()) {
           for (const [id, a] of n.incoming) {
-            if (a.migration?.fromAllocId !== req.allocId) continue;
+            // a group switches over as one: any member's source names the VM
+            if (a.migration?.fromAllocId !== req.allocId && !a.migration?.group?.some((g) => g.fromAllocId === req.allocId)) continue;
             n.incoming.delete(id);
             await n.report(a, 'RUNNING', false, { state: 'completed', uri: `sim:${n.nodeId}` });
           }
@@ -260,11 +272,14 @@ export class SimNode {
       if (cpu !== undefined || vf !== undefined) this.conflicts.push(`${allocId} and ${other} both hold ${cpu !== undefined ? `CPU ${cpu}` : `VF ${vf}`}`);
       if (held.vnfId === alloc.vnfId && held.replica === alloc.replica) this.conflicts.push(`${allocId} and ${other} are the same replica`);
     }
-    this.running.set(allocId, { cpus, vfs, vnfId: alloc.vnfId, replica: alloc.replica });
+    this.running.set(allocId, { cpus, vfs, vnfId: alloc.vnfId, replica: alloc.replica, tenantId: alloc.tenantId });
     if (alloc.migration && this.serveMigration) {
       this.incoming.set(allocId, alloc);
       if (this.holdIncoming) return;
-      await this.report(alloc, 'STARTING', false, { state: 'incoming', uri: `sim:${this.nodeId}` });
+      // one VM for the group: it waits for the state once every member's allocation is here
+      const group = alloc.migration.group?.map((g) => g.allocId) ?? [allocId];
+      if (!group.every((id) => this.incoming.has(id))) return;
+      for (const id of group) await this.report(this.incoming.get(id)!, 'STARTING', false, { state: 'incoming', uri: `sim:${this.nodeId}` });
     } else if (this.holdStarts) await this.report(alloc, 'STARTING');
     else if (alloc.operationalState === 'STOPPED') {
       // placed while its VNF is OPERATEd STOPPED: the sandbox is made, the container created and not started

@@ -109,6 +109,17 @@ const engineParams = {
 };
 export const InstantiateParamsSchema = Closed({ ...engineParams });
 export const ScaleParamsSchema = Closed({ ...engineParams, replicas: Type.Integer({ minimum: 0 }) });
+/** One member of a tenant VM moving as one (several replicas in one VM), as its driving HEAL records it. */
+export const MigrationGroupEntrySchema = Closed({
+  vnfId: Type.String(),
+  replica: Type.Integer({ minimum: 0 }),
+  /** The HEAL op occurrence covering this member (the driver's own for its replicas). */
+  opOccId: Type.String(),
+  source: Type.String(),
+  allocId: Type.String(),
+  gen: Type.Integer({ minimum: 0 }),
+});
+export type MigrationGroupEntry = Static<typeof MigrationGroupEntrySchema>;
 /** One replica's live migration, as the leader records it in the HEAL's params (ops/migrate.ts). */
 export const MigrationRecordSchema = Closed({
   gen: Type.Integer({ minimum: 0 }),
@@ -120,6 +131,14 @@ export const MigrationRecordSchema = Closed({
   source: Type.Optional(Type.String()),
   downtimeMs: Type.Optional(Type.Number({ minimum: 0 })),
   totalMs: Type.Optional(Type.Number({ minimum: 0 })),
+  /**
+   * The replica's tenant VM holds other replicas (other VNFs' or this one's): they move as one, and this HEAL drives
+   * them all. Every member (this replica first): its VNF, replica, the HEAL covering it, its source allocation, its
+   * destination allocation and generation.
+   */
+  group: Type.Optional(Type.Array(MigrationGroupEntrySchema)),
+  /** The replica moves with its tenant VM as a member of a group another HEAL (this op occurrence id) drives. */
+  drivenBy: Type.Optional(Type.String()),
 });
 export type MigrationRecord = Static<typeof MigrationRecordSchema>;
 export const HealParamsSchema = Closed({

@@ -1,8 +1,9 @@
 /**
  * Drain: cordon the node, then move its replicas away: one HEAL op occurrence per VNF (covering that VNF's replicas
  * on the node, `fromNode` set so the new placement avoids it). Each VNF is live-migrated (`params.migrate`,
- * migrate.ts) unless it cannot be (VFIO/macvtap NICs, a tenant VM shared with other replicas): then it is restarted
- * elsewhere, and its op occurrence says why. `maxParallel` VNFs move at once (default 1): op occurrence j waits for
+ * migrate.ts) unless it cannot be (VFIO/macvtap NICs, its own or another replica's in the same tenant VM): then it is
+ * restarted elsewhere, and its op occurrence says why. A tenant VM holding several VNFs' replicas moves as one: the
+ * first of their HEALs to run drives it, the others follow. `maxParallel` VNFs move at once (default 1): op occurrence j waits for
  * j - maxParallel to end (`params.after`). `deadlineS`: a migration not switched over by then is cancelled and the
  * replica restarted. The reply reports per VNF what the drain does (`vnfs`); each op occurrence how it ended.
  * VNFs with an operation in progress are reported as skipped; drain again later.
@@ -33,9 +34,10 @@ export async function drainNode(
     else if (a.interfaces.some((i) => i.type === 'macvtap')) e.restart ??= 'macvtap NICs cannot migrate';
     byVnf.set(a.vnfId, e);
   }
-  for (const [, e] of byVnf) {
-    const shared = allocs.filter((a) => a.tenantId === e.tenantId).length;
-    if (shared > 1) e.restart ??= `the tenant VM holds ${shared} replicas (only single-replica VMs migrate)`;
+  // a tenant VM holding several replicas moves as one (migrate.ts): it cannot when one of them cannot
+  for (const [vnfId, e] of byVnf) {
+    const blocking = [...byVnf].find(([other, o]) => other !== vnfId && o.tenantId === e.tenantId && o.restart && !o.restart.startsWith('its tenant VM'));
+    if (blocking) e.restart ??= `its tenant VM also holds VNF ${blocking[0]}, which cannot migrate (${blocking[1].restart}): the VM cannot move as one`;
   }
   const parallel = Math.max(1, opts.maxParallel ?? 1);
   const deadlineAt = opts.deadlineS ? new Date(ctx.now().getTime() + opts.deadlineS * 1000).toISOString() : undefined;

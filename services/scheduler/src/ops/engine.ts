@@ -120,6 +120,14 @@ export class OperationsEngine {
         const next = await this.setOp(op.tenantId, op.id, (cur) => (cur.operation === 'HEAL' ? { ...cur, params: { ...cur.params, ...patch } } : undefined));
         return next?.operation === 'HEAL' ? next : op;
       },
+      updateParams: async (tenantId, opId, change) => {
+        const next = await this.setOp(tenantId, opId, (cur) => {
+          if (cur.operation !== 'HEAL') return undefined;
+          const patch = change(cur);
+          return patch ? { ...cur, params: { ...cur.params, ...patch } } : undefined;
+        });
+        return next?.operation === 'HEAL' ? next : undefined;
+      },
       setReplica: (vnf, i, patch) => this.setReplica(vnf, i, patch),
       failTemp: (op, e, m) => this.failTemp(op, e, m),
       complete: (op, vnf) => this.complete(op, vnf),
@@ -714,6 +722,9 @@ export class OperationsEngine {
     if (!cur) return;
     const r = cur.replicas[st.replica];
     if (!r || r.allocId !== st.allocId) return; // a stale report of an allocation the replica no longer has
+    // a live migration's destination waiting for the state: the replica runs at the source meanwhile (a report seen
+    // late, once the migration pointed the replica here, is not its state: it stays RUNNING)
+    if (st.migration?.state === 'incoming' && r.state === 'RUNNING') return;
     const state: ReplicaState = st.state;
     if (st.progress && st.state === 'STARTING' && cur.activeOpOccId) {
       const message = `replica ${st.replica} on node ${st.nodeId}: ${st.progress}`;

@@ -2,7 +2,7 @@
  * The seam between the operations engine and placement: choose a node for one replica and commit the allocation
  * (CAS), or say why nothing fits. Implemented by the placement module over the node registry's views.
  */
-import type { Allocation, Vnf } from '@edgenfv/contracts';
+import type { Allocation, MigrationGroupMember, Vnf } from '@edgenfv/contracts';
 
 export interface PlaceReplicaInput {
   tenantId: string;
@@ -16,6 +16,10 @@ export interface PlaceReplicaInput {
    * (the guest keeps them; the leases stay under the source's owners, carried as `leaseOwners`), `migration` set.
    */
   migrateFrom?: Allocation;
+  /** Live migration of a tenant VM holding several replicas: every member (source -> destination allocation). */
+  migrationGroup?: MigrationGroupMember[];
+  /** The only node the replica may go to (the other members of its migrating tenant VM are placed there). */
+  onlyNodeId?: string;
 }
 
 export interface PlacementPort {

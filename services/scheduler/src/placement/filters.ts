@@ -11,7 +11,12 @@ const no = (reason: string): Verdict => ({ ok: false, reason });
 
 export const excludeFilter: Filter = {
   name: 'exclude',
-  filter: (req, node) => (req.excludeNodeIds?.has(node.nodeId) ? no('the operation moves replicas away from this node') : OK),
+  filter: (req, node) =>
+    req.excludeNodeIds?.has(node.nodeId)
+      ? no('the operation moves replicas away from this node')
+      : req.onlyNodeId !== undefined && node.nodeId !== req.onlyNodeId
+        ? no(`the tenant VM's other replicas move to node ${req.onlyNodeId}`)
+        : OK,
 };
 
 export const healthFilter: Filter = {

@@ -10,6 +10,8 @@ export interface PlacementRequestInput {
   otherReplicaNodeIds?: Iterable<string>;
   /** Nodes to keep away from whatever the VNFD says (heal: the failed node; drain: the drained one). */
   excludeNodeIds?: Iterable<string>;
+  /** The only node allowed (a tenant VM's replicas migrating as one go to one node). */
+  onlyNodeId?: string;
   quotaRemaining?: { vcpus?: number; memoryMiB?: number; vfs?: number };
 }
 
@@ -54,6 +56,7 @@ export function buildPlacementRequest(input: PlacementRequestInput): PlacementRe
   }
   if (d.resources.dataplane) req.guestDataplane = { ...d.resources.dataplane, interfaces: dataplaneInterfaces(d) };
   if (input.quotaRemaining) req.quotaRemaining = input.quotaRemaining;
+  if (input.onlyNodeId !== undefined) req.onlyNodeId = input.onlyNodeId;
   if (input.excludeNodeIds) {
     const ex = new Set(input.excludeNodeIds);
     if (ex.size > 0) req.excludeNodeIds = ex;

@@ -36,6 +36,8 @@ export interface PlacementRequest {
   avoidNodeIds: ReadonlySet<string>;
   /** Nodes the operation moves away from (heal: the failed node; drain: the drained one), whatever the policy. */
   excludeNodeIds?: ReadonlySet<string>;
+  /** The only node the replica may go to (a tenant VM's replicas migrating as one: the group's destination). */
+  onlyNodeId?: string;
   /** What the tenant's quota still allows; a missing key is unlimited; undefined: not checked here. */
   quotaRemaining?: { vcpus?: number; memoryMiB?: number; vfs?: number };
 }

@@ -54,6 +54,17 @@ table(excludeFilter, [
     req: () => buildPlacementRequest({ tenantId: 't1', vnfId: 'v1', replica: 0, descriptor: vnfd(), excludeNodeIds: ['n9'] }),
     node: () => nodeView({}),
   },
+  {
+    name: 'a node other than onlyNodeId rejected (a migrating tenant VM\'s replicas go to one node)',
+    req: () => buildPlacementRequest({ tenantId: 't1', vnfId: 'v1', replica: 0, descriptor: vnfd(), onlyNodeId: 'n9' }),
+    node: () => nodeView({}),
+    reject: "the tenant VM's other replicas move to node n9",
+  },
+  {
+    name: 'the onlyNodeId node passes',
+    req: () => buildPlacementRequest({ tenantId: 't1', vnfId: 'v1', replica: 0, descriptor: vnfd(), onlyNodeId: 'n1' }),
+    node: () => nodeView({}),
+  },
 ]);
 
 table(healthFilter, [
