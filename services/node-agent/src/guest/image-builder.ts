@@ -227,51 +227,102 @@ export async function readModuleList(path = join(REPO_ROOT, 'deploy/guest-image/
   return out;
 }
 
-/** Module name -> path in modules.dep, plus the closure over dependencies. */
-async function moduleClosure(kroot: string, release: string, names: string[]): Promise<{ files: string[]; found: string[]; missing: string[] }> {
-  const dep = await readFile(join(kroot, 'lib', 'modules', release, 'modules.dep'), 'utf8');
-  const deps = new Map<string, string[]>();
-  const byName = new Map<string, string>();
-  for (const line of dep.split('\n')) {
-    const [p, rest] = line.split(':');
-    if (!p) continue;
-    deps.set(p, (rest ?? '').trim().split(/\s+/).filter(Boolean));
-    byName.set(basename(p).replace(/\.ko(\.[a-z]+)?$/, '').replace(/-/g, '_'), p);
+/**
+ * A kernel's module graph: modules.dep's hard dependencies plus each module's `softdep=pre:` (read from the .ko's
+ * modinfo; Debian's packages ship no modules.softdep). A soft dependency names a module or an alias (libcrc32c:
+ * `pre: crc32c`, which the generic kernel has as crc32c_generic.ko while the cloud kernel builds it in): it is
+ * resolved through modules.alias, the `_generic` implementation first, and skipped when built in.
+ */
+class ModuleGraph {
+  private readonly deps = new Map<string, string[]>();
+  private readonly byName = new Map<string, string>();
+  private readonly aliases = new Map<string, string[]>();
+  private readonly soft = new Map<string, string[]>();
+
+  private constructor(private readonly dir: string) {}
+
+  static async load(kroot: string, release: string): Promise<ModuleGraph> {
+    const g = new ModuleGraph(join(kroot, 'lib', 'modules', release));
+    for (const line of (await readFile(join(g.dir, 'modules.dep'), 'utf8')).split('\n')) {
+      const [p, rest] = line.split(':');
+      if (!p) continue;
+      g.deps.set(p, (rest ?? '').trim().split(/\s+/).filter(Boolean));
+      g.byName.set(modName(p), p);
+    }
+    const alias = await readFile(join(g.dir, 'modules.alias'), 'utf8').catch(() => '');
+    for (const line of alias.split('\n')) {
+      const [kw, a, mod] = line.trim().split(/\s+/);
+      if (kw !== 'alias' || !a || !mod) continue;
+      const list = g.aliases.get(a) ?? [];
+      list.push(mod.replace(/-/g, '_'));
+      g.aliases.set(a, list);
+    }
+    return g;
   }
+
+  path(name: string): string | undefined {
+    return this.byName.get(name.replace(/-/g, '_'));
+  }
+
+  /** What `p` needs loaded before it: hard dependencies, then soft `pre:` ones. */
+  async before(p: string): Promise<string[]> {
+    let soft = this.soft.get(p);
+    if (!soft) {
+      soft = [];
+      const info = (await readFile(join(this.dir, p)).catch(() => Buffer.alloc(0))).toString('latin1');
+      for (const m of info.matchAll(/softdep=([^\0]*)/g)) {
+        const pre = /pre:\s*([^:]*?)(?:\s+post:|$)/.exec(m[1]!)?.[1] ?? '';
+        for (const name of pre.split(/\s+/).filter(Boolean)) {
+          const direct = this.path(name);
+          const targets = direct ? [direct] : (this.aliases.get(name) ?? []).map((n) => this.path(n)).filter((x): x is string => !!x);
+          const pick = targets.find((t) => modName(t).endsWith('_generic')) ?? targets[0];
+          if (pick && pick !== p) soft.push(pick);
+        }
+      }
+      this.soft.set(p, soft);
+    }
+    return [...(this.deps.get(p) ?? []), ...soft];
+  }
+}
+
+function modName(p: string): string {
+  return basename(p).replace(/\.ko(\.[a-z]+)?$/, '').replace(/-/g, '_');
+}
+
+/** Module name -> path in modules.dep, plus the closure over dependencies (soft `pre:` ones included). */
+async function moduleClosure(kroot: string, release: string, names: string[]): Promise<{ files: string[]; found: string[]; missing: string[] }> {
+  const g = await ModuleGraph.load(kroot, release);
   const files = new Set<string>();
-  const add = (p: string): void => {
+  const add = async (p: string): Promise<void> => {
     if (files.has(p)) return;
     files.add(p);
-    for (const d of deps.get(p) ?? []) add(d);
+    for (const d of await g.before(p)) await add(d);
   };
   const found: string[] = [];
   const missing: string[] = [];
   for (const n of names) {
-    const p = byName.get(n.replace(/-/g, '_'));
+    const p = g.path(n);
     if (p) {
-      add(p);
+      await add(p);
       found.push(n);
     } else missing.push(n);
   }
   return { files: [...files].sort(), found, missing };
 }
 
-/** Module files (paths in modules.dep) of `names` and their dependencies, each after what it depends on. */
+/** Module files (paths in modules.dep) of `names` and their dependencies, each after what it needs before it. */
 async function loadOrder(kroot: string, release: string, names: string[]): Promise<string[]> {
   const { files } = await moduleClosure(kroot, release, names);
-  const dep = await readFile(join(kroot, 'lib', 'modules', release, 'modules.dep'), 'utf8');
-  const deps = new Map<string, string[]>();
-  for (const line of dep.split('\n')) {
-    const [p, rest] = line.split(':');
-    if (p) deps.set(p, (rest ?? '').trim().split(/\s+/).filter(Boolean));
-  }
+  const g = await ModuleGraph.load(kroot, release);
   const order: string[] = [];
-  const visit = (p: string): void => {
-    if (order.includes(p)) return;
-    for (const d of deps.get(p) ?? []) visit(d);
+  const visiting = new Set<string>();
+  const visit = async (p: string): Promise<void> => {
+    if (order.includes(p) || visiting.has(p)) return;
+    visiting.add(p);
+    for (const d of await g.before(p)) await visit(d);
     order.push(p);
   };
-  for (const f of files) visit(f);
+  for (const f of files) await visit(f);
   return order;
 }
 

@@ -133,7 +133,7 @@ export class QemuDriver implements HypervisorDriver {
     this.log.info({ sandboxId: spec.sandboxId, pid, accel: spec.accel, machine: spec.machine }, `qemu started (accel ${spec.accel})`);
     try {
       await this.waitQmp(vm, signal, 30_000);
-      if (opts.waitReady) await opts.waitReady(vm, signal);
+      if (opts.waitReady) await this.whileAlive(vm, signal, (s) => opts.waitReady!(vm, s));
       if (!processAlive(pid, ticks)) throw new InternalError('qemu exited during boot');
       return vm;
     } catch (err) {
@@ -143,6 +143,32 @@ export class QemuDriver implements HypervisorDriver {
       this.log.warn({ sandboxId: spec.sandboxId, err, qemuLog: log }, 'qemu boot failed; killed');
       if (err instanceof InvalidArgumentError) throw err;
       throw new UnavailableError(`qemu boot of ${spec.sandboxId} failed: ${(err as Error).message}${log ? `\nqemu: ${log}` : ''}`, { cause: err });
+    }
+  }
+
+  /**
+   * Runs `fn` (the wait for the guest agent) but fails as soon as QEMU exits: a guest that powers off during its
+   * boot (its /init found no system disk, a kernel panic with panic=-1) ends the start at once, not after the
+   * whole boot timeout (50 min on a nested node).
+   */
+  private async whileAlive<T>(vm: VmHandle, signal: AbortSignal, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const ac = new AbortController();
+    const onAbort = (): void => ac.abort(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    let timer: NodeJS.Timeout | undefined;
+    const exited = new Promise<never>((_, reject) => {
+      timer = setInterval(() => {
+        if (processAlive(vm.pid, vm.procStartTicks)) return;
+        const err = new InternalError('qemu exited during boot');
+        reject(err); // first: the race settles with this, not with the wait's own abort error
+        ac.abort(err);
+      }, 500);
+    });
+    try {
+      return await Promise.race([fn(ac.signal), exited]);
+    } finally {
+      clearInterval(timer);
+      signal.removeEventListener('abort', onAbort);
     }
   }
 

@@ -114,6 +114,12 @@ test('the generic flavor carries all six VF drivers with modules.alias, none loa
   const g = await buildGuestImage({ kernelFlavor: 'generic', log: silentLogger() });
   assert.deepEqual(g.vfDrivers, ['igbvf', 'iavf', 'ixgbevf', 'i40e', 'mlx5_core', 'ice']);
   assert.deepEqual(g.missingOptionalModules, []);
+  // the generic kernel has crc32c as a module that libcrc32c (erofs needs it) asks for only as a softdep: without it
+  // erofs does not load and /init finds no system disk
+  const early = fileIn(g.initrdPath, 'etc/edgenfv/early-modules').trim().split('\n');
+  assert.ok(early.includes('crc32c_generic.ko'), early.join(','));
+  assert.ok(early.indexOf('crc32c_generic.ko') < early.indexOf('libcrc32c.ko'), early.join(','));
+  assert.ok(early.indexOf('libcrc32c.ko') < early.indexOf('erofs.ko'), early.join(','));
   const sys = systemDiskFiles(g);
   const names = sys.names;
   const alias = readFileSync(join(sys.dir, `lib/modules/${g.kernelRelease}/modules.alias`), 'utf8');

@@ -241,3 +241,28 @@ test('grow after shrink (guest image, chrooted, TCG): vCPU + memory added, remov
   await driver.stop(vm, { graceMs: 0 });
   pid = 0;
 });
+
+test('QEMU exiting while the boot waits for the guest agent ends the start at once, not at the boot timeout', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'na-qemu-'));
+  const driver = new QemuDriver({ logger: silentLogger() });
+  let pid = 0;
+  t.after(async () => {
+    if (pid) killQuiet(pid, 'SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  let waitAborted = false;
+  // the wait never ends by itself (as a guest agent that never comes); QEMU goes away under it
+  const started = driver.start(spec(dir), new AbortController().signal, {
+    waitReady: (vm, signal) => {
+      pid = vm.pid;
+      setTimeout(() => killQuiet(vm.pid, 'SIGKILL'), 300);
+      return new Promise<void>((_, reject) => signal.addEventListener('abort', () => {
+        waitAborted = true;
+        reject(new Error('wait aborted'));
+      }));
+    },
+  });
+  await assert.rejects(started, /qemu exited during boot/);
+  assert.ok(waitAborted, 'the wait for the guest was aborted');
+  assert.ok(pid > 0 && !processAlive(pid), 'QEMU is gone');
+});
