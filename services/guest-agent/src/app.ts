@@ -10,6 +10,7 @@ import { UnavailableError } from '@edgenfv/contracts/internal/errors';
 import { AGENT_PORT_NAME } from '@edgenfv/contracts/internal/agent';
 import { startAgentServer, type RunningServer } from './server.js';
 import { IprouteIp } from './net/ip.js';
+import { timedRunner } from './exec.js';
 import { LinuxNetSysfs } from './net/sysfs.js';
 import { PciDrivers } from './net/pci-drivers.js';
 import { ProcSysctl } from './sysctl.js';
@@ -80,8 +81,9 @@ export async function startAgent(cfg: AgentConfig, log: Log, hooks: { exit?: (po
   await mkdir(cfg.stateDir, { recursive: true });
   const socketPath = join(cfg.stateDir, 'agent.sock');
   await rm(socketPath, { force: true });
+  const runner = timedRunner(log.child({ component: 'exec' }));
   const drivers = new PciDrivers({ sysRoot: cfg.sysRoot, log: log.child({ component: 'pci-drivers' }) });
-  const net = { ip: new IprouteIp({ ipBin: cfg.ipBin, ...(cfg.netns ? { netns: cfg.netns } : {}) }), sysfs: new LinuxNetSysfs(cfg.sysRoot), drivers };
+  const net = { ip: new IprouteIp({ ipBin: cfg.ipBin, runner, ...(cfg.netns ? { netns: cfg.netns } : {}) }), sysfs: new LinuxNetSysfs(cfg.sysRoot), drivers };
   const dataplaneState = await DataplaneState.load(join(cfg.stateDir, 'dataplane.json'));
   const dataplane = { sysRoot: cfg.sysRoot, fileRoot: '/', hugepageMount: '/dev/hugepages', state: dataplaneState };
   const containers = new ContainerRuntime({
@@ -89,6 +91,7 @@ export async function startAgent(cfg: AgentConfig, log: Log, hooks: { exit?: (po
     stateDir: cfg.stateDir,
     crun: cfg.crun,
     busybox: cfg.busybox,
+    runner,
     log: log.child({ component: 'containers' }),
     noPivot: await rootIsInitramfs(cfg.procRoot),
     ...(cfg.containerNetnsPath ? { networkNamespacePath: cfg.containerNetnsPath } : {}),

@@ -37,3 +37,15 @@ export const runCommand: Runner = (argv, opts = {}) =>
     );
     if (opts.input !== undefined) child.stdin?.end(opts.input);
   });
+
+/** A runner that logs each command's wall time at debug level (where a guest call's time goes under TCG). */
+export function timedRunner(log: { debug(obj: object, msg?: string): void }, run: Runner = runCommand): Runner {
+  return async (argv, opts) => {
+    const t0 = performance.now();
+    try {
+      return await run(argv, opts);
+    } finally {
+      log.debug({ cmd: argv.slice(0, 4).join(' '), ms: Math.round(performance.now() - t0) }, 'command done');
+    }
+  };
+}

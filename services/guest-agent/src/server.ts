@@ -99,8 +99,12 @@ export function agentHandlers(deps: AgentDeps): grpc.UntypedServiceImplementatio
   const instanceId = randomUUID();
   const log = deps.log;
   const unary = (name: string, fn: Unary): grpc.handleUnaryCall<unknown, unknown> => (call, cb) => {
+    const t0 = performance.now();
     fn(call.request as never).then(
-      (res) => cb(null, res),
+      (res) => {
+        log.debug({ rpc: name, ms: Math.round(performance.now() - t0) }, 'rpc done');
+        cb(null, res);
+      },
       (err: unknown) => {
         const app = asAppError(err);
         if (app.code === 'INTERNAL') log.error({ err, rpc: name }, 'rpc failed');

@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError, NotFoundError } from '@edgenfv/contracts/internal/errors';
@@ -35,6 +35,9 @@ test('builtin:vrouter runs with crun: forwarding on, logs kept and streamed, exe
   assert.equal(created.state, 'CREATED');
   const started = await rt.start('vr1');
   assert.equal(started.state, 'RUNNING');
+  // the container's own pid (crun's pid file): its process runs the image's program
+  assert.ok(started.pid > 0, `pid ${started.pid}`);
+  assert.match(readFileSync(`/proc/${started.pid}/cmdline`, 'utf8'), /vrouter|busybox|sh/);
   // wait for its first log line (it turns forwarding on before printing it)
   let text = '';
   for (let i = 0; i < 100 && !text.includes('forwarding on'); i++) {

@@ -144,3 +144,23 @@ test('static ARP neighbours are set and can be set again', async () => {
   assert.deepEqual(neigh.map((x) => [x.dst, x.lladdr, x.state]), [['10.1.0.9', '02:00:00:00:00:99', ['PERMANENT']]]);
   await assert.rejects(addArpNeighbors(deps.ip, [{ ip: '10.1.0.300', mac: 'x', device: 'eth0' }]), /neighbors\[0\]\.ip.*neighbors\[0\]\.mac/);
 });
+
+test('a batch of changes: an address already there or already gone is success, another failure stops there and names its change', async () => {
+  await updateInterfaces(deps, { interfaces: [{ mac: MAC_A, name: 'eth0', addresses: ['10.1.0.1/24'] }] });
+  const ip = deps.ip as IprouteIp;
+  await ip.apply([
+    { kind: 'addr-add', dev: 'eth0', cidr: '10.1.0.1/24' }, // there already
+    { kind: 'addr-del', dev: 'eth0', cidr: '10.1.9.9/24' }, // not there
+    { kind: 'addr-add', dev: 'eth0', cidr: '10.1.0.5/24' },
+  ]);
+  assert.deepEqual(addrsOf('eth0'), ['10.1.0.1/24', '10.1.0.5/24']);
+  await assert.rejects(
+    ip.apply([
+      { kind: 'addr-del', dev: 'eth0', cidr: '10.1.0.5/24' },
+      { kind: 'link', dev: 'nosuch0', up: true },
+      { kind: 'addr-add', dev: 'eth0', cidr: '10.1.0.6/24' },
+    ]),
+    (err: Error) => /link set dev nosuch0 up/.test(err.message),
+  );
+  assert.deepEqual(addrsOf('eth0'), ['10.1.0.1/24'], 'the change before the failed one is done, the one after it is not');
+});

@@ -7,7 +7,7 @@
  * the next run waits for the pool to be refilled.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, rmdirSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, JSONCodec, type KV } from 'nats';
 import { startNatsServer } from '@edgenfv/nats-launcher';
@@ -88,7 +88,10 @@ export async function benchWarmClaims(o: {
   // BENCH_WARM_LOG=<file>: the node agent's log (debug) there, to see where a claim's time goes
   const logFile = process.env.BENCH_WARM_LOG;
   const logger = logFile ? createLogger({ service: 'node-agent', level: 'debug', destination: destination({ dest: logFile, sync: true }) }) : o.log;
-  const app = buildApp({ cfg, logger, registry, nc, image: o.image, kvm: o.accel === 'kvm' });
+  // with BENCH_WARM_LOG, the guest agents log at debug level too (each RPC's and each command's time) and each
+  // claimed VM's console is copied to <BENCH_WARM_LOG>.console<run>
+  const image = logFile ? { ...o.image, kernelArgs: `${o.image.kernelArgs ?? ''} edgenfv.agent_args=--log-level=debug`.trim() } : o.image;
+  const app = buildApp({ cfg, logger, registry, nc, image, kvm: o.accel === 'kvm' });
   const out: WarmClaimFigures = { claimMs: [], missed: 0, refillMs: [] };
   try {
     await app.start();
@@ -119,6 +122,8 @@ export async function benchWarmClaims(o: {
       if (st.sandboxId?.startsWith('sb-warm-')) out.claimMs.push(claimMs);
       else out.missed++;
       console.log(`warm claim ${i}: commit -> RUNNING ${Math.round(claimMs)} ms (${st.sandboxId})`);
+      const rec = app.manager.sandboxes().find((x) => x.sandboxId === st.sandboxId);
+      if (logFile && rec) copyFileSync(join(rec.runDir, 'console.log'), `${logFile}.console${i}`);
       await retry(() => allocs.delete(key));
       await waitStatus(status, key, (s) => s.state === 'STOPPED', 120_000);
     }

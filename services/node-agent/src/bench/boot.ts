@@ -113,6 +113,7 @@ async function main(): Promise<void> {
   const floorUptime: number[] = [];
   const codeCache: string[] = [];
   const guest = { helloAck: [] as number[], rpc: [] as number[], init: [] as number[], modules: [] as number[], node: [] as number[], agent: [] as number[], handshake: [] as number[], spawnToUptime0: [] as number[] };
+  const guestB = { qemu: [] as number[], guest: [] as number[], handshake: [] as number[] };
   const busybox = findBinary('busybox');
   if (!busybox) throw new Error('busybox not found (the guest image needs it too)');
   const floorCpio = floorInitramfs(dir, busybox);
@@ -122,12 +123,30 @@ async function main(): Promise<void> {
     for (let i = 0; i < runs; i++) {
       // (b) + (c): through the node agent's sandbox manager
       const t0 = process.hrtime.bigint();
-      const r = await manager.ensureReplica({
+      const booting = manager.ensureReplica({
         allocId: `bench${i}`, nodeId: 'bench', epoch: 1, tenantId: 'bench', vnfId: 'bench', replica: 0,
         resources: { vcpus: 1, memoryMiB: 64 }, image: { ref: 'builtin:vrouter' }, interfaces: [], createdAt: new Date().toISOString(),
       });
+      // (b)'s own split from its console: the host until QEMU's exec, QEMU + firmware until the guest's clock starts,
+      // the guest to the agent's ready line (its uptime), the handshake (the line seen -> ready)
+      let bDone = false;
+      void booting.finally(() => (bDone = true)).catch(() => undefined);
+      const bReadySeen = (async () => {
+        while (!bDone && manager.sandboxes().length === 0) await sleep(5);
+        const sb = manager.sandboxes()[0];
+        return sb ? seen(join(sb.runDir, 'console.log'), 'EDGENFV_AGENT_READY', 300_000, () => !bDone) : undefined;
+      })().catch(() => undefined);
+      const r = await booting;
       b.push(Number(events.ready! - t0) / 1e6);
       c.push(Number(events.exec! - t0) / 1e6);
+      const bReadyAt = await bReadySeen;
+      const bStamps = stamps(join(manager.sandboxes()[0]!.runDir, 'console.log'));
+      if (bReadyAt !== undefined && bStamps.EDGENFV_AGENT_READY !== undefined) {
+        const toReadyLine = Number(bReadyAt - events.exec!) / 1e6;
+        guestB.qemu.push(toReadyLine - bStamps.EDGENFV_AGENT_READY);
+        guestB.guest.push(bStamps.EDGENFV_AGENT_READY);
+        guestB.handshake.push(Number(events.ready! - bReadyAt) / 1e6);
+      }
       const rec = manager.sandboxes()[0]!;
       qemuRss.push(procRssBytes(manager.vmOf(r.sandboxId)!.pid) ?? 0);
       agentRss.push((await (await manager.guestSession(r.sandboxId)).metrics()).agentRssBytes);
@@ -255,6 +274,9 @@ async function main(): Promise<void> {
       helloAckMs: med(guest.helloAck),
       firstRpcsMs: med(guest.rpc),
     },
+    // (b) split: command -> QEMU exec (commandToExecMs), exec -> the guest's clock starts (QEMU + firmware), the
+    // guest's uptime at the agent's ready line, that line seen -> ready (handshake, incl. up to 5 ms of polling)
+    breakdownB: { qemuAndFirmwareMs: med(guestB.qemu), guestToAgentReadyMs: med(guestB.guest), handshakeMs: med(guestB.handshake) },
     // (warm): placement commit -> RUNNING for a VNF that claims a warm pool VM (nearest-rank percentiles)
     warmClaimP50Ms: warm?.claimMs.length ? Math.round(pct(warm.claimMs, 50)) : null,
     warmClaimP95Ms: warm?.claimMs.length ? Math.round(pct(warm.claimMs, 95)) : null,

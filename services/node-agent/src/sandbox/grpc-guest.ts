@@ -42,12 +42,15 @@ export class GrpcGuestSession implements GuestSession {
       routes: routes.map((r) => ({ dst: r.dst, ...(r.via ? { gateway: r.via } : {}), ...(r.dev ? { device: r.dev } : {}) })),
     }));
   }
-  async runContainer(c: GuestContainer): Promise<void> {
+  async createContainer(c: GuestContainer): Promise<void> {
     try {
       await rpc('CreateContainer', () => this.conn.client.createContainer({ id: c.id, image: c.image, command: c.command, env: c.env, hostNetwork: true, memoryLimitMib: c.memoryLimitMiB, ...(c.dataplane ? { dataplane: true } : {}) }));
     } catch (err) {
       if (!(err instanceof AppError && err.code === 'ALREADY_EXISTS')) throw err;
     }
+  }
+  async runContainer(c: GuestContainer): Promise<void> {
+    await this.createContainer(c);
     if (c.start === false) return;
     const st = await rpc('StartContainer', () => this.conn.client.startContainer(c.id)).catch(async (err: unknown) => {
       // already running is fine (idempotent)

@@ -8,7 +8,7 @@ import type { VmHandle } from '../hypervisor/types.js';
 import { pciPathOf } from '../hypervisor/qemu.js';
 import { toGuestNic } from './interfaces.js';
 import { EAL_ARGS_ENV, prepareGuestDataplane } from './dataplane.js';
-import type { GuestNic, GuestPort, GuestSession } from './ports.js';
+import type { GuestContainer, GuestNic, GuestPort, GuestSession } from './ports.js';
 import type { ReplicaRecord, SandboxRecord } from './records.js';
 
 export class GuestSync {
@@ -80,30 +80,42 @@ export class GuestSync {
    */
   async startReplica(rec: SandboxRecord, replica: ReplicaRecord): Promise<void> {
     const s = await this.session(rec);
-    const dpNames = replica.alloc.resources.dataplane?.interfaces ?? [];
+    const a = replica.alloc;
+    const dpNames = a.resources.dataplane?.interfaces ?? [];
+    const container: GuestContainer = {
+      id: replica.containerId,
+      image: replica.image?.guestRef ?? a.image.ref,
+      command: [...(a.command ?? []), ...(a.args ?? [])],
+      env: Object.entries(a.env ?? {}).map(([k, v]) => `${k}=${v}`),
+      memoryLimitMiB: a.resources.memoryMiB,
+      ...(a.operationalState === 'STOPPED' ? { start: false } : {}),
+    };
+    // the container's creation needs no NIC (its start does): under way while the guest configures the NICs (a
+    // data plane's needs the NICs' guest PCI addresses in its environment first)
     const t0 = Date.now();
-    const found = await s.updateInterfaces(this.nics(rec, replica), replica.hotplugged ? 30_000 : 10_000);
+    const created = a.resources.dataplane ? undefined : s.createContainer(container);
+    let found: Awaited<ReturnType<GuestSession['updateInterfaces']>>;
+    try {
+      found = await s.updateInterfaces(this.nics(rec, replica), replica.hotplugged ? 30_000 : 10_000);
+    } catch (err) {
+      await created?.catch(() => undefined); // settled before the caller cleans up (it then finds the container)
+      throw err;
+    }
     this.log.debug({ sandboxId: rec.sandboxId, ms: Date.now() - t0 }, 'guest: interfaces updated');
-    for (const [name, a] of Object.entries(replica.attachments)) {
-      const seen = a.kind === 'sriov' || dpNames.includes(name) ? found.find((n) => n.name === (replica.guestIfNames[name] ?? name)) : undefined;
+    for (const [name, att] of Object.entries(replica.attachments)) {
+      const seen = att.kind === 'sriov' || dpNames.includes(name) ? found.find((n) => n.name === (replica.guestIfNames[name] ?? name)) : undefined;
       if (seen?.pciAddress) (replica.guestPciAddresses ??= {})[name] = seen.pciAddress;
     }
     // a VM's first replica with no routes: the fresh guest has none of ours to remove (one guest RPC less)
     const routes = this.routes(rec);
     if (routes.length > 0 || Object.keys(rec.replicas).length > 1) await s.updateRoutes(routes);
-    const a = replica.alloc;
-    const env = Object.entries(a.env ?? {}).map(([k, v]) => `${k}=${v}`);
-    if (a.resources.dataplane) env.push(`${EAL_ARGS_ENV}=${(await prepareGuestDataplane(s, replica)).join(' ')}`);
     const t1 = Date.now();
-    await s.runContainer({
-      id: replica.containerId,
-      image: replica.image?.guestRef ?? a.image.ref,
-      command: [...(a.command ?? []), ...(a.args ?? [])],
-      env,
-      memoryLimitMiB: a.resources.memoryMiB,
-      ...(a.resources.dataplane ? { dataplane: true } : {}),
-      ...(a.operationalState === 'STOPPED' ? { start: false } : {}),
-    });
+    if (created) {
+      await created;
+      if (container.start !== false) await s.startContainer(container.id);
+    } else {
+      await s.runContainer({ ...container, env: [...container.env, `${EAL_ARGS_ENV}=${(await prepareGuestDataplane(s, replica)).join(' ')}`], dataplane: true });
+    }
     this.log.debug({ sandboxId: rec.sandboxId, ms: Date.now() - t1 }, 'guest: container running');
   }
 

@@ -30,7 +30,10 @@ export interface GuestSession {
   updateInterfaces(nics: GuestNic[], hotplugTimeoutMs: number): Promise<{ name: string; pciAddress: string }[]>;
   /** The complete route table (all replicas'). */
   updateRoutes(routes: VnfdRoute[]): Promise<void>;
+  /** Creates the container and starts it (unless `start: false`); one that exists already is success. */
   runContainer(c: GuestContainer): Promise<void>;
+  /** Creates the container without starting it (its bundle: no NIC needed yet); one that exists already is success. */
+  createContainer(c: GuestContainer): Promise<void>;
   /** Hands NICs to a DPDK driver and reserves hugepages in the guest (before a `dataplane` container runs). */
   prepareDataplane(req: PrepareDataplaneRequest): Promise<void>;
   /** Stops the container (SIGTERM, SIGKILL after the grace) and deletes it; a container that is not there is success. */

@@ -32,6 +32,10 @@ export class RecordingGuest implements GuestPort {
         containers.set(c.id, c);
         if (c.start === false) stopped.add(c.id);
       },
+      createContainer: async (c) => {
+        containers.set(c.id, c);
+        stopped.add(c.id);
+      },
       prepareDataplane: async (req) => void this.dataplanes.push(req),
       removeContainer: async (id) => void containers.delete(id),
       stopContainer: async (id) => void stopped.add(id),
