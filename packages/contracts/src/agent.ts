@@ -212,6 +212,8 @@ export interface PrepareDataplaneRequest {
   hugepageSizeKib?: number;
   hugepages?: number;
   files?: ConfigFile[];
+  /** vfio-pci on a NIC the guest has no IOMMU for: the node's operator allows vfio's no-IOMMU mode (default no). */
+  allowNoIommu?: boolean;
 }
 export interface PrepareDataplaneResponse {
   bound: DataplaneNic[];

@@ -155,7 +155,7 @@ export function validateVnfdSemantics(d: Vnfd, prefix = ''): FieldIssue[] {
       if (!ifNames.has(n)) issues.push({ field: at(`resources.dataplane.interfaces[${k}]`), message: `names no interface of this VNF ("${n}")` });
     });
     if (dp.interfaces === undefined && dataplaneInterfaces(d).length === 0) {
-      issues.push({ field: at('resources.dataplane.interfaces'), message: 'no vhostuser interface to hand to DPDK: name the interfaces' });
+      issues.push({ field: at('resources.dataplane.interfaces'), message: 'no vhostuser or sriov interface to hand to DPDK: name the interfaces' });
     }
   }
   return issues;

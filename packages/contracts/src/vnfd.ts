@@ -27,9 +27,12 @@ export const VnfdDataplaneSchema = Closed({
   kind: Enum(['dpdk'] as const),
   /** Guest hugepages (2 MiB pages) for DPDK; default 128. */
   hugepagesMiB: Type.Optional(Type.Integer({ minimum: 2, maximum: 1_048_576 })),
-  /** The interfaces handed to DPDK (default: every vhostuser interface). */
+  /** The interfaces handed to DPDK (default: every vhostuser and sriov interface). */
   interfaces: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 15 }), { minItems: 1, maxItems: 32 })),
-  /** Default uio_pci_generic (the cloud guest kernel has no vfio no-IOMMU mode). */
+  /**
+   * The guest driver of the virtio NICs; default uio_pci_generic. vfio-pci gets the VM a virtual IOMMU (or the
+   * node's no-IOMMU mode, where its operator allows it). A VF is always vfio-pci (it has no INTx for uio).
+   */
   driver: Type.Optional(Enum(['uio_pci_generic', 'vfio-pci'] as const)),
 });
 export type VnfdDataplane = Static<typeof VnfdDataplaneSchema>;
@@ -48,11 +51,11 @@ export const VnfdResourcesSchema = Closed({
   dataplane: Type.Optional(VnfdDataplaneSchema),
 });
 
-/** The interfaces a DPDK data plane takes (named, or every vhostuser one). */
+/** The interfaces a DPDK data plane takes (named, or every vhostuser and sriov one). */
 export function dataplaneInterfaces(d: Pick<Vnfd, 'resources' | 'interfaces'>): string[] {
   const dp = d.resources.dataplane;
   if (!dp) return [];
-  return dp.interfaces ?? (d.interfaces ?? []).filter((i) => i.type === 'vhostuser').map((i) => i.name);
+  return dp.interfaces ?? (d.interfaces ?? []).filter((i) => i.type === 'vhostuser' || i.type === 'sriov').map((i) => i.name);
 }
 
 const interfaceBase = {

@@ -15,13 +15,16 @@ const base = (): Vnfd => ({
   ],
 });
 
-test('a DPDK data plane that fits is accepted; its interfaces default to the vhostuser ones', () => {
+test('a DPDK data plane that fits is accepted; its interfaces default to the vhostuser and sriov ones', () => {
   assert.deepEqual(checkVnfd(base(), 'descriptor'), []);
   assert.deepEqual(dataplaneInterfaces(base()), ['dp0', 'dp1']);
   const named = base();
   named.resources.dataplane = { kind: 'dpdk', interfaces: ['mgmt'], driver: 'vfio-pci' };
   assert.deepEqual(checkVnfd(named, 'descriptor'), []);
   assert.deepEqual(dataplaneInterfaces(named), ['mgmt']);
+  const vf = base();
+  vf.interfaces!.push({ name: 'vf0', type: 'sriov', physnet: 'physnet1', network: 'radio' });
+  assert.deepEqual(dataplaneInterfaces(vf), ['dp0', 'dp1', 'vf0']);
 });
 
 test('a DPDK data plane that does not fit is refused naming the field', () => {
@@ -29,7 +32,7 @@ test('a DPDK data plane that does not fit is refused naming the field', () => {
     ['one vCPU', (d) => (d.resources.vcpus = 1), 'descriptor.resources.vcpus', /at least 2 vCPUs/],
     ['hugepages beyond memory', (d) => (d.resources.dataplane!.hugepagesMiB = 512), 'descriptor.resources.dataplane.hugepagesMiB', /512 MiB of guest hugepages plus 384 MiB/],
     ['unknown interface', (d) => (d.resources.dataplane!.interfaces = ['dp0', 'eth7']), 'descriptor.resources.dataplane.interfaces[1]', /names no interface of this VNF \("eth7"\)/],
-    ['nothing to hand to DPDK', (d) => (d.interfaces = [{ name: 'mgmt', type: 'tap', network: 'mgmt' }]), 'descriptor.resources.dataplane.interfaces', /no vhostuser interface/],
+    ['nothing to hand to DPDK', (d) => (d.interfaces = [{ name: 'mgmt', type: 'tap', network: 'mgmt' }]), 'descriptor.resources.dataplane.interfaces', /no vhostuser or sriov interface/],
     ['another kind', (d) => ((d.resources.dataplane as { kind: string }).kind = 'vpp'), 'descriptor.resources.dataplane.kind', /./],
   ];
   for (const [name, change, field, re] of cases) {

@@ -1,6 +1,8 @@
 /**
- * Data-plane preparation for a DPDK VNF in the guest: bind NICs to vfio-pci (no-IOMMU mode: a guest without a
- * vIOMMU) or uio_pci_generic through driver_override, reserve and mount hugepages, and write the EAL/VPP config
+ * Data-plane preparation for a DPDK VNF in the guest: bind NICs to vfio-pci or uio_pci_generic through
+ * driver_override. vfio-pci works behind the VM's virtual IOMMU (the NIC has an IOMMU group before it is bound:
+ * DPDK gets /dev/vfio/<group>), or in vfio's no-IOMMU mode (no group: /dev/vfio/noiommu-<group>), which the node's
+ * operator must allow (`allowNoIommu`, guest.vfioNoIommu in the node config): without either it is refused. Then reserve and mount hugepages, and write the EAL/VPP config
  * files that dpdk-config rendered on the host. Everything is checked before anything changes. What was changed is
  * remembered (DataplaneState): the container runtime exposes exactly those devices and the hugepage mount to a
  * `dataplane` container, and `releaseDataplane` puts it all back (NICs to their kernel driver, hugepages freed and
@@ -24,7 +26,7 @@ interface BoundNic {
   driver: string;
   /** The kernel driver it had (virtio-pci), restored on release; '' when it had none. */
   previousDriver: string;
-  /** Device nodes DPDK opens for it: /dev/uioN, or /dev/vfio/vfio + /dev/vfio/noiommu-G. */
+  /** Device nodes DPDK opens for it: /dev/uioN, or /dev/vfio/vfio + /dev/vfio/G (vIOMMU) or /dev/vfio/noiommu-G. */
   devices: string[];
 }
 
@@ -145,7 +147,8 @@ async function deviceNodes(deps: DataplaneDeps, pci: string, driver: string): Pr
       nodes = uio.filter((u) => /^uio\d+$/.test(u)).map((u) => join(dev, u));
     } else {
       const group = await readlink(join(pciDir(deps, pci), 'iommu_group')).then(basename, () => '');
-      if (group) nodes = [join(dev, 'vfio', 'vfio'), join(dev, 'vfio', `noiommu-${group}`)];
+      // behind an IOMMU the group node is the group's number; in no-IOMMU mode vfio names it noiommu-<n>
+      if (group) nodes = [join(dev, 'vfio', 'vfio'), join(dev, 'vfio', (await exists(join(dev, 'vfio', group))) ? group : `noiommu-${group}`)];
     }
     if (nodes.length > 0 && (await Promise.all(nodes.map(exists))).every(Boolean)) return nodes;
     if (Date.now() >= deadline) {
@@ -182,12 +185,24 @@ export async function prepareDataplane(deps: DataplaneDeps, req: PrepareDataplan
     }
   }
   if (issues.length > 0) throw new InvalidArgumentError(issues);
+  // vfio-pci: behind the VM's vIOMMU (the NIC is in an IOMMU group already), else no-IOMMU mode if allowed
+  const noIommu: number[] = [];
+  for (const [i, n] of nics.entries()) {
+    if (n.driver === 'vfio-pci' && !(await exists(join(pciDir(deps, n.pciAddress), 'iommu_group')))) noIommu.push(i);
+  }
+  if (noIommu.length > 0 && req.allowNoIommu !== true) {
+    throw new ConflictError(
+      `${noIommu.map((i) => nics[i]!.pciAddress).join(', ')}: no IOMMU in this guest (the VM has no virtual IOMMU), and the node does not allow vfio's no-IOMMU mode (guest.vfioNoIommu): use driver uio_pci_generic, or a VM with a vIOMMU`,
+      { field: `nics[${noIommu[0]}].driver` },
+    );
+  }
   if (nics.some((n) => n.driver === 'vfio-pci')) {
     await modprobe('vfio-pci');
+    if (noIommu.length < nics.filter((n) => n.driver === 'vfio-pci').length) await modprobe('vfio_iommu_type1'); // a soft dependency: not loaded with vfio-pci
     const param = join(deps.sysRoot, 'module', 'vfio', 'parameters', 'enable_unsafe_noiommu_mode');
-    if (!(await exists(param))) {
+    if (noIommu.length > 0 && !(await exists(param))) {
       throw new ConflictError(
-        'this guest kernel has no vfio no-IOMMU mode (CONFIG_VFIO_NOIOMMU): use driver uio_pci_generic, or the generic kernel flavor of the guest image',
+        'this guest kernel has no vfio no-IOMMU mode (CONFIG_VFIO_NOIOMMU): use driver uio_pci_generic, a VM with a vIOMMU, or the generic kernel flavor of the guest image',
         { field: 'nics' },
       );
     }
@@ -195,7 +210,7 @@ export async function prepareDataplane(deps: DataplaneDeps, req: PrepareDataplan
 
   // a new preparation replaces the previous one
   await releaseDataplane(deps, state);
-  if (nics.some((n) => n.driver === 'vfio-pci')) await writeFile(join(deps.sysRoot, 'module', 'vfio', 'parameters', 'enable_unsafe_noiommu_mode'), '1');
+  if (noIommu.length > 0) await writeFile(join(deps.sysRoot, 'module', 'vfio', 'parameters', 'enable_unsafe_noiommu_mode'), '1');
   if (nics.some((n) => n.driver === 'uio_pci_generic')) await modprobe('uio_pci_generic');
   for (const n of nics) {
     const previousDriver = await driverOf(deps, n.pciAddress);

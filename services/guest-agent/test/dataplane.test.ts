@@ -102,11 +102,44 @@ test('other bad input: unknown driver, the same NIC twice, a size the kernel lac
   await refused({ nics: [], files: [{ path: '/etc/edgenfv/../shadow', content: 'x' }] }, 'files[0].path', /normalized path under/);
 });
 
-test('vfio-pci without the no-IOMMU parameter (the cloud kernel) is refused with a clear reason, nothing bound', async () => {
+test('vfio-pci on a NIC without an IOMMU group (no vIOMMU) is refused unless the operator allows no-IOMMU mode; nothing bound', async () => {
+  calls.length = 0;
   const before = snapshot();
-  await assert.rejects(prepareDataplane(deps, { nics: [{ pciAddress: '0000:00:04.0', driver: 'vfio-pci' }] }), /CONFIG_VFIO_NOIOMMU.*uio_pci_generic/);
+  await assert.rejects(prepareDataplane(deps, { nics: [{ pciAddress: '0000:00:04.0', driver: 'vfio-pci' }] }), (e: Error & { field?: string }) => {
+    assert.match(e.message, /0000:00:04\.0: no IOMMU in this guest .*guest\.vfioNoIommu/);
+    return true;
+  });
+  assert.equal(snapshot(), before, 'nothing ran, not even modprobe');
+  // allowed by the operator, but the kernel has no no-IOMMU mode (the cloud kernel): refused with that reason
+  await assert.rejects(prepareDataplane(deps, { nics: [{ pciAddress: '0000:00:04.0', driver: 'vfio-pci' }], allowNoIommu: true }), /CONFIG_VFIO_NOIOMMU.*uio_pci_generic/);
   calls.length = 0; // the modprobe vfio-pci attempt is the only thing that ran
-  assert.equal(snapshot(), before.replace('["modprobe vfio-pci"]', '[]'));
+  assert.equal(snapshot(), before);
+  const param = join(deps.sysRoot, 'module/vfio/parameters/enable_unsafe_noiommu_mode');
+  assert.ok(!existsSync(param), 'no-IOMMU mode not switched on');
+});
+
+test('vfio-pci on a NIC in an IOMMU group (the VM\'s vIOMMU) needs no permission: vfio_iommu_type1 loaded, no-IOMMU mode left off', async () => {
+  const sys = deps.sysRoot;
+  const group = join(sys, 'kernel/iommu_groups/3');
+  mkdirSync(group, { recursive: true });
+  symlinkSync('../../../kernel/iommu_groups/3', join(sys, 'devices/pci0000:00/0000:00:05.0/iommu_group'));
+  mkdirSync(join(sys, 'module/vfio/parameters'), { recursive: true });
+  const param = join(sys, 'module/vfio/parameters/enable_unsafe_noiommu_mode');
+  writeFileSync(param, '0');
+  calls.length = 0;
+  try {
+    // the fake kernel does not move the NIC to vfio-pci: the preparation stops there, after the checks passed
+    await assert.rejects(prepareDataplane(deps, { nics: [{ pciAddress: '0000:00:05.0', driver: 'vfio-pci' }] }), /vfio-pci did not take the device/);
+    assert.deepEqual(calls, ['modprobe vfio-pci', 'modprobe vfio_iommu_type1']);
+    assert.equal(readFileSync(param, 'utf8'), '0', 'no-IOMMU mode stays off behind an IOMMU');
+  } finally {
+    await releaseDataplane(deps, deps.state!);
+    rmSync(join(sys, 'devices/pci0000:00/0000:00:05.0/iommu_group'));
+    rmSync(join(sys, 'module'), { recursive: true, force: true });
+    writeFileSync(join(sys, 'devices/pci0000:00/0000:00:05.0/driver_override'), '\n');
+    for (const f of ['bus/pci/drivers/virtio-pci/unbind', 'bus/pci/drivers_probe']) writeFileSync(join(sys, f), '');
+    calls.length = 0;
+  }
 });
 
 test('hugepages only: reserved, mounted, files written; release restores the count and removes the files', async () => {

@@ -113,6 +113,12 @@ export interface NodeAgentConfig {
      * is `<run folder>/debug.sock` (root only). Off by default; nothing a tenant sends reaches it.
      */
     debugConsole: boolean;
+    /**
+     * The operator lets a guest run vfio-pci in vfio's no-IOMMU mode (no DMA isolation inside the VM; the host's
+     * IOMMU still confines the VM) instead of giving a VM with a vfio-pci data plane a virtual IOMMU
+     * (docs/sriov.md); default false. Never the tenant's choice.
+     */
+    vfioNoIommu: boolean;
   }>;
   isolation: Readonly<{
     /** First uid/gid handed to QEMU processes (one per sandbox). */
@@ -182,7 +188,7 @@ const KEYS: Record<string, readonly string[]> = {
   images: ['cacheDir', 'maxImageBytes', 'cacheMaxBytes', 'ociLayoutRoots'],
   metrics: ['host', 'port'],
   qemu: ['binary', 'machine', 'accel', 'tcgTbSizeMiB', 'overheadMiB', 'maxVcpus', 'maxMemoryMiB'],
-  guest: ['kernelPath', 'initrdPath', 'systemDiskPath', 'bootTimeoutMs', 'extraKernelArgs', 'livenessIntervalMs', 'livenessFailAfterMs', 'debugConsole'],
+  guest: ['kernelPath', 'initrdPath', 'systemDiskPath', 'bootTimeoutMs', 'extraKernelArgs', 'livenessIntervalMs', 'livenessFailAfterMs', 'debugConsole', 'vfioNoIommu'],
   isolation: ['uidBase', 'uidCount', 'cgroupRoot', 'cgroupParent', 'sandbox'],
   dataplane: ['kind', 'socketDir', 'probePath', 'numaNode', 'ovs'],
   ovs: ['socketMemMiB', 'lcoreCpu', 'pmdCpus', 'pmdMaxSleepUs', 'netns', 'ealArgs', 'uplinks', 'vswitchdBinary', 'startTimeoutMs'],
@@ -517,9 +523,11 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     livenessIntervalMs: int(g, 'livenessIntervalMs', 'guest.livenessIntervalMs', DEFAULTS.guestLivenessIntervalMs, 0, 3_600_000),
     livenessFailAfterMs: int(g, 'livenessFailAfterMs', 'guest.livenessFailAfterMs', DEFAULTS.guestLivenessFailAfterMs, 1000, 3_600_000),
     debugConsole: g.debugConsole === true,
+    vfioNoIommu: g.vfioNoIommu === true,
   };
   if (g.debugConsole !== undefined && typeof g.debugConsole !== 'boolean') issues.push({ field: 'guest.debugConsole', message: 'must be a boolean' });
   if (g.extraKernelArgs !== undefined && typeof g.extraKernelArgs !== 'string') issues.push({ field: 'guest.extraKernelArgs', message: 'must be a string' });
+  if (g.vfioNoIommu !== undefined && typeof g.vfioNoIommu !== 'boolean') issues.push({ field: 'guest.vfioNoIommu', message: 'must be true or false' });
   const kernelPath = absPath(g, 'kernelPath', 'guest.kernelPath');
   const initrdPath = absPath(g, 'initrdPath', 'guest.initrdPath');
   if (kernelPath !== undefined) Object.assign(guest, { kernelPath });

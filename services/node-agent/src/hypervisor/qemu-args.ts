@@ -44,14 +44,36 @@ export function memoryObject(mem: MemoryBackend, id: string, sizeMiB: number, nu
   }
 }
 
-/** `-device` string of a NIC on machine `machine`; `bus` is the q35 root port for hot-unpluggable devices. */
-export function nicDevice(dev: NetDevice, machine: VmSpec['machine'], bus?: string): string {
+/**
+ * The virtual IOMMU of a VM whose guest runs vfio-pci (a DPDK data plane on a VF or a virtio NIC: docs/sriov.md):
+ * QEMU's emulated VT-d with interrupt remapping (the guest's vfio refuses MSI without it, unless
+ * allow_unsafe_interrupts) and caching mode (QEMU must see the guest's map/unmap to shadow them into the host IOMMU
+ * for an assigned VF: QEMU refuses vfio-pci behind a VT-d without it). Under KVM interrupt remapping needs the split
+ * irqchip (VIOMMU_MACHINE_KVM); TCG's irqchip is QEMU's own. It must come before the PCI devices it translates.
+ */
+export const VIOMMU_DEVICE = 'intel-iommu,intremap=on,caching-mode=on';
+export const VIOMMU_MACHINE_KVM = 'kernel-irqchip=split';
+/** The guest turns the VT-d on; devices its own kernel drives keep an identity mapping (no cost for them). */
+export const VIOMMU_KERNEL_ARGS = 'intel_iommu=on iommu=pt';
+/**
+ * A virtio NIC behind the vIOMMU: its DMA goes through the guest's IOMMU mappings (VIRTIO_F_ACCESS_PLATFORM), as
+ * vfio in the guest requires. Without it QEMU's virtio would read guest-physical addresses while DPDK hands it
+ * IOVAs. vhost-user NICs keep it off: the switch would have to take IOTLB messages (not set up: docs/sriov.md).
+ */
+export const VIOMMU_NIC_PROPS = 'iommu_platform=on';
+
+/**
+ * `-device` string of a NIC on machine `machine`; `bus` is the q35 root port for hot-unpluggable devices;
+ * `viommu`: the VM has the virtual IOMMU (a virtio NIC on a tap then translates through it).
+ */
+export function nicDevice(dev: NetDevice, machine: VmSpec['machine'], bus?: string, viommu = false): string {
   const onBus = bus ? `,bus=${bus}` : '';
   if (dev.kind === 'vfio') return `vfio-pci,host=${dev.pci},id=${dev.id}${onBus}`;
   const model = machine === 'microvm' ? 'virtio-net-device' : 'virtio-net-pci';
   // romfile= (no option ROM): the guest boots its kernel directly, and a NIC hotplugged into a chrooted QEMU could
   // not load efi-virtio.rom from /usr/share/qemu (boot and hotplug alike, so a migrated VM has the same devices)
   let extra = machine === 'microvm' ? '' : ',romfile=';
+  if (viommu && (dev.kind === 'tap' || dev.kind === 'macvtap')) extra += `,${VIOMMU_NIC_PROPS}`;
   if (dev.kind === 'vhost-user-net' && dev.queues > 1) {
     extra += `,mq=on${machine === 'microvm' ? '' : `,vectors=${2 * dev.queues + 2}`}`;
   }
@@ -116,6 +138,7 @@ export function validateSpec(spec: VmSpec): FieldIssue[] {
   if (spec.systemDisk && (/,/.test(spec.systemDisk.path) || !/^[A-Za-z0-9_-]{1,20}$/.test(spec.systemDisk.serial))) {
     issues.push({ field: 'systemDisk', message: 'its path must not contain a comma; its serial is 1..20 of [A-Za-z0-9_-]' });
   }
+  if (spec.viommu && spec.machine !== 'q35') issues.push({ field: 'viommu', message: 'a virtual IOMMU needs machine q35' });
   if (spec.machine === 'microvm' && spec.accel === 'tcg' && !spec.hostCpuKHz) {
     issues.push({ field: 'hostCpuKHz', message: 'microvm under TCG needs the host TSC frequency (tsc_early_khz)' });
   }
@@ -133,7 +156,7 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
   const q35 = spec.machine === 'q35';
   const a: string[] = [];
   a.push('-name', `guest=${spec.sandboxId},debug-threads=on`);
-  a.push('-machine', q35 ? 'q35' : 'microvm');
+  a.push('-machine', q35 ? (spec.viommu && spec.accel === 'kvm' ? `q35,${VIOMMU_MACHINE_KVM}` : 'q35') : 'microvm');
   a.push('-accel', spec.accel === 'tcg' && spec.tcgTbSizeMiB ? `tcg,tb-size=${spec.tcgTbSizeMiB}` : spec.accel);
   a.push('-cpu', spec.accel === 'kvm' ? 'host' : 'max');
   a.push('-smp', q35 && spec.maxVcpus > spec.vcpus ? `${spec.vcpus},maxcpus=${spec.maxVcpus}` : `${spec.vcpus}`);
@@ -167,6 +190,7 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
   // online_movable: hotplugged memory goes to ZONE_MOVABLE, so the guest can offline it again when the VM shrinks
   // (onlined as normal memory the kernel places its own pages there and refuses the unplug)
   if (hotMem) kernelArgs.push('memhp_default_state=online_movable');
+  if (spec.viommu) kernelArgs.push(VIOMMU_KERNEL_ARGS);
   if (spec.kernelArgs) kernelArgs.push(spec.kernelArgs);
   if (spec.kernelPath) {
     a.push('-kernel', spec.kernelPath);
@@ -177,6 +201,7 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
   // q35: every NIC on its own PCIe root port, so that it can be unplugged later; spare ports for hotplug. Root port
   // rpN sits at a fixed address on the root bus (00:<ROOT_PORT_SLOT0+N>.0): the guest finds a device by that PCI
   // path whatever bus number it gives the port's secondary bus (pciPathOf in qemu.ts).
+  if (spec.viommu) a.push('-device', VIOMMU_DEVICE); // before the devices it translates
   let port = 0;
   const nextPort = (): string | undefined => {
     if (!q35) return undefined;
@@ -204,22 +229,22 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
       case 'tap':
         // Never vhost=on: hosts without /dev/vhost-net abort with it (and it is only a speed-up).
         a.push('-netdev', `tap,id=${d.id},ifname=${d.ifName},script=no,downscript=no`);
-        a.push('-device', nicDevice(d, spec.machine, nextPort()));
+        a.push('-device', nicDevice(d, spec.machine, nextPort(), spec.viommu));
         break;
       case 'macvtap': {
         const fd = 3 + fds.length;
         fds.push({ fd, path: d.tapDevPath });
         a.push('-netdev', `tap,id=${d.id},fd=${fd}`);
-        a.push('-device', nicDevice(d, spec.machine, nextPort()));
+        a.push('-device', nicDevice(d, spec.machine, nextPort(), spec.viommu));
         break;
       }
       case 'vhost-user-net':
         a.push('-chardev', d.server ? `socket,id=${d.id}-chr,path=${d.socketPath},server=on,wait=off` : `socket,id=${d.id}-chr,path=${d.socketPath},reconnect-ms=1000`);
         a.push('-netdev', `vhost-user,id=${d.id},chardev=${d.id}-chr${d.queues > 1 ? `,queues=${d.queues}` : ''}`);
-        a.push('-device', nicDevice(d, spec.machine, nextPort()));
+        a.push('-device', nicDevice(d, spec.machine, nextPort(), spec.viommu));
         break;
       case 'vfio':
-        a.push('-device', nicDevice(d, spec.machine, nextPort()));
+        a.push('-device', nicDevice(d, spec.machine, nextPort(), spec.viommu));
         break;
       case 'disk':
         break; // after the root ports, below: they keep their slots (guestPciAddressOf)

@@ -15,6 +15,7 @@ import { ROOT_PORT_SLOT0, buildQemuArgs, diskDevice, memoryObject, nicDevice } f
 import { guestFileTail } from './guest-file.js';
 import { QmpClient, withQmp, type HotpluggableCpu } from './qmp.js';
 import { pathInVmRoot } from './vm-root.js';
+import { stageVfioInVmRoot, unstageVfioInVmRoot } from './vfio-root.js';
 import type { Capabilities, DiskDevice, HypervisorDriver, NetDevice, StartOptions, VmHandle, VmRecord, VmSpec } from './types.js';
 
 export interface QemuDriverOptions {
@@ -37,6 +38,8 @@ export interface QemuVmHandle extends VmHandle {
   dimms: Record<string, number>;
   /** QEMU's root (`-run-with chroot=`): paths given over QMP are paths in it. */
   chrootDir?: string;
+  /** VFs hot-plugged into the chrooted QEMU: device id -> the VF and its IOMMU group staged in the root (vfio-root.ts). */
+  vfioStaged?: Record<string, { pci: string; group: number }>;
 }
 
 /**
@@ -312,16 +315,40 @@ export class QemuDriver implements HypervisorDriver {
     vm.vcpus = target;
   }
 
-  async addNic(vm: VmHandle, dev: NetDevice, spec: Pick<VmSpec, 'machine'> & Partial<Pick<VmSpec, 'maxMemoryMiB'>>): Promise<void> {
+  async addNic(vm: VmHandle, dev: NetDevice, spec: Pick<VmSpec, 'machine'> & Partial<Pick<VmSpec, 'maxMemoryMiB' | 'runAs' | 'viommu'>>): Promise<void> {
     const q = vm as QemuVmHandle;
     if (spec.machine !== 'q35') throw new UnavailableError('NIC hotplug needs machine q35: restart the VM');
     if (dev.kind === 'macvtap') throw new UnavailableError('macvtap NICs cannot be hotplugged (the fd would have to go over QMP): restart the VM');
-    if (dev.kind === 'vfio' && q.chrootDir) throw new UnavailableError('a VF cannot be hotplugged into a chrooted QEMU (/dev/vfio and /sys are outside its root): restart the VM');
     const socketPath = dev.kind === 'vhost-user-net' ? pathInVmRoot(q.chrootDir, dev.socketPath, 'the vhost-user socket') : '';
     const port = Object.entries(q.slots).find(([, v]) => v === null)?.[0];
     if (!port) throw new UnavailableError('no free PCIe root port for NIC hotplug: restart the VM with more hotplugSlots');
     if (dev.kind === 'vfio') await raiseMemlock(q.pid, vfioMemlockBytes(spec.maxMemoryMiB ?? q.memoryMiB));
-    await withQmp(vm.apiSocket, async (qmp) => {
+    // a chrooted QEMU opens the VF's vfio group (and sysfs link) in its own root: the agent puts them there first
+    if (dev.kind === 'vfio' && q.chrootDir) {
+      const group = await stageVfioInVmRoot(q.chrootDir, dev.pci, { uid: spec.runAs?.uid ?? 0, gid: spec.runAs?.gid ?? 0 });
+      q.vfioStaged = { ...q.vfioStaged, [dev.id]: { pci: dev.pci, group } };
+    }
+    try {
+      await this.deviceAddNic(q, dev, port, socketPath, spec.viommu ?? false);
+    } catch (err) {
+      if (dev.kind === 'vfio') this.unstageVfio(q, dev.id);
+      throw err;
+    }
+    q.slots[port] = dev.id;
+    vm.hotplugged.push(`nic:${dev.id}`);
+  }
+
+  /** Removes what stageVfioInVmRoot made for device `id` (nothing when it was cold-plugged or QEMU has no root). */
+  private unstageVfio(q: QemuVmHandle, id: string): void {
+    const staged = q.vfioStaged?.[id];
+    if (!staged || !q.chrootDir) return;
+    const { [id]: _gone, ...rest } = q.vfioStaged!;
+    q.vfioStaged = rest;
+    unstageVfioInVmRoot(q.chrootDir, staged.pci, staged.group, Object.values(rest).map((s) => s.group));
+  }
+
+  private async deviceAddNic(q: QemuVmHandle, dev: NetDevice, port: string, socketPath: string, viommu: boolean): Promise<void> {
+    await withQmp(q.apiSocket, async (qmp) => {
       if (dev.kind === 'tap') {
         await qmp.netdevAdd('tap', dev.id, { ifname: dev.ifName, script: 'no', downscript: 'no' });
       } else if (dev.kind === 'vhost-user-net') {
@@ -333,7 +360,7 @@ export class QemuDriver implements HypervisorDriver {
         });
         await qmp.netdevAdd('vhost-user', dev.id, { chardev: `${dev.id}-chr`, ...(dev.queues > 1 ? { queues: dev.queues } : {}) });
       }
-      const [driver, ...kv] = nicDevice(dev, 'q35', port).split(',');
+      const [driver, ...kv] = nicDevice(dev, 'q35', port, viommu).split(',');
       const props: Record<string, unknown> = {};
       let id = '';
       for (const p of kv) {
@@ -343,8 +370,6 @@ export class QemuDriver implements HypervisorDriver {
       }
       await qmp.deviceAdd(driver!, id, props);
     });
-    q.slots[port] = dev.id;
-    vm.hotplugged.push(`nic:${dev.id}`);
   }
 
   async addDisk(vm: VmHandle, dev: DiskDevice, spec: Pick<VmSpec, 'machine'>): Promise<void> {
@@ -397,6 +422,7 @@ export class QemuDriver implements HypervisorDriver {
       await qmp.chardevRemove(`${id}-chr`).catch(() => undefined);
     });
     if (port) q.slots[port] = null;
+    this.unstageVfio(q, id);
     vm.hotplugged = vm.hotplugged.filter((h) => h !== `nic:${id}`);
   }
 }

@@ -80,6 +80,11 @@ export interface VmSpec {
   hotplugSlots?: number;
   /** Niceness the hypervisor starts with (a warm pool's idle VM: its threads yield to tenants' VMs until claimed). */
   nice?: number;
+  /**
+   * A virtual IOMMU (q35: QEMU's VT-d, qemu-args VIOMMU_DEVICE) so the guest can run vfio-pci safely: a DPDK data
+   * plane on a VF or a virtio NIC in the guest (docs/sriov.md). Only at boot: it cannot be hot-plugged.
+   */
+  viommu?: boolean;
   /** Live migration destination: QEMU waits for the VM's state at this URI (`-incoming`) instead of booting it. */
   incoming?: string;
 }
@@ -140,7 +145,7 @@ export interface HypervisorDriver {
   /** Grows/shrinks vCPUs and memory by hotplug; throws UnavailableError when the driver cannot. */
   resize(vm: VmHandle, target: { vcpus: number; memoryMiB: number }, spec: Pick<VmSpec, 'memory' | 'numaNode'>): Promise<void>;
   /** Hot-adds / removes a NIC. */
-  addNic(vm: VmHandle, dev: NetDevice, spec: Pick<VmSpec, 'machine'> & Partial<Pick<VmSpec, 'maxMemoryMiB'>>): Promise<void>;
+  addNic(vm: VmHandle, dev: NetDevice, spec: Pick<VmSpec, 'machine'> & Partial<Pick<VmSpec, 'maxMemoryMiB' | 'runAs' | 'viommu'>>): Promise<void>;
   removeNic(vm: VmHandle, id: string): Promise<void>;
   /** Hot-adds a read-only disk (a later replica's image); the file must be readable by the hypervisor's uid. */
   addDisk(vm: VmHandle, dev: DiskDevice, spec: Pick<VmSpec, 'machine'>): Promise<void>;

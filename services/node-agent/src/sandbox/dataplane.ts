@@ -1,11 +1,12 @@
 /**
  * A DPDK VNF in the guest (`resources.dataplane: {kind: dpdk}`): what the node agent asks the guest agent to prepare
- * (PrepareDataplane: the VNF's virtio-net NICs to uio_pci_generic — the cloud guest kernel has no
- * CONFIG_VFIO_NOIOMMU — and 2 MiB hugepages) and the EAL arguments its container gets, rendered by dpdk-config from
+ * (PrepareDataplane: the VNF's virtio-net NICs to uio_pci_generic by default, a VF — no INTx, so no uio — or a NIC
+ * the VNFD asks so to vfio-pci, behind the VM's virtual IOMMU (`needsViommu`: given at boot) or in vfio's no-IOMMU
+ * mode where the node's operator allows it; and 2 MiB hugepages) and the EAL arguments its container gets, rendered by dpdk-config from
  * the guest as a node (its vCPUs, the hugepages just reserved, the NICs at their guest PCI addresses) and the VNF as
  * a workload (main lcore + one forwarding lcore per further vCPU, the PCI allow-list of its interfaces).
  */
-import { ConflictError, DEFAULT_DATAPLANE_HUGEPAGES_MIB, InvalidArgumentError, type PrepareDataplaneRequest } from '@edgenfv/contracts';
+import { ConflictError, DEFAULT_DATAPLANE_HUGEPAGES_MIB, InvalidArgumentError, type Allocation, type PrepareDataplaneRequest } from '@edgenfv/contracts';
 import { placeWorkload, renderEalArgs } from '@edgenfv/dpdk-config';
 import type { GuestSession } from './ports.js';
 import type { ReplicaRecord } from './records.js';
@@ -20,18 +21,43 @@ export interface GuestDataplane {
   prefix: string;
   vcpus: number;
   hugepagesMiB: number;
-  /** The NICs handed to DPDK, by interface name, at their guest PCI addresses. */
-  nics: Array<{ name: string; pciAddress: string }>;
-  driver?: 'uio_pci_generic' | 'vfio-pci';
+  /** The NICs handed to DPDK, by interface name, at their guest PCI addresses, with their guest driver. */
+  nics: Array<{ name: string; pciAddress: string; driver?: GuestDpdkDriver }>;
+  /** The driver of NICs that name none; default uio_pci_generic. */
+  driver?: GuestDpdkDriver;
+  /** The node's operator allows vfio's no-IOMMU mode in guests (node config guest.vfioNoIommu). */
+  allowNoIommu?: boolean;
 }
+
+type GuestDpdkDriver = 'uio_pci_generic' | 'vfio-pci';
 
 /** PrepareDataplane's request for it. */
 export function prepareRequest(dp: GuestDataplane): PrepareDataplaneRequest {
   return {
-    nics: dp.nics.map((n) => ({ pciAddress: n.pciAddress, driver: dp.driver ?? 'uio_pci_generic' })),
+    nics: dp.nics.map((n) => ({ pciAddress: n.pciAddress, driver: n.driver ?? dp.driver ?? 'uio_pci_generic' })),
     hugepageSizeKib: GUEST_HUGEPAGE_KIB,
     hugepages: Math.ceil((dp.hugepagesMiB * 1024) / GUEST_HUGEPAGE_KIB),
+    ...(dp.allowNoIommu ? { allowNoIommu: true } : {}),
   };
+}
+
+/**
+ * The guest driver of the data plane's interface `name`: a VF's is vfio-pci (a VF has no INTx, which
+ * uio_pci_generic needs), the others' what the VNFD asks (uio_pci_generic by default).
+ */
+export function guestDpdkDriver(alloc: Pick<Allocation, 'resources' | 'interfaces'>, name: string): GuestDpdkDriver {
+  if (alloc.interfaces.find((i) => i.name === name)?.type === 'sriov') return 'vfio-pci';
+  return alloc.resources.dataplane?.driver ?? 'uio_pci_generic';
+}
+
+/**
+ * Whether a VM booted for this allocation needs a virtual IOMMU: some data-plane NIC is vfio-pci in the guest and
+ * the operator has not chosen no-IOMMU mode for guests instead. (It cannot be added later: a replica joining a VM
+ * without one gets vfio-pci only in no-IOMMU mode.)
+ */
+export function needsViommu(alloc: Pick<Allocation, 'resources' | 'interfaces'>, allowNoIommu: boolean): boolean {
+  if (allowNoIommu) return false;
+  return (alloc.resources.dataplane?.interfaces ?? []).some((n) => guestDpdkDriver(alloc, n) === 'vfio-pci');
 }
 
 /** The EAL argv: `-l 0-1 --main-lcore 0 --file-prefix P --socket-mem M --huge-dir /dev/hugepages -a <pci>...`. */
@@ -57,20 +83,20 @@ export function guestEalArgs(dp: GuestDataplane): string[] {
  * For a replica whose VNFD asks `resources.dataplane: {kind: dpdk}`: the EAL arguments are rendered first (a bad
  * combination fails before the guest changes), then the guest agent prepares the NICs and hugepages.
  */
-export async function prepareGuestDataplane(s: GuestSession, replica: ReplicaRecord): Promise<string[]> {
+export async function prepareGuestDataplane(s: GuestSession, replica: ReplicaRecord, opts: { allowNoIommu?: boolean } = {}): Promise<string[]> {
   const a = replica.alloc;
   const dp = a.resources.dataplane!;
   const nics = (dp.interfaces ?? []).map((name) => {
     const pciAddress = replica.guestPciAddresses?.[name];
     if (!pciAddress) throw new ConflictError(`replica ${a.replica}: the guest did not report a PCI address for interface ${name} (resources.dataplane.interfaces)`);
-    return { name, pciAddress };
+    return { name, pciAddress, driver: guestDpdkDriver(a, name) };
   });
   const g: GuestDataplane = {
     prefix: replica.containerId,
     vcpus: a.resources.vcpus,
     hugepagesMiB: dp.hugepagesMiB ?? DEFAULT_DATAPLANE_HUGEPAGES_MIB,
     nics,
-    ...(dp.driver ? { driver: dp.driver } : {}),
+    ...(opts.allowNoIommu ? { allowNoIommu: true } : {}),
   };
   const eal = guestEalArgs(g);
   await s.prepareDataplane(prepareRequest(g));

@@ -18,6 +18,8 @@ export class GuestSync {
     private readonly guest: GuestPort,
     private readonly vmOf: (sandboxId: string) => VmHandle | undefined,
     private readonly log: Logger,
+    /** The node's operator allows vfio's no-IOMMU mode in guests (guest.vfioNoIommu). */
+    private readonly allowNoIommu = false,
   ) {}
 
   /** Connects while the VM boots (the boot is done when the guest agent answers). */
@@ -114,7 +116,7 @@ export class GuestSync {
       await created;
       if (container.start !== false) await s.startContainer(container.id);
     } else {
-      await s.runContainer({ ...container, env: [...container.env, `${EAL_ARGS_ENV}=${(await prepareGuestDataplane(s, replica)).join(' ')}`], dataplane: true });
+      await s.runContainer({ ...container, env: [...container.env, `${EAL_ARGS_ENV}=${(await prepareGuestDataplane(s, replica, { allowNoIommu: this.allowNoIommu })).join(' ')}`], dataplane: true });
     }
     this.log.debug({ sandboxId: rec.sandboxId, ms: Date.now() - t1 }, 'guest: container running');
   }

@@ -63,7 +63,7 @@ export class SandboxManager {
     this.log = deps.logger.child({ component: 'sandbox' });
     this.vm = new VmLifecycle(deps);
     this.nets = new ReplicaAttachments(deps.attachments);
-    this.guest = new GuestSync(deps.guest, (id) => this.vm.vmOf(id), this.log);
+    this.guest = new GuestSync(deps.guest, (id) => this.vm.vmOf(id), this.log, deps.cfg.guest.vfioNoIommu);
     this.liveness = new GuestLiveness({ callTimeoutMs: 10_000, failAfterMs: deps.cfg.guest.livenessFailAfterMs ?? 120_000 });
     if (deps.warmPool?.flavours.some((f) => f.count > 0)) {
       const host = { vm: this.vm, guest: this.guest, list: () => this.list(), put: (r: SandboxRecord) => this.put(r), teardown: (r: SandboxRecord) => this.teardown(r) };

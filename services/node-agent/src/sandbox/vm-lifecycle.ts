@@ -16,6 +16,7 @@ import { applyPinPlan, pinPlan, processThreads, vmCores } from './pinning.js';
 import type { ReplicaRecord, SandboxRecord, Steps } from './records.js';
 import { imageDiskDir } from '../images/delivery.js';
 import { prepareVmRoot } from '../hypervisor/vm-root.js';
+import { needsViommu } from './dataplane.js';
 import { hash } from './records.js';
 
 const run = promisify(execFile);
@@ -121,7 +122,7 @@ export class VmLifecycle {
   }
 
   /** The boot spec of the sandbox's VM for its first replica and that replica's NICs. */
-  spec(rec: SandboxRecord, alloc: Pick<Allocation, 'resources'>, nics: NetDevice[], disks: DiskDevice[] = []): VmSpec {
+  spec(rec: SandboxRecord, alloc: Pick<Allocation, 'resources'> & Partial<Pick<Allocation, 'interfaces'>>, nics: NetDevice[], disks: DiskDevice[] = []): VmSpec {
     const { cfg } = this.deps;
     const vcpus = alloc.resources.vcpus;
     const memory = this.memoryBackend(alloc);
@@ -162,6 +163,7 @@ export class VmLifecycle {
     if (this.deps.hostCpuKHz) spec.hostCpuKHz = this.deps.hostCpuKHz;
     if (rec.cgroupDir) spec.cgroupDir = rec.cgroupDir;
     if (rec.vmRoot) spec.chrootDir = rec.vmRoot;
+    if (alloc.interfaces && cfg.qemu.machine === 'q35' && needsViommu({ resources: alloc.resources, interfaces: alloc.interfaces }, cfg.guest.vfioNoIommu)) spec.viommu = true;
     return spec;
   }
 

@@ -107,6 +107,26 @@ test('vfio-pci passthrough by host BDF on q35', () => {
   assert.ok(values(args, '-device').includes('vfio-pci,host=0000:3b:10.2,id=vf0,bus=rp0'));
 });
 
+test('virtual IOMMU: VT-d with interrupt remapping and caching mode before every PCI device, the guest turns it on, tap NICs translate through it', () => {
+  const vf = { kind: 'vfio' as const, id: 'vf0', pci: parsePciAddress('0000:3b:10.2') };
+  const tap = { kind: 'tap' as const, id: 'dp0', ifName: 'dp0tap', mac };
+  const vhu = { kind: 'vhost-user-net' as const, id: 'dp1', socketPath: '/run/vhu/dp1', mac, queues: 1 };
+  const { args } = buildQemuArgs(spec({ viommu: true, memory: { kind: 'memfd' }, devices: [...spec().devices, vf, tap, vhu] }));
+  const devices = values(args, '-device');
+  assert.equal(devices[0], 'intel-iommu,intremap=on,caching-mode=on', 'the IOMMU before the devices it translates');
+  assert.ok(devices.includes('vfio-pci,host=0000:3b:10.2,id=vf0,bus=rp0'));
+  assert.ok(devices.some((d) => d.startsWith('virtio-net-pci,netdev=dp0,') && d.endsWith(',iommu_platform=on')), devices.join('\n'));
+  assert.ok(devices.some((d) => d.startsWith('virtio-net-pci,netdev=dp1,') && !d.includes('iommu_platform')), 'vhost-user keeps the IOMMU off (the switch takes no IOTLB messages)');
+  assert.match(values(args, '-append')[0]!, /\bintel_iommu=on iommu=pt\b/);
+  assert.deepEqual(values(args, '-machine'), ['q35'], 'TCG: no split irqchip');
+  assert.deepEqual(values(buildQemuArgs(spec({ viommu: true, accel: 'kvm' })).args, '-machine'), ['q35,kernel-irqchip=split']);
+  // without: none of it
+  const plain = buildQemuArgs(spec({ devices: [...spec().devices, tap] })).args;
+  assert.ok(!values(plain, '-device').some((d) => /intel-iommu|iommu_platform/.test(d)));
+  assert.doesNotMatch(values(plain, '-append')[0]!, /intel_iommu/);
+  assert.throws(() => buildQemuArgs(spec({ viommu: true, machine: 'microvm', hostCpuKHz: 2_000_000 })), /viommu: a virtual IOMMU needs machine q35/);
+});
+
 test('the guest image system disk: read-only, by serial, after every other device (q35: root bus; microvm: mmio)', () => {
   const disk = { kind: 'disk' as const, id: 'img0', path: '/c/img.tar', serial: 'oci-0123' };
   const { args } = buildQemuArgs(spec({ systemDisk: { path: '/c/system.erofs', serial: 'edgenfv-system' }, devices: [...spec().devices, disk] }));

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { PrepareDataplaneRequest } from '@edgenfv/contracts';
-import { prepareGuestDataplane } from '../../src/sandbox/dataplane.js';
+import { needsViommu, prepareGuestDataplane } from '../../src/sandbox/dataplane.js';
 import type { GuestSession } from '../../src/sandbox/ports.js';
 import type { ReplicaRecord } from '../../src/sandbox/records.js';
 
@@ -17,7 +17,7 @@ function replica(vcpus: number, pci: Record<string, string>): ReplicaRecord {
   return {
     containerId: 'vnf1-0',
     guestPciAddresses: pci,
-    alloc: { replica: 0, resources: { vcpus, memoryMiB: 768, dataplane: { kind: 'dpdk', hugepagesMiB: 64, interfaces: ['dp0', 'dp1'] } } },
+    alloc: { replica: 0, resources: { vcpus, memoryMiB: 768, dataplane: { kind: 'dpdk', hugepagesMiB: 64, interfaces: ['dp0', 'dp1'] } }, interfaces: [{ name: 'dp0', type: 'vhostuser' }, { name: 'dp1', type: 'vhostuser' }] },
   } as unknown as ReplicaRecord;
 }
 
@@ -33,4 +33,26 @@ test('refused before the guest is asked: one vCPU, an interface the guest did no
   await assert.rejects(prepareGuestDataplane(session(asked), replica(1, { dp0: '0000:02:00.0', dp1: '0000:03:00.0' })), /resources\.vcpus: a DPDK data plane needs at least 2 vCPUs/);
   await assert.rejects(prepareGuestDataplane(session(asked), replica(2, { dp0: '0000:02:00.0' })), /did not report a PCI address for interface dp1/);
   assert.deepEqual(asked, []);
+});
+
+test('a VF in the data plane is vfio-pci in the guest (no INTx for uio), the virtio NICs what the VNFD asks; the VM gets a vIOMMU unless the operator allows no-IOMMU mode', async () => {
+  const alloc = {
+    replica: 0,
+    resources: { vcpus: 2, memoryMiB: 768, dataplane: { kind: 'dpdk' as const, hugepagesMiB: 64, interfaces: ['dp0', 'vf0'] } },
+    interfaces: [{ name: 'dp0', type: 'vhostuser' }, { name: 'vf0', type: 'sriov' }],
+  };
+  const r = { containerId: 'vnf1-0', guestPciAddresses: { dp0: '0000:02:00.0', vf0: '0000:03:00.0' }, alloc } as unknown as ReplicaRecord;
+  const asked: PrepareDataplaneRequest[] = [];
+  await prepareGuestDataplane(session(asked), r);
+  assert.deepEqual(asked[0]!.nics, [{ pciAddress: '0000:02:00.0', driver: 'uio_pci_generic' }, { pciAddress: '0000:03:00.0', driver: 'vfio-pci' }]);
+  assert.equal(asked[0]!.allowNoIommu, undefined, 'no-IOMMU mode is not asked for unless the operator allows it');
+  await prepareGuestDataplane(session(asked), r, { allowNoIommu: true });
+  assert.equal(asked[1]!.allowNoIommu, true);
+  assert.equal(needsViommu(alloc as never, false), true, 'a vfio-pci NIC: the VM gets a vIOMMU');
+  assert.equal(needsViommu(alloc as never, true), false, 'the operator chose no-IOMMU mode instead');
+  const virtioOnly = { ...alloc, resources: { ...alloc.resources, dataplane: { ...alloc.resources.dataplane, interfaces: ['dp0'] } } };
+  assert.equal(needsViommu(virtioOnly as never, false), false, 'uio_pci_generic needs none');
+  const asksVfio = { ...virtioOnly, resources: { ...virtioOnly.resources, dataplane: { ...virtioOnly.resources.dataplane, driver: 'vfio-pci' as const } } };
+  assert.equal(needsViommu(asksVfio as never, false), true, 'the VNFD asks vfio-pci for its virtio NICs');
+  assert.equal(needsViommu({ resources: { vcpus: 1, memoryMiB: 128 }, interfaces: [{ name: 'vf0', type: 'sriov' }] } as never, false), false, 'a VF without a data plane: the guest kernel drives it');
 });
