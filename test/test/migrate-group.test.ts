@@ -101,7 +101,7 @@ async function replicas(t: string, ids: string[]): Promise<any[]> {
   return Promise.all(ids.map(async (id) => (await api.ok(`nfv.v1.tenant.${t}.vnfs.get`, { id })).replicas[0]));
 }
 
-test('nodes.drain moves a tenant VM holding two VNFs as one group: one HEAL drives, the other follows, leases and ledger follow', async () => {
+test('nodes.drain moves a tenant VM holding two VNFs as one group: one HEAL drives, the other follows, leases and ledger follow', async (t) => {
   const a = nodes.get('mg-a')!;
   const ids = await twoVnfTenant('mg', 'mg-a', 'mg-b');
   const before = await replicas('mg', ids);
@@ -127,6 +127,7 @@ test('nodes.drain moves a tenant VM holding two VNFs as one group: one HEAL driv
   for (const v of drain.vnfs) ops.push(await api.waitOp('mg', v.opOccId, 60_000));
   polling = false;
   await poller;
+  for (const op of ops) t.diagnostic(steps(op));
   for (const op of ops) assert.equal(op.operationState, 'COMPLETED', steps(op));
   assert.deepEqual([...seen], ['RUNNING'], 'both replicas RUNNING throughout');
 
@@ -168,7 +169,7 @@ test('nodes.drain moves a tenant VM holding two VNFs as one group: one HEAL driv
   assert.ok(!a.running.has(sources[0]!) && !a.running.has(sources[1]!), 'A tore the source VM down');
 });
 
-test('a failed fence aborts the whole group (both run on at the source); retrying the driver moves it, the follower completes', async () => {
+test('a failed fence aborts the whole group (both run on at the source); retrying the driver moves it, the follower completes', async (t) => {
   const b = nodes.get('mg-b')!;
   const ids = await twoVnfTenant('mg2', 'mg-a', 'mg-b');
   const sources = (await replicas('mg2', ids)).map((r) => r.allocId as string);
@@ -180,6 +181,7 @@ test('a failed fence aborts the whole group (both run on at the source); retryin
   assert.equal(drain.vnfs.length, 2);
   const ended = [];
   for (const v of drain.vnfs) ended.push(await api.waitOp('mg2', v.opOccId, 60_000));
+  for (const op of ended) t.diagnostic(steps(op));
   for (const op of ended) assert.equal(op.operationState, 'FAILED_TEMP', steps(op));
   const driver = ended.find((o) => o.params.migrations?.['0']?.group);
   const follower = ended.find((o) => o !== driver);

@@ -300,9 +300,10 @@ export class Migrator {
     const r = vnf.replicas[i]!;
     let m: Migration = this.migrations(op)[String(i)] ?? { gen: (r.generation ?? 0) + 1, phase: 'place' };
     const deadlineAt = op.params.deadlineAt !== undefined ? Date.parse(op.params.deadlineAt) : undefined;
-    const pastDeadline = deadlineAt !== undefined && Date.now() > deadlineAt;
+    // asked again at each point it matters: sending the RAM takes long (the deadline may pass meanwhile)
+    const pastDeadline = (): boolean => deadlineAt !== undefined && Date.now() > deadlineAt;
     if (m.phase === 'place') {
-      if (pastDeadline) return this.toRestart(op, `the drain's deadline passed before replica ${i} could migrate`);
+      if (pastDeadline()) return this.toRestart(op, `the drain's deadline passed before replica ${i} could migrate`);
       const src = r.allocId ? await this.d.placement.findAllocation(r.allocId) : null;
       if (!src) return this.toRestart(op, `replica ${i} has no allocation to migrate from`);
       const claimed = await this.claim(op, vnf, i, m, src);
@@ -382,7 +383,7 @@ export class Migrator {
       const st = sts[0];
       if (!st?.migration || sts.some((x) => x?.migration?.state !== 'incoming')) {
         if (!(await this.d.placement.nodeReady(to))) return this.abort(op, i, m, { code: 'UNAVAILABLE', message: `node ${to} is not Ready` }, `the destination node ${to} stopped answering`);
-        if (pastDeadline) return this.abortToRestart(op, i, m, `the drain's deadline passed while node ${to} prepared the incoming VM`);
+        if (pastDeadline()) return this.abortToRestart(op, i, m, `the drain's deadline passed while node ${to} prepared the incoming VM`);
         if (Date.now() - Date.parse(op.retriedAt ?? op.startTime) > this.d.startTimeoutMs) {
           return this.abort(op, i, m, { code: 'UNAVAILABLE', message: `no incoming VM on node ${to} after ${this.d.startTimeoutMs} ms` }, 'timed out waiting for the destination');
         }
@@ -408,9 +409,9 @@ export class Migrator {
         const all = group.length > 1 ? `every replica of the tenant VM runs on node ${from}` : `the VNF runs on node ${from}`;
         return this.abort(op, i, m, asAppError(err).toBody(), `the destination node agent on ${to} did not confirm the incoming VM: migration cancelled (${cancelled}); ${all}`);
       }
-      if (pastDeadline) {
-        await req('cancel', from, srcAllocId, 60_000).catch(() => undefined);
-        return this.abortToRestart(op, i, m, `the drain's deadline passed before the switchover of replica ${i}`);
+      if (pastDeadline()) {
+        const cancelled = await req('cancel', from, srcAllocId, 60_000).then((x) => x.state, (e: unknown) => `not confirmed (${(e as Error).message})`);
+        return this.abortToRestart(op, i, m, `the drain's deadline passed before the switchover of replica ${i} (migration cancelled on node ${from}: ${cancelled})`);
       }
       let done: NodeMigrateReply;
       try {

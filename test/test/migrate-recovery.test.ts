@@ -1,0 +1,273 @@
+/**
+ * Live migration's recovery paths (issue 16: "a migration interrupted by a node or leader failure ends with exactly
+ * one running copy"; drain's `deadlineS`), with the real scheduler processes and simulated nodes that serve
+ * `nodes.<n>.migrate` (no VM; seconds; docs/migration.md):
+ * - `nodes.drain {deadlineS: 1}` while the destination never gets its incoming VM ready: the migration is given up
+ *   at the deadline (the destination allocation released), the replica restarted on the other node, and the op
+ *   occurrence says so (`params.mode: restart`, `restartReason`); and while the source is still sending the RAM:
+ *   the migration is cancelled on the source before any switchover, the replica restarted;
+ * - two scheduler replicas; the leader is killed (SIGKILL) between `start` (RAM copied, the source paused before the
+ *   switchover) and `continue`, while the destination's fence check is unanswered: the new leader resumes the HEAL
+ *   from its recorded phase (sends `start` again, which the source takes as the migration under way, checks, switches
+ *   over once), the op COMPLETED, exactly one running copy (on the destination), the ledger and the leases consistent;
+ *   the same with a tenant VM holding two VNFs (a group: its driving HEAL resumed, one switchover, one copy of each).
+ * The destination node agent killed mid-migration (FAILED_TEMP, the VNF runs on at the source, `opoccs.retry`
+ * completes it) is tested with real VMs in migrate.test.ts.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { NatsConnection } from 'nats';
+import { startCluster, startScheduler, type Api, type Cluster, type SchedulerProc } from '../src/harness.js';
+import { SimNode, simulatedNodeInventory } from '../src/sim-node.js';
+import { waitNodeKnown } from '../src/state-fixtures.js';
+
+let cluster: Cluster;
+let nc: NatsConnection;
+let api: Api;
+const schedulers = new Map<string, SchedulerProc>();
+const nodes = new Map<string, SimNode>();
+const cleanups: (() => void)[] = [];
+
+before(async () => {
+  // a long heartbeat grace: the new leader of the failover test must not take the nodes for lost
+  cluster = await startCluster({ env: { EDGENFV_HEARTBEAT_GRACE_MS: '30000', EDGENFV_INSTANCE_ID: 'mr-s1' } });
+  ({ nc, api } = cluster);
+  schedulers.set('mr-s1', cluster.scheduler);
+  schedulers.set('mr-s2', await startScheduler({ ...cluster.env, EDGENFV_INSTANCE_ID: 'mr-s2' }));
+  for (const id of ['mr-a', 'mr-b']) {
+    const { inventory, cleanup } = await simulatedNodeInventory(id, { numaNodes: 1, cpusPerNuma: 8, isolatedPerNuma: 4, vfsPerNuma: 0, physnet: 'physnet1' });
+    cleanups.push(cleanup);
+    const n = new SimNode(nc, inventory, 300);
+    n.serveMigration = true;
+    await n.start();
+    nodes.set(id, n);
+  }
+  for (const id of nodes.keys()) await waitNodeKnown(nc, id);
+}, { timeout: 90_000 });
+
+after(async () => {
+  for (const n of nodes.values()) n.stop();
+  for (const s of schedulers.values()) await s.stop();
+  await cluster?.close();
+  for (const c of cleanups) c();
+});
+
+async function until(what: string, cond: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`not reached: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const steps = (op: any): string => op.steps.map((s: any) => s.message).join(' | ');
+
+async function leaseOwners(): Promise<string[]> {
+  const kv = await nc.jetstream().views.kv('edgenfv_ipam');
+  const out: string[] = [];
+  for await (const k of await kv.keys('mgmt.owner.>')) out.push(k.slice('mgmt.owner.'.length));
+  return out.sort();
+}
+
+async function leaderId(): Promise<string | undefined> {
+  const kv = await nc.jetstream().views.kv('edgenfv_leader');
+  const e = await kv.get('scheduler');
+  return e && e.operation === 'PUT' ? (JSON.parse(e.string()).holder as string) : undefined;
+}
+
+/** A tenant with one VNF (a tap NIC on mgmt) on mr-a (mr-b cordoned meanwhile). */
+async function vnfOnA(t: string): Promise<{ vnfId: string; allocId: string; ips: string[] }> {
+  await api.ok('nfv.v1.admin.nodes.uncordon', { id: 'mr-a' });
+  await api.ok('nfv.v1.admin.nodes.cordon', { id: 'mr-b' });
+  await api.ok('nfv.v1.admin.tenants.create', { id: t });
+  const descriptor = { name: 'fw', replicas: 1, resources: { vcpus: 1, memoryMiB: 256 }, image: { ref: 'builtin:vrouter' }, interfaces: [{ name: 'm', type: 'tap', network: 'mgmt' }] };
+  const inst = await api.ok(`nfv.v1.tenant.${t}.vnfs.instantiate`, { descriptor });
+  assert.equal((await api.waitOp(t, inst.opOccId, 30_000)).operationState, 'COMPLETED');
+  await api.ok('nfv.v1.admin.nodes.uncordon', { id: 'mr-b' });
+  const r = (await api.ok(`nfv.v1.tenant.${t}.vnfs.get`, { id: inst.vnfId })).replicas[0];
+  assert.equal(r.nodeId, 'mr-a');
+  return { vnfId: inst.vnfId, allocId: r.allocId, ips: r.interfaces[0].ips };
+}
+
+/** Which simulated nodes run a copy of the VNF's replica 0 (allocIds). */
+function copies(vnfId: string): string[] {
+  return [...nodes.values()].flatMap((n) => [...n.running].filter(([, r]) => r.vnfId === vnfId && r.replica === 0).map(([id]) => `${n.nodeId}/${id}`));
+}
+
+test('drain past its deadlineS: the migration not switched over is given up and the replica restarted; the op says so', async (t) => {
+  const a = nodes.get('mr-a')!;
+  const b = nodes.get('mr-b')!;
+  const { vnfId, allocId } = await vnfOnA('mrd');
+  b.holdIncoming = true; // B takes the incoming allocation and never gets its VM ready
+  try {
+    const drain = await api.ok('nfv.v1.admin.nodes.drain', { id: 'mr-a', deadlineS: 1 });
+    assert.equal(drain.vnfs.length, 1);
+    assert.equal(drain.vnfs[0].mode, 'migrate');
+    const op = await api.waitOp('mrd', drain.vnfs[0].opOccId, 60_000);
+    t.diagnostic(steps(op));
+    assert.equal(op.operationState, 'COMPLETED', steps(op));
+    assert.equal(op.params.mode, 'restart', steps(op));
+    assert.match(op.params.restartReason, /the drain's deadline passed while node mr-b prepared the incoming VM/);
+    assert.match(steps(op), /live migration from node mr-a to node mr-b .*deadline passed while node mr-b prepared the incoming VM: restarted instead/);
+    const migrationDest = op.params.migrations['0'];
+    assert.equal(migrationDest.phase, 'place', 'the next attempt would place anew: the given-up destination is released');
+    const r = (await api.ok('nfv.v1.tenant.mrd.vnfs.get', { id: vnfId })).replicas[0];
+    assert.equal(r.nodeId, 'mr-b');
+    assert.equal(r.state, 'RUNNING');
+    assert.notEqual(r.allocId, allocId);
+    assert.equal(op.params.targets['0'], r.generation, 'the restart\'s allocation');
+    // one copy, on B, as the restart placed it; nothing on A; the given-up incoming allocation torn down
+    await until('one copy runs', async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-b/${r.allocId}`]));
+    await until('A holds nothing', async () => (await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-a' })).allocated.replicas === 0);
+    assert.equal((await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-b' })).allocated.replicas, 1);
+    assert.ok(!a.migrateLog.some((x) => x.action === 'start'), 'A never sent the VM');
+    for (const n of nodes.values()) assert.deepEqual(n.conflicts, []);
+  } finally {
+    b.holdIncoming = false;
+  }
+});
+
+test('drain past its deadlineS while the RAM is sent: cancelled on the source before the switchover, the replica restarted', async (t) => {
+  const a = nodes.get('mr-a')!;
+  const { vnfId, allocId } = await vnfOnA('mrc');
+  a.migrateLog.length = 0;
+  // A's answer to `start` (RAM copied, paused before the switchover) comes after the drain's deadline
+  a.beforeMigrateReply = async (req) => {
+    if (req.action === 'start' && req.tenantId === 'mrc') await new Promise((r) => setTimeout(r, 1500));
+  };
+  try {
+    const drain = await api.ok('nfv.v1.admin.nodes.drain', { id: 'mr-a', deadlineS: 1 });
+    const op = await api.waitOp('mrc', drain.vnfs[0].opOccId, 60_000);
+    t.diagnostic(steps(op));
+    assert.equal(op.operationState, 'COMPLETED', steps(op));
+    assert.equal(op.params.mode, 'restart', steps(op));
+    assert.match(op.params.restartReason, /the drain's deadline passed before the switchover of replica 0 \(migration cancelled on node mr-a: cancelled\)/);
+    const acts = a.migrateLog.filter((x) => x.tenantId === 'mrc').map((x) => x.action);
+    assert.deepEqual(acts, ['check', 'start', 'cancel'], 'sent, then cancelled: never switched over');
+    const r = (await api.ok('nfv.v1.tenant.mrc.vnfs.get', { id: vnfId })).replicas[0];
+    assert.equal(r.nodeId, 'mr-b');
+    assert.equal(r.state, 'RUNNING');
+    assert.notEqual(r.allocId, allocId);
+    await until('one copy runs', async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-b/${r.allocId}`]));
+    await until('A holds nothing', async () => (await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-a' })).allocated.replicas === 0);
+    for (const n of nodes.values()) assert.deepEqual(n.conflicts, []);
+  } finally {
+    a.beforeMigrateReply = undefined;
+  }
+});
+
+test('the leader killed between start and continue: the new leader resumes the migration, exactly one running copy', async (t) => {
+  const a = nodes.get('mr-a')!;
+  const b = nodes.get('mr-b')!;
+  const { vnfId, allocId, ips } = await vnfOnA('mrl');
+  const owners = await leaseOwners();
+  assert.ok(owners.includes(`${allocId}.m`));
+  a.migrateLog.length = 0;
+  // B holds its answer to the fence check (the RAM is copied, the VM paused on A before the switchover)
+  let reached!: () => void;
+  const atFence = new Promise<void>((r) => (reached = r));
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  b.beforeMigrateReply = async (req) => {
+    if (req.action !== 'check' || req.tenantId !== 'mrl') return;
+    reached();
+    await released;
+  };
+  try {
+    const heal = await api.ok('nfv.v1.tenant.mrl.vnfs.heal', { id: vnfId, replica: 0, migrate: true });
+    await atFence;
+    const old = await leaderId();
+    assert.ok(old && schedulers.has(old), `leader ${old}`);
+    assert.deepEqual(a.migrateLog.filter((x) => x.tenantId === 'mrl').map((x) => x.action), ['check', 'start'], 'A was asked to send the VM, not yet to switch over');
+    await schedulers.get(old)!.stop('SIGKILL');
+    schedulers.delete(old);
+    release(); // the answer goes to a dead leader
+    await until('another scheduler leads', async () => {
+      const l = await leaderId();
+      return l !== undefined && l !== old;
+    });
+
+    const op = await api.waitOp('mrl', heal.opOccId, 60_000);
+    t.diagnostic(steps(op));
+    assert.equal(op.operationState, 'COMPLETED', steps(op));
+    assert.equal(op.params.mode, 'migrate', steps(op));
+    assert.equal(op.params.migrations['0'].phase, 'done');
+    // resumed at `incoming`: `start` again (the migration under way), the fence, one switchover
+    const acts = a.migrateLog.filter((x) => x.tenantId === 'mrl').map((x) => x.action);
+    assert.deepEqual(acts.filter((x) => x === 'continue'), ['continue'], JSON.stringify(acts));
+    assert.equal(acts.filter((x) => x === 'start').length, 2, JSON.stringify(acts));
+    assert.ok(!acts.includes('cancel'), JSON.stringify(acts));
+    const r = (await api.ok('nfv.v1.tenant.mrl.vnfs.get', { id: vnfId })).replicas[0];
+    assert.equal(r.nodeId, 'mr-b');
+    assert.equal(r.state, 'RUNNING');
+    assert.equal(r.allocId, op.params.migrations['0'].allocId);
+    assert.deepEqual(r.interfaces[0].ips, ips, 'the guest keeps its address');
+    // exactly one running copy, on B; the source VM torn down; the ledger agrees; the lease stays
+    await until('one copy runs', async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-b/${r.allocId}`]));
+    await until('A holds nothing', async () => (await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-a' })).allocated.replicas === 0);
+    const onB = await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-b' });
+    assert.equal(onB.reservations.filter((x: any) => x.vnfId === vnfId).length, 1, JSON.stringify(onB.reservations));
+    assert.deepEqual(await leaseOwners(), owners, 'the leases stay with the moved replica');
+    for (const n of nodes.values()) assert.deepEqual(n.conflicts, []);
+  } finally {
+    b.beforeMigrateReply = undefined;
+    release();
+  }
+});
+
+test('the leader killed mid-migration of a tenant VM holding two VNFs: the new leader resumes the group, one copy of each', async (t) => {
+  const a = nodes.get('mr-a')!;
+  const b = nodes.get('mr-b')!;
+  if (schedulers.size < 2) schedulers.set('mr-s3', await startScheduler({ ...cluster.env, EDGENFV_INSTANCE_ID: 'mr-s3' }));
+  // two VNFs of one tenant in one VM on A
+  await api.ok('nfv.v1.admin.nodes.uncordon', { id: 'mr-a' });
+  await api.ok('nfv.v1.admin.nodes.cordon', { id: 'mr-b' });
+  await api.ok('nfv.v1.admin.tenants.create', { id: 'mrg' });
+  const ids: string[] = [];
+  for (const name of ['fw', 'lb']) {
+    const descriptor = { name, replicas: 1, resources: { vcpus: 1, memoryMiB: 256 }, image: { ref: 'builtin:busybox' }, interfaces: [{ name: 'm', type: 'tap', network: 'mgmt' }] };
+    const inst = await api.ok('nfv.v1.tenant.mrg.vnfs.instantiate', { descriptor });
+    assert.equal((await api.waitOp('mrg', inst.opOccId, 30_000)).operationState, 'COMPLETED');
+    ids.push(inst.vnfId);
+  }
+  await api.ok('nfv.v1.admin.nodes.uncordon', { id: 'mr-b' });
+  a.migrateLog.length = 0;
+  let reached!: () => void;
+  const atFence = new Promise<void>((r) => (reached = r));
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  b.beforeMigrateReply = async (req) => {
+    if (req.action !== 'check' || req.tenantId !== 'mrg') return;
+    reached();
+    await released;
+  };
+  try {
+    const drain = await api.ok('nfv.v1.admin.nodes.drain', { id: 'mr-a', maxParallel: 2 });
+    assert.deepEqual(drain.vnfs.map((v: any) => v.mode), ['migrate', 'migrate']);
+    await atFence;
+    const old = await leaderId();
+    assert.ok(old && schedulers.has(old), `leader ${old}`);
+    await schedulers.get(old)!.stop('SIGKILL');
+    schedulers.delete(old);
+    release();
+    const ops = [];
+    for (const v of drain.vnfs) ops.push(await api.waitOp('mrg', v.opOccId, 60_000));
+    for (const op of ops) t.diagnostic(steps(op));
+    for (const op of ops) assert.equal(op.operationState, 'COMPLETED', steps(op));
+    assert.equal(ops.filter((o) => o.params.migrations['0'].group).length, 1, 'one HEAL drove the group');
+    const acts = a.migrateLog.filter((x) => x.tenantId === 'mrg').map((x) => x.action);
+    assert.deepEqual(acts.filter((x) => x === 'continue'), ['continue'], JSON.stringify(acts));
+    assert.ok(!acts.includes('cancel'), JSON.stringify(acts));
+    for (const vnfId of ids) {
+      const r = (await api.ok('nfv.v1.tenant.mrg.vnfs.get', { id: vnfId })).replicas[0];
+      assert.equal(r.nodeId, 'mr-b');
+      assert.equal(r.state, 'RUNNING');
+      await until(`one copy of ${vnfId} runs`, async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-b/${r.allocId}`]));
+    }
+    await until('A holds nothing', async () => (await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-a' })).allocated.replicas === 0);
+    for (const n of nodes.values()) assert.deepEqual(n.conflicts, []);
+  } finally {
+    b.beforeMigrateReply = undefined;
+    release();
+  }
+});
