@@ -4,13 +4,14 @@
  * start re-adopts them.
  */
 import { createServer } from 'node:http';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { credsAuthenticator, type ConnectionOptions } from 'nats';
 import { createLogger, createRegistry } from '@edgenfv/telemetry';
 import { loadConfig } from './config.js';
 import { connectWithRetry } from './nats-connect.js';
 import { buildApp } from './app.js';
-import { buildGuestImage, SYSTEM_DISK_SERIAL } from './guest/index.js';
+import { buildGuestImage, SYSTEM_DISK_FILE, SYSTEM_DISK_SERIAL } from './guest/index.js';
 import { probeKvm } from './hypervisor/kvm-probe.js';
 import { promisesFromNodeConfig, runHostChecks } from '@edgenfv/host-check';
 import { findBinary } from './inventory.js';
@@ -35,7 +36,7 @@ async function main(): Promise<void> {
       ? {
           kernelPath: cfg.guest.kernelPath,
           initrdPath: cfg.guest.initrdPath,
-          ...(cfg.guest.systemDiskPath ? { systemDisk: { path: cfg.guest.systemDiskPath, serial: SYSTEM_DISK_SERIAL } } : {}),
+          ...systemDiskOf(cfg.guest.systemDiskPath, cfg.guest.initrdPath),
         }
       : // a node with SR-IOV PFs needs the VF drivers (igbvf, iavf, i40e, ice are only in the generic kernel)
         await buildGuestImage({ log: logger, kernelFlavor: Object.keys(cfg.physnets).length > 0 ? 'generic' : 'cloud' });
@@ -91,3 +92,13 @@ main().catch((err: unknown) => {
   process.stderr.write(`node-agent: ${e.message}\n`);
   process.exit(1);
 });
+
+/**
+ * The image's system disk: the configured one, else the `system.erofs` beside the configured initrd (a built image's
+ * folder; without it the guest's /init finds no system disk and powers off).
+ */
+function systemDiskOf(configured: string | undefined, initrdPath: string): { systemDisk?: { path: string; serial: string } } {
+  const beside = join(dirname(initrdPath), SYSTEM_DISK_FILE);
+  const path = configured ?? (existsSync(beside) ? beside : undefined);
+  return path ? { systemDisk: { path, serial: SYSTEM_DISK_SERIAL } } : {};
+}
