@@ -219,3 +219,29 @@ test('vnfs.heal {migrate} of one VNF of a shared tenant VM (no HEAL moves the ot
   assert.equal(r0.state, 'RUNNING');
   assert.equal(r1.nodeId, 'mg-a', 'the other VNF stays');
 });
+
+test('two replicas of one VNF in one tenant VM: the drain\'s one HEAL moves them as one group', async () => {
+  await api.ok('nfv.v1.admin.nodes.uncordon', { id: 'mg-a' });
+  await api.ok('nfv.v1.admin.nodes.cordon', { id: 'mg-b' });
+  await api.ok('nfv.v1.admin.tenants.create', { id: 'mg4' });
+  const descriptor = { name: 'fw', replicas: 2, resources: { vcpus: 1, memoryMiB: 256 }, image: { ref: 'builtin:busybox' }, interfaces: [{ name: 'm', type: 'tap', network: 'mgmt' }] };
+  const inst = await api.ok('nfv.v1.tenant.mg4.vnfs.instantiate', { descriptor });
+  assert.equal((await api.waitOp('mg4', inst.opOccId, 30_000)).operationState, 'COMPLETED');
+  const v0 = await api.ok('nfv.v1.tenant.mg4.vnfs.get', { id: inst.vnfId });
+  assert.deepEqual(v0.replicas.map((r: any) => r.nodeId), ['mg-a', 'mg-a']);
+  await api.ok('nfv.v1.admin.nodes.uncordon', { id: 'mg-b' });
+  const drain = await api.ok('nfv.v1.admin.nodes.drain', { id: 'mg-a' });
+  const mine = drain.vnfs.filter((v: any) => v.tenantId === 'mg4');
+  assert.deepEqual(mine.map((v: any) => [v.mode, v.replicas]), [['migrate', [0, 1]]]);
+  const op = await api.waitOp('mg4', mine[0].opOccId, 60_000);
+  assert.equal(op.operationState, 'COMPLETED', steps(op));
+  assert.equal(op.params.mode, 'migrate');
+  assert.deepEqual(op.params.migrations['0'].group.map((g: any) => g.replica).sort(), [0, 1]);
+  assert.equal(op.params.migrations['1'].drivenBy, op.id);
+  assert.equal(op.params.migrations['1'].phase, 'done');
+  const v1 = await api.ok('nfv.v1.tenant.mg4.vnfs.get', { id: inst.vnfId });
+  assert.deepEqual(v1.replicas.map((r: any) => [r.nodeId, r.state]), [['mg-b', 'RUNNING'], ['mg-b', 'RUNNING']]);
+  assert.deepEqual(v1.replicas.map((r: any) => r.interfaces[0].ips), v0.replicas.map((r: any) => r.interfaces[0].ips));
+  await until('A holds nothing of the tenant', async () => (await allocsOf('mg-a', 'mg4')).length === 0);
+  for (const n of nodes.values()) assert.deepEqual(n.conflicts, []);
+});
