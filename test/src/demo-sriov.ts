@@ -110,7 +110,8 @@ async function main(): Promise<number> {
       out.pingsReceived = Number(m?.[2] ?? 0);
       log(`ping: ${out.pingsReceived}/${out.pingsSent} answered`);
     }
-    const term = await node.api.ok<{ opOccId: string }>(`nfv.v1.tenant.${t}.vnfs.terminate`, { id: inst.vnfId });
+    // an instantiate that did not complete (FAILED_TEMP) still holds the VNF: a FORCEFUL terminate takes over from it
+    const term = await node.api.ok<{ opOccId: string }>(`nfv.v1.tenant.${t}.vnfs.terminate`, { id: inst.vnfId, ...(op.operationState === 'COMPLETED' ? {} : { mode: 'FORCEFUL' }) });
     const top = await node.api.waitOp(t, term.opOccId, 20 * 60_000);
     log(`TERMINATE ${top.operationState}`);
     // the VF back on igbvf with the settings it had before (the driver re-probes asynchronously)
