@@ -112,7 +112,7 @@ async function main(): Promise<void> {
   const floor: number[] = [];
   const floorUptime: number[] = [];
   const codeCache: string[] = [];
-  const guest = { helloAck: [] as number[], rpc: [] as number[], init: [] as number[], modules: [] as number[], node: [] as number[], agent: [] as number[], handshake: [] as number[], spawnToUptime0: [] as number[] };
+  const guest = { helloAck: [] as number[], rpc: [] as number[], init: [] as number[], modules: [] as number[], node: [] as number[], agent: [] as number[], handshake: [] as number[], spawnToUptime0: [] as number[], disk: [] as number[], modprobe: [] as number[], nodeBoot: [] as number[], bundle: [] as number[] };
   const guestB = { qemu: [] as number[], guest: [] as number[], handshake: [] as number[] };
   const busybox = findBinary('busybox');
   if (!busybox) throw new Error('busybox not found (the guest image needs it too)');
@@ -141,6 +141,7 @@ async function main(): Promise<void> {
       c.push(Number(events.exec! - t0) / 1e6);
       const bReadyAt = await bReadySeen;
       const bStamps = stamps(join(manager.sandboxes()[0]!.runDir, 'console.log'));
+      console.log(`(b) run ${i} guest stamps (uptime ms): ${JSON.stringify(bStamps)}`);
       if (bReadyAt !== undefined && bStamps.EDGENFV_AGENT_READY !== undefined) {
         const toReadyLine = Number(bReadyAt - events.exec!) / 1e6;
         guestB.qemu.push(toReadyLine - bStamps.EDGENFV_AGENT_READY);
@@ -194,6 +195,7 @@ async function main(): Promise<void> {
           guest.rpc.push(Number(healthAt - ackAt) / 1e6);
         }
         const st = stamps(cmd.consoleLog);
+        console.log(`(a) run ${i} guest stamps (uptime ms): ${JSON.stringify(st)}`);
         const cc = /EDGENFV_AGENT_CACHE (\w+)/.exec(readFileSync(cmd.consoleLog, 'utf8'));
         if (cc) codeCache.push(cc[1]!);
         const readyAt = await readySeen;
@@ -201,6 +203,11 @@ async function main(): Promise<void> {
         if (st.EDGENFV_INIT !== undefined && st.EDGENFV_AGENT_START !== undefined) guest.modules.push(st.EDGENFV_AGENT_START - st.EDGENFV_INIT);
         if (st.EDGENFV_AGENT_START !== undefined && st.EDGENFV_AGENT_JS !== undefined) guest.node.push(st.EDGENFV_AGENT_JS - st.EDGENFV_AGENT_START);
         if (st.EDGENFV_AGENT_JS !== undefined && st.EDGENFV_AGENT_READY !== undefined) guest.agent.push(st.EDGENFV_AGENT_READY - st.EDGENFV_AGENT_JS);
+        // the finer split (deploy/guest-image/init and agent-loader.cjs stamps)
+        if (st.EDGENFV_INIT !== undefined && st.EDGENFV_SYSROOT !== undefined) guest.disk.push(st.EDGENFV_SYSROOT - st.EDGENFV_INIT);
+        if (st.EDGENFV_SYSROOT !== undefined && st.EDGENFV_AGENT_START !== undefined) guest.modprobe.push(st.EDGENFV_AGENT_START - st.EDGENFV_SYSROOT);
+        if (st.EDGENFV_AGENT_START !== undefined && st.EDGENFV_AGENT_LOADER !== undefined) guest.nodeBoot.push(st.EDGENFV_AGENT_LOADER - st.EDGENFV_AGENT_START);
+        if (st.EDGENFV_AGENT_LOADER !== undefined && st.EDGENFV_AGENT_JS !== undefined) guest.bundle.push(st.EDGENFV_AGENT_JS - st.EDGENFV_AGENT_LOADER);
         if (readyAt !== undefined) guest.handshake.push(Math.max(0, Number(healthAt - readyAt) / 1e6));
         if (st.EDGENFV_AGENT_READY !== undefined) guest.spawnToUptime0.push(Number(readyAt ?? healthAt) / 1e6 - Number(t1) / 1e6 - st.EDGENFV_AGENT_READY);
       } finally {
@@ -270,6 +277,12 @@ async function main(): Promise<void> {
       nodeStartMs: med(guest.node),
       agentStartMs: med(guest.agent),
       handshakeMs: med(guest.handshake),
+      // initScriptMs split: early modules + finding and mounting the system disk; modprobe and the rest of /init
+      initDiskMs: med(guest.disk),
+      initModprobeMs: med(guest.modprobe),
+      // nodeStartMs split: Node.js's own start (exec -> the loader's first statement); the bundle's load (cache, compile)
+      nodeBootstrapMs: med(guest.nodeBoot),
+      bundleLoadMs: med(guest.bundle),
       // the handshake split: the ready line seen -> the channel's HELLO acknowledged; -> Health + Version answered
       helloAckMs: med(guest.helloAck),
       firstRpcsMs: med(guest.rpc),

@@ -238,10 +238,14 @@ export class AgentClient {
     let last: unknown;
     while (Date.now() < deadline) {
       if (opts.signal?.aborted) throw opts.signal.reason ?? new UnavailableError('aborted');
+      // Health and Version at once on the one connection (a TCG guest's round trip is 100-200 ms): Version's answer
+      // counts only when Health says SERVING
+      const version = this.version({ timeoutMs: 10_000 });
+      version.catch(() => undefined); // awaited below only after a SERVING health
       try {
         const h = await this.health({ timeoutMs: Math.max(100, Math.min(5000, deadline - Date.now())), ...(opts.signal ? { signal: opts.signal } : {}) });
         if (h.status === 'SERVING') {
-          const v = await this.version({ timeoutMs: 10_000 });
+          const v = await version;
           this.readyInstanceId = h.instanceId;
           return v;
         }

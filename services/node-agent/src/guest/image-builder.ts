@@ -17,11 +17,12 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { AGENT_PORT_NAME, agentProtoPath, InternalError, InvalidArgumentError } from '@edgenfv/contracts';
-import type { Logger } from '@edgenfv/telemetry';
+import { silentLogger, type Logger } from '@edgenfv/telemetry';
 import { DPDK_MANIFEST, dpdkFileSet, dpdkManifest } from './dpdk-files.js';
+import { connectAgent, type AgentConnection } from './connection.js';
 
 const pexec = promisify(execFile);
-export const IMAGE_BUILDER_VERSION = '2';
+export const IMAGE_BUILDER_VERSION = '3';
 export const REPO_ROOT = fileURLToPath(new URL('../../../../../', import.meta.url));
 
 export type KernelFlavor = 'cloud' | 'generic';
@@ -371,8 +372,9 @@ export function agentNodeFlags(imageHash: string): string[] {
 /**
  * The code cache of the guest agent bundle, "trained" on this host: the image's own (stripped) node runs the
  * image's loader and bundle with the guest's flags on a socket stand-in of the virtio port until the agent is
- * ready, then the loader writes the cache of every function compiled so far (the whole start path). Not further (the
- * first RPCs): what runs then depends on timing, and the cache's bytes would differ from build to build.
+ * ready and a client has made the first RPCs (Health + Version: the handshake of every boot), then the loader writes
+ * the cache of every function compiled so far (the start path and those RPCs' path). Not further: what runs later
+ * depends on timing, and the cache's bytes would differ from build to build.
  * undefined when that fails (the guest then compiles the bundle as before).
  */
 async function trainAgentCache(root: string, work: string, flags: string[], log?: Logger): Promise<Buffer | undefined> {
@@ -397,8 +399,13 @@ async function trainAgentCache(root: string, work: string, flags: string[], log?
     void exited.then(() => resolve(false));
   });
   const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  let conn: AgentConnection | undefined;
   try {
     if (!(await ready)) throw new Error(`the agent did not start: ${output.trim().split('\n').slice(-3).join(' | ')}`);
+    // then the first RPCs every boot's handshake makes (the channel, HTTP/2, Health and Version: compiled at the first
+    // call otherwise, 0.4-1.8 s of a TCG boot): the node agent's own client connects over the socket stand-in of the
+    // port; the cache is written while it is connected (what runs at its close is timing and stays out)
+    conn = await connectAgent({ chardevPath, timeoutMs: 30_000, log: silentLogger() });
     child.kill('SIGUSR2');
     for (let i = 0; i < 200 && !existsSync(out); i++) await new Promise((r) => setTimeout(r, 25));
     if (!existsSync(out)) throw new Error(`the loader wrote no cache (exit ${child.exitCode ?? child.signalCode ?? 'none'}): ${output.trim().split('\n').slice(-3).join(' | ')}`);
@@ -408,6 +415,7 @@ async function trainAgentCache(root: string, work: string, flags: string[], log?
     return undefined;
   } finally {
     clearTimeout(timer);
+    await conn?.close().catch(() => undefined);
     child.kill('SIGKILL');
     await exited;
     await rm(dir, { recursive: true, force: true });
