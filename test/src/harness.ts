@@ -39,12 +39,15 @@ export class Api {
   }
   /** Polls an op occurrence until it is terminal, or FAILED_TEMP (where it waits for retry, rollback or fail). */
   async waitOp(t: string, opOccId: string, timeoutMs = 60_000): Promise<any> {
-    const until = Date.now() + timeoutMs;
+    const t0 = Date.now();
+    const until = t0 + timeoutMs;
     for (;;) {
-      const r = await this.tenant(t, 'opoccs.get', { id: opOccId });
+      // one poll that times out (a loaded host, a scheduler failover) is not the op's outcome: only the deadline is
+      const r = await this.tenant(t, 'opoccs.get', { id: opOccId }).catch((err: Error) => ({ ok: false, error: { code: 'POLL', message: err.message } }));
       if (r.ok && ['COMPLETED', 'FAILED', 'ROLLED_BACK', 'FAILED_TEMP'].includes(r.result.operationState)) return r.result;
       if (Date.now() > until) throw new Error(`op ${opOccId} not terminal after ${timeoutMs} ms: ${JSON.stringify(r)}`);
-      await new Promise((res) => setTimeout(res, 100));
+      // every 100 ms for the first minute, then every second (a nested boot waits tens of minutes)
+      await new Promise((res) => setTimeout(res, Date.now() - t0 < 60_000 ? 100 : 1000));
     }
   }
 }
