@@ -158,7 +158,16 @@ export interface Allocation {
    * destination allocations (same node, same tenant) with the same `group`, and the destination starts one VM for
    * them once all are in its watch. Absent: a VM holding this one replica.
    */
-  migration?: { fromNodeId: string; fromAllocId: string; group?: MigrationGroupMember[] };
+  migration?: {
+    fromNodeId: string;
+    fromAllocId: string;
+    group?: MigrationGroupMember[];
+    /**
+     * The source VM as its node agent reported it at `check` (`NodeMigrateReply.vm`, copied verbatim into every
+     * destination allocation of the move): what the destination must start for the state to load.
+     */
+    vm?: MigrationVmLayout;
+  };
   /** IP lease owners the replica's addresses are held under when not `<allocId>.<ifName>` (a migrated replica keeps its source's). */
   leaseOwners?: string[];
   createdAt: string;
@@ -196,9 +205,37 @@ export interface NodeMigrateReply {
   transferredBytes?: number;
   /**
    * The source's answer to `check`: the allocIds of every replica in the VM the asked allocation is in (itself
-   * included); the leader migrates them as one group. Absent: an agent that does not report it (one replica).
+   * included, in the order they joined it); the leader migrates them as one group. Absent: an agent that does
+   * not report it (one replica).
    */
   members?: string[];
+  /** `check` on the source: what a destination must start for the VM's state to load (`Allocation.migration.vm`). */
+  vm?: MigrationVmLayout;
+}
+
+/**
+ * A running tenant VM as QEMU holds it, reported by the source node agent for a live migration: QEMU loads the
+ * state only into a VM started with the same devices at the same places, and a replica that joined the VM got its
+ * NICs, disk, vCPUs and memory hot-plugged wherever they fitted then. The scheduler copies it unread.
+ */
+export interface MigrationVmLayout {
+  /** The VM's boot spec (sizes before any hotplug, and the maxima; `viommu`: it has the virtual IOMMU). */
+  boot: { vcpus: number; maxVcpus: number; memoryMiB: number; maxMemoryMiB: number; viommu?: boolean };
+  /** Its size now (hotplug included). */
+  vcpus: number;
+  memoryMiB: number;
+  /** PCIe root ports (q35) it was started with. */
+  rootPorts: number;
+  /** Where QEMU placed each PCI device (`query-pci`), by its QEMU id: the bus (`pcie.0` or a root port's id) and slot. */
+  pci: Record<string, { bus: string; addr: number }>;
+  /** Hot-plugged vCPUs (`query-hotpluggable-cpus`): QEMU id, type and topology. */
+  cpus: Array<{ id: string; type: string; props: Record<string, number> }>;
+  /** Hot-plugged DIMMs (`query-memory-devices`): QEMU id, size, guest-physical address and slot. */
+  dimms: Array<{ id: string; sizeMiB: number; addr: number; slot: number }>;
+  /** The ids the source recorded as hot-plugged (vCPUs, `nic:<id>`, `disk:<id>`): the destination can unplug them. */
+  hotplugged: string[];
+  /** Every replica in the VM, in the order they joined: its allocId and its interfaces' names inside the guest. */
+  members: Array<{ allocId: string; guestIfNames: Record<string, string> }>;
 }
 
 export type ReplicaRunState = 'STARTING' | 'RUNNING' | 'FAILED' | 'STOPPING' | 'STOPPED';

@@ -551,19 +551,33 @@ export class NodeAgent {
   private async migrateIn(a: Allocation): Promise<void> {
     const log = this.log.child({ tenantId: a.tenantId, vnfId: a.vnfId, allocId: a.allocId, from: a.migration!.fromNodeId });
     const t0 = this.seenAt.get(a.allocId) ?? process.hrtime.bigint();
-    await this.writeStatus(a, 'STARTING', { progress: `preparing an incoming VM (live migration from node ${a.migration!.fromNodeId})` });
+    const incomingStatus = (uri: string, token?: string): Partial<ReplicaStatus> => ({
+      progress: `incoming VM waits for the migration (${uri})`,
+      migration: { state: 'incoming', uri, ...(token ? { token } : {}) },
+    });
+    // a member of a moving VM whose QEMU another member's call already started: it waits in that VM
+    const waiting = this.o.manager.migration.incomingOf(a.allocId);
+    await this.writeStatus(a, 'STARTING', waiting ? incomingStatus(waiting.uri, waiting.token) : { progress: `preparing an incoming VM (live migration from node ${a.migration!.fromNodeId})` });
     try {
-      let incomingUri = '';
       // the stream comes over TCP to the address this node reaches the control plane from (migration-relay.ts)
       const server = this.o.nc.getServer();
       const listenAddress = await sourceAddressTowards(server.replace(/^\[?([^\]]*?)\]?:\d+$/, '$1'));
+      let incomingUri = waiting?.uri ?? '';
+      const wanted = (id: string): boolean => (this.desired.get(id)?.desired ?? 'running') === 'running' && this.desired.has(id) && !this.stopped;
       const r = await this.o.manager.migration.incoming(
         a,
-        (uri, token) => {
-          incomingUri = uri;
-          return this.writeStatus(a, 'STARTING', { progress: `incoming VM waits for the migration (${uri})`, migration: { state: 'incoming', uri, ...(token ? { token } : {}) } });
+        {
+          // reported on every member of the moving VM (the same URI and token)
+          onIncoming: async (uri, token, allocIds) => {
+            incomingUri = uri;
+            for (const id of allocIds) {
+              const m = id === a.allocId ? a : this.desired.get(id);
+              if (m) await this.writeStatus(m, 'STARTING', incomingStatus(uri, token));
+            }
+          },
+          stillWanted: () => wanted(a.allocId),
+          allocation: (id) => (wanted(id) ? this.desired.get(id) : undefined),
         },
-        () => (this.desired.get(a.allocId)?.desired ?? 'running') === 'running' && this.desired.has(a.allocId) && !this.stopped,
         listenAddress,
       );
       const startMs = Math.round(Number(process.hrtime.bigint() - t0) / 1e6);

@@ -6,8 +6,8 @@
  * gratuitous RARPs from every NIC so that the switches learn the new port.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { UnavailableError } from '@edgenfv/contracts';
-import type { VmHandle } from './types.js';
+import { UnavailableError, type MigrationVmLayout } from '@edgenfv/contracts';
+import type { VmHandle, VmSpec } from './types.js';
 import { withQmp, type QmpClient } from './qmp.js';
 
 /** What `query-migrate` says (the fields used here). */
@@ -111,4 +111,55 @@ export async function incomingWaiting(vm: VmHandle): Promise<boolean> {
 /** Gratuitous RARPs from every NIC of the guest (QEMU's `announce-self`), so that the switches learn the new port. */
 export async function announceSelf(vm: VmHandle): Promise<void> {
   await withQmp(vm.apiSocket, (q) => q.execute('announce-self', { initial: 50, max: 550, rounds: 5, step: 100 }));
+}
+
+interface PciDeviceInfo {
+  slot: number;
+  function: number;
+  qdev_id: string;
+  pci_bridge?: { devices?: PciDeviceInfo[] };
+}
+
+/**
+ * Where QEMU placed the VM's devices (`query-pci`; root ports are `rpN`, what sits behind one is on its bus), its
+ * hot-plugged vCPUs (`query-hotpluggable-cpus`) and DIMMs (`query-memory-devices`): what a migration's destination
+ * must start with (qemu-args `spec.layout`).
+ */
+async function readLayout(vm: VmHandle): Promise<Pick<MigrationVmLayout, 'rootPorts' | 'pci' | 'cpus' | 'dimms'>> {
+  return withQmp(vm.apiSocket, async (q) => {
+    const buses = await q.execute<{ bus: number; devices: PciDeviceInfo[] }[]>('query-pci');
+    const pci: MigrationVmLayout['pci'] = {};
+    let rootPorts = 0;
+    for (const d of buses.find((b) => b.bus === 0)?.devices ?? []) {
+      if (!d.qdev_id || d.function !== 0) continue;
+      const port = /^rp(\d+)$/.exec(d.qdev_id);
+      if (!port) {
+        pci[d.qdev_id] = { bus: 'pcie.0', addr: d.slot };
+        continue;
+      }
+      rootPorts = Math.max(rootPorts, Number(port[1]) + 1);
+      for (const behind of d.pci_bridge?.devices ?? []) if (behind.qdev_id) pci[behind.qdev_id] = { bus: d.qdev_id, addr: behind.slot };
+    }
+    const cpus = (await q.queryHotpluggableCpus())
+      .filter((c) => c['qom-path']?.startsWith('/machine/peripheral/'))
+      .map((c) => ({ id: c['qom-path']!.slice('/machine/peripheral/'.length), type: c.type, props: { ...c.props } as Record<string, number> }));
+    const mems = await q.execute<{ type: string; data: { id?: string; size: number; addr: number; slot: number } }[]>('query-memory-devices');
+    const dimms = mems.filter((m) => m.type === 'dimm' && m.data.id).map((m) => ({ id: m.data.id!, sizeMiB: m.data.size / 1024 ** 2, addr: m.data.addr, slot: m.data.slot }));
+    return { rootPorts, pci, cpus, dimms };
+  });
+}
+
+/**
+ * The running VM as a migration's destination must start it (q35): its boot spec's sizes, its size now, where QEMU
+ * placed each device, its hot-plugged vCPUs and DIMMs, and `members` (the replicas in it, in the order they joined).
+ */
+export async function vmLayout(vm: VmHandle, boot: Pick<VmSpec, 'vcpus' | 'maxVcpus' | 'memoryMiB' | 'maxMemoryMiB' | 'viommu'>, members: MigrationVmLayout['members']): Promise<MigrationVmLayout> {
+  return {
+    boot: { vcpus: boot.vcpus, maxVcpus: boot.maxVcpus, memoryMiB: boot.memoryMiB, maxMemoryMiB: boot.maxMemoryMiB, ...(boot.viommu ? { viommu: true } : {}) },
+    vcpus: vm.vcpus,
+    memoryMiB: vm.memoryMiB,
+    ...(await readLayout(vm)),
+    hotplugged: [...vm.hotplugged],
+    members,
+  };
 }

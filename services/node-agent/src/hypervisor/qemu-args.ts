@@ -62,13 +62,28 @@ export const VIOMMU_KERNEL_ARGS = 'intel_iommu=on iommu=pt';
  */
 export const VIOMMU_NIC_PROPS = 'iommu_platform=on';
 
+/** Where a PCI device goes: `bus` (a q35 root port, or `pcie.0`) and, when given, its slot there. */
+export interface PciPlace {
+  bus: string;
+  addr?: number;
+}
+
+function onBus(at?: PciPlace): string {
+  return at ? `,bus=${at.bus}${at.addr !== undefined ? `,addr=0x${at.addr.toString(16)}` : ''}` : '';
+}
+
+/** QEMU's id of a NIC's PCI device (what `query-pci` reports it as). */
+function nicQdevId(dev: NetDevice): string {
+  return dev.kind === 'vfio' ? dev.id : `${dev.id}-nic`;
+}
+
 /**
- * `-device` string of a NIC on machine `machine`; `bus` is the q35 root port for hot-unpluggable devices;
- * `viommu`: the VM has the virtual IOMMU (a virtio NIC on a tap then translates through it).
+ * `-device` string of a NIC on machine `machine`; `at`: the q35 root port for hot-unpluggable devices (and its slot
+ * on a migration's destination); `viommu`: the VM has the virtual IOMMU (a virtio NIC on a tap then translates
+ * through it).
  */
-export function nicDevice(dev: NetDevice, machine: VmSpec['machine'], bus?: string, viommu = false): string {
-  const onBus = bus ? `,bus=${bus}` : '';
-  if (dev.kind === 'vfio') return `vfio-pci,host=${dev.pci},id=${dev.id}${onBus}`;
+export function nicDevice(dev: NetDevice, machine: VmSpec['machine'], at?: PciPlace, viommu = false): string {
+  if (dev.kind === 'vfio') return `vfio-pci,host=${dev.pci},id=${dev.id}${onBus(at)}`;
   const model = machine === 'microvm' ? 'virtio-net-device' : 'virtio-net-pci';
   // romfile= (no option ROM): the guest boots its kernel directly, and a NIC hotplugged into a chrooted QEMU could
   // not load efi-virtio.rom from /usr/share/qemu (boot and hotplug alike, so a migrated VM has the same devices)
@@ -77,12 +92,34 @@ export function nicDevice(dev: NetDevice, machine: VmSpec['machine'], bus?: stri
   if (dev.kind === 'vhost-user-net' && dev.queues > 1) {
     extra += `,mq=on${machine === 'microvm' ? '' : `,vectors=${2 * dev.queues + 2}`}`;
   }
-  return `${model},netdev=${dev.id},mac=${dev.mac},id=${dev.id}-nic${machine === 'microvm' ? '' : onBus}${extra}`;
+  return `${model},netdev=${dev.id},mac=${dev.mac},id=${nicQdevId(dev)}${machine === 'microvm' ? '' : onBus(at)}${extra}`;
 }
 
 /** `-device` string of a read-only image disk (found in the guest by its serial). */
-export function diskDevice(d: Extract<VmDevice, { kind: 'disk' }>, machine: VmSpec['machine'], bus?: string): string {
-  return `${machine === 'microvm' ? 'virtio-blk-device' : 'virtio-blk-pci'},drive=${d.id},serial=${d.serial},id=${d.id}-blk${bus ? `,bus=${bus}` : ''}`;
+export function diskDevice(d: Extract<VmDevice, { kind: 'disk' }>, machine: VmSpec['machine'], at?: PciPlace): string {
+  return `${machine === 'microvm' ? 'virtio-blk-device' : 'virtio-blk-pci'},drive=${d.id},serial=${d.serial},id=${d.id}-blk${onBus(at)}`;
+}
+
+const BUS_RE = /^(pcie\.0|rp\d{1,2})$/;
+const PROP_RE = /^[a-z][a-z-]{0,20}$/;
+
+/** A migration destination's layout (it came from another node through the scheduler): nothing reaches QEMU's command line unchecked. */
+function validateLayout(spec: VmSpec, issues: FieldIssue[]): void {
+  const l = spec.layout;
+  if (!l) return;
+  const int = (v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): boolean => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
+  if (spec.machine !== 'q35') issues.push({ field: 'layout', message: 'a device layout needs machine q35' });
+  if (!int(l.rootPorts, 0, MAX_ROOT_PORTS)) issues.push({ field: 'layout.rootPorts', message: `must be 0..${MAX_ROOT_PORTS}` });
+  for (const [id, p] of Object.entries(l.pci ?? {})) {
+    if (!ID_RE.test(id) || !BUS_RE.test(String(p?.bus)) || !int(p?.addr, 0, 31)) issues.push({ field: `layout.pci.${id}`, message: 'must be a device id on bus pcie.0 or rpN, slot 0..31' });
+  }
+  (l.cpus ?? []).forEach((c, i) => {
+    const ok = ID_RE.test(c.id) && /^[A-Za-z0-9_.-]{1,40}$/.test(c.type) && Object.entries(c.props ?? {}).every(([k, v]) => PROP_RE.test(k) && int(v, 0));
+    if (!ok) issues.push({ field: `layout.cpus[${i}]`, message: 'must be {id, type, props: {<topology>: integer}}' });
+  });
+  (l.dimms ?? []).forEach((d, i) => {
+    if (!ID_RE.test(d.id) || !int(d.sizeMiB, 1) || !int(d.addr, 0) || !int(d.slot, 0, 255)) issues.push({ field: `layout.dimms[${i}]`, message: 'must be {id, sizeMiB, addr, slot} (integers)' });
+  });
 }
 
 export function validateSpec(spec: VmSpec): FieldIssue[] {
@@ -97,7 +134,8 @@ export function validateSpec(spec: VmSpec): FieldIssue[] {
     else if (spec.memoryMiB % mib !== 0) issues.push({ field: 'memoryMiB', message: `must be a multiple of the hugepage size (${mib} MiB)` });
   }
   const ports = spec.devices.filter((d) => d.kind !== 'agent-channel').length + (spec.hotplugSlots ?? 0);
-  if (spec.machine === 'q35' && ports > MAX_ROOT_PORTS)
+  validateLayout(spec, issues);
+  if (spec.machine === 'q35' && !spec.layout && ports > MAX_ROOT_PORTS)
     issues.push({ field: 'hotplugSlots', message: `NICs + hotplugSlots need ${ports} PCIe root ports; the root bus has room for ${MAX_ROOT_PORTS}` });
   const ids = new Set<string>();
   spec.devices.forEach((d, i) => {
@@ -203,13 +241,24 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
   // path whatever bus number it gives the port's secondary bus (pciPathOf in qemu.ts).
   if (spec.viommu) a.push('-device', VIOMMU_DEVICE); // before the devices it translates
   let port = 0;
-  const nextPort = (): string | undefined => {
-    if (!q35) return undefined;
+  const addPort = (): string => {
     const id = `rp${port}`;
     a.push('-device', `pcie-root-port,id=${id},chassis=${port + 1},slot=${port + 1},addr=0x${(ROOT_PORT_SLOT0 + port).toString(16)}`);
     port++;
     return id;
   };
+  // A migration's destination (spec.layout): the source's root ports, and every device where QEMU placed it there
+  // (a replica that joined the VM got its devices hot-plugged onto whichever port was free).
+  const layout = q35 ? spec.layout : undefined;
+  const placed = new Set<string>();
+  const placeOf = (qdevId: string): PciPlace => {
+    const p = layout!.pci[qdevId];
+    if (!p) throw new InvalidArgumentError([{ field: `layout.pci.${qdevId}`, message: 'the source VM has no such device: the state would not load into this VM' }]);
+    placed.add(qdevId);
+    return p;
+  };
+  if (layout) for (let i = 0; i < layout.rootPorts; i++) addPort();
+  const nextPort = (qdevId: string): PciPlace | undefined => (layout ? placeOf(qdevId) : q35 ? { bus: addPort() } : undefined);
 
   const fds: QemuCommand['fds'] = [];
   let agentSocket: string | undefined;
@@ -217,7 +266,7 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
     switch (d.kind) {
       case 'agent-channel':
         agentSocket = d.socketPath;
-        a.push('-device', q35 ? 'virtio-serial-pci,id=vser0' : 'virtio-serial-device,id=vser0');
+        a.push('-device', q35 ? `virtio-serial-pci,id=vser0${layout ? onBus(placeOf('vser0')) : ''}` : 'virtio-serial-device,id=vser0');
         a.push('-chardev', `socket,id=${d.id},path=${d.socketPath},server=on,wait=off`);
         a.push('-device', `virtserialport,chardev=${d.id},name=${d.name}`);
         if (d.debugConsoleSocket) {
@@ -229,37 +278,47 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
       case 'tap':
         // Never vhost=on: hosts without /dev/vhost-net abort with it (and it is only a speed-up).
         a.push('-netdev', `tap,id=${d.id},ifname=${d.ifName},script=no,downscript=no`);
-        a.push('-device', nicDevice(d, spec.machine, nextPort(), spec.viommu));
+        a.push('-device', nicDevice(d, spec.machine, nextPort(nicQdevId(d)), spec.viommu));
         break;
       case 'macvtap': {
         const fd = 3 + fds.length;
         fds.push({ fd, path: d.tapDevPath });
         a.push('-netdev', `tap,id=${d.id},fd=${fd}`);
-        a.push('-device', nicDevice(d, spec.machine, nextPort(), spec.viommu));
+        a.push('-device', nicDevice(d, spec.machine, nextPort(nicQdevId(d)), spec.viommu));
         break;
       }
       case 'vhost-user-net':
         a.push('-chardev', d.server ? `socket,id=${d.id}-chr,path=${d.socketPath},server=on,wait=off` : `socket,id=${d.id}-chr,path=${d.socketPath},reconnect-ms=1000`);
         a.push('-netdev', `vhost-user,id=${d.id},chardev=${d.id}-chr${d.queues > 1 ? `,queues=${d.queues}` : ''}`);
-        a.push('-device', nicDevice(d, spec.machine, nextPort(), spec.viommu));
+        a.push('-device', nicDevice(d, spec.machine, nextPort(nicQdevId(d)), spec.viommu));
         break;
       case 'vfio':
-        a.push('-device', nicDevice(d, spec.machine, nextPort(), spec.viommu));
+        a.push('-device', nicDevice(d, spec.machine, nextPort(nicQdevId(d)), spec.viommu));
         break;
       case 'disk':
         break; // after the root ports, below: they keep their slots (guestPciAddressOf)
     }
   }
-  for (let i = 0; q35 && i < (spec.hotplugSlots ?? 0); i++) nextPort();
+  for (let i = 0; q35 && !layout && i < (spec.hotplugSlots ?? 0); i++) addPort();
   for (const d of spec.devices) {
     if (d.kind !== 'disk') continue;
     a.push('-drive', `file=${d.path},format=raw,if=none,readonly=on,id=${d.id}`);
-    a.push('-device', diskDevice(d, spec.machine));
+    a.push('-device', diskDevice(d, spec.machine, layout ? placeOf(`${d.id}-blk`) : undefined));
   }
   // last, so that it moves no other device's address (q35: on the root bus, not on a hot-pluggable root port)
   if (spec.systemDisk) {
     a.push('-drive', `file=${spec.systemDisk.path},format=raw,if=none,readonly=on,id=sysdisk`);
-    a.push('-device', diskDevice({ kind: 'disk', id: 'sysdisk', ...spec.systemDisk }, spec.machine));
+    a.push('-device', diskDevice({ kind: 'disk', id: 'sysdisk', ...spec.systemDisk }, spec.machine, layout ? placeOf('sysdisk-blk') : undefined));
+  }
+  if (layout) {
+    const missing = Object.keys(layout.pci).filter((id) => !placed.has(id));
+    if (missing.length) throw new InvalidArgumentError([{ field: 'layout.pci', message: `the source VM has devices this VM would not have: ${missing.join(', ')}` }]);
+    // hot-plugged vCPUs and DIMMs, cold-plugged here with the source's ids, topology, addresses
+    for (const c of layout.cpus) a.push('-device', [c.type, `id=${c.id}`, ...Object.entries(c.props).map(([k, v]) => `${k}=${v}`)].join(','));
+    for (const d of layout.dimms) {
+      a.push('-object', memoryObject(spec.memory, `${d.id}m`, d.sizeMiB, spec.numaNode));
+      a.push('-device', `pc-dimm,id=${d.id},memdev=${d.id}m,addr=${d.addr},slot=${d.slot}`);
+    }
   }
   const cmd: QemuCommand = { args: a, fds, ...files };
   if (agentSocket) cmd.agentSocket = agentSocket;

@@ -128,10 +128,21 @@ export class QemuDriver implements HypervisorDriver {
     };
     if (cmd.agentSocket) Object.assign(vm, { agentSocket: cmd.agentSocket });
     if (spec.chrootDir) vm.chrootDir = spec.chrootDir;
-    // Root ports: the boot NICs occupy the first ones in device order.
-    let port = 0;
-    for (const d of spec.devices) if (d.kind !== 'agent-channel' && d.kind !== 'disk' && spec.machine === 'q35') vm.slots[`rp${port++}`] = d.id;
-    for (let i = 0; spec.machine === 'q35' && i < (spec.hotplugSlots ?? 0); i++) vm.slots[`rp${port++}`] = null;
+    const layout = spec.machine === 'q35' ? spec.layout : undefined;
+    if (layout) {
+      // a migration's destination: the source's ports and what sits in each, its DIMMs, size and hot-plugged ids
+      for (let i = 0; i < layout.rootPorts; i++) vm.slots[`rp${i}`] = null;
+      for (const [qdevId, at] of Object.entries(layout.pci)) if (at.bus in vm.slots) vm.slots[at.bus] = qdevId.replace(/-(nic|blk)$/, '');
+      for (const d of layout.dimms) vm.dimms[d.id] = d.sizeMiB;
+      vm.vcpus = layout.vcpus;
+      vm.memoryMiB = layout.memoryMiB;
+      vm.hotplugged = [...layout.hotplugged];
+    } else {
+      // Root ports: the boot NICs occupy the first ones in device order.
+      let port = 0;
+      for (const d of spec.devices) if (d.kind !== 'agent-channel' && d.kind !== 'disk' && spec.machine === 'q35') vm.slots[`rp${port++}`] = d.id;
+      for (let i = 0; spec.machine === 'q35' && i < (spec.hotplugSlots ?? 0); i++) vm.slots[`rp${port++}`] = null;
+    }
     opts.onSpawned?.(vm);
     this.log.info({ sandboxId: spec.sandboxId, pid, accel: spec.accel, machine: spec.machine }, `qemu started (accel ${spec.accel})`);
     try {
@@ -360,7 +371,7 @@ export class QemuDriver implements HypervisorDriver {
         });
         await qmp.netdevAdd('vhost-user', dev.id, { chardev: `${dev.id}-chr`, ...(dev.queues > 1 ? { queues: dev.queues } : {}) });
       }
-      const [driver, ...kv] = nicDevice(dev, 'q35', port, viommu).split(',');
+      const [driver, ...kv] = nicDevice(dev, 'q35', { bus: port }, viommu).split(',');
       const props: Record<string, unknown> = {};
       let id = '';
       for (const p of kv) {
@@ -380,7 +391,7 @@ export class QemuDriver implements HypervisorDriver {
     const filename = pathInVmRoot(q.chrootDir, dev.path, 'the image disk');
     await withQmp(vm.apiSocket, async (qmp) => {
       await qmp.execute('blockdev-add', { driver: 'raw', 'node-name': dev.id, 'read-only': true, file: { driver: 'file', filename, 'read-only': true } });
-      const [driver, ...kv] = diskDevice(dev, 'q35', port).split(',');
+      const [driver, ...kv] = diskDevice(dev, 'q35', { bus: port }).split(',');
       const props: Record<string, unknown> = Object.fromEntries(kv.map((p) => p.split('=') as [string, string]));
       await qmp.execute('device_add', { driver, ...props });
     });

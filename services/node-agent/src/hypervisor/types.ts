@@ -2,7 +2,7 @@
  * Hypervisor driver interface (after Kata runtime-rs): devices are tagged data, the interface is small,
  * and a driver states what it cannot do in `capabilities()` instead of throwing later.
  */
-import type { HypervisorKind, MacAddress, PciAddress } from '@edgenfv/contracts';
+import type { HypervisorKind, MacAddress, MigrationVmLayout, PciAddress } from '@edgenfv/contracts';
 
 export type Accel = 'kvm' | 'tcg';
 export type MachineType = 'q35' | 'microvm';
@@ -87,6 +87,11 @@ export interface VmSpec {
   viommu?: boolean;
   /** Live migration destination: QEMU waits for the VM's state at this URI (`-incoming`) instead of booting it. */
   incoming?: string;
+  /**
+   * A migration's destination: the source VM's root ports, every PCI device at the bus and slot QEMU placed it on
+   * there, its hot-plugged vCPUs and DIMMs (q35; `vcpus`/`memoryMiB` above are then the source's boot sizes).
+   */
+  layout?: MigrationVmLayout;
 }
 
 export interface VmHandle {

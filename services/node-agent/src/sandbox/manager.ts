@@ -485,7 +485,8 @@ export class SandboxManager {
     replica.state = 'stopping';
     this.putOnTheWayDown(rec, log);
     const steps = new Steps((err, step) => log.warn({ err, step }, 'replica removal step failed'));
-    if (this.alive(rec.sandboxId)) {
+    // a VM that switched over to another node (live migration) stays paused here: its guest runs there
+    if (this.alive(rec.sandboxId) && !rec.movedAway) {
       await steps.run('remove container', () => this.guest.removeContainer(rec, replica));
       await this.vm.shrink(rec, replica, steps);
       await steps.run('update guest', () => this.guest.syncRoutes(rec));

@@ -8,11 +8,13 @@
  *   virtio-serial port sees the host side close on the source and open here), and the replica is RUNNING.
  * - source (`nfv.v1.internal.nodes.<n>.migrate`): `start` sends the VM to the URI and stops before the
  *   switchover, `continue` switches over (QEMU's downtime is reported), `cancel` lets the VM run on here.
- * Only a VM with a single replica and no VFIO NIC migrates (the scheduler restarts the others).
+ * A VM with no VFIO/macvtap NIC migrates with every replica in it: the source's `check` reports its members and
+ * its layout (where QEMU placed each device, hot-plugged ones included: `readLayout`), the scheduler puts all of
+ * them on one node with that layout (`migration.group`, `migration.vm`), and the destination starts ONE QEMU with
+ * every member's devices at those places (qemu-args `spec.layout`).
  *
- * The URI on this virtual site is a unix socket in the destination VM's root (`<vmRoot>/in.sock`, bound by QEMU
- * before it chroots; every node shares the host's file system, and a QEMU in a sandbox netns reaches no TCP
- * address); the source hard-links it into its own VM's root, where its chrooted QEMU can reach it.
+ * The stream goes over TCP between the nodes, relayed by the two agents (migration-relay.ts); a node that reaches
+ * NATS over loopback offers a unix socket in the destination VM's root (`<vmRoot>/in.sock`) instead.
  */
 import { chmodSync, chownSync, existsSync, linkSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,7 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { InvalidArgumentError, NotFoundError, UnavailableError, type Allocation, type NodeMigrateReply, type NodeMigrateRequest, type ReplicaInterfaceStatus } from '@edgenfv/contracts';
 import type { HypervisorDriver, NetDevice, VmHandle, VmSpec } from '../hypervisor/types.js';
-import { announceSelf, queryMigrate, resumeVm, cancelMigration, continueMigration, incomingWaiting, startMigration, waitIncomingDone, waitMigration } from '../hypervisor/migration.js';
+import { announceSelf, queryMigrate, resumeVm, cancelMigration, continueMigration, incomingWaiting, startMigration, vmLayout, waitIncomingDone, waitMigration } from '../hypervisor/migration.js';
 import { withQmp } from '../hypervisor/qmp.js';
 import { incomingRelay, outgoingRelay, type Relay } from './migration-relay.js';
 import { interfaceStatus, nameInterfaces } from './interfaces.js';
@@ -48,6 +50,16 @@ export interface MigrationHost {
   tenantLock<T>(tenantId: string, fn: () => Promise<T>): Promise<T>;
 }
 
+/** What the agent gives a migration's destination: its status writes and its allocation watch. */
+export interface IncomingHooks {
+  /** QEMU listens: the URI (and token) the source is to send to, to be reported on each of `allocIds`. */
+  onIncoming(uri: string, token: string | undefined, allocIds: string[]): Promise<void>;
+  /** false once the allocation is gone or stopped: the incoming VM is given up. */
+  stillWanted(): boolean;
+  /** A group member's allocation, when this node's watch holds it. */
+  allocation(allocId: string): Allocation | undefined;
+}
+
 async function vmRuns(vm: VmHandle): Promise<boolean> {
   try {
     return (await withQmp(vm.apiSocket, (q) => q.queryStatus(), 3000)).status === 'running';
@@ -56,14 +68,18 @@ async function vmRuns(vm: VmHandle): Promise<boolean> {
   }
 }
 
-/** Why a sandbox cannot be live-migrated (undefined: it can). */
+/** Why a sandbox cannot be live-migrated (undefined: it can). Every replica in the VM moves with it. */
 function migrationBlocker(rec: SandboxRecord): string | undefined {
   const reps = Object.values(rec.replicas);
-  if (reps.length !== 1) return `the tenant VM holds ${reps.length} replicas (only single-replica VMs migrate)`;
-  if (reps[0]!.alloc.interfaces.some((i) => i.type === 'sriov' || i.type === 'macvtap')) return 'VFIO/macvtap NICs cannot migrate';
-  if ((rec.vm?.hotplugged.length ?? 0) > 0) return 'the VM has hotplugged devices';
+  if (reps.some((r) => r.alloc.interfaces.some((i) => i.type === 'sriov' || i.type === 'macvtap'))) return 'VFIO/macvtap NICs cannot migrate';
   if (!rec.spec) return 'the VM has no recorded spec';
+  if (reps.length > 1 && rec.spec.machine !== 'q35') return `the ${rec.spec.machine} VM holds ${reps.length} replicas (several move only on q35)`;
   return undefined;
+}
+
+/** The replicas in the VM in the order they joined it, with their guest NIC names (the destination keeps them). */
+function members(rec: SandboxRecord): Array<{ allocId: string; guestIfNames: Record<string, string> }> {
+  return Object.values(rec.replicas).map((r) => ({ allocId: r.allocId, guestIfNames: { ...r.guestIfNames } }));
 }
 
 function incomingDir(stateDir: string, sandboxId: string): string {
@@ -73,20 +89,36 @@ function incomingDir(stateDir: string, sandboxId: string): string {
 export class SandboxMigration {
   constructor(private readonly h: MigrationHost) {}
 
+  /** Allocations of an incoming VM waiting for its state -> the URI and token its source is to send to. */
+  private readonly waiting = new Map<string, { uri: string; token?: string }>();
+  /** Group members whose incoming VM failed while another member's call made it -> the error (told once). */
+  private readonly groupFailed = new Map<string, Error>();
+
+  /** The URI and token of the incoming VM this allocation is in, while it waits for the state. */
+  incomingOf(allocId: string): { uri: string; token?: string } | undefined {
+    return this.waiting.get(allocId);
+  }
+
   /**
-   * Destination: makes the sandbox and starts QEMU waiting for the state; `onIncoming(uri)` is called once it
-   * listens; resolves when the VM runs here (replica running, guest agent connected again).
+   * Destination: makes the sandbox with every replica of the moving VM (`migration.group`: each member's own
+   * allocation, waited for in this node's watch) and starts ONE QEMU waiting for the state; `hooks.onIncoming` is
+   * called once it listens, for every member; resolves when the VM runs here (replicas running, guest agent
+   * connected again). A member's call after the VM was made finds its replica there.
    */
-  incoming(
-    alloc: Allocation,
-    onIncoming: (uri: string, token?: string) => Promise<void>,
-    stillWanted: () => boolean,
-    listenAddress?: string,
-    timeoutMs = 15 * 60_000,
-  ): Promise<{ sandboxId: string; interfaces: ReplicaInterfaceStatus[] }> {
+  incoming(alloc: Allocation, hooks: IncomingHooks, listenAddress?: string, timeoutMs = 15 * 60_000): Promise<{ sandboxId: string; interfaces: ReplicaInterfaceStatus[] }> {
     const from = alloc.migration;
     if (!from) return Promise.reject(new InvalidArgumentError([{ field: 'migration', message: 'required' }]));
+    const group = from.group ?? [{ fromAllocId: from.fromAllocId, allocId: alloc.allocId }];
+    if (!group.some((g) => g.allocId === alloc.allocId && g.fromAllocId === from.fromAllocId)) {
+      return Promise.reject(new InvalidArgumentError([{ field: 'migration.group', message: 'must list this allocation and its fromAllocId' }]));
+    }
+    if (group.length > 1 && !from.vm) return Promise.reject(new InvalidArgumentError([{ field: 'migration.vm', message: 'a VM holding several replicas moves only with its source\'s layout' }]));
     return this.h.tenantLock(alloc.tenantId, async () => {
+      const failed = this.groupFailed.get(alloc.allocId);
+      if (failed !== undefined) {
+        this.groupFailed.delete(alloc.allocId);
+        throw failed;
+      }
       let rec = this.h.findTenant(alloc.tenantId);
       const mine = rec?.replicas[alloc.allocId];
       if (rec && mine && mine.state === 'running' && this.h.vm.alive(rec.sandboxId)) return { sandboxId: rec.sandboxId, interfaces: interfaceStatus(mine) };
@@ -97,7 +129,7 @@ export class SandboxMigration {
         if (done.spec) delete done.spec.incoming;
         await announceSelf(this.h.vm.vmOf(done.sandboxId)!).catch(() => undefined);
         await this.h.reconnectGuest(done);
-        mine.state = 'running';
+        for (const r of Object.values(done.replicas)) r.state = 'running';
         this.h.put(done);
         this.h.log.info({ sandboxId: done.sandboxId, allocId: alloc.allocId }, 'migrated VM found running after an agent restart: adopted');
         return { sandboxId: done.sandboxId, interfaces: interfaceStatus(mine) };
@@ -108,71 +140,123 @@ export class SandboxMigration {
         rec = this.h.findTenant(alloc.tenantId);
       }
       if (rec) throw new UnavailableError(`tenant ${alloc.tenantId} already has a VM on this node: a live migration cannot merge into it`);
-      const sandboxId = `sb-${alloc.tenantId}-${randomBytes(3).toString('hex')}`;
-      const log = this.h.log.child({ tenantId: alloc.tenantId, vnfId: alloc.vnfId, sandboxId, allocId: alloc.allocId, from: from.fromNodeId });
-      const uid = this.h.allocUid();
-      const r = newSandboxRecord({ sandboxId, tenantId: alloc.tenantId, hypervisor: this.h.driver.kind, uid, parentDir: join(this.h.stateDir, 'tenants', alloc.tenantId) });
-      // Device ids (= host attachment names) as the source named them: the same spec, device for device.
-      const names = nameInterfaces({ ...alloc, allocId: from.fromAllocId }, []);
-      const replica: ReplicaRecord = { allocId: alloc.allocId, alloc, state: 'starting', attachments: {}, ...names, containerId: `r-${hash(from.fromAllocId, 12)}`, hotplugged: false };
-      r.replicas[alloc.allocId] = replica;
-      this.h.put(r);
-      const dir = incomingDir(this.h.stateDir, sandboxId);
-      let relay: (Relay & { uri: string; token: string }) | undefined;
+      const members = await this.memberAllocations(alloc, group, hooks);
       try {
-        await this.h.vm.prepareHost(r, alloc, log);
-        this.h.put(r);
-        const disk = await this.h.prepareImage(r, replica);
-        if (disk) r.disks = [disk.serial];
-        const nics = await this.h.attach(r, replica);
-        // the socket inside the VM's root when QEMU runs chrooted (vm-root.ts): it binds it before the chroot
-        let sock: string;
-        if (r.vmRoot) sock = join(r.vmRoot, 'in.sock');
-        else {
-          mkdirSync(join(this.h.stateDir, 'migrate'), { recursive: true, mode: 0o711 });
-          chmodSync(join(this.h.stateDir, 'migrate'), 0o711);
-          mkdirSync(dir, { recursive: true, mode: 0o711 });
-          chownSync(dir, uid, uid);
-          chmodSync(dir, 0o711);
-          sock = join(dir, 'in.sock');
-        }
-        const spec: VmSpec = { ...this.h.vm.spec(r, alloc, nics, disk ? [disk] : []), incoming: `unix:${sock}` };
-        r.spec = spec;
-        this.h.put(r);
-        const vm = await this.h.vm.start(r, spec, new AbortController().signal, {
-          onSpawned: (v) => {
-            r.vm = this.h.driver.record(v);
-            this.h.put(r);
-          },
-          waitReady: async () => undefined,
-        });
-        // the source's QEMU runs as another uid: it may connect to the socket, nothing else
-        for (let i = 0; i < 100 && !existsSync(sock); i++) await sleep(50);
-        if (!existsSync(sock)) throw new UnavailableError(`the incoming VM did not listen on ${sock}`);
-        chmodSync(sock, 0o666);
-        // between nodes: a TCP listener on this node's address relays the stream into QEMU's socket
-        relay = listenAddress ? await incomingRelay(listenAddress, sock) : undefined;
-        log.info({ pid: vm.pid, uri: relay?.uri ?? spec.incoming }, 'incoming VM waits for the migration');
-        await onIncoming(relay?.uri ?? spec.incoming!, relay?.token);
-        await waitIncomingDone(vm, timeoutMs, () => this.h.vm.alive(sandboxId), stillWanted);
-        r.state = 'running';
-        delete r.spec.incoming; // a later rebuild boots normally
-        this.h.put(r);
-        await announceSelf(vm).catch((err: unknown) => log.warn({ err }, 'announce-self failed'));
-        await this.h.reconnectGuest(r);
-        replica.state = 'running';
-        this.h.put(r);
-        log.info('migrated VM runs here');
-        return { sandboxId, interfaces: interfaceStatus(replica) };
+        return await this.makeIncoming(alloc, members, hooks, listenAddress, timeoutMs);
       } catch (err) {
-        log.warn({ err }, 'incoming migration failed: releasing the sandbox');
-        await this.h.teardown(r);
+        const e = err instanceof Error ? err : new UnavailableError(String(err));
+        for (const m of members) if (m.alloc.allocId !== alloc.allocId) this.groupFailed.set(m.alloc.allocId, e);
         throw err;
-      } finally {
-        relay?.close();
-        rmSync(dir, { recursive: true, force: true });
       }
     });
+  }
+
+  /** Every member's allocation, in the order they joined the source VM (its layout's), once this node's watch holds them all. */
+  private async memberAllocations(alloc: Allocation, group: Array<{ fromAllocId: string; allocId: string }>, hooks: IncomingHooks, timeoutMs = 120_000): Promise<Array<{ alloc: Allocation; fromAllocId: string }>> {
+    const order = alloc.migration?.vm?.members.map((m) => m.allocId) ?? [];
+    const sorted = [...group].sort((a, b) => order.indexOf(a.fromAllocId) - order.indexOf(b.fromAllocId));
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const found = sorted.map((g) => ({ alloc: g.allocId === alloc.allocId ? alloc : hooks.allocation(g.allocId), fromAllocId: g.fromAllocId }));
+      const missing = found.filter((f) => !f.alloc).map((_, i) => sorted[i]!.allocId);
+      if (missing.length === 0) {
+        const all = found as Array<{ alloc: Allocation; fromAllocId: string }>;
+        const other = all.find((m) => m.alloc.tenantId !== alloc.tenantId);
+        if (other) throw new InvalidArgumentError([{ field: 'migration.group', message: `allocation ${other.alloc.allocId} is another tenant's` }]);
+        return all;
+      }
+      if (!hooks.stillWanted()) throw new UnavailableError(`the incoming VM of ${alloc.allocId} is no longer wanted`);
+      if (Date.now() > end) throw new UnavailableError(`the moving VM's allocations ${missing.join(', ')} did not reach this node within ${timeoutMs} ms`);
+      await sleep(200);
+    }
+  }
+
+  private async makeIncoming(
+    alloc: Allocation,
+    members: Array<{ alloc: Allocation; fromAllocId: string }>,
+    hooks: IncomingHooks,
+    listenAddress: string | undefined,
+    timeoutMs: number,
+  ): Promise<{ sandboxId: string; interfaces: ReplicaInterfaceStatus[] }> {
+    const from = alloc.migration!;
+    const layout = from.vm;
+    const sandboxId = `sb-${alloc.tenantId}-${randomBytes(3).toString('hex')}`;
+    const log = this.h.log.child({ tenantId: alloc.tenantId, sandboxId, allocIds: members.map((m) => m.alloc.allocId), from: from.fromNodeId });
+    const uid = this.h.allocUid();
+    const r = newSandboxRecord({ sandboxId, tenantId: alloc.tenantId, hypervisor: this.h.driver.kind, uid, parentDir: join(this.h.stateDir, 'tenants', alloc.tenantId) });
+    for (const m of members) {
+      // Device ids (= host attachment names), container and guest NIC names as the source has them: the same VM
+      const names = nameInterfaces({ ...m.alloc, allocId: m.fromAllocId }, []);
+      const guestIfNames = layout?.members.find((x) => x.allocId === m.fromAllocId)?.guestIfNames ?? names.guestIfNames;
+      const hotplugged = Object.values(names.hostIfNames).some((n) => layout?.hotplugged.includes(`nic:${n}`));
+      r.replicas[m.alloc.allocId] = { allocId: m.alloc.allocId, alloc: m.alloc, state: 'starting', attachments: {}, hostIfNames: names.hostIfNames, guestIfNames, containerId: `r-${hash(m.fromAllocId, 12)}`, hotplugged };
+    }
+    this.h.put(r);
+    const dir = incomingDir(this.h.stateDir, sandboxId);
+    let relay: (Relay & { uri: string; token: string }) | undefined;
+    try {
+      const first = members[0]!.alloc;
+      await this.h.vm.prepareHost(r, first, log);
+      this.h.put(r);
+      const disks: DiskDevice[] = [];
+      const nics: NetDevice[] = [];
+      for (const m of members) {
+        const replica = r.replicas[m.alloc.allocId]!;
+        const disk = await this.h.prepareImage(r, replica);
+        if (disk && !disks.some((d) => d.serial === disk.serial)) disks.push(disk);
+        nics.push(...(await this.h.attach(r, replica)));
+      }
+      if (disks.length) r.disks = disks.map((d) => d.serial);
+      // the socket inside the VM's root when QEMU runs chrooted (vm-root.ts): it binds it before the chroot
+      let sock: string;
+      if (r.vmRoot) sock = join(r.vmRoot, 'in.sock');
+      else {
+        mkdirSync(join(this.h.stateDir, 'migrate'), { recursive: true, mode: 0o711 });
+        chmodSync(join(this.h.stateDir, 'migrate'), 0o711);
+        mkdirSync(dir, { recursive: true, mode: 0o711 });
+        chownSync(dir, uid, uid);
+        chmodSync(dir, 0o711);
+        sock = join(dir, 'in.sock');
+      }
+      const spec: VmSpec = { ...this.h.vm.spec(r, first, nics, disks, layout), incoming: `unix:${sock}` };
+      r.spec = spec;
+      this.h.put(r);
+      const vm = await this.h.vm.start(r, spec, new AbortController().signal, {
+        onSpawned: (v) => {
+          r.vm = this.h.driver.record(v);
+          this.h.put(r);
+        },
+        waitReady: async () => undefined,
+      });
+      // the source's QEMU runs as another uid: it may connect to the socket, nothing else
+      for (let i = 0; i < 100 && !existsSync(sock); i++) await sleep(50);
+      if (!existsSync(sock)) throw new UnavailableError(`the incoming VM did not listen on ${sock}`);
+      chmodSync(sock, 0o666);
+      // between nodes: a TCP listener on this node's address relays the stream into QEMU's socket
+      relay = listenAddress ? await incomingRelay(listenAddress, sock) : undefined;
+      const uri = relay?.uri ?? spec.incoming!;
+      log.info({ pid: vm.pid, uri, replicas: members.length }, 'incoming VM waits for the migration');
+      for (const m of members) this.waiting.set(m.alloc.allocId, { uri, ...(relay ? { token: relay.token } : {}) });
+      await hooks.onIncoming(uri, relay?.token, members.map((m) => m.alloc.allocId));
+      await waitIncomingDone(vm, timeoutMs, () => this.h.vm.alive(sandboxId), () => hooks.stillWanted());
+      r.state = 'running';
+      delete r.spec.incoming; // a later rebuild boots normally
+      this.h.put(r);
+      await announceSelf(vm).catch((err: unknown) => log.warn({ err }, 'announce-self failed'));
+      await this.h.reconnectGuest(r);
+      for (const rep of Object.values(r.replicas)) rep.state = 'running';
+      this.h.put(r);
+      log.info('migrated VM runs here');
+      return { sandboxId, interfaces: interfaceStatus(r.replicas[alloc.allocId]!) };
+    } catch (err) {
+      log.warn({ err }, 'incoming migration failed: releasing the sandbox');
+      await this.h.teardown(r);
+      throw err;
+    } finally {
+      for (const m of members) this.waiting.delete(m.alloc.allocId);
+      relay?.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 
   private readonly relays = new Map<string, Relay>();
@@ -202,6 +286,15 @@ export class SandboxMigration {
     return 'unix:/out.sock';
   }
 
+  /** Records that the VM switched over to its destination (or runs here again): its replicas are then only released. */
+  private movedAway(rec: SandboxRecord, away: boolean): void {
+    const cur = this.h.findTenant(rec.tenantId);
+    if (!cur || cur.sandboxId !== rec.sandboxId || (cur.movedAway !== undefined) === away) return;
+    if (away) cur.movedAway = new Date().toISOString();
+    else delete cur.movedAway;
+    this.h.put(cur);
+  }
+
   /** `nfv.v1.internal.nodes.<n>.migrate`: the source's actions and the destination's check. */
   async handle(req: NodeMigrateRequest): Promise<NodeMigrateReply> {
     if (!req || typeof req.tenantId !== 'string' || typeof req.allocId !== 'string') throw new InvalidArgumentError('tenantId and allocId are required');
@@ -214,7 +307,8 @@ export class SandboxMigration {
     const log = this.h.log.child({ sandboxId: rec.sandboxId, allocId: req.allocId, action: req.action });
     switch (req.action) {
       case 'check': {
-        if (found.replica.state === 'running') return { state: 'running' };
+        // the source: every replica in the VM moves with it; the destination must start it as it is
+        if (found.replica.state === 'running') return { state: 'running', members: Object.keys(rec.replicas), ...(rec.spec?.machine === 'q35' ? { vm: await vmLayout(vm, rec.spec, members(rec)) } : {}) };
         if (!(await incomingWaiting(vm))) throw new UnavailableError(`the incoming VM of ${req.allocId} is not waiting`);
         return { state: 'inmigrate' };
       }
@@ -242,6 +336,7 @@ export class SandboxMigration {
         const info = await waitMigration(vm, ['completed'], 5 * 60_000, alive);
         this.closeRelay(rec.sandboxId);
         if (info.status !== 'completed') throw new UnavailableError(`migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
+        this.movedAway(rec, true);
         log.info({ downtimeMs: info.downtime, totalMs: info['total-time'] }, 'migration completed: the VM runs on the destination');
         return {
           state: 'completed',
@@ -252,12 +347,14 @@ export class SandboxMigration {
       }
       case 'resume': {
         await resumeVm(vm);
+        this.movedAway(rec, false);
         log.info('the destination failed after the switchover: the VM runs on here');
         return { state: 'running' };
       }
       case 'cancel': {
         const state = await cancelMigration(vm, alive);
         this.closeRelay(rec.sandboxId);
+        this.movedAway(rec, state === 'completed');
         log.info({ state }, 'migration cancelled: the VM runs on here');
         return { state };
       }

@@ -65,6 +65,11 @@ export interface SandboxRecord {
   warm?: { flavour: string };
   /** The VM came from the warm pool: when a tenant claimed it. */
   claimedAt?: string;
+  /**
+   * Live migration source: when the VM switched over to its destination. It stays paused here until each of its
+   * replicas' allocations is released; nothing is done inside it any more (its guest runs elsewhere).
+   */
+  movedAway?: string;
   createdAt: string;
   updatedAt: string;
 }

@@ -8,7 +8,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, rmdirSync } from
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
-import { AGENT_PORT_NAME, InvalidArgumentError, UnavailableError, type Allocation } from '@edgenfv/contracts';
+import { AGENT_PORT_NAME, InvalidArgumentError, UnavailableError, type Allocation, type MigrationVmLayout } from '@edgenfv/contracts';
 import type { NodeAgentConfig } from '../config.js';
 import type { HypervisorDriver, MemoryBackend, NetDevice, DiskDevice, VmHandle, VmSpec } from '../hypervisor/types.js';
 import type { Cgroups } from './cgroup.js';
@@ -121,18 +121,21 @@ export class VmLifecycle {
     return this.roundMemory(this.deps.cfg.vmBaseMemoryMiB + alloc.resources.memoryMiB, memory);
   }
 
-  /** The boot spec of the sandbox's VM for its first replica and that replica's NICs. */
-  spec(rec: SandboxRecord, alloc: Pick<Allocation, 'resources'> & Partial<Pick<Allocation, 'interfaces'>>, nics: NetDevice[], disks: DiskDevice[] = []): VmSpec {
+  /**
+   * The boot spec of the sandbox's VM for its first replica and that replica's NICs. `layout`: a migration's
+   * destination, the source VM's sizes and every device where QEMU placed it there (`nics`, `disks`: all of it).
+   */
+  spec(rec: SandboxRecord, alloc: Pick<Allocation, 'resources'> & Partial<Pick<Allocation, 'interfaces'>>, nics: NetDevice[], disks: DiskDevice[] = [], layout?: MigrationVmLayout): VmSpec {
     const { cfg } = this.deps;
-    const vcpus = alloc.resources.vcpus;
+    const vcpus = layout?.boot.vcpus ?? alloc.resources.vcpus;
     const memory = this.memoryBackend(alloc);
-    const memoryMiB = this.bootMemoryMiB(alloc, memory);
+    const memoryMiB = layout?.boot.memoryMiB ?? this.bootMemoryMiB(alloc, memory);
     const spec: VmSpec = {
       sandboxId: rec.sandboxId,
       vcpus,
-      maxVcpus: Math.max(vcpus, cfg.qemu.maxVcpus),
+      maxVcpus: layout?.boot.maxVcpus ?? Math.max(vcpus, cfg.qemu.maxVcpus),
       memoryMiB,
-      maxMemoryMiB: Math.max(memoryMiB, this.roundMemory(cfg.qemu.maxMemoryMiB, memory)),
+      maxMemoryMiB: layout?.boot.maxMemoryMiB ?? Math.max(memoryMiB, this.roundMemory(cfg.qemu.maxMemoryMiB, memory)),
       memory,
       ...(this.deps.image.kernelPath ? { kernelPath: this.deps.image.kernelPath } : {}),
       ...(this.deps.image.initrdPath ? { initrdPath: this.deps.image.initrdPath } : {}),
@@ -163,7 +166,11 @@ export class VmLifecycle {
     if (this.deps.hostCpuKHz) spec.hostCpuKHz = this.deps.hostCpuKHz;
     if (rec.cgroupDir) spec.cgroupDir = rec.cgroupDir;
     if (rec.vmRoot) spec.chrootDir = rec.vmRoot;
-    if (alloc.interfaces && cfg.qemu.machine === 'q35' && needsViommu({ resources: alloc.resources, interfaces: alloc.interfaces }, cfg.guest.vfioNoIommu)) spec.viommu = true;
+    if (layout) {
+      // the source VM's: its virtual IOMMU (a device with state of its own) included or not, whatever these replicas need
+      spec.layout = layout;
+      if (layout.boot.viommu) spec.viommu = true;
+    } else if (alloc.interfaces && cfg.qemu.machine === 'q35' && needsViommu({ resources: alloc.resources, interfaces: alloc.interfaces }, cfg.guest.vfioNoIommu)) spec.viommu = true;
     return spec;
   }
 

@@ -186,3 +186,47 @@ test('bad specs: every issue named, nothing built', () => {
     /vhost-user needs shared guest memory/,
   );
 });
+
+test('a migration destination (spec.layout): the source\'s root ports, every device at its bus and slot, hot-plugged vCPUs and DIMMs', () => {
+  const layout = {
+    boot: { vcpus: 1, maxVcpus: 4, memoryMiB: 512, maxMemoryMiB: 2048 },
+    vcpus: 2,
+    memoryMiB: 768,
+    rootPorts: 3,
+    pci: {
+      vser0: { bus: 'pcie.0', addr: 1 },
+      'n1-nic': { bus: 'rp2', addr: 0 },
+      'img-a-blk': { bus: 'rp0', addr: 0 },
+      'sysdisk-blk': { bus: 'pcie.0', addr: 2 },
+    },
+    cpus: [{ id: 'cpu-s0-c1-t0', type: 'max-x86_64-cpu', props: { 'socket-id': 0, 'core-id': 1, 'thread-id': 0, 'node-id': 0 } }],
+    dimms: [{ id: 'dimm0', sizeMiB: 256, addr: 4294967296, slot: 0 }],
+    hotplugged: ['cpu-s0-c1-t0', 'disk:img-a', 'nic:n1'],
+    members: [],
+  };
+  const devices: VmSpec['devices'] = [
+    { kind: 'agent-channel', id: 'agent', socketPath: '/run/sb/agent.sock', name: 'agent.0' },
+    { kind: 'tap', id: 'n1', ifName: 'tap1', mac },
+    { kind: 'disk', id: 'img-a', path: '/d/a.img', serial: 'a' },
+  ];
+  const { args } = buildQemuArgs(spec({ memory: { kind: 'memfd' }, devices, systemDisk: { path: '/d/sys.img', serial: 'sys' }, hotplugSlots: 4, layout }));
+  const devs = values(args, '-device');
+  assert.deepEqual(devs.filter((d) => d.startsWith('pcie-root-port')).length, 3, 'the source\'s 3 root ports, not 1 NIC + 4 spare');
+  assert.ok(devs.includes('virtio-serial-pci,id=vser0,bus=pcie.0,addr=0x1'));
+  assert.ok(devs.some((d) => d.startsWith('virtio-net-pci,netdev=n1,') && d.includes(',bus=rp2,addr=0x0')), devs.join('\n'));
+  assert.ok(devs.includes('virtio-blk-pci,drive=img-a,serial=a,id=img-a-blk,bus=rp0,addr=0x0'));
+  assert.ok(devs.includes('virtio-blk-pci,drive=sysdisk,serial=sys,id=sysdisk-blk,bus=pcie.0,addr=0x2'));
+  assert.ok(devs.includes('max-x86_64-cpu,id=cpu-s0-c1-t0,socket-id=0,core-id=1,thread-id=0,node-id=0'));
+  assert.ok(devs.includes('pc-dimm,id=dimm0,memdev=dimm0m,addr=4294967296,slot=0'));
+  assert.ok(values(args, '-object').includes('memory-backend-memfd,id=dimm0m,size=256M,share=on'));
+  // a device the source has and this spec lacks, or the other way round: refused (the state would not load)
+  assert.throws(() => buildQemuArgs(spec({ devices: devices.slice(0, 2), layout })), (e: unknown) => e instanceof InvalidArgumentError && /img-a-blk/.test(e.message));
+  const { 'n1-nic': _gone, ...noNic } = layout.pci;
+  assert.throws(() => buildQemuArgs(spec({ devices, systemDisk: { path: '/d/sys.img', serial: 'sys' }, layout: { ...layout, pci: noNic } })), (e: unknown) => e instanceof InvalidArgumentError && /n1-nic/.test(JSON.stringify(e)));
+  // it came from another node: nothing unchecked reaches the command line
+  const bad = { ...layout, pci: { ...layout.pci, vser0: { bus: 'pcie.0,x=y', addr: 1 } }, cpus: [{ id: 'c', type: 'max,x=1', props: {} }], dimms: [{ id: 'd', sizeMiB: 1.5, addr: 0, slot: 0 }] };
+  assert.throws(
+    () => buildQemuArgs(spec({ devices, layout: bad })),
+    (e: unknown) => e instanceof InvalidArgumentError && ['layout.pci.vser0', 'layout.cpus[0]', 'layout.dimms[0]'].every((f) => JSON.stringify(e).includes(f)),
+  );
+});
