@@ -113,32 +113,29 @@ export async function announceSelf(vm: VmHandle): Promise<void> {
   await withQmp(vm.apiSocket, (q) => q.execute('announce-self', { initial: 50, max: 550, rounds: 5, step: 100 }));
 }
 
-interface PciDeviceInfo {
-  slot: number;
-  function: number;
-  qdev_id: string;
-  pci_bridge?: { devices?: PciDeviceInfo[] };
-}
-
 /**
- * Where QEMU placed the VM's devices (`query-pci`; root ports are `rpN`, what sits behind one is on its bus), its
- * hot-plugged vCPUs (`query-hotpluggable-cpus`) and DIMMs (`query-memory-devices`): what a migration's destination
- * must start with (qemu-args `spec.layout`).
+ * Where QEMU placed the VM's devices, its hot-plugged vCPUs (`query-hotpluggable-cpus`) and DIMMs
+ * (`query-memory-devices`): what a migration's destination must start with (qemu-args `spec.layout`). The PCI
+ * placement is read from QOM (each device's `parent_bus` and `addr`, the devfn), not from `query-pci`, which walks the
+ * bus numbers the guest's firmware gave the root ports and lists nothing behind a port it has not numbered yet.
  */
 async function readLayout(vm: VmHandle): Promise<Pick<MigrationVmLayout, 'rootPorts' | 'pci' | 'cpus' | 'dimms'>> {
   return withQmp(vm.apiSocket, async (q) => {
-    const buses = await q.execute<{ bus: number; devices: PciDeviceInfo[] }[]>('query-pci');
     const pci: MigrationVmLayout['pci'] = {};
     let rootPorts = 0;
-    for (const d of buses.find((b) => b.bus === 0)?.devices ?? []) {
-      if (!d.qdev_id || d.function !== 0) continue;
-      const port = /^rp(\d+)$/.exec(d.qdev_id);
-      if (!port) {
-        pci[d.qdev_id] = { bus: 'pcie.0', addr: d.slot };
+    for (const p of await q.execute<{ name: string; type: string }[]>('qom-list', { path: '/machine/peripheral' })) {
+      if (!p.type.startsWith('child<')) continue;
+      const port = /^rp(\d+)$/.exec(p.name);
+      if (port) {
+        rootPorts = Math.max(rootPorts, Number(port[1]) + 1);
         continue;
       }
-      rootPorts = Math.max(rootPorts, Number(port[1]) + 1);
-      for (const behind of d.pci_bridge?.devices ?? []) if (behind.qdev_id) pci[behind.qdev_id] = { bus: d.qdev_id, addr: behind.slot };
+      const path = `/machine/peripheral/${p.name}`;
+      const bus = await q.execute<string>('qom-get', { path, property: 'parent_bus' }).catch(() => undefined);
+      const busName = bus?.split('/').pop();
+      if (!busName || !/^(pcie\.0|rp\d+)$/.test(busName)) continue; // not on a PCI bus (vCPUs, DIMMs, ports' children)
+      const devfn = await q.execute<number>('qom-get', { path, property: 'addr' });
+      pci[p.name] = { bus: busName, addr: devfn >> 3 };
     }
     const cpus = (await q.queryHotpluggableCpus())
       .filter((c) => c['qom-path']?.startsWith('/machine/peripheral/'))

@@ -34,15 +34,28 @@ export interface Relay {
   close(): void;
 }
 
+/**
+ * Relays both ways. When one side has sent everything and closed, the other is ended, not destroyed: what was
+ * written to it and not yet flushed (the end of the VM's state: its devices, sent last) still goes out. (Destroying
+ * it dropped that tail when the receiver read slower than the sender wrote, and the destination QEMU exited
+ * half-way through loading after the source had reported the migration completed.)
+ */
 function pipeBoth(a: Socket, b: Socket): void {
   a.pipe(b);
   b.pipe(a);
-  const end = (): void => {
+  const kill = (): void => {
     a.destroy();
     b.destroy();
   };
-  a.on('error', end).on('close', end);
-  b.on('error', end).on('close', end);
+  a.on('error', kill);
+  b.on('error', kill);
+  const endOther = (other: Socket) => (): void => {
+    other.end();
+    // a peer that never closes its side is cut off at last (the stream is over either way)
+    other.setTimeout(60_000, () => other.destroy());
+  };
+  a.on('close', endOther(b));
+  b.on('close', endOther(a));
 }
 
 /** Destination: a TCP listener on `address` relaying one authenticated connection to QEMU's unix socket. */

@@ -25,6 +25,7 @@ import { InvalidArgumentError, NotFoundError, UnavailableError, type Allocation,
 import type { HypervisorDriver, NetDevice, VmHandle, VmSpec } from '../hypervisor/types.js';
 import { announceSelf, queryMigrate, resumeVm, cancelMigration, continueMigration, incomingWaiting, startMigration, vmLayout, waitIncomingDone, waitMigration } from '../hypervisor/migration.js';
 import { withQmp } from '../hypervisor/qmp.js';
+import { guestFileTail } from '../hypervisor/guest-file.js';
 import { incomingRelay, outgoingRelay, type Relay } from './migration-relay.js';
 import { interfaceStatus, nameInterfaces } from './interfaces.js';
 import { hash, newSandboxRecord, type ReplicaRecord, type SandboxRecord } from './records.js';
@@ -249,8 +250,11 @@ export class SandboxMigration {
       log.info('migrated VM runs here');
       return { sandboxId, interfaces: interfaceStatus(r.replicas[alloc.allocId]!) };
     } catch (err) {
-      log.warn({ err }, 'incoming migration failed: releasing the sandbox');
+      // why QEMU gave up loading the state (a device the source has and this VM lacks, ...) is in its own log
+      const qemuLog = guestFileTail(join(r.runDir, 'qemu.log'), 4);
+      log.warn({ err, qemuLog }, 'incoming migration failed: releasing the sandbox');
       await this.h.teardown(r);
+      if (qemuLog && err instanceof UnavailableError && /exited/.test(err.message)) throw new UnavailableError(`${err.message}; qemu: ${qemuLog}`, { cause: err });
       throw err;
     } finally {
       for (const m of members) this.waiting.delete(m.alloc.allocId);
