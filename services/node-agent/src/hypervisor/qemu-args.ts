@@ -53,14 +53,21 @@ export function memoryObject(mem: MemoryBackend, id: string, sizeMiB: number, nu
  */
 export const VIOMMU_DEVICE = 'intel-iommu,intremap=on,caching-mode=on';
 export const VIOMMU_MACHINE_KVM = 'kernel-irqchip=split';
-/** The guest turns the VT-d on; devices its own kernel drives keep an identity mapping (no cost for them). */
-export const VIOMMU_KERNEL_ARGS = 'intel_iommu=on iommu=pt';
+/**
+ * The guest turns the VT-d on (the Debian kernels leave it off by default); devices its own kernel drives keep an
+ * identity mapping (no cost for them). no_timer_check: under TCG the kernel's check of the timer through the
+ * interrupt-remapped IO-APIC fails and it panics ("timer doesn't work through Interrupt-remapped IO-APIC", seen
+ * with QEMU 10 and the 6.1 cloud kernel); the timer works, the check is too early for an emulated CPU.
+ */
+export const VIOMMU_KERNEL_ARGS = 'intel_iommu=on iommu=pt no_timer_check';
 /**
  * A virtio NIC behind the vIOMMU: its DMA goes through the guest's IOMMU mappings (VIRTIO_F_ACCESS_PLATFORM), as
  * vfio in the guest requires. Without it QEMU's virtio would read guest-physical addresses while DPDK hands it
- * IOVAs. vhost-user NICs keep it off: the switch would have to take IOTLB messages (not set up: docs/sriov.md).
+ * IOVAs. Modern virtio only (a transitional device cannot offer the feature: QEMU refuses to start; on a root port
+ * it is modern-only anyway). vhost-user NICs keep it off: the switch would have to take IOTLB messages (not set up:
+ * docs/sriov.md).
  */
-export const VIOMMU_NIC_PROPS = 'iommu_platform=on';
+export const VIOMMU_NIC_PROPS = 'disable-legacy=on,iommu_platform=on';
 
 /** Where a PCI device goes: `bus` (a q35 root port, or `pcie.0`) and, when given, its slot there. */
 export interface PciPlace {

@@ -6,6 +6,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import type { GuestImage } from '../../src/guest/index.js';
+import { VIOMMU_DEVICE, VIOMMU_KERNEL_ARGS, VIOMMU_NIC_PROPS } from '../../src/hypervisor/qemu-args.js';
 
 export interface TestVm {
   proc: ChildProcess;
@@ -27,6 +28,8 @@ export function bootTestVm(o: {
   appendArgs?: string;
   /** Read-only raw disks (e.g. a packed OCI layout), found in the guest by serial. */
   disks?: Array<{ path: string; serial: string }>;
+  /** The product's virtual IOMMU (qemu-args VIOMMU_*): VT-d first, the taps' NICs translated through it. */
+  viommu?: boolean;
 }): TestVm {
   const chardevPath = join(o.dir, 'agent.sock');
   for (const t of o.taps) execFileSync('ip', ['-n', o.netns, 'tuntap', 'add', t.ifname, 'mode', 'tap']);
@@ -34,7 +37,8 @@ export function bootTestVm(o: {
     'netns', 'exec', o.netns, 'qemu-system-x86_64',
     '-M', 'q35,accel=tcg', '-cpu', 'max', '-smp', String(o.smp ?? 1), '-m', `${Math.max(o.memoryMiB ?? 512, o.image.minMemoryMiB)}M`,
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'stdio', '-monitor', 'none',
-    '-kernel', o.image.kernelPath, '-initrd', o.image.initrdPath, '-append', `${o.image.kernelArgs} ${o.appendArgs ?? ''}`.trim(),
+    '-kernel', o.image.kernelPath, '-initrd', o.image.initrdPath, '-append', `${o.image.kernelArgs} ${o.viommu ? VIOMMU_KERNEL_ARGS : ''} ${o.appendArgs ?? ''}`.trim(),
+    ...(o.viommu ? ['-device', VIOMMU_DEVICE] : []),
     '-device', 'virtio-serial-pci',
     '-chardev', `socket,id=agent,path=${chardevPath},server=on,wait=off`,
     '-device', `virtserialport,chardev=agent,name=${o.image.agentPortName}`,
@@ -42,7 +46,7 @@ export function bootTestVm(o: {
     '-device', 'pcie-root-port,id=hp0,chassis=9,slot=9',
   ];
   o.taps.forEach((t, i) => {
-    args.push('-netdev', `tap,id=n${i},ifname=${t.ifname},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=n${i},mac=${t.mac}`);
+    args.push('-netdev', `tap,id=n${i},ifname=${t.ifname},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=n${i},mac=${t.mac}${o.viommu ? `,${VIOMMU_NIC_PROPS}` : ''}`);
   });
   (o.disks ?? []).forEach((d, i) => {
     args.push('-drive', `file=${d.path},format=raw,if=none,readonly=on,id=d${i}`, '-device', `virtio-blk-pci,drive=d${i},serial=${d.serial}`);
