@@ -194,7 +194,13 @@ export function realChaos(site: VirtualSite, client: RetryingClient, simNodes: s
           fault('real-guest-agent-kill9');
           await until(`${last.id}: ${gtenant} replica ${grep.index} healed after its guest agent was killed`, 15 * 60_000, async () => {
             note();
-            const r = (await vnf(gtenant))?.replicas?.find((x: any) => x.index === grep.index);
+            const v = await vnf(gtenant);
+            const r = v?.replicas?.find((x: any) => x.index === grep.index);
+            // a heal that ended without placing it (no room): said at once, not after the timeout
+            if (r?.state === 'STOPPED' && !r.allocId && !v.activeOpOccId && v.lastOpOutcome?.state === 'FAILED') {
+              problems.push(`${last.id}: the heal of ${gtenant} replica ${grep.index} failed: ${v.lastOpOutcome.error?.message}`);
+              return null;
+            }
             const vmGone = !sandboxRecords(last).some((x) => x.sandboxId === gvictim.sandboxId) && !(gvictim.pid && qemuPidsOf(last).includes(gvictim.pid));
             return r?.state === 'RUNNING' && r.allocId !== grep.allocId && vmGone ? r : undefined;
           }).then((r) => {

@@ -103,7 +103,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     conns.push(nc);
     for (let i = 0; i < o.nodes; i++) {
       const id = `chaos-${i}`;
-      const { inventory, cleanup } = await simulatedNodeInventory(id, { numaNodes: 1, cpusPerNuma: 16, isolatedPerNuma: 8, vfsPerNuma: 4, physnet: 'physnet1' });
+      // sized so that the workload (at most 4x jobs VNFs, half of them kept, 3 vCPUs each) never fills them: the real
+      // VMs' faults heal onto these nodes (the real ones are cordoned), and a heal finding no room ends FAILED (the
+      // first full run with the guest agent kill: `0/6 nodes fit`, the simulated nodes full of the workload's VNFs)
+      const { inventory, cleanup } = await simulatedNodeInventory(id, { numaNodes: 1, cpusPerNuma: 64, isolatedPerNuma: 8, vfsPerNuma: 4, physnet: 'physnet1' });
       cleanups.push(cleanup);
       const conn = await connect({ ...connOpts, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
       conns.push(conn);
