@@ -94,6 +94,12 @@ export class SimNode {
   readonly migrateLog: NodeMigrateRequest[] = [];
   /** Called before a `nodes.<n>.migrate` request is answered (a test can hold the answer, e.g. to kill the leader). */
   beforeMigrateReply: ((req: NodeMigrateRequest) => Promise<void>) | undefined;
+  /** Called once a `nodes.<n>.migrate` request was carried out, before its answer: throwing turns the answer into an error. */
+  afterMigrate: ((req: NodeMigrateRequest) => Promise<void>) | undefined;
+  /** While true, an incoming VM fails right after the switchover (reported FAILED and torn down) instead of running. */
+  failAfterSwitchover = false;
+  /** Source side: allocId -> where its VM's outgoing migration is (`pre-switchover` after start, `completed` after continue). */
+  private readonly outgoing = new Map<string, 'pre-switchover' | 'completed'>();
   /** While true, an allocation set `desired: stopped` is not torn down (a slow teardown): a test can lose the node then. */
   holdStops = false;
   /** While true, an incoming allocation (`migration`) is taken but never reported (a destination stuck preparing). */
@@ -139,7 +145,13 @@ export class SimNode {
           if (this.partitioned) return; // cut off: no answer
           const req = JSON.parse(dec.decode(m.data)) as NodeMigrateRequest;
           this.migrateLog.push(req);
-          void (this.beforeMigrateReply ?? (async () => undefined))(req).then(() => this.onMigrate(req)).then(
+          void (this.beforeMigrateReply ?? (async () => undefined))(req)
+            .then(() => this.onMigrate(req))
+            .then(async (result) => {
+              await this.afterMigrate?.(req); // done, and the answer may still fail (a lost answer)
+              return result;
+            })
+            .then(
             (result) => m.respond(enc.encode(JSON.stringify({ ok: true, result }))),
             (e: unknown) => m.respond(enc.encode(JSON.stringify({ ok: false, error: { code: 'UNAVAILABLE', message: (e as Error).message, retryable: true } }))),
           );
@@ -168,6 +180,8 @@ export class SimNode {
       }
       case 'start':
         if (!mine) throw new Error(`no VM of allocation ${req.allocId} here`);
+        if (this.outgoing.get(req.allocId) === 'completed') throw new Error(`the VM of ${req.allocId} switched over already`);
+        this.outgoing.set(req.allocId, 'pre-switchover'); // a start resent (a new leader) leaves it as it is
         return { state: 'pre-switchover', transferredBytes: 1 << 20 };
       case 'continue': {
         // the switchover: the destination holding the incoming copy of this allocation runs it
@@ -176,14 +190,23 @@ export class SimNode {
             // a group switches over as one: any member's source names the VM
             if (a.migration?.fromAllocId !== req.allocId && !a.migration?.group?.some((g) => g.fromAllocId === req.allocId)) continue;
             n.incoming.delete(id);
-            await n.report(a, 'RUNNING', false, { state: 'completed', uri: `sim:${n.nodeId}` });
+            if (n.failAfterSwitchover) {
+              // the state loaded, then the destination VM died: torn down, FAILED
+              n.running.delete(id);
+              await n.report(a, 'FAILED');
+            } else await n.report(a, 'RUNNING', false, { state: 'completed', uri: `sim:${n.nodeId}` });
           }
         }
+        this.outgoing.set(req.allocId, 'completed');
         return { state: 'completed', downtimeMs: 1, totalMs: 2 };
       }
       case 'cancel':
+        // on a source that switched over already, cancel resumes nothing
+        if (this.outgoing.get(req.allocId) === 'completed') return { state: 'completed' };
+        this.outgoing.delete(req.allocId);
         return { state: 'cancelled' };
       case 'resume':
+        this.outgoing.delete(req.allocId);
         return { state: 'running' };
     }
   }

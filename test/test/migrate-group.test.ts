@@ -26,10 +26,10 @@ const nodes = new Map<string, SimNode>();
 const cleanups: (() => void)[] = [];
 
 before(async () => {
-  cluster = await startCluster({ env: { EDGENFV_HEARTBEAT_GRACE_MS: '3000' } });
+  cluster = await startCluster({ env: { EDGENFV_HEARTBEAT_GRACE_MS: '60000' } }); // no node is lost here, even on a loaded host
   ({ nc, api } = cluster);
   for (const id of ['mg-a', 'mg-b']) {
-    const { inventory, cleanup } = await simulatedNodeInventory(id, { numaNodes: 1, cpusPerNuma: 8, isolatedPerNuma: 4, vfsPerNuma: 0, physnet: 'physnet1' });
+    const { inventory, cleanup } = await simulatedNodeInventory(id, { numaNodes: 1, cpusPerNuma: 16, isolatedPerNuma: 4, vfsPerNuma: 0, physnet: 'physnet1' });
     cleanups.push(cleanup);
     const n = new SimNode(nc, inventory, 300);
     n.serveMigration = true;

@@ -2,15 +2,20 @@
  * Live migration's recovery paths (issue 16: "a migration interrupted by a node or leader failure ends with exactly
  * one running copy"; drain's `deadlineS`), with the real scheduler processes and simulated nodes that serve
  * `nodes.<n>.migrate` (no VM; seconds; docs/migration.md):
- * - `nodes.drain {deadlineS: 1}` while the destination never gets its incoming VM ready: the migration is given up
+ * - `nodes.drain {deadlineS: 6}` while the destination never gets its incoming VM ready: the migration is given up
  *   at the deadline (the destination allocation released), the replica restarted on the other node, and the op
- *   occurrence says so (`params.mode: restart`, `restartReason`); and while the source is still sending the RAM:
+ *   occurrence says so (`params.mode: restart`, `restartReason`); and while the source is still sending the RAM (its
+ *   answer to `start` held until the deadline has passed):
  *   the migration is cancelled on the source before any switchover, the replica restarted;
  * - two scheduler replicas; the leader is killed (SIGKILL) between `start` (RAM copied, the source paused before the
  *   switchover) and `continue`, while the destination's fence check is unanswered: the new leader resumes the HEAL
  *   from its recorded phase (sends `start` again, which the source takes as the migration under way, checks, switches
  *   over once), the op COMPLETED, exactly one running copy (on the destination), the ledger and the leases consistent;
- *   the same with a tenant VM holding two VNFs (a group: its driving HEAL resumed, one switchover, one copy of each).
+ *   the same with a tenant VM holding two VNFs (a group: its driving HEAL resumed, one switchover, one copy of each);
+ * - the answer to `continue` lost after the switchover: `cancel` on the source answers `completed` (resumes nothing),
+ *   the migration completes, one copy;
+ * - the destination fails right after the switchover (FAILED, torn down): the source's paused VM is resumed, the op
+ *   FAILED_TEMP, the replica runs on at the source; `opoccs.retry` completes the migration.
  * The destination node agent killed mid-migration (FAILED_TEMP, the VNF runs on at the source, `opoccs.retry`
  * completes it) is tested with real VMs in migrate.test.ts.
  */
@@ -60,6 +65,9 @@ async function until(what: string, cond: () => Promise<boolean>, ms = 30_000): P
   }
 }
 
+/** The drains' deadline (s). */
+const DEADLINE_S = 6;
+
 const steps = (op: any): string => op.steps.map((s: any) => s.message).join(' | ');
 
 async function leaseOwners(): Promise<string[]> {
@@ -100,7 +108,9 @@ test('drain past its deadlineS: the migration not switched over is given up and 
   const { vnfId, allocId } = await vnfOnA('mrd');
   b.holdIncoming = true; // B takes the incoming allocation and never gets its VM ready
   try {
-    const drain = await api.ok('nfv.v1.admin.nodes.drain', { id: 'mr-a', deadlineS: 1 });
+    // DEADLINE_S: long enough that even a loaded host places the destination before it (the leader then waits for
+    // an incoming VM that never comes, until the deadline)
+    const drain = await api.ok('nfv.v1.admin.nodes.drain', { id: 'mr-a', deadlineS: DEADLINE_S });
     assert.equal(drain.vnfs.length, 1);
     assert.equal(drain.vnfs[0].mode, 'migrate');
     const op = await api.waitOp('mrd', drain.vnfs[0].opOccId, 60_000);
@@ -131,19 +141,24 @@ test('drain past its deadlineS while the RAM is sent: cancelled on the source be
   const a = nodes.get('mr-a')!;
   const { vnfId, allocId } = await vnfOnA('mrc');
   a.migrateLog.length = 0;
-  // A's answer to `start` (RAM copied, paused before the switchover) comes after the drain's deadline
+  // A's answer to `start` (RAM copied, paused before the switchover) comes once the drain's deadline has passed (the
+  // scheduler set it before its reply, so it is before `answered + DEADLINE_S`)
+  let answered = Infinity;
   a.beforeMigrateReply = async (req) => {
-    if (req.action === 'start' && req.tenantId === 'mrc') await new Promise((r) => setTimeout(r, 1500));
+    if (req.action !== 'start' || req.tenantId !== 'mrc') return;
+    while (!(Date.now() > answered + DEADLINE_S * 1000 + 200)) await new Promise((r) => setTimeout(r, 100));
   };
   try {
-    const drain = await api.ok('nfv.v1.admin.nodes.drain', { id: 'mr-a', deadlineS: 1 });
+    const drain = await api.ok('nfv.v1.admin.nodes.drain', { id: 'mr-a', deadlineS: DEADLINE_S });
+    answered = Date.now();
     const op = await api.waitOp('mrc', drain.vnfs[0].opOccId, 60_000);
     t.diagnostic(steps(op));
     assert.equal(op.operationState, 'COMPLETED', steps(op));
     assert.equal(op.params.mode, 'restart', steps(op));
     assert.match(op.params.restartReason, /the drain's deadline passed before the switchover of replica 0 \(migration cancelled on node mr-a: cancelled\)/);
     const acts = a.migrateLog.filter((x) => x.tenantId === 'mrc').map((x) => x.action);
-    assert.deepEqual(acts, ['check', 'start', 'cancel'], 'sent, then cancelled: never switched over');
+    // probed (`check`: can it migrate, then the VM's layout for the destination), sent, cancelled: never switched over
+    assert.deepEqual(acts, ['check', 'check', 'start', 'cancel']);
     const r = (await api.ok('nfv.v1.tenant.mrc.vnfs.get', { id: vnfId })).replicas[0];
     assert.equal(r.nodeId, 'mr-b');
     assert.equal(r.state, 'RUNNING');
@@ -178,7 +193,7 @@ test('the leader killed between start and continue: the new leader resumes the m
     await atFence;
     const old = await leaderId();
     assert.ok(old && schedulers.has(old), `leader ${old}`);
-    assert.deepEqual(a.migrateLog.filter((x) => x.tenantId === 'mrl').map((x) => x.action), ['check', 'start'], 'A was asked to send the VM, not yet to switch over');
+    assert.deepEqual(a.migrateLog.filter((x) => x.tenantId === 'mrl').map((x) => x.action), ['check', 'check', 'start'], 'A was asked to send the VM, not yet to switch over');
     await schedulers.get(old)!.stop('SIGKILL');
     schedulers.delete(old);
     release(); // the answer goes to a dead leader
@@ -270,4 +285,59 @@ test('the leader killed mid-migration of a tenant VM holding two VNFs: the new l
     b.beforeMigrateReply = undefined;
     release();
   }
+});
+
+test('the answer to continue is lost after the switchover: cancel on the source says completed, the migration completes', async (t) => {
+  const a = nodes.get('mr-a')!;
+  const { vnfId, ips } = await vnfOnA('mrx');
+  a.migrateLog.length = 0;
+  a.afterMigrate = async (req) => {
+    if (req.action === 'continue' && req.tenantId === 'mrx') throw new Error('simulated: the answer to continue is lost');
+  };
+  try {
+    const heal = await api.ok('nfv.v1.tenant.mrx.vnfs.heal', { id: vnfId, replica: 0, migrate: true });
+    const op = await api.waitOp('mrx', heal.opOccId, 60_000);
+    t.diagnostic(steps(op));
+    assert.equal(op.operationState, 'COMPLETED', steps(op));
+    assert.equal(op.params.mode, 'migrate');
+    assert.deepEqual(a.migrateLog.filter((x) => x.tenantId === 'mrx').map((x) => x.action), ['check', 'check', 'start', 'continue', 'cancel']);
+    assert.match(steps(op), /no answer to continue \(.*the answer to continue is lost\); node mr-a says the VM switched over \(cancel: completed\)/);
+    const r = (await api.ok('nfv.v1.tenant.mrx.vnfs.get', { id: vnfId })).replicas[0];
+    assert.deepEqual([r.nodeId, r.state], ['mr-b', 'RUNNING']);
+    assert.deepEqual(r.interfaces[0].ips, ips);
+    await until('one copy runs', async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-b/${r.allocId}`]));
+    for (const n of nodes.values()) assert.deepEqual(n.conflicts, []);
+  } finally {
+    a.afterMigrate = undefined;
+  }
+});
+
+test('the destination fails right after the switchover: the source VM is resumed, FAILED_TEMP; a retry completes', async (t) => {
+  const a = nodes.get('mr-a')!;
+  const b = nodes.get('mr-b')!;
+  const { vnfId, allocId } = await vnfOnA('mrf');
+  a.migrateLog.length = 0;
+  b.failAfterSwitchover = true;
+  let op: any;
+  try {
+    const heal = await api.ok('nfv.v1.tenant.mrf.vnfs.heal', { id: vnfId, replica: 0, migrate: true });
+    op = await api.waitOp('mrf', heal.opOccId, 60_000);
+    t.diagnostic(steps(op));
+    assert.equal(op.operationState, 'FAILED_TEMP', steps(op));
+    assert.match(steps(op), /the destination on node mr-b failed after the switchover; the source VM was resumed/);
+    assert.deepEqual(a.migrateLog.filter((x) => x.tenantId === 'mrf').map((x) => x.action), ['check', 'check', 'start', 'continue', 'resume']);
+    const r = (await api.ok('nfv.v1.tenant.mrf.vnfs.get', { id: vnfId })).replicas[0];
+    assert.deepEqual([r.nodeId, r.state, r.allocId], ['mr-a', 'RUNNING', allocId], 'the replica runs on at the source');
+    await until('B holds nothing of it', async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-a/${allocId}`]));
+  } finally {
+    b.failAfterSwitchover = false;
+  }
+  await api.ok('nfv.v1.tenant.mrf.opoccs.retry', { id: op.id });
+  const done = await api.waitOp('mrf', op.id, 60_000);
+  assert.equal(done.operationState, 'COMPLETED', steps(done));
+  const r = (await api.ok('nfv.v1.tenant.mrf.vnfs.get', { id: vnfId })).replicas[0];
+  assert.deepEqual([r.nodeId, r.state], ['mr-b', 'RUNNING']);
+  await until('one copy runs', async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-b/${r.allocId}`]));
+  await until('A holds nothing', async () => (await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-a' })).allocated.replicas === 0);
+  for (const n of nodes.values()) assert.deepEqual(n.conflicts, []);
 });

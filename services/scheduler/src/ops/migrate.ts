@@ -317,6 +317,22 @@ export class Migrator {
       const group = this.members(op, vnf, i, m);
       const pairs = group.map((g) => ({ fromAllocId: g.source, allocId: g.allocId }));
       const avoid = [src.nodeId, ...(op.params.fromNode !== undefined ? [op.params.fromNode] : [])];
+      // the source VM's members as its node agent sees them now: they must still be the group's
+      if (!(await Promise.all(group.map((g) => this.d.placement.findAllocation(g.allocId)))).every(Boolean)) {
+        let probe: NodeMigrateReply;
+        try {
+          probe = await this.d.nodeRequest!(src.nodeId, { tenantId: src.tenantId, allocId: src.allocId, action: 'check' }, 5000);
+        } catch (err) {
+          const e = asAppError(err);
+          await this.d.failTemp(op, e.toBody(), `replica ${i}: the node agent of ${src.nodeId} did not describe the VM to migrate: ${e.message}`);
+          return 'ended';
+        }
+        const want = group.map((g) => g.source).sort();
+        if (group.length > 1 && [...(probe.members ?? [])].sort().join() !== want.join()) {
+          await this.releaseDests({ ...m, allocId: group[0]!.allocId });
+          return this.abortToRestart(op, i, m, `the node agent of ${src.nodeId} says its tenant VM holds ${(probe.members ?? []).join(', ') || 'nothing it reports'}, the group ${want.join(', ')}`);
+        }
+      }
       const placed: Allocation[] = [];
       for (const g of group) {
         const from = g.source === src.allocId ? src : await this.d.placement.findAllocation(g.source);
@@ -420,6 +436,7 @@ export class Migrator {
         // the answer may be lost although QEMU switched over: `cancel` says `completed` then (and resumes nothing)
         const cancelled = await req('cancel', from, srcAllocId, 60_000).then((x) => x.state, (e: unknown) => `not confirmed (${(e as Error).message})`);
         if (cancelled !== 'completed') return this.abort(op, i, m, asAppError(err).toBody(), `the switchover failed: migration cancelled (${cancelled})`);
+        await this.d.note(op, `replica ${i}: no answer to continue (${(err as Error).message}); node ${from} says the VM switched over (cancel: completed)`);
         done = { state: 'completed' };
       }
       m = { ...m, phase: 'switched', ...(done.downtimeMs !== undefined ? { downtimeMs: done.downtimeMs } : {}), ...(done.totalMs !== undefined ? { totalMs: done.totalMs } : {}) };
