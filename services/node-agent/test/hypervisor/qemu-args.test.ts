@@ -50,6 +50,20 @@ test('q35 under TCG: hotplug-ready smp/m, QMP, console, agent port on virtio-ser
   assert.ok(args.includes('-nodefaults') && args.includes('-no-user-config'));
 });
 
+test('the operator-only debug console: a second virtio-serial port on the agent channel\'s controller, only when asked; a bad socket path named', () => {
+  const off = buildQemuArgs(spec()).args;
+  assert.ok(!off.join(' ').includes('edgenfv.debug.0'), 'no debug console by default');
+  const { args } = buildQemuArgs(spec({ devices: [{ kind: 'agent-channel', id: 'agent', socketPath: '/run/sb/agent.sock', name: 'agent.0', debugConsoleSocket: '/run/sb/debug.sock' }] }));
+  assert.ok(values(args, '-chardev').includes('socket,id=agent-debug,path=/run/sb/debug.sock,server=on,wait=off'));
+  const dev = values(args, '-device');
+  assert.equal(dev.filter((d) => d.startsWith('virtio-serial')).length, 1, 'one controller');
+  assert.ok(dev.includes('virtserialport,chardev=agent-debug,name=edgenfv.debug.0'));
+  assert.throws(
+    () => buildQemuArgs(spec({ devices: [{ kind: 'agent-channel', id: 'agent', socketPath: '/run/sb/agent.sock', name: 'agent.0', debugConsoleSocket: 'debug.sock,server=off' }] })),
+    (e: unknown) => e instanceof InvalidArgumentError && e.issues.some((i) => i.field.endsWith('.debugConsoleSocket')),
+  );
+});
+
 test('microvm: mmio devices, tsc_early_khz, fixed size; kvm uses -cpu host', () => {
   const { args } = buildQemuArgs(
     spec({ machine: 'microvm', hostCpuKHz: 2600000, devices: [{ kind: 'agent-channel', id: 'agent', socketPath: '/run/sb/a.sock', name: 'agent.0' }, { kind: 'tap', id: 'net0', ifName: 'tap0', mac }] }),
