@@ -176,7 +176,19 @@ export class SimNode {
         if (this.incoming.has(req.allocId)) return { state: 'inmigrate' };
         // the tenant VM's replicas: the tenant's allocations here (the incoming ones are another VM)
         const members = [...this.running].filter(([id, r]) => r.tenantId === req.tenantId && !this.incoming.has(id)).map(([id]) => id);
-        return { state: 'running', members };
+        // what a node agent reports of the VM for its destination (a made-up layout: the scheduler copies it unread)
+        const vm = {
+          boot: { vcpus: 1, maxVcpus: 8, memoryMiB: 512, maxMemoryMiB: 8192 },
+          vcpus: members.length,
+          memoryMiB: 512 * members.length,
+          rootPorts: 8,
+          pci: {},
+          cpus: [],
+          dimms: [],
+          hotplugged: [],
+          members: members.map((allocId) => ({ allocId, guestIfNames: {} })),
+        };
+        return { state: 'running', members, vm };
       }
       case 'start':
         if (!mine) throw new Error(`no VM of allocation ${req.allocId} here`);

@@ -5,8 +5,8 @@
  * `incoming` once every member's allocation is there and switches over as one at the source's `continue`.
  * - `nodes.drain`: the tenant's two VNFs (one VM on A) move to B as one group: one HEAL drives it (one `start`, one
  *   `continue` on A), the other follows and completes; both replicas RUNNING throughout, same addresses (leases
- *   stay), both destination allocations name the whole group, the VM's overhead booked once on B as it was on A, A
- *   holds nothing;
+ *   stay), both destination allocations name the whole group and carry the source VM's layout from A's `check`
+ *   (`migration.vm`), the VM's overhead booked once on B as it was on A, A holds nothing;
  * - a failed fence aborts the whole group: both replicas run on at the source, both HEALs FAILED_TEMP, nothing left
  *   on the destination; `opoccs.retry` of the driver moves the group, the follower's retry completes;
  * - `vnfs.heal {replica, migrate}` of one VNF of a shared VM (no HEAL moves the other): restarted, and says why.
@@ -158,6 +158,8 @@ test('nodes.drain moves a tenant VM holding two VNFs as one group: one HEAL driv
     assert.ok(alloc?.migration, `allocation ${r.allocId} on mg-b`);
     assert.equal(alloc.migration.fromNodeId, 'mg-a');
     assert.deepEqual([...(alloc.migration.group ?? [])].sort((x, y) => x.allocId.localeCompare(y.allocId)), pairs);
+    // the source VM as A's check described it, copied into every destination allocation
+    assert.deepEqual(alloc.migration.vm?.members.map((x) => x.allocId).sort(), [...sources].sort());
   }
   // the ledger: A holds nothing; B holds both, the VM's overhead once (as A did)
   await until('A holds nothing', async () => (await api.ok('nfv.v1.admin.nodes.get', { id: 'mg-a' })).allocated.replicas === 0);

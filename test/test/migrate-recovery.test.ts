@@ -22,6 +22,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { NatsConnection } from 'nats';
+import type { Allocation } from '@edgenfv/contracts';
 import { startCluster, startScheduler, type Api, type Cluster, type SchedulerProc } from '../src/harness.js';
 import { SimNode, simulatedNodeInventory } from '../src/sim-node.js';
 import { waitNodeKnown } from '../src/state-fixtures.js';
@@ -289,7 +290,7 @@ test('the leader killed mid-migration of a tenant VM holding two VNFs: the new l
 
 test('the answer to continue is lost after the switchover: cancel on the source says completed, the migration completes', async (t) => {
   const a = nodes.get('mr-a')!;
-  const { vnfId, ips } = await vnfOnA('mrx');
+  const { vnfId, ips, allocId } = await vnfOnA('mrx');
   a.migrateLog.length = 0;
   a.afterMigrate = async (req) => {
     if (req.action === 'continue' && req.tenantId === 'mrx') throw new Error('simulated: the answer to continue is lost');
@@ -303,6 +304,10 @@ test('the answer to continue is lost after the switchover: cancel on the source 
     assert.deepEqual(a.migrateLog.filter((x) => x.tenantId === 'mrx').map((x) => x.action), ['check', 'check', 'start', 'continue', 'cancel']);
     assert.match(steps(op), /no answer to continue \(.*the answer to continue is lost\); node mr-a says the VM switched over \(cancel: completed\)/);
     const r = (await api.ok('nfv.v1.tenant.mrx.vnfs.get', { id: vnfId })).replicas[0];
+    // a single replica's destination allocation carries the source VM's layout from A's `check` too
+    const dest = (await (await nc.jetstream().views.kv('edgenfv_allocs')).get(`mr-b.${r.allocId}`))!.json<Allocation>();
+    assert.deepEqual(dest.migration?.vm?.members.map((x) => x.allocId), [allocId]);
+    assert.equal(dest.migration?.group, undefined);
     assert.deepEqual([r.nodeId, r.state], ['mr-b', 'RUNNING']);
     assert.deepEqual(r.interfaces[0].ips, ips);
     await until('one copy runs', async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-b/${r.allocId}`]));

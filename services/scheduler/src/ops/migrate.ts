@@ -317,7 +317,9 @@ export class Migrator {
       const group = this.members(op, vnf, i, m);
       const pairs = group.map((g) => ({ fromAllocId: g.source, allocId: g.allocId }));
       const avoid = [src.nodeId, ...(op.params.fromNode !== undefined ? [op.params.fromNode] : [])];
-      // the source VM's members as its node agent sees them now: they must still be the group's
+      // the source VM as its node agent sees it now: what the destination must start for the state to load
+      // (`vm`, copied unread into every destination allocation), and its members: they must still be the group's
+      let vm: NodeMigrateReply['vm'];
       if (!(await Promise.all(group.map((g) => this.d.placement.findAllocation(g.allocId)))).every(Boolean)) {
         let probe: NodeMigrateReply;
         try {
@@ -332,6 +334,7 @@ export class Migrator {
           await this.releaseDests({ ...m, allocId: group[0]!.allocId });
           return this.abortToRestart(op, i, m, `the node agent of ${src.nodeId} says its tenant VM holds ${(probe.members ?? []).join(', ') || 'nothing it reports'}, the group ${want.join(', ')}`);
         }
+        vm = probe.vm;
       }
       const placed: Allocation[] = [];
       for (const g of group) {
@@ -355,6 +358,7 @@ export class Migrator {
               avoidNodeIds: avoid,
               migrateFrom: from,
               ...(group.length > 1 ? { migrationGroup: pairs } : {}),
+              ...(vm ? { migrationVm: vm } : {}),
               ...(onlyNodeId !== undefined ? { onlyNodeId } : {}),
             });
           } catch (err) {

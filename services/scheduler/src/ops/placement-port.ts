@@ -2,7 +2,7 @@
  * The seam between the operations engine and placement: choose a node for one replica and commit the allocation
  * (CAS), or say why nothing fits. Implemented by the placement module over the node registry's views.
  */
-import type { Allocation, MigrationGroupMember, Vnf } from '@edgenfv/contracts';
+import type { Allocation, MigrationGroupMember, MigrationVmLayout, Vnf } from '@edgenfv/contracts';
 
 export interface PlaceReplicaInput {
   tenantId: string;
@@ -18,6 +18,8 @@ export interface PlaceReplicaInput {
   migrateFrom?: Allocation;
   /** Live migration of a tenant VM holding several replicas: every member (source -> destination allocation). */
   migrationGroup?: MigrationGroupMember[];
+  /** Live migration: the source VM as its node agent reported it at `check`, copied unread into `migration.vm`. */
+  migrationVm?: MigrationVmLayout;
   /** The only node the replica may go to (the other members of its migrating tenant VM are placed there). */
   onlyNodeId?: string;
 }

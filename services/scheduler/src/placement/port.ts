@@ -15,6 +15,7 @@ import {
   type AllocInterface,
   type Allocation,
   type MigrationGroupMember,
+  type MigrationVmLayout,
   type NetworkConfig,
   type SriovReservation,
   type Vnf,
@@ -71,7 +72,7 @@ export class LedgerPlacement implements PlacementPort {
       ...(input.onlyNodeId !== undefined ? { onlyNodeId: input.onlyNodeId } : {}),
     });
     const from = input.migrateFrom;
-    const r = await this.cluster.schedule(req, allocId, (d, q) => (from ? migrationTarget(from, allocId, d, q, input.migrationGroup) : this.allocationFor(vnf, allocId, d, q)));
+    const r = await this.cluster.schedule(req, allocId, (d, q) => (from ? migrationTarget(from, allocId, d, q, input.migrationGroup, input.migrationVm) : this.allocationFor(vnf, allocId, d, q)));
     if (!r.ok) throw new UnschedulableError(r.explanation.message, r.explanation);
     this.log?.info(
       { tenantId: vnf.tenantId, vnfId: vnf.id, nodeId: r.decision.nodeId, allocId, numaAligned: r.decision.assignment.numaAligned, attempts: r.attempts },
@@ -161,7 +162,14 @@ export class LedgerPlacement implements PlacementPort {
  * The destination allocation of a live migration: the source's interfaces (MACs, addresses, bridges: the guest keeps
  * them), image and command, on the new node's resources; the leases stay with the source's owners.
  */
-function migrationTarget(from: Allocation, allocId: string, d: Decision, req: PlacementRequest, group?: MigrationGroupMember[]): Allocation {
+function migrationTarget(
+  from: Allocation,
+  allocId: string,
+  d: Decision,
+  req: PlacementRequest,
+  group?: MigrationGroupMember[],
+  vm?: MigrationVmLayout,
+): Allocation {
   if (from.interfaces.some((i) => i.type === 'sriov' || i.type === 'macvtap')) throw new InternalError(`allocation ${from.allocId} has VFIO/macvtap NICs: it cannot migrate`);
   const owners = from.leaseOwners ?? from.interfaces.filter((i) => i.network && (i.ips?.length ?? 0) > 0).map((i) => `${from.allocId}.${i.name}`);
   const { migration: _m, leaseOwners: _l, ...rest } = from;
@@ -172,7 +180,7 @@ function migrationTarget(from: Allocation, allocId: string, d: Decision, req: Pl
     epoch: d.epoch,
     resources: allocationResources(req, d),
     desired: 'running',
-    migration: { fromNodeId: from.nodeId, fromAllocId: from.allocId, ...(group && group.length > 1 ? { group } : {}) },
+    migration: { fromNodeId: from.nodeId, fromAllocId: from.allocId, ...(group && group.length > 1 ? { group } : {}), ...(vm ? { vm } : {}) },
     ...(owners.length ? { leaseOwners: owners } : {}),
     createdAt: new Date().toISOString(),
   };
