@@ -42,9 +42,10 @@ export class GuestLiveness {
 
   /**
    * One look at a running sandbox's guest agent. Undefined: nothing lost (or not yet: an agent that does not answer
-   * is given `failAfterMs`). The replicas looked at are those `running`; the caller holds the sandbox's lock.
+   * is given `failAfterMs`; one in a VM that is not running, e.g. paused for a live migration's switchover, is not
+   * silent: `vmRunning` is asked then). The replicas looked at are those `running`; the caller holds the sandbox's lock.
    */
-  async check(rec: SandboxRecord, session: () => Promise<GuestSession>): Promise<GuestVerdict | undefined> {
+  async check(rec: SandboxRecord, session: () => Promise<GuestSession>, vmRunning: () => Promise<boolean> = async () => true): Promise<GuestVerdict | undefined> {
     const running = Object.values(rec.replicas).filter((r) => r.state === 'running');
     const seen = this.seen.get(rec.sandboxId) ?? {};
     this.seen.set(rec.sandboxId, seen);
@@ -59,6 +60,10 @@ export class GuestLiveness {
       health = await s.health(this.o.callTimeoutMs);
       containers = await s.containers(this.o.callTimeoutMs);
     } catch (err) {
+      if (!(await vmRunning())) {
+        delete seen.silentSince;
+        return undefined;
+      }
       seen.silentSince ??= this.now();
       const silentMs = this.now() - seen.silentSince;
       if (silentMs < this.o.failAfterMs) return undefined;

@@ -39,6 +39,11 @@ export class GuestSync {
     return s;
   }
 
+  /** Whether the sandbox has a session now. */
+  connected(sandboxId: string): boolean {
+    return this.sessions.has(sandboxId);
+  }
+
   /** Forgets the sandbox's session and closes it. */
   async drop(sandboxId: string): Promise<void> {
     const s = this.sessions.get(sandboxId);

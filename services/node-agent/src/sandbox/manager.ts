@@ -29,6 +29,7 @@ import { replicaImage, stageImageDisk } from '../images/delivery.js';
 import { VM_ROOT_DISKS } from '../hypervisor/vm-root.js';
 import { WarmPool, type WarmPoolOptions } from './warm-pool.js';
 import { GuestLiveness, type GuestVerdict } from './guest-liveness.js';
+import { withQmp } from '../hypervisor/qmp.js';
 
 export type { ReplicaRecord, ReplicaResult, SandboxRecord } from './records.js';
 export type { GuestVerdict } from './guest-liveness.js';
@@ -55,6 +56,8 @@ export class SandboxManager {
   private readonly nets: ReplicaAttachments;
   private readonly guest: GuestSync;
   private readonly liveness: GuestLiveness;
+  /** Sandboxes whose guest session a live migration dropped (the guest moves): the liveness watch leaves them be. */
+  private readonly guestAway = new Set<string>();
   /** The node's warm pools, when configured. */
   readonly warm?: WarmPool;
 
@@ -186,19 +189,37 @@ export class SandboxManager {
   async checkGuests(): Promise<GuestVerdict[]> {
     const out: GuestVerdict[] = [];
     const recs = this.list().filter((r) => !r.warm && r.state === 'running');
-    this.liveness.prune(new Set(recs.map((r) => r.sandboxId)));
+    const live = new Set(recs.map((r) => r.sandboxId));
+    this.liveness.prune(live);
+    for (const id of this.guestAway) if (!live.has(id)) this.guestAway.delete(id);
     for (const rec of recs) {
       if (this.mutex.busy(rec.tenantId) || !this.alive(rec.sandboxId)) continue;
+      // a migration dropped its session: watched again once something connected it again (a cancelled migration)
+      if (this.guestAway.has(rec.sandboxId)) {
+        if (!this.guest.connected(rec.sandboxId)) continue;
+        this.guestAway.delete(rec.sandboxId);
+      }
       const v = await this.mutex.run(rec.tenantId, async () => {
         const cur = this.store.get(rec.sandboxId);
-        // a dead VM is the resync's (ensureReplica boots it again)
-        if (!cur || cur.state !== 'running' || !this.alive(cur.sandboxId)) return undefined;
+        // a dead VM is the resync's (ensureReplica boots it again); one that moved away (live migration) runs elsewhere
+        if (!cur || cur.state !== 'running' || cur.movedAway !== undefined || !this.alive(cur.sandboxId)) return undefined;
         const fresh = upgradeRecord(cur);
-        return this.liveness.check(fresh, () => this.guest.session(fresh));
+        return this.liveness.check(fresh, () => this.guest.session(fresh), () => this.vmRunning(fresh.sandboxId));
       });
       if (v) out.push(v);
     }
     return out;
+  }
+
+  /** QEMU says the VM runs (not paused for a migration's switchover, not stopped); false when QMP does not answer. */
+  private async vmRunning(sandboxId: string): Promise<boolean> {
+    const vm = this.vm.vmOf(sandboxId);
+    if (!vm) return false;
+    try {
+      return (await withQmp(vm.apiSocket, (q) => q.queryStatus(), 3000)).status === 'running';
+    } catch {
+      return false;
+    }
   }
 
   /**
@@ -243,8 +264,14 @@ export class SandboxManager {
       attach: (rec, replica) => this.nets.attach(rec, replica, () => this.put(rec)),
       prepareImage: (rec, replica) => this.prepareImage(rec, replica),
       teardown: (rec) => this.teardown(rec),
-      dropGuest: (id) => this.guest.drop(id),
-      reconnectGuest: async (rec) => void (await this.guest.session(rec)),
+      dropGuest: (id) => {
+        this.guestAway.add(id);
+        return this.guest.drop(id);
+      },
+      reconnectGuest: async (rec) => {
+        this.guestAway.delete(rec.sandboxId);
+        await this.guest.session(rec);
+      },
       tenantLock: (t, fn) => this.mutex.run(t, fn),
     });
     return this.migrationParts;

@@ -100,3 +100,18 @@ test('a session that cannot be made counts as silence', async () => {
   now = 10_000;
   assert.equal((await l.check(r, failing))?.reason, 'silent');
 });
+
+test('an agent in a VM that is not running (paused for a migration\'s switchover) is not silent', async () => {
+  let now = 0;
+  const l = new GuestLiveness({ callTimeoutMs: 1000, failAfterMs: 10_000, now: () => now });
+  const r = rec([{ allocId: 'a1', containerId: 'r-1', state: 'running' }]);
+  const g = { instanceId: 'one', containers: ['r-1'], silent: true };
+  let running = false;
+  assert.equal(await l.check(r, guest(g), async () => running), undefined);
+  now = 60_000;
+  assert.equal(await l.check(r, guest(g), async () => running), undefined, 'paused for a minute: not lost');
+  running = true;
+  assert.equal(await l.check(r, guest(g), async () => running), undefined, 'running again: silence counted from here');
+  now = 70_000;
+  assert.equal((await l.check(r, guest(g), async () => running))?.reason, 'silent');
+});
