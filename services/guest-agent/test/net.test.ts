@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { InvalidArgumentError, NotFoundError } from '@edgenfv/contracts/internal/errors';
 import { IprouteIp } from '../src/net/ip.js';
 import { LinuxNetSysfs } from '../src/net/sysfs.js';
-import { updateInterfaces, type NetDeps } from '../src/net/interfaces.js';
+import { describe, updateInterfaces, type NetDeps } from '../src/net/interfaces.js';
 import { updateRoutes, addArpNeighbors } from '../src/net/routes.js';
 import { makeNetns, fakeSysfs } from './netns-helper.js';
 
@@ -58,6 +58,9 @@ test('NICs found by MAC and by PCI path (random-MAC VF) are named, addressed and
   assert.deepEqual(addrsOf('eth0'), ['10.1.0.1/24', 'fd00:1::1/64']);
   assert.equal(link('va'), undefined);
   assert.equal(link('vf0'), undefined);
+  // the answer (made from the look before and the changes) is what a look now sees
+  const key = (n: { name: string; mac: string; mtu: number; pciAddress: string; addresses: string[] }) => [n.name, n.mac, n.mtu, n.pciAddress, [...n.addresses].sort()];
+  assert.deepEqual(first.map(key), (await describe(deps, ['eth0', 'data1'])).map(key));
 
   const again = await updateInterfaces(deps, req);
   assert.deepEqual(again.map((n) => [n.name, n.mac, n.mtu, n.addresses.sort()]), first.map((n) => [n.name, n.mac, n.mtu, n.addresses.sort()]));

@@ -186,7 +186,24 @@ export async function updateInterfaces(deps: NetDeps, req: UpdateInterfacesReque
   }
   // one `ip` process for all of it (each costs 30-150 ms in an emulated guest)
   if (ops.length > 0) await deps.ip.apply(ops);
-  return describe(deps, wants.map((w) => current.get(w.index)!));
+  // the answer from the look before and the changes that succeeded (a look after them would be a third `ip`
+  // process); what only the kernel knows (operstate, PCI address, driver) from sysfs
+  return Promise.all(
+    wants.map(async (w): Promise<NicInfo> => {
+      const l = found.get(w.index)!;
+      const name = current.get(w.index)!;
+      const changed = ops.some((op) => op.dev === name || op.dev === l.name);
+      return {
+        name,
+        mac: w.mac && w.pci ? w.mac : l.mac,
+        pciAddress: await deps.sysfs.pciAddressOf(name),
+        mtu: w.mtu ?? l.mtu,
+        operState: (await deps.sysfs.operStateOf(name)) || (changed ? 'UNKNOWN' : l.operState),
+        addresses: [...w.addresses],
+        driver: await deps.sysfs.driverOf(name),
+      };
+    }),
+  );
 }
 
 /** NicInfo of the named links (all links when names is undefined, loopback excluded). */

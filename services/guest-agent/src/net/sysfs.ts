@@ -2,7 +2,7 @@
  * Sysfs port for NIC lookups: which PCI device (and driver) is behind a netdev. Reads `<root>/class/net/<if>/device`
  * (a symlink into `devices/pci.../0000:bb:dd.f`), so tests point it at a fake tree in a temporary folder.
  */
-import { readdir, readlink, realpath } from 'node:fs/promises';
+import { readdir, readFile, readlink, realpath } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { isPciAddress } from '@edgenfv/contracts/internal/values';
 
@@ -10,6 +10,8 @@ export interface NetSysfs {
   /** PCI address of the device behind ifname, or '' (virtual link, virtio-mmio). */
   pciAddressOf(ifname: string): Promise<string>;
   driverOf(ifname: string): Promise<string>;
+  /** The link's operstate as `ip` prints it (UP, DOWN, UNKNOWN...), or '' when sysfs has none for it. */
+  operStateOf(ifname: string): Promise<string>;
   /** Netdev names whose device is at this PCI address. */
   netdevsAt(pci: string): Promise<string[]>;
   /** The PCI address at a PCI path (`10.0/00.0`: slot.fn hops from the root bus), or '' when nothing is there. */
@@ -43,6 +45,14 @@ export class LinuxNetSysfs implements NetSysfs {
   async driverOf(ifname: string): Promise<string> {
     try {
       return basename(await readlink(join(this.root, 'class', 'net', ifname, 'device', 'driver')));
+    } catch {
+      return '';
+    }
+  }
+
+  async operStateOf(ifname: string): Promise<string> {
+    try {
+      return (await readFile(join(this.root, 'class', 'net', ifname, 'operstate'), 'utf8')).trim().toUpperCase();
     } catch {
       return '';
     }
