@@ -35,9 +35,15 @@ test('builtin:vrouter runs with crun: forwarding on, logs kept and streamed, exe
   assert.equal(created.state, 'CREATED');
   const started = await rt.start('vr1');
   assert.equal(started.state, 'RUNNING');
-  // the container's own pid (crun's pid file): its process runs the image's program
+  // the container's own pid (crun's pid file, written when crun has made the container): that process goes on to
+  // run the image's program (crun's own init part may still be running it when the pid is read: waited for)
   assert.ok(started.pid > 0, `pid ${started.pid}`);
-  assert.match(readFileSync(`/proc/${started.pid}/cmdline`, 'utf8'), /vrouter|busybox|sh/);
+  let cmdline = '';
+  for (let i = 0; i < 100 && !/vrouter|busybox|sh\0/.test(cmdline); i++) {
+    cmdline = readFileSync(`/proc/${started.pid}/cmdline`, 'utf8');
+    if (!/vrouter|busybox|sh\0/.test(cmdline)) await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.match(cmdline, /vrouter|busybox|sh\0/);
   // wait for its first log line (it turns forwarding on before printing it)
   let text = '';
   for (let i = 0; i < 100 && !text.includes('forwarding on'); i++) {
