@@ -58,12 +58,29 @@ after(async () => {
   for (const c of cleanups) c();
 });
 
-async function until(what: string, cond: () => Promise<boolean>, ms = 30_000): Promise<void> {
+async function until(what: string, cond: () => Promise<boolean>, ms = 30_000, show?: () => Promise<unknown>): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`not reached: ${what}`);
+    if (Date.now() > end) throw new Error(`not reached: ${what}${show ? `: ${JSON.stringify(await show())}` : ''}; the schedulers' warnings: ${warnings()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** The schedulers' last warnings and leadership changes (for a failure's message). */
+function warnings(): string {
+  return [...schedulers.entries()]
+    .flatMap(([id, s]) => s.logs.filter((l) => /"level":(40|50)|leader/.test(l)).slice(-8).map((l) => `${id}: ${l.slice(0, 300)}`))
+    .join('\n');
+}
+
+/** Waits until exactly these copies of the VNF's replica 0 run on the simulated nodes (`node/allocId`). */
+async function untilCopies(vnfId: string, want: string[]): Promise<void> {
+  await until(`copies ${want.join(', ')}`, async () => JSON.stringify(copies(vnfId)) === JSON.stringify(want), 30_000, async () => copies(vnfId));
+}
+
+/** Waits until node mr-a holds no reservation. */
+async function untilAEmpty(): Promise<void> {
+  await until('A holds nothing', async () => (await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-a' })).allocated.replicas === 0, 30_000, async () => (await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-a' })).reservations);
 }
 
 /** The drains' deadline (s). */
@@ -128,8 +145,8 @@ test('drain past its deadlineS: the migration not switched over is given up and 
     assert.notEqual(r.allocId, allocId);
     assert.equal(op.params.targets['0'], r.generation, 'the restart\'s allocation');
     // one copy, on B, as the restart placed it; nothing on A; the given-up incoming allocation torn down
-    await until('one copy runs', async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-b/${r.allocId}`]));
-    await until('A holds nothing', async () => (await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-a' })).allocated.replicas === 0);
+    await untilCopies(vnfId, [`mr-b/${r.allocId}`]);
+    await untilAEmpty();
     assert.equal((await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-b' })).allocated.replicas, 1);
     assert.ok(!a.migrateLog.some((x) => x.action === 'start'), 'A never sent the VM');
     for (const n of nodes.values()) assert.deepEqual(n.conflicts, []);
@@ -164,8 +181,8 @@ test('drain past its deadlineS while the RAM is sent: cancelled on the source be
     assert.equal(r.nodeId, 'mr-b');
     assert.equal(r.state, 'RUNNING');
     assert.notEqual(r.allocId, allocId);
-    await until('one copy runs', async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-b/${r.allocId}`]));
-    await until('A holds nothing', async () => (await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-a' })).allocated.replicas === 0);
+    await untilCopies(vnfId, [`mr-b/${r.allocId}`]);
+    await untilAEmpty();
     for (const n of nodes.values()) assert.deepEqual(n.conflicts, []);
   } finally {
     a.beforeMigrateReply = undefined;
@@ -219,8 +236,8 @@ test('the leader killed between start and continue: the new leader resumes the m
     assert.equal(r.allocId, op.params.migrations['0'].allocId);
     assert.deepEqual(r.interfaces[0].ips, ips, 'the guest keeps its address');
     // exactly one running copy, on B; the source VM torn down; the ledger agrees; the lease stays
-    await until('one copy runs', async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-b/${r.allocId}`]));
-    await until('A holds nothing', async () => (await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-a' })).allocated.replicas === 0);
+    await untilCopies(vnfId, [`mr-b/${r.allocId}`]);
+    await untilAEmpty();
     const onB = await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-b' });
     assert.equal(onB.reservations.filter((x: any) => x.vnfId === vnfId).length, 1, JSON.stringify(onB.reservations));
     assert.deepEqual(await leaseOwners(), owners, 'the leases stay with the moved replica');
@@ -278,9 +295,9 @@ test('the leader killed mid-migration of a tenant VM holding two VNFs: the new l
       const r = (await api.ok('nfv.v1.tenant.mrg.vnfs.get', { id: vnfId })).replicas[0];
       assert.equal(r.nodeId, 'mr-b');
       assert.equal(r.state, 'RUNNING');
-      await until(`one copy of ${vnfId} runs`, async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-b/${r.allocId}`]));
+      await untilCopies(vnfId, [`mr-b/${r.allocId}`]);
     }
-    await until('A holds nothing', async () => (await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-a' })).allocated.replicas === 0);
+    await untilAEmpty();
     for (const n of nodes.values()) assert.deepEqual(n.conflicts, []);
   } finally {
     b.beforeMigrateReply = undefined;
@@ -310,7 +327,7 @@ test('the answer to continue is lost after the switchover: cancel on the source 
     assert.equal(dest.migration?.group, undefined);
     assert.deepEqual([r.nodeId, r.state], ['mr-b', 'RUNNING']);
     assert.deepEqual(r.interfaces[0].ips, ips);
-    await until('one copy runs', async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-b/${r.allocId}`]));
+    await untilCopies(vnfId, [`mr-b/${r.allocId}`]);
     for (const n of nodes.values()) assert.deepEqual(n.conflicts, []);
   } finally {
     a.afterMigrate = undefined;
@@ -333,7 +350,7 @@ test('the destination fails right after the switchover: the source VM is resumed
     assert.deepEqual(a.migrateLog.filter((x) => x.tenantId === 'mrf').map((x) => x.action), ['check', 'check', 'start', 'continue', 'resume']);
     const r = (await api.ok('nfv.v1.tenant.mrf.vnfs.get', { id: vnfId })).replicas[0];
     assert.deepEqual([r.nodeId, r.state, r.allocId], ['mr-a', 'RUNNING', allocId], 'the replica runs on at the source');
-    await until('B holds nothing of it', async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-a/${allocId}`]));
+    await untilCopies(vnfId, [`mr-a/${allocId}`]);
   } finally {
     b.failAfterSwitchover = false;
   }
@@ -342,7 +359,7 @@ test('the destination fails right after the switchover: the source VM is resumed
   assert.equal(done.operationState, 'COMPLETED', steps(done));
   const r = (await api.ok('nfv.v1.tenant.mrf.vnfs.get', { id: vnfId })).replicas[0];
   assert.deepEqual([r.nodeId, r.state], ['mr-b', 'RUNNING']);
-  await until('one copy runs', async () => JSON.stringify(copies(vnfId)) === JSON.stringify([`mr-b/${r.allocId}`]));
-  await until('A holds nothing', async () => (await api.ok('nfv.v1.admin.nodes.get', { id: 'mr-a' })).allocated.replicas === 0);
+  await untilCopies(vnfId, [`mr-b/${r.allocId}`]);
+  await untilAEmpty();
   for (const n of nodes.values()) assert.deepEqual(n.conflicts, []);
 });

@@ -67,6 +67,10 @@ export interface MigratorDeps {
 
 const key = (a: string, b: string): string => `${a}.${b}`;
 const TERMINAL: readonly OpOcc['operationState'][] = ['COMPLETED', 'FAILED', 'ROLLED_BACK'];
+/** blocker(): the group cannot be judged yet (a drain still starting its HEALs). */
+const PENDING = 'pending';
+/** How long a drain's HEAL waits for the drain to start its VM peers' HEALs. */
+const DRAIN_START_MS = 60_000;
 const nameOf = (a: Allocation): string => `VNF ${a.vnfName ?? a.vnfId} replica ${a.replica}`;
 
 /** A NATS request to a node agent's migrate subject, the envelope unwrapped (its error becomes an AppError). */
@@ -113,7 +117,10 @@ export class Migrator {
         const what = `replica ${i} shares its tenant VM on node ${a.nodeId} with ${nameOf(o)}`;
         if (o.interfaces.some((x) => x.type === 'sriov' || x.type === 'macvtap')) return `${what}, whose SR-IOV/macvtap NICs cannot migrate`;
         if (o.desired === 'stopped') return `${what}, which is being stopped`;
-        if (!(await this.coveringOp(op, o))) return `${what}, which no live-migrating HEAL moves (they move as one: nodes.drain moves the whole VM)`;
+        if (!(await this.coveringOp(op, o))) {
+          if (await this.drainPending(op, o)) return PENDING;
+          return `${what}, which no live-migrating HEAL moves (they move as one: nodes.drain moves the whole VM)`;
+        }
       }
       // the source's node agent must serve live migration (an older or simulated agent does not answer)
       let reply: NodeMigrateReply;
@@ -140,6 +147,7 @@ export class Migrator {
       // replicas a group another HEAL drives takes along (or took along already) need no check of their own
       const claimed = await Promise.all(which.map(async (i) => this.migrations(op)[String(i)]?.phase === 'done' || !!(await this.driverOf(op, vnf.id, i))));
       const why = claimed.every(Boolean) ? undefined : await this.blocker(op, vnf, which);
+      if (why === PENDING) return; // the drain is still starting the HEALs of the VM's other replicas: next tick
       if (why) {
         await this.d.setParams(op, { mode: 'restart', restartReason: why });
         await this.d.note(op, `cannot migrate: ${why}: restarted instead`);
@@ -193,6 +201,17 @@ export class Migrator {
     if (op?.operation !== 'HEAL' || TERMINAL.includes(op.operationState)) return undefined;
     if (op.params.migrate !== true || op.params.mode === 'restart' || !Migrator.which(op).includes(a.replica)) return undefined;
     return op;
+  }
+
+  /**
+   * A drain of the member's node that has not started the member's HEAL yet: the drain starts one per VNF on the
+   * node, one after the other, and the leader may drive the first before the last exists. True while the member's
+   * VNF is idle and the drain began less than DRAIN_START_MS ago (a drain cut off midway does not hold it longer).
+   */
+  private async drainPending(self: OpOcc, a: Allocation): Promise<boolean> {
+    if (self.params.reason !== 'drain' || self.params.fromNode !== a.nodeId || Date.now() - Date.parse(self.startTime) > DRAIN_START_MS) return false;
+    const vnf = (await this.d.store.vnfs.get(key(a.tenantId, a.vnfId)))?.value;
+    return !!vnf && !vnf.activeOpOccId && vnf.replicas[a.replica]?.allocId === a.allocId;
   }
 
   /** The HEAL (not this replica's own record) whose group claims VNF `vnfId`'s replica `i` and has not moved it yet. */
@@ -271,7 +290,7 @@ export class Migrator {
   }
 
   /** Claims the group of replica `i`'s tenant VM (or finds the HEAL that did); under the tenant's lock. */
-  private async claim(op: OpOcc, vnf: Vnf, i: number, m: Migration, src: Allocation): Promise<{ m: Migration; op: OpOcc } | { driver: OpOcc } | { why: string }> {
+  private async claim(op: OpOcc, vnf: Vnf, i: number, m: Migration, src: Allocation): Promise<{ m: Migration; op: OpOcc } | { driver: OpOcc } | { why: string } | { pending: true }> {
     return this.locked(op.tenantId, async () => {
       const drv = await this.driverOf(op, vnf.id, i);
       if (drv) return { driver: drv };
@@ -284,6 +303,7 @@ export class Migrator {
       const group: MigrationGroupEntry[] = [];
       for (const a of vm) {
         const cover = await this.coveringOp(op, a);
+        if (!cover && (await this.drainPending(op, a))) return { pending: true };
         if (!cover) return { why: `replica ${i} shares its tenant VM on node ${src.nodeId} with ${nameOf(a)}, which no live-migrating HEAL moves (they move as one)` };
         const old = m.group?.find((g) => g.source === a.allocId);
         const owner = a.vnfId === vnf.id ? vnf : (await this.d.store.vnfs.get(key(a.tenantId, a.vnfId)))?.value;
@@ -308,6 +328,7 @@ export class Migrator {
       if (!src) return this.toRestart(op, `replica ${i} has no allocation to migrate from`);
       const claimed = await this.claim(op, vnf, i, m, src);
       if ('why' in claimed) return this.toRestart(op, claimed.why);
+      if ('pending' in claimed) return 'wait';
       if ('driver' in claimed) {
         op = await this.save(op, i, { gen: m.gen, phase: 'place', drivenBy: claimed.driver.id }, (cur) => cur?.phase === 'done');
         await this.d.note(op, `replica ${i} moves with its tenant VM: op ${claimed.driver.id} (VNF ${claimed.driver.vnfId}) drives the migration of the VM`);
