@@ -6,7 +6,11 @@
  * - migrating back, the destination node agent (A's) is SIGKILLed while the destination waits for the state: the
  *   stream it relays breaks, or the switchover is refused (the destination did not confirm); either way the
  *   migration is cancelled on B where the VNF keeps running, the op occurrence ends FAILED_TEMP; A's agent restarted (fenced or not, it drops the stale incoming VM),
- *   `opoccs.retry` completes the migration onto A; exactly one QEMU of the tenant runs at the end.
+ *   `opoccs.retry` completes the migration onto A; exactly one QEMU of the tenant runs at the end;
+ * - a second VNF of the tenant (`builtin:busybox` with a NIC in `left`) joins the VM on A (hot-plugged: vCPU,
+ *   memory, NIC), then `nodes.drain A`: the tenant VM moves as one (one QEMU started on B from the source's layout),
+ *   both VNFs RUNNING throughout and on B (the busybox with its address), one QEMU of the tenant on B and none on
+ *   A, the ping through the vrouter goes on.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -141,9 +145,51 @@ test('the destination agent killed mid-migration: the VNF keeps running on the s
   await until(`${b} empty`, 120_000, async () => (qemuPids(site.node(b).stateDir).length === 0 ? true : undefined));
   assert.equal(qemuPids(site.node(a).stateDir).length, 1, 'exactly one running copy');
   assert.ok(pingOnce(leftNs, `${NETS.right}.2`), 'the VNF forwards on A again');
+});
 
-  const term = await site.api.ok<{ opOccId: string }>(`nfv.v1.tenant.${tenant}.vnfs.terminate`, { id: vnfId });
-  assert.equal((await site.api.waitOp(tenant, term.opOccId, 5 * 60_000)).operationState, 'COMPLETED');
+test('two VNFs in one tenant VM: nodes.drain moves the VM as one, both RUNNING throughout, the ping goes on', async () => {
+  const { site, tenant, vnfId, a, b, leftNs } = ms!;
+  // the second VNF joins the tenant's VM on A (B cordoned meanwhile): its vCPU, memory and NIC are hot-plugged
+  await site.api.ok('nfv.v1.admin.nodes.cordon', { id: b });
+  const descriptor = { name: 'bb', replicas: 1, resources: { vcpus: 1, memoryMiB: 128 }, image: { ref: 'builtin:busybox' }, interfaces: [{ name: 'eth0', type: 'tap', network: 'left' }] };
+  const inst = await site.api.ok<{ vnfId: string; opOccId: string }>(`nfv.v1.tenant.${tenant}.vnfs.instantiate`, { descriptor });
+  assert.equal((await site.api.waitOp(tenant, inst.opOccId, 10 * 60_000)).operationState, 'COMPLETED');
+  await site.api.ok('nfv.v1.admin.nodes.uncordon', { id: b });
+  const ids = [vnfId, inst.vnfId];
+  const get = (id: string): Promise<{ replicas: { nodeId: string; state: string; interfaces: { ips: string[] }[] }[] }> => site.api.ok(`nfv.v1.tenant.${tenant}.vnfs.get`, { id });
+  const placed = await Promise.all(ids.map(get));
+  assert.deepEqual(placed.map((v) => v.replicas[0]!.nodeId), [a, a], 'both in the tenant VM on A');
+  assert.equal(qemuPids(site.node(a).stateDir).length, 1, 'one QEMU of the tenant on A');
+  const bbAddr = String(placed[1]!.replicas[0]!.interfaces[0]!.ips[0]).split('/')[0]!;
+
+  const target = `${NETS.right}.2`;
+  const pinger = new Pinger(leftNs, target);
+  pinger.start();
+  const states = new Set<string>();
+  const watch = setInterval(() => {
+    for (const id of ids) void get(id).then((v) => states.add(v.replicas[0]!.state), () => undefined);
+  }, 200);
+  const drain = await site.api.ok<{ vnfs: { vnfId: string; opOccId: string; mode: string; reason?: string }[] }>('nfv.v1.admin.nodes.drain', { id: a });
+  assert.deepEqual(drain.vnfs.map((v) => [v.vnfId, v.mode]).sort(), ids.map((id) => [id, 'migrate']).sort(), JSON.stringify(drain.vnfs));
+  const ops = await Promise.all(drain.vnfs.map((v) => site.api.waitOp(tenant, v.opOccId, 15 * 60_000)));
+  clearInterval(watch);
+  for (const op of ops) assert.equal(op.operationState, 'COMPLETED', (op.steps as { message: string }[]).map((x) => x.message).join('\n'));
+  const moved = await Promise.all(ids.map(get));
+  assert.deepEqual(moved.map((v) => [v.replicas[0]!.nodeId, v.replicas[0]!.state]), [[b, 'RUNNING'], [b, 'RUNNING']]);
+  assert.deepEqual([...states], ['RUNNING'], 'both RUNNING throughout');
+  assert.equal(String(moved[1]!.replicas[0]!.interfaces[0]!.ips[0]).split('/')[0], bbAddr, 'the busybox keeps its address');
+  const n = pinger.replies.length;
+  await until('ping replies through B', 30_000, async () => (pinger.replies.length > n + 5 ? true : undefined));
+  const p = await pinger.stop();
+  assert.ok(p.received > 0);
+  await until(`${a} empty`, 120_000, async () => ((await site.api.ok('nfv.v1.admin.nodes.get', { id: a })).allocated.replicas === 0 && qemuPids(site.node(a).stateDir).length === 0 ? true : undefined));
+  assert.equal(qemuPids(site.node(b).stateDir).length, 1, 'one QEMU of the tenant, on B');
+  console.log(JSON.stringify({ from: a, to: b, vnfs: 2, pingsSent: p.sent, pingsLost: p.lost, gapMs: p.gapMs, qemuDowntimeMs: Math.max(...ops.map((o) => Number(o.params.qemuDowntimeMs ?? 0))) }));
+
+  for (const id of ids) {
+    const term = await site.api.ok<{ opOccId: string }>(`nfv.v1.tenant.${tenant}.vnfs.terminate`, { id });
+    assert.equal((await site.api.waitOp(tenant, term.opOccId, 5 * 60_000)).operationState, 'COMPLETED');
+  }
 });
 
 test('teardown leaves nothing', async () => {
