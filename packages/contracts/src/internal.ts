@@ -234,8 +234,12 @@ export interface MigrationVmLayout {
   dimms: Array<{ id: string; sizeMiB: number; addr: number; slot: number }>;
   /** The ids the source recorded as hot-plugged (vCPUs, `nic:<id>`, `disk:<id>`): the destination can unplug them. */
   hotplugged: string[];
-  /** Every replica in the VM, in the order they joined: its allocId and its interfaces' names inside the guest. */
-  members: Array<{ allocId: string; guestIfNames: Record<string, string> }>;
+  /**
+   * Every replica in the VM, in the order they joined: its allocId, its interfaces' names inside the guest, and (a VM
+   * that moved before names its devices and container after the allocation it first ran as) its interfaces' device
+   * ids and its container id.
+   */
+  members: Array<{ allocId: string; guestIfNames: Record<string, string>; hostIfNames?: Record<string, string>; containerId?: string }>;
 }
 
 export type ReplicaRunState = 'STARTING' | 'RUNNING' | 'FAILED' | 'STOPPING' | 'STOPPED';

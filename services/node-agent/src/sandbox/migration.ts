@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { InvalidArgumentError, NotFoundError, UnavailableError, type Allocation, type NodeMigrateReply, type NodeMigrateRequest, type ReplicaInterfaceStatus } from '@edgenfv/contracts';
+import { InvalidArgumentError, NotFoundError, UnavailableError, type Allocation, type MigrationVmLayout, type NodeMigrateReply, type NodeMigrateRequest, type ReplicaInterfaceStatus } from '@edgenfv/contracts';
 import type { HypervisorDriver, NetDevice, VmHandle, VmSpec } from '../hypervisor/types.js';
 import { announceSelf, queryMigrate, resumeVm, cancelMigration, continueMigration, incomingWaiting, startMigration, vmLayout, waitIncomingDone, waitMigration } from '../hypervisor/migration.js';
 import { withQmp } from '../hypervisor/qmp.js';
@@ -79,8 +79,8 @@ function migrationBlocker(rec: SandboxRecord): string | undefined {
 }
 
 /** The replicas in the VM in the order they joined it, with their guest NIC names (the destination keeps them). */
-function members(rec: SandboxRecord): Array<{ allocId: string; guestIfNames: Record<string, string> }> {
-  return Object.values(rec.replicas).map((r) => ({ allocId: r.allocId, guestIfNames: { ...r.guestIfNames } }));
+function members(rec: SandboxRecord): MigrationVmLayout['members'] {
+  return Object.values(rec.replicas).map((r) => ({ allocId: r.allocId, guestIfNames: { ...r.guestIfNames }, hostIfNames: { ...r.hostIfNames }, containerId: r.containerId }));
 }
 
 function incomingDir(stateDir: string, sandboxId: string): string {
@@ -187,10 +187,18 @@ export class SandboxMigration {
     const r = newSandboxRecord({ sandboxId, tenantId: alloc.tenantId, hypervisor: this.h.driver.kind, uid, parentDir: join(this.h.stateDir, 'tenants', alloc.tenantId) });
     for (const m of members) {
       // Device ids (= host attachment names), container and guest NIC names as the source has them: the same VM
+      // (the source's record says; a source that moved in itself kept those of the allocation the VM first ran as)
       const names = nameInterfaces({ ...m.alloc, allocId: m.fromAllocId }, []);
-      const guestIfNames = layout?.members.find((x) => x.allocId === m.fromAllocId)?.guestIfNames ?? names.guestIfNames;
-      const hotplugged = Object.values(names.hostIfNames).some((n) => layout?.hotplugged.includes(`nic:${n}`));
-      r.replicas[m.alloc.allocId] = { allocId: m.alloc.allocId, alloc: m.alloc, state: 'starting', attachments: {}, hostIfNames: names.hostIfNames, guestIfNames, containerId: `r-${hash(m.fromAllocId, 12)}`, hotplugged };
+      const src = layout?.members.find((x) => x.allocId === m.fromAllocId);
+      // they came from another node: names this agent itself would make, for every interface, or nothing is made
+      const badName = src?.hostIfNames && m.alloc.interfaces.some((i) => !/^n[0-9a-f]{10}$/.test(src.hostIfNames![i.name] ?? ''));
+      if (badName || (src?.containerId !== undefined && !/^r-[0-9a-f]{12}$/.test(src.containerId))) {
+        throw new InvalidArgumentError([{ field: 'migration.vm.members', message: `the names of ${m.fromAllocId}'s devices or container are not this agent's` }]);
+      }
+      const hostIfNames = src?.hostIfNames ?? names.hostIfNames;
+      const guestIfNames = src?.guestIfNames ?? names.guestIfNames;
+      const hotplugged = Object.values(hostIfNames).some((n) => layout?.hotplugged.includes(`nic:${n}`));
+      r.replicas[m.alloc.allocId] = { allocId: m.alloc.allocId, alloc: m.alloc, state: 'starting', attachments: {}, hostIfNames, guestIfNames, containerId: src?.containerId ?? `r-${hash(m.fromAllocId, 12)}`, hotplugged };
     }
     this.h.put(r);
     const dir = incomingDir(this.h.stateDir, sandboxId);
