@@ -41,7 +41,7 @@ before(async () => {
   schedulers.set('mr-s1', cluster.scheduler);
   schedulers.set('mr-s2', await startScheduler({ ...cluster.env, EDGENFV_INSTANCE_ID: 'mr-s2' }));
   for (const id of ['mr-a', 'mr-b']) {
-    const { inventory, cleanup } = await simulatedNodeInventory(id, { numaNodes: 1, cpusPerNuma: 8, isolatedPerNuma: 4, vfsPerNuma: 0, physnet: 'physnet1' });
+    const { inventory, cleanup } = await simulatedNodeInventory(id, { numaNodes: 1, cpusPerNuma: 16, isolatedPerNuma: 4, vfsPerNuma: 0, physnet: 'physnet1' });
     cleanups.push(cleanup);
     const n = new SimNode(nc, inventory, 300);
     n.serveMigration = true;
