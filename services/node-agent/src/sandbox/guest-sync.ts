@@ -101,6 +101,9 @@ export class GuestSync {
     // data plane's needs the NICs' guest PCI addresses in its environment first)
     const t0 = Date.now();
     const created = a.resources.dataplane ? undefined : s.createContainer(container);
+    // its failure is awaited below; until then it must not count as unhandled (Node ends the process on one: a
+    // CreateContainer that failed while UpdateInterfaces still ran killed the node agent in the emulated edge node)
+    created?.catch(() => undefined);
     let found: Awaited<ReturnType<GuestSession['updateInterfaces']>>;
     try {
       found = await s.updateInterfaces(this.nics(rec, replica), replica.hotplugged ? 30_000 : 10_000);
