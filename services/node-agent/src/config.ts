@@ -109,6 +109,11 @@ export interface NodeAgentConfig {
     /** A guest agent that has not answered for this long has lost its VM's replicas. */
     livenessFailAfterMs: number;
     /**
+     * gRPC keepalive to the guest agent: a ping unanswered this long drops the connection. The default suits a KVM
+     * or one-level TCG guest; a guest nested in an emulated node (TCG inside TCG) answers in tens of seconds.
+     */
+    keepaliveTimeoutMs: number;
+    /**
      * Operator-only debugging (docs/security.md): every VM gets a root shell on a virtio-serial port whose host side
      * is `<run folder>/debug.sock` (root only). Off by default; nothing a tenant sends reaches it.
      */
@@ -188,7 +193,7 @@ const KEYS: Record<string, readonly string[]> = {
   images: ['cacheDir', 'maxImageBytes', 'cacheMaxBytes', 'ociLayoutRoots'],
   metrics: ['host', 'port'],
   qemu: ['binary', 'machine', 'accel', 'tcgTbSizeMiB', 'overheadMiB', 'maxVcpus', 'maxMemoryMiB'],
-  guest: ['kernelPath', 'initrdPath', 'systemDiskPath', 'bootTimeoutMs', 'extraKernelArgs', 'livenessIntervalMs', 'livenessFailAfterMs', 'debugConsole', 'vfioNoIommu'],
+  guest: ['kernelPath', 'initrdPath', 'systemDiskPath', 'bootTimeoutMs', 'extraKernelArgs', 'livenessIntervalMs', 'livenessFailAfterMs', 'keepaliveTimeoutMs', 'debugConsole', 'vfioNoIommu'],
   isolation: ['uidBase', 'uidCount', 'cgroupRoot', 'cgroupParent', 'sandbox'],
   dataplane: ['kind', 'socketDir', 'probePath', 'numaNode', 'ovs'],
   ovs: ['socketMemMiB', 'lcoreCpu', 'pmdCpus', 'pmdMaxSleepUs', 'netns', 'ealArgs', 'uplinks', 'vswitchdBinary', 'startTimeoutMs'],
@@ -210,6 +215,7 @@ export const DEFAULTS = {
   guestLivenessIntervalMs: 10_000,
   // generous: a guest agent in an emulated (TCG) VM on a loaded host can be slow to answer for a while
   guestLivenessFailAfterMs: 120_000,
+  guestKeepaliveTimeoutMs: 10_000,
   uidBase: 420_000,
   uidCount: 1000,
   cgroupRoot: '/sys/fs/cgroup',
@@ -522,6 +528,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     extraKernelArgs: typeof g.extraKernelArgs === 'string' ? g.extraKernelArgs : '',
     livenessIntervalMs: int(g, 'livenessIntervalMs', 'guest.livenessIntervalMs', DEFAULTS.guestLivenessIntervalMs, 0, 3_600_000),
     livenessFailAfterMs: int(g, 'livenessFailAfterMs', 'guest.livenessFailAfterMs', DEFAULTS.guestLivenessFailAfterMs, 1000, 3_600_000),
+    keepaliveTimeoutMs: int(g, 'keepaliveTimeoutMs', 'guest.keepaliveTimeoutMs', DEFAULTS.guestKeepaliveTimeoutMs, 1000, 3_600_000),
     debugConsole: g.debugConsole === true,
     vfioNoIommu: g.vfioNoIommu === true,
   };

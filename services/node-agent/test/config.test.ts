@@ -237,13 +237,14 @@ test('guest liveness and the debug console: defaults (watch every 10 s, lost aft
   assert.equal(d.guest.livenessIntervalMs, 10_000);
   assert.equal(d.guest.livenessFailAfterMs, 120_000);
   assert.equal(d.guest.debugConsole, false);
-  const c = parseConfig({ guest: { livenessIntervalMs: 0, livenessFailAfterMs: 30_000, debugConsole: true } }, { EDGENFV_NODE_ID: 'edge-1' });
-  assert.deepEqual([c.guest.livenessIntervalMs, c.guest.livenessFailAfterMs, c.guest.debugConsole], [0, 30_000, true]);
+  assert.equal(d.guest.keepaliveTimeoutMs, 10_000);
+  const c = parseConfig({ guest: { livenessIntervalMs: 0, livenessFailAfterMs: 30_000, keepaliveTimeoutMs: 300_000, debugConsole: true } }, { EDGENFV_NODE_ID: 'edge-1' });
+  assert.deepEqual([c.guest.livenessIntervalMs, c.guest.livenessFailAfterMs, c.guest.keepaliveTimeoutMs, c.guest.debugConsole], [0, 30_000, 300_000, true]);
   assert.throws(
-    () => parseConfig({ guest: { livenessIntervalMs: -5, livenessFailAfterMs: 'long', debugConsole: 'yes' } }, { EDGENFV_NODE_ID: 'edge-1' }),
+    () => parseConfig({ guest: { livenessIntervalMs: -5, livenessFailAfterMs: 'long', keepaliveTimeoutMs: 5, debugConsole: 'yes' } }, { EDGENFV_NODE_ID: 'edge-1' }),
     (e: unknown) => {
       const fields = (e as InvalidArgumentError).issues.map((i) => i.field);
-      return ['guest.livenessIntervalMs', 'guest.livenessFailAfterMs', 'guest.debugConsole'].every((f) => fields.includes(f));
+      return ['guest.livenessIntervalMs', 'guest.livenessFailAfterMs', 'guest.keepaliveTimeoutMs', 'guest.debugConsole'].every((f) => fields.includes(f));
     },
   );
 });

@@ -118,7 +118,7 @@ export class AgentClient {
   readyInstanceId?: string;
 
   /** target: `unix:/path` (the host channel's listen socket). */
-  constructor(target: string, opts: { protoPath?: string } = {}) {
+  constructor(target: string, opts: { protoPath?: string; keepaliveTimeoutMs?: number } = {}) {
     this.target = target;
     const Ctor = serviceCtor(opts.protoPath);
     this.raw = new Ctor(target, grpc.credentials.createInsecure(), {
@@ -126,7 +126,7 @@ export class AgentClient {
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 1000,
       'grpc.keepalive_time_ms': 20_000,
-      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.keepalive_timeout_ms': opts.keepaliveTimeoutMs ?? 10_000,
     }) as Raw;
   }
 
