@@ -5,10 +5,13 @@
 // tenant VM with that VF on its own root port. Then the node agent is killed with SIGKILL, the VNF is terminated
 // through the API, the agent comes back (as a service manager would restart it): the VF is back on igbvf with the
 // MAC, VLAN, spoofchk and trust it had before. The nested tenant VM's boot (many minutes: TCG inside TCG) and the
-// data path are `npm run demo:sriov`'s; this test does not wait for them.
+// data path are `npm run demo:sriov`'s; this test does not wait for them. The second test hot-plugs both VFs into
+// a chrooted QEMU that dropped to a uid (a later replica's VF), through the node agent's QEMU driver in the node.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { EDGE_PF_PCI, startEdgeNode, type EdgeNode } from '../src/edge-node.js';
+import { REPO_ROOT } from '../src/harness.js';
 
 const NETWORK = { name: 'radio', cidr: '10.79.0.0/24', gateway: '10.79.0.1', range: { start: '10.79.0.10', end: '10.79.0.50' }, vlan: 100, spoofchk: true, trust: false };
 let node: EdgeNode | undefined;
@@ -99,4 +102,39 @@ test('an emulated edge node joins over NATS; a VF through the API to vfio-pci an
   assert.deepEqual(back, orig, 'driver, MAC, VLAN, spoofchk and trust as before');
   const left = (await n.exec(['sh', '-c', 'ls /run/edge/node-agent/netplugins/records/sriov 2>/dev/null; pgrep -c qemu-system || true'])).stdout.trim();
   assert.equal(left, '0', 'no SR-IOV record and no tenant VM left in the node');
+});
+
+test('VFs hot-plugged into a chrooted QEMU in the node: the driver stages each VF\'s vfio group and sysfs link in the VM root, and removes them on unplug', { timeout: 900_000 }, async () => {
+  const n = node!;
+  const before = await n.vfTable();
+  const vfs = before.map((v) => v.pciAddress);
+  assert.equal(vfs.length, 2);
+  const r = await n.exec([process.execPath, join(REPO_ROOT, 'test/dist/src/vf-hotplug-probe.js'), ...vfs], 600_000);
+  assert.equal(r.code, 0, `probe: ${r.stderr}`);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown> & { staged: string[]; afterUnplug: string[]; pci: string[] };
+  console.log(`vf-hotplug-probe: ${JSON.stringify(out)}`);
+  assert.equal(out.error, undefined, JSON.stringify(out));
+  assert.deepEqual(out.bound, ['vfio-pci', 'vfio-pci']);
+  assert.equal(out.qemuUid, 64123, 'QEMU runs as the VM uid');
+  assert.match(String(out.qemuRoot), /^\/tmp\/vfhp-[^/]+\/vm$/, 'QEMU is chrooted in its VM root');
+  // without the staging QEMU cannot find the VF from inside its root (what addNic refused before)
+  assert.match(String(out.unstaged), /no such host device|No such file or directory/);
+  assert.deepEqual(out.hotplugged, vfs);
+  // both VFs realized behind root ports with the emulated igb VF's ids (8086:10ca)
+  assert.equal(out.pci.length, 2, JSON.stringify(out.pci));
+  for (const p of out.pci) assert.match(p, /^vf[01] 8086:10ca bus [1-9]/);
+  const groups = await Promise.all(vfs.map(async (v) => (await n.exec(['readlink', `/sys/bus/pci/devices/${v}/iommu_group`])).stdout.trim().split('/').pop()!));
+  for (const [i, v] of vfs.entries()) {
+    assert.ok(out.staged.includes(`dev/vfio/${groups[i]} c 64123 600`), `group node of ${v}: ${JSON.stringify(out.staged)}`);
+    assert.ok(out.staged.includes(`sys/bus/pci/devices/${v}/iommu_group l 0 777`), `sysfs link of ${v}`);
+  }
+  assert.ok(out.staged.includes('dev/vfio/vfio c 0 660'));
+  // vf0 unplugged: its stand-in is gone and its group node too (unless vf1 shares the group), vf1's stay
+  assert.ok(!out.afterUnplug.some((l) => l.includes(vfs[0]!)), JSON.stringify(out.afterUnplug));
+  assert.equal(out.afterUnplug.some((l) => l.startsWith(`dev/vfio/${groups[0]} `)), groups[0] === groups[1], JSON.stringify(out.afterUnplug));
+  assert.ok(out.afterUnplug.includes(`dev/vfio/${groups[1]} c 64123 600`));
+  assert.ok(out.afterUnplug.includes(`sys/bus/pci/devices/${vfs[1]}/iommu_group l 0 777`));
+  assert.equal(out.restored, true);
+  assert.equal(out.leftover, false);
+  assert.deepEqual(await n.vfTable(), before, 'both VFs back on igbvf with their settings');
 });

@@ -379,7 +379,8 @@ export class QemuDriver implements HypervisorDriver {
         if (k === 'id') id = v;
         else props[k] = v === 'on' ? true : k === 'vectors' ? Number(v) : v;
       }
-      await qmp.deviceAdd(driver!, id, props);
+      // a VF's realize maps all guest RAM for DMA (pinning it): seconds on a loaded or nested node
+      await qmp.execute('device_add', { driver, id, ...props }, dev.kind === 'vfio' ? 120_000 : 10_000);
     });
   }
 
