@@ -95,18 +95,6 @@ async function main(): Promise<void> {
     }
     out.staged = listTree(root).filter((l) => !l.startsWith('dev/net'));
     out.peripherals = (await withQmp(vm.apiSocket, (q) => q.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' }))).map((p) => p.name).sort();
-    // the VFs as the VM's PCI bus has them: behind the root ports, with the host's vendor/device ids
-    type Dev = { bus: number; slot: number; id: { vendor: number; device: number }; qdev_id: string; pci_bridge?: { devices?: Dev[] } };
-    const buses = await withQmp(vm.apiSocket, (q) => q.execute<{ bus: number; devices: Dev[] }[]>('query-pci'));
-    const found: string[] = [];
-    const walk = (ds: Dev[]): void => {
-      for (const d of ds) {
-        if (d.qdev_id.startsWith('vf')) found.push(`${d.qdev_id} ${d.id.vendor.toString(16)}:${d.id.device.toString(16)} bus ${d.bus}`);
-        if (d.pci_bridge?.devices) walk(d.pci_bridge.devices);
-      }
-    };
-    for (const b of buses) walk(b.devices);
-    out.pci = found.sort();
     out.vfioFds = readdirSync(`/proc/${vm.pid}/fd`)
       .map((fd) => {
         try {
