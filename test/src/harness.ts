@@ -146,3 +146,19 @@ export function vnfd(name: string, extra: Record<string, unknown> = {}): Record<
     ...extra,
   };
 }
+
+/** Polls `cond` until it holds; fails naming `what` after `ms`. */
+export async function until(what: string, cond: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  await probeUntil(what, ms, async () => ((await cond()) ? true : undefined), 100);
+}
+
+/** Polls `probe` until it gives a value (not undefined) and returns it; fails naming `what` after `timeoutMs`. */
+export async function probeUntil<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, intervalMs = 250): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

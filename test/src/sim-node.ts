@@ -63,6 +63,31 @@ export async function startSimNode(nc: NatsConnection, nodeId: string, heartbeat
   return { node, cleanup };
 }
 
+/**
+ * Simulated nodes that serve live migrations (`serveMigration`), one NUMA node of `cpusPerNuma` CPUs each, started
+ * and known to the scheduler; `stop` stops them and removes their fake sysfs trees.
+ */
+export async function startMigratingSimNodes(nc: NatsConnection, ids: string[], cpusPerNuma: number): Promise<{ nodes: Map<string, SimNode>; stop: () => void }> {
+  const nodes = new Map<string, SimNode>();
+  const cleanups: (() => void)[] = [];
+  for (const id of ids) {
+    const { inventory, cleanup } = await simulatedNodeInventory(id, { numaNodes: 1, cpusPerNuma, isolatedPerNuma: 4, vfsPerNuma: 0, physnet: 'physnet1' });
+    cleanups.push(cleanup);
+    const n = new SimNode(nc, inventory, 300);
+    n.serveMigration = true;
+    await n.start();
+    nodes.set(id, n);
+  }
+  for (const id of ids) await waitNodeKnown(nc, id);
+  return {
+    nodes,
+    stop: () => {
+      for (const n of nodes.values()) n.stop();
+      for (const c of cleanups) c();
+    },
+  };
+}
+
 export class SimNode {
   epoch = 0;
   /** allocId -> what it holds */

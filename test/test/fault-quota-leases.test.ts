@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import type { NatsConnection } from 'nats';
 import { Store } from '@edgenfv/scheduler/internal/state/store';
 import { refundOnce } from '@edgenfv/scheduler/internal/ops/quota';
-import { startCluster, type Api, type Cluster } from '../src/harness.js';
+import { startCluster, type Api, type Cluster, until } from '../src/harness.js';
 import { startSimNode, type SimNode } from '../src/sim-node.js';
 
 let cluster: Cluster;
@@ -37,14 +37,6 @@ async function leaseOwners(): Promise<string[]> {
   const out: string[] = [];
   for await (const k of await kv.keys('mgmt.owner.>')) out.push(k.slice('mgmt.owner.'.length));
   return out;
-}
-
-async function until(what: string, cond: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`not reached: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 test('FORCEFUL terminate over a scale-out: quota all given back, the running VM keeps its lease until the node confirms', async () => {

@@ -15,6 +15,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { startSite, type VirtualSite } from '../src/site.js';
 import { startSimNode, type SimNode } from '../src/sim-node.js';
+import { probeUntil } from '../src/harness.js';
 
 const GRACE_MS = 4000;
 const STOP_AFTER_MS = 12_000;
@@ -39,16 +40,6 @@ after(async () => {
   sim?.cleanup();
   await s?.teardown();
 });
-
-async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 /** The pids of the QEMU processes running sandbox `sandboxId` (`-name guest=<id>,...`). */
 function qemuPids(sandboxId: string): number[] {
@@ -115,13 +106,13 @@ test('a node cut from NATS fences itself: stops the `stop` VNF\'s VM, keeps the 
 
   // the scheduler heals both onto the simulated node
   for (const [t, id] of [[TS, stopInst.vnfId], [TK, keepInst.vnfId]] as const) {
-    await until(`${t}'s replica healed onto ${SIM}`, 5 * 60_000, async () => {
+    await probeUntil(`${t}'s replica healed onto ${SIM}`, 5 * 60_000, async () => {
       const v = await s.api.ok(`nfv.v1.tenant.${t}.vnfs.get`, { id });
       return v.replicas[0].nodeId === SIM && v.replicas[0].state === 'RUNNING' ? true : undefined;
     });
   }
   // the fenced agent stops the `stop` VM after fencing.stopAfterMs; the `keep` VM stays
-  await until('the stop VNF\'s VM stopped by the fenced node', 5 * 60_000, async () =>
+  await probeUntil('the stop VNF\'s VM stopped by the fenced node', 5 * 60_000, async () =>
     qemuPids(stopSandbox).length === 0 && logged(real.logs, /replica removed \(onPartition: stop\)/).length > 0 ? true : undefined,
   );
   assert.equal(qemuPids(keepSandbox).length, 1, 'the keep VNF\'s VM still runs while the node is fenced');
@@ -134,8 +125,8 @@ test('a node cut from NATS fences itself: stops the `stop` VNF\'s VM, keeps the 
 
   // the partition heals: the agent registers, learns it was fenced, and tears down the kept VM (healed elsewhere)
   assert.equal(spawnSync('ip', ['link', 'set', real.hostVeth, 'up']).status, 0);
-  await until('the kept VM torn down after the node came back', 5 * 60_000, async () => (qemuPids(keepSandbox).length === 0 ? true : undefined));
-  await until(`${real.id} Ready with nothing allocated`, 2 * 60_000, async () => {
+  await probeUntil('the kept VM torn down after the node came back', 5 * 60_000, async () => (qemuPids(keepSandbox).length === 0 ? true : undefined));
+  await probeUntil(`${real.id} Ready with nothing allocated`, 2 * 60_000, async () => {
     const n = await s.api.ok('nfv.v1.admin.nodes.get', { id: real.id });
     return n.health === 'Ready' && n.allocated.replicas === 0 ? true : undefined;
   });

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { startSite, type VirtualSite } from '../src/site.js';
 import { startSimNode, type SimNode } from '../src/sim-node.js';
 import { debugConsoleSocket, killGuestAgent } from '../src/guest-debug.js';
+import { probeUntil } from '../src/harness.js';
 
 const tag = String(process.pid % 100000);
 const T = `gk${tag}`;
@@ -34,16 +35,6 @@ after(async () => {
   sim?.cleanup();
   await site?.teardown();
 });
-
-async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 function qemuPids(sandboxId: string): number[] {
   return readdirSync('/proc')
@@ -93,14 +84,14 @@ test('kill -9 of the guest agent in a VM: the replica goes FAILED, the VM goes, 
   assert.ok(pid > 1, `the guest agent's pid in the guest: ${pid}`);
 
   // the node agent finds the restarted agent without the container, tears the VM down, reports the replica FAILED
-  const lost = await until('the replica found lost by the guest liveness watch', 10 * 60_000, async () => logged(real.logs, /^replicas lost: /)[0]);
+  const lost = await probeUntil('the replica found lost by the guest liveness watch', 10 * 60_000, async () => logged(real.logs, /^replicas lost: /)[0]);
   assert.equal(lost.reason, 'restarted', JSON.stringify(lost));
   assert.deepEqual(lost.allocIds, [before.allocId]);
   assert.match(String(lost.msg), /guest agent restarted: container r-[0-9a-f]+ gone/);
-  await until('the VM torn down', 5 * 60_000, async () => (qemuPids(sandboxId).length === 0 && !existsSync(join(real.stateDir, 'sandboxes', `${sandboxId}.json`)) ? true : undefined));
+  await probeUntil('the VM torn down', 5 * 60_000, async () => (qemuPids(sandboxId).length === 0 && !existsSync(join(real.stateDir, 'sandboxes', `${sandboxId}.json`)) ? true : undefined));
 
   // the engine heals it: a HEAL for the lost replica, the replica RUNNING on the simulated node
-  const healed = await until(`the replica healed onto ${SIM}`, 5 * 60_000, async () => {
+  const healed = await probeUntil(`the replica healed onto ${SIM}`, 5 * 60_000, async () => {
     const r = (await s.api.ok(`nfv.v1.tenant.${T}.vnfs.get`, { id: inst.vnfId })).replicas[0];
     return r.nodeId === SIM && r.state === 'RUNNING' ? r : undefined;
   });
@@ -114,7 +105,7 @@ test('kill -9 of the guest agent in a VM: the replica goes FAILED, the VM goes, 
   assert.equal([...sim!.node.running.values()].filter((r) => r.vnfId === inst.vnfId).length, 1, 'one copy, on the simulated node');
 
   // nothing left on the real node; it is Ready with nothing allocated
-  await until(`${real.id} Ready with nothing allocated`, 2 * 60_000, async () => {
+  await probeUntil(`${real.id} Ready with nothing allocated`, 2 * 60_000, async () => {
     const n = await s.api.ok('nfv.v1.admin.nodes.get', { id: real.id });
     return n.health === 'Ready' && n.allocated.replicas === 0 ? true : undefined;
   });

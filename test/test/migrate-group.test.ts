@@ -15,43 +15,25 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { NatsConnection } from 'nats';
 import type { Allocation } from '@edgenfv/contracts';
-import { startCluster, type Api, type Cluster } from '../src/harness.js';
-import { SimNode, simulatedNodeInventory } from '../src/sim-node.js';
-import { waitNodeKnown } from '../src/state-fixtures.js';
+import { startCluster, type Api, type Cluster, until } from '../src/harness.js';
+import { startMigratingSimNodes, type SimNode } from '../src/sim-node.js';
 
 let cluster: Cluster;
 let nc: NatsConnection;
 let api: Api;
-const nodes = new Map<string, SimNode>();
-const cleanups: (() => void)[] = [];
+let nodes = new Map<string, SimNode>();
+let stopNodes = (): void => undefined;
 
 before(async () => {
   cluster = await startCluster({ env: { EDGENFV_HEARTBEAT_GRACE_MS: '60000' } }); // no node is lost here, even on a loaded host
   ({ nc, api } = cluster);
-  for (const id of ['mg-a', 'mg-b']) {
-    const { inventory, cleanup } = await simulatedNodeInventory(id, { numaNodes: 1, cpusPerNuma: 16, isolatedPerNuma: 4, vfsPerNuma: 0, physnet: 'physnet1' });
-    cleanups.push(cleanup);
-    const n = new SimNode(nc, inventory, 300);
-    n.serveMigration = true;
-    await n.start();
-    nodes.set(id, n);
-  }
-  for (const id of nodes.keys()) await waitNodeKnown(nc, id);
+  ({ nodes, stop: stopNodes } = await startMigratingSimNodes(nc, ['mg-a', 'mg-b'], 16));
 }, { timeout: 90_000 });
 
 after(async () => {
-  for (const n of nodes.values()) n.stop();
+  stopNodes();
   await cluster?.close();
-  for (const c of cleanups) c();
 });
-
-async function until(what: string, cond: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`not reached: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const steps = (op: any): string => op.steps.map((s: any) => s.message).join(' | ');
 

@@ -11,34 +11,24 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { NatsConnection } from 'nats';
-import { startCluster, type Api, type Cluster } from '../src/harness.js';
-import { SimNode, simulatedNodeInventory } from '../src/sim-node.js';
-import { waitNodeKnown } from '../src/state-fixtures.js';
+import { startCluster, type Api, type Cluster, until } from '../src/harness.js';
+import { startMigratingSimNodes, type SimNode } from '../src/sim-node.js';
 
 let cluster: Cluster;
 let nc: NatsConnection;
 let api: Api;
-const nodes = new Map<string, SimNode>();
-const cleanups: (() => void)[] = [];
+let nodes = new Map<string, SimNode>();
+let stopNodes = (): void => undefined;
 
 before(async () => {
   cluster = await startCluster({ env: { EDGENFV_HEARTBEAT_GRACE_MS: '2000' } });
   ({ nc, api } = cluster);
-  for (const id of ['ml-a', 'ml-b', 'ml-c']) {
-    const { inventory, cleanup } = await simulatedNodeInventory(id, { numaNodes: 1, cpusPerNuma: 8, isolatedPerNuma: 4, vfsPerNuma: 0, physnet: 'physnet1' });
-    cleanups.push(cleanup);
-    const n = new SimNode(nc, inventory, 300);
-    n.serveMigration = true;
-    await n.start();
-    nodes.set(id, n);
-  }
-  for (const id of nodes.keys()) await waitNodeKnown(nc, id);
+  ({ nodes, stop: stopNodes } = await startMigratingSimNodes(nc, ['ml-a', 'ml-b', 'ml-c'], 8));
 }, { timeout: 90_000 });
 
 after(async () => {
-  for (const n of nodes.values()) n.stop();
+  stopNodes();
   await cluster?.close();
-  for (const c of cleanups) c();
 });
 
 /** IPAM lease owners on the mgmt network. */
@@ -47,14 +37,6 @@ async function leaseOwners(): Promise<string[]> {
   const out: string[] = [];
   for await (const k of await kv.keys('mgmt.owner.>')) out.push(k.slice('mgmt.owner.'.length));
   return out.sort();
-}
-
-async function until(what: string, cond: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`not reached: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 const steps = (op: any): string => op.steps.map((s: any) => s.message).join(' | ');

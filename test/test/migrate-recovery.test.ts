@@ -24,15 +24,14 @@ import assert from 'node:assert/strict';
 import type { NatsConnection } from 'nats';
 import type { Allocation } from '@edgenfv/contracts';
 import { startCluster, startScheduler, type Api, type Cluster, type SchedulerProc } from '../src/harness.js';
-import { SimNode, simulatedNodeInventory } from '../src/sim-node.js';
-import { waitNodeKnown } from '../src/state-fixtures.js';
+import { startMigratingSimNodes, type SimNode } from '../src/sim-node.js';
 
 let cluster: Cluster;
 let nc: NatsConnection;
 let api: Api;
 const schedulers = new Map<string, SchedulerProc>();
-const nodes = new Map<string, SimNode>();
-const cleanups: (() => void)[] = [];
+let nodes = new Map<string, SimNode>();
+let stopNodes = (): void => undefined;
 
 before(async () => {
   // a long heartbeat grace: the new leader of the failover test must not take the nodes for lost
@@ -40,22 +39,13 @@ before(async () => {
   ({ nc, api } = cluster);
   schedulers.set('mr-s1', cluster.scheduler);
   schedulers.set('mr-s2', await startScheduler({ ...cluster.env, EDGENFV_INSTANCE_ID: 'mr-s2' }));
-  for (const id of ['mr-a', 'mr-b']) {
-    const { inventory, cleanup } = await simulatedNodeInventory(id, { numaNodes: 1, cpusPerNuma: 16, isolatedPerNuma: 4, vfsPerNuma: 0, physnet: 'physnet1' });
-    cleanups.push(cleanup);
-    const n = new SimNode(nc, inventory, 300);
-    n.serveMigration = true;
-    await n.start();
-    nodes.set(id, n);
-  }
-  for (const id of nodes.keys()) await waitNodeKnown(nc, id);
+  ({ nodes, stop: stopNodes } = await startMigratingSimNodes(nc, ['mr-a', 'mr-b'], 16));
 }, { timeout: 90_000 });
 
 after(async () => {
-  for (const n of nodes.values()) n.stop();
+  stopNodes();
   for (const s of schedulers.values()) await s.stop();
   await cluster?.close();
-  for (const c of cleanups) c();
 });
 
 async function until(what: string, cond: () => Promise<boolean>, ms = 30_000, show?: () => Promise<unknown>): Promise<void> {

@@ -18,6 +18,7 @@ import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { NETS, Pinger, pingOnce, startMigrateSite, type MigrateSite } from '../src/migrate-scenario.js';
+import { probeUntil } from '../src/harness.js';
 
 let ms: MigrateSite | undefined;
 
@@ -28,16 +29,6 @@ before(async () => {
 after(async () => {
   await ms?.site.teardown();
 });
-
-async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** Live QEMU pids named in a node's sandbox records. */
 function qemuPids(stateDir: string): number[] {
@@ -104,11 +95,11 @@ test('vnfs.heal {migrate: true}: the VM moves A -> B with QEMU migration, RUNNIN
   );
   // the ping goes on through the VM on B
   const n = pinger.replies.length;
-  await until('ping replies through B', 30_000, async () => (pinger.replies.length > n + 5 ? true : undefined));
+  await probeUntil('ping replies through B', 30_000, async () => (pinger.replies.length > n + 5 ? true : undefined));
   const p = await pinger.stop();
   assert.ok(p.received > 0);
   // A holds nothing: its source VM is gone, its ledger empty
-  await until(`${a} empty`, 120_000, async () => ((await site.api.ok('nfv.v1.admin.nodes.get', { id: a })).allocated.replicas === 0 && qemuPids(site.node(a).stateDir).length === 0 ? true : undefined));
+  await probeUntil(`${a} empty`, 120_000, async () => ((await site.api.ok('nfv.v1.admin.nodes.get', { id: a })).allocated.replicas === 0 && qemuPids(site.node(a).stateDir).length === 0 ? true : undefined));
   assert.equal(qemuPids(site.node(b).stateDir).length, 1, 'one QEMU of the tenant, on B');
 });
 
@@ -116,7 +107,7 @@ test('the destination agent killed mid-migration: the VNF keeps running on the s
   const { site, tenant, vnfId, a, b, leftNs } = ms!;
   const heal = await site.api.ok<{ opOccId: string }>(`nfv.v1.tenant.${tenant}.vnfs.heal`, { id: vnfId, replica: 0, migrate: true });
   // the destination (A) waits for the state: kill its agent before the switchover
-  await until('the destination waiting', 5 * 60_000, async () => {
+  await probeUntil('the destination waiting', 5 * 60_000, async () => {
     const op = await site.api.ok(`nfv.v1.tenant.${tenant}.opoccs.get`, { id: heal.opOccId });
     return (op.steps as { message: string }[]).some((s) => /waits for the VM's state/.test(s.message)) ? true : undefined;
   });
@@ -135,14 +126,14 @@ test('the destination agent killed mid-migration: the VNF keeps running on the s
   // the destination's agent comes back: it drops the incoming VM nobody wants; retry completes the migration
   await site.startAgent(a);
   await site.waitReady([a], 120_000);
-  await until(`${a} has no VM`, 120_000, async () => (qemuPids(site.node(a).stateDir).length === 0 ? true : undefined));
+  await probeUntil(`${a} has no VM`, 120_000, async () => (qemuPids(site.node(a).stateDir).length === 0 ? true : undefined));
   await site.api.ok(`nfv.v1.tenant.${tenant}.opoccs.retry`, { id: heal.opOccId });
   const done = await site.api.waitOp(tenant, heal.opOccId, 10 * 60_000);
   assert.equal(done.operationState, 'COMPLETED', (done.steps as { message: string }[]).map((s) => s.message).join('\n'));
   const moved = await site.api.ok(`nfv.v1.tenant.${tenant}.vnfs.get`, { id: vnfId });
   assert.equal(moved.replicas[0].nodeId, a);
   assert.equal(moved.replicas[0].state, 'RUNNING');
-  await until(`${b} empty`, 120_000, async () => (qemuPids(site.node(b).stateDir).length === 0 ? true : undefined));
+  await probeUntil(`${b} empty`, 120_000, async () => (qemuPids(site.node(b).stateDir).length === 0 ? true : undefined));
   assert.equal(qemuPids(site.node(a).stateDir).length, 1, 'exactly one running copy');
   assert.ok(pingOnce(leftNs, `${NETS.right}.2`), 'the VNF forwards on A again');
 });
@@ -182,10 +173,10 @@ test('two VNFs in one tenant VM: nodes.drain moves the VM as one, both RUNNING t
   assert.deepEqual([...states], ['RUNNING'], 'both RUNNING throughout');
   assert.equal(String(moved[1]!.replicas[0]!.interfaces[0]!.ips[0]).split('/')[0], bbAddr, 'the busybox keeps its address');
   const n = pinger.replies.length;
-  await until('ping replies through B', 30_000, async () => (pinger.replies.length > n + 5 ? true : undefined));
+  await probeUntil('ping replies through B', 30_000, async () => (pinger.replies.length > n + 5 ? true : undefined));
   const p = await pinger.stop();
   assert.ok(p.received > 0);
-  await until(`${a} empty`, 120_000, async () => ((await site.api.ok('nfv.v1.admin.nodes.get', { id: a })).allocated.replicas === 0 && qemuPids(site.node(a).stateDir).length === 0 ? true : undefined));
+  await probeUntil(`${a} empty`, 120_000, async () => ((await site.api.ok('nfv.v1.admin.nodes.get', { id: a })).allocated.replicas === 0 && qemuPids(site.node(a).stateDir).length === 0 ? true : undefined));
   assert.equal(qemuPids(site.node(b).stateDir).length, 1, 'one QEMU of the tenant, on B');
   console.log(JSON.stringify({ from: a, to: b, vnfs: 2, pingsSent: p.sent, pingsLost: p.lost, gapMs: p.gapMs, qemuDowntimeMs: Math.max(...ops.map((o) => Number(o.params.qemuDowntimeMs ?? 0))) }));
 

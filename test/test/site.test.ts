@@ -16,6 +16,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, credsAuthenticator, Events } from 'nats';
 import { startSite, vlanProbe, type VirtualSite } from '../src/site.js';
+import { probeUntil } from '../src/harness.js';
 
 const GRACE_MS = 3000;
 const T = 'sitet';
@@ -29,16 +30,6 @@ before(async () => {
 after(async () => {
   await site?.teardown();
 });
-
-async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 test('the site: three real nodes Ready, VLAN-tagged frames pass the site switch, each node its own principal', async () => {
   const s = site!;
@@ -60,7 +51,7 @@ test('the site: three real nodes Ready, VLAN-tagged frames pass the site switch,
     })();
     nc.publish(`nfv.v1.internal.nodes.${b.id}.heartbeat`, new TextEncoder().encode('{}'));
     await nc.flush();
-    await until('a permissions violation for another node\'s subject', 5000, async () => (errs.some((e) => /permission/i.test(e)) ? true : undefined));
+    await probeUntil('a permissions violation for another node\'s subject', 5000, async () => (errs.some((e) => /permission/i.test(e)) ? true : undefined));
   } finally {
     await nc.close();
   }
@@ -92,8 +83,8 @@ test('anti-affinity across real node agents; a SIGKILLed agent\'s replica is hea
   const thirdId = ids.find((id) => id !== lostId && id !== keptId)!;
 
   await s.killAgent(lostId);
-  await until(`${lostId} NotReady`, 60_000, async () => ((await s.api.ok('nfv.v1.admin.nodes.get', { id: lostId })).health === 'NotReady' ? true : undefined));
-  const healed = await until('replica 0 RUNNING on another node', 15 * 60_000, async () => {
+  await probeUntil(`${lostId} NotReady`, 60_000, async () => ((await s.api.ok('nfv.v1.admin.nodes.get', { id: lostId })).health === 'NotReady' ? true : undefined));
+  const healed = await probeUntil('replica 0 RUNNING on another node', 15 * 60_000, async () => {
     const v = await s.api.ok(`nfv.v1.tenant.${T}.vnfs.get`, { id: inst.vnfId });
     return v.replicas[0].state === 'RUNNING' && v.replicas[0].nodeId !== lostId ? v : undefined;
   });
@@ -114,11 +105,11 @@ test('anti-affinity across real node agents; a SIGKILLed agent\'s replica is hea
   const oldPid = JSON.parse(readFileSync(join(lostNode.stateDir, 'sandboxes', records[0]), 'utf8')).vm?.pid as number | undefined;
   assert.ok(oldPid && spawnSync('kill', ['-0', String(oldPid)]).status === 0, 'the killed agent left its VM running');
   await s.startAgent(lostId);
-  await until(`${lostId} Ready with nothing allocated`, 5 * 60_000, async () => {
+  await probeUntil(`${lostId} Ready with nothing allocated`, 5 * 60_000, async () => {
     const n = await s.api.ok('nfv.v1.admin.nodes.get', { id: lostId });
     return n.health === 'Ready' && n.allocated.replicas === 0 ? true : undefined;
   });
-  await until('the old VM gone', 120_000, async () => (spawnSync('kill', ['-0', String(oldPid)]).status !== 0 ? true : undefined));
+  await probeUntil('the old VM gone', 120_000, async () => (spawnSync('kill', ['-0', String(oldPid)]).status !== 0 ? true : undefined));
 
   // drain a real node: its replica moves to the agent that came back (cold restart: HEAL with params.fromNode)
   const drain = await s.api.ok<{ opOccIds: string[] }>('nfv.v1.admin.nodes.drain', { id: keptId });
@@ -126,7 +117,7 @@ test('anti-affinity across real node agents; a SIGKILLed agent\'s replica is hea
   assert.equal((await s.api.waitOp(T, drain.opOccIds[0], 15 * 60_000)).operationState, 'COMPLETED');
   const drained = await s.api.ok(`nfv.v1.tenant.${T}.vnfs.get`, { id: inst.vnfId });
   assert.deepEqual(drained.replicas.map((r: { nodeId: string; state: string }) => [r.nodeId, r.state]), [[thirdId, 'RUNNING'], [lostId, 'RUNNING']]);
-  await until(`${keptId} empty after the drain`, 120_000, async () => ((await s.api.ok('nfv.v1.admin.nodes.get', { id: keptId })).allocated.replicas === 0 ? true : undefined));
+  await probeUntil(`${keptId} empty after the drain`, 120_000, async () => ((await s.api.ok('nfv.v1.admin.nodes.get', { id: keptId })).allocated.replicas === 0 ? true : undefined));
 
   const term = await s.api.ok(`nfv.v1.tenant.${T}.vnfs.terminate`, { id: inst.vnfId });
   assert.equal((await s.api.waitOp(T, term.opOccId, 5 * 60_000)).operationState, 'COMPLETED');
