@@ -114,7 +114,8 @@ test('anti-affinity across real node agents; a SIGKILLed agent\'s replica is hea
   // drain a real node: its replica moves to the agent that came back (cold restart: HEAL with params.fromNode)
   const drain = await s.api.ok<{ opOccIds: string[] }>('nfv.v1.admin.nodes.drain', { id: keptId });
   assert.equal(drain.opOccIds.length, 1);
-  assert.equal((await s.api.waitOp(T, drain.opOccIds[0], 15 * 60_000)).operationState, 'COMPLETED');
+  const drainOp = await s.api.waitOp(T, drain.opOccIds[0], 15 * 60_000);
+  assert.equal(drainOp.operationState, 'COMPLETED', `the drain's HEAL: ${JSON.stringify({ error: drainOp.error, steps: drainOp.steps?.map((x: { message: string }) => x.message) })}`);
   const drained = await s.api.ok(`nfv.v1.tenant.${T}.vnfs.get`, { id: inst.vnfId });
   assert.deepEqual(drained.replicas.map((r: { nodeId: string; state: string }) => [r.nodeId, r.state]), [[thirdId, 'RUNNING'], [lostId, 'RUNNING']]);
   await probeUntil(`${keptId} empty after the drain`, 120_000, async () => ((await s.api.ok('nfv.v1.admin.nodes.get', { id: keptId })).allocated.replicas === 0 ? true : undefined));
