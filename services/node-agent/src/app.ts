@@ -89,7 +89,7 @@ export function buildApp(deps: AppDeps): App {
     cfg: { ...cfg, vmBaseMemoryMiB: guestBaseMiB },
     driver,
     accel,
-    guest: deps.guest ?? new GrpcGuestPort(logger, cfg.guest.keepaliveTimeoutMs),
+    guest: deps.guest ?? new GrpcGuestPort(logger, { keepaliveTimeoutMs: cfg.guest.keepaliveTimeoutMs, rpcTimeoutScale: cfg.guest.rpcTimeoutScale }),
     attachments: deps.attachments ?? new NetpluginsAttachments({
         stateDir: cfg.stateDir,
         sysfsRoot: cfg.sysfsRoot,

@@ -113,6 +113,8 @@ export interface NodeAgentConfig {
      * or one-level TCG guest; a guest nested in an emulated node (TCG inside TCG) answers in tens of seconds.
      */
     keepaliveTimeoutMs: number;
+    /** Every guest agent call's deadline is multiplied by this (1: as built; a nested TCG node needs 10-20). */
+    rpcTimeoutScale: number;
     /**
      * Operator-only debugging (docs/security.md): every VM gets a root shell on a virtio-serial port whose host side
      * is `<run folder>/debug.sock` (root only). Off by default; nothing a tenant sends reaches it.
@@ -193,7 +195,7 @@ const KEYS: Record<string, readonly string[]> = {
   images: ['cacheDir', 'maxImageBytes', 'cacheMaxBytes', 'ociLayoutRoots'],
   metrics: ['host', 'port'],
   qemu: ['binary', 'machine', 'accel', 'tcgTbSizeMiB', 'overheadMiB', 'maxVcpus', 'maxMemoryMiB'],
-  guest: ['kernelPath', 'initrdPath', 'systemDiskPath', 'bootTimeoutMs', 'extraKernelArgs', 'livenessIntervalMs', 'livenessFailAfterMs', 'keepaliveTimeoutMs', 'debugConsole', 'vfioNoIommu'],
+  guest: ['kernelPath', 'initrdPath', 'systemDiskPath', 'bootTimeoutMs', 'extraKernelArgs', 'livenessIntervalMs', 'livenessFailAfterMs', 'keepaliveTimeoutMs', 'rpcTimeoutScale', 'debugConsole', 'vfioNoIommu'],
   isolation: ['uidBase', 'uidCount', 'cgroupRoot', 'cgroupParent', 'sandbox'],
   dataplane: ['kind', 'socketDir', 'probePath', 'numaNode', 'ovs'],
   ovs: ['socketMemMiB', 'lcoreCpu', 'pmdCpus', 'pmdMaxSleepUs', 'netns', 'ealArgs', 'uplinks', 'vswitchdBinary', 'startTimeoutMs'],
@@ -529,6 +531,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     livenessIntervalMs: int(g, 'livenessIntervalMs', 'guest.livenessIntervalMs', DEFAULTS.guestLivenessIntervalMs, 0, 3_600_000),
     livenessFailAfterMs: int(g, 'livenessFailAfterMs', 'guest.livenessFailAfterMs', DEFAULTS.guestLivenessFailAfterMs, 1000, 3_600_000),
     keepaliveTimeoutMs: int(g, 'keepaliveTimeoutMs', 'guest.keepaliveTimeoutMs', DEFAULTS.guestKeepaliveTimeoutMs, 1000, 3_600_000),
+    rpcTimeoutScale: int(g, 'rpcTimeoutScale', 'guest.rpcTimeoutScale', 1, 1, 100),
     debugConsole: g.debugConsole === true,
     vfioNoIommu: g.vfioNoIommu === true,
   };

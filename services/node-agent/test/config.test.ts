@@ -238,6 +238,9 @@ test('guest liveness and the debug console: defaults (watch every 10 s, lost aft
   assert.equal(d.guest.livenessFailAfterMs, 120_000);
   assert.equal(d.guest.debugConsole, false);
   assert.equal(d.guest.keepaliveTimeoutMs, 10_000);
+  assert.equal(d.guest.rpcTimeoutScale, 1);
+  assert.equal(parseConfig({ guest: { rpcTimeoutScale: 20 } }, { EDGENFV_NODE_ID: 'edge-1' }).guest.rpcTimeoutScale, 20);
+  assert.throws(() => parseConfig({ guest: { rpcTimeoutScale: 0 } }, { EDGENFV_NODE_ID: 'edge-1' }), /guest\.rpcTimeoutScale/);
   const c = parseConfig({ guest: { livenessIntervalMs: 0, livenessFailAfterMs: 30_000, keepaliveTimeoutMs: 300_000, debugConsole: true } }, { EDGENFV_NODE_ID: 'edge-1' });
   assert.deepEqual([c.guest.livenessIntervalMs, c.guest.livenessFailAfterMs, c.guest.keepaliveTimeoutMs, c.guest.debugConsole], [0, 30_000, 300_000, true]);
   assert.throws(

@@ -118,8 +118,12 @@ export class AgentClient {
   readyInstanceId?: string;
 
   /** target: `unix:/path` (the host channel's listen socket). */
-  constructor(target: string, opts: { protoPath?: string; keepaliveTimeoutMs?: number } = {}) {
+  /** Every call's deadline is multiplied by this (node config guest.rpcTimeoutScale: a nested TCG guest is slow). */
+  private readonly timeoutScale: number;
+
+  constructor(target: string, opts: { protoPath?: string; keepaliveTimeoutMs?: number; rpcTimeoutScale?: number } = {}) {
     this.target = target;
+    this.timeoutScale = opts.rpcTimeoutScale ?? 1;
     const Ctor = serviceCtor(opts.protoPath);
     this.raw = new Ctor(target, grpc.credentials.createInsecure(), {
       'grpc.max_receive_message_length': 16 * 1024 * 1024,
@@ -132,7 +136,7 @@ export class AgentClient {
 
   private unary<T>(method: string, req: unknown, opts: CallOptions = {}): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+      const deadline = Date.now() + (opts.timeoutMs ?? 30_000) * this.timeoutScale;
       const call = this.raw[method]!(req, { deadline }, (err: grpc.ServiceError | null, res: T) => {
         opts.signal?.removeEventListener('abort', onAbort);
         if (err) reject(fromServiceError(err));

@@ -24,15 +24,15 @@ export interface ConnectAgentOptions {
   timeoutMs: number;
   signal?: AbortSignal;
   log: Logger;
-  /** gRPC keepalive timeout (node config guest.keepaliveTimeoutMs). */
-  keepaliveTimeoutMs?: number;
+  /** gRPC keepalive timeout and the scale of every call's deadline (node config guest.keepaliveTimeoutMs, rpcTimeoutScale). */
+  client?: { keepaliveTimeoutMs?: number; rpcTimeoutScale?: number };
 }
 
 export async function connectAgent(opts: ConnectAgentOptions): Promise<AgentConnection> {
   const listenPath = opts.listenPath ?? join(dirname(opts.chardevPath), `${basename(opts.chardevPath)}.mux`);
   const channel = new HostChannel({ chardevPath: opts.chardevPath, listenPath, log: opts.log });
   await channel.start();
-  const client = new AgentClient(`unix:${listenPath}`, opts.keepaliveTimeoutMs ? { keepaliveTimeoutMs: opts.keepaliveTimeoutMs } : {});
+  const client = new AgentClient(`unix:${listenPath}`, opts.client ?? {});
   const close = async () => {
     client.close();
     await channel.close();

@@ -136,12 +136,12 @@ export class GrpcGuestSession implements GuestSession {
 export class GrpcGuestPort implements GuestPort {
   constructor(
     private readonly log: Logger,
-    private readonly keepaliveTimeoutMs?: number,
+    private readonly client: { keepaliveTimeoutMs?: number; rpcTimeoutScale?: number } = {},
   ) {}
   async connect(agentSocket: string, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<GuestSession> {
     const conn = await connectAgent({
       chardevPath: agentSocket,
-      ...(this.keepaliveTimeoutMs ? { keepaliveTimeoutMs: this.keepaliveTimeoutMs } : {}),
+      client: this.client,
       timeoutMs: opts.timeoutMs,
       log: this.log.child({ component: 'guest-channel' }),
       ...(opts.signal ? { signal: opts.signal } : {}),
