@@ -28,6 +28,8 @@ interface RecordView {
   pid?: number;
   cgroupDir?: string;
   allocIds: string[];
+  /** Booted, its guest agent connected, every replica's container started (what the node agent records). */
+  ready: boolean;
 }
 
 /** The node agent's sandbox records (what it believes it runs). */
@@ -38,8 +40,10 @@ export function sandboxRecords(n: SiteNode): RecordView[] {
     .filter((f) => f.endsWith('.json'))
     .flatMap((f) => {
       try {
-        const r = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { sandboxId: string; tenantId: string; runDir?: string; vm?: { pid?: number }; cgroupDir?: string; replicas?: Record<string, unknown> };
-        return [{ sandboxId: r.sandboxId, tenantId: r.tenantId, ...(r.runDir ? { runDir: r.runDir } : {}), ...(r.vm?.pid ? { pid: r.vm.pid } : {}), ...(r.cgroupDir ? { cgroupDir: r.cgroupDir } : {}), allocIds: Object.keys(r.replicas ?? {}) }];
+        const r = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { sandboxId: string; tenantId: string; state?: string; runDir?: string; vm?: { pid?: number }; cgroupDir?: string; replicas?: Record<string, { state?: string }> };
+        const replicas = Object.values(r.replicas ?? {});
+        const ready = r.state === 'running' && replicas.length > 0 && replicas.every((x) => x.state === 'running');
+        return [{ sandboxId: r.sandboxId, tenantId: r.tenantId, ...(r.runDir ? { runDir: r.runDir } : {}), ...(r.vm?.pid ? { pid: r.vm.pid } : {}), ...(r.cgroupDir ? { cgroupDir: r.cgroupDir } : {}), allocIds: Object.keys(r.replicas ?? {}), ready }];
       } catch {
         return []; // being rewritten
       }
@@ -173,7 +177,7 @@ export function realChaos(site: VirtualSite, client: RetryingClient, simNodes: s
           const v = await vnf('chaosq');
           const r = v?.replicas?.find((x: any) => x.index === rep.index);
           if (r?.state !== 'RUNNING') return undefined;
-          const rebooted = sandboxRecords(last).find((x) => x.allocIds.includes(r.allocId) && x.pid && x.pid !== victim.pid && qemuPidsOf(last).includes(x.pid));
+          const rebooted = sandboxRecords(last).find((x) => x.ready && x.allocIds.includes(r.allocId) && x.pid && x.pid !== victim.pid && qemuPidsOf(last).includes(x.pid));
           const healedAway = r.allocId !== rep.allocId && !sandboxRecords(last).some((x) => x.sandboxId === victim.sandboxId);
           return rebooted || healedAway ? r : undefined;
         }).then((r) => r && log(`real: ${last.id} QEMU ${victim.pid} killed; replica running again on ${r.nodeId} (${r.allocId})`));
@@ -181,7 +185,12 @@ export function realChaos(site: VirtualSite, client: RetryingClient, simNodes: s
       // 2. kill -9 of the guest agent inside a VM (the debug console's shell): /init starts a new agent that knows
       // no container; the node agent's liveness watch tears the VM down and reports the replica FAILED
       // (`replicaLost`), the engine heals it (onto a simulated node: the real ones are cordoned)
-      const gvictim = sandboxRecords(last).find((r) => r.tenantId === 'chaosq') ?? sandboxRecords(last).find((r) => r.tenantId === 'chaosr');
+      // a VM whose guest agent the node agent is connected to and whose container runs: killed before that (a VM
+      // still booting), the agent the node agent first meets is already the restarted one, and nothing is lost
+      const gvictim = await until(`${last.id}: a ready VM to kill the guest agent of`, 15 * 60_000, async () => {
+        const recs = sandboxRecords(last).filter((r) => r.ready);
+        return recs.find((r) => r.tenantId === 'chaosq') ?? recs.find((r) => r.tenantId === 'chaosr');
+      }).catch(() => undefined);
       const gtenant = gvictim?.tenantId as RealTenant | undefined;
       const grep = gtenant ? await replicaOn(gtenant, last.id) : undefined;
       if (!gvictim?.runDir || !gtenant || !grep) problems.push(`${last.id}: no VM to kill the guest agent of`);
