@@ -198,6 +198,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       return out;
     };
     let notFinal = 0;
+    let open: OpOcc[] = [];
     let orphans = 0;
     let realLeft: string[] = [];
     for (let attempt = 0; attempt < 120; attempt++) {
@@ -213,7 +214,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         await sleep(500);
         continue;
       }
-      notFinal = [...ops.values()].filter((op) => !['COMPLETED', 'FAILED', 'ROLLED_BACK'].includes(op.operationState)).length;
+      open = [...ops.values()].filter((op) => !['COMPLETED', 'FAILED', 'ROLLED_BACK'].includes(op.operationState));
+      notFinal = open.length;
       // operations the scheduler started itself (heals of a lost node's replicas) that wait in FAILED_TEMP are
       // decided like the client's own: failed
       for (const op of ops.values()) {
@@ -230,6 +232,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       await sleep(500);
     }
     for (const l of realLeft) log(`orphan: ${l}`);
+    for (const op of open) log(`not final: ${op.operation} ${op.id} ${op.operationState} (vnf ${op.vnfId}): ${op.steps.map((s) => s.message).join(' | ')}`);
     // the real VNF terminated: nothing of it may be left on the real nodes; then the site's teardown checks the rest
     if (real) {
       const left = await real.finish();

@@ -284,6 +284,15 @@ export class SimNode {
         this.tornDown.push(allocId);
       }
     }
+    // what was written while it was cut off, as a node agent's periodic listing finds it (onAlloc skips what an
+    // older epoch made)
+    const keys: string[] = [];
+    for await (const k of await this.allocs.keys(`${this.nodeId}.>`)) keys.push(k);
+    for (const k of keys) {
+      if (this.running.has(k.slice(this.nodeId.length + 1))) continue;
+      const e = await this.allocs.get(k);
+      if (e) await this.onAlloc(e);
+    }
     await this.heartbeat();
   }
 

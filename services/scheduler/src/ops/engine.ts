@@ -494,10 +494,12 @@ export class OperationsEngine {
       return;
     }
     for (const r of rs) {
-      if (r.nodeId && !up(r) && !(await this.placement.nodeReady(r.nodeId))) {
-        await this.failTemp(op, new UnavailableError(`node ${r.nodeId} is not Ready (replica ${r.index} ${r.state})`, { details: { nodeId: r.nodeId } }).toBody(), `replica ${r.index}: node ${r.nodeId} stopped answering`);
-        return;
-      }
+      if (!r.nodeId || !r.allocId || up(r) || (await this.placement.allocationLive(r.nodeId, r.allocId))) continue;
+      // not Ready, or declared lost and back already (a short partition): either way the node will not run it
+      const ready = await this.placement.nodeReady(r.nodeId);
+      const why = ready ? `node ${r.nodeId} was declared lost after replica ${r.index} was placed on it (${r.state}); it fences that allocation` : `node ${r.nodeId} is not Ready (replica ${r.index} ${r.state})`;
+      await this.failTemp(op, new UnavailableError(why, { details: { nodeId: r.nodeId } }).toBody(), `replica ${r.index}: node ${r.nodeId} stopped answering`);
+      return;
     }
     if (Date.now() - Date.parse(op.retriedAt ?? op.startTime) > this.startTimeoutMs) {
       const waiting = rs.filter((r) => !up(r)).map((r) => `${r.index}@${r.nodeId ?? '?'}:${r.state}`);
@@ -513,7 +515,7 @@ export class OperationsEngine {
     if (op.operation !== 'INSTANTIATE' && op.operation !== 'SCALE') return vnf;
     for (const r of vnf.replicas) {
       if (!r.allocId) continue;
-      const lost = r.nodeId !== undefined && r.state !== 'RUNNING' && !(await this.placement.nodeReady(r.nodeId));
+      const lost = r.nodeId !== undefined && r.state !== 'RUNNING' && !(await this.placement.allocationLive(r.nodeId, r.allocId));
       if (r.state !== 'FAILED' && !lost) continue;
       const alloc = await this.placement.findAllocation(r.allocId);
       if (alloc) {
@@ -552,8 +554,8 @@ export class OperationsEngine {
       }
       if (r.state === want) continue;
       done = false;
-      if (!(await this.placement.nodeReady(r.nodeId))) {
-        if (!rollingBack) await this.failTemp(op, new UnavailableError(`node ${r.nodeId} is not Ready (replica ${r.index})`).toBody(), `replica ${r.index}: node ${r.nodeId} stopped answering`);
+      if (!(await this.placement.allocationLive(r.nodeId, r.allocId))) {
+        if (!rollingBack) await this.failTemp(op, new UnavailableError(`node ${r.nodeId} is not Ready, or was declared lost since (replica ${r.index})`).toBody(), `replica ${r.index}: node ${r.nodeId} stopped answering`);
         return;
       }
       if (r.state === 'FAILED') {
@@ -650,7 +652,8 @@ export class OperationsEngine {
       return true;
     }
     const status = (await this.store.status.get(vkey(alloc.nodeId, alloc.allocId)))?.value;
-    const ready = await this.placement.nodeReady(alloc.nodeId);
+    // a node declared lost since (back or not) tore the sandbox down or never ran it: nothing to wait for
+    const ready = await this.placement.allocationLive(alloc.nodeId, alloc.allocId);
     const forceful = op.operation === 'TERMINATE' && op.params.mode === 'FORCEFUL';
     // STOPPED by OPERATE (containers only) is not a stopped allocation: the node must still tear the replica down
     const stopped = !status || (status.state === 'STOPPED' && !status.containersStopped) || status.state === 'FAILED';

@@ -37,4 +37,9 @@ export interface PlacementPort {
   releaseAllocation(alloc: Allocation, opts?: { confirmed?: boolean; keepLeases?: boolean }): Promise<void>;
   /** Whether the node is Ready (a NotReady node's allocations are released without waiting for it). */
   nodeReady(nodeId: string): Promise<boolean>;
+  /**
+   * Whether the node can still run this allocation: Ready, and in the epoch the allocation was made in. A node
+   * declared lost since then is fenced: back already or not, it never runs an allocation of an older epoch.
+   */
+  allocationLive(nodeId: string, allocId: string): Promise<boolean>;
 }

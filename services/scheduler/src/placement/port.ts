@@ -105,6 +105,16 @@ export class LedgerPlacement implements PlacementPort {
     return this.cluster.node(nodeId)?.health === 'Ready';
   }
 
+  async allocationLive(nodeId: string, allocId: string): Promise<boolean> {
+    const view = this.cluster.node(nodeId);
+    if (view?.health !== 'Ready') return false;
+    const found = this.cluster.findReservation(allocId);
+    if (found) return found.nodeId === nodeId && found.reservation.epoch >= view.epoch;
+    // no reservation: freed when its node came back at a newer epoch (the record may still be there), or never made
+    const rec = await getJson<Allocation>(this.cluster.buckets.allocs, allocKey(nodeId, allocId));
+    return rec !== null && rec.value.epoch >= view.epoch;
+  }
+
   private async allocationFor(vnf: Vnf, allocId: string, d: Decision, req: PlacementRequest): Promise<Allocation> {
     const desc = vnf.descriptor;
     const interfaces: AllocInterface[] = [];

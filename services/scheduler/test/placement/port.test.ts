@@ -95,3 +95,39 @@ test('LedgerPlacement: the ops engine port over ClusterState, with IP leases hel
     await registry.stop();
   }
 });
+
+test('LedgerPlacement.allocationLive: a node declared lost and back already (a short partition) is Ready, but its allocations of the older epoch are not live', async () => {
+  const registry = new NodeRegistry(nc, b, { graceMs: 1000, checkIntervalMs: 100 });
+  await registry.start();
+  const cluster = new ClusterState(b, { nc, seed: 3 });
+  await cluster.start();
+  const port = new LedgerPlacement(cluster, { registry });
+  const agent = new SimAgent(nc, b, simulatedInventory({ nodeId: 'p-e', pfs: [{ physnet: 'physnet1', numaNode: 0, vfs: 2 }] }), 100);
+  const plain: Vnfd = { name: 'e', replicas: 1, image: { ref: 'builtin:e' }, resources: { vcpus: 1, memoryMiB: 256 } };
+  const at = new Date().toISOString();
+  const v = (id: string): Vnf => ({ id, tenantId: 'te', name: id, descriptor: plain, instantiationState: 'NOT_INSTANTIATED', desiredReplicas: 1, replicas: [], createdAt: at, updatedAt: at });
+  try {
+    await agent.start();
+    registry.setActive(true);
+    await waitFor('node in view', () => (cluster.node('p-e')?.health === 'Ready' ? true : undefined));
+    // the nodes of the test above are still in the buckets: onlyNodeId keeps these replicas on p-e
+    const a = await port.placeReplica({ tenantId: 'te', vnf: v('e1'), replica: 0, allocId: 'e1-r0', onlyNodeId: 'p-e' });
+    assert.equal(await port.allocationLive('p-e', 'e1-r0'), true, 'placed on a Ready node in its epoch');
+    const epoch = cluster.node('p-e')!.epoch;
+    agent.partition();
+    await waitFor('node lost', () => (cluster.node('p-e')?.health === 'NotReady' ? true : undefined));
+    assert.equal(await port.allocationLive('p-e', 'e1-r0'), false, 'not Ready');
+    await agent.register();
+    agent.resumeHeartbeats();
+    await waitFor('node back at a newer epoch', () => (cluster.node('p-e')?.health === 'Ready' && cluster.node('p-e')!.epoch > epoch ? true : undefined));
+    assert.equal(await port.nodeReady('p-e'), true);
+    assert.equal(await port.allocationLive('p-e', 'e1-r0'), false, `allocation of epoch ${a.epoch}, node now at ${cluster.node('p-e')!.epoch}`);
+    await port.placeReplica({ tenantId: 'te', vnf: v('e2'), replica: 0, allocId: 'e2-r0', onlyNodeId: 'p-e' });
+    assert.equal(await port.allocationLive('p-e', 'e2-r0'), true, 'a new allocation in the new epoch');
+    assert.equal(await port.allocationLive('p-e', 'nope'), false, 'an allocation that does not exist');
+  } finally {
+    agent.stop();
+    await cluster.stop();
+    await registry.stop();
+  }
+});
