@@ -322,6 +322,7 @@ export class NodeAgent {
       this.watchSuspect = false;
       this.log.warn({ listed: keys.size, watched: this.desired.size }, 'allocation watch out of date: reopened');
       await this.rewatch();
+      this.o.metrics?.watchReopened.inc({ how: 'listing' });
       this.kick();
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'allocation listing failed');
@@ -347,15 +348,40 @@ export class NodeAgent {
         resolveSynced();
       },
     });
-    this.watchStop = () => w.stop();
+    let stopped = false;
+    this.watchStop = () => {
+      stopped = true;
+      w.stop();
+    };
     const gen = ++this.watchGen;
     void (async () => {
       for await (const e of w) if (gen === this.watchGen) this.onEntry(e);
-    })().catch((err) => {
-      if (!this.stopped) this.log.error({ err }, 'allocation watch ended');
-    });
+    })()
+      .catch((err: unknown) => err)
+      .then((err) => {
+        if (this.stopped || stopped || gen !== this.watchGen) return;
+        // it ended on its own: nats.js could not recreate its consumer (seen on a slow node after a nats-server
+        // restart: the recreate request was refused) — a fresh watch at once, not at the next key listing
+        this.log.error({ err }, 'allocation watch ended: reopening it');
+        void this.reopenWatch(gen);
+      });
     await synced;
     this.kick();
+  }
+
+  private async reopenWatch(gen: number): Promise<void> {
+    for (let delay = 250; !this.stopped && gen === this.watchGen; delay = Math.min(delay * 2, 10_000)) {
+      if (this.fenced || this.unfencing) return; // unfencing opens a fresh watch itself
+      try {
+        await this.rewatch();
+        this.o.metrics?.watchReopened.inc({ how: 'ended' });
+        this.log.info('allocation watch reopened');
+        return;
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message, retryInMs: delay }, 'allocation watch not reopened yet');
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
   }
 
   private onEntry(e: KvEntry): void {

@@ -19,6 +19,8 @@ export interface NodeAgentMetrics {
   fenced: Gauge;
   /** Replicas found lost by the guest liveness watch (sandbox/guest-liveness.ts), by reason. */
   guestReplicasLost: Counter<'reason'>;
+  /** Allocation watches reopened: it ended on its own (ended) or a key listing found it out of date (listing). */
+  watchReopened: Counter<'how'>;
 }
 
 export function createMetrics(registry: Registry, rss?: () => Map<string, number>, guestRss?: () => Promise<Map<string, number>>): NodeAgentMetrics {
@@ -67,6 +69,12 @@ export function createMetrics(registry: Registry, rss?: () => Map<string, number
       name: 'edgenfv_guest_replicas_lost_total',
       help: 'Replicas reported FAILED by the guest liveness watch: their guest agent restarted (restarted), their container vanished (container-gone) or the agent stopped answering (silent).',
       labelNames: ['reason'],
+      registers,
+    }),
+    watchReopened: new Counter({
+      name: 'edgenfv_node_alloc_watch_reopened_total',
+      help: 'Allocation watches reopened: it ended on its own (how="ended") or a key listing found it out of date (how="listing").',
+      labelNames: ['how'],
       registers,
     }),
     heartbeats: new Counter({ name: 'edgenfv_node_heartbeats_total', help: 'Heartbeats sent.', labelNames: ['result'], registers }),
