@@ -291,8 +291,7 @@ function modName(p: string): string {
 }
 
 /** Module name -> path in modules.dep, plus the closure over dependencies (soft `pre:` ones included). */
-async function moduleClosure(kroot: string, release: string, names: string[]): Promise<{ files: string[]; found: string[]; missing: string[] }> {
-  const g = await ModuleGraph.load(kroot, release);
+async function moduleClosure(g: ModuleGraph, names: string[]): Promise<{ files: string[]; found: string[]; missing: string[] }> {
   const files = new Set<string>();
   const add = async (p: string): Promise<void> => {
     if (files.has(p)) return;
@@ -312,9 +311,8 @@ async function moduleClosure(kroot: string, release: string, names: string[]): P
 }
 
 /** Module files (paths in modules.dep) of `names` and their dependencies, each after what it needs before it. */
-async function loadOrder(kroot: string, release: string, names: string[]): Promise<string[]> {
-  const { files } = await moduleClosure(kroot, release, names);
-  const g = await ModuleGraph.load(kroot, release);
+async function loadOrder(g: ModuleGraph, names: string[]): Promise<string[]> {
+  const { files } = await moduleClosure(g, names);
   const order: string[] = [];
   const visiting = new Set<string>();
   const visit = async (p: string): Promise<void> => {
@@ -439,13 +437,14 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
   const kernel = await ensureKernel(cache, pkg, debDirs, offline, log);
   const list = await readModuleList();
   const wanted = [...list.required, ...(opts.extraModules ?? [])];
-  const req = await moduleClosure(kernel.root, kernel.release, wanted);
+  const graph = await ModuleGraph.load(kernel.root, kernel.release);
+  const req = await moduleClosure(graph, wanted);
   if (req.missing.length > 0) throw new InvalidArgumentError([{ field: 'modules', message: `not in ${pkg}: ${req.missing.join(', ')}` }]);
-  const opt = await moduleClosure(kernel.root, kernel.release, list.optional);
-  const vf = await moduleClosure(kernel.root, kernel.release, list.vf);
-  const early = await moduleClosure(kernel.root, kernel.release, list.early);
+  const opt = await moduleClosure(graph, list.optional);
+  const vf = await moduleClosure(graph, list.vf);
+  const early = await moduleClosure(graph, list.early);
   if (early.missing.length > 0) throw new InvalidArgumentError([{ field: 'modules', message: `not in ${pkg}: ${early.missing.join(', ')}` }]);
-  const earlyOrder = await loadOrder(kernel.root, kernel.release, early.found);
+  const earlyOrder = await loadOrder(graph, early.found);
   const modFiles = [...new Set([...early.files, ...req.files, ...opt.files, ...vf.files])].sort();
   const moduleNames = [...req.found, ...opt.found];
 
