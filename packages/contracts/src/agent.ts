@@ -10,11 +10,16 @@ import { fileURLToPath } from 'node:url';
 import type { ErrorCode } from './errors.js';
 
 export const AGENT_PROTOCOL_MAJOR = 1;
-export const AGENT_PROTOCOL_MINOR = 0;
+export const AGENT_PROTOCOL_MINOR = 1;
 /** Fully qualified service name in agent.proto. */
 export const AGENT_SERVICE = 'edgenfv.agent.v1.AgentService';
 /** virtio-serial port name the guest agent looks for (`/sys/class/virtio-ports/<p>/name`). */
 export const AGENT_PORT_NAME = 'edgenfv.agent.0';
+/**
+ * Where the guest image puts its reseed helper (deploy/guest-image/reseed.c): the guest agent runs it for
+ * Reidentify after a snapshot restore (entropy into the kernel RNG, CRNG reseed, wall clock).
+ */
+export const GUEST_RESEED_HELPER = '/opt/edgenfv/bin/edgenfv-reseed';
 
 /**
  * Absolute path of agent.proto: `$EDGENFV_AGENT_PROTO` when set (the guest image sets it, the bundle has no
@@ -223,6 +228,16 @@ export interface PrepareDataplaneResponse {
 export interface ShutdownRequest {
   graceMs?: number;
   powerOff?: boolean;
+}
+
+/** After a snapshot restore (agent.proto Reidentify): the host's entropy and wall clock. */
+export interface ReidentifyRequest {
+  entropy: Buffer;
+  unixTimeMs: number;
+}
+export interface ReidentifyResponse {
+  instanceId: string;
+  previousInstanceId: string;
 }
 
 // ---- gRPC status codes <-> AppError codes (numbers from grpc's status.h; no grpc import here)

@@ -3,6 +3,8 @@
  * iproute2, sysfs, /proc/sys, crun) and the framed channel on the virtio-serial port (or, on a host, a socket
  * stand-in). `main.ts` only parses the config and calls this.
  */
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, rm, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -20,6 +22,7 @@ import { GuestMux, VirtioSerialPort, findVirtioPort, unixConnector, type SerialP
 import { SocketChardevPort } from './socket-port.js';
 import type { Log } from './log.js';
 import { watchCpuHotplug } from './cpu-hotplug.js';
+import { Identity } from './identity.js';
 
 export interface AgentConfig {
   protoPath: string;
@@ -105,6 +108,7 @@ export async function startAgent(cfg: AgentConfig, log: Log, hooks: { exit?: (po
       containers,
       dataplane,
       procRoot: cfg.procRoot,
+      identity: new Identity(randomUUID(), { run: runner, exists: existsSync }),
       ...(hooks.exit ? { onShutdown: (powerOff: boolean) => void shutdown(powerOff) } : {}),
       log: log.child({ component: 'grpc' }),
     },

@@ -20,7 +20,7 @@ export class CommandError extends InternalError {
 }
 
 /** Port for running a program; tests may wrap it (e.g. to record calls). */
-export type Runner = (argv: readonly string[], opts?: { timeoutMs?: number; input?: string }) => Promise<CommandResult>;
+export type Runner = (argv: readonly string[], opts?: { timeoutMs?: number; input?: string | Buffer }) => Promise<CommandResult>;
 
 export const runCommand: Runner = (argv, opts = {}) =>
   new Promise((resolve, reject) => {

@@ -7,6 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
 import { release } from 'node:os';
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { asAppError, ConflictError, InvalidArgumentError } from '@edgenfv/contracts/internal/errors';
 import {
   AGENT_PROTO_LOADER_OPTIONS,
@@ -21,6 +22,7 @@ import {
   type DeleteContainerRequest,
   type ExecProcessRequest,
   type PrepareDataplaneRequest,
+  type ReidentifyRequest,
   type SetSysctlsRequest,
   type ShutdownRequest,
   type SignalContainerRequest,
@@ -35,6 +37,8 @@ import type { ProcSysctl } from './sysctl.js';
 import type { ContainerRuntime } from './containers/runtime.js';
 import { guestDetails, guestMetrics } from './guest-info.js';
 import { prepareDataplane, type DataplaneDeps } from './dataplane.js';
+import { Identity } from './identity.js';
+import { runCommand } from './exec.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -46,6 +50,8 @@ export interface AgentDeps {
   procRoot?: string;
   /** Called after Shutdown's reply is sent (the app stops the channel and exits or powers off). */
   onShutdown?: (powerOff: boolean) => void;
+  /** The agent's instance id and its renewal after a snapshot restore (default: a random id, the image's helper). */
+  identity?: Identity;
   log: Log;
 }
 
@@ -96,7 +102,7 @@ type Unary = (req: never) => Promise<unknown>;
 
 export function agentHandlers(deps: AgentDeps): grpc.UntypedServiceImplementation {
   const started = Date.now();
-  const instanceId = randomUUID();
+  const identity = deps.identity ?? new Identity(randomUUID(), { run: runCommand, exists: existsSync });
   const log = deps.log;
   const unary = (name: string, fn: Unary): grpc.handleUnaryCall<unknown, unknown> => (call, cb) => {
     const t0 = performance.now();
@@ -120,7 +126,7 @@ export function agentHandlers(deps: AgentDeps): grpc.UntypedServiceImplementatio
       protocolMajor: AGENT_PROTOCOL_MAJOR,
       protocolMinor: AGENT_PROTOCOL_MINOR,
       uptimeSeconds: (Date.now() - started) / 1000,
-      instanceId,
+      instanceId: identity.instanceId,
     }),
     Version: async (req: VersionRequest) => {
       if (!isCompatibleProtocol(req.protocolMajor, req.protocolMinor)) {
@@ -162,6 +168,11 @@ export function agentHandlers(deps: AgentDeps): grpc.UntypedServiceImplementatio
     ExecProcess: (req: ExecProcessRequest) => deps.containers.exec(req?.id, req?.argv, req?.timeoutMs),
     GetMetrics: () => guestMetrics(deps.net, deps.containers.list().filter((c) => c.state === 'RUNNING').length, deps.procRoot),
     PrepareDataplane: (req: PrepareDataplaneRequest) => prepareDataplane(deps.dataplane, req),
+    Reidentify: async (req: ReidentifyRequest) => {
+      const res = await identity.reidentify(req);
+      log.info({ instanceId: res.instanceId, previousInstanceId: res.previousInstanceId }, 'reidentified after a snapshot restore (RNG reseeded, clock set)');
+      return res;
+    },
     Shutdown: async (req: ShutdownRequest) => {
       const grace = req?.graceMs ?? 5000;
       if (!Number.isInteger(grace) || grace < 0 || grace > 600_000) throw new InvalidArgumentError([{ field: 'graceMs', message: 'must be 0..600000' }]);

@@ -116,6 +116,11 @@ export interface NodeAgentConfig {
     /** Every guest agent call's deadline is multiplied by this (1: as built; a nested TCG node needs 10-20). */
     rpcTimeoutScale: number;
     /**
+     * Snapshot boot (sandbox/snapshot-boot.ts, docs/node-agent.md): warm pool VMs are restored from a template snapshot
+     * of a booted tenant-less VM (one per image and VM shape, made at the first refill) instead of booting. Default true.
+     */
+    snapshotBoot: boolean;
+    /**
      * Operator-only debugging (docs/security.md): every VM gets a root shell on a virtio-serial port whose host side
      * is `<run folder>/debug.sock` (root only). Off by default; nothing a tenant sends reaches it.
      */
@@ -195,7 +200,7 @@ const KEYS: Record<string, readonly string[]> = {
   images: ['cacheDir', 'maxImageBytes', 'cacheMaxBytes', 'ociLayoutRoots'],
   metrics: ['host', 'port'],
   qemu: ['binary', 'machine', 'accel', 'tcgTbSizeMiB', 'overheadMiB', 'maxVcpus', 'maxMemoryMiB'],
-  guest: ['kernelPath', 'initrdPath', 'systemDiskPath', 'bootTimeoutMs', 'extraKernelArgs', 'livenessIntervalMs', 'livenessFailAfterMs', 'keepaliveTimeoutMs', 'rpcTimeoutScale', 'debugConsole', 'vfioNoIommu'],
+  guest: ['kernelPath', 'initrdPath', 'systemDiskPath', 'bootTimeoutMs', 'extraKernelArgs', 'livenessIntervalMs', 'livenessFailAfterMs', 'keepaliveTimeoutMs', 'rpcTimeoutScale', 'snapshotBoot', 'debugConsole', 'vfioNoIommu'],
   isolation: ['uidBase', 'uidCount', 'cgroupRoot', 'cgroupParent', 'sandbox'],
   dataplane: ['kind', 'socketDir', 'probePath', 'numaNode', 'ovs'],
   ovs: ['socketMemMiB', 'lcoreCpu', 'pmdCpus', 'pmdMaxSleepUs', 'netns', 'ealArgs', 'uplinks', 'vswitchdBinary', 'startTimeoutMs'],
@@ -532,9 +537,11 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     livenessFailAfterMs: int(g, 'livenessFailAfterMs', 'guest.livenessFailAfterMs', DEFAULTS.guestLivenessFailAfterMs, 1000, 3_600_000),
     keepaliveTimeoutMs: int(g, 'keepaliveTimeoutMs', 'guest.keepaliveTimeoutMs', DEFAULTS.guestKeepaliveTimeoutMs, 1000, 3_600_000),
     rpcTimeoutScale: int(g, 'rpcTimeoutScale', 'guest.rpcTimeoutScale', 1, 1, 100),
+    snapshotBoot: g.snapshotBoot !== false,
     debugConsole: g.debugConsole === true,
     vfioNoIommu: g.vfioNoIommu === true,
   };
+  if (g.snapshotBoot !== undefined && typeof g.snapshotBoot !== 'boolean') issues.push({ field: 'guest.snapshotBoot', message: 'must be true or false' });
   if (g.debugConsole !== undefined && typeof g.debugConsole !== 'boolean') issues.push({ field: 'guest.debugConsole', message: 'must be a boolean' });
   if (g.extraKernelArgs !== undefined && typeof g.extraKernelArgs !== 'string') issues.push({ field: 'guest.extraKernelArgs', message: 'must be a string' });
   if (g.vfioNoIommu !== undefined && typeof g.vfioNoIommu !== 'boolean') issues.push({ field: 'guest.vfioNoIommu', message: 'must be true or false' });

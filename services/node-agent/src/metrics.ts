@@ -14,6 +14,7 @@ export interface NodeAgentMetrics {
   warmPoolVms: Gauge<'flavour' | 'state'>;
   warmClaims: Counter<'result'>;
   warmBootDuration: Histogram<string>;
+  warmRestoreDuration: Histogram<string>;
   warmClaimDuration: Histogram<string>;
   /** 1 while the agent is fenced off NATS. */
   fenced: Gauge;
@@ -100,6 +101,12 @@ export function createMetrics(registry: Registry, rss?: () => Map<string, number
       name: 'edgenfv_warm_pool_boot_duration_seconds',
       help: 'A warm pool VM from boot to its guest agent answering (background refill, niced).',
       buckets: [1, 2, 4, 8, 12, 20, 40, 90, 180],
+      registers,
+    }),
+    warmRestoreDuration: new Histogram({
+      name: 'edgenfv_warm_pool_restore_duration_seconds',
+      help: 'A warm pool VM restored from its template snapshot (snapshot boot): QEMU start to the guest agent answering and reidentified.',
+      buckets: [0.25, 0.5, 1, 2, 4, 8, 20, 60],
       registers,
     }),
     warmClaimDuration: new Histogram({

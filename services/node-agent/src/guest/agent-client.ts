@@ -28,6 +28,8 @@ import {
   type GuestDetails,
   type GuestMetrics,
   type HealthResponse,
+  type ReidentifyRequest,
+  type ReidentifyResponse,
   type ListContainersResponse,
   type LogChunk,
   type PrepareDataplaneRequest,
@@ -147,6 +149,10 @@ export class AgentClient {
     });
   }
 
+  /** After a snapshot restore: the guest's RNG reseeded with the host's entropy, its clock set, a new instance id. */
+  reidentify(req: ReidentifyRequest, opts?: CallOptions): Promise<ReidentifyResponse> {
+    return this.unary('Reidentify', req, opts);
+  }
   health(opts?: CallOptions): Promise<HealthResponse> {
     return this.unary('Health', {}, opts);
   }

@@ -16,7 +16,7 @@ import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { AGENT_PORT_NAME, agentProtoPath, InternalError, InvalidArgumentError } from '@edgenfv/contracts';
+import { AGENT_PORT_NAME, GUEST_RESEED_HELPER, agentProtoPath, InternalError, InvalidArgumentError } from '@edgenfv/contracts';
 import { silentLogger, type Logger } from '@edgenfv/telemetry';
 import { DPDK_MANIFEST, dpdkFileSet, dpdkManifest } from './dpdk-files.js';
 import { connectAgent, type AgentConnection } from './connection.js';
@@ -83,6 +83,12 @@ export interface GuestImage {
   systemDisk: { path: string; serial: string };
   /** Guest RAM the image needs at least. */
   minMemoryMiB: number;
+  /**
+   * The image carries GUEST_RESEED_HELPER (deploy/guest-image/reseed.c, built with the host's cc): its guest agent can
+   * reseed the kernel RNG after a snapshot restore (Reidentify), so its VMs may be restored from a template
+   * (node config guest.snapshotBoot). false when the host that built it had no C compiler.
+   */
+  reseedHelper: boolean;
 }
 
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -452,6 +458,10 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
   const protoPath = agentProtoPath();
   const initPath = join(REPO_ROOT, 'deploy/guest-image/init');
   const loaderPath = join(REPO_ROOT, 'deploy/guest-image/agent-loader.cjs');
+  const reseedPath = join(REPO_ROOT, 'deploy/guest-image/reseed.c');
+  // the reseed helper's compiler (optional: without one the image cannot be restored from snapshots)
+  const cc = await which('cc').catch(() => undefined);
+  const ccVersion = cc ? `${(await run([cc, '--version'])).split('\n')[0]} ${await sha256File(cc)}` : 'none';
   const bins = {
     '/usr/bin/node': opts.nodeBinary ?? (await which('node')),
     '/usr/bin/crun': await which('crun'),
@@ -478,7 +488,8 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
   h.update(`builder ${IMAGE_BUILDER_VERSION}\nflavor ${flavor}\nmodules ${moduleNames.join(',')}\nvf ${vf.found.join(',')}\n`);
   h.update(`kernel ${await sha256File(kernel.deb)}\n`);
   h.update(`bundle ${createHash('sha256').update(bundle).digest('hex')}\n`);
-  for (const f of [protoPath, initPath, loaderPath]) h.update(`${basename(f)} ${await sha256File(f)}\n`);
+  h.update(`cc ${ccVersion}\n`);
+  for (const f of [protoPath, initPath, loaderPath, reseedPath]) h.update(`${basename(f)} ${await sha256File(f)}\n`);
   for (const [dst, src] of Object.entries(bins)) h.update(`${dst} ${await sha256File(src)}\n`);
   for (const l of [...libs].sort()) h.update(`${l} ${await sha256File(l)}\n`);
   for (const f of dpdk.files) h.update(`dpdk ${f} ${await sha256File(f)}\n`);
@@ -501,6 +512,7 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
     agentPortName: AGENT_PORT_NAME,
     kernelArgs: 'console=ttyS0 quiet panic=-1',
     minMemoryMiB: 384,
+    reseedHelper: cc !== undefined,
   };
   if (existsSync(join(dir, '.complete'))) return image;
 
@@ -566,6 +578,12 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
     await writeFile(join(sys, 'opt/edgenfv/guest-agent.cjs'), bundle);
     await copyFile(loaderPath, join(sys, 'opt/edgenfv/agent-loader.cjs'));
     await copyFile(protoPath, join(sys, 'opt/edgenfv/agent.proto'));
+    if (cc) {
+      // relative source name and -s: nothing of this host's paths in the binary (reproducible across checkouts)
+      await mkdir(join(sys, dirname(GUEST_RESEED_HELPER)), { recursive: true });
+      await run([cc, '-O2', '-s', '-o', join(sys, GUEST_RESEED_HELPER), basename(reseedPath)], { cwd: dirname(reseedPath) });
+      await chmod(join(sys, GUEST_RESEED_HELPER), 0o755);
+    }
     const nodeFlags = agentNodeFlags(hash);
     await writeFile(join(root, 'etc/edgenfv/node-flags'), nodeFlags.join(' ') + '\n');
     const codeCache = await trainAgentCache(sys, work, nodeFlags, log);

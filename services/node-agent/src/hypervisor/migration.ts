@@ -160,3 +160,48 @@ export async function vmLayout(vm: VmHandle, boot: Pick<VmSpec, 'vcpus' | 'maxVc
     members,
   };
 }
+
+/**
+ * Saves a running VM's state to a file (snapshot boot's template, sandbox/snapshot-boot.ts): the guest is stopped
+ * first (the state is one instant, and a VM restored from it comes up paused until `resumeRestored` runs it), then
+ * migrated to `file:` with QEMU's `mapped-ram` (each RAM page at a fixed offset, zero pages not written: a sparse file
+ * the restore reads without parsing a stream). `path` is the path QEMU sees (inside its chroot) and must be writable
+ * by its uid. Resolves once QEMU reports the migration completed; the VM stays paused (the caller quits it).
+ */
+export async function saveToFile(vm: VmHandle, path: string, timeoutMs: number, alive: () => boolean): Promise<MigrationInfo> {
+  await withQmp(vm.apiSocket, async (q) => {
+    await q.execute('migrate-set-capabilities', { capabilities: [{ capability: 'mapped-ram', state: true }] });
+    await q.execute('stop');
+    await q.execute('migrate', { uri: `file:${path}` });
+  });
+  const info = await waitMigration(vm, ['completed', 'failed', 'cancelled'], timeoutMs, alive);
+  if (info.status !== 'completed') throw new UnavailableError(`saving ${vm.sandboxId} to ${path}: ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
+  return info;
+}
+
+/**
+ * A VM started with `-incoming file:` (qemu-args: with mapped-ram) once its state has loaded: runs it (the template was
+ * saved stopped) and turns mapped-ram off again (it is for file: URIs only: a later live migration of the VM over a
+ * socket would be refused with it on). Fails when QEMU exits or the load fails.
+ */
+export async function resumeRestored(vm: VmHandle, timeoutMs: number, alive: () => boolean, signal?: AbortSignal): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (!alive()) throw new UnavailableError(`the restored VM ${vm.sandboxId} exited while loading its state`);
+    if (signal?.aborted) throw new UnavailableError('restore aborted');
+    const st = await withQmp(vm.apiSocket, (q) => q.queryStatus(), 5000).catch(() => undefined); // busy while loading
+    if (st && st.status !== 'inmigrate') {
+      if (st.status !== 'paused' && st.status !== 'running') {
+        const info = await queryMigrate(vm).catch(() => undefined);
+        throw new UnavailableError(`the restored VM ${vm.sandboxId} is ${st.status}${info?.['error-desc'] ? `: ${info['error-desc']}` : ''}`);
+      }
+      await withQmp(vm.apiSocket, async (q) => {
+        await q.execute('migrate-set-capabilities', { capabilities: [{ capability: 'mapped-ram', state: false }] });
+        if (st.status === 'paused') await q.cont();
+      });
+      return;
+    }
+    if (Date.now() > end) throw new UnavailableError(`the restored VM ${vm.sandboxId} did not load its state within ${timeoutMs} ms`);
+    await sleep(20);
+  }
+}

@@ -227,7 +227,10 @@ export function buildQemuArgs(spec: VmSpec): QemuCommand {
   a.push('-chardev', `file,id=console,path=${files.consoleLog},append=on`, '-serial', 'chardev:console');
   a.push('-pidfile', files.pidFile);
   if (spec.incoming !== undefined) {
-    if (!/^unix:\/[^,\s]+$|^tcp:[^,\s]+:\d+$/.test(spec.incoming)) throw new InvalidArgumentError([{ field: 'incoming', message: 'must be unix:/abs/path or tcp:host:port' }]);
+    if (!/^unix:\/[^,\s]+$|^tcp:[^,\s]+:\d+$|^file:\/[^,\s]+$/.test(spec.incoming)) throw new InvalidArgumentError([{ field: 'incoming', message: 'must be unix:/abs/path, tcp:host:port or file:/abs/path' }]);
+    // file: a snapshot boot's template (migration.ts saveToFile writes it with mapped-ram; the capability must match).
+    // QEMU opens it here, as root before -run-with chroot/user: the file stays root's, outside the VM's root.
+    if (spec.incoming.startsWith('file:')) a.push('-global', 'migration.mapped-ram=on');
     a.push('-incoming', spec.incoming);
   }
   const kernelArgs = ['console=ttyS0', 'panic=-1'];

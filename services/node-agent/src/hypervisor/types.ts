@@ -85,7 +85,10 @@ export interface VmSpec {
    * plane on a VF or a virtio NIC in the guest (docs/sriov.md). Only at boot: it cannot be hot-plugged.
    */
   viommu?: boolean;
-  /** Live migration destination: QEMU waits for the VM's state at this URI (`-incoming`) instead of booting it. */
+  /**
+   * Live migration destination: QEMU waits for the VM's state at this URI (`-incoming`) instead of booting it;
+   * `file:/path`: restored from a snapshot boot's template (sandbox/snapshot-boot.ts).
+   */
   incoming?: string;
   /**
    * A migration's destination: the source VM's root ports, every PCI device at the bus and slot QEMU placed it on

@@ -124,6 +124,12 @@ export class GrpcGuestSession implements GuestSession {
     const h = await rpc('Health', () => this.conn.client.health({ timeoutMs }));
     return { instanceId: h.instanceId };
   }
+  async reidentify(entropy: Buffer, unixTimeMs: number): Promise<{ instanceId: string; previousInstanceId: string }> {
+    const r = await rpc('Reidentify', () => this.conn.client.reidentify({ entropy, unixTimeMs }));
+    // the liveness watch compares later Healths with the id at connect: the restored VM's own from now on
+    this.conn.client.readyInstanceId = r.instanceId;
+    return { instanceId: r.instanceId, previousInstanceId: r.previousInstanceId };
+  }
   async containers(timeoutMs: number): Promise<{ id: string; state: string }[]> {
     const res = await rpc('ListContainers', () => this.conn.client.listContainers({ timeoutMs }));
     return res.containers.map((c) => ({ id: c.id, state: c.state }));

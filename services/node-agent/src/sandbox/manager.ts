@@ -27,6 +27,7 @@ import { SandboxMigration } from './migration.js';
 import type { ImageStore, ProgressFn } from '../images/store.js';
 import { replicaImage, stageImageDisk } from '../images/delivery.js';
 import { VM_ROOT_DISKS } from '../hypervisor/vm-root.js';
+import { SnapshotTemplates } from './snapshot-boot.js';
 import { WarmPool, type WarmPoolOptions } from './warm-pool.js';
 import { GuestLiveness, type GuestVerdict } from './guest-liveness.js';
 import { withQmp } from '../hypervisor/qmp.js';
@@ -60,6 +61,8 @@ export class SandboxManager {
   private readonly guestAway = new Set<string>();
   /** The node's warm pools, when configured. */
   readonly warm?: WarmPool;
+  /** Snapshot boot's templates (QEMU): used by the warm pool when guest.snapshotBoot is on. */
+  private readonly templates?: SnapshotTemplates;
 
   constructor(private readonly deps: SandboxManagerDeps) {
     this.store = new StateStore<SandboxRecord>(deps.cfg.stateDir, deps.logger);
@@ -68,9 +71,13 @@ export class SandboxManager {
     this.nets = new ReplicaAttachments(deps.attachments);
     this.guest = new GuestSync(deps.guest, (id) => this.vm.vmOf(id), this.log, deps.cfg.guest.vfioNoIommu);
     this.liveness = new GuestLiveness({ callTimeoutMs: 10_000, failAfterMs: deps.cfg.guest.livenessFailAfterMs ?? 120_000 });
+    // snapshot boot's templates (snapshot-boot.ts): QEMU only
+    const qemuBinary = deps.driver.kind === 'qemu' ? (deps.driver as { binary?: string }).binary : undefined;
+    this.templates = qemuBinary ? new SnapshotTemplates({ stateDir: deps.cfg.stateDir, qemuBinary, logger: deps.logger }) : undefined;
     if (deps.warmPool?.flavours.some((f) => f.count > 0)) {
       const host = { vm: this.vm, guest: this.guest, list: () => this.list(), put: (r: SandboxRecord) => this.put(r), teardown: (r: SandboxRecord) => this.teardown(r) };
-      this.warm = new WarmPool({ ...deps.warmPool, stateDir: deps.cfg.stateDir, bootTimeoutMs: deps.cfg.guest.bootTimeoutMs, logger: deps.logger, ...(deps.metrics ? { metrics: deps.metrics } : {}) }, host);
+      const snapshots = deps.cfg.guest.snapshotBoot ? this.templates : undefined;
+      this.warm = new WarmPool({ ...deps.warmPool, stateDir: deps.cfg.stateDir, bootTimeoutMs: deps.cfg.guest.bootTimeoutMs, logger: deps.logger, ...(deps.metrics ? { metrics: deps.metrics } : {}), ...(snapshots ? { snapshots } : {}) }, host);
     }
   }
 
@@ -97,6 +104,8 @@ export class SandboxManager {
       }
     }
     this.refreshGauges();
+    // no warm pool restoring from templates: no template is kept (the pool prunes to its flavours' own keys)
+    if (!this.warm || !this.deps.cfg.guest.snapshotBoot) this.templates?.prune(new Set());
     await this.warm?.start();
     return { adopted, cleaned };
   }

@@ -56,6 +56,11 @@ export interface GuestSession {
   readonly instanceIdAtConnect?: string;
   /** The agent's Health: `instanceId` changes when the agent was restarted (guest-liveness.ts). */
   health(timeoutMs: number): Promise<{ instanceId: string }>;
+  /**
+   * After a snapshot restore (snapshot-boot.ts): the host's entropy into the guest kernel's RNG (reseeded at once),
+   * the guest's wall clock set, a new agent instance id (what Health and `instanceIdAtConnect` say from then on).
+   */
+  reidentify(entropy: Buffer, unixTimeMs: number): Promise<{ instanceId: string; previousInstanceId: string }>;
   /** The containers the agent knows (a restarted agent knows none of its predecessor's). */
   containers(timeoutMs: number): Promise<{ id: string; state: string }[]>;
   close(): Promise<void>;

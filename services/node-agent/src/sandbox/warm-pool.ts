@@ -16,11 +16,13 @@ import { setPriority } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Allocation, VmOverhead, WarmPoolInfo } from '@edgenfv/contracts';
+import type { VmSpec } from '../hypervisor/types.js';
 import type { WarmPoolFlavour } from '../config.js';
 import type { NodeAgentMetrics } from '../metrics.js';
 import type { GuestSync } from './guest-sync.js';
 import { newSandboxRecord, type SandboxRecord } from './records.js';
 import type { VmLifecycle } from './vm-lifecycle.js';
+import type { SnapshotTemplates } from './snapshot-boot.js';
 
 /** Niceness of a pool VM's QEMU until it is claimed (its boot and idling yield to tenants' VMs). */
 export const POOL_NICE = 10;
@@ -49,6 +51,8 @@ export interface WarmPoolOptions {
   overhead?: VmOverhead;
   /** How often the refill loop looks (default 2000 ms); a claim wakes it at once. */
   intervalMs?: number;
+  /** Snapshot boot (node config guest.snapshotBoot): refills are restored from a template (snapshot-boot.ts). */
+  snapshots?: SnapshotTemplates;
 }
 
 /** Builtin images a pool VM runs once before it is ready (see WarmPool.prewarm). */
@@ -141,6 +145,8 @@ export class WarmPool {
         await this.host.teardown(rec);
       }
     }
+    // templates of no configured flavour's key now (image, QEMU or flavour changed): deleted
+    this.o.snapshots?.prune(new Set(this.o.flavours.filter((f) => f.count > 0).map((f) => this.o.snapshots!.key(this.specOf(this.keyRecord(), f)))));
     this.running = true;
     this.timer = setInterval(() => this.kick(), this.o.intervalMs ?? 2000);
     this.kick();
@@ -332,27 +338,103 @@ export class WarmPool {
     this.refreshGauges();
     try {
       await this.host.vm.prepareHost(rec, { resources }, log);
-      rec.spec = { ...this.host.vm.spec(rec, { resources }, []), nice: POOL_NICE };
+      rec.spec = this.specOf(rec, f);
       this.host.put(rec);
-      await this.host.vm.start(rec, rec.spec, signal, {
-        onSpawned: (h) => {
-          rec.vm = this.host.vm.driver.record(h);
-          this.host.put(rec);
-        },
-        waitReady: (h, sig) => this.host.guest.connectAtBoot(sandboxId, h.agentSocket!, { timeoutMs: this.o.bootTimeoutMs, signal: sig }),
-      });
+      const snap = this.o.snapshots;
+      const key = snap?.key(rec.spec);
+      let restored = false;
+      if (snap && key && snap.usable(key)) {
+        await this.restore(rec, key, signal, log);
+        restored = true;
+      } else {
+        await this.host.vm.start(rec, rec.spec, signal, {
+          onSpawned: (h) => {
+            rec.vm = this.host.vm.driver.record(h);
+            this.host.put(rec);
+          },
+          waitReady: (h, sig) => this.host.guest.connectAtBoot(sandboxId, h.agentSocket!, { timeoutMs: this.o.bootTimeoutMs, signal: sig }),
+        });
+        if (snap && key && snap.makeable(key)) {
+          // the first VM of this image and shape: pre-warmed, saved as the template, then restored from it
+          await this.prewarm(sandboxId, rec, log);
+          await this.makeTemplate(rec, key, signal, log);
+          await this.restore(rec, key, signal, log);
+          restored = true;
+        }
+      }
       if (!this.running) throw new Error('pool stopped');
       await this.prewarm(sandboxId, rec, log);
       rec.state = 'running';
       this.host.put(rec);
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
       this.o.metrics?.warmBootDuration.observe(seconds);
-      log.info({ bootSeconds: seconds }, 'warm VM ready');
+      log.info({ bootSeconds: seconds, restored }, 'warm VM ready');
     } catch (err) {
       log.warn({ err }, 'warm VM boot failed or aborted: tearing it down');
       await this.host.teardown(rec);
     } finally {
       this.refreshGauges();
+    }
+  }
+
+  /** A pool VM's boot spec (niced until claimed). */
+  private specOf(rec: SandboxRecord, f: Readonly<WarmPoolFlavour>): VmSpec {
+    const resources = { vcpus: f.vcpus, memoryMiB: f.memoryMiB, ...(f.numaNode !== undefined ? { numaNode: f.numaNode } : {}) };
+    return { ...this.host.vm.spec(rec, { resources }, []), nice: POOL_NICE };
+  }
+
+  /** A record to compute a flavour's template key with (the key leaves out the sandbox's own paths and ids). */
+  private keyRecord(): SandboxRecord {
+    return newSandboxRecord({ sandboxId: 'sb-warm-key', tenantId: POOL_TENANT, hypervisor: this.host.vm.driver.kind, uid: 0, parentDir: join(this.o.stateDir, 'pool') });
+  }
+
+  /**
+   * Saves the sandbox's running VM (booted cold, pre-warmed) as the key's template and stops it; the sandbox's
+   * folders, uid, netns and cgroup stay for the restore that follows.
+   */
+  private async makeTemplate(rec: SandboxRecord, key: string, signal: AbortSignal, log: Logger): Promise<void> {
+    const snap = this.o.snapshots!;
+    const vm = this.host.vm.vmOf(rec.sandboxId);
+    if (!vm) throw new Error(`pool VM ${rec.sandboxId} is not running`);
+    if (signal.aborted) throw new Error('pool boot aborted');
+    await this.host.guest.drop(rec.sandboxId);
+    try {
+      await snap.save(rec, vm, key, () => this.host.vm.driver.alive(vm));
+    } catch (err) {
+      snap.failed(key, err);
+      throw err;
+    } finally {
+      await this.host.vm.driver.stop(vm, { graceMs: 0 });
+    }
+    log.info({ key }, 'template snapshot made from this pool VM: restoring it from there');
+  }
+
+  /**
+   * Restores the pool VM from the key's template (QEMU `-incoming file:` in the sandbox's own root, uid, netns and
+   * cgroup), connects its guest agent and gives the guest its own identity (snapshot-boot.ts). A failure deletes the
+   * template (the next refill boots cold) and fails this boot (the caller tears the sandbox down).
+   */
+  private async restore(rec: SandboxRecord, key: string, signal: AbortSignal, log: Logger): Promise<void> {
+    const snap = this.o.snapshots!;
+    const t0 = process.hrtime.bigint();
+    try {
+      const vm = await this.host.vm.start(rec, snap.restoreSpec(rec.spec!, key), signal, {
+        onSpawned: (h) => {
+          rec.vm = this.host.vm.driver.record(h);
+          this.host.put(rec);
+        },
+        waitReady: async (h, sig) => {
+          await snap.resume(h, () => this.host.vm.driver.alive(h), sig, this.o.bootTimeoutMs);
+          await this.host.guest.connectAtBoot(rec.sandboxId, h.agentSocket!, { timeoutMs: this.o.bootTimeoutMs, signal: sig });
+        },
+      });
+      const id = await snap.reidentify(key, await this.host.guest.session(rec));
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      this.o.metrics?.warmRestoreDuration.observe(seconds);
+      log.info({ key, pid: vm.pid, restoreSeconds: seconds, instanceId: id.instanceId, templateInstanceId: id.previousInstanceId }, 'pool VM restored from the template snapshot (RNG reseeded, clock set, new agent instance)');
+    } catch (err) {
+      if (!signal.aborted) snap.failed(key, err);
+      throw err;
     }
   }
 

@@ -13,6 +13,8 @@ export class RecordingGuest implements GuestPort {
   /** Containers stopped by OPERATE, by agent socket. */
   readonly stopped = new Map<string, Set<string>>();
   connects = 0;
+  /** Reidentify calls (a VM restored from a snapshot). */
+  reidentified = 0;
   /** What Health says the agent's instance is, by agent socket (a test changes it to play a restarted agent). */
   readonly instanceIds = new Map<string, string>();
   async connect(agentSocket: string): Promise<GuestSession> {
@@ -46,6 +48,11 @@ export class RecordingGuest implements GuestPort {
       exec: async () => ({ exitCode: 0, stdout: '', stderr: '' }),
       details: async () => ({ cpus: 0, memoryTotalBytes: 0, nics: (this.nics.get(agentSocket) ?? []).map((n) => ({ name: n.name, mac: n.mac, pciAddress: n.pciPath ? `0000:${n.pciPath.slice(0, 2)}:00.0` : '', addresses: n.addresses })) }),
       health: async () => ({ instanceId: this.instanceIds.get(agentSocket) ?? 'recording' }),
+      reidentify: async () => {
+        const previousInstanceId = this.instanceIds.get(agentSocket) ?? 'recording';
+        this.instanceIds.set(agentSocket, `recording-${++this.reidentified}`);
+        return { instanceId: this.instanceIds.get(agentSocket)!, previousInstanceId };
+      },
       containers: async () => [...containers.keys()].map((id) => ({ id, state: stopped.has(id) ? 'STOPPED' : 'RUNNING' })),
       close: async () => undefined,
     };

@@ -5,11 +5,16 @@
  * refills with another VM; tenant B's VNF claims that one: a different VM (QEMU process, uid, netns, cgroup), and
  * nothing of A's in it (B's container sees only B's NIC; the VM's record holds only B's replica). Terminating A
  * removes A's VM: it never returns to the pool.
+ *
+ * Snapshot boot (guest.snapshotBoot, on by default): the first pool VM boots cold, is saved as the template and
+ * restored from it; the refill is restored from the same template. Both restored VMs have their own guest agent
+ * instance id and their own kernel RNG output (Reidentify reseeded each), a clock set to the host's, and run the
+ * tenants' VNFs; the template is root's, outside every VM's root.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +26,7 @@ import { buildGuestImage } from '../../src/guest/index.js';
 import { probeKvm } from '../../src/hypervisor/kvm-probe.js';
 import { parseConfig } from '../../src/config.js';
 import { buildApp } from '../../src/app.js';
-import { processAlive } from '../../src/proc.js';
+import { procCmdline, processAlive } from '../../src/proc.js';
 import { removeCgroupParent } from '../helpers/cleanup.js';
 
 const jc = JSONCodec();
@@ -123,6 +128,17 @@ test('warm pool: tenant A claims the warm VM, the pool refills, tenant B gets a 
   assert.deepEqual(poolRec.replicas, {});
   assert.equal(poolRec.spec!.devices.filter((d) => d.kind !== 'agent-channel').length, 0, 'no NIC or disk of anyone in a pool VM');
 
+  // snapshot boot: one template, root's and 0600, in the snapshots folder (not in the VM's root); the VM restored
+  const snaps = readdirSync(join(stateDir, 'snapshots'));
+  assert.equal(snaps.length, 1, `one template: ${snaps.join(', ')}`);
+  assert.match(snaps[0]!, /^[0-9a-f]{24}\.mig$/);
+  const snapSt = statSync(join(stateDir, 'snapshots', snaps[0]!));
+  assert.equal(snapSt.uid, 0);
+  assert.equal(snapSt.mode & 0o777, 0o600);
+  assert.equal(existsSync(join(poolRec.vmRoot!, 'snap')), false, "nothing of the template in the VM's root");
+  assert.ok(procCmdline(m.vmOf(w1.id)!.pid).includes(`file:${join(stateDir, 'snapshots', snaps[0]!)}`), 'the pool VM was restored from the template');
+  const id1 = (await (await m.guestSession(w1.id)).health(10_000)).instanceId;
+
   await ok('nfv.v1.admin.tenants.create', { id: tA });
   await ok('nfv.v1.admin.tenants.create', { id: tB });
   const vnfd = (name: string) => ({ name, replicas: 1, resources: { vcpus: 1, memoryMiB: 64 }, image: { ref: 'builtin:vrouter' }, interfaces: [{ name: 'mgmt', type: 'tap', network: net }] });
@@ -147,6 +163,15 @@ test('warm pool: tenant A claims the warm VM, the pool refills, tenant B gets a 
   const w2 = await readyPoolVm(w1.id);
   assert.notEqual(w2.id, w1.id);
 
+  // the refill: restored from the same template, with its own agent instance id
+  assert.ok(procCmdline(m.vmOf(w2.id)!.pid).includes(`file:${join(stateDir, 'snapshots', snaps[0]!)}`), 'the refill was restored from the template');
+  const s2 = await m.guestSession(w2.id);
+  const id2 = (await s2.health(10_000)).instanceId;
+  assert.notEqual(id2, id1, 'two VMs restored from one template: two guest agent instance ids');
+  assert.equal(s2.instanceIdAtConnect, id2, "the liveness watch's reference is the restored VM's own id");
+  const restores = (await registry.metrics()).split('\n').find((l) => l.startsWith('edgenfv_warm_pool_restore_duration_seconds_count'));
+  assert.ok(restores && Number(restores.split(' ').pop()) >= 2, `two restores counted: ${restores}`);
+
   // tenant B claims the new one: a different VM, nothing of A's in it
   const iB = await ok(`nfv.v1.tenant.${tB}.vnfs.instantiate`, { descriptor: vnfd('vrb') });
   const opB = await waitOp(tB, iB.opOccId);
@@ -167,6 +192,14 @@ test('warm pool: tenant A claims the warm VM, the pool refills, tenant B gets a 
   assert.ok(!outB.stdout.includes(macA), `A's NIC is not in B's VM: ${outB.stdout}`);
   const guestB = await (await m.guestSession(w2.id)).details();
   assert.deepEqual(guestB.nics.map((n) => n.mac).filter((x) => x === macA), [], "the guest agent of B's VM knows no NIC of A's");
+
+  // the two restored VMs' kernel RNGs give different bytes (each reseeded with the host's entropy); clocks are now's
+  const rng = async (tenant: string, id: string): Promise<string> => (await ok(`nfv.v1.tenant.${tenant}.vnfs.exec`, { id, command: ['sh', '-c', 'od -An -tx1 -N32 /dev/urandom | tr -d " \\n"'] })).stdout.trim();
+  const [rngA, rngB] = [await rng(tA, iA.vnfId), await rng(tB, iB.vnfId)];
+  assert.match(rngA, /^[0-9a-f]{64}$/);
+  assert.notEqual(rngA, rngB, 'different RNG output in two VMs restored from one template');
+  const guestNow = Number((await ok(`nfv.v1.tenant.${tB}.vnfs.exec`, { id: iB.vnfId, command: ['date', '+%s'] })).stdout.trim());
+  assert.ok(Math.abs(guestNow - Date.now() / 1000) < 120, `the restored guest's clock was set to the host's: ${guestNow} vs ${Math.round(Date.now() / 1000)}`);
 
   // A's VM goes with A's last replica: it never returns to the pool
   const trA = await ok(`nfv.v1.tenant.${tA}.vnfs.terminate`, { id: iA.vnfId });
