@@ -35,6 +35,9 @@ export function uuidFromBytes(b: Buffer): string {
 }
 
 export class Identity {
+  /** When this instance started (Health's uptime): the process start, or the last Reidentify (a new instance). */
+  private startedMs = Date.now();
+
   constructor(
     private id: string,
     private readonly deps: IdentityDeps,
@@ -42,6 +45,10 @@ export class Identity {
 
   get instanceId(): string {
     return this.id;
+  }
+
+  get uptimeSeconds(): number {
+    return (Date.now() - this.startedMs) / 1000;
   }
 
   async reidentify(req: ReidentifyRequest | undefined): Promise<ReidentifyResponse> {
@@ -63,6 +70,7 @@ export class Identity {
     }
     const previousInstanceId = this.id;
     this.id = uuidFromBytes(buf);
+    this.startedMs = Date.now(); // the clock was just set: a restored instance's uptime counts from here
     return { instanceId: this.id, previousInstanceId };
   }
 }

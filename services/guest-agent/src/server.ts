@@ -101,7 +101,6 @@ export function toServiceError(err: unknown): Partial<grpc.StatusObject> {
 type Unary = (req: never) => Promise<unknown>;
 
 export function agentHandlers(deps: AgentDeps): grpc.UntypedServiceImplementation {
-  const started = Date.now();
   const identity = deps.identity ?? new Identity(randomUUID(), { run: runCommand, exists: existsSync });
   const log = deps.log;
   const unary = (name: string, fn: Unary): grpc.handleUnaryCall<unknown, unknown> => (call, cb) => {
@@ -125,7 +124,7 @@ export function agentHandlers(deps: AgentDeps): grpc.UntypedServiceImplementatio
       agentVersion: AGENT_VERSION,
       protocolMajor: AGENT_PROTOCOL_MAJOR,
       protocolMinor: AGENT_PROTOCOL_MINOR,
-      uptimeSeconds: (Date.now() - started) / 1000,
+      uptimeSeconds: identity.uptimeSeconds,
       instanceId: identity.instanceId,
     }),
     Version: async (req: VersionRequest) => {

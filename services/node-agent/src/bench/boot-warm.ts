@@ -4,7 +4,8 @@
  * `edgenfv_status`), through the real node agent (buildApp: NATS watch, re-check, sandbox manager, QEMU, guest agent)
  * on a real nats-server. The bench plays the scheduler's part of register and heartbeat only. Each run is a new tenant
  * with one tap NIC (hot-plugged on claim) and `builtin:vrouter`; its allocation is then deleted (VM torn down) and
- * the next run waits for the pool to be refilled.
+ * the next run waits for the pool to be refilled. With snapshot boot (on by default) the first pool VM makes the
+ * template and is restored from it, every refill is restored: `restoreMs` has one figure per pool VM.
  */
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, readdirSync, rmdirSync } from 'node:fs';
@@ -50,6 +51,11 @@ export interface WarmClaimFigures {
   missed: number;
   /** Pool refill: a warm VM's boot (niced, in the background), ms. */
   refillMs: number[];
+  /**
+   * Snapshot boot (guest.snapshotBoot): each pool VM restored from the template, QEMU start to the guest agent ready
+   * and reidentified, ms (the node agent's own histogram, edgenfv_warm_pool_restore_duration_seconds, per restore).
+   */
+  restoreMs: number[];
 }
 
 export async function benchWarmClaims(o: {
@@ -92,7 +98,17 @@ export async function benchWarmClaims(o: {
   // claimed VM's console is copied to <BENCH_WARM_LOG>.console<run>
   const image = logFile ? { ...o.image, kernelArgs: `${o.image.kernelArgs ?? ''} edgenfv.agent_args=--log-level=debug`.trim() } : o.image;
   const app = buildApp({ cfg, logger, registry, nc, image, kvm: o.accel === 'kvm' });
-  const out: WarmClaimFigures = { claimMs: [], missed: 0, refillMs: [] };
+  const out: WarmClaimFigures = { claimMs: [], missed: 0, refillMs: [], restoreMs: [] };
+  // each restore's duration from the node agent's histogram (sum and count grow by one restore per refill)
+  const restoreHist = { sum: 0, count: 0 };
+  const takeRestores = async (): Promise<void> => {
+    const m = registry.getSingleMetric('edgenfv_warm_pool_restore_duration_seconds');
+    const values = (m ? (await m.get()).values : []) as { metricName?: string; value: number }[];
+    const sum = values.find((v) => v.metricName?.endsWith('_sum'))?.value ?? 0;
+    const count = values.find((v) => v.metricName?.endsWith('_count'))?.value ?? 0;
+    if (count > restoreHist.count) out.restoreMs.push(((sum - restoreHist.sum) / (count - restoreHist.count)) * 1000);
+    Object.assign(restoreHist, { sum, count });
+  };
   try {
     await app.start();
     for (let i = 0; i < o.runs; i++) {
@@ -102,6 +118,7 @@ export async function benchWarmClaims(o: {
         await sleep(20);
       }
       if (i > 0) out.refillMs.push(Date.now() - r0);
+      await takeRestores();
       const alloc: Allocation = {
         allocId: `warm${i}`,
         nodeId,

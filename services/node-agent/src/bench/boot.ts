@@ -7,7 +7,9 @@
  *  the init's first line on the console), in the same run;
  *  and where (a)'s time goes, from the guest's own uptime stamps on its console (`breakdown`, below);
  *  (warm) BENCH_WARM_RUNS (default 5; 0 skips) VNFs claiming a warm pool VM through the real node agent, from the
- *  placement's commit to RUNNING (`warmClaimP50Ms`, `warmClaimP95Ms`; boot-warm.ts).
+ *  placement's commit to RUNNING (`warmClaimP50Ms`, `warmClaimP95Ms`; boot-warm.ts), and each pool VM restored from
+ *  the snapshot boot template, QEMU start to the guest agent ready and reidentified (`restoreToReadyMs`,
+ *  `restoreToReadyOverFloor`: over the same run's floorMs).
  * The last line is one JSON object.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -296,12 +298,21 @@ async function main(): Promise<void> {
     warmClaimRuns: warm?.claimMs.length ?? 0,
     warmClaimMissed: warm?.missed ?? 0,
     warmRefillMs: warm?.refillMs.length ? Math.round(median(warm.refillMs)) : null,
+    // snapshot boot (guest.snapshotBoot, the warm pool's path): a pool VM restored from its template, QEMU start ->
+    // the guest agent ready and reidentified (RNG reseeded, clock set, new instance id), through the node agent's own
+    // code (WarmPool.restore; median over the pool VMs of the warm runs); and over the same run's floor
+    restoreToReadyMs: warm?.restoreMs.length ? Math.round(median(warm.restoreMs)) : null,
+    restoreToReadyOverFloor: warm?.restoreMs.length && floor.length ? Math.round((median(warm.restoreMs) / median(floor)) * 1000) / 1000 : null,
+    restoreRuns: warm?.restoreMs.length ?? 0,
+    // what agentToReadyMs measured: a cold boot through the node agent (ensureReplica with no warm pool: a tenant VM
+    // that claims no pool VM boots; snapshot boot restores pool VMs only)
+    agentToReadyPath: 'cold boot (SandboxManager.ensureReplica, no warm pool)',
     // the guest agent's V8 code cache (deploy/guest-image/agent-loader.cjs): accepted / rejected / none, per run
     agentCodeCache: [...new Set(codeCache)].join(',') || null,
   };
   console.log(`(a) QEMU direct -> guest agent health: ${out.directToHealthMs} ms; (b) node agent command -> guest ready: ${out.agentToReadyMs} ms; (c) command -> QEMU exec: ${out.commandToExecMs} ms; floor (busybox /init): ${out.floorMs} ms`);
   console.log(`(a) breakdown: ${JSON.stringify(out.breakdown)}`);
-  if (warm) console.log(`(warm) commit -> RUNNING claiming a warm VM: ${JSON.stringify(warm.claimMs.map(Math.round))} ms; missed ${warm.missed}; refill ${JSON.stringify(warm.refillMs)} ms`);
+  if (warm) console.log(`(warm) commit -> RUNNING claiming a warm VM: ${JSON.stringify(warm.claimMs.map(Math.round))} ms; missed ${warm.missed}; refill ${JSON.stringify(warm.refillMs)} ms; restore -> ready ${JSON.stringify(warm.restoreMs.map(Math.round))} ms`);
   console.log(JSON.stringify(out));
 }
 
