@@ -417,6 +417,9 @@ export class SandboxManager {
     const rec = this.warm?.take(alloc, this.deps.hotplugSlots ?? 4);
     if (rec) return this.claim(upgradeRecord(rec), alloc, signal, progress);
     await this.warm?.makeRoom(alloc);
+    // snapshot boot: no ready pool VM, but the flavour's template restores one for this replica (warm-pool.ts)
+    const restored = await this.warm?.restoreForClaim(alloc, this.deps.hotplugSlots ?? 4, signal);
+    if (restored) return this.claim(upgradeRecord(restored), alloc, signal, progress);
     return this.boot(alloc, signal, progress);
   }
 

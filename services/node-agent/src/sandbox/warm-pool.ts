@@ -326,13 +326,9 @@ export class WarmPool {
 
   private async bootOne(f: Readonly<WarmPoolFlavour>, signal: AbortSignal): Promise<void> {
     const t0 = process.hrtime.bigint();
-    const sandboxId = `sb-warm-${randomBytes(3).toString('hex')}`;
+    const rec = this.newPoolRecord(f);
+    const sandboxId = rec.sandboxId;
     const log = this.log.child({ sandboxId, flavour: flavourKey(f) });
-    const poolDir = join(this.o.stateDir, 'pool');
-    const rec: SandboxRecord = {
-      ...newSandboxRecord({ sandboxId, tenantId: POOL_TENANT, hypervisor: this.host.vm.driver.kind, uid: this.host.vm.allocUid(this.host.list().map((s) => s.uid)), parentDir: poolDir }),
-      warm: { flavour: flavourKey(f) },
-    };
     const resources = { vcpus: f.vcpus, memoryMiB: f.memoryMiB, ...(f.numaNode !== undefined ? { numaNode: f.numaNode } : {}) };
     this.host.put(rec); // written before acting: a crash from here on is cleaned up at the next start
     this.refreshGauges();
@@ -375,6 +371,53 @@ export class WarmPool {
     } finally {
       this.refreshGauges();
     }
+  }
+
+  /** A new pool VM's record (its own uid, its folder under `<stateDir>/pool/`), not yet written. */
+  private newPoolRecord(f: Readonly<WarmPoolFlavour>): SandboxRecord {
+    const sandboxId = `sb-warm-${randomBytes(3).toString('hex')}`;
+    return {
+      ...newSandboxRecord({ sandboxId, tenantId: POOL_TENANT, hypervisor: this.host.vm.driver.kind, uid: this.host.vm.allocUid(this.host.list().map((s) => s.uid)), parentDir: join(this.o.stateDir, 'pool') }),
+      warm: { flavour: flavourKey(f) },
+    };
+  }
+
+  /**
+   * Snapshot boot for a replica that fits a flavour but finds no ready pool VM (all claimed, the refill not done yet):
+   * when the flavour's template exists, a VM is restored for it now (a second under TCG instead of a cold boot),
+   * reidentified, and taken like a pool VM (the caller claims it). Not pre-warmed (the template was) and not niced.
+   * Undefined when no template fits or the restore failed (torn down; the caller boots cold).
+   */
+  async restoreForClaim(alloc: Allocation, hotplugSlots: number, signal: AbortSignal): Promise<SandboxRecord | undefined> {
+    const snap = this.o.snapshots;
+    if (!snap || !this.running) return undefined;
+    for (const f of this.o.flavours) {
+      if (f.count <= 0 || claimMismatch(alloc, f, hotplugSlots)) continue;
+      const key = snap.key(this.specOf(this.keyRecord(), f));
+      if (!snap.usable(key)) continue;
+      const rec = this.newPoolRecord(f);
+      const log = this.log.child({ sandboxId: rec.sandboxId, flavour: flavourKey(f), allocId: alloc.allocId });
+      this.taken.add(rec.sandboxId); // never the pool's: the claim takes it (and the refill waits meanwhile)
+      this.host.put(rec);
+      try {
+        const resources = { vcpus: f.vcpus, memoryMiB: f.memoryMiB, ...(f.numaNode !== undefined ? { numaNode: f.numaNode } : {}) };
+        await this.host.vm.prepareHost(rec, { resources }, log);
+        const { nice: _pool, ...spec } = this.specOf(rec, f);
+        rec.spec = spec;
+        this.host.put(rec);
+        await this.restore(rec, key, signal, log);
+        rec.state = 'running';
+        this.host.put(rec);
+        log.info({ tenantId: alloc.tenantId }, 'no ready pool VM: one restored from the template for this claim');
+        return rec;
+      } catch (err) {
+        log.warn({ err }, 'restoring a VM for the claim failed: tearing it down (the replica boots cold)');
+        await this.host.teardown(rec);
+        this.taken.delete(rec.sandboxId);
+        return undefined;
+      }
+    }
+    return undefined;
   }
 
   /** A pool VM's boot spec (niced until claimed). */

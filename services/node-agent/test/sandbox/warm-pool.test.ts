@@ -9,7 +9,8 @@
  * Snapshot boot (guest.snapshotBoot, on by default): the first pool VM boots cold, is saved as the template and
  * restored from it; the refill is restored from the same template. Both restored VMs have their own guest agent
  * instance id and their own kernel RNG output (Reidentify reseeded each), a clock set to the host's, and run the
- * tenants' VNFs; the template is root's, outside every VM's root.
+ * tenants' VNFs; the template is root's, outside every VM's root. Then two tenants at once with one ready pool VM:
+ * one claims it, the other gets a VM restored from the template for its claim (not a cold boot).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -209,4 +210,24 @@ test('warm pool: tenant A claims the warm VM, the pool refills, tenant B gets a 
   await app.agent.idle();
   assert.equal(m.sandboxes().some((s) => s.sandboxId === w1.id), false);
   assert.ok(!(app.manager.warm!.info()[0]!.readyVms.includes(w1.id)), "A's VM is not in the pool");
+
+  // two tenants at once with one ready pool VM: one claims it, the other's VM is restored from the template for its
+  // claim (snapshot boot for a start that finds the pool empty) instead of booting cold
+  const trB = await ok(`nfv.v1.tenant.${tB}.vnfs.terminate`, { id: iB.vnfId });
+  assert.equal((await waitOp(tB, trB.opOccId)).operationState, 'COMPLETED');
+  const w3 = await readyPoolVm(w2.id);
+  const [tC, tD] = [`warmc${suffix}`, `warmd${suffix}`];
+  await ok('nfv.v1.admin.tenants.create', { id: tC });
+  await ok('nfv.v1.admin.tenants.create', { id: tD });
+  const [iC, iD] = await Promise.all([ok(`nfv.v1.tenant.${tC}.vnfs.instantiate`, { descriptor: vnfd('vrc') }), ok(`nfv.v1.tenant.${tD}.vnfs.instantiate`, { descriptor: vnfd('vrd') })]);
+  for (const [tn, i] of [[tC, iC], [tD, iD]] as const) assert.equal((await waitOp(tn, i.opOccId)).operationState, 'COMPLETED');
+  const sbs = [(await ok(`nfv.v1.tenant.${tC}.vnfs.get`, { id: iC.vnfId })).replicas[0].sandboxId as string, (await ok(`nfv.v1.tenant.${tD}.vnfs.get`, { id: iD.vnfId })).replicas[0].sandboxId as string];
+  assert.ok(sbs.includes(w3.id.toString()), `one of C and D claimed the ready pool VM ${w3.id}: ${sbs.join(', ')}`);
+  const other = sbs.find((x) => x !== w3.id)!;
+  assert.ok(other.startsWith('sb-warm-') && other !== w1.id && other !== w2.id, `the other got a VM restored for it: ${other}`);
+  assert.ok(procCmdline(m.vmOf(other)!.pid).includes(`file:${join(stateDir, 'snapshots', snaps[0]!)}`), 'restored from the template');
+  const ids = await Promise.all(sbs.map(async (sb) => (await (await m.guestSession(sb)).health(10_000)).instanceId));
+  assert.equal(new Set([...ids, id1, id2]).size, 4, `four restored VMs, four agent instance ids: ${ids.join(', ')}`);
+  const [rngC, rngD] = [await rng(tC, iC.vnfId), await rng(tD, iD.vnfId)];
+  assert.equal(new Set([rngA, rngB, rngC, rngD]).size, 4, 'four restored VMs, four different RNG outputs');
 });
