@@ -3,7 +3,7 @@
  * pool's first VM makes the template (none yet: a cold boot) and is restored from it; the template is then damaged,
  * the pool VM is claimed by a replica (its container runs), and the refill's restore from the damaged template fails:
  * the template is deleted, that sandbox torn down, and the next refill boots cold, makes a new template and is
- * restored from it. After the node's shutdown a node agent with snapshot boot off keeps no template.
+ * restored from it (with mapped-ram off again: a live migration over a socket stays possible). After the node's shutdown a node agent with snapshot boot off keeps no template.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -22,6 +22,7 @@ import { NetpluginsAttachments } from '../../src/sandbox/attachments.js';
 import { GrpcGuestPort } from '../../src/sandbox/grpc-guest.js';
 import { SandboxManager } from '../../src/sandbox/manager.js';
 import { procCmdline } from '../../src/proc.js';
+import { withQmp } from '../../src/hypervisor/qmp.js';
 import { makeAlloc } from '../helpers/alloc.js';
 import { removeCgroupParent } from '../helpers/cleanup.js';
 
@@ -88,6 +89,9 @@ test('snapshot boot: a damaged template fails its restore, is deleted, and the p
   assert.ok(existsSync(template), 'a new template');
   assert.ok(statSync(template).size > 4096 && statSync(template).mtimeMs > madeAt, 'made again, not the damaged one');
   assert.ok(restoredFrom(w2, template), 'the new pool VM was restored from the new template');
+  // mapped-ram is for file: URIs only: off again once restored, so the VM can still be live-migrated over a socket
+  const caps = await withQmp(manager.vmOf(w2)!.apiSocket, (q) => q.execute<{ capability: string; state: boolean }[]>('query-migrate-capabilities'));
+  assert.equal(caps.find((x) => x.capability === 'mapped-ram')?.state, false, 'mapped-ram off after the restore');
   const sandboxes = manager.sandboxes().map((s) => s.sandboxId).sort();
   assert.deepEqual(sandboxes, [w1, w2].sort(), 'the sandbox of the failed restore is gone');
   assert.deepEqual(readdirSync(join(stateDir, 'vm')).length, 2, 'two VM roots: the claimed VM and the pool VM');
