@@ -54,6 +54,9 @@ test('a small initramfs (init, busybox, the modules that reach the disk) and a s
   for (const f of ['opt/edgenfv/guest-agent.cjs', 'opt/edgenfv/guest-agent.cjs.cache', 'opt/edgenfv/agent-loader.cjs', 'opt/edgenfv/agent.proto', 'usr/bin/node', 'usr/bin/crun', 'usr/sbin/ip']) {
     assert.ok(names.includes(f), `${f} on the system disk`);
   }
+  // snapshot boot's reseed helper, compiled with this host's cc (it has one: setup.sh's C shims need it)
+  assert.equal(first.reseedHelper, true);
+  assert.ok(names.includes('opt/edgenfv/bin/edgenfv-reseed'), 'the reseed helper on the system disk');
   assert.ok(names.includes(`lib/modules/${first.kernelRelease}/modules.dep`));
   assert.ok(names.some((n) => n.endsWith('/virtio_console.ko')));
   assert.ok(names.some((n) => n.endsWith('/vfio-pci.ko')));
