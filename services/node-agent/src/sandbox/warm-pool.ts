@@ -460,21 +460,27 @@ export class WarmPool {
   private async restore(rec: SandboxRecord, key: string, signal: AbortSignal, log: Logger): Promise<void> {
     const snap = this.o.snapshots!;
     const t0 = process.hrtime.bigint();
+    // where a restore's time goes (ms from the start): QEMU spawned, its state loaded and running, the agent ready
+    const at: Record<string, number> = {};
+    const mark = (k: string): void => void (at[k] = Math.round(Number(process.hrtime.bigint() - t0) / 1e6));
     try {
       const vm = await this.host.vm.start(rec, snap.restoreSpec(rec.spec!, key), signal, {
         onSpawned: (h) => {
+          mark('spawnedMs');
           rec.vm = this.host.vm.driver.record(h);
           this.host.put(rec);
         },
         waitReady: async (h, sig) => {
           await snap.resume(h, () => this.host.vm.driver.alive(h), sig, this.o.bootTimeoutMs);
+          mark('runningMs');
           await this.host.guest.connectAtBoot(rec.sandboxId, h.agentSocket!, { timeoutMs: this.o.bootTimeoutMs, signal: sig });
+          mark('agentReadyMs');
         },
       });
       const id = await snap.reidentify(key, await this.host.guest.session(rec));
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
       this.o.metrics?.warmRestoreDuration.observe(seconds);
-      log.info({ key, pid: vm.pid, restoreSeconds: seconds, instanceId: id.instanceId, templateInstanceId: id.previousInstanceId }, 'pool VM restored from the template snapshot (RNG reseeded, clock set, new agent instance)');
+      log.info({ key, pid: vm.pid, restoreSeconds: seconds, ...at, instanceId: id.instanceId, templateInstanceId: id.previousInstanceId }, 'pool VM restored from the template snapshot (RNG reseeded, clock set, new agent instance)');
     } catch (err) {
       if (!signal.aborted) snap.failed(key, err);
       throw err;
