@@ -448,7 +448,7 @@ export async function startEdgeNode(opts: EdgeNodeOptions): Promise<EdgeNode> {
         nats: { servers: [nats.url], ...schedulerCreds },
         credentials: { issuerFile },
         heartbeatGraceMs: opts.heartbeatGraceMs ?? 60_000,
-        startTimeoutMs: 3_600_000, // a nested TCG boot
+        startTimeoutMs: 7_200_000, // a nested TCG boot, then the container (demo:sriov: 40 min to CreateContainer)
       }),
     );
     scheduler = await startScheduler({ EDGENFV_CONFIG: schedConfig });
@@ -468,7 +468,7 @@ export async function startEdgeNode(opts: EdgeNodeOptions): Promise<EdgeNode> {
         heartbeatIntervalMs: 5000,
         qemu: { accel: 'tcg', machine: 'q35', maxVcpus: 1, maxMemoryMiB: 1024, tcgTbSizeMiB: 32 },
         vmBaseMemoryMiB: opts.vmBaseMemoryMiB ?? 512,
-        guest: { kernelPath: vmlinux, initrdPath: image.initrdPath, systemDiskPath: image.systemDisk.path, bootTimeoutMs: opts.guestBootTimeoutMs ?? 3_000_000, keepaliveTimeoutMs: 300_000, rpcTimeoutScale: 20, livenessFailAfterMs: 900_000, extraKernelArgs: 'cryptomgr.notests' },
+        guest: { kernelPath: vmlinux, initrdPath: image.initrdPath, systemDiskPath: image.systemDisk.path, bootTimeoutMs: opts.guestBootTimeoutMs ?? 3_000_000, keepaliveTimeoutMs: 300_000, rpcTimeoutScale: 60, livenessFailAfterMs: 900_000, extraKernelArgs: 'cryptomgr.notests' },
       }),
     );
     writeFileSync(join(dir, 'ctl.cjs'), CTL_JS);
