@@ -123,7 +123,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file = env.EDGE
     networks: Array.isArray(networks) ? networks : [],
     heartbeatGraceMs: int(env.EDGENFV_HEARTBEAT_GRACE_MS ?? raw.heartbeatGraceMs, 'heartbeatGraceMs', 100, 3_600_000, issues) ?? DEFAULTS.heartbeatGraceMs,
     leaderLeaseTtlMs: int(raw.leaderLeaseTtlMs, 'leaderLeaseTtlMs', 500, 600_000, issues) ?? DEFAULTS.leaderLeaseTtlMs,
-    startTimeoutMs: int(env.EDGENFV_START_TIMEOUT_MS ?? raw.startTimeoutMs, 'startTimeoutMs', 100, 3_600_000, issues) ?? DEFAULTS.startTimeoutMs,
+    startTimeoutMs: int(env.EDGENFV_START_TIMEOUT_MS ?? raw.startTimeoutMs, 'startTimeoutMs', 100, 21_600_000, issues) ?? DEFAULTS.startTimeoutMs,
     stopTimeoutMs: int(raw.stopTimeoutMs, 'stopTimeoutMs', 100, 3_600_000, issues) ?? DEFAULTS.stopTimeoutMs,
     retentionMs: int(env.EDGENFV_RETENTION_MS ?? raw.retentionMs, 'retentionMs', 1000, 365 * 24 * 3600 * 1000, issues) ?? DEFAULTS.retentionMs,
     bucketMaxBytes: int(raw.bucketMaxBytes, 'bucketMaxBytes', 1024 * 1024, Number.MAX_SAFE_INTEGER, issues) ?? DEFAULTS.bucketMaxBytes,
