@@ -69,7 +69,8 @@ test('anti-affinity across real node agents; a SIGKILLed agent\'s replica is hea
   };
   const inst = await s.api.ok<{ vnfId: string; opOccId: string }>(`nfv.v1.tenant.${T}.vnfs.instantiate`, { descriptor });
   // two TCG boots at once on a shared 2-core machine
-  assert.equal((await s.api.waitOp(T, inst.opOccId, 15 * 60_000)).operationState, 'COMPLETED');
+  const instOp = await s.api.waitOp(T, inst.opOccId, 15 * 60_000);
+  assert.equal(instOp.operationState, 'COMPLETED', `the INSTANTIATE: ${JSON.stringify({ error: instOp.error, steps: instOp.steps?.map((x: { message: string }) => x.message) })}`);
   const placed = await s.api.ok(`nfv.v1.tenant.${T}.vnfs.get`, { id: inst.vnfId });
   const ids = s.nodes.map((n) => n.id);
   const [lostId, keptId] = [placed.replicas[0].nodeId as string, placed.replicas[1].nodeId as string];
