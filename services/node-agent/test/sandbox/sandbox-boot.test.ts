@@ -15,15 +15,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger, silentLogger } from '@edgenfv/telemetry';
 import { buildGuestImage } from '../../src/guest/index.js';
 import { parseConfig } from '../../src/config.js';
-import { QemuDriver, pciPathOf } from '../../src/hypervisor/qemu.js';
+import { pciPathOf } from '../../src/hypervisor/qemu.js';
 import { probeKvm } from '../../src/hypervisor/kvm-probe.js';
-import { hostCpuKHz } from '../../src/app.js';
-import { Cgroups } from '../../src/sandbox/cgroup.js';
-import { NetpluginsAttachments } from '../../src/sandbox/attachments.js';
-import { GrpcGuestPort } from '../../src/sandbox/grpc-guest.js';
-import { SandboxManager } from '../../src/sandbox/manager.js';
 import { killQuiet, processAlive } from '../../src/proc.js';
 import { makeAlloc } from '../helpers/alloc.js';
+import { realSandboxManager } from '../helpers/real-manager.js';
 import { removeCgroupParent } from '../helpers/cleanup.js';
 
 test('tenant VM boots with the guest image, gets NICs and containers, grows for a second replica, leaves nothing', async (t) => {
@@ -46,20 +42,7 @@ test('tenant VM boots with the guest image, gets NICs and containers, grows for 
     isolation: { cgroupParent: cgParent },
     guest: { bootTimeoutMs: 240_000 },
   });
-  const cpuKHz = hostCpuKHz();
-  const manager = new SandboxManager({
-    cfg,
-    driver: new QemuDriver({ logger: log }),
-    accel,
-    guest: new GrpcGuestPort(log),
-    attachments: new NetpluginsAttachments({ stateDir, sysfsRoot: '/sys', physnets: {}, logger: log }),
-    cgroups: new Cgroups(cfg.isolation.cgroupRoot, cgParent, log),
-    logger: log,
-    image: { kernelPath: image.kernelPath, initrdPath: image.initrdPath, systemDisk: image.systemDisk },
-    kernelArgs: image.kernelArgs,
-    ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
-    hotplugSlots: 2,
-  });
+  const manager = realSandboxManager({ cfg, accel, stateDir, cgParent, image, log, extra: { hotplugSlots: 2 } });
   let pid = 0;
   t.after(async () => {
     await manager.stopAll().catch(() => undefined);

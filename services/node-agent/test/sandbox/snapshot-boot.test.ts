@@ -14,13 +14,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger, silentLogger } from '@edgenfv/telemetry';
 import { buildGuestImage } from '../../src/guest/index.js';
 import { parseConfig } from '../../src/config.js';
-import { QemuDriver } from '../../src/hypervisor/qemu.js';
 import { probeKvm } from '../../src/hypervisor/kvm-probe.js';
-import { hostCpuKHz } from '../../src/app.js';
-import { Cgroups } from '../../src/sandbox/cgroup.js';
-import { NetpluginsAttachments } from '../../src/sandbox/attachments.js';
-import { GrpcGuestPort } from '../../src/sandbox/grpc-guest.js';
-import { SandboxManager } from '../../src/sandbox/manager.js';
+import type { SandboxManager } from '../../src/sandbox/manager.js';
+import { realSandboxManager } from '../helpers/real-manager.js';
 import { procCmdline } from '../../src/proc.js';
 import { withQmp } from '../../src/hypervisor/qmp.js';
 import { makeAlloc } from '../helpers/alloc.js';
@@ -33,22 +29,9 @@ test('snapshot boot: a damaged template fails its restore, is deleted, and the p
   const log = process.env.EDGENFV_TEST_LOG ? createLogger({ service: 'test', level: process.env.EDGENFV_TEST_LOG }) : silentLogger();
   const image = await buildGuestImage({ log });
   const accel = (await probeKvm({ qemuBinary: 'qemu-system-x86_64', kernelPath: image.kernelPath })).ok ? 'kvm' : 'tcg';
-  const cpuKHz = hostCpuKHz();
   const managerWith = (snapshotBoot: boolean, pool: boolean): SandboxManager => {
     const cfg = parseConfig({ nodeId: 'n1', stateDir, qemu: { accel, maxVcpus: 2, maxMemoryMiB: 1024 }, isolation: { cgroupParent: cgParent }, guest: { bootTimeoutMs: 300_000, snapshotBoot } });
-    return new SandboxManager({
-      cfg,
-      driver: new QemuDriver({ logger: log }),
-      accel,
-      guest: new GrpcGuestPort(log),
-      attachments: new NetpluginsAttachments({ stateDir, sysfsRoot: '/sys', physnets: {}, logger: log }),
-      cgroups: new Cgroups(cfg.isolation.cgroupRoot, cgParent, log),
-      logger: log,
-      image: { kernelPath: image.kernelPath, initrdPath: image.initrdPath, systemDisk: image.systemDisk },
-      kernelArgs: image.kernelArgs,
-      ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
-      ...(pool ? { warmPool: { flavours: [{ vcpus: 1, memoryMiB: 64, count: 1 }], cpuBudgetPercent: 100 } } : {}),
-    });
+    return realSandboxManager({ cfg, accel, stateDir, cgParent, image, log, ...(pool ? { extra: { warmPool: { flavours: [{ vcpus: 1, memoryMiB: 64, count: 1 }], cpuBudgetPercent: 100 } } } : {}) });
   };
   const manager = managerWith(true, true);
   t.after(async () => {
