@@ -468,7 +468,7 @@ export async function startEdgeNode(opts: EdgeNodeOptions): Promise<EdgeNode> {
         heartbeatIntervalMs: 5000,
         qemu: { accel: 'tcg', machine: 'q35', maxVcpus: 1, maxMemoryMiB: 1024, tcgTbSizeMiB: 32 },
         vmBaseMemoryMiB: opts.vmBaseMemoryMiB ?? 512,
-        guest: { kernelPath: vmlinux, initrdPath: image.initrdPath, systemDiskPath: image.systemDisk.path, bootTimeoutMs: opts.guestBootTimeoutMs ?? 3_000_000, keepaliveTimeoutMs: 300_000, rpcTimeoutScale: 60, livenessFailAfterMs: 900_000, extraKernelArgs: 'cryptomgr.notests' },
+        guest: { kernelPath: vmlinux, initrdPath: image.initrdPath, systemDiskPath: image.systemDisk.path, bootTimeoutMs: opts.guestBootTimeoutMs ?? 7_200_000, keepaliveTimeoutMs: 300_000, rpcTimeoutScale: 60, livenessFailAfterMs: 900_000, extraKernelArgs: 'cryptomgr.notests' },
       }),
     );
     writeFileSync(join(dir, 'ctl.cjs'), CTL_JS);

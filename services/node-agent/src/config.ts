@@ -531,7 +531,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
 
   const g = closed(top.guest, 'guest', KEYS.guest!);
   const guest: NodeAgentConfig['guest'] = {
-    bootTimeoutMs: int(g, 'bootTimeoutMs', 'guest.bootTimeoutMs', DEFAULTS.bootTimeoutMs, 1000, 3_600_000),
+    bootTimeoutMs: int(g, 'bootTimeoutMs', 'guest.bootTimeoutMs', DEFAULTS.bootTimeoutMs, 1000, 21_600_000),
     extraKernelArgs: typeof g.extraKernelArgs === 'string' ? g.extraKernelArgs : '',
     livenessIntervalMs: int(g, 'livenessIntervalMs', 'guest.livenessIntervalMs', DEFAULTS.guestLivenessIntervalMs, 0, 3_600_000),
     livenessFailAfterMs: int(g, 'livenessFailAfterMs', 'guest.livenessFailAfterMs', DEFAULTS.guestLivenessFailAfterMs, 1000, 3_600_000),
