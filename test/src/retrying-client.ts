@@ -59,6 +59,11 @@ export class RetryingClient {
     return env.result;
   }
 
+  /** Every answer a requestId got (to show what differed). */
+  answersOf(key: string): string[] {
+    return this.answers.get(key) ?? [];
+  }
+
   /** requestIds whose answers differ (the request was carried out more than once). */
   answeredDifferently(): string[] {
     return [...this.answers].filter(([, a]) => new Set(a).size > 1).map(([k]) => k);

@@ -158,10 +158,7 @@ export class SimNode {
       }
     }
     await this.register();
-    this.watch = await this.allocs.watch({ key: `${this.nodeId}.>` });
-    void (async () => {
-      for await (const e of this.watch!) await this.onAlloc(e);
-    })().catch(() => undefined);
+    await this.openWatch();
     this.timer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
     if (this.serveMigration) {
       SimNode.byId.set(this.nodeId, this);
@@ -182,6 +179,28 @@ export class SimNode {
           );
         },
       });
+    }
+  }
+
+  private beats = 0;
+
+  private async openWatch(): Promise<void> {
+    this.watch?.stop();
+    const w = await this.allocs.watch({ key: `${this.nodeId}.>` });
+    this.watch = w;
+    void (async () => {
+      for await (const e of w) await this.onAlloc(e);
+    })().catch(() => undefined);
+  }
+
+  /** Acts on every allocation of this node not running here (what a node agent's listing finds). */
+  private async resync(): Promise<void> {
+    const keys: string[] = [];
+    for await (const k of await this.allocs.keys(`${this.nodeId}.>`)) keys.push(k);
+    for (const k of keys) {
+      if (this.running.has(k.slice(this.nodeId.length + 1))) continue;
+      const e = await this.allocs.get(k);
+      if (e) await this.onAlloc(e);
     }
   }
 
@@ -286,18 +305,15 @@ export class SimNode {
     }
     // what was written while it was cut off, as a node agent's periodic listing finds it (onAlloc skips what an
     // older epoch made)
-    const keys: string[] = [];
-    for await (const k of await this.allocs.keys(`${this.nodeId}.>`)) keys.push(k);
-    for (const k of keys) {
-      if (this.running.has(k.slice(this.nodeId.length + 1))) continue;
-      const e = await this.allocs.get(k);
-      if (e) await this.onAlloc(e);
-    }
+    await this.resync();
     await this.heartbeat();
   }
 
   private async heartbeat(): Promise<void> {
     if (this.partitioned) return;
+    // as the node agent's periodic key listing: an allocation the watch missed (its consumer lost with a killed
+    // nats-server of a cluster) is found and started
+    if (++this.beats % 4 === 0) await this.resync().catch(() => undefined);
     const hb = { nodeId: this.nodeId, epoch: this.epoch, at: new Date().toISOString(), sandboxes: this.running.size, replicas: this.running.size, running: [...this.running.keys()] };
     try {
       const m = await this.nc.request(internalSubjects.heartbeat(this.nodeId), enc.encode(JSON.stringify(hb)), { timeout: 2000 });

@@ -108,7 +108,7 @@ test('a server of three is SIGKILLed and restarted mid-workload: no request lost
   assert.ok(killed);
 
   // every request with a requestId answered the same each time it was asked (nothing done twice)
-  assert.deepEqual(client.answeredDifferently(), []);
+  assert.deepEqual(client.answeredDifferently(), [], JSON.stringify(client.answeredDifferently().map((k) => ({ [k]: client.answersOf(k) }))));
   // the state: exactly the VNFs asked for, each as its last operation left it
   const list = await client.call('nfv.v1.tenant.cl.vnfs.list', {});
   const byId = new Map((list.result.items as { id: string; instantiationState: string; replicas: unknown[] }[]).map((v) => [v.id, v]));

@@ -92,7 +92,8 @@ test('a lost node\'s replica is healed elsewhere after the grace; the returning 
   const newNode = healed.replicas[0].nodeId;
   assert.notEqual(newNode, keptId, 'anti-affinity still holds');
   assert.equal(healed.replicas[1].state, 'RUNNING', 'the other replica was left alone');
-  const heal = await api.ok('nfv.v1.tenant.heal.opoccs.get', { id: healed.lastOpOccId });
+  // the replica is RUNNING a moment before its op occurrence is COMPLETED
+  const heal = await api.waitOp('heal', healed.lastOpOccId ?? healed.activeOpOccId);
   assert.equal(heal.operation, 'HEAL');
   assert.equal(heal.operationState, 'COMPLETED');
   assert.match(heal.steps[0].message, new RegExp(`node ${lostId} lost`));
