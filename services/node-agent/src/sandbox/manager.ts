@@ -77,7 +77,7 @@ export class SandboxManager {
     if (deps.warmPool?.flavours.some((f) => f.count > 0)) {
       const host = { vm: this.vm, guest: this.guest, list: () => this.list(), put: (r: SandboxRecord) => this.put(r), teardown: (r: SandboxRecord) => this.teardown(r) };
       const snapshots = deps.cfg.guest.snapshotBoot ? this.templates : undefined;
-      this.warm = new WarmPool({ ...deps.warmPool, stateDir: deps.cfg.stateDir, bootTimeoutMs: deps.cfg.guest.bootTimeoutMs, logger: deps.logger, ...(deps.metrics ? { metrics: deps.metrics } : {}), ...(snapshots ? { snapshots } : {}) }, host);
+      this.warm = new WarmPool({ ...deps.warmPool, stateDir: deps.cfg.stateDir, bootTimeoutMs: deps.cfg.guest.bootTimeoutMs, allowNoIommu: deps.cfg.guest.vfioNoIommu, logger: deps.logger, ...(deps.metrics ? { metrics: deps.metrics } : {}), ...(snapshots ? { snapshots } : {}) }, host);
     }
   }
 

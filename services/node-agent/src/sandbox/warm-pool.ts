@@ -23,6 +23,7 @@ import type { GuestSync } from './guest-sync.js';
 import { newSandboxRecord, type SandboxRecord } from './records.js';
 import type { VmLifecycle } from './vm-lifecycle.js';
 import type { SnapshotTemplates } from './snapshot-boot.js';
+import { needsViommu } from './dataplane.js';
 
 /** Niceness of a pool VM's QEMU until it is claimed (its boot and idling yield to tenants' VMs). */
 export const POOL_NICE = 10;
@@ -53,6 +54,8 @@ export interface WarmPoolOptions {
   intervalMs?: number;
   /** Snapshot boot (node config guest.snapshotBoot): refills are restored from a template (snapshot-boot.ts). */
   snapshots?: SnapshotTemplates;
+  /** The node's operator allows vfio's no-IOMMU mode in guests (guest.vfioNoIommu): see claimMismatch. */
+  allowNoIommu?: boolean;
 }
 
 /** Builtin images a pool VM runs once before it is ready (see WarmPool.prewarm). */
@@ -63,13 +66,18 @@ export function flavourKey(f: Pick<WarmPoolFlavour, 'vcpus' | 'memoryMiB' | 'num
 }
 
 /**
- * Interfaces that can be hot-plugged into a running VM: macvtap cannot (its fd would go over QMP), nor a VF into a
- * chrooted QEMU (/dev/vfio is outside its root): those replicas boot their own VM.
+ * Interfaces that can be hot-plugged into a running VM: macvtap cannot (its fd would go over QMP): those replicas
+ * boot their own VM. A VF can: the node agent stages its vfio group in the chrooted QEMU's root and raises QEMU's
+ * locked-memory limit before `device_add` (hypervisor/qemu.ts, vfio-root.ts), as for a later replica's VF.
  */
-const HOTPLUGGABLE = new Set(['tap', 'vhostuser']);
+const HOTPLUGGABLE = new Set(['tap', 'vhostuser', 'sriov']);
 
-/** Why an allocation cannot claim a VM of this flavour (undefined: it can). */
-export function claimMismatch(alloc: Allocation, f: Readonly<WarmPoolFlavour>, hotplugSlots: number): string | undefined {
+/**
+ * Why an allocation cannot claim a VM of this flavour (undefined: it can). `allowNoIommu`: the node's operator allows
+ * vfio's no-IOMMU mode in guests (guest.vfioNoIommu); otherwise a data plane that binds a NIC to vfio-pci in the guest
+ * needs a virtual IOMMU, which only a boot gives (pool VMs have none).
+ */
+export function claimMismatch(alloc: Allocation, f: Readonly<WarmPoolFlavour>, hotplugSlots: number, allowNoIommu = false): string | undefined {
   const r = alloc.resources;
   if (r.vcpus !== f.vcpus || r.memoryMiB !== f.memoryMiB) return 'vCPUs/memory differ from the flavour';
   if (r.hugepages && r.hugepages.count > 0) return 'hugepage-backed (pool VMs have ordinary memory)';
@@ -77,6 +85,7 @@ export function claimMismatch(alloc: Allocation, f: Readonly<WarmPoolFlavour>, h
   const cold = alloc.interfaces.filter((i) => !HOTPLUGGABLE.has(i.type));
   if (cold.length) return `${cold.map((i) => i.type).join(', ')} interfaces cannot be hot-plugged`;
   if (alloc.interfaces.length > hotplugSlots) return `more interfaces than the VM's ${hotplugSlots} hotplug slots`;
+  if (needsViommu(alloc, allowNoIommu)) return 'a vfio-pci data plane in the guest needs a virtual IOMMU (given at boot only)';
   return undefined;
 }
 
@@ -186,7 +195,7 @@ export class WarmPool {
    */
   take(alloc: Allocation, hotplugSlots: number): SandboxRecord | undefined {
     for (const f of this.o.flavours) {
-      if (claimMismatch(alloc, f, hotplugSlots)) continue;
+      if (claimMismatch(alloc, f, hotplugSlots, this.o.allowNoIommu)) continue;
       const key = flavourKey(f);
       const rec = this.pool().find((r) => r.warm!.flavour === key && r.state === 'running' && this.host.vm.alive(r.sandboxId));
       if (!rec) continue;
@@ -392,7 +401,7 @@ export class WarmPool {
     const snap = this.o.snapshots;
     if (!snap || !this.running) return undefined;
     for (const f of this.o.flavours) {
-      if (f.count <= 0 || claimMismatch(alloc, f, hotplugSlots)) continue;
+      if (f.count <= 0 || claimMismatch(alloc, f, hotplugSlots, this.o.allowNoIommu)) continue;
       const key = snap.key(this.specOf(this.keyRecord(), f));
       if (!snap.usable(key)) continue;
       const rec = this.newPoolRecord(f);

@@ -27,7 +27,18 @@ test('claimMismatch: exactly the flavour, ordinary memory, its NUMA node, hot-pl
   assert.match(claimMismatch(alloc({}, [{ name: 'm', type: 'macvtap', mac: '02:00:00:00:00:02', parent: 'eth0' }]), flavour, 4)!, /macvtap/);
   assert.match(claimMismatch(alloc({}, [tap('a'), tap('b')]), flavour, 1)!, /hotplug slots/);
   const vf = { name: 'vf', type: 'sriov' as const, mac: '02:00:00:00:00:03', sriov: { pfPciAddress: '0000:3b:00.0', vfPciAddress: '0000:3b:02.0', vfIndex: 0, physnet: 'p' } };
-  assert.match(claimMismatch(alloc({}, [vf]), flavour, 4)!, /sriov/);
+  // a VF is hot-plugged at claim time (staged vfio group, raised memlock) like a later replica's
+  assert.equal(claimMismatch(alloc({}, [vf]), flavour, 4), undefined);
+  // DPDK on the VF in the guest: vfio-pci there needs the vIOMMU only a boot gives, unless the operator allows no-IOMMU mode
+  // (the scheduler writes the data plane's interfaces into the allocation: dataplaneInterfaces)
+  const dpdk = { vcpus: 2, dataplane: { kind: 'dpdk' as const, interfaces: ['vf'] } };
+  const f2 = { ...flavour, vcpus: 2 };
+  assert.match(claimMismatch(alloc(dpdk, [vf]), f2, 4)!, /virtual IOMMU/);
+  assert.equal(claimMismatch(alloc(dpdk, [vf]), f2, 4, true), undefined);
+  // a virtio NIC the VNFD puts on vfio-pci: the same; on uio_pci_generic (the default) no IOMMU is needed
+  const vhu = { name: 'dp0', type: 'vhostuser' as const, mac: '02:00:00:00:00:04', queues: 1 };
+  assert.match(claimMismatch(alloc({ ...dpdk, dataplane: { kind: 'dpdk', driver: 'vfio-pci', interfaces: ['dp0'] } }, [vhu]), f2, 4)!, /virtual IOMMU/);
+  assert.equal(claimMismatch(alloc({ ...dpdk, dataplane: { kind: 'dpdk', interfaces: ['dp0'] } }, [vhu]), f2, 4), undefined);
 });
 
 function fakePool(records: SandboxRecord[], capacity: { memoryMiB: number; cpuCount: number }) {
