@@ -6,9 +6,12 @@
  * reserved VF to vfio-pci and boots the tenant VM (L2, nested TCG: many minutes) with the VF on its own root port;
  * the guest agent finds it by PCI path, gives it its IPAM address and reports the guest PCI address, which the API's
  * replica shows; the PF (inside the node) pings that address; terminate gives the VF back to igbvf with its MAC,
- * VLAN, spoofchk and trust as before. Last line:
- * `{"vfPciAddress":"...","guestPciAddress":"...","foundBy":"pci","pingsSent":N,"pingsReceived":N,"restored":true}`.
- * `--echo` copies L1's console; EDGENFV_DEMO_OP_TIMEOUT_MIN (default 90) bounds the instantiate.
+ * VLAN, spoofchk and trust as before. Then (unless --no-hotplug) a second VNF of the same tenant takes the other VF:
+ * it joins the running tenant VM, so its VF is hot-plugged (QMP device_add on a spare root port), found by its PCI
+ * path and pinged the same way. Last line:
+ * `{"vfPciAddress":"...","guestPciAddress":"...","foundBy":"pci","pingsSent":N,"pingsReceived":N,"restored":true,
+ * "hotplug":{"vfPciAddress":"...","guestPciAddress":"...","pingsSent":N,"pingsReceived":N,"restored":true}}`.
+ * `--echo` copies L1's console; EDGENFV_DEMO_OP_TIMEOUT_MIN (default 90) bounds each instantiate.
  */
 import { parseArgs } from 'node:util';
 import { startEdgeNode, type EdgeNode, type VfTableEntry } from './edge-node.js';
@@ -22,6 +25,15 @@ interface Out {
   pingsSent: number;
   pingsReceived: number;
   restored: boolean;
+  /** The second VNF's VF, hot-plugged into the running tenant VM (without --no-hotplug). */
+  hotplug?: { vfPciAddress: string; guestPciAddress: string; pingsSent: number; pingsReceived: number; restored: boolean };
+}
+interface ReplicaIf {
+  name: string;
+  mac?: string;
+  ips: string[];
+  pciAddress?: string;
+  guestPciAddress?: string;
 }
 
 function sameVf(a: VfTableEntry | undefined, b: VfTableEntry | undefined): boolean {
@@ -29,7 +41,7 @@ function sameVf(a: VfTableEntry | undefined, b: VfTableEntry | undefined): boole
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { echo: { type: 'boolean', default: false } } });
+  const { values } = parseArgs({ options: { echo: { type: 'boolean', default: false }, hotplug: { type: 'boolean', default: true } }, allowNegative: true });
   if (process.getuid?.() !== 0) {
     console.error('demo:sriov: needs root (a tap, nats-server on its address, QEMU)');
     return 1;
@@ -57,76 +69,111 @@ async function main(): Promise<number> {
 
     const t = 'radio';
     await node.api.ok('nfv.v1.admin.tenants.create', { id: t });
-    const descriptor = {
-      name: 'du',
-      replicas: 1,
-      resources: { vcpus: 1, memoryMiB: 128 },
-      image: { ref: 'builtin:busybox' },
-      interfaces: [{ name: 'up', type: 'sriov', physnet: 'physnet1', network: NETWORK.name }],
-    };
-    log('instantiating a builtin:busybox VNF with one sriov interface on physnet1 (the tenant VM is a nested TCG boot: many minutes)');
-    const tInst = Date.now();
-    const inst = await node.api.ok<{ vnfId: string; opOccId: string }>(`nfv.v1.tenant.${t}.vnfs.instantiate`, { descriptor });
     const opTimeout = Number(process.env.EDGENFV_DEMO_OP_TIMEOUT_MIN ?? 90) * 60_000;
-    // while the VM boots: the VF on vfio-pci (the node agent's SR-IOV attachment), seen in the node's sysfs
-    let boundSeen = false;
-    const watch = (async () => {
-      while (!boundSeen && Date.now() - tInst < opTimeout) {
-        const now = await node!.vfTable().catch(() => []);
-        const bound = now.find((v) => v.driver === 'vfio-pci');
-        if (bound) {
-          boundSeen = true;
-          timings.vfBoundS = Math.round((Date.now() - tInst) / 1000);
-          log(`VF ${bound.pciAddress} (vf ${bound.vf}) on vfio-pci, MAC ${bound.mac}, VLAN ${bound.vlan}, spoofchk ${bound.spoofchk}, trust ${bound.trust}`);
+    const api = node.api;
+    const edge = node;
+
+    /** Instantiates a builtin:busybox VNF with one sriov interface on physnet1; its replica's `up` interface. */
+    const instantiate = async (name: string): Promise<{ vnfId: string; completed: boolean; up?: ReplicaIf; state?: string }> => {
+      const descriptor = {
+        name,
+        replicas: 1,
+        resources: { vcpus: 1, memoryMiB: 128 },
+        image: { ref: 'builtin:busybox' },
+        interfaces: [{ name: 'up', type: 'sriov', physnet: 'physnet1', network: NETWORK.name }],
+      };
+      const tInst = Date.now();
+      const inst = await api.ok<{ vnfId: string; opOccId: string }>(`nfv.v1.tenant.${t}.vnfs.instantiate`, { descriptor });
+      const boundBefore = new Set((await edge.vfTable()).filter((v) => v.driver === 'vfio-pci').map((v) => v.pciAddress));
+      // while the node works: the reserved VF on vfio-pci (the node agent's SR-IOV attachment), seen in the node's sysfs
+      let boundSeen = false;
+      const watch = (async () => {
+        while (!boundSeen && Date.now() - tInst < opTimeout) {
+          const now = await edge.vfTable().catch(() => []);
+          const bound = now.find((v) => v.driver === 'vfio-pci' && !boundBefore.has(v.pciAddress));
+          if (bound) {
+            boundSeen = true;
+            timings[`${name}VfBoundS`] = Math.round((Date.now() - tInst) / 1000);
+            log(`${name}: VF ${bound.pciAddress} (vf ${bound.vf}) on vfio-pci, MAC ${bound.mac}, VLAN ${bound.vlan}, spoofchk ${bound.spoofchk}, trust ${bound.trust}`);
+          }
+          await new Promise((r) => setTimeout(r, 3000));
         }
-        await new Promise((r) => setTimeout(r, 3000));
-      }
-    })();
-    const op = await node.api.waitOp(t, inst.opOccId, opTimeout);
-    boundSeen = true;
-    await watch;
-    timings.instantiateS = Math.round((Date.now() - tInst) / 1000);
-    log(`INSTANTIATE ${op.operationState} after ${timings.instantiateS} s${op.error ? `: ${op.error.code} ${op.error.message}` : ''}`);
-    const vnf = await node.api.ok<{ replicas: Array<{ state: string; nodeId?: string; interfaces: Array<{ name: string; mac?: string; ips: string[]; pciAddress?: string; guestPciAddress?: string }> }> }>(`nfv.v1.tenant.${t}.vnfs.get`, { id: inst.vnfId });
-    const rep = vnf.replicas[0];
-    const up = rep?.interfaces.find((i) => i.name === 'up');
-    log(`replica: ${rep?.state} on ${rep?.nodeId}; up: ${JSON.stringify(up)}`);
-    out.vfPciAddress = up?.pciAddress ?? '';
-    out.guestPciAddress = up?.guestPciAddress ?? '';
+      })();
+      const op = await api.waitOp(t, inst.opOccId, opTimeout);
+      boundSeen = true;
+      await watch;
+      timings[`${name}InstantiateS`] = Math.round((Date.now() - tInst) / 1000);
+      log(`${name}: INSTANTIATE ${op.operationState} after ${timings[`${name}InstantiateS`]} s${op.error ? `: ${op.error.code} ${op.error.message}` : ''}`);
+      const vnf = await api.ok<{ replicas: Array<{ state: string; nodeId?: string; interfaces: ReplicaIf[] }> }>(`nfv.v1.tenant.${t}.vnfs.get`, { id: inst.vnfId });
+      const rep = vnf.replicas[0];
+      const up = rep?.interfaces.find((i) => i.name === 'up');
+      log(`${name}: replica ${rep?.state} on ${rep?.nodeId}; up: ${JSON.stringify(up)}`);
+      return { vnfId: inst.vnfId, completed: op.operationState === 'COMPLETED', state: rep?.state, ...(up ? { up } : {}) };
+    };
+
+    /** The guest's view (vnfs.exec in the VNF), then a ping from the PF inside the node to the VF's address. */
+    const probe = async (name: string, v: { vnfId: string; up?: ReplicaIf; state?: string }): Promise<{ sent: number; received: number }> => {
+      const up = v.up;
+      if (v.state !== 'RUNNING' || !up?.ips[0] || !up.guestPciAddress) return { sent: 0, received: 0 };
+      const ip = up.ips[0].split('/')[0]!;
+      const during = (await edge.vfTable()).find((x) => x.pciAddress === up.pciAddress);
+      log(`${name}: VF ${up.pciAddress} during: driver ${during?.driver}, MAC ${during?.mac}`);
+      const ex = await api.call(`nfv.v1.tenant.${t}.vnfs.exec`, { id: v.vnfId, command: ['sh', '-c', `readlink -f /sys/bus/pci/devices/${up.guestPciAddress}; ls /sys/bus/pci/devices/${up.guestPciAddress}/net; ip -o -4 addr`], timeoutMs: 120_000 }, 600_000).catch((e: Error) => ({ ok: false, error: { message: e.message } }));
+      log(`${name}: in the guest: ${ex.ok ? JSON.stringify(ex.result.stdout ?? ex.result).slice(0, 600) : `exec failed: ${ex.error?.message}`}`);
+      log(`${name}: ping ${ip} from the PF inside the node`);
+      const ping = await edge.exec(['busybox', 'ping', '-c', '5', '-W', '10', ip], 300_000);
+      const m = /(\d+) packets transmitted, (\d+) packets received/.exec(ping.stdout);
+      const r = { sent: Number(m?.[1] ?? 0), received: Number(m?.[2] ?? 0) };
+      log(`${name}: ping: ${r.received}/${r.sent} answered`);
+      return r;
+    };
+
+    log('instantiating a builtin:busybox VNF with one sriov interface on physnet1 (the tenant VM is a nested TCG boot: many minutes)');
+    const first = await instantiate('du');
+    out.vfPciAddress = first.up?.pciAddress ?? '';
+    out.guestPciAddress = first.up?.guestPciAddress ?? '';
     // the node agent gives a VF to the guest agent as a PCI path (root port slot/function), never by MAC; the guest
     // reports the address that path resolved to: a reported guest address is a VF found by PCI path
     out.foundBy = out.guestPciAddress ? 'pci' : 'none';
-    if (rep?.state === 'RUNNING' && up?.ips[0]) {
-      const ip = up.ips[0].split('/')[0]!;
-      const during = (await node.vfTable()).find((v) => v.pciAddress === out.vfPciAddress);
-      log(`VF ${out.vfPciAddress} during: driver ${during?.driver}, MAC ${during?.mac}`);
-      // the guest's own view: the VF's sysfs path behind root port 00:10.0 and its netdev (vnfs.exec in the VNF)
-      const ex = await node.api.call(`nfv.v1.tenant.${t}.vnfs.exec`, { id: inst.vnfId, command: ['sh', '-c', `readlink -f /sys/bus/pci/devices/${out.guestPciAddress}; ls /sys/bus/pci/devices/${out.guestPciAddress}/net; ip -o -4 addr`], timeoutMs: 120_000 }, 600_000).catch((e: Error) => ({ ok: false, error: { message: e.message } }));
-      log(`in the guest: ${ex.ok ? JSON.stringify(ex.result.stdout ?? ex.result).slice(0, 600) : `exec failed: ${ex.error?.message}`}`);
-      log(`ping ${ip} from the PF inside the node`);
-      const ping = await node.exec(['busybox', 'ping', '-c', '5', '-W', '10', ip], 300_000);
-      const m = /(\d+) packets transmitted, (\d+) packets received/.exec(ping.stdout);
-      out.pingsSent = Number(m?.[1] ?? 0);
-      out.pingsReceived = Number(m?.[2] ?? 0);
-      log(`ping: ${out.pingsReceived}/${out.pingsSent} answered`);
+    const p1 = await probe('du', first);
+    out.pingsSent = p1.sent;
+    out.pingsReceived = p1.received;
+    const vnfs = [first];
+
+    // a later replica of the same tenant on the node: its VF is hot-plugged into the running tenant VM (QMP
+    // device_add on a spare root port, the vfio group staged in the chrooted QEMU's root), not a second boot
+    let hotOk = !values.hotplug;
+    if (values.hotplug && first.completed && out.pingsReceived > 0) {
+      log('instantiating a second VNF of the same tenant with one sriov interface: its VF joins the running VM (hot-plug)');
+      const second = await instantiate('du2');
+      vnfs.push(second);
+      const p2 = await probe('du2', second);
+      out.hotplug = { vfPciAddress: second.up?.pciAddress ?? '', guestPciAddress: second.up?.guestPciAddress ?? '', pingsSent: p2.sent, pingsReceived: p2.received, restored: false };
+      hotOk = second.completed && !!out.hotplug.guestPciAddress && out.hotplug.guestPciAddress !== out.guestPciAddress && p2.sent > 0 && p2.received === p2.sent;
     }
+
     // an instantiate that did not complete (FAILED_TEMP) still holds the VNF: a FORCEFUL terminate takes over from it
-    const term = await node.api.ok<{ opOccId: string }>(`nfv.v1.tenant.${t}.vnfs.terminate`, { id: inst.vnfId, ...(op.operationState === 'COMPLETED' ? {} : { mode: 'FORCEFUL' }) });
-    const top = await node.api.waitOp(t, term.opOccId, 20 * 60_000);
-    log(`TERMINATE ${top.operationState}`);
-    // the VF back on igbvf with the settings it had before (the driver re-probes asynchronously)
+    for (const v of [...vnfs].reverse()) {
+      const term = await api.ok<{ opOccId: string }>(`nfv.v1.tenant.${t}.vnfs.terminate`, { id: v.vnfId, ...(v.completed ? {} : { mode: 'FORCEFUL' }) });
+      const top = await api.waitOp(t, term.opOccId, 20 * 60_000);
+      log(`TERMINATE ${v.vnfId} ${top.operationState}`);
+    }
+    // every VF back on igbvf with the settings it had before (the driver re-probes asynchronously)
     let after: VfTableEntry[] = [];
     for (let i = 0; i < 60; i++) {
-      after = await node.vfTable();
-      const vf = after.find((v) => v.pciAddress === out.vfPciAddress);
-      if (vf?.driver === 'igbvf') break;
+      after = await edge.vfTable();
+      if (after.every((v) => v.driver === 'igbvf')) break;
       await new Promise((r) => setTimeout(r, 2000));
     }
-    const b = before.find((v) => v.pciAddress === out.vfPciAddress);
-    const a = after.find((v) => v.pciAddress === out.vfPciAddress);
-    log(`VF ${out.vfPciAddress} before ${JSON.stringify(b)} after ${JSON.stringify(a)}`);
-    out.restored = sameVf(b, a);
-    ok = op.operationState === 'COMPLETED' && out.foundBy === 'pci' && out.pingsSent > 0 && out.pingsReceived === out.pingsSent && out.restored;
+    const restored = (pci: string): boolean => {
+      const b = before.find((v) => v.pciAddress === pci);
+      const a = after.find((v) => v.pciAddress === pci);
+      log(`VF ${pci} before ${JSON.stringify(b)} after ${JSON.stringify(a)}`);
+      return sameVf(b, a);
+    };
+    out.restored = restored(out.vfPciAddress);
+    if (out.hotplug) out.hotplug.restored = restored(out.hotplug.vfPciAddress);
+    ok = first.completed && out.foundBy === 'pci' && out.pingsSent > 0 && out.pingsReceived === out.pingsSent && out.restored && hotOk && (!out.hotplug || out.hotplug.restored);
     log(`timings: ${JSON.stringify({ ...timings, l1: node.marks })}`);
   } finally {
     if (node) {
