@@ -1,7 +1,9 @@
 /**
  * What the guest image carries for `builtin:testpmd`: the host's dpdk-testpmd (Debian dpdk-dev, DPDK 22.11) with its
  * shared libraries, and only the PMDs it needs in the guest's EAL plugin folder: net_virtio (the VNF's virtio-net
- * NICs), mempool_ring (the default mempool), net_null (a port that needs no device, for checks) and their libraries.
+ * NICs), mempool_ring (the default mempool), net_null (a port that needs no device, for checks), the VF PMDs testpmd
+ * does not link already — net_e1000 (igbvf: 82576/I350 VFs) and net_iavf (the VFs of i40e and ice PFs); testpmd links
+ * net_ixgbe (ixgbevf), net_i40e, net_ice and net_mlx5 itself — and their libraries.
  * The guest agent builds the builtin image's rootfs from the manifest (`/etc/edgenfv/dpdk.files`, one absolute path
  * a line; `L <path> <target>` for symlinks) by hard links, so the files are in guest RAM once.
  */
@@ -17,7 +19,7 @@ const pexec = promisify(execFile);
 export const TESTPMD_BINARY = '/usr/bin/dpdk-testpmd';
 /** The folder EAL loads PMDs from (Debian's RTE_EAL_PMD_PATH for DPDK 22.11). */
 export const DPDK_PMD_DIR = '/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0';
-export const GUEST_PMDS = ['net_virtio', 'mempool_ring', 'net_null'] as const;
+export const GUEST_PMDS = ['net_virtio', 'mempool_ring', 'net_null', 'net_e1000', 'net_iavf'] as const;
 export const DPDK_MANIFEST = '/etc/edgenfv/dpdk.files';
 
 export interface DpdkFileSet {
