@@ -11,6 +11,8 @@
  * path and pinged the same way. Last line:
  * `{"vfPciAddress":"...","guestPciAddress":"...","foundBy":"pci","pingsSent":N,"pingsReceived":N,"restored":true,
  * "hotplug":{"vfPciAddress":"...","guestPciAddress":"...","pingsSent":N,"pingsReceived":N,"restored":true}}`.
+ * `--dpdk` instead: the VNF is builtin:testpmd with `resources.dataplane: {kind: dpdk}` on the VF: the tenant VM gets
+ * a virtual IOMMU, the guest binds the VF to vfio-pci, testpmd (igbvf's PMD) answers the PF's pings (icmpecho).
  * `--echo` copies L1's console; EDGENFV_DEMO_OP_TIMEOUT_MIN (default 90) bounds each instantiate.
  */
 import { parseArgs } from 'node:util';
@@ -25,6 +27,8 @@ interface Out {
   pingsSent: number;
   pingsReceived: number;
   restored: boolean;
+  /** --dpdk: the VF was DPDK's in the guest (testpmd answered the pings). */
+  dpdk?: boolean;
   /** The second VNF's VF, hot-plugged into the running tenant VM (without --no-hotplug). */
   hotplug?: { vfPciAddress: string; guestPciAddress: string; pingsSent: number; pingsReceived: number; restored: boolean };
 }
@@ -41,7 +45,7 @@ function sameVf(a: VfTableEntry | undefined, b: VfTableEntry | undefined): boole
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { echo: { type: 'boolean', default: false }, hotplug: { type: 'boolean', default: true } }, allowNegative: true });
+  const { values } = parseArgs({ options: { echo: { type: 'boolean', default: false }, hotplug: { type: 'boolean', default: true }, dpdk: { type: 'boolean', default: false } }, allowNegative: true });
   if (process.getuid?.() !== 0) {
     console.error('demo:sriov: needs root (a tap, nats-server on its address, QEMU)');
     return 1;
@@ -60,7 +64,8 @@ async function main(): Promise<number> {
     };
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
-    node = await startEdgeNode({ networks: [NETWORK], pfAddress: '10.79.0.1/24', log, echo: values.echo, testpmd: false });
+    // --dpdk: the VNF is builtin:testpmd on the VF (the image carries DPDK; two L1 vCPUs for its two lcores)
+    node = await startEdgeNode({ networks: [NETWORK], pfAddress: '10.79.0.1/24', log, echo: values.echo, testpmd: values.dpdk, ...(values.dpdk ? { cpus: 2, vmBaseMemoryMiB: 384 } : {}) });
     await node.waitReady();
     timings.nodeReadyS = Math.round((Date.now() - t0) / 1000);
     const info = await node.api.ok<{ inventory: { sriovPfs: Array<{ pciAddress: string; physnet?: string; numVfs: number; vfs: Array<{ pciAddress: string; driver?: string; iommuGroup?: number }> }> } }>('nfv.v1.admin.nodes.get', { id: node.nodeId });
@@ -78,9 +83,16 @@ async function main(): Promise<number> {
       const descriptor = {
         name,
         replicas: 1,
-        resources: { vcpus: 1, memoryMiB: 128 },
-        image: { ref: 'builtin:busybox' },
         interfaces: [{ name: 'up', type: 'sriov', physnet: 'physnet1', network: NETWORK.name }],
+        // --dpdk: DPDK on the VF in the guest (vfio-pci behind the tenant VM's vIOMMU, igbvf's PMD net_e1000_igb_vf);
+        // testpmd's icmpecho engine answers ARP and ping on the VF's MAC for the replica's address
+        ...(values.dpdk
+          ? {
+              resources: { vcpus: 2, memoryMiB: 512, dataplane: { kind: 'dpdk' } },
+              image: { ref: 'builtin:testpmd' },
+              env: { EDGENFV_TESTPMD_ARGS: '--forward-mode=icmpecho', EDGENFV_TESTPMD_MBUFS: '2048', EDGENFV_STATS_PERIOD: '30' },
+            }
+          : { resources: { vcpus: 1, memoryMiB: 128 }, image: { ref: 'builtin:busybox' } }),
       };
       const tInst = Date.now();
       const inst = await api.ok<{ vnfId: string; opOccId: string }>(`nfv.v1.tenant.${t}.vnfs.instantiate`, { descriptor });
@@ -118,8 +130,17 @@ async function main(): Promise<number> {
       const ip = up.ips[0].split('/')[0]!;
       const during = (await edge.vfTable()).find((x) => x.pciAddress === up.pciAddress);
       log(`${name}: VF ${up.pciAddress} during: driver ${during?.driver}, MAC ${during?.mac}`);
-      const ex = await api.call(`nfv.v1.tenant.${t}.vnfs.exec`, { id: v.vnfId, command: ['sh', '-c', `readlink -f /sys/bus/pci/devices/${up.guestPciAddress}; ls /sys/bus/pci/devices/${up.guestPciAddress}/net; ip -o -4 addr`], timeoutMs: 120_000 }, 600_000).catch((e: Error) => ({ ok: false, error: { message: e.message } }));
+      // DPDK owns the VF: no netdev; its driver in the guest and testpmd's probe of it instead
+      const look = values.dpdk
+        ? `readlink -f /sys/bus/pci/devices/${up.guestPciAddress}; readlink /sys/bus/pci/devices/${up.guestPciAddress}/driver; ls /dev/vfio`
+        : `readlink -f /sys/bus/pci/devices/${up.guestPciAddress}; ls /sys/bus/pci/devices/${up.guestPciAddress}/net; ip -o -4 addr`;
+      const ex = await api.call(`nfv.v1.tenant.${t}.vnfs.exec`, { id: v.vnfId, command: ['sh', '-c', look], timeoutMs: 120_000 }, 600_000).catch((e: Error) => ({ ok: false, error: { message: e.message } }));
       log(`${name}: in the guest: ${ex.ok ? JSON.stringify(ex.result.stdout ?? ex.result).slice(0, 600) : `exec failed: ${ex.error?.message}`}`);
+      if (values.dpdk) {
+        const logs = await api.call(`nfv.v1.tenant.${t}.vnfs.logs`, { id: v.vnfId, tailLines: 400 }, 120_000).catch(() => undefined);
+        const lines = (logs?.ok ? (logs.result.lines as string[]) : []).filter((l) => /Probe PCI driver|IOMMU|IOVA|Port 0:|icmpecho/.test(l));
+        log(`${name}: testpmd: ${lines.slice(0, 8).join(' | ')}`);
+      }
       log(`${name}: ping ${ip} from the PF inside the node`);
       const ping = await edge.exec(['busybox', 'ping', '-c', '5', '-W', '10', ip], 300_000);
       const m = /(\d+) packets transmitted, (\d+) packets received/.exec(ping.stdout);
@@ -139,11 +160,12 @@ async function main(): Promise<number> {
     out.pingsSent = p1.sent;
     out.pingsReceived = p1.received;
     const vnfs = [first];
+    if (values.dpdk) out.dpdk = true;
 
     // a later replica of the same tenant on the node: its VF is hot-plugged into the running tenant VM (QMP
     // device_add on a spare root port, the vfio group staged in the chrooted QEMU's root), not a second boot
-    let hotOk = !values.hotplug;
-    if (values.hotplug && first.completed && out.pingsReceived > 0) {
+    let hotOk = !values.hotplug || values.dpdk;
+    if (values.hotplug && !values.dpdk && first.completed && out.pingsReceived > 0) {
       log('instantiating a second VNF of the same tenant with one sriov interface: its VF joins the running VM (hot-plug)');
       const second = await instantiate('du2');
       vnfs.push(second);

@@ -48,6 +48,8 @@ export interface EdgeNodeOptions {
   pfAddress?: string;
   /** L1 RAM in MiB (default 2048: above 2 GiB L1 places the VF BARs above 4 GiB, where the emulated VF is dead). */
   memMiB?: number;
+  /** L1 vCPUs (default 1; a VNF with a DPDK data plane needs 2: a main and a forwarding lcore). */
+  cpus?: number;
   /** Guest RAM of a tenant VM before its replicas (node agent `vmBaseMemoryMiB`, default 512). */
   vmBaseMemoryMiB?: number;
   /** The guest agent's boot timeout in the node agent (nested TCG is slow). */
@@ -475,7 +477,7 @@ export async function startEdgeNode(opts: EdgeNodeOptions): Promise<EdgeNode> {
     writeFileSync(join(dir, 'l1-init.sh'), l1InitScript({ dir, nodeAddr, numVfs, ...(opts.pfAddress ? { pfAddress: opts.pfAddress } : {}) }));
 
     const args = [
-      '-M', 'q35,accel=tcg', '-cpu', 'max', '-smp', '1', '-m', `${opts.memMiB ?? 2048}M`,
+      '-M', 'q35,accel=tcg', '-cpu', 'max', '-smp', String(opts.cpus ?? 1), '-m', `${opts.memMiB ?? 2048}M`,
       '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', '-name', `edgenfv-edge-${prefix}`,
       '-kernel', vmlinux, '-initrd', initrd,
       '-append', `console=ttyS0 intel_iommu=on panic=-1 quiet cryptomgr.notests edge.dir=${dir} edge.repo=${REPO_ROOT.replace(/\/+$/, '')}`,
