@@ -64,8 +64,9 @@ async function main(): Promise<number> {
     };
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
-    // --dpdk: the VNF is builtin:testpmd on the VF (the image carries DPDK; two L1 vCPUs for its two lcores)
-    node = await startEdgeNode({ networks: [NETWORK], pfAddress: '10.79.0.1/24', log, echo: values.echo, testpmd: values.dpdk, ...(values.dpdk ? { cpus: 2, vmBaseMemoryMiB: 384 } : {}) });
+    // two L1 vCPUs (and 2 vCPUs per VM in its node agent): the second VNF's vCPU joins the tenant VM (hot-plug), and
+    // --dpdk's testpmd needs two lcores; --dpdk: the image carries DPDK
+    node = await startEdgeNode({ networks: [NETWORK], pfAddress: '10.79.0.1/24', log, echo: values.echo, testpmd: values.dpdk, cpus: 2, ...(values.dpdk ? { vmBaseMemoryMiB: 384 } : {}) });
     await node.waitReady();
     timings.nodeReadyS = Math.round((Date.now() - t0) / 1000);
     const info = await node.api.ok<{ inventory: { sriovPfs: Array<{ pciAddress: string; physnet?: string; numVfs: number; vfs: Array<{ pciAddress: string; driver?: string; iommuGroup?: number }> }> } }>('nfv.v1.admin.nodes.get', { id: node.nodeId });
@@ -149,7 +150,7 @@ async function main(): Promise<number> {
       return r;
     };
 
-    log('instantiating a builtin:busybox VNF with one sriov interface on physnet1 (the tenant VM is a nested TCG boot: many minutes)');
+    log(`instantiating a ${values.dpdk ? 'builtin:testpmd VNF with a DPDK data plane on' : 'builtin:busybox VNF with'} one sriov interface on physnet1 (the tenant VM is a nested TCG boot: many minutes)`);
     const first = await instantiate('du');
     out.vfPciAddress = first.up?.pciAddress ?? '';
     out.guestPciAddress = first.up?.guestPciAddress ?? '';
@@ -175,9 +176,14 @@ async function main(): Promise<number> {
     }
 
     // an instantiate that did not complete (FAILED_TEMP) still holds the VNF: a FORCEFUL terminate takes over from it
+    // (one that FAILED for good was rolled back: NOT_INSTANTIATED, nothing to terminate)
     for (const v of [...vnfs].reverse()) {
-      const term = await api.ok<{ opOccId: string }>(`nfv.v1.tenant.${t}.vnfs.terminate`, { id: v.vnfId, ...(v.completed ? {} : { mode: 'FORCEFUL' }) });
-      const top = await api.waitOp(t, term.opOccId, 20 * 60_000);
+      const term = await api.call(`nfv.v1.tenant.${t}.vnfs.terminate`, { id: v.vnfId, ...(v.completed ? {} : { mode: 'FORCEFUL' }) });
+      if (!term.ok) {
+        log(`TERMINATE ${v.vnfId}: ${term.error?.code} ${term.error?.message}`);
+        continue;
+      }
+      const top = await api.waitOp(t, term.result.opOccId as string, 20 * 60_000);
       log(`TERMINATE ${v.vnfId} ${top.operationState}`);
     }
     // every VF back on igbvf with the settings it had before (the driver re-probes asynchronously)

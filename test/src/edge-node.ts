@@ -48,7 +48,7 @@ export interface EdgeNodeOptions {
   pfAddress?: string;
   /** L1 RAM in MiB (default 2048: above 2 GiB L1 places the VF BARs above 4 GiB, where the emulated VF is dead). */
   memMiB?: number;
-  /** L1 vCPUs (default 1; a VNF with a DPDK data plane needs 2: a main and a forwarding lcore). */
+  /** L1 vCPUs and the node agent's vCPUs per VM (default 1; a VNF with a DPDK data plane needs 2: a main and a forwarding lcore). */
   cpus?: number;
   /** Guest RAM of a tenant VM before its replicas (node agent `vmBaseMemoryMiB`, default 512). */
   vmBaseMemoryMiB?: number;
@@ -468,7 +468,7 @@ export async function startEdgeNode(opts: EdgeNodeOptions): Promise<EdgeNode> {
         nats: { url: nats.url, ...nodeCreds },
         metrics: { host: '127.0.0.1', port: 9464 },
         heartbeatIntervalMs: 5000,
-        qemu: { accel: 'tcg', machine: 'q35', maxVcpus: 1, maxMemoryMiB: 1024, tcgTbSizeMiB: 32 },
+        qemu: { accel: 'tcg', machine: 'q35', maxVcpus: opts.cpus ?? 1, maxMemoryMiB: 1024, ...((opts.cpus ?? 1) === 1 ? { tcgTbSizeMiB: 32 } : {}) }, // a small TB cache only without vCPU hotplug (config rule)
         vmBaseMemoryMiB: opts.vmBaseMemoryMiB ?? 512,
         guest: { kernelPath: vmlinux, initrdPath: image.initrdPath, systemDiskPath: image.systemDisk.path, bootTimeoutMs: opts.guestBootTimeoutMs ?? 7_200_000, keepaliveTimeoutMs: 300_000, rpcTimeoutScale: 60, livenessFailAfterMs: 900_000, extraKernelArgs: 'cryptomgr.notests' },
       }),

@@ -81,6 +81,11 @@ export interface NodeInventory {
    * the first replica of a tenant on the node pays it, later replicas join the same VM). Absent: nothing extra.
    */
   vmOverhead?: VmOverhead;
+  /**
+   * The most vCPUs one tenant VM may have on this node (node agent `qemu.maxVcpus`). A tenant's replicas on a node
+   * share its VM, so their vCPUs count together (vCPU hotplug grows the VM up to this). Absent: no such limit.
+   */
+  vmMaxVcpus?: number;
   /** What keeps tenants' sandboxes apart on this node, and what this host leaves unprotected (docs/security.md). */
   protections?: HostProtection[];
   /**

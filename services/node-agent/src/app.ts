@@ -123,7 +123,7 @@ export function buildApp(deps: AppDeps): App {
     nftBridge ??= nftBridgeUsable();
     const protections = hostProtections({ cgroupControllers: cgroups.enabledControllers(), seccomp: cfg.isolation.sandbox, uidBase: cfg.isolation.uidBase, nftBridge: await nftBridge });
     const warmPool = manager.warm?.info();
-    return { ...inv, vmOverhead: overhead, ...(deps.hostChecks ? { checks: deps.hostChecks } : {}), protections, ...(warmPool ? { warmPool } : {}) };
+    return { ...inv, vmOverhead: overhead, vmMaxVcpus: cfg.qemu.maxVcpus, ...(deps.hostChecks ? { checks: deps.hostChecks } : {}), protections, ...(warmPool ? { warmPool } : {}) };
   };
   const agent = new NodeAgent({
     nodeId: cfg.nodeId,

@@ -72,6 +72,21 @@ export const antiAffinityFilter: Filter = {
       : OK,
 };
 
+/**
+ * The tenant's VM on the node stays within the node's vCPUs per VM (inventory `vmMaxVcpus`, the node agent's
+ * `qemu.maxVcpus`): a tenant's replicas on a node share one VM, so their vCPUs count together.
+ */
+export const vmSizeFilter: Filter = {
+  name: 'vm-size',
+  filter: (req, node) => {
+    const max = node.inventory.vmMaxVcpus;
+    if (max === undefined) return OK;
+    const has = node.tenantVcpus.get(req.tenantId) ?? 0;
+    if (has + req.vcpus <= max) return OK;
+    return no(has > 0 ? `the tenant's VM here has ${has} vCPUs; ${req.vcpus} more exceed the node's ${max} per VM` : `${req.vcpus} vCPUs exceed the node's ${max} per VM`);
+  },
+};
+
 export const dataplaneFilter: Filter = {
   name: 'dataplane',
   filter: (req, node) => {
@@ -156,6 +171,7 @@ export const DEFAULT_FILTERS: readonly Filter[] = [
   antiAffinityFilter,
   dataplaneFilter,
   resourcesFilter,
+  vmSizeFilter,
   sriovVfsFilter,
   dedicatedCpusFilter,
   hugepagesFilter,

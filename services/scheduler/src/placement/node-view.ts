@@ -74,6 +74,7 @@ export function buildNodeView(meta: NodeMeta, reservations: Iterable<Reservation
     vfByPci: new Map(),
     freeVfs: new Map(),
     tenants: new Map(),
+    tenantVcpus: new Map(),
     tenantOverheads: new Map(),
     vnfs: new Map(),
     reservations: new Map(),
@@ -131,6 +132,8 @@ export function checkReservation(view: NodeView, r: Reservation): Verdict {
   const shared = r.cpuPolicy === 'dedicated' ? 0 : r.vcpus;
   if ((view.cpuCount - pinnedAfter) * view.cpuAllocationRatio < view.sharedVcpusUsed + shared)
     return { ok: false, reason: 'not enough vCPUs' };
+  const vmMax = view.inventory.vmMaxVcpus;
+  if (vmMax !== undefined && (view.tenantVcpus.get(r.tenantId) ?? 0) + r.vcpus > vmMax) return { ok: false, reason: `the tenant's VM would exceed the node's ${vmMax} vCPUs per VM` };
   // A replica that boots its tenant's VM on the node also needs the VM's overhead.
   const oh = view.tenants.has(r.tenantId) ? undefined : (r.vmOverhead ?? defaultOverhead(view.inventory));
   const mem = ordinaryMiB(r) + (oh?.memoryMiB ?? 0);
@@ -188,6 +191,7 @@ export function applyReservation(view: NodeView, r: Reservation): void {
     inc(view.freeVfs, s.physnet, -1);
   }
   inc(view.tenants, r.tenantId, 1);
+  inc(view.tenantVcpus, r.tenantId, r.vcpus);
   inc(view.vnfs, r.vnfId, 1);
 }
 
@@ -219,6 +223,7 @@ export function removeReservation(view: NodeView, allocId: string): Reservation 
     inc(view.freeVfs, s.physnet, 1);
   }
   inc(view.tenants, r.tenantId, -1);
+  inc(view.tenantVcpus, r.tenantId, -r.vcpus);
   inc(view.vnfs, r.vnfId, -1);
   const charged = view.tenantOverheads.get(r.tenantId);
   if (charged && !view.tenants.has(r.tenantId)) {

@@ -122,6 +122,8 @@ export interface NodeView {
   freeVfs: Map<string, number>;
   /** tenantId -> replicas on this node (one VM per tenant per node). */
   tenants: Map<string, number>;
+  /** tenantId -> the vCPUs of its replicas on this node (its VM's vCPUs; inventory `vmMaxVcpus` bounds them). */
+  tenantVcpus: Map<string, number>;
   /** tenantId -> the overhead its VM holds on this node (charged once per tenant; see `vmOverheadFor`). */
   tenantOverheads: Map<string, { booking: VmOverheadBooking; allocId?: string }>;
   /** vnfId -> replicas on this node. */

@@ -13,6 +13,7 @@ import {
   resourcesFilter,
   sriovVfsFilter,
   tenantQuotaFilter,
+  vmSizeFilter,
   buildPlacementRequest,
   type Filter,
   type NodeView,
@@ -180,6 +181,37 @@ table(dataplaneFilter, [
     req: () => request(vnfd({ interfaces: [{ name: 'dp0', type: 'vhostuser', network: 'dp-net', dataplane: 'ovs-dpdk' }] })),
     node: () => nodeView({ dataplanes: ['ovs-dpdk'] }),
     reject: 'no healthy OVS-DPDK switch on network dp-net',
+  },
+]);
+
+/** A node whose agent allows `max` vCPUs per tenant VM (inventory vmMaxVcpus). */
+function vmMax(max: number | undefined): NodeView {
+  const v = nodeView({ numaNodes: 1, cpusPerNuma: 8 });
+  if (max !== undefined) v.inventory = { ...v.inventory, vmMaxVcpus: max };
+  return v;
+}
+table(vmSizeFilter, [
+  { name: 'no limit advertised passes', req: () => request(vnfd({ resources: { vcpus: 4 } })), node: () => vmMax(undefined) },
+  { name: 'within the per-VM vCPUs passes', req: () => request(vnfd({ resources: { vcpus: 2 } })), node: () => vmMax(2) },
+  { name: 'a replica larger than a VM may be', req: () => request(vnfd({ resources: { vcpus: 2 } })), node: () => vmMax(1), reject: "2 vCPUs exceed the node's 1 per VM" },
+  {
+    name: "the tenant's replicas on the node share its VM: their vCPUs count together",
+    req: () => request(vnfd({ resources: { vcpus: 2 } })),
+    node: () => {
+      const v = vmMax(3);
+      occupy(v, { tenantId: 't1', vcpus: 2 });
+      return v;
+    },
+    reject: "the tenant's VM here has 2 vCPUs; 2 more exceed the node's 3 per VM",
+  },
+  {
+    name: "another tenant's VM does not count",
+    req: () => request(vnfd({ resources: { vcpus: 2 } })),
+    node: () => {
+      const v = vmMax(3);
+      occupy(v, { tenantId: 'other', vcpus: 2 });
+      return v;
+    },
   },
 ]);
 

@@ -235,6 +235,19 @@ test('reservations: check refuses a held VF or CPU; remove is idempotent and res
   assert.deepEqual(checkReservation(node, clash), { ok: true });
 });
 
+test("commit-time re-check: a tenant's replicas on a node share its VM, within the node's vCPUs per VM", () => {
+  const node = nodeView({ numaNodes: 1, cpusPerNuma: 8 });
+  node.inventory = { ...node.inventory, vmMaxVcpus: 3 };
+  const a = occupy(node, { allocId: 'a1', tenantId: 't1', vcpus: 2 });
+  assert.equal(node.tenantVcpus.get('t1'), 2);
+  const b = { ...a, allocId: 'a2', vcpus: 2 };
+  assert.deepEqual(checkReservation(node, b), { ok: false, reason: "the tenant's VM would exceed the node's 3 vCPUs per VM" });
+  assert.deepEqual(checkReservation(node, { ...b, tenantId: 't2' }), { ok: true }); // another tenant: another VM
+  removeReservation(node, 'a1');
+  assert.equal(node.tenantVcpus.has('t1'), false);
+  assert.deepEqual(checkReservation(node, b), { ok: true });
+});
+
 test('summarizeView: what nodes.get shows', async () => {
   const { summarizeView } = await import('../../src/placement/index.js');
   const node = nodeView({ pfs: [{ physnet: 'physnet1', numaNode: 0, vfs: 2 }] });
