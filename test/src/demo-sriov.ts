@@ -135,12 +135,13 @@ async function main(): Promise<number> {
       const look = values.dpdk
         ? `readlink -f /sys/bus/pci/devices/${up.guestPciAddress}; readlink /sys/bus/pci/devices/${up.guestPciAddress}/driver; ls /dev/vfio`
         : `readlink -f /sys/bus/pci/devices/${up.guestPciAddress}; ls /sys/bus/pci/devices/${up.guestPciAddress}/net; ip -o -4 addr`;
-      const ex = await api.call(`nfv.v1.tenant.${t}.vnfs.exec`, { id: v.vnfId, command: ['sh', '-c', look], timeoutMs: 120_000 }, 600_000).catch((e: Error) => ({ ok: false, error: { message: e.message } }));
+      const ex = await api.call(`nfv.v1.tenant.${t}.vnfs.exec`, { id: v.vnfId, command: ['sh', '-c', look], timeoutMs: 600_000 }, 900_000).catch((e: Error) => ({ ok: false, error: { message: e.message } }));
       log(`${name}: in the guest: ${ex.ok ? JSON.stringify(ex.result.stdout ?? ex.result).slice(0, 600) : `exec failed: ${ex.error?.message}`}`);
       if (values.dpdk) {
-        const logs = await api.call(`nfv.v1.tenant.${t}.vnfs.logs`, { id: v.vnfId, tailLines: 400 }, 120_000).catch(() => undefined);
-        const lines = (logs?.ok ? (logs.result.lines as string[]) : []).filter((l) => /Probe PCI driver|IOMMU|IOVA|Port 0:|icmpecho/.test(l));
-        log(`${name}: testpmd: ${lines.slice(0, 8).join(' | ')}`);
+        // testpmd's own words: the PMD that probed the VF, the IOMMU mode, the forwarding engine
+        const logs = await api.call(`nfv.v1.tenant.${t}.vnfs.logs`, { id: v.vnfId, tailLines: 2000 }, 600_000).catch((e: Error) => ({ ok: false, error: { message: e.message } }));
+        const lines = (logs.ok ? (logs.result.lines as string[]) : []).filter((l) => /Probe PCI driver|IOMMU|IOVA|Port 0:|icmpecho/.test(l));
+        log(`${name}: testpmd: ${logs.ok ? `${lines.slice(0, 8).join(' | ')} (${(logs.result.lines as string[]).length} lines)` : `logs failed: ${logs.error?.message}`}`);
       }
       log(`${name}: ping ${ip} from the PF inside the node`);
       const ping = await edge.exec(['busybox', 'ping', '-c', '5', '-W', '10', ip], 300_000);
