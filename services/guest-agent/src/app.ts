@@ -86,7 +86,9 @@ export async function startAgent(cfg: AgentConfig, log: Log, hooks: { exit?: (po
   await rm(socketPath, { force: true });
   const runner = timedRunner(log.child({ component: 'exec' }));
   const drivers = new PciDrivers({ sysRoot: cfg.sysRoot, log: log.child({ component: 'pci-drivers' }) });
-  const net = { ip: new IprouteIp({ ipBin: cfg.ipBin, runner, ...(cfg.netns ? { netns: cfg.netns } : {}) }), sysfs: new LinuxNetSysfs(cfg.sysRoot), drivers };
+  const ipLog = log.child({ component: 'ip' });
+  const onBadOutput = (o: object): void => ipLog.warn(o, 'ip -json printed output that is not JSON');
+  const net = { ip: new IprouteIp({ ipBin: cfg.ipBin, runner, onBadOutput, ...(cfg.netns ? { netns: cfg.netns } : {}) }), sysfs: new LinuxNetSysfs(cfg.sysRoot), drivers };
   const dataplaneState = await DataplaneState.load(join(cfg.stateDir, 'dataplane.json'));
   const dataplane = { sysRoot: cfg.sysRoot, fileRoot: '/', hugepageMount: '/dev/hugepages', state: dataplaneState };
   const containers = new ContainerRuntime({

@@ -3,6 +3,7 @@
  * agent calls it in the VM's own namespace; tests point it at a host netns with veth pairs.
  * busybox's `ip` has no -json: the guest image ships iproute2's.
  */
+import { InternalError } from '@edgenfv/contracts/internal/errors';
 import { CommandError, runCommand, type Runner } from '../exec.js';
 import type { NicCounters } from '@edgenfv/contracts/internal/agent';
 
@@ -93,17 +94,36 @@ export function normalizeDst(dst: string, family: 4 | 6): string {
 export class IprouteIp implements IpPort {
   private readonly run: Runner;
   private readonly prefix: string[];
-  constructor(opts: { netns?: string; ipBin?: string; runner?: Runner } = {}) {
+  /** Told of each `ip -json` output that did not parse (the guest agent logs it). */
+  private readonly onBadOutput?: (o: { args: string[]; attempt: number; error: string; near: string }) => void;
+  constructor(opts: { netns?: string; ipBin?: string; runner?: Runner; onBadOutput?: (o: { args: string[]; attempt: number; error: string; near: string }) => void } = {}) {
     this.run = opts.runner ?? runCommand;
+    if (opts.onBadOutput) this.onBadOutput = opts.onBadOutput;
     this.prefix = [opts.ipBin ?? 'ip', ...(opts.netns ? ['-n', opts.netns] : [])];
   }
 
   private async ip(args: string[]): Promise<string> {
     return (await this.run([...this.prefix, ...args])).stdout;
   }
+  /**
+   * `ip -json ...` parsed. Output that is not JSON is looked at once more: in a nested guest an `ip -json -d addr show`
+   * racing a VF's driver registering its netdev printed malformed JSON once (the UpdateInterfaces of a replica failed
+   * with "Expected ',' or '}' after property value in JSON at position 582"). A second failure names the command and
+   * shows the output around the error.
+   */
   private async json<T>(args: string[]): Promise<T> {
-    const out = await this.ip(['-json', ...args]);
-    return (out.trim() ? JSON.parse(out) : []) as T;
+    for (let attempt = 1; ; attempt++) {
+      const out = await this.ip(['-json', ...args]);
+      if (!out.trim()) return [] as T;
+      try {
+        return JSON.parse(out) as T;
+      } catch (err) {
+        const at = Number(/position (\d+)/.exec((err as Error).message)?.[1] ?? 0);
+        const near = out.slice(Math.max(0, at - 120), at + 120);
+        this.onBadOutput?.({ args, attempt, error: (err as Error).message, near });
+        if (attempt >= 2) throw new InternalError(`ip -json ${args.join(' ')}: output is not JSON (${(err as Error).message}) near: ${near}`, { cause: err });
+      }
+    }
   }
 
   async links(): Promise<IpLink[]> {
