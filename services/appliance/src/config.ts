@@ -25,6 +25,11 @@ export interface ApplianceConfig {
    * veth into `providerNetns`, the host namespace standing in for the provider network. Undefined: off.
    */
   ovsDpdk?: { providerNetns: string; switchNetns: string };
+  /**
+   * Seconds nats-server gives a client between its INFO and the client's CONNECT (nats' `authorization { timeout }`,
+   * default 2). A node whose agent signs its JWT nonce slowly (an emulated or heavily loaded node) needs more.
+   */
+  natsAuthTimeoutS?: number;
 }
 
 /** The DPDK build of ovs-vswitchd (Debian openvswitch-switch-dpdk). */
@@ -32,7 +37,7 @@ export const OVS_VSWITCHD_DPDK = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-
 
 export const DEFAULT_PORTS = { nats: 4222, dashboard: 8080, schedulerMetrics: 9464, nodeAgentMetrics: 9465 } as const;
 
-const TOP = new Set(['host', 'ports', 'networks', 'scheduler', 'nodeAgent', 'dashboard', 'services', 'ovsDpdk']);
+const TOP = new Set(['host', 'ports', 'networks', 'scheduler', 'nodeAgent', 'dashboard', 'services', 'ovsDpdk', 'natsAuthTimeoutS']);
 
 function port(v: unknown, field: string, issues: FieldIssue[]): number | undefined {
   if (v === undefined) return undefined;
@@ -100,6 +105,11 @@ export function loadApplianceConfig(env: NodeJS.ProcessEnv = process.env, cwd = 
     dashboard: section(raw.dashboard, 'dashboard', issues),
     services: { scheduler: flag('scheduler'), nodeAgent: flag('nodeAgent'), dashboard: flag('dashboard') },
   };
+  if (raw.natsAuthTimeoutS !== undefined) {
+    const t = raw.natsAuthTimeoutS;
+    if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0 || t > 600) issues.push({ field: 'natsAuthTimeoutS', message: 'must be a number of seconds in (0, 600]' });
+    else cfg.natsAuthTimeoutS = t;
+  }
   for (const k of Object.keys(s)) if (!['scheduler', 'nodeAgent', 'dashboard'].includes(k)) issues.push({ field: `services.${k}`, message: 'is not a known service' });
   const ovsMode = env.EDGENFV_OVS_DPDK ?? raw.ovsDpdk ?? 'auto';
   if (ovsMode !== 'auto' && ovsMode !== 'on' && ovsMode !== 'off' && ovsMode !== true && ovsMode !== false) {

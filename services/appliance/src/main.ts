@@ -143,7 +143,7 @@ async function main(): Promise<number> {
   const principals = await loadPrincipals(cfg.home, typeof cfg.nodeAgent.nodeId === 'string' ? cfg.nodeAgent.nodeId : defaultNodeId());
   const connectPath = join(cfg.home, 'connect.json');
   rmSync(connectPath, { force: true });
-  const nats = await startNatsServer({ storeDir: join(cfg.home, 'nats'), host: cfg.host, port: cfg.ports.nats, jwtAuth: principals.trust, serverName: 'edgenfv-appliance' });
+  const nats = await startNatsServer({ storeDir: join(cfg.home, 'nats'), host: cfg.host, port: cfg.ports.nats, jwtAuth: principals.trust, serverName: 'edgenfv-appliance', ...(cfg.natsAuthTimeoutS ? { authTimeoutS: cfg.natsAuthTimeoutS } : {}) });
   logger.info({ url: nats.url, storeDir: nats.storeDir }, 'embedded nats-server serving');
 
   let stopping: Promise<number> | undefined;

@@ -41,3 +41,13 @@ test('ovsDpdk: off in the file, networks that do not ask for it, the operator\'s
     assert.throws(() => loadApplianceConfig({ EDGENFV_HOME: home }, '/', false), (e: unknown) => e instanceof InvalidArgumentError && /not installed/.test(e.message)),
   );
 });
+
+test('natsAuthTimeoutS: unset by default (nats\' 2 s), a number of seconds when given, a clear error otherwise', () => {
+  withHome(undefined, (home) => assert.equal(loadApplianceConfig({ EDGENFV_HOME: home }, '/', false).natsAuthTimeoutS, undefined));
+  withHome('natsAuthTimeoutS: 60\n', (home) => assert.equal(loadApplianceConfig({ EDGENFV_HOME: home }, '/', false).natsAuthTimeoutS, 60));
+  for (const bad of ['natsAuthTimeoutS: 0\n', 'natsAuthTimeoutS: soon\n', 'natsAuthTimeoutS: 9999\n']) {
+    withHome(bad, (home) =>
+      assert.throws(() => loadApplianceConfig({ EDGENFV_HOME: home }, '/', false), (e: unknown) => e instanceof InvalidArgumentError && e.issues.some((i) => i.field === 'natsAuthTimeoutS')),
+    );
+  }
+});
