@@ -12,13 +12,16 @@
  * `{"vfPciAddress":"...","guestPciAddress":"...","foundBy":"pci","pingsSent":N,"pingsReceived":N,"restored":true,
  * "hotplug":{"vfPciAddress":"...","guestPciAddress":"...","pingsSent":N,"pingsReceived":N,"restored":true}}`.
  * `--dpdk` instead: the VNF is builtin:testpmd with `resources.dataplane: {kind: dpdk}` on the VF: the tenant VM gets
- * a virtual IOMMU, the guest binds the VF to vfio-pci, testpmd (igbvf's PMD) answers the PF's pings (icmpecho).
+ * a virtual IOMMU, the guest binds the VF to vfio-pci, testpmd (igbvf's PMD) answers the PF's pings (icmpecho), also
+ * for an address nobody holds (which the guest kernel never would): `"dpdk":true` in the last line.
  * `--echo` copies L1's console; EDGENFV_DEMO_OP_TIMEOUT_MIN (default 90) bounds each instantiate.
  */
 import { parseArgs } from 'node:util';
 import { startEdgeNode, type EdgeNode, type VfTableEntry } from './edge-node.js';
 
 const NETWORK = { name: 'radio', cidr: '10.79.0.0/24', gateway: '10.79.0.1', range: { start: '10.79.0.10', end: '10.79.0.50' }, spoofchk: true, trust: false };
+/** An address of the network outside the IPAM range and not the PF's: nobody's. */
+const FOREIGN_ADDRESS = '10.79.0.250';
 
 interface Out {
   vfPciAddress: string;
@@ -27,7 +30,7 @@ interface Out {
   pingsSent: number;
   pingsReceived: number;
   restored: boolean;
-  /** --dpdk: testpmd's EAL probed the VF with igbvf's PMD (so testpmd answered the pings, not the guest kernel). */
+  /** --dpdk: the VF answered for an address nobody holds (testpmd's icmpecho; the guest kernel answers only its own). */
   dpdk?: boolean;
   /** The second VNF's VF, hot-plugged into the running tenant VM (without --no-hotplug). */
   hotplug?: { vfPciAddress: string; guestPciAddress: string; pingsSent: number; pingsReceived: number; restored: boolean };
@@ -138,16 +141,31 @@ async function main(): Promise<number> {
       const look = values.dpdk
         ? `readlink -f /sys/bus/pci/devices/${up.guestPciAddress}; readlink /sys/bus/pci/devices/${up.guestPciAddress}/driver; ls /dev/vfio`
         : `readlink -f /sys/bus/pci/devices/${up.guestPciAddress}; ls /sys/bus/pci/devices/${up.guestPciAddress}/net; ip -o -4 addr`;
-      const ex = await api.call(`nfv.v1.tenant.${t}.vnfs.exec`, { id: v.vnfId, command: ['sh', '-c', look], timeoutMs: 600_000 }, 900_000).catch((e: Error) => ({ ok: false, error: { message: e.message } }));
+      const ex = await api.call(`nfv.v1.tenant.${t}.vnfs.exec`, { id: v.vnfId, command: ['sh', '-c', look], timeoutMs: 120_000 }, 600_000).catch((e: Error) => ({ ok: false, error: { message: e.message } }));
       log(`${name}: in the guest: ${ex.ok ? JSON.stringify(ex.result.stdout ?? ex.result).slice(0, 600) : `exec failed: ${ex.error?.message}`}`);
       if (values.dpdk) {
-        // testpmd's own words: the PMD that probed the VF, the IOMMU mode, the forwarding engine
+        // the replica runs once testpmd's container started; its EAL start takes minutes in a nested guest: it is
+        // ready when it answers
+        const until = Date.now() + 30 * 60_000;
+        for (;;) {
+          const once = await edge.exec(['busybox', 'ping', '-c', '1', '-W', '10', ip], 60_000);
+          if (/1 packets received/.test(once.stdout) || Date.now() > until) break;
+          await new Promise((r) => setTimeout(r, 20_000));
+        }
+        timings[`${name}DpdkAnswersS`] = Math.round((Date.now() - t0) / 1000);
+        // who answers: testpmd's icmpecho engine answers ARP and ping for any address; the guest kernel (which held
+        // the replica's address before PrepareDataplane took the VF) only for its own. An address nobody holds
+        // answered with the VF's MAC is DPDK on the VF.
+        const foreign = FOREIGN_ADDRESS;
+        const fp = await edge.exec(['busybox', 'ping', '-c', '3', '-W', '10', foreign], 120_000);
+        const neigh = await edge.exec(['ip', 'neigh', 'show', foreign], 30_000);
+        const mac = /lladdr (\S+)/.exec(neigh.stdout)?.[1];
+        dpdkProbed = /[1-9]\d* packets received/.test(fp.stdout) && mac === up.mac;
+        log(`${name}: ping ${foreign} (no one's address): ${/(\d+ packets received)/.exec(fp.stdout)?.[1] ?? fp.stdout.trim()}, answered from ${mac ?? 'no MAC'} (the VF's: ${up.mac})`);
+        // testpmd's own words, when the node gets them out of the nested guest in time
         const logs = await api.call(`nfv.v1.tenant.${t}.vnfs.logs`, { id: v.vnfId, tailLines: 2000 }, 600_000).catch((e: Error) => ({ ok: false, error: { message: e.message } }));
         const lines = (logs.ok ? (logs.result.lines as string[]) : []).filter((l) => /Probe PCI driver|IOMMU|IOVA|Port 0:|icmpecho/.test(l));
         log(`${name}: testpmd: ${logs.ok ? `${lines.slice(0, 8).join(' | ')} (${(logs.result.lines as string[]).length} lines)` : `logs failed: ${logs.error?.message}`}`);
-        // the VF is DPDK's (not the guest kernel's, which had its address before PrepareDataplane): EAL probed it
-        // with igbvf's PMD, so the answers to the pings below come from testpmd
-        dpdkProbed = lines.some((l) => /Probe PCI driver: net_e1000_igb_vf/.test(l));
       }
       log(`${name}: ping ${ip} from the PF inside the node`);
       const ping = await edge.exec(['busybox', 'ping', '-c', '5', '-W', '10', ip], 300_000);
