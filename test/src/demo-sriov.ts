@@ -96,7 +96,7 @@ async function main(): Promise<number> {
               image: { ref: 'builtin:testpmd' },
               env: { EDGENFV_TESTPMD_ARGS: '--forward-mode=icmpecho', EDGENFV_TESTPMD_MBUFS: '2048', EDGENFV_STATS_PERIOD: '30' },
             }
-          : { resources: { vcpus: 1, memoryMiB: 128 }, image: { ref: 'builtin:busybox' } }),
+          : { resources: { vcpus: 1, memoryMiB: 128 }, image: { ref: 'builtin:busybox' }, command: ['sleep', '86400'] }),
       };
       const tInst = Date.now();
       const inst = await api.ok<{ vnfId: string; opOccId: string }>(`nfv.v1.tenant.${t}.vnfs.instantiate`, { descriptor });
