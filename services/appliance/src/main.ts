@@ -3,7 +3,7 @@
  * $EDGENFV_HOME/nats), then the scheduler, a node agent and the dashboard as supervised child processes; once all
  * serve, writes $EDGENFV_HOME/connect.json (0600) for the CLI and scripts. Ctrl-C / SIGTERM stops everything.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -25,9 +25,15 @@ async function portFree(host: string, port: number): Promise<boolean> {
   });
 }
 
+/**
+ * Writes a 0600 JSON file whole or not at all (a temporary file renamed over it): readers that wait for it to appear
+ * (the CLI, scripts, tests polling for connect.json) never see it empty or half written.
+ */
 function writeSecret(path: string, value: unknown): void {
-  writeFileSync(path, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
-  chmodSync(path, 0o600);
+  const tmp = `${path}.tmp${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, path);
 }
 
 /** Secrets the appliance keeps across restarts: the dashboard's operator token. */
