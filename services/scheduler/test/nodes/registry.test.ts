@@ -193,8 +193,9 @@ test('node loss: replicas healed elsewhere within grace + 5 s; on return its sta
     for (const { reservation } of ev.allocations) {
       const r = await cs.schedule(req(reservation.replica), `fw-${reservation.replica}-g2`, builder(`fw-${reservation.replica}-g2`));
       assert.ok(r.ok, 'healed');
-      healed.set(reservation.replica, r.decision.nodeId);
       await cs.release(reservation.allocId, { nodeId: ev.nodeId });
+      // counted once its old allocation is released (fenced on the lost node): the checks below read the ledger
+      healed.set(reservation.replica, r.decision.nodeId);
     }
   });
   try {
