@@ -470,7 +470,7 @@ export async function startEdgeNode(opts: EdgeNodeOptions): Promise<EdgeNode> {
         heartbeatIntervalMs: 5000,
         qemu: { accel: 'tcg', machine: 'q35', maxVcpus: opts.cpus ?? 1, maxMemoryMiB: 1024, ...((opts.cpus ?? 1) === 1 ? { tcgTbSizeMiB: 32 } : {}) }, // a small TB cache only without vCPU hotplug (config rule)
         vmBaseMemoryMiB: opts.vmBaseMemoryMiB ?? 512,
-        guest: { kernelPath: vmlinux, initrdPath: image.initrdPath, systemDiskPath: image.systemDisk.path, bootTimeoutMs: opts.guestBootTimeoutMs ?? 7_200_000, keepaliveTimeoutMs: 300_000, rpcTimeoutScale: 60, livenessFailAfterMs: 900_000, extraKernelArgs: 'cryptomgr.notests' },
+        guest: { kernelPath: vmlinux, initrdPath: image.initrdPath, systemDiskPath: image.systemDisk.path, bootTimeoutMs: opts.guestBootTimeoutMs ?? 7_200_000, keepaliveTimeoutMs: 300_000, rpcTimeoutScale: 60, livenessFailAfterMs: 900_000, extraKernelArgs: 'cryptomgr.notests edgenfv.agent_args=--command-timeout-ms=1800000' }, // one `ip` in the nested guest outlived the agent's default 30 s
       }),
     );
     writeFileSync(join(dir, 'ctl.cjs'), CTL_JS);

@@ -12,7 +12,7 @@ import { UnavailableError } from '@edgenfv/contracts/internal/errors';
 import { AGENT_PORT_NAME } from '@edgenfv/contracts/internal/agent';
 import { startAgentServer, type RunningServer } from './server.js';
 import { IprouteIp } from './net/ip.js';
-import { timedRunner } from './exec.js';
+import { runCommand, timedRunner, withDefaultTimeout } from './exec.js';
 import { LinuxNetSysfs } from './net/sysfs.js';
 import { PciDrivers } from './net/pci-drivers.js';
 import { ProcSysctl } from './sysctl.js';
@@ -37,6 +37,8 @@ export interface AgentConfig {
   ipBin: string;
   containerNetnsPath?: string;
   portWaitMs: number;
+  /** How long a command the agent runs (ip, modprobe, crun's short commands) may take, unless it says otherwise. */
+  commandTimeoutMs: number;
 }
 
 export const DEFAULT_CONFIG: Omit<AgentConfig, 'protoPath'> = {
@@ -48,6 +50,7 @@ export const DEFAULT_CONFIG: Omit<AgentConfig, 'protoPath'> = {
   busybox: '/bin/busybox',
   ipBin: 'ip',
   portWaitMs: 30_000,
+  commandTimeoutMs: 30_000,
 };
 
 export interface RunningAgent {
@@ -84,13 +87,13 @@ export async function startAgent(cfg: AgentConfig, log: Log, hooks: { exit?: (po
   await mkdir(cfg.stateDir, { recursive: true });
   const socketPath = join(cfg.stateDir, 'agent.sock');
   await rm(socketPath, { force: true });
-  const runner = timedRunner(log.child({ component: 'exec' }));
+  const runner = timedRunner(log.child({ component: 'exec' }), withDefaultTimeout(runCommand, cfg.commandTimeoutMs));
   const drivers = new PciDrivers({ sysRoot: cfg.sysRoot, log: log.child({ component: 'pci-drivers' }) });
   const ipLog = log.child({ component: 'ip' });
   const onBadOutput = (o: object): void => ipLog.warn(o, 'ip -json printed output that is not JSON');
   const net = { ip: new IprouteIp({ ipBin: cfg.ipBin, runner, onBadOutput, ...(cfg.netns ? { netns: cfg.netns } : {}) }), sysfs: new LinuxNetSysfs(cfg.sysRoot), drivers };
   const dataplaneState = await DataplaneState.load(join(cfg.stateDir, 'dataplane.json'));
-  const dataplane = { sysRoot: cfg.sysRoot, fileRoot: '/', hugepageMount: '/dev/hugepages', state: dataplaneState };
+  const dataplane = { sysRoot: cfg.sysRoot, fileRoot: '/', hugepageMount: '/dev/hugepages', state: dataplaneState, run: runner };
   const containers = new ContainerRuntime({
     dataplane: { exposure: () => dataplaneState.exposure(), release: () => releaseDataplane(dataplane, dataplaneState) },
     stateDir: cfg.stateDir,

@@ -49,3 +49,11 @@ export function timedRunner(log: { debug(obj: object, msg?: string): void }, run
     }
   };
 }
+
+/**
+ * A runner whose commands get `timeoutMs` unless the caller gives its own (the agent's `--command-timeout-ms`,
+ * default 30 s: a nested TCG guest under load needs minutes for one `ip`).
+ */
+export function withDefaultTimeout(run: Runner, timeoutMs: number): Runner {
+  return (argv, opts = {}) => run(argv, { ...opts, timeoutMs: opts.timeoutMs ?? timeoutMs });
+}

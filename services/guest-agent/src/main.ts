@@ -4,6 +4,8 @@
  *   --port NAME | socket:PATH   virtio-serial port name (default edgenfv.agent.0) or the host stand-in socket
  *   --state-dir DIR --proto FILE --netns NS --sys-root DIR --proc-root DIR --crun BIN --busybox BIN --ip BIN
  *   --container-netns PATH
+ *   --command-timeout-ms N      how long a command the agent runs may take (default 30000; a nested TCG guest needs
+ *                               more: the node passes it with guest.extraKernelArgs `edgenfv.agent_args=...`)
  */
 import { parseArgs } from 'node:util';
 import { execFile } from 'node:child_process';
@@ -25,9 +27,16 @@ const { values } = parseArgs({
     ip: { type: 'string' },
     'container-netns': { type: 'string' },
     'log-level': { type: 'string' },
+    'command-timeout-ms': { type: 'string' },
   },
   strict: true,
 });
+
+const commandTimeoutMs = values['command-timeout-ms'] === undefined ? DEFAULT_CONFIG.commandTimeoutMs : Number(values['command-timeout-ms']);
+if (!Number.isInteger(commandTimeoutMs) || commandTimeoutMs < 1000 || commandTimeoutMs > 6 * 3_600_000) {
+  process.stderr.write(`guest-agent: --command-timeout-ms: must be a whole number of milliseconds from 1000 to 21600000 (got ${values['command-timeout-ms']})\n`);
+  process.exit(2);
+}
 
 const cfg: AgentConfig = {
   ...DEFAULT_CONFIG,
@@ -41,6 +50,7 @@ const cfg: AgentConfig = {
   ipBin: values.ip ?? DEFAULT_CONFIG.ipBin,
   ...(values.netns ? { netns: values.netns } : {}),
   ...(values['container-netns'] ? { containerNetnsPath: values['container-netns'] } : {}),
+  commandTimeoutMs,
 };
 const level = (values['log-level'] ?? process.env.EDGENFV_LOG_LEVEL ?? 'info') as 'debug' | 'info' | 'warn' | 'error';
 const log = createLog({ level, bindings: { service: 'guest-agent' } });
