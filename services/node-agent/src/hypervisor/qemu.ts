@@ -146,7 +146,7 @@ export class QemuDriver implements HypervisorDriver {
     opts.onSpawned?.(vm);
     this.log.info({ sandboxId: spec.sandboxId, pid, accel: spec.accel, machine: spec.machine }, `qemu started (accel ${spec.accel})`);
     try {
-      await this.waitQmp(vm, signal, 30_000);
+      await this.waitQmp(vm, signal, qmpWaitMs(spec));
       if (opts.waitReady) await this.whileAlive(vm, signal, (s) => opts.waitReady!(vm, s));
       if (!processAlive(pid, ticks)) throw new InternalError('qemu exited during boot');
       return vm;
@@ -447,6 +447,24 @@ export class QemuDriver implements HypervisorDriver {
  */
 export function vfioMemlockBytes(maxMemoryMiB: number): number {
   return (maxMemoryMiB + 1024) * 1024 * 1024;
+}
+
+/** How long a starting QEMU may take to answer QMP: 30 s, and with a VF more (qmpWaitMs). */
+const QMP_WAIT_MS = 30_000;
+/** Per GiB of guest memory a VM with a VF may take more (QEMU pins it all for vfio before it serves QMP). */
+const QMP_WAIT_VFIO_PER_GIB_MS = 120_000;
+const QMP_WAIT_VFIO_MAX_MS = 15 * 60_000;
+
+/**
+ * How long a starting QEMU may take to answer QMP. With a VF, QEMU maps (pins) all guest RAM for vfio while it
+ * realizes the device, before its main loop serves QMP: that grows with the memory and the host's load (a 896 MiB VM
+ * in the emulated edge node, under a CI run's load, took more than 30 s). A QEMU that dies meanwhile fails the
+ * wait at once (the process is watched), so a long bound costs nothing when it does.
+ */
+export function qmpWaitMs(spec: Pick<VmSpec, 'devices' | 'memoryMiB' | 'maxMemoryMiB'>): number {
+  if (!spec.devices.some((d) => d.kind === 'vfio')) return QMP_WAIT_MS;
+  const gib = Math.max(spec.memoryMiB, spec.maxMemoryMiB ?? 0) / 1024;
+  return Math.min(QMP_WAIT_VFIO_MAX_MS, QMP_WAIT_MS + Math.ceil(gib * QMP_WAIT_VFIO_PER_GIB_MS));
 }
 
 /** prlimit(2) on a running QEMU (as root) before a VF is hotplugged into it. */

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { InvalidArgumentError, parseMacAddress, parsePciAddress } from '@edgenfv/contracts';
 import { buildQemuArgs } from '../../src/hypervisor/qemu-args.js';
 import type { VmSpec } from '../../src/hypervisor/types.js';
+import { qmpWaitMs } from '../../src/hypervisor/qemu.js';
 
 const mac = parseMacAddress('52:54:00:12:34:56');
 function spec(over: Partial<VmSpec> = {}): VmSpec {
@@ -243,4 +244,12 @@ test('a migration destination (spec.layout): the source\'s root ports, every dev
     () => buildQemuArgs(spec({ devices, layout: bad })),
     (e: unknown) => e instanceof InvalidArgumentError && ['layout.pci.vser0', 'layout.cpus[0]', 'layout.dimms[0]'].every((f) => JSON.stringify(e).includes(f)),
   );
+});
+
+test('qmpWaitMs: 30 s for a QEMU without a VF; with one, more per GiB it pins for vfio, bounded', () => {
+  const vf = { kind: 'vfio' as const, id: 'vf0', pci: parsePciAddress('0000:3b:02.0') };
+  assert.equal(qmpWaitMs({ devices: [], memoryMiB: 65536, maxMemoryMiB: 65536 }), 30_000);
+  assert.equal(qmpWaitMs({ devices: [vf], memoryMiB: 896, maxMemoryMiB: 1024 }), 150_000);
+  assert.equal(qmpWaitMs({ devices: [vf], memoryMiB: 2048, maxMemoryMiB: 2048 }), 270_000);
+  assert.equal(qmpWaitMs({ devices: [vf], memoryMiB: 65536, maxMemoryMiB: 262144 }), 15 * 60_000);
 });
