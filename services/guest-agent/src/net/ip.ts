@@ -91,12 +91,20 @@ export function normalizeDst(dst: string, family: 4 | 6): string {
   return `${dst}/${family === 4 ? 32 : 128}`;
 }
 
+/** An `ip -json` output that did not parse: the command's arguments, which look it was, the error and the text near it. */
+interface BadIpOutput {
+  args: string[];
+  attempt: number;
+  error: string;
+  near: string;
+}
+
 export class IprouteIp implements IpPort {
   private readonly run: Runner;
   private readonly prefix: string[];
   /** Told of each `ip -json` output that did not parse (the guest agent logs it). */
-  private readonly onBadOutput?: (o: { args: string[]; attempt: number; error: string; near: string }) => void;
-  constructor(opts: { netns?: string; ipBin?: string; runner?: Runner; onBadOutput?: (o: { args: string[]; attempt: number; error: string; near: string }) => void } = {}) {
+  private readonly onBadOutput?: (o: BadIpOutput) => void;
+  constructor(opts: { netns?: string; ipBin?: string; runner?: Runner; onBadOutput?: (o: BadIpOutput) => void } = {}) {
     this.run = opts.runner ?? runCommand;
     if (opts.onBadOutput) this.onBadOutput = opts.onBadOutput;
     this.prefix = [opts.ipBin ?? 'ip', ...(opts.netns ? ['-n', opts.netns] : [])];
