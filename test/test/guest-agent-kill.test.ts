@@ -96,10 +96,11 @@ test('kill -9 of the guest agent in a VM: the replica goes FAILED, the VM goes, 
     return r.nodeId === SIM && r.state === 'RUNNING' ? r : undefined;
   });
   assert.notEqual(healed.allocId, before.allocId);
-  const ops = (await s.api.ok(`nfv.v1.tenant.${T}.opoccs.list`, { vnfId: inst.vnfId })).items as { operation: string; operationState: string; params: { reason?: string; replicas?: number[] } }[];
+  const ops = (await s.api.ok(`nfv.v1.tenant.${T}.opoccs.list`, { vnfId: inst.vnfId })).items as { id: string; operation: string; params: { reason?: string; replicas?: number[] } }[];
   const heals = ops.filter((o) => o.operation === 'HEAL');
   assert.equal(heals.length, 1, JSON.stringify(ops));
-  assert.equal(heals[0]!.operationState, 'COMPLETED');
+  // the replica is RUNNING a moment before its op occurrence is COMPLETED
+  assert.equal((await s.api.waitOp(T, heals[0]!.id, 60_000)).operationState, 'COMPLETED');
   assert.equal(heals[0]!.params.reason, 'replica lost');
   assert.deepEqual(heals[0]!.params.replicas, [0]);
   assert.equal([...sim!.node.running.values()].filter((r) => r.vnfId === inst.vnfId).length, 1, 'one copy, on the simulated node');
