@@ -14,6 +14,8 @@
  * `--dpdk` instead: the VNF is builtin:testpmd with `resources.dataplane: {kind: dpdk}` on the VF: the tenant VM gets
  * a virtual IOMMU, the guest binds the VF to vfio-pci, testpmd (igbvf's PMD) answers the PF's pings (icmpecho), also
  * for an address nobody holds (which the guest kernel never would): `"dpdk":true` in the last line.
+ * `--warm` instead: the node keeps a warm pool of one idle VM of the VNF's size (node config `warmPool`, snapshot boot
+ * off); the instantiate claims it and the VF is hot-plugged into it (no tenant VM boot): `"warm":{"claimed":true,...}`.
  * `--echo` copies L1's console; EDGENFV_DEMO_OP_TIMEOUT_MIN (default 90) bounds each instantiate.
  */
 import { parseArgs } from 'node:util';
@@ -32,6 +34,8 @@ interface Out {
   restored: boolean;
   /** --dpdk: the VF answered for an address nobody holds (testpmd's icmpecho; the guest kernel answers only its own). */
   dpdk?: boolean;
+  /** --warm: the replica's sandbox is the pool VM that was ready before the instantiate (its VF hot-plugged). */
+  warm?: { claimed: boolean; poolVm: string; sandboxId: string; poolReadyS: number; instantiateS: number };
   /** The second VNF's VF, hot-plugged into the running tenant VM (without --no-hotplug). */
   hotplug?: { vfPciAddress: string; guestPciAddress: string; pingsSent: number; pingsReceived: number; restored: boolean };
 }
@@ -48,7 +52,11 @@ function sameVf(a: VfTableEntry | undefined, b: VfTableEntry | undefined): boole
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { echo: { type: 'boolean', default: false }, hotplug: { type: 'boolean', default: true }, dpdk: { type: 'boolean', default: false } }, allowNegative: true });
+  const { values } = parseArgs({ options: { echo: { type: 'boolean', default: false }, hotplug: { type: 'boolean', default: true }, dpdk: { type: 'boolean', default: false }, warm: { type: 'boolean', default: false } }, allowNegative: true });
+  if (values.warm && values.dpdk) {
+    console.error('demo:sriov: --warm and --dpdk do not go together (a vfio-pci data plane in the guest needs a vIOMMU, which pool VMs lack: it boots its own VM)');
+    return 2;
+  }
   if (process.getuid?.() !== 0) {
     console.error('demo:sriov: needs root (a tap, nats-server on its address, QEMU)');
     return 1;
@@ -69,9 +77,29 @@ async function main(): Promise<number> {
     process.once('SIGTERM', onSignal);
     // two L1 vCPUs (and 2 vCPUs per VM in its node agent): the second VNF's vCPU joins the tenant VM (hot-plug), and
     // --dpdk's testpmd needs two lcores; --dpdk: the image carries DPDK
-    node = await startEdgeNode({ networks: [NETWORK], pfAddress: '10.79.0.1/24', log, echo: values.echo, testpmd: values.dpdk, cpus: 2, ...(values.dpdk ? { vmBaseMemoryMiB: 384 } : {}) });
+    // --warm: one pool VM of the busybox VNF's size, booted (not restored: a snapshot template would be 0.6 GiB of L1's
+    // RAM) as soon as the node is up
+    const nodeConfig = values.warm ? { warmPool: [{ vcpus: 1, memoryMiB: 128, count: 1 }], warmPoolCpuBudgetPercent: 100, guest: { snapshotBoot: false } } : undefined;
+    node = await startEdgeNode({ networks: [NETWORK], pfAddress: '10.79.0.1/24', log, echo: values.echo, testpmd: values.dpdk, cpus: 2, ...(values.dpdk ? { vmBaseMemoryMiB: 384 } : {}), ...(nodeConfig ? { nodeConfig } : {}) });
     await node.waitReady();
     timings.nodeReadyS = Math.round((Date.now() - t0) / 1000);
+    let poolVm = '';
+    if (values.warm) {
+      log('waiting for the node\'s warm pool VM (a nested boot: many minutes)');
+      const until = Date.now() + Number(process.env.EDGENFV_DEMO_OP_TIMEOUT_MIN ?? 90) * 60_000;
+      for (;;) {
+        const n = await node.api.ok<{ inventory: { warmPool?: Array<{ ready: number; booting: number; readyVms: string[] }> } }>('nfv.v1.admin.nodes.get', { id: node.nodeId });
+        const wp = n.inventory.warmPool?.[0];
+        if (wp && wp.ready > 0) {
+          poolVm = wp.readyVms[0]!;
+          break;
+        }
+        if (Date.now() > until) throw new Error(`no warm pool VM ready after ${Math.round((Date.now() - t0) / 1000)} s: ${JSON.stringify(n.inventory.warmPool)}`);
+        await new Promise((r) => setTimeout(r, 10_000));
+      }
+      timings.poolReadyS = Math.round((Date.now() - t0) / 1000);
+      log(`warm pool VM ${poolVm} ready`);
+    }
     const info = await node.api.ok<{ inventory: { sriovPfs: Array<{ pciAddress: string; physnet?: string; numVfs: number; vfs: Array<{ pciAddress: string; driver?: string; iommuGroup?: number }> }> } }>('nfv.v1.admin.nodes.get', { id: node.nodeId });
     for (const pf of info.inventory.sriovPfs) log(`node ${node.nodeId}: PF ${pf.pciAddress} on ${pf.physnet ?? '-'}, VFs ${pf.vfs.map((v) => `${v.pciAddress}(${v.driver ?? '-'}, group ${v.iommuGroup ?? '?'})`).join(' ')}`);
     const before = await node.vfTable();
@@ -83,7 +111,7 @@ async function main(): Promise<number> {
     const edge = node;
 
     /** Instantiates a builtin:busybox VNF with one sriov interface on physnet1; its replica's `up` interface. */
-    const instantiate = async (name: string): Promise<{ vnfId: string; completed: boolean; boundPci: string; up?: ReplicaIf; state?: string }> => {
+    const instantiate = async (name: string): Promise<{ vnfId: string; completed: boolean; boundPci: string; up?: ReplicaIf; state?: string; sandboxId?: string }> => {
       const descriptor = {
         name,
         replicas: 1,
@@ -122,11 +150,11 @@ async function main(): Promise<number> {
       await watch;
       timings[`${name}InstantiateS`] = Math.round((Date.now() - tInst) / 1000);
       log(`${name}: INSTANTIATE ${op.operationState} after ${timings[`${name}InstantiateS`]} s${op.error ? `: ${op.error.code} ${op.error.message}` : ''}`);
-      const vnf = await api.ok<{ replicas: Array<{ state: string; nodeId?: string; interfaces: ReplicaIf[] }> }>(`nfv.v1.tenant.${t}.vnfs.get`, { id: inst.vnfId });
+      const vnf = await api.ok<{ replicas: Array<{ state: string; nodeId?: string; sandboxId?: string; interfaces: ReplicaIf[] }> }>(`nfv.v1.tenant.${t}.vnfs.get`, { id: inst.vnfId });
       const rep = vnf.replicas[0];
       const up = rep?.interfaces.find((i) => i.name === 'up');
-      log(`${name}: replica ${rep?.state} on ${rep?.nodeId}; up: ${JSON.stringify(up)}`);
-      return { vnfId: inst.vnfId, completed: op.operationState === 'COMPLETED', state: rep?.state, boundPci, ...(up ? { up } : {}) };
+      log(`${name}: replica ${rep?.state} on ${rep?.nodeId} in sandbox ${rep?.sandboxId}; up: ${JSON.stringify(up)}`);
+      return { vnfId: inst.vnfId, completed: op.operationState === 'COMPLETED', state: rep?.state, boundPci, ...(up ? { up } : {}), ...(rep?.sandboxId ? { sandboxId: rep.sandboxId } : {}) };
     };
 
     /** The guest's view (vnfs.exec in the VNF), then a ping from the PF inside the node to the VF's address. */
@@ -188,17 +216,23 @@ async function main(): Promise<number> {
     out.pingsReceived = p1.received;
     const vnfs = [first];
     if (values.dpdk) out.dpdk = dpdkProbed;
+    if (values.warm) {
+      out.warm = { claimed: !!first.sandboxId && first.sandboxId === poolVm, poolVm, sandboxId: first.sandboxId ?? '', poolReadyS: timings.poolReadyS ?? 0, instantiateS: timings.duInstantiateS ?? 0 };
+      log(`du: ${out.warm.claimed ? `claimed the warm pool VM ${poolVm}` : `did not claim the pool VM ${poolVm} (sandbox ${first.sandboxId})`}`);
+    }
 
     // a later replica of the same tenant on the node: its VF is hot-plugged into the running tenant VM (QMP
     // device_add on a spare root port, the vfio group staged in the chrooted QEMU's root), not a second boot
-    let hotOk = !values.hotplug || values.dpdk;
-    if (values.hotplug && !values.dpdk && first.completed && out.pingsReceived > 0) {
+    // (--warm: the first VF was a hot-plug already)
+    const second = values.hotplug && !values.dpdk && !values.warm;
+    let hotOk = !second;
+    if (second && first.completed && out.pingsReceived > 0) {
       log('instantiating a second VNF of the same tenant with one sriov interface: its VF joins the running VM (hot-plug)');
-      const second = await instantiate('du2');
-      vnfs.push(second);
-      const p2 = await probe('du2', second);
-      out.hotplug = { vfPciAddress: second.up?.pciAddress ?? second.boundPci, guestPciAddress: second.up?.guestPciAddress ?? '', pingsSent: p2.sent, pingsReceived: p2.received, restored: false };
-      hotOk = second.completed && !!out.hotplug.guestPciAddress && out.hotplug.guestPciAddress !== out.guestPciAddress && p2.sent > 0 && p2.received === p2.sent;
+      const du2 = await instantiate('du2');
+      vnfs.push(du2);
+      const p2 = await probe('du2', du2);
+      out.hotplug = { vfPciAddress: du2.up?.pciAddress ?? du2.boundPci, guestPciAddress: du2.up?.guestPciAddress ?? '', pingsSent: p2.sent, pingsReceived: p2.received, restored: false };
+      hotOk = du2.completed && !!out.hotplug.guestPciAddress && out.hotplug.guestPciAddress !== out.guestPciAddress && p2.sent > 0 && p2.received === p2.sent;
     }
 
     // an instantiate that did not complete (FAILED_TEMP) still holds the VNF: a FORCEFUL terminate takes over from it
@@ -227,7 +261,7 @@ async function main(): Promise<number> {
     };
     out.restored = restored(out.vfPciAddress);
     if (out.hotplug) out.hotplug.restored = restored(out.hotplug.vfPciAddress);
-    ok = (!values.dpdk || out.dpdk === true) && first.completed && out.foundBy === 'pci' && out.pingsSent > 0 && out.pingsReceived === out.pingsSent && out.restored && hotOk && (!out.hotplug || out.hotplug.restored);
+    ok = (!values.dpdk || out.dpdk === true) && (!values.warm || out.warm?.claimed === true) && first.completed && out.foundBy === 'pci' && out.pingsSent > 0 && out.pingsReceived === out.pingsSent && out.restored && hotOk && (!out.hotplug || out.hotplug.restored);
     log(`timings: ${JSON.stringify({ ...timings, l1: node.marks })}`);
   } finally {
     if (node) {

@@ -59,6 +59,8 @@ export interface EdgeNodeOptions {
   startAgent?: boolean;
   /** Guest image options (default: generic kernel, with builtin:testpmd). */
   testpmd?: boolean;
+  /** More node agent config (e.g. `warmPool`); its `guest` keys are merged into the harness's `guest`. */
+  nodeConfig?: Record<string, unknown> & { guest?: Record<string, unknown> };
   log?: (m: string) => void;
   echo?: boolean;
 }
@@ -470,7 +472,8 @@ export async function startEdgeNode(opts: EdgeNodeOptions): Promise<EdgeNode> {
         heartbeatIntervalMs: 5000,
         qemu: { accel: 'tcg', machine: 'q35', maxVcpus: opts.cpus ?? 1, maxMemoryMiB: 1024, ...((opts.cpus ?? 1) === 1 ? { tcgTbSizeMiB: 32 } : {}) }, // a small TB cache only without vCPU hotplug (config rule)
         vmBaseMemoryMiB: opts.vmBaseMemoryMiB ?? 512,
-        guest: { kernelPath: vmlinux, initrdPath: image.initrdPath, systemDiskPath: image.systemDisk.path, bootTimeoutMs: opts.guestBootTimeoutMs ?? 7_200_000, keepaliveTimeoutMs: 300_000, rpcTimeoutScale: 60, livenessFailAfterMs: 900_000, extraKernelArgs: 'cryptomgr.notests edgenfv.agent_args=--command-timeout-ms=1800000' }, // one `ip` in the nested guest outlived the agent's default 30 s
+        ...opts.nodeConfig,
+        guest: { kernelPath: vmlinux, initrdPath: image.initrdPath, systemDiskPath: image.systemDisk.path, bootTimeoutMs: opts.guestBootTimeoutMs ?? 7_200_000, keepaliveTimeoutMs: 300_000, rpcTimeoutScale: 60, livenessFailAfterMs: 900_000, extraKernelArgs: 'cryptomgr.notests edgenfv.agent_args=--command-timeout-ms=1800000', ...opts.nodeConfig?.guest }, // one `ip` in the nested guest outlived the agent's default 30 s
       }),
     );
     writeFileSync(join(dir, 'ctl.cjs'), CTL_JS);
