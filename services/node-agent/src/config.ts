@@ -131,6 +131,12 @@ export interface NodeAgentConfig {
      * (docs/sriov.md); default false. Never the tenant's choice.
      */
     vfioNoIommu: boolean;
+    /**
+     * When a tenant VM gets a virtual IOMMU (q35 only; docs/sriov.md): `on-demand` (default) when the replica that
+     * boots it has a vfio-pci data plane in the guest; `always` for every VM, so that a later replica with one can
+     * join it (a vIOMMU cannot be added to a running VM) and warm pool VMs can serve it (Kata's `enable_iommu`).
+     */
+    viommu: 'on-demand' | 'always';
   }>;
   isolation: Readonly<{
     /** First uid/gid handed to QEMU processes (one per sandbox). */
@@ -200,7 +206,7 @@ const KEYS: Record<string, readonly string[]> = {
   images: ['cacheDir', 'maxImageBytes', 'cacheMaxBytes', 'ociLayoutRoots'],
   metrics: ['host', 'port'],
   qemu: ['binary', 'machine', 'accel', 'tcgTbSizeMiB', 'overheadMiB', 'maxVcpus', 'maxMemoryMiB'],
-  guest: ['kernelPath', 'initrdPath', 'systemDiskPath', 'bootTimeoutMs', 'extraKernelArgs', 'livenessIntervalMs', 'livenessFailAfterMs', 'keepaliveTimeoutMs', 'rpcTimeoutScale', 'snapshotBoot', 'debugConsole', 'vfioNoIommu'],
+  guest: ['kernelPath', 'initrdPath', 'systemDiskPath', 'bootTimeoutMs', 'extraKernelArgs', 'livenessIntervalMs', 'livenessFailAfterMs', 'keepaliveTimeoutMs', 'rpcTimeoutScale', 'snapshotBoot', 'debugConsole', 'vfioNoIommu', 'viommu'],
   isolation: ['uidBase', 'uidCount', 'cgroupRoot', 'cgroupParent', 'sandbox'],
   dataplane: ['kind', 'socketDir', 'probePath', 'numaNode', 'ovs'],
   ovs: ['socketMemMiB', 'lcoreCpu', 'pmdCpus', 'pmdMaxSleepUs', 'netns', 'ealArgs', 'uplinks', 'vswitchdBinary', 'startTimeoutMs'],
@@ -540,7 +546,10 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     snapshotBoot: g.snapshotBoot !== false,
     debugConsole: g.debugConsole === true,
     vfioNoIommu: g.vfioNoIommu === true,
+    viommu: g.viommu === 'always' ? 'always' : 'on-demand',
   };
+  if (g.viommu !== undefined && g.viommu !== 'always' && g.viommu !== 'on-demand') issues.push({ field: 'guest.viommu', message: 'must be "on-demand" or "always"' });
+  else if (g.viommu === 'always' && qemu.machine !== 'q35') issues.push({ field: 'guest.viommu', message: '"always" needs qemu.machine q35 (a virtual IOMMU is a q35 device)' });
   if (g.snapshotBoot !== undefined && typeof g.snapshotBoot !== 'boolean') issues.push({ field: 'guest.snapshotBoot', message: 'must be true or false' });
   if (g.debugConsole !== undefined && typeof g.debugConsole !== 'boolean') issues.push({ field: 'guest.debugConsole', message: 'must be a boolean' });
   if (g.extraKernelArgs !== undefined && typeof g.extraKernelArgs !== 'string') issues.push({ field: 'guest.extraKernelArgs', message: 'must be a string' });

@@ -251,3 +251,14 @@ test('guest liveness and the debug console: defaults (watch every 10 s, lost aft
     },
   );
 });
+
+test('guest.viommu: on-demand by default, always on q35 only; bad values named', () => {
+  const env = { EDGENFV_NODE_ID: 'edge-1' };
+  assert.equal(parseConfig({}, env).guest.viommu, 'on-demand');
+  assert.equal(parseConfig({ qemu: { machine: 'q35' }, guest: { viommu: 'always' } }, env).guest.viommu, 'always');
+  assert.equal(parseConfig({ qemu: { machine: 'q35' }, guest: { viommu: 'on-demand' } }, env).guest.viommu, 'on-demand');
+  for (const bad of ['yes', true, 1, 'ALWAYS']) {
+    assert.throws(() => parseConfig({ qemu: { machine: 'q35' }, guest: { viommu: bad } }, env), (e: unknown) => (e as InvalidArgumentError).issues.some((i) => i.field === 'guest.viommu' && /on-demand.*always/.test(i.message)), String(bad));
+  }
+  assert.throws(() => parseConfig({ qemu: { machine: 'microvm' }, guest: { viommu: 'always' } }, env), (e: unknown) => (e as InvalidArgumentError).issues.some((i) => i.field === 'guest.viommu' && /q35/.test(i.message)));
+});

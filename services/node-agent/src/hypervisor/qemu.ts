@@ -56,6 +56,9 @@ export function pciPathOf(vm: VmHandle, deviceId: string): string | undefined {
   return m ? `${(ROOT_PORT_SLOT0 + Number(m[1])).toString(16).padStart(2, '0')}.0/00.0` : undefined;
 }
 
+/** NIC properties of type OnOffAuto: QMP's device_add wants them as the string "on", not a boolean. */
+const QDEV_ON_OFF_AUTO = new Set(['disable-legacy']);
+
 export class QemuDriver implements HypervisorDriver {
   readonly kind = 'qemu' as const;
   readonly binary: string;
@@ -377,7 +380,8 @@ export class QemuDriver implements HypervisorDriver {
       for (const p of kv) {
         const [k, v] = p.split('=') as [string, string];
         if (k === 'id') id = v;
-        else props[k] = v === 'on' ? true : k === 'vectors' ? Number(v) : v;
+        // QMP takes typed values: booleans for bool properties, the string for on/off/auto ones (QDEV_ON_OFF_AUTO)
+        else props[k] = v === 'on' && !QDEV_ON_OFF_AUTO.has(k) ? true : k === 'vectors' ? Number(v) : v;
       }
       // a VF's realize maps all guest RAM for DMA (pinning it): seconds on a loaded or nested node
       await qmp.execute('device_add', { driver, id, ...props }, dev.kind === 'vfio' ? 120_000 : 10_000);

@@ -11,7 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { AppError, UnavailableError, asAppError, type Allocation } from '@edgenfv/contracts';
+import { AppError, UnavailableError, UnschedulableError, asAppError, type Allocation } from '@edgenfv/contracts';
 import type { HypervisorDriver, VmHandle } from '../hypervisor/types.js';
 import { killQuiet, procRssBytes } from '../proc.js';
 import type { NodeAgentMetrics } from '../metrics.js';
@@ -30,6 +30,7 @@ import { VM_ROOT_DISKS } from '../hypervisor/vm-root.js';
 import { SnapshotTemplates } from './snapshot-boot.js';
 import { WarmPool, type WarmPoolOptions } from './warm-pool.js';
 import { GuestLiveness, type GuestVerdict } from './guest-liveness.js';
+import { needsViommu } from './dataplane.js';
 import { withQmp } from '../hypervisor/qmp.js';
 
 export type { ReplicaRecord, ReplicaResult, SandboxRecord } from './records.js';
@@ -77,7 +78,7 @@ export class SandboxManager {
     if (deps.warmPool?.flavours.some((f) => f.count > 0)) {
       const host = { vm: this.vm, guest: this.guest, list: () => this.list(), put: (r: SandboxRecord) => this.put(r), teardown: (r: SandboxRecord) => this.teardown(r) };
       const snapshots = deps.cfg.guest.snapshotBoot ? this.templates : undefined;
-      this.warm = new WarmPool({ ...deps.warmPool, stateDir: deps.cfg.stateDir, bootTimeoutMs: deps.cfg.guest.bootTimeoutMs, allowNoIommu: deps.cfg.guest.vfioNoIommu, logger: deps.logger, ...(deps.metrics ? { metrics: deps.metrics } : {}), ...(snapshots ? { snapshots } : {}) }, host);
+      this.warm = new WarmPool({ ...deps.warmPool, stateDir: deps.cfg.stateDir, bootTimeoutMs: deps.cfg.guest.bootTimeoutMs, vfioOk: deps.cfg.guest.vfioNoIommu || (deps.cfg.guest.viommu === 'always' && deps.cfg.qemu.machine === 'q35'), logger: deps.logger, ...(deps.metrics ? { metrics: deps.metrics } : {}), ...(snapshots ? { snapshots } : {}) }, host);
     }
   }
 
@@ -472,6 +473,12 @@ export class SandboxManager {
   private async grow(rec: SandboxRecord, alloc: Allocation, signal: AbortSignal, progress?: ProgressFn): Promise<ReplicaResult> {
     const log = this.logFor(alloc, rec.sandboxId);
     if (!this.vm.vmOf(rec.sandboxId) || !rec.spec) throw new UnavailableError(`sandbox ${rec.sandboxId} is not running`);
+    // before anything changes: a vIOMMU is given at boot only
+    if (!rec.spec.viommu && needsViommu(alloc, this.deps.cfg.guest.vfioNoIommu)) {
+      throw new UnschedulableError(
+        `resources.dataplane: a vfio-pci data plane in the guest needs a virtual IOMMU, and tenant ${alloc.tenantId}'s VM on this node (${rec.sandboxId}) was booted without one (one cannot be added to a running VM); the node's operator can give every VM one (guest.viommu: always) or allow no-IOMMU mode (guest.vfioNoIommu)`,
+      );
+    }
     const replica = this.newReplica(alloc, rec, true);
     rec.replicas[alloc.allocId] = replica;
     this.put(rec);

@@ -170,7 +170,7 @@ export class VmLifecycle {
       // the source VM's: its virtual IOMMU (a device with state of its own) included or not, whatever these replicas need
       spec.layout = layout;
       if (layout.boot.viommu) spec.viommu = true;
-    } else if (alloc.interfaces && cfg.qemu.machine === 'q35' && needsViommu({ resources: alloc.resources, interfaces: alloc.interfaces }, cfg.guest.vfioNoIommu)) spec.viommu = true;
+    } else if (cfg.qemu.machine === 'q35' && (cfg.guest.viommu === 'always' || (alloc.interfaces && needsViommu({ resources: alloc.resources, interfaces: alloc.interfaces }, cfg.guest.vfioNoIommu)))) spec.viommu = true;
     return spec;
   }
 

@@ -54,8 +54,11 @@ export interface WarmPoolOptions {
   intervalMs?: number;
   /** Snapshot boot (node config guest.snapshotBoot): refills are restored from a template (snapshot-boot.ts). */
   snapshots?: SnapshotTemplates;
-  /** The node's operator allows vfio's no-IOMMU mode in guests (guest.vfioNoIommu): see claimMismatch. */
-  allowNoIommu?: boolean;
+  /**
+   * A vfio-pci data plane in the guest may claim a pool VM: pool VMs boot with a virtual IOMMU (guest.viommu always)
+   * or the operator allows vfio's no-IOMMU mode in guests (guest.vfioNoIommu). See claimMismatch.
+   */
+  vfioOk?: boolean;
 }
 
 /** Builtin images a pool VM runs once before it is ready (see WarmPool.prewarm). */
@@ -73,11 +76,11 @@ export function flavourKey(f: Pick<WarmPoolFlavour, 'vcpus' | 'memoryMiB' | 'num
 const HOTPLUGGABLE = new Set(['tap', 'vhostuser', 'sriov']);
 
 /**
- * Why an allocation cannot claim a VM of this flavour (undefined: it can). `allowNoIommu`: the node's operator allows
- * vfio's no-IOMMU mode in guests (guest.vfioNoIommu); otherwise a data plane that binds a NIC to vfio-pci in the guest
- * needs a virtual IOMMU, which only a boot gives (pool VMs have none).
+ * Why an allocation cannot claim a VM of this flavour (undefined: it can). `vfioOk`: pool VMs boot with a virtual
+ * IOMMU (guest.viommu always) or the node's operator allows vfio's no-IOMMU mode in guests (guest.vfioNoIommu);
+ * otherwise a data plane that binds a NIC to vfio-pci in the guest needs a virtual IOMMU, which only a boot gives.
  */
-export function claimMismatch(alloc: Allocation, f: Readonly<WarmPoolFlavour>, hotplugSlots: number, allowNoIommu = false): string | undefined {
+export function claimMismatch(alloc: Allocation, f: Readonly<WarmPoolFlavour>, hotplugSlots: number, vfioOk = false): string | undefined {
   const r = alloc.resources;
   if (r.vcpus !== f.vcpus || r.memoryMiB !== f.memoryMiB) return 'vCPUs/memory differ from the flavour';
   if (r.hugepages && r.hugepages.count > 0) return 'hugepage-backed (pool VMs have ordinary memory)';
@@ -85,7 +88,7 @@ export function claimMismatch(alloc: Allocation, f: Readonly<WarmPoolFlavour>, h
   const cold = alloc.interfaces.filter((i) => !HOTPLUGGABLE.has(i.type));
   if (cold.length) return `${cold.map((i) => i.type).join(', ')} interfaces cannot be hot-plugged`;
   if (alloc.interfaces.length > hotplugSlots) return `more interfaces than the VM's ${hotplugSlots} hotplug slots`;
-  if (needsViommu(alloc, allowNoIommu)) return 'a vfio-pci data plane in the guest needs a virtual IOMMU (given at boot only)';
+  if (needsViommu(alloc, vfioOk)) return 'a vfio-pci data plane in the guest needs a virtual IOMMU (given at boot only)';
   return undefined;
 }
 
@@ -195,7 +198,7 @@ export class WarmPool {
    */
   take(alloc: Allocation, hotplugSlots: number): SandboxRecord | undefined {
     for (const f of this.o.flavours) {
-      if (claimMismatch(alloc, f, hotplugSlots, this.o.allowNoIommu)) continue;
+      if (claimMismatch(alloc, f, hotplugSlots, this.o.vfioOk)) continue;
       const key = flavourKey(f);
       const rec = this.pool().find((r) => r.warm!.flavour === key && r.state === 'running' && this.host.vm.alive(r.sandboxId));
       if (!rec) continue;
@@ -401,7 +404,7 @@ export class WarmPool {
     const snap = this.o.snapshots;
     if (!snap || !this.running) return undefined;
     for (const f of this.o.flavours) {
-      if (f.count <= 0 || claimMismatch(alloc, f, hotplugSlots, this.o.allowNoIommu)) continue;
+      if (f.count <= 0 || claimMismatch(alloc, f, hotplugSlots, this.o.vfioOk)) continue;
       const key = snap.key(this.specOf(this.keyRecord(), f));
       if (!snap.usable(key)) continue;
       const rec = this.newPoolRecord(f);

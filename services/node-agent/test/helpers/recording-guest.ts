@@ -5,6 +5,14 @@
 import type { PrepareDataplaneRequest, VnfdRoute } from '@edgenfv/contracts';
 import type { GuestContainer, GuestNic, GuestPort, GuestSession } from '../../src/sandbox/ports.js';
 
+/**
+ * The PCI address this stand-in "finds" a NIC at: a VF found by its PCI path on the bus its root port slot names; a
+ * NIC found by MAC (virtio) at a made-up address per position, as the real agent reports the device it matched.
+ */
+function standInPci(n: GuestNic, i: number): string {
+  return n.pciPath ? `0000:${n.pciPath.slice(0, 2)}:00.0` : `0000:ff:${String(i).padStart(2, '0')}.0`;
+}
+
 export class RecordingGuest implements GuestPort {
   readonly nics = new Map<string, GuestNic[]>();
   readonly routes = new Map<string, VnfdRoute[]>();
@@ -26,8 +34,7 @@ export class RecordingGuest implements GuestPort {
     return {
       updateInterfaces: async (nics) => {
         this.nics.set(agentSocket, nics);
-        // a VF found by its PCI path: this stand-in "finds" it on the bus its root port slot names
-        return nics.map((n) => ({ name: n.name, pciAddress: n.pciPath ? `0000:${n.pciPath.slice(0, 2)}:00.0` : '' }));
+        return nics.map((n, i) => ({ name: n.name, pciAddress: standInPci(n, i) }));
       },
       updateRoutes: async (routes) => void this.routes.set(agentSocket, routes),
       runContainer: async (c) => {
@@ -46,7 +53,7 @@ export class RecordingGuest implements GuestPort {
       metrics: async () => ({ agentRssBytes: 0, nics: [] }),
       addArpNeighbors: async () => undefined,
       exec: async () => ({ exitCode: 0, stdout: '', stderr: '' }),
-      details: async () => ({ cpus: 0, memoryTotalBytes: 0, nics: (this.nics.get(agentSocket) ?? []).map((n) => ({ name: n.name, mac: n.mac, pciAddress: n.pciPath ? `0000:${n.pciPath.slice(0, 2)}:00.0` : '', addresses: n.addresses })) }),
+      details: async () => ({ cpus: 0, memoryTotalBytes: 0, nics: (this.nics.get(agentSocket) ?? []).map((n, i) => ({ name: n.name, mac: n.mac, pciAddress: standInPci(n, i), addresses: n.addresses })) }),
       health: async () => ({ instanceId: this.instanceIds.get(agentSocket) ?? 'recording' }),
       reidentify: async () => {
         const previousInstanceId = this.instanceIds.get(agentSocket) ?? 'recording';

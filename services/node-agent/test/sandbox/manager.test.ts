@@ -225,3 +225,83 @@ test('a malformed allocation is refused before anything is touched, naming each 
     rmSync(stateDir, { recursive: true, force: true });
   }
 });
+
+test('a vfio-pci data plane does not join a VM booted without a vIOMMU (refused before anything changes, naming resources.dataplane); with guest.viommu always every VM has one and it joins', async (t) => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'na-sbm-'));
+  const cgParent = `edgenfv-v${process.pid}`;
+  const bridge = `enfvv${process.pid % 100000}`;
+  const log = silentLogger();
+  const guest = new RecordingGuest();
+  const mk = (viommu: 'on-demand' | 'always'): SandboxManager => {
+    const cfg = parseConfig({
+      nodeId: 'n1',
+      stateDir,
+      vmBaseMemoryMiB: 128,
+      qemu: { machine: 'q35', accel: 'tcg', maxVcpus: 4, maxMemoryMiB: 1024 },
+      isolation: { cgroupParent: cgParent },
+      guest: { viommu },
+    });
+    return new SandboxManager({
+      cfg,
+      driver: new QemuDriver({ logger: log }),
+      accel: 'tcg',
+      guest,
+      attachments: new NetpluginsAttachments({ stateDir, sysfsRoot: '/sys', physnets: {}, logger: log }),
+      cgroups: new Cgroups(cfg.isolation.cgroupRoot, cgParent, log),
+      logger: log,
+      image: {},
+      hotplugSlots: 2,
+    });
+  };
+  const managers: SandboxManager[] = [];
+  t.after(async () => {
+    for (const m of managers) for (const rec of m.sandboxes()) for (const id of Object.keys(rec.replicas)) await m.removeReplica(rec.tenantId, id).catch(() => undefined);
+    quiet('ip', ['link', 'del', bridge]);
+    await removeCgroupParent(cgParent);
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+  const tapIf = (name: string, mac: string, ip: string): AllocInterface => ({ name, type: 'tap', mac, bridge, ips: [ip], gateway: '10.78.0.1' });
+  const plain = (allocId: string, tenantId: string, mac: string, ip: string) => makeAlloc({ allocId, tenantId }, [tapIf('mgmt', mac, ip)]);
+  const dpdk = (allocId: string, tenantId: string, mac: string, ip: string) =>
+    makeAlloc({ allocId, tenantId, resources: { vcpus: 2, memoryMiB: 256, dataplane: { kind: 'dpdk', driver: 'vfio-pci', interfaces: ['dp'] } } }, [tapIf('dp', mac, ip)]);
+
+  // on demand: the first replica (no data plane) boots a VM without a vIOMMU; the DPDK replica cannot join it
+  const m1 = mk('on-demand');
+  managers.push(m1);
+  await m1.init();
+  await m1.ensureReplica(plain('p1', 'acme', '02:00:00:00:01:01', '10.78.0.11/24'));
+  const [rec] = m1.sandboxes();
+  assert.ok(rec && !rec.spec?.viommu, 'booted without a vIOMMU');
+  const vm = m1.vmOf(rec.sandboxId)!;
+  const before = await withQmp(vm.apiSocket, (q) => q.queryCpusFast());
+  await assert.rejects(m1.ensureReplica(dpdk('d1', 'acme', '02:00:00:00:01:02', '10.78.0.12/24')), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'UNSCHEDULABLE');
+    assert.match(err.message, /^resources\.dataplane: .*virtual IOMMU.*guest\.viommu: always/);
+    return true;
+  });
+  assert.deepEqual(Object.keys(m1.sandboxes()[0]!.replicas), ['p1'], 'no replica record left');
+  assert.equal((await withQmp(vm.apiSocket, (q) => q.queryCpusFast())).length, before.length, 'the VM did not grow');
+  assert.equal((await withQmp(vm.apiSocket, (q) => q.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' }))).filter((p) => p.name.endsWith('-nic')).length, 1, 'no NIC hot-plugged');
+  assert.equal(guest.dataplanes.length, 0);
+  await m1.removeReplica('acme', 'p1');
+  await m1.close();
+
+  // always: the same first replica's VM has the vIOMMU (intel-iommu in QEMU), and the DPDK replica joins it
+  const m2 = mk('always');
+  managers.push(m2);
+  await m2.init();
+  await m2.ensureReplica(plain('p2', 'beta', '02:00:00:00:02:01', '10.78.0.21/24'));
+  const rec2 = m2.sandboxes()[0]!;
+  assert.equal(rec2.spec?.viommu, true);
+  const vm2 = m2.vmOf(rec2.sandboxId)!;
+  assert.match(readFileSync(`/proc/${vm2.pid}/cmdline`, 'utf8').replace(/\0/g, ' '), /intel-iommu,intremap=on,caching-mode=on/);
+  const r = await m2.ensureReplica(dpdk('d2', 'beta', '02:00:00:00:02:02', '10.78.0.22/24'));
+  assert.equal(r.booted, false);
+  assert.equal(r.sandboxId, rec2.sandboxId);
+  assert.equal(guest.dataplanes.length, 1);
+  assert.deepEqual(guest.dataplanes[0]!.nics.map((n) => n.driver), ['vfio-pci']);
+  assert.equal(guest.dataplanes[0]!.allowNoIommu, undefined, 'behind the vIOMMU: no no-IOMMU mode asked for');
+  await m2.removeReplica('beta', 'd2');
+  await m2.removeReplica('beta', 'p2');
+  assert.deepEqual(m2.sandboxes(), []);
+});
