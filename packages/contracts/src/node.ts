@@ -86,6 +86,12 @@ export interface NodeInventory {
    * share its VM, so their vCPUs count together (vCPU hotplug grows the VM up to this). Absent: no such limit.
    */
   vmMaxVcpus?: number;
+  /**
+   * Shared vCPUs per unpinned CPU on this node (node agent `cpuAllocationRatio`, Nova's cpu_allocation_ratio; 1..16,
+   * may be fractional): the scheduler books up to (cpuCount - pinned CPUs) x this many shared vCPUs here. Pinned
+   * (dedicated) CPUs never overcommit. Absent: 1.
+   */
+  cpuAllocationRatio?: number;
   /** What keeps tenants' sandboxes apart on this node, and what this host leaves unprotected (docs/security.md). */
   protections?: HostProtection[];
   /**

@@ -84,7 +84,7 @@ export function buildApp(deps: AppDeps): App {
     ...(cfg.qemu.overheadMiB !== undefined ? { overheadMiB: cfg.qemu.overheadMiB } : {}),
     ...(cfg.qemu.tcgTbSizeMiB !== undefined ? { tcgTbSizeMiB: cfg.qemu.tcgTbSizeMiB } : {}),
   });
-  let capacity: Promise<{ memoryMiB: number; cpuCount: number }> | undefined;
+  let capacity: Promise<{ memoryMiB: number; cpuCount: number; cpuAllocationRatio: number }> | undefined;
   manager = new SandboxManager({
     cfg: { ...cfg, vmBaseMemoryMiB: guestBaseMiB },
     driver,
@@ -114,7 +114,7 @@ export function buildApp(deps: AppDeps): App {
       flavours: cfg.warmPool,
       cpuBudgetPercent: cfg.warmPoolCpuBudgetPercent,
       overhead,
-      capacity: () => (capacity ??= collectInventory(cfg, { kvm, switches, ...deps.inventoryDeps }).then((i) => ({ memoryMiB: i.memoryMiB, cpuCount: i.cpuCount }))),
+      capacity: () => (capacity ??= collectInventory(cfg, { kvm, switches, ...deps.inventoryDeps }).then((i) => ({ memoryMiB: i.memoryMiB, cpuCount: i.cpuCount, cpuAllocationRatio: cfg.cpuAllocationRatio }))),
     },
   });
   let nftBridge: Promise<boolean> | undefined;
@@ -123,7 +123,7 @@ export function buildApp(deps: AppDeps): App {
     nftBridge ??= nftBridgeUsable();
     const protections = hostProtections({ cgroupControllers: cgroups.enabledControllers(), seccomp: cfg.isolation.sandbox, uidBase: cfg.isolation.uidBase, nftBridge: await nftBridge });
     const warmPool = manager.warm?.info();
-    return { ...inv, vmOverhead: overhead, vmMaxVcpus: cfg.qemu.maxVcpus, ...(deps.hostChecks ? { checks: deps.hostChecks } : {}), protections, ...(warmPool ? { warmPool } : {}) };
+    return { ...inv, vmOverhead: overhead, vmMaxVcpus: cfg.qemu.maxVcpus, cpuAllocationRatio: cfg.cpuAllocationRatio, ...(deps.hostChecks ? { checks: deps.hostChecks } : {}), protections, ...(warmPool ? { warmPool } : {}) };
   };
   const agent = new NodeAgent({
     nodeId: cfg.nodeId,

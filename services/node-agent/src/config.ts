@@ -167,6 +167,12 @@ export interface NodeAgentConfig {
   warmPool: readonly Readonly<WarmPoolFlavour>[];
   /** Refills boot only while the host's CPU use is below this percentage (100: always); pool VMs run niced. */
   warmPoolCpuBudgetPercent: number;
+  /**
+   * Shared vCPUs per unpinned host CPU (Nova's cpu_allocation_ratio; may be fractional, e.g. 1.5): reported as
+   * `inventory.cpuAllocationRatio`, so the scheduler books up to (cpuCount - pinned) x this many shared vCPUs here,
+   * and the warm pool's refill counts its room the same way. Pinned (dedicated) CPUs never overcommit. Default 1.
+   */
+  cpuAllocationRatio: number;
 }
 
 export interface WarmPoolFlavour {
@@ -198,6 +204,7 @@ const KEYS: Record<string, readonly string[]> = {
     'images',
     'warmPool',
     'warmPoolCpuBudgetPercent',
+    'cpuAllocationRatio',
   ],
   warmPool: ['vcpus', 'memoryMiB', 'numaNode', 'count'],
   nats: ['url', 'user', 'pass', 'token', 'credsFile', 'inboxPrefix'],
@@ -240,6 +247,7 @@ export const DEFAULTS = {
   maxImageBytes: 2 * 1024 ** 3,
   imageCacheMaxBytes: 10 * 1024 ** 3,
   warmPoolCpuBudgetPercent: 50,
+  cpuAllocationRatio: 1,
 };
 
 /** Env vars read by loadConfig (they win over the file). */
@@ -342,6 +350,15 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     if (v === undefined) return def;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
       issues.push({ field, message: `must be an integer in ${min}..${max} (got ${JSON.stringify(v)})` });
+      return def;
+    }
+    return v;
+  };
+  const num = (o: Record<string, unknown>, k: string, field: string, def: number, min: number, max: number): number => {
+    const v = o[k];
+    if (v === undefined) return def;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
+      issues.push({ field, message: `must be a number in ${min}..${max} (got ${JSON.stringify(v)})` });
       return def;
     }
     return v;
@@ -658,6 +675,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
       });
   }
   const warmPoolCpuBudgetPercent = int(top, 'warmPoolCpuBudgetPercent', 'warmPoolCpuBudgetPercent', DEFAULTS.warmPoolCpuBudgetPercent, 1, 100);
+  const cpuAllocationRatio = num(top, 'cpuAllocationRatio', 'cpuAllocationRatio', DEFAULTS.cpuAllocationRatio, 1, 16);
 
   if (issues.length > 0) throw new InvalidArgumentError(issues);
   const cfg: NodeAgentConfig = {
@@ -681,6 +699,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     images,
     warmPool: Object.freeze(warmPool),
     warmPoolCpuBudgetPercent,
+    cpuAllocationRatio,
   };
   return Object.freeze(cfg);
 }

@@ -93,6 +93,7 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
     vmBaseMemoryMiB: 128,
     qemu: { accel: 'tcg', maxVcpus: 2, maxMemoryMiB: 512 },
     isolation: { cgroupParent: cgParent },
+    cpuAllocationRatio: 1.5,
   });
   const registry = createRegistry('node-agent-test', { defaultMetrics: false });
   const lines: Record<string, unknown>[] = [];
@@ -107,6 +108,8 @@ test('register with inventory, heartbeat, converge on allocations in KV, write s
   assert.ok(inv.hypervisors.some((h) => h.kind === 'qemu' && h.accel === (inv.kvm ? 'kvm' : 'tcg')));
   assert.deepEqual(registers[0].running, []);
   assert.deepEqual(inv.checks, hostChecks, 'the host checks run at start are published with the inventory (nodes.get)');
+  assert.equal(inv.vmMaxVcpus, 2);
+  assert.equal(inv.cpuAllocationRatio, 1.5, "the node's shared-vCPU overcommit, for the scheduler");
   // what keeps sandboxes apart here, and what this host leaves unprotected (docs/security.md)
   const prot = new Map((inv.protections ?? []).map((p) => [p.name, p]));
   for (const name of ['cgroup.cpu', 'cgroup.memory', 'cgroup.cpuset', 'vmm.seccomp', 'vmm.env', 'vmm.chroot', 'bridge.antispoof']) assert.ok(prot.has(name), name);

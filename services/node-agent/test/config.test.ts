@@ -63,6 +63,7 @@ test('every issue is reported together, each naming its field', () => {
     qemu: { machine: 'pc', maxVcpus: 0 },
     guest: { kernelPath: '/k' },
     isolation: { sandbox: 'yes', cgroupParent: 'a/b' },
+    cpuAllocationRatio: 0,
   };
   let err: unknown;
   try {
@@ -89,6 +90,7 @@ test('every issue is reported together, each naming its field', () => {
     'guest.initrdPath',
     'isolation.sandbox',
     'isolation.cgroupParent',
+    'cpuAllocationRatio',
   ]) {
     assert.ok(fields.includes(f), `missing issue for ${f}: ${fields.join(', ')}`);
   }
@@ -216,6 +218,20 @@ test('warmPool: flavours parsed and frozen; every bad entry named', () => {
     assert.ok(fields.includes(f), `missing issue for ${f}: ${fields.join(', ')}`);
   }
   assert.throws(() => parseConfig({ warmPool: { vcpus: 1 } }), (e: unknown) => e instanceof InvalidArgumentError && e.issues.some((i) => i.field === 'warmPool'));
+});
+
+test('cpuAllocationRatio: default 1, fractional allowed within 1..16; a bad value named', () => {
+  const env = { EDGENFV_NODE_ID: 'edge-1' };
+  assert.equal(parseConfig({}, env).cpuAllocationRatio, 1);
+  assert.equal(parseConfig({ cpuAllocationRatio: 1.5 }, env).cpuAllocationRatio, 1.5);
+  assert.equal(parseConfig({ cpuAllocationRatio: 16 }, env).cpuAllocationRatio, 16);
+  for (const bad of [0.5, 0, -2, 16.5, '2', null, Number.NaN, Number.POSITIVE_INFINITY]) {
+    assert.throws(
+      () => parseConfig({ cpuAllocationRatio: bad }, env),
+      (e: unknown) => e instanceof InvalidArgumentError && e.issues.some((i) => i.field === 'cpuAllocationRatio' && /1\.\.16/.test(i.message)),
+      String(bad),
+    );
+  }
 });
 
 test('fencing: stopAfterMs defaults to 60 s, graceMs follows the scheduler unless set; bad values named', () => {

@@ -46,8 +46,11 @@ export interface WarmPoolOptions {
   bootTimeoutMs: number;
   logger: Logger;
   metrics?: NodeAgentMetrics;
-  /** The node's memory and CPUs (the inventory's): a refill needs room beside the allocations and other pool VMs. */
-  capacity?: () => Promise<{ memoryMiB: number; cpuCount: number }>;
+  /**
+   * The node's memory, CPUs and shared vCPUs per unpinned CPU (the inventory's `cpuAllocationRatio`): a refill needs
+   * room beside the allocations and other pool VMs, counted as the scheduler counts it.
+   */
+  capacity?: () => Promise<{ memoryMiB: number; cpuCount: number; cpuAllocationRatio: number }>;
   /** Per-VM overhead the node books (inventory.vmOverhead). */
   overhead?: VmOverhead;
   /** How often the refill loop looks (default 2000 ms); a claim wakes it at once. */
@@ -332,7 +335,8 @@ export class WarmPool {
       }
     }
     if (memory > cap.memoryMiB) return `memory: ${memory} MiB with it, the node has ${cap.memoryMiB} MiB`;
-    if (shared > cap.cpuCount - pinned) return `vCPUs: ${shared} shared with it, ${cap.cpuCount - pinned} unpinned CPUs`;
+    const sharedCap = (cap.cpuCount - pinned) * cap.cpuAllocationRatio;
+    if (shared > sharedCap) return `vCPUs: ${shared} shared with it, room for ${sharedCap} on ${cap.cpuCount - pinned} unpinned CPUs`;
     return undefined;
   }
 

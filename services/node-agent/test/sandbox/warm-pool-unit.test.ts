@@ -41,7 +41,8 @@ test('claimMismatch: exactly the flavour, ordinary memory, its NUMA node, hot-pl
   assert.equal(claimMismatch(alloc({ ...dpdk, dataplane: { kind: 'dpdk', interfaces: ['dp0'] } }, [vhu]), f2, 4), undefined);
 });
 
-function fakePool(records: SandboxRecord[], capacity: { memoryMiB: number; cpuCount: number }) {
+function fakePool(records: SandboxRecord[], cap: { memoryMiB: number; cpuCount: number; cpuAllocationRatio?: number }) {
+  const capacity = { cpuAllocationRatio: 1, ...cap };
   const torn: string[] = [];
   const host = {
     vm: { alive: () => true, vmOf: () => ({ pid: 1 }), driver: { kind: 'qemu' }, allocUid: () => 1 },
@@ -75,4 +76,19 @@ test('makeRoom: a cold boot placed into the room of idle pool VMs tears down as 
   const c = fakePool([warmRec('sb-warm-1'), warmRec('sb-warm-2')], { memoryMiB: 3500, cpuCount: 8 });
   await c.pool.makeRoom(alloc({ memoryMiB: 2048 }));
   assert.equal(c.torn.length, 2);
+  // the node's cpuAllocationRatio counts as the scheduler counts it: 2 CPUs x 2 hold both pool VMs and the tenant's
+  const d = fakePool([warmRec('sb-warm-1'), warmRec('sb-warm-2')], { memoryMiB: 16_384, cpuCount: 2, cpuAllocationRatio: 2 });
+  await d.pool.makeRoom(alloc({ memoryMiB: 256 }));
+  assert.deepEqual(d.torn, []);
+  // ... and 3 more vCPUs (5 on room for 4) take one pool VM back
+  await d.pool.makeRoom(alloc({ vcpus: 3, memoryMiB: 256 }));
+  assert.equal(d.torn.length, 1);
+  // pinned CPUs never overcommit: a VM pinning 1 of the 2 CPUs leaves room for 2 shared vCPUs (both pool VMs stay),
+  // one pinning both leaves none (both go)
+  const e = fakePool([warmRec('sb-warm-1'), warmRec('sb-warm-2')], { memoryMiB: 16_384, cpuCount: 2, cpuAllocationRatio: 2 });
+  await e.pool.makeRoom(alloc({ vcpus: 1, memoryMiB: 256, cpus: [1] }));
+  assert.deepEqual(e.torn, []);
+  const f = fakePool([warmRec('sb-warm-1'), warmRec('sb-warm-2')], { memoryMiB: 16_384, cpuCount: 2, cpuAllocationRatio: 2 });
+  await f.pool.makeRoom(alloc({ vcpus: 2, memoryMiB: 256, cpus: [0, 1] }));
+  assert.equal(f.torn.length, 2);
 });

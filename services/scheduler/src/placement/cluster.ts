@@ -23,14 +23,12 @@ import {
   checkReservation,
   removeReservation,
   reservationFor,
-  type NodeViewOptions,
 } from './node-view.js';
 import { place, type PlaceOptions } from './place.js';
 import type { AssignedVf, Assignment, Explanation, Filter, NodeView, PlacementRequest, PlaceResult, Reservation, Scorer } from './types.js';
 
 export interface ClusterStateOptions {
   logger?: Logger;
-  view?: NodeViewOptions;
   filters?: readonly Filter[];
   scorers?: readonly Scorer[];
   candidateLimit?: number;
@@ -654,7 +652,6 @@ export class ClusterState {
         inventory: rec.inventory,
       },
       ledger ? Object.values(ledger.reservations) : [],
-      this.opts.view,
     );
     for (const r of extra) if (!view.reservations.has(r.allocId)) applyReservation(view, r);
     return view;

@@ -16,11 +16,6 @@ export interface NodeMeta {
   inventory: NodeInventory;
 }
 
-export interface NodeViewOptions {
-  /** Shared vCPUs per host CPU (Nova's cpu_allocation_ratio); default 1. */
-  cpuAllocationRatio?: number;
-}
-
 function numaOf(view: NodeView, id: number): NumaView | undefined {
   for (const n of view.numa) if (n.id === id) return n;
   return undefined;
@@ -33,7 +28,7 @@ function inc<K>(m: Map<K, number>, k: K, d: number): void {
 }
 
 /** Builds a view from a node's inventory and the reservations its ledger holds. */
-export function buildNodeView(meta: NodeMeta, reservations: Iterable<Reservation> = [], opts: NodeViewOptions = {}): NodeView {
+export function buildNodeView(meta: NodeMeta, reservations: Iterable<Reservation> = []): NodeView {
   const inv = meta.inventory;
   const isolated = new Set(inv.isolatedCpus);
   const numaInfos =
@@ -64,7 +59,7 @@ export function buildNodeView(meta: NodeMeta, reservations: Iterable<Reservation
     inventory: inv,
     dataplanes: new Set(inv.dataplanes.map((d) => d.kind)),
     switchNetworks: new Set(inv.dataplanes.filter((d) => d.kind === 'ovs-dpdk' && d.state === 'ready').flatMap((d) => d.networks ?? [])),
-    cpuAllocationRatio: opts.cpuAllocationRatio ?? 1,
+    cpuAllocationRatio: cpuAllocationRatio(inv),
     cpuCount: inv.cpuCount,
     pinnedCount: 0,
     sharedVcpusUsed: warm.vcpus,
@@ -99,6 +94,16 @@ export function buildNodeView(meta: NodeMeta, reservations: Iterable<Reservation
   }
   for (const r of reservations) applyReservation(view, r);
   return view;
+}
+
+/**
+ * Shared vCPUs per unpinned CPU: what the node's operator set (node agent `cpuAllocationRatio`, reported in the
+ * inventory), 1 when the node reports none. A value no node agent sends (not a finite number >= 1: a broken or
+ * foreign agent) counts as 1 rather than as unbounded or no shared capacity.
+ */
+function cpuAllocationRatio(inv: NodeInventory): number {
+  const r = inv.cpuAllocationRatio ?? 1;
+  return typeof r === 'number' && Number.isFinite(r) && r >= 1 ? r : 1;
 }
 
 /**

@@ -22,6 +22,8 @@ export interface SimNodeSpec {
   labels?: Record<string, string>;
   /** What the node reports each tenant VM costs beyond its replicas; default none. */
   vmOverhead?: VmOverhead;
+  /** Shared vCPUs per unpinned CPU the node reports (node agent `cpuAllocationRatio`); default none (1). */
+  cpuAllocationRatio?: number;
 }
 
 function pci(bus: number, dev: number, fn: number): string {
@@ -68,5 +70,6 @@ export function simulatedInventory(spec: SimNodeSpec): NodeInventory {
     kvm: true,
     agentVersion: 'sim',
     ...(spec.vmOverhead ? { vmOverhead: { ...spec.vmOverhead } } : {}),
+    ...(spec.cpuAllocationRatio !== undefined ? { cpuAllocationRatio: spec.cpuAllocationRatio } : {}),
   };
 }

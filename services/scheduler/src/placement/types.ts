@@ -107,7 +107,7 @@ export interface NodeView {
   dataplanes: ReadonlySet<DataplaneKind>;
   /** Networks the node's OVS-DPDK switch serves while it is ready (inventory `dataplanes[].networks`, `state`). */
   switchNetworks: ReadonlySet<string>;
-  /** Shared vCPUs: capacity is (cpuCount - pinned) * ratio. */
+  /** Shared vCPUs per unpinned CPU (inventory `cpuAllocationRatio`, default 1): capacity is (cpuCount - pinned) * ratio. */
   cpuAllocationRatio: number;
   cpuCount: number;
   pinnedCount: number;

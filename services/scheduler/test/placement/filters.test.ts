@@ -234,6 +234,23 @@ table(resourcesFilter, [
     reject: 'fewer than 2 free vCPUs',
   },
   {
+    name: "the node's cpuAllocationRatio multiplies the shared pool: 2 CPUs x 1.5 take 3 shared vCPUs",
+    req: () => request(vnfd({ resources: { vcpus: 3 } })),
+    node: () => nodeView({ numaNodes: 1, cpusPerNuma: 2, cpuAllocationRatio: 1.5 }),
+  },
+  {
+    name: '... and not 4',
+    req: () => request(vnfd({ resources: { vcpus: 4 } })),
+    node: () => nodeView({ numaNodes: 1, cpusPerNuma: 2, cpuAllocationRatio: 1.5 }),
+    reject: 'fewer than 4 free vCPUs',
+  },
+  {
+    name: 'dedicated vCPUs never overcommit, whatever the ratio',
+    req: () => request(vnfd({ resources: { vcpus: 3, cpuPolicy: 'dedicated' } })),
+    node: () => nodeView({ numaNodes: 1, cpusPerNuma: 2, isolatedPerNuma: 2, cpuAllocationRatio: 4 }),
+    reject: 'fewer than 3 free vCPUs',
+  },
+  {
     name: 'memory outside the hugepage pools',
     req: () => request(vnfd({ resources: { memoryMiB: 3000 } })),
     // 2 x 4096 MiB, of which 2 x 1024 x 2 MiB in hugepages: 4096 MiB left

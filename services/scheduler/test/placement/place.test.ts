@@ -214,6 +214,50 @@ test('placing until full never over-commits a VF, CPU or hugepage (reservations 
   }
 });
 
+/**
+ * Places replicas one after another on one node (each its own VNF and tenant, so anti-affinity and the VM per tenant
+ * play no part), reserving each as decided; returns how many fit and the refusal that ended it.
+ */
+function fillNode(node: NodeView, resources: { vcpus: number; cpuPolicy?: 'dedicated' | 'shared' }, max = 20, tag = 'x'): { placed: number; refusal: unknown } {
+  for (let i = 0; i < max; i++) {
+    const req = request(vnfd({ resources: { ...resources, memoryMiB: 256 } }), { tenantId: `t${tag}${i}`, vnfId: `v${tag}${i}` });
+    const r = place(req, [node], { seed: i });
+    if (!r.ok) return { placed: i, refusal: r.explanation.rejected };
+    const res = reservationFor(req, `a${tag}${i}`, r.node.epoch, r.assignment);
+    assert.deepEqual(checkReservation(node, res), { ok: true }, `replica ${i}: the commit-time re-check agrees`);
+    applyReservation(node, res);
+  }
+  return { placed: max, refusal: undefined };
+}
+
+test("shared vCPUs overcommit by the node's cpuAllocationRatio (inventory), pinned CPUs never", () => {
+  const twoCpus = { numaNodes: 1, cpusPerNuma: 2, isolatedPerNuma: 2 };
+  const full = [{ filter: 'resources', reason: 'fewer than 1 free vCPUs', nodes: 1 }];
+  // ratio 2: 2 CPUs take 4 shared vCPUs of replicas, the 5th is refused by the resources filter
+  const two = nodeView({ ...twoCpus, cpuAllocationRatio: 2 });
+  assert.equal(two.cpuAllocationRatio, 2);
+  assert.deepEqual(fillNode(two, { vcpus: 1 }), { placed: 4, refusal: full });
+  // and the commit-time re-check refuses it too
+  const fifth = { ...[...two.reservations.values()][0]!, allocId: 'a-fifth', tenantId: 't-fifth' };
+  assert.deepEqual(checkReservation(two, fifth), { ok: false, reason: 'not enough vCPUs' });
+  // ratio 1 (and a node that reports none): the 3rd is refused
+  assert.deepEqual(fillNode(nodeView({ ...twoCpus, cpuAllocationRatio: 1 }), { vcpus: 1 }), { placed: 2, refusal: full });
+  assert.deepEqual(fillNode(nodeView(twoCpus), { vcpus: 1 }), { placed: 2, refusal: full });
+  // a value no node agent sends counts as 1 (neither unbounded nor no room at all)
+  for (const bad of [0, -1, 0.5, Number.NaN, '4' as unknown as number]) {
+    const v = nodeView({ ...twoCpus, cpuAllocationRatio: bad });
+    assert.equal(v.cpuAllocationRatio, 1, String(bad));
+  }
+  // pinned CPUs never overcommit: ratio 2 still pins only the 2 CPUs there are
+  const pinned = nodeView({ ...twoCpus, cpuAllocationRatio: 2 });
+  assert.deepEqual(fillNode(pinned, { vcpus: 1, cpuPolicy: 'dedicated' }), { placed: 2, refusal: full });
+  assert.equal(pinned.pinnedCount, 2);
+  // ... and a pinned CPU leaves the shared pool: 1 pinned of 2 at ratio 2 leaves room for 2 shared vCPUs
+  const mixed = nodeView({ ...twoCpus, cpuAllocationRatio: 2 });
+  assert.equal(fillNode(mixed, { vcpus: 1, cpuPolicy: 'dedicated' }, 1, 'd').placed, 1);
+  assert.deepEqual(fillNode(mixed, { vcpus: 1 }, 20, 's'), { placed: 2, refusal: full });
+});
+
 test('reservations: check refuses a held VF or CPU; remove is idempotent and restores the counts', () => {
   const node = nodeView({ pfs: [{ physnet: 'physnet1', numaNode: 0, vfs: 2 }] });
   const req = request(vnfd({ resources: { vcpus: 2, cpuPolicy: 'dedicated', numa: 'strict' }, interfaces: sriov(1) }));
@@ -259,6 +303,11 @@ test('summarizeView: what nodes.get shows', async () => {
   assert.deepEqual(s.free.vfs, { physnet1: 1 });
   assert.deepEqual(s.free.dedicatedCpus, { '0': 5, '1': 7 });
   assert.equal(s.free.sharedVcpus, 16 - 2 - 1);
+  // the node's cpuAllocationRatio multiplies the unpinned CPUs
+  const over = nodeView({ cpuAllocationRatio: 1.5 });
+  occupy(over, { numaNode: 0, cpus: [1, 2], vcpus: 2 });
+  occupy(over, { vcpus: 3 });
+  assert.equal(summarizeView(over).free.sharedVcpus, (16 - 2) * 1.5 - 3);
   // each replica's hold, for the dashboard's node picture
   assert.deepEqual(
     s.reservations.map((r) => ({ tenantId: r.tenantId, cpus: r.cpus, vfs: r.vfs.length })),
