@@ -45,6 +45,11 @@ export interface DataplaneResult {
   interfaces: { name: string; network: string; socketPath: string; portName: string; ips: string[] }[];
   /** What the host side saw when no frame crossed (empty otherwise). */
   diagnostics: string;
+  /**
+   * `driver: vfio-pci` only: the VM's virtual IOMMU as QEMU was started (intel-iommu, both vhost-user NICs with
+   * iommu_platform), the switch's vhost-iommu-support, and testpmd's EAL lines on how it reached the NICs.
+   */
+  viommu?: { qemu: boolean; nicsTranslated: number; switchIommuSupport: string; eal: string[] };
   /** The hypervisor's pid before and after the switch restart (the VM is not touched). */
   qemuPid: { before: number; after: number };
   /** What the switch held for the VNF while it ran, and after terminate. */
@@ -173,7 +178,7 @@ export async function runDataplaneScenario(
   nodeStateDir: string,
   n: DataplaneNames,
   vnf: DataplaneVnf,
-  opts: { frames?: number; log?: (msg: string) => void; opTimeoutMs?: number } = {},
+  opts: { frames?: number; log?: (msg: string) => void; opTimeoutMs?: number; driver?: 'vfio-pci' } = {},
 ): Promise<DataplaneResult> {
   const log = opts.log ?? (() => undefined);
   const frames = opts.frames ?? 10;
@@ -190,7 +195,8 @@ export async function runDataplaneScenario(
         name: 'dp-testpmd',
         replicas: 1,
         // a main lcore and a forwarding lcore; guest hugepages for DPDK's mbufs
-        resources: { vcpus: 2, memoryMiB: 768, dataplane: { kind: 'dpdk', hugepagesMiB: 128 } },
+        // driver vfio-pci: the VM gets a virtual IOMMU, its vhost-user NICs iommu_platform, OVS-DPDK translates
+        resources: { vcpus: 2, memoryMiB: 768, dataplane: { kind: 'dpdk', hugepagesMiB: 128, ...(opts.driver ? { driver: opts.driver } : {}) } },
         image: { ref: image },
         env: { EDGENFV_TESTPMD_ARGS: '--forward-mode=io' },
         interfaces: interfacesOfVnfd,
@@ -216,6 +222,16 @@ export async function runDataplaneScenario(
       }
     });
   await waitFor('the switch connected to the VM\'s vhost-user sockets', connected, 120_000);
+  let viommu: DataplaneResult['viommu'];
+  if (opts.driver === 'vfio-pci') {
+    const cmdline = readFileSync(`/proc/${qemuPidOf(rep.sandboxId)}/cmdline`, 'utf8').split('\0');
+    const vhostUser = cmdline.flatMap((a) => /^vhost-user,id=([^,]+)/.exec(a)?.[1] ?? []);
+    const nics = cmdline.filter((a) => a.startsWith('virtio-net-pci,') && a.includes('iommu_platform=on') && vhostUser.some((id) => a.includes(`netdev=${id},`)));
+    const logs = await api.call(`nfv.v1.tenant.${t}.vnfs.logs`, { id: inst.vnfId, tailLines: 500 });
+    const eal = (logs.ok ? (logs.result.lines as string[]) : []).filter((l) => /IOMMU|IOVA|Probe PCI driver/.test(l));
+    viommu = { qemu: cmdline.some((a) => a.startsWith('intel-iommu')), nicsTranslated: nics.length, switchIommuSupport: vsctl(nodeStateDir, 'get', 'Open_vSwitch', '.', 'other_config:vhost-iommu-support'), eal };
+    log(`vIOMMU: ${JSON.stringify(viommu)}`);
+  }
 
   if (!testpmd) {
     ip('-n', n.leftNs, 'route', 'replace', `${n.rightNet.prefix}.0/24`, 'via', addr('west'));
@@ -270,6 +286,7 @@ export async function runDataplaneScenario(
     sandboxId: rep.sandboxId,
     interfaces,
     diagnostics,
+    ...(viommu ? { viommu } : {}),
     qemuPid: { before: qemuBefore, after: qemuAfter },
     switchPorts: { running, afterTerminate: switchPorts(nodeStateDir, n) },
     socketsAfterTerminate: listFiles(join(nodeStateDir, 'vhost-user')),

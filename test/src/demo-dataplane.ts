@@ -5,6 +5,9 @@
  * -> vhost-user -> OVS-DPDK; ovs-vswitchd is killed and traffic resumes without touching the VM; terminate leaves no
  * port, socket or record. Last line:
  * `{"framesSent":N,"framesReceived":N,"afterSwitchRestart":N,"vnf":"builtin:...","path":"ovs-dpdk+vhost-user"}`.
+ * `--vfio`: testpmd's data plane asks `driver: vfio-pci`: the VM gets a virtual IOMMU, its vhost-user NICs
+ * `iommu_platform`, OVS-DPDK (vhost-iommu-support) translates the guest's IOVAs; the last line adds
+ * `"driver":"vfio-pci","viommu":true` when QEMU, the switch and testpmd's EAL ("IOMMU type 1") all show it.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,6 +26,8 @@ const names: DataplaneNames = {
 
 /** The guest's VNF: builtin:testpmd (DPDK in the guest), or EDGENFV_DEMO_VNF=builtin:vrouter (the kernel on vhost-user NICs). */
 const vnf: DataplaneVnf = process.env.EDGENFV_DEMO_VNF === 'builtin:vrouter' ? 'builtin:vrouter' : 'builtin:testpmd';
+/** `--vfio`: testpmd's data plane asks `driver: vfio-pci` (the VM gets a virtual IOMMU; OVS-DPDK translates through vhost IOTLB). */
+const vfio = process.argv.includes('--vfio');
 
 async function main(): Promise<number> {
   if (process.getuid?.() !== 0) {
@@ -49,15 +54,17 @@ async function main(): Promise<number> {
     const providerNetns = JSON.parse(readFileSync(join(home, 'connect.json'), 'utf8')).providerNetns as string;
     log(`serving: NATS ${appliance.info.servers[0]}; provider namespace ${providerNetns}`);
     setupProviderHosts(providerNetns, names, vnf);
-    const r = await runDataplaneScenario(appliance.api, join(home, 'node'), names, vnf, { frames: 10, log });
+    const r = await runDataplaneScenario(appliance.api, join(home, 'node'), names, vnf, { frames: 10, log, ...(vfio ? { driver: 'vfio-pci' as const } : {}) });
     const clean = r.framesAfterTerminate === 0 && !r.switchPorts.afterTerminate.length && !r.socketsAfterTerminate.length && !r.recordsAfterTerminate.length;
     if (!clean) log(`WARNING: left behind: ${JSON.stringify({ frames: r.framesAfterTerminate, ports: r.switchPorts.afterTerminate, sockets: r.socketsAfterTerminate, records: r.recordsAfterTerminate })}`);
     if (r.qemuPid.after !== r.qemuPid.before) log('WARNING: the VM changed across the switch restart');
     const code = await appliance.stop();
     appliance = undefined;
     log(`appliance stopped (exit ${code})`);
-    console.log(JSON.stringify({ framesSent: r.framesSent, framesReceived: r.framesReceived, afterSwitchRestart: r.afterSwitchRestart, vnf: r.vnf, path: r.path }));
-    return r.framesReceived > 0 && r.afterSwitchRestart > 0 && clean ? 0 : 1;
+    // --vfio: the guest's DPDK drove the vhost-user NICs with vfio-pci behind the VM's virtual IOMMU, OVS-DPDK translating
+    const viommuOk = !vfio || (r.viommu?.qemu === true && r.viommu.nicsTranslated === 2 && r.viommu.switchIommuSupport.replace(/"/g, '') === 'true' && r.viommu.eal.some((l) => /IOMMU type 1/.test(l)));
+    console.log(JSON.stringify({ framesSent: r.framesSent, framesReceived: r.framesReceived, afterSwitchRestart: r.afterSwitchRestart, vnf: r.vnf, path: r.path, ...(vfio ? { driver: 'vfio-pci', viommu: viommuOk } : {}) }));
+    return r.framesReceived > 0 && r.afterSwitchRestart > 0 && clean && viommuOk ? 0 : 1;
   } finally {
     await appliance?.stop();
     teardownProviderHosts(names);

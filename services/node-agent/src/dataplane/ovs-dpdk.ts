@@ -286,7 +286,9 @@ export class OvsDpdkSwitch implements DataplaneSwitch {
     await this.until('ovsdb-server to answer', deadline, ovsdbGone, async () => existsSync(f('db.sock')) && (await this.vsctl('--no-wait', 'init'), true));
     const other = ovsSetOtherConfigArgs(plan, { socketLimit: true, extraEalArgs: ['--no-pci', ...this.cfg.ealArgs], pmdMaxSleepUs: this.cfg.pmdMaxSleepUs, db: this.db });
     await run([...other.slice(0, 2), '--timeout=10', ...other.slice(2)]);
-    await this.vsctl('--no-wait', 'set', 'Open_vSwitch', '.', `other_config:vhost-sock-dir=${this.socketDir}`);
+    // vhost-iommu-support: a tenant VM with a virtual IOMMU gives its vhost-user NICs iommu_platform (DPDK on vfio-pci
+    // in the guest); the switch then translates the guest's addresses through vhost IOTLB messages. Read at DPDK init.
+    await this.vsctl('--no-wait', 'set', 'Open_vSwitch', '.', `other_config:vhost-sock-dir=${this.socketDir}`, 'other_config:vhost-iommu-support=true');
 
     const vswitchd = this.spawnChild('ovs-vswitchd', [
       this.cfg.vswitchdBinary, this.db, `--pidfile=${f('ovs-vswitchd.pid')}`, `--unixctl=${f('ovs-vswitchd.ctl')}`,

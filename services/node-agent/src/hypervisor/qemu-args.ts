@@ -64,8 +64,8 @@ export const VIOMMU_KERNEL_ARGS = 'intel_iommu=on iommu=pt no_timer_check';
  * A virtio NIC behind the vIOMMU: its DMA goes through the guest's IOMMU mappings (VIRTIO_F_ACCESS_PLATFORM), as
  * vfio in the guest requires. Without it QEMU's virtio would read guest-physical addresses while DPDK hands it
  * IOVAs. Modern virtio only (a transitional device cannot offer the feature: QEMU refuses to start; on a root port
- * it is modern-only anyway). vhost-user NICs keep it off: the switch would have to take IOTLB messages (not set up:
- * docs/sriov.md).
+ * it is modern-only anyway). A vhost-user NIC gets it only when its switch takes vhost IOTLB messages (`iommu`: the
+ * node agent's OVS-DPDK, started with vhost-iommu-support); others keep it off (docs/sriov.md).
  */
 export const VIOMMU_NIC_PROPS = 'disable-legacy=on,iommu_platform=on';
 
@@ -95,7 +95,7 @@ export function nicDevice(dev: NetDevice, machine: VmSpec['machine'], at?: PciPl
   // romfile= (no option ROM): the guest boots its kernel directly, and a NIC hotplugged into a chrooted QEMU could
   // not load efi-virtio.rom from /usr/share/qemu (boot and hotplug alike, so a migrated VM has the same devices)
   let extra = machine === 'microvm' ? '' : ',romfile=';
-  if (viommu && (dev.kind === 'tap' || dev.kind === 'macvtap')) extra += `,${VIOMMU_NIC_PROPS}`;
+  if (viommu && (dev.kind === 'tap' || dev.kind === 'macvtap' || (dev.kind === 'vhost-user-net' && dev.iommu))) extra += `,${VIOMMU_NIC_PROPS}`;
   if (dev.kind === 'vhost-user-net' && dev.queues > 1) {
     extra += `,mq=on${machine === 'microvm' ? '' : `,vectors=${2 * dev.queues + 2}`}`;
   }

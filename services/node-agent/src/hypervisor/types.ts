@@ -11,7 +11,12 @@ export type VmDevice =
   | { kind: 'tap'; id: string; ifName: string; mac: MacAddress }
   /** macvtap: the agent opens `/dev/tapN` and hands the fd to the hypervisor. */
   | { kind: 'macvtap'; id: string; tapDevPath: string; mac: MacAddress }
-  | { kind: 'vhost-user-net'; id: string; socketPath: string; mac: MacAddress; queues: number; server?: boolean }
+  /**
+   * `iommu`: the switch on the socket's other end translates the guest's addresses through the VM's virtual IOMMU
+   * (vhost IOTLB messages: the node agent's OVS-DPDK, started with `vhost-iommu-support`); in a VM with one the NIC
+   * then gets `iommu_platform` like a tap, and DPDK in the guest may drive it with vfio-pci.
+   */
+  | { kind: 'vhost-user-net'; id: string; socketPath: string; mac: MacAddress; queues: number; server?: boolean; iommu?: boolean }
   | { kind: 'vfio'; id: string; pci: PciAddress }
   /**
    * The guest agent's channel: a virtio-serial port named `name` on a unix socket the host connects to. With

@@ -52,8 +52,8 @@ export function guestDpdkDriver(alloc: Pick<Allocation, 'resources' | 'interface
 
 /**
  * Whether a VM booted for this allocation needs a virtual IOMMU: some data-plane NIC is vfio-pci in the guest and
- * the operator has not chosen no-IOMMU mode for guests instead. (It cannot be added later: a replica joining a VM
- * without one gets vfio-pci only in no-IOMMU mode.)
+ * the operator has not chosen no-IOMMU mode for guests instead. (It cannot be added later: a replica needing one does
+ * not join a VM booted without one, see SandboxManager.grow; node config guest.viommu always gives every VM one.)
  */
 export function needsViommu(alloc: Pick<Allocation, 'resources' | 'interfaces'>, allowNoIommu: boolean): boolean {
   if (allowNoIommu) return false;
@@ -81,15 +81,22 @@ export function guestEalArgs(dp: GuestDataplane): string[] {
 
 /**
  * For a replica whose VNFD asks `resources.dataplane: {kind: dpdk}`: the EAL arguments are rendered first (a bad
- * combination fails before the guest changes), then the guest agent prepares the NICs and hugepages.
+ * combination fails before the guest changes), then the guest agent prepares the NICs and hugepages. `viommu`: the VM
+ * has a virtual IOMMU, so a vfio-pci NIC in it translates through it: a vhost-user NIC only can when its switch takes
+ * vhost IOTLB messages (the node agent's OVS-DPDK), otherwise it is refused here.
  */
-export async function prepareGuestDataplane(s: GuestSession, replica: ReplicaRecord, opts: { allowNoIommu?: boolean } = {}): Promise<string[]> {
+export async function prepareGuestDataplane(s: GuestSession, replica: ReplicaRecord, opts: { allowNoIommu?: boolean; viommu?: boolean } = {}): Promise<string[]> {
   const a = replica.alloc;
   const dp = a.resources.dataplane!;
   const nics = (dp.interfaces ?? []).map((name) => {
     const pciAddress = replica.guestPciAddresses?.[name];
     if (!pciAddress) throw new ConflictError(`replica ${a.replica}: the guest did not report a PCI address for interface ${name} (resources.dataplane.interfaces)`);
-    return { name, pciAddress, driver: guestDpdkDriver(a, name) };
+    const driver = guestDpdkDriver(a, name);
+    const att = replica.attachments[name];
+    if (opts.viommu && driver === 'vfio-pci' && att?.kind === 'vhostuser' && att.dataplane !== 'ovs-dpdk') {
+      throw new InvalidArgumentError([{ field: 'resources.dataplane.driver', message: `interface ${name}: vfio-pci behind the VM's virtual IOMMU needs a switch that translates through it (vhost IOTLB: the node's OVS-DPDK); its ${att.dataplane} switch does not: use uio_pci_generic` }]);
+    }
+    return { name, pciAddress, driver };
   });
   const g: GuestDataplane = {
     prefix: replica.containerId,

@@ -124,7 +124,7 @@ export class GuestSync {
       await created;
       if (container.start !== false) await s.startContainer(container.id);
     } else {
-      await s.runContainer({ ...container, env: [...container.env, `${EAL_ARGS_ENV}=${(await prepareGuestDataplane(s, replica, { allowNoIommu: this.allowNoIommu })).join(' ')}`], dataplane: true });
+      await s.runContainer({ ...container, env: [...container.env, `${EAL_ARGS_ENV}=${(await prepareGuestDataplane(s, replica, { allowNoIommu: this.allowNoIommu, viommu: rec.spec?.viommu === true })).join(' ')}`], dataplane: true });
     }
     this.log.debug({ sandboxId: rec.sandboxId, ms: Date.now() - t1 }, 'guest: container running');
   }

@@ -54,7 +54,7 @@ export function toVmDevice(id: string, a: AttachmentResult): NetDevice {
     case 'macvtap':
       return { kind: 'macvtap', id, tapDevPath: a.tapDevice, mac };
     case 'vhostuser':
-      return { kind: 'vhost-user-net', id, socketPath: a.socketPath, mac, queues: a.queues, server: a.vmMode === 'server' };
+      return { kind: 'vhost-user-net', id, socketPath: a.socketPath, mac, queues: a.queues, server: a.vmMode === 'server', ...(a.dataplane === 'ovs-dpdk' ? { iommu: true } : {}) };
     case 'sriov':
       return { kind: 'vfio', id, pci: parsePciAddress(a.pciAddress) };
   }

@@ -122,16 +122,19 @@ test('vfio-pci passthrough by host BDF on q35', () => {
   assert.ok(values(args, '-device').includes('vfio-pci,host=0000:3b:10.2,id=vf0,bus=rp0'));
 });
 
-test('virtual IOMMU: VT-d with interrupt remapping and caching mode before every PCI device, the guest turns it on, tap NICs translate through it', () => {
+test('virtual IOMMU: VT-d with interrupt remapping and caching mode before every PCI device, the guest turns it on, tap NICs and vhost-user NICs of an IOTLB-capable switch translate through it', () => {
   const vf = { kind: 'vfio' as const, id: 'vf0', pci: parsePciAddress('0000:3b:10.2') };
   const tap = { kind: 'tap' as const, id: 'dp0', ifName: 'dp0tap', mac };
   const vhu = { kind: 'vhost-user-net' as const, id: 'dp1', socketPath: '/run/vhu/dp1', mac, queues: 1 };
-  const { args } = buildQemuArgs(spec({ viommu: true, memory: { kind: 'memfd' }, devices: [...spec().devices, vf, tap, vhu] }));
+  const vhuOvs = { kind: 'vhost-user-net' as const, id: 'dp2', socketPath: '/run/vhu/dp2', mac, queues: 1, iommu: true };
+  const { args } = buildQemuArgs(spec({ viommu: true, memory: { kind: 'memfd' }, devices: [...spec().devices, vf, tap, vhu, vhuOvs] }));
   const devices = values(args, '-device');
   assert.equal(devices[0], 'intel-iommu,intremap=on,caching-mode=on', 'the IOMMU before the devices it translates');
   assert.ok(devices.includes('vfio-pci,host=0000:3b:10.2,id=vf0,bus=rp0'));
   assert.ok(devices.some((d) => d.startsWith('virtio-net-pci,netdev=dp0,') && d.endsWith(',iommu_platform=on')), devices.join('\n'));
-  assert.ok(devices.some((d) => d.startsWith('virtio-net-pci,netdev=dp1,') && !d.includes('iommu_platform')), 'vhost-user keeps the IOMMU off (the switch takes no IOTLB messages)');
+  assert.ok(devices.some((d) => d.startsWith('virtio-net-pci,netdev=dp1,') && !d.includes('iommu_platform')), 'a vhost-user NIC whose switch takes no IOTLB messages keeps the IOMMU off');
+  assert.ok(devices.some((d) => d.startsWith('virtio-net-pci,netdev=dp2,') && d.endsWith(',disable-legacy=on,iommu_platform=on')), 'the OVS-DPDK one translates');
+  assert.ok(!values(buildQemuArgs(spec({ memory: { kind: 'memfd' }, devices: [...spec().devices, vhuOvs] })).args, '-device').some((d) => d.includes('iommu_platform')), 'no vIOMMU: no iommu_platform');
   assert.match(values(args, '-append')[0]!, /\bintel_iommu=on iommu=pt no_timer_check\b/);
   assert.deepEqual(values(args, '-machine'), ['q35'], 'TCG: no split irqchip');
   assert.deepEqual(values(buildQemuArgs(spec({ viommu: true, accel: 'kvm' })).args, '-machine'), ['q35,kernel-irqchip=split']);

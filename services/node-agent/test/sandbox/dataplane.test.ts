@@ -17,6 +17,7 @@ function replica(vcpus: number, pci: Record<string, string>): ReplicaRecord {
   return {
     containerId: 'vnf1-0',
     guestPciAddresses: pci,
+    attachments: {},
     alloc: { replica: 0, resources: { vcpus, memoryMiB: 768, dataplane: { kind: 'dpdk', hugepagesMiB: 64, interfaces: ['dp0', 'dp1'] } }, interfaces: [{ name: 'dp0', type: 'vhostuser' }, { name: 'dp1', type: 'vhostuser' }] },
   } as unknown as ReplicaRecord;
 }
@@ -41,7 +42,7 @@ test('a VF in the data plane is vfio-pci in the guest (no INTx for uio), the vir
     resources: { vcpus: 2, memoryMiB: 768, dataplane: { kind: 'dpdk' as const, hugepagesMiB: 64, interfaces: ['dp0', 'vf0'] } },
     interfaces: [{ name: 'dp0', type: 'vhostuser' }, { name: 'vf0', type: 'sriov' }],
   };
-  const r = { containerId: 'vnf1-0', guestPciAddresses: { dp0: '0000:02:00.0', vf0: '0000:03:00.0' }, alloc } as unknown as ReplicaRecord;
+  const r = { containerId: 'vnf1-0', guestPciAddresses: { dp0: '0000:02:00.0', vf0: '0000:03:00.0' }, attachments: {}, alloc } as unknown as ReplicaRecord;
   const asked: PrepareDataplaneRequest[] = [];
   await prepareGuestDataplane(session(asked), r);
   assert.deepEqual(asked[0]!.nics, [{ pciAddress: '0000:02:00.0', driver: 'uio_pci_generic' }, { pciAddress: '0000:03:00.0', driver: 'vfio-pci' }]);
@@ -55,4 +56,25 @@ test('a VF in the data plane is vfio-pci in the guest (no INTx for uio), the vir
   const asksVfio = { ...virtioOnly, resources: { ...virtioOnly.resources, dataplane: { ...virtioOnly.resources.dataplane, driver: 'vfio-pci' as const } } };
   assert.equal(needsViommu(asksVfio as never, false), true, 'the VNFD asks vfio-pci for its virtio NICs');
   assert.equal(needsViommu({ resources: { vcpus: 1, memoryMiB: 128 }, interfaces: [{ name: 'vf0', type: 'sriov' }] } as never, false), false, 'a VF without a data plane: the guest kernel drives it');
+});
+
+test('vfio-pci on a vhost-user NIC behind the vIOMMU: with the node\'s OVS-DPDK (vhost IOTLB) asked for; with a switch that cannot translate refused before the guest is asked, naming resources.dataplane.driver', async () => {
+  const vfio = (dataplane: 'ovs-dpdk' | 'vpp'): ReplicaRecord => {
+    const r = replica(2, { dp0: '0000:02:00.0', dp1: '0000:03:00.0' });
+    r.alloc.resources.dataplane = { ...r.alloc.resources.dataplane!, driver: 'vfio-pci' };
+    r.attachments = Object.fromEntries(['dp0', 'dp1'].map((n) => [n, { kind: 'vhostuser', dataplane, socketPath: `/s/${n}`, vmMode: 'server', queues: 1, portName: n } as never]));
+    return r;
+  };
+  const asked: PrepareDataplaneRequest[] = [];
+  await prepareGuestDataplane(session(asked), vfio('ovs-dpdk'), { viommu: true });
+  assert.deepEqual(asked[0]!.nics.map((n) => n.driver), ['vfio-pci', 'vfio-pci']);
+  await assert.rejects(prepareGuestDataplane(session(asked), vfio('vpp'), { viommu: true }), (err: Error & { issues?: { field: string; message: string }[] }) => {
+    assert.equal(err.issues?.[0]?.field, 'resources.dataplane.driver');
+    assert.match(err.issues![0]!.message, /interface dp0: .*its vpp switch does not: use uio_pci_generic/);
+    return true;
+  });
+  assert.equal(asked.length, 1, 'the guest was not asked');
+  // no vIOMMU (the operator's no-IOMMU mode): DPDK works on guest-physical addresses, any switch will do
+  await prepareGuestDataplane(session(asked), vfio('vpp'), { allowNoIommu: true });
+  assert.equal(asked.length, 2);
 });
