@@ -345,24 +345,17 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Readonly
     }
     return v;
   };
-  const int = (o: Record<string, unknown>, k: string, field: string, def: number, min: number, max: number): number => {
+  /** A number in min..max (an integer unless `fractional`); a bad value is an issue naming the field. */
+  const num = (o: Record<string, unknown>, k: string, field: string, def: number, min: number, max: number, fractional = true): number => {
     const v = o[k];
     if (v === undefined) return def;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-      issues.push({ field, message: `must be an integer in ${min}..${max} (got ${JSON.stringify(v)})` });
+    if (typeof v !== 'number' || !(fractional ? Number.isFinite(v) : Number.isInteger(v)) || v < min || v > max) {
+      issues.push({ field, message: `must be ${fractional ? 'a number' : 'an integer'} in ${min}..${max} (got ${JSON.stringify(v)})` });
       return def;
     }
     return v;
   };
-  const num = (o: Record<string, unknown>, k: string, field: string, def: number, min: number, max: number): number => {
-    const v = o[k];
-    if (v === undefined) return def;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
-      issues.push({ field, message: `must be a number in ${min}..${max} (got ${JSON.stringify(v)})` });
-      return def;
-    }
-    return v;
-  };
+  const int = (o: Record<string, unknown>, k: string, field: string, def: number, min: number, max: number): number => num(o, k, field, def, min, max, false);
 
   const ifName = (v: unknown, field: string): string | undefined => {
     if (typeof v !== 'string' || !/^[A-Za-z0-9_.-]{1,15}$/.test(v)) {

@@ -8,6 +8,7 @@ import { Cgroups } from '../../src/sandbox/cgroup.js';
 import { NetpluginsAttachments } from '../../src/sandbox/attachments.js';
 import { GrpcGuestPort } from '../../src/sandbox/grpc-guest.js';
 import { SandboxManager, type SandboxManagerDeps } from '../../src/sandbox/manager.js';
+import type { GuestPort } from '../../src/sandbox/ports.js';
 
 export function realSandboxManager(o: {
   cfg: NodeAgentConfig;
@@ -31,6 +32,24 @@ export function realSandboxManager(o: {
     image: { kernelPath: o.image.kernelPath, initrdPath: o.image.initrdPath, systemDisk: o.image.systemDisk },
     kernelArgs: o.image.kernelArgs,
     ...(cpuKHz ? { hostCpuKHz: cpuKHz } : {}),
+    ...o.extra,
+  });
+}
+
+/**
+ * A sandbox manager on real QEMU, netplugins and cgroups, with no guest kernel (the VM idles in firmware) and a
+ * stand-in guest port (e.g. RecordingGuest): for the tests of what the manager does around the VM.
+ */
+export function firmwareSandboxManager(o: { cfg: NodeAgentConfig; stateDir: string; cgParent: string; guest: GuestPort; log: Logger; extra?: Partial<SandboxManagerDeps> }): SandboxManager {
+  return new SandboxManager({
+    cfg: o.cfg,
+    driver: new QemuDriver({ logger: o.log }),
+    accel: 'tcg',
+    guest: o.guest,
+    attachments: new NetpluginsAttachments({ stateDir: o.stateDir, sysfsRoot: '/sys', physnets: {}, logger: o.log }),
+    cgroups: new Cgroups(o.cfg.isolation.cgroupRoot, o.cgParent, o.log),
+    logger: o.log,
+    image: {},
     ...o.extra,
   });
 }

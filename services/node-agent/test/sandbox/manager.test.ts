@@ -20,6 +20,7 @@ import { processAlive, waitGone, killQuiet } from '../../src/proc.js';
 import { makeAlloc } from '../helpers/alloc.js';
 import { RecordingGuest } from '../helpers/recording-guest.js';
 import { removeCgroupParent } from '../helpers/cleanup.js';
+import { firmwareSandboxManager } from '../helpers/real-manager.js';
 
 function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -45,18 +46,7 @@ test('one VM per tenant: boot, a second replica joins by hotplug, restart re-ado
   });
   const log = silentLogger();
   const guest = new RecordingGuest();
-  const mk = (): SandboxManager =>
-    new SandboxManager({
-      cfg,
-      driver: new QemuDriver({ logger: log }),
-      accel: 'tcg',
-      guest,
-      attachments: new NetpluginsAttachments({ stateDir, sysfsRoot: '/sys', physnets: {}, logger: log }),
-      cgroups: new Cgroups(cfg.isolation.cgroupRoot, cgParent, log),
-      logger: log,
-      image: {},
-      hotplugSlots: 2,
-    });
+  const mk = (): SandboxManager => firmwareSandboxManager({ cfg, stateDir, cgParent, guest, log, extra: { hotplugSlots: 2 } });
   const pids: number[] = [];
   const nss: string[] = [];
   t.after(async () => {
@@ -158,17 +148,7 @@ test('a VM that died while the agent was away is cleaned up at start', async (t)
   const cgParent = `edgenfv-u${process.pid}`;
   const cfg = parseConfig({ nodeId: 'n1', stateDir, vmBaseMemoryMiB: 128, qemu: { accel: 'tcg', maxVcpus: 2, maxMemoryMiB: 512 }, isolation: { cgroupParent: cgParent } });
   const log = silentLogger();
-  const mk = (): SandboxManager =>
-    new SandboxManager({
-      cfg,
-      driver: new QemuDriver({ logger: log }),
-      accel: 'tcg',
-      guest: new RecordingGuest(),
-      attachments: new NetpluginsAttachments({ stateDir, sysfsRoot: '/sys', physnets: {}, logger: log }),
-      cgroups: new Cgroups(cfg.isolation.cgroupRoot, cgParent, log),
-      logger: log,
-      image: {},
-    });
+  const mk = (): SandboxManager => firmwareSandboxManager({ cfg, stateDir, cgParent, guest: new RecordingGuest(), log });
   let pid = 0;
   let ns = '';
   t.after(async () => {
@@ -241,17 +221,7 @@ test('a vfio-pci data plane does not join a VM booted without a vIOMMU (refused 
       isolation: { cgroupParent: cgParent },
       guest: { viommu },
     });
-    return new SandboxManager({
-      cfg,
-      driver: new QemuDriver({ logger: log }),
-      accel: 'tcg',
-      guest,
-      attachments: new NetpluginsAttachments({ stateDir, sysfsRoot: '/sys', physnets: {}, logger: log }),
-      cgroups: new Cgroups(cfg.isolation.cgroupRoot, cgParent, log),
-      logger: log,
-      image: {},
-      hotplugSlots: 2,
-    });
+    return firmwareSandboxManager({ cfg, stateDir, cgParent, guest, log, extra: { hotplugSlots: 2 } });
   };
   const managers: SandboxManager[] = [];
   t.after(async () => {

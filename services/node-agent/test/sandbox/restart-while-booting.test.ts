@@ -12,15 +12,13 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger, silentLogger } from '@edgenfv/telemetry';
 import { parseConfig } from '../../src/config.js';
-import { QemuDriver } from '../../src/hypervisor/qemu.js';
-import { Cgroups } from '../../src/sandbox/cgroup.js';
-import { NetpluginsAttachments } from '../../src/sandbox/attachments.js';
 import { SandboxManager } from '../../src/sandbox/manager.js';
 import type { GuestPort, GuestSession } from '../../src/sandbox/ports.js';
 import { processAlive, waitGone, killQuiet } from '../../src/proc.js';
 import { makeAlloc } from '../helpers/alloc.js';
 import { RecordingGuest } from '../helpers/recording-guest.js';
 import { removeCgroupParent } from '../helpers/cleanup.js';
+import { firmwareSandboxManager } from '../helpers/real-manager.js';
 
 /** A guest that never answers at boot (the guest is still booting when the agent dies). */
 class SilentGuest implements GuestPort {
@@ -34,17 +32,7 @@ test('agent restarted while the first replica boots: booted again in a fresh san
   const cgParent = `edgenfv-rwb${process.pid}`;
   const cfg = parseConfig({ nodeId: 'n1', stateDir, vmBaseMemoryMiB: 128, qemu: { accel: 'tcg', maxVcpus: 2, maxMemoryMiB: 512 }, isolation: { cgroupParent: cgParent } });
   const log = process.env.RWB_DEBUG ? createLogger({ service: 'rwb', level: 'warn' }) : silentLogger();
-  const mk = (guest: GuestPort): SandboxManager =>
-    new SandboxManager({
-      cfg,
-      driver: new QemuDriver({ logger: log }),
-      accel: 'tcg',
-      guest,
-      attachments: new NetpluginsAttachments({ stateDir, sysfsRoot: '/sys', physnets: {}, logger: log }),
-      cgroups: new Cgroups(cfg.isolation.cgroupRoot, cgParent, log),
-      logger: log,
-      image: {},
-    });
+  const mk = (guest: GuestPort): SandboxManager => firmwareSandboxManager({ cfg, stateDir, cgParent, guest, log });
   const abandon = new AbortController();
   let m2: SandboxManager | undefined;
   const pids: number[] = [];
