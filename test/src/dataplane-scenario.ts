@@ -203,7 +203,7 @@ export async function runDataplaneScenario(
       }
     : { name: 'dp-router', replicas: 1, resources: { vcpus: 1, memoryMiB: 128 }, image: { ref: image }, interfaces: interfacesOfVnfd };
   log(`instantiating ${image} with two vhost-user interfaces through the message API`);
-  const inst = await api.ok(`nfv.v1.tenant.${t}.vnfs.instantiate`, { descriptor, requestId: `dp-${n.leftNs}` });
+  const inst = await api.ok(`nfv.v1.tenant.${t}.vnfs.instantiate`, { descriptor, requestId: `dp-${n.leftNs}${opts.driver ? `-${opts.driver}` : ''}` });
   const op = await api.waitOp(t, inst.opOccId, opts.opTimeoutMs ?? 600_000);
   if (op.operationState !== 'COMPLETED') throw new Error(`instantiate ended ${op.operationState}: ${JSON.stringify(op.error)} steps: ${op.steps.map((s: any) => s.message).join(' | ')}`);
   const record = await api.ok(`nfv.v1.tenant.${t}.vnfs.get`, { id: inst.vnfId });

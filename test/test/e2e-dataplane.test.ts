@@ -5,7 +5,9 @@
  * (QEMU the vhost-user server, OVS `dpdkvhostuserclient`) instantiated through the message API; frames from left
  * reach right only through OVS-DPDK -> vhost-user -> the guest's DPDK -> vhost-user -> OVS-DPDK; ovs-vswitchd killed: the
  * node agent restarts the switch, re-creates the ports from its records, the VM is not touched and traffic resumes;
- * terminate leaves no switch port, socket, netplugins record, sandbox or lease. Then, with the same appliance, the
+ * terminate leaves no switch port, socket, netplugins record, sandbox or lease. The same VNF again with
+ * `dataplane.driver: vfio-pci`: its VM gets a virtual IOMMU, the vhost-user NICs `iommu_platform`, testpmd's EAL uses
+ * vfio with the IOMMU, and OVS-DPDK (vhost-iommu-support) translates the guest's IOVAs. Then, with the same appliance, the
  * kernel builtin:vrouter on vhost-user NICs (a second VM boot: this 2-CPU node has no room for both VNFs at once)
  * routes between two more switch networks.
  */
@@ -89,6 +91,23 @@ test('frames from left reach right through OVS-DPDK, vhost-user and the tenant V
   const leases: string[] = [];
   for await (const k of await kv.keys()) if ((await kv.get(k))?.operation === 'PUT') leases.push(k);
   assert.deepEqual(leases, [], 'no IP lease');
+});
+
+test('DPDK on the vhost-user NICs with vfio-pci behind the VM\'s virtual IOMMU: OVS-DPDK translates through vhost IOTLB; frames cross, also after the switch restarts', async () => {
+  assert.ok(appliance && home, 'the appliance of the test above');
+  const nodeState = join(home, 'node');
+  const r = await runDataplaneScenario(appliance.api, nodeState, names, VNF, { frames: 5, driver: 'vfio-pci' });
+  assert.deepEqual(r.opStates, ['COMPLETED', 'COMPLETED']);
+  assert.ok(r.viommu, 'the vIOMMU was looked at');
+  assert.equal(r.viommu.qemu, true, 'QEMU started with intel-iommu');
+  assert.equal(r.viommu.nicsTranslated, 2, 'both vhost-user NICs with iommu_platform');
+  assert.equal(r.viommu.switchIommuSupport.replace(/"/g, ''), 'true', 'OVS-DPDK with vhost-iommu-support');
+  assert.ok(r.viommu.eal.some((l) => /Using IOMMU type 1/.test(l)), `testpmd's EAL on vfio with the IOMMU: ${r.viommu.eal.join(' | ')}`);
+  assert.equal(r.viommu.eal.filter((l) => /Probe PCI driver: net_virtio/.test(l)).length, 2, 'both NICs probed');
+  assert.ok(r.framesReceived >= r.framesSent - 1, `frames through the VM: ${r.framesReceived}/${r.framesSent}\n${r.diagnostics}`);
+  assert.ok(r.afterSwitchRestart >= r.framesSent - 1, `after the switch restart: ${r.afterSwitchRestart}/${r.framesSent}`);
+  assert.equal(r.framesAfterTerminate, 0);
+  assert.deepEqual([r.switchPorts.afterTerminate, r.socketsAfterTerminate, r.recordsAfterTerminate], [[], [], []], 'nothing left');
 });
 
 test('the kernel builtin:vrouter on vhost-user NICs routes between two more switch networks; terminate leaves no port or socket', async () => {
