@@ -314,7 +314,12 @@ export interface VrouterResult {
  * The kernel `builtin:vrouter` on two vhost-user NICs (virtio-net in the guest) on two switch networks, its hosts on
  * their provider side routed by the guest; terminated, its ports and sockets go.
  */
-export async function runVrouterOnVhostUser(api: Api, nodeStateDir: string, n: DataplaneNames, opts: { frames?: number; log?: (msg: string) => void; opTimeoutMs?: number } = {}): Promise<VrouterResult> {
+export async function runVrouterOnVhostUser(
+  api: Api,
+  nodeStateDir: string,
+  n: DataplaneNames,
+  opts: { frames?: number; log?: (msg: string) => void; opTimeoutMs?: number; /** Runs while the vrouter routes, before its terminate. */ whileRunning?: () => Promise<void> } = {},
+): Promise<VrouterResult> {
   const log = opts.log ?? (() => undefined);
   const t = n.tenant;
   const descriptor = {
@@ -353,6 +358,7 @@ export async function runVrouterOnVhostUser(api: Api, nodeStateDir: string, n: D
   for (let i = 0; i < 20 && ping(n.leftNs, target, 1, 3).received === 0; i++);
   const p = ping(n.leftNs, target, opts.frames ?? 5, 3);
   log(`${n.leftNs} -> ${n.rightNs} routed by the vrouter: ${p.received}/${p.sent}`);
+  await opts.whileRunning?.();
   const term = await api.ok(`nfv.v1.tenant.${t}.vnfs.terminate`, { id: inst.vnfId });
   const top = await api.waitOp(t, term.opOccId, opts.opTimeoutMs ?? 600_000);
   const sandboxes = join(nodeStateDir, 'sandboxes');

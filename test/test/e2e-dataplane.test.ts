@@ -113,7 +113,37 @@ test('DPDK on the vhost-user NICs with vfio-pci behind the VM\'s virtual IOMMU: 
 test('the kernel builtin:vrouter on vhost-user NICs routes between two more switch networks; terminate leaves no port or socket', async () => {
   assert.ok(appliance && home, 'the appliance of the test above');
   const nodeState = join(home, 'node');
-  const v = await runVrouterOnVhostUser(appliance.api, nodeState, joined, { frames: 5 });
+  // while the vrouter's VM (booted without a virtual IOMMU: no vfio-pci data plane) runs, a DPDK VNF of the same
+  // tenant asking vfio-pci cannot join it: the node reports the tenant in noViommuTenants, the vm-iommu filter says so
+  let refused: { state: string; error?: { code: string; message: string } } | undefined;
+  let noViommuTenants: string[] | undefined;
+  const api = appliance.api;
+  const v = await runVrouterOnVhostUser(api, nodeState, joined, {
+    frames: 5,
+    whileRunning: async () => {
+      const nodeId = `dp-node-${tag}`;
+      for (let i = 0; i < 50 && !noViommuTenants?.length; i++) {
+        noViommuTenants = (await api.ok('nfv.v1.admin.nodes.get', { id: nodeId })).inventory.noViommuTenants;
+        if (!noViommuTenants?.length) await new Promise((r) => setTimeout(r, 200));
+      }
+      const inst = await api.ok(`nfv.v1.tenant.${names.tenant}.vnfs.instantiate`, {
+        descriptor: {
+          name: 'dp-vfio',
+          replicas: 1,
+          resources: { vcpus: 2, memoryMiB: 768, dataplane: { kind: 'dpdk', driver: 'vfio-pci' } },
+          image: { ref: 'builtin:testpmd' },
+          interfaces: [{ name: 'west', type: 'vhostuser', network: names.leftNet.name }, { name: 'east', type: 'vhostuser', network: names.rightNet.name }],
+        },
+      });
+      const op = await api.waitOp(names.tenant, inst.opOccId);
+      refused = { state: op.operationState, error: op.error };
+    },
+  });
+  assert.deepEqual(noViommuTenants, [names.tenant], 'the node reports the tenant whose VM has no vIOMMU');
+  assert.equal(refused?.state, 'FAILED', JSON.stringify(refused));
+  assert.equal(refused?.error?.code, 'UNSCHEDULABLE');
+  assert.match(refused!.error!.message, /vm-iommu/);
+  assert.match(refused!.error!.message, /booted without a virtual IOMMU/);
   assert.deepEqual(v.opStates, ['COMPLETED', 'COMPLETED']);
   assert.deepEqual([...v.portsWhileRunning].sort(), v.interfaces.map((i) => i.portName).sort());
   assert.ok(v.framesReceived >= v.framesSent - 1, `routed by the vrouter: ${v.framesReceived}/${v.framesSent}`);

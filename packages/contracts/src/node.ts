@@ -87,6 +87,11 @@ export interface NodeInventory {
    */
   vmMaxVcpus?: number;
   /**
+   * Tenants whose VM on this node has no virtual IOMMU and cannot take a vfio-pci data plane in the guest (one is given
+   * at boot only; node config guest.viommu `on-demand` without guest.vfioNoIommu). Absent or empty: none.
+   */
+  noViommuTenants?: string[];
+  /**
    * Shared vCPUs per unpinned CPU on this node (node agent `cpuAllocationRatio`, Nova's cpu_allocation_ratio; 1..16,
    * may be fractional): the scheduler books up to (cpuCount - pinned CPUs) x this many shared vCPUs here. Pinned
    * (dedicated) CPUs never overcommit. Absent: 1.

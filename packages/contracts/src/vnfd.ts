@@ -51,11 +51,36 @@ export const VnfdResourcesSchema = Closed({
   dataplane: Type.Optional(VnfdDataplaneSchema),
 });
 
+/** What the data-plane rules read of a VNFD or of an allocation made from one: the data plane and the interfaces. */
+interface DataplaneOwner {
+  resources: { dataplane?: VnfdDataplane | undefined };
+  interfaces?: readonly { name: string; type: string }[] | undefined;
+}
+
 /** The interfaces a DPDK data plane takes (named, or every vhostuser and sriov one). */
-export function dataplaneInterfaces(d: Pick<Vnfd, 'resources' | 'interfaces'>): string[] {
+export function dataplaneInterfaces(d: DataplaneOwner): string[] {
   const dp = d.resources.dataplane;
   if (!dp) return [];
   return dp.interfaces ?? (d.interfaces ?? []).filter((i) => i.type === 'vhostuser' || i.type === 'sriov').map((i) => i.name);
+}
+
+export type GuestDpdkDriver = NonNullable<VnfdDataplane['driver']>;
+
+/**
+ * The guest driver of the data plane's interface `name`: a VF's is vfio-pci (a VF has no INTx, which
+ * uio_pci_generic needs), the others' what the VNFD asks (uio_pci_generic by default).
+ */
+export function guestDpdkDriver(d: DataplaneOwner, name: string): GuestDpdkDriver {
+  if ((d.interfaces ?? []).find((i) => i.name === name)?.type === 'sriov') return 'vfio-pci';
+  return d.resources.dataplane?.driver ?? 'uio_pci_generic';
+}
+
+/**
+ * The data plane puts some NIC on vfio-pci in the guest: the tenant's VM needs a virtual IOMMU, given at its boot
+ * only (or the node's no-IOMMU mode, where its operator allows it).
+ */
+export function guestDataplaneUsesVfio(d: DataplaneOwner): boolean {
+  return dataplaneInterfaces(d).some((n) => guestDpdkDriver(d, n) === 'vfio-pci');
 }
 
 const interfaceBase = {

@@ -1,7 +1,7 @@
 /** `resources.dataplane: {kind: dpdk}` in the VNFD: accepted when it fits, refused naming the field when not. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkVnfd, dataplaneInterfaces, type Vnfd } from '../src/index.js';
+import { checkVnfd, dataplaneInterfaces, guestDataplaneUsesVfio, guestDpdkDriver, type Vnfd } from '../src/index.js';
 
 const base = (): Vnfd => ({
   name: 'tp',
@@ -43,4 +43,23 @@ test('a DPDK data plane that does not fit is refused naming the field', () => {
     assert.ok(hit, `${name}: ${JSON.stringify(issues)}`);
     assert.match(hit.message, re, name);
   }
+});
+
+test('which data planes put a NIC on vfio-pci in the guest (the tenant VM then needs a virtual IOMMU)', () => {
+  assert.equal(guestDataplaneUsesVfio(base()), false, 'virtio NICs default to uio_pci_generic');
+  assert.equal(guestDpdkDriver(base(), 'dp0'), 'uio_pci_generic');
+  const asks = base();
+  asks.resources.dataplane = { kind: 'dpdk', driver: 'vfio-pci' };
+  assert.equal(guestDataplaneUsesVfio(asks), true);
+  const vf = base();
+  vf.interfaces!.push({ name: 'vf0', type: 'sriov', physnet: 'physnet1', network: 'radio' });
+  assert.equal(guestDpdkDriver(vf, 'vf0'), 'vfio-pci', 'a VF has no INTx for uio');
+  assert.equal(guestDataplaneUsesVfio(vf), true);
+  const vfOutside = base();
+  vfOutside.interfaces!.push({ name: 'vf0', type: 'sriov', physnet: 'physnet1', network: 'radio' });
+  vfOutside.resources.dataplane = { kind: 'dpdk', interfaces: ['dp0'] };
+  assert.equal(guestDataplaneUsesVfio(vfOutside), false, 'a VF the data plane does not take stays with the guest kernel');
+  const none = base();
+  delete none.resources.dataplane;
+  assert.equal(guestDataplaneUsesVfio(none), false);
 });

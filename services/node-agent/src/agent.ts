@@ -29,8 +29,6 @@ import {
   type ReplicaRunState,
   type ReplicaStatus,
   type ErrorBody,
-  type DataplaneInfo,
-  type WarmPoolInfo,
 } from '@edgenfv/contracts';
 import type { NodeAgentMetrics } from './metrics.js';
 import { recheck } from './recheck.js';
@@ -40,15 +38,20 @@ import { sourceAddressTowards } from './sandbox/migration-relay.js';
 
 const jc = JSONCodec();
 
+/** The inventory's parts that change while the agent runs. */
+export type LiveInventory = Partial<Pick<NodeInventory, 'dataplanes' | 'warmPool' | 'noViommuTenants'>>;
+
 export interface NodeAgentOptions {
   nodeId: string;
   nc: NatsConnection;
   manager: SandboxManager;
   inventory: () => Promise<NodeInventory>;
-  /** The node's data planes as they are now (the agent's own switch changes state at run time): a change rides on the next heartbeat. */
-  dataplanes?: () => DataplaneInfo[];
-  /** The node's warm pools as they are now: a change rides on the next heartbeat (the scheduler counts what they hold). */
-  warmPool?: () => WarmPoolInfo[];
+  /**
+   * The parts of the inventory that change at run time, as they are now: the data planes (the agent's own switch
+   * changes state), the warm pools (the scheduler counts what they hold), the tenants whose VM has no virtual IOMMU.
+   * A change rides on the next heartbeat.
+   */
+  live?: () => LiveInventory;
   logger: Logger;
   metrics?: NodeAgentMetrics;
   heartbeatIntervalMs: number;
@@ -205,13 +208,11 @@ export class NodeAgent {
       replicas: reps.size,
       running: [...reps.keys()],
     };
-    const live = this.o.dataplanes?.();
-    if (live && this.lastInventory && JSON.stringify(live) !== JSON.stringify(this.lastInventory.dataplanes)) {
-      hb.inventory = { ...this.lastInventory, dataplanes: live };
-    }
-    const warm = this.o.warmPool?.();
-    if (warm && this.lastInventory && JSON.stringify(warm) !== JSON.stringify(this.lastInventory.warmPool)) {
-      hb.inventory = { ...(hb.inventory ?? this.lastInventory), warmPool: warm };
+    const last = this.lastInventory;
+    if (last) {
+      for (const [key, now] of Object.entries(this.o.live?.() ?? {})) {
+        if (JSON.stringify(now) !== JSON.stringify(last[key as keyof LiveInventory])) hb.inventory = { ...(hb.inventory ?? last), [key]: now };
+      }
     }
     try {
       const msg = await this.o.nc.request(internalSubjects.heartbeat(this.o.nodeId), jc.encode(hb), { timeout: 2000 });

@@ -123,15 +123,14 @@ export function buildApp(deps: AppDeps): App {
     nftBridge ??= nftBridgeUsable();
     const protections = hostProtections({ cgroupControllers: cgroups.enabledControllers(), seccomp: cfg.isolation.sandbox, uidBase: cfg.isolation.uidBase, nftBridge: await nftBridge });
     const warmPool = manager.warm?.info();
-    return { ...inv, vmOverhead: overhead, vmMaxVcpus: cfg.qemu.maxVcpus, cpuAllocationRatio: cfg.cpuAllocationRatio, ...(deps.hostChecks ? { checks: deps.hostChecks } : {}), protections, ...(warmPool ? { warmPool } : {}) };
+    return { ...inv, vmOverhead: overhead, vmMaxVcpus: cfg.qemu.maxVcpus, cpuAllocationRatio: cfg.cpuAllocationRatio, noViommuTenants: manager.noViommuTenants(), ...(deps.hostChecks ? { checks: deps.hostChecks } : {}), protections, ...(warmPool ? { warmPool } : {}) };
   };
   const agent = new NodeAgent({
     nodeId: cfg.nodeId,
     nc: deps.nc,
     manager,
     inventory,
-    dataplanes: () => detectDataplanes(cfg, switches),
-    ...(manager.warm ? { warmPool: () => manager.warm!.info() } : {}),
+    live: () => ({ dataplanes: detectDataplanes(cfg, switches), ...(manager.warm ? { warmPool: manager.warm.info() } : {}), noViommuTenants: manager.noViommuTenants() }),
     logger,
     metrics,
     heartbeatIntervalMs: cfg.heartbeatIntervalMs,

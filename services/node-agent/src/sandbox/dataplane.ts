@@ -6,7 +6,7 @@
  * the guest as a node (its vCPUs, the hugepages just reserved, the NICs at their guest PCI addresses) and the VNF as
  * a workload (main lcore + one forwarding lcore per further vCPU, the PCI allow-list of its interfaces).
  */
-import { ConflictError, DEFAULT_DATAPLANE_HUGEPAGES_MIB, InvalidArgumentError, type Allocation, type PrepareDataplaneRequest } from '@edgenfv/contracts';
+import { ConflictError, DEFAULT_DATAPLANE_HUGEPAGES_MIB, InvalidArgumentError, guestDataplaneUsesVfio, guestDpdkDriver, type Allocation, type GuestDpdkDriver, type PrepareDataplaneRequest } from '@edgenfv/contracts';
 import { placeWorkload, renderEalArgs } from '@edgenfv/dpdk-config';
 import type { GuestSession } from './ports.js';
 import type { ReplicaRecord } from './records.js';
@@ -29,7 +29,6 @@ export interface GuestDataplane {
   allowNoIommu?: boolean;
 }
 
-type GuestDpdkDriver = 'uio_pci_generic' | 'vfio-pci';
 
 /** PrepareDataplane's request for it. */
 export function prepareRequest(dp: GuestDataplane): PrepareDataplaneRequest {
@@ -41,14 +40,6 @@ export function prepareRequest(dp: GuestDataplane): PrepareDataplaneRequest {
   };
 }
 
-/**
- * The guest driver of the data plane's interface `name`: a VF's is vfio-pci (a VF has no INTx, which
- * uio_pci_generic needs), the others' what the VNFD asks (uio_pci_generic by default).
- */
-export function guestDpdkDriver(alloc: Pick<Allocation, 'resources' | 'interfaces'>, name: string): GuestDpdkDriver {
-  if (alloc.interfaces.find((i) => i.name === name)?.type === 'sriov') return 'vfio-pci';
-  return alloc.resources.dataplane?.driver ?? 'uio_pci_generic';
-}
 
 /**
  * Whether a VM booted for this allocation needs a virtual IOMMU: some data-plane NIC is vfio-pci in the guest and
@@ -56,8 +47,7 @@ export function guestDpdkDriver(alloc: Pick<Allocation, 'resources' | 'interface
  * not join a VM booted without one, see SandboxManager.grow; node config guest.viommu always gives every VM one.)
  */
 export function needsViommu(alloc: Pick<Allocation, 'resources' | 'interfaces'>, allowNoIommu: boolean): boolean {
-  if (allowNoIommu) return false;
-  return (alloc.resources.dataplane?.interfaces ?? []).some((n) => guestDpdkDriver(alloc, n) === 'vfio-pci');
+  return !allowNoIommu && guestDataplaneUsesVfio(alloc);
 }
 
 /** The EAL argv: `-l 0-1 --main-lcore 0 --file-prefix P --socket-mem M --huge-dir /dev/hugepages -a <pci>...`. */

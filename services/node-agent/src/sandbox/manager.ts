@@ -115,6 +115,15 @@ export class SandboxManager {
     return this.list();
   }
 
+  /**
+   * Tenants whose VM here cannot take a vfio-pci data plane in the guest: booted without a virtual IOMMU (which is given
+   * at boot only), on a node whose operator does not allow no-IOMMU mode (inventory `noViommuTenants`).
+   */
+  noViommuTenants(): string[] {
+    if (this.deps.cfg.guest.vfioNoIommu) return [];
+    return [...new Set(this.list().filter((r) => !r.warm && r.tenantId && r.spec && !r.spec.viommu).map((r) => r.tenantId))].sort();
+  }
+
   /** allocId -> its sandbox and replica record. */
   replicas(): Map<string, { sandbox: SandboxRecord; replica: ReplicaRecord }> {
     const out = new Map<string, { sandbox: SandboxRecord; replica: ReplicaRecord }>();

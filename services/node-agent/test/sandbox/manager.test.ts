@@ -242,6 +242,7 @@ test('a vfio-pci data plane does not join a VM booted without a vIOMMU (refused 
   await m1.ensureReplica(plain('p1', 'acme', '02:00:00:00:01:01', '10.78.0.11/24'));
   const [rec] = m1.sandboxes();
   assert.ok(rec && !rec.spec?.viommu, 'booted without a vIOMMU');
+  assert.deepEqual(m1.noViommuTenants(), ['acme'], 'reported to the scheduler (inventory noViommuTenants)');
   const vm = m1.vmOf(rec.sandboxId)!;
   const before = await withQmp(vm.apiSocket, (q) => q.queryCpusFast());
   await assert.rejects(m1.ensureReplica(dpdk('d1', 'acme', '02:00:00:00:01:02', '10.78.0.12/24')), (err: Error & { code?: string }) => {
@@ -263,6 +264,7 @@ test('a vfio-pci data plane does not join a VM booted without a vIOMMU (refused 
   await m2.ensureReplica(plain('p2', 'beta', '02:00:00:00:02:01', '10.78.0.21/24'));
   const rec2 = m2.sandboxes()[0]!;
   assert.equal(rec2.spec?.viommu, true);
+  assert.deepEqual(m2.noViommuTenants(), [], 'every VM has one: nobody to report');
   const vm2 = m2.vmOf(rec2.sandboxId)!;
   assert.match(readFileSync(`/proc/${vm2.pid}/cmdline`, 'utf8').replace(/\0/g, ' '), /intel-iommu,intremap=on,caching-mode=on/);
   const r = await m2.ensureReplica(dpdk('d2', 'beta', '02:00:00:00:02:02', '10.78.0.22/24'));

@@ -87,6 +87,18 @@ export const vmSizeFilter: Filter = {
   },
 };
 
+/**
+ * A data plane that puts a NIC on vfio-pci in the guest needs a virtual IOMMU in the tenant's VM, which is given at
+ * boot only: a node whose VM of this tenant was booted without one (inventory `noViommuTenants`) cannot take it.
+ */
+export const vmIommuFilter: Filter = {
+  name: 'vm-iommu',
+  filter: (req, node) =>
+    req.guestVfio && node.inventory.noViommuTenants?.includes(req.tenantId)
+      ? no("the tenant's VM here was booted without a virtual IOMMU, which a vfio-pci data plane in the guest needs (it cannot be added to a running VM)")
+      : OK,
+};
+
 export const dataplaneFilter: Filter = {
   name: 'dataplane',
   filter: (req, node) => {
@@ -170,6 +182,7 @@ export const DEFAULT_FILTERS: readonly Filter[] = [
   nodeSelectorFilter,
   antiAffinityFilter,
   dataplaneFilter,
+  vmIommuFilter,
   resourcesFilter,
   vmSizeFilter,
   sriovVfsFilter,

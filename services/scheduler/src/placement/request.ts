@@ -1,4 +1,4 @@
-import { dataplaneInterfaces, type Vnfd } from '@edgenfv/contracts';
+import { dataplaneInterfaces, guestDataplaneUsesVfio, type Vnfd } from '@edgenfv/contracts';
 import type { PlacementRequest, VfDemand } from './types.js';
 
 export interface PlacementRequestInput {
@@ -55,6 +55,7 @@ export function buildPlacementRequest(input: PlacementRequestInput): PlacementRe
     req.hugepages = { sizeKiB, count: Math.max(count, Math.ceil((d.resources.memoryMiB * 1024) / sizeKiB)) };
   }
   if (d.resources.dataplane) req.guestDataplane = { ...d.resources.dataplane, interfaces: dataplaneInterfaces(d) };
+  if (guestDataplaneUsesVfio(d)) req.guestVfio = true;
   if (input.quotaRemaining) req.quotaRemaining = input.quotaRemaining;
   if (input.onlyNodeId !== undefined) req.onlyNodeId = input.onlyNodeId;
   if (input.excludeNodeIds) {

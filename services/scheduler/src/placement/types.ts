@@ -22,6 +22,8 @@ export interface PlacementRequest {
   hugepages?: { sizeKiB: number; count: number };
   /** The VNFD's guest data plane, passed through to the allocation (the node agent prepares it in the guest). */
   guestDataplane?: VnfdDataplane;
+  /** That data plane puts a NIC on vfio-pci in the guest: the tenant's VM needs a virtual IOMMU (vm-iommu filter). */
+  guestVfio?: boolean;
   /** In interface order. */
   vfs: readonly VfDemand[];
   /** The same, counted per physnet. */

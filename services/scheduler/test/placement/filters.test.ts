@@ -14,6 +14,7 @@ import {
   sriovVfsFilter,
   tenantQuotaFilter,
   vmSizeFilter,
+  vmIommuFilter,
   buildPlacementRequest,
   type Filter,
   type NodeView,
@@ -392,4 +393,26 @@ table(numaFilter, [
     node: () => nodeView({ pfs: [{ physnet: 'physnet1', numaNode: 0, vfs: 1 }, { physnet: 'physnet1', numaNode: 1, vfs: 1 }] }),
     reject: 'no NUMA node with 2 free dedicated CPUs and 2 free VFs on physnet1 together (numa: strict)',
   },
+]);
+
+/** A node where the tenants listed have a VM booted without a virtual IOMMU (inventory noViommuTenants). */
+function noViommu(tenants?: string[]): NodeView {
+  const v = nodeView({});
+  if (tenants) v.inventory = { ...v.inventory, noViommuTenants: tenants };
+  return v;
+}
+const vfioDp = { vcpus: 2, dataplane: { kind: 'dpdk' as const, driver: 'vfio-pci' as const } };
+const dpIfs = [{ name: 'dp0', type: 'vhostuser' as const, network: 'west' }];
+table(vmIommuFilter, [
+  { name: "a vfio-pci data plane, the tenant's VM here without a vIOMMU", req: () => request(vnfd({ resources: vfioDp, interfaces: dpIfs })), node: () => noViommu(['t1']), reject: "the tenant's VM here was booted without a virtual IOMMU, which a vfio-pci data plane in the guest needs (it cannot be added to a running VM)" },
+  { name: "another tenant's VM without one does not count", req: () => request(vnfd({ resources: vfioDp, interfaces: dpIfs })), node: () => noViommu(['other']) },
+  { name: 'no tenant VM here (or an older agent): a boot gives the vIOMMU', req: () => request(vnfd({ resources: vfioDp, interfaces: dpIfs })), node: () => noViommu(undefined) },
+  { name: 'uio_pci_generic needs none', req: () => request(vnfd({ resources: { vcpus: 2, dataplane: { kind: 'dpdk' } }, interfaces: dpIfs })), node: () => noViommu(['t1']) },
+  {
+    name: 'a VF in the data plane is vfio-pci in the guest',
+    req: () => request(vnfd({ resources: { vcpus: 2, dataplane: { kind: 'dpdk' } }, interfaces: sriov(1) })),
+    node: () => noViommu(['t1']),
+    reject: "the tenant's VM here was booted without a virtual IOMMU, which a vfio-pci data plane in the guest needs (it cannot be added to a running VM)",
+  },
+  { name: 'a VF without a data plane: the guest kernel drives it', req: () => request(vnfd({ interfaces: sriov(1) })), node: () => noViommu(['t1']) },
 ]);
