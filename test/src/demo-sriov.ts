@@ -248,7 +248,7 @@ async function main(): Promise<number> {
     }
     // every VF back on igbvf with the settings it had before (the driver re-probes asynchronously)
     let after: VfTableEntry[] = [];
-    for (let i = 0; i < 60; i++) {
+    for (let i = 0; i < 300; i++) {
       after = await edge.vfTable();
       if (after.every((v) => v.driver === 'igbvf')) break;
       await new Promise((r) => setTimeout(r, 2000));

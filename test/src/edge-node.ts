@@ -453,6 +453,10 @@ export async function startEdgeNode(opts: EdgeNodeOptions): Promise<EdgeNode> {
         credentials: { issuerFile },
         heartbeatGraceMs: opts.heartbeatGraceMs ?? 60_000,
         startTimeoutMs: 7_200_000, // a nested TCG boot, then the container (demo:sriov: 40 min to CreateContainer)
+        // removing a replica from a nested tenant VM (container, vCPU/memory unplug, VF back to igbvf) took minutes on a
+        // loaded host: with the default 60 s the scheduler released the allocation unconfirmed ("stop not confirmed in
+        // time") and terminate COMPLETED before the node gave the VF back
+        stopTimeoutMs: 1_800_000,
       }),
     );
     scheduler = await startScheduler({ EDGENFV_CONFIG: schedConfig });
