@@ -33,17 +33,16 @@ function quiet(cmd: string, args: string[]): void {
   }
 }
 
+/** A q35 TCG node with room for hotplug (4 vCPUs, 1 GiB per VM), its cgroups under `cgParent`. */
+function q35Config(stateDir: string, cgParent: string, extra: Record<string, unknown> = {}): ReturnType<typeof parseConfig> {
+  return parseConfig({ nodeId: 'n1', stateDir, vmBaseMemoryMiB: 128, qemu: { machine: 'q35', accel: 'tcg', maxVcpus: 4, maxMemoryMiB: 1024 }, isolation: { cgroupParent: cgParent }, ...extra });
+}
+
 test('one VM per tenant: boot, a second replica joins by hotplug, restart re-adopts, teardown leaves nothing', async (t) => {
   const stateDir = mkdtempSync(join(tmpdir(), 'na-sbm-'));
   const cgParent = `edgenfv-t${process.pid}`;
   const bridge = `enfvb${process.pid % 100000}`;
-  const cfg = parseConfig({
-    nodeId: 'n1',
-    stateDir,
-    vmBaseMemoryMiB: 128,
-    qemu: { machine: 'q35', accel: 'tcg', maxVcpus: 4, maxMemoryMiB: 1024 },
-    isolation: { cgroupParent: cgParent },
-  });
+  const cfg = q35Config(stateDir, cgParent);
   const log = silentLogger();
   const guest = new RecordingGuest();
   const mk = (): SandboxManager => firmwareSandboxManager({ cfg, stateDir, cgParent, guest, log, extra: { hotplugSlots: 2 } });
@@ -213,14 +212,7 @@ test('a vfio-pci data plane does not join a VM booted without a vIOMMU (refused 
   const log = silentLogger();
   const guest = new RecordingGuest();
   const mk = (viommu: 'on-demand' | 'always'): SandboxManager => {
-    const cfg = parseConfig({
-      nodeId: 'n1',
-      stateDir,
-      vmBaseMemoryMiB: 128,
-      qemu: { machine: 'q35', accel: 'tcg', maxVcpus: 4, maxMemoryMiB: 1024 },
-      isolation: { cgroupParent: cgParent },
-      guest: { viommu },
-    });
+    const cfg = q35Config(stateDir, cgParent, { guest: { viommu } });
     return firmwareSandboxManager({ cfg, stateDir, cgParent, guest, log, extra: { hotplugSlots: 2 } });
   };
   const managers: SandboxManager[] = [];
