@@ -267,3 +267,22 @@ test('SCALE and HEAL of a STOPPED VNF place replicas without starting their cont
   const term = await api.ok('nfv.v1.tenant.opscale.vnfs.terminate', { id: inst.vnfId });
   assert.equal((await api.waitOp('opscale', term.opOccId)).operationState, 'COMPLETED');
 });
+
+test('a retried request whose first copy was carried out but whose answer and idempotency marker were lost gets the same op occurrence, not CONFLICT', async () => {
+  for (const n of nodes.values()) n.holdStarts = false;
+  await api.ok('nfv.v1.admin.tenants.create', { id: 'rt', quota: { vcpus: 8 } });
+  const inst = await api.ok('nfv.v1.tenant.rt.vnfs.instantiate', { descriptor: descriptor('fw') });
+  assert.equal((await api.waitOp('rt', inst.opOccId)).operationState, 'COMPLETED');
+  for (const n of nodes.values()) n.holdStarts = true; // the scale stays in progress
+  try {
+    const first = await api.ok('nfv.v1.tenant.rt.vnfs.scale', { id: inst.vnfId, replicas: 2, requestId: 'grow-1' });
+    // the marker lost (a NATS server went away before the reply was stored): only the op occurrence remains
+    const kv = await nc.jetstream().views.kv(KV_BUCKETS.requests);
+    for await (const k of await kv.keys()) if (k.startsWith('rt.')) await kv.purge(k);
+    assert.deepEqual(await api.ok('nfv.v1.tenant.rt.vnfs.scale', { id: inst.vnfId, replicas: 2, requestId: 'grow-1' }), first, 'the retry names the first copy\'s op occurrence');
+    const other = await api.tenant('rt', 'vnfs.scale', { id: inst.vnfId, replicas: 3, requestId: 'grow-2' });
+    assert.equal(other.error?.code, 'CONFLICT', 'another request still finds the operation in progress');
+  } finally {
+    for (const n of nodes.values()) n.holdStarts = false;
+  }
+});

@@ -94,7 +94,8 @@ test('anti-affinity across real node agents; a SIGKILLed agent\'s replica is hea
   assert.equal(healed.replicas[0].nodeId, thirdId, 'healed onto the third node (anti-affinity still holds)');
   assert.equal(healed.replicas[1].nodeId, keptId);
   assert.equal(healed.replicas[1].state, 'RUNNING', 'the other replica was left alone');
-  const heal = await s.api.ok(`nfv.v1.tenant.${T}.opoccs.get`, { id: healed.lastOpOccId });
+  // the replica is RUNNING a moment before its op occurrence is COMPLETED
+  const heal = await s.api.waitOp(T, healed.lastOpOccId ?? healed.activeOpOccId, 60_000);
   assert.equal(heal.operation, 'HEAL');
   assert.equal(heal.operationState, 'COMPLETED');
   assert.match(heal.steps[0].message, new RegExp(`node ${lostId} lost`));

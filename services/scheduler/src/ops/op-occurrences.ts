@@ -106,6 +106,19 @@ async function lockVnf(
   return res!.value;
 }
 
+/**
+ * The operation in progress is this very request (the same requestId and operation): its first copy was carried out
+ * but its answer lost on the way (a NATS server went away), and the retry's idempotency marker was gone with it. The
+ * retry then gets the first copy's op occurrence, not a CONFLICT.
+ */
+async function sameRequestInProgress(ctx: OpContext, op: OpOcc, err: unknown): Promise<string | undefined> {
+  const e = asAppError(err);
+  const active = (e.details as { opOccId?: unknown } | undefined)?.opOccId;
+  if (e.code !== 'CONFLICT' || !op.requestId || typeof active !== 'string') return undefined;
+  const cur = await ctx.store.opoccs.get(vnfKey(op.tenantId, active));
+  return cur && cur.value.requestId === op.requestId && cur.value.operation === op.operation && cur.value.vnfId === op.vnfId ? active : undefined;
+}
+
 /** A lock left by an operation that ended (its leader died between the two writes) does not block. */
 async function isStaleLock(ctx: OpContext, tenantId: string, opOccId: string, lockedAt: string): Promise<boolean> {
   const op = await ctx.store.opoccs.get(vnfKey(tenantId, opOccId));
@@ -145,6 +158,8 @@ export async function startOperation(
     if (asAppError(err).code === 'UNAVAILABLE') {
       await unlockVnf(ctx, op.tenantId, op.vnfId, op.id).catch((e: unknown) => ctx.logger.error({ err: e, opOccId: op.id }, 'lock not undone'));
     }
+    const mine = await sameRequestInProgress(ctx, op, err);
+    if (mine) return { opOccId: mine };
     throw err;
   }
   try {
