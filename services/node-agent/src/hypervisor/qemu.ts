@@ -56,8 +56,22 @@ export function pciPathOf(vm: VmHandle, deviceId: string): string | undefined {
   return m ? `${(ROOT_PORT_SLOT0 + Number(m[1])).toString(16).padStart(2, '0')}.0/00.0` : undefined;
 }
 
-/** NIC properties of type OnOffAuto: QMP's device_add wants them as the string "on", not a boolean. */
+/** Device properties of type OnOffAuto: QMP's device_add wants them as the string "on", not a boolean. */
 const QDEV_ON_OFF_AUTO = new Set(['disable-legacy']);
+
+/**
+ * QMP `device_add` arguments of a `-device` string (qemu-args.ts renders both, so boot and hot-plug agree): QMP takes
+ * typed values, booleans for bool properties ("on"), numbers for `vectors`, strings for the rest (QDEV_ON_OFF_AUTO).
+ */
+function deviceAddArgs(device: string): Record<string, unknown> {
+  const [driver, ...kv] = device.split(',');
+  const args: Record<string, unknown> = { driver };
+  for (const p of kv) {
+    const [k, v] = p.split('=') as [string, string];
+    args[k] = v === 'on' && !QDEV_ON_OFF_AUTO.has(k) ? true : k === 'vectors' ? Number(v) : v;
+  }
+  return args;
+}
 
 export class QemuDriver implements HypervisorDriver {
   readonly kind = 'qemu' as const;
@@ -374,17 +388,8 @@ export class QemuDriver implements HypervisorDriver {
         });
         await qmp.netdevAdd('vhost-user', dev.id, { chardev: `${dev.id}-chr`, ...(dev.queues > 1 ? { queues: dev.queues } : {}) });
       }
-      const [driver, ...kv] = nicDevice(dev, 'q35', { bus: port }, viommu).split(',');
-      const props: Record<string, unknown> = {};
-      let id = '';
-      for (const p of kv) {
-        const [k, v] = p.split('=') as [string, string];
-        if (k === 'id') id = v;
-        // QMP takes typed values: booleans for bool properties, the string for on/off/auto ones (QDEV_ON_OFF_AUTO)
-        else props[k] = v === 'on' && !QDEV_ON_OFF_AUTO.has(k) ? true : k === 'vectors' ? Number(v) : v;
-      }
       // a VF's realize maps all guest RAM for DMA (pinning it): seconds on a loaded or nested node
-      await qmp.execute('device_add', { driver, id, ...props }, dev.kind === 'vfio' ? 120_000 : 10_000);
+      await qmp.execute('device_add', deviceAddArgs(nicDevice(dev, 'q35', { bus: port }, viommu)), dev.kind === 'vfio' ? 120_000 : 10_000);
     });
   }
 
@@ -396,9 +401,7 @@ export class QemuDriver implements HypervisorDriver {
     const filename = pathInVmRoot(q.chrootDir, dev.path, 'the image disk');
     await withQmp(vm.apiSocket, async (qmp) => {
       await qmp.execute('blockdev-add', { driver: 'raw', 'node-name': dev.id, 'read-only': true, file: { driver: 'file', filename, 'read-only': true } });
-      const [driver, ...kv] = diskDevice(dev, 'q35', { bus: port }).split(',');
-      const props: Record<string, unknown> = Object.fromEntries(kv.map((p) => p.split('=') as [string, string]));
-      await qmp.execute('device_add', { driver, ...props });
+      await qmp.execute('device_add', deviceAddArgs(diskDevice(dev, 'q35', { bus: port })));
     });
     q.slots[port] = dev.id;
     vm.hotplugged.push(`disk:${dev.id}`);
